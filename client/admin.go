@@ -1,0 +1,68 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// FunctionInfo describes a registered function version as the gateway
+// reports it. It is informational: Invoke verifies the certificate itself.
+type FunctionInfo = wire.FunctionInfo
+
+// BundleContentType is the media type of a bundle upload.
+const BundleContentType = "application/vnd.cloister.bundle"
+
+// NextVersion returns the version number the next deploy of name must carry.
+func (c *Client) NextVersion(ctx context.Context, name string) (int, error) {
+	var r struct {
+		Version int `json:"version"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/next-version", nil, "", &r)
+	return r.Version, err
+}
+
+// Deploy uploads a signed bundle (see the bundle format in docs/api.md).
+func (c *Client) Deploy(ctx context.Context, name string, bundle []byte) (*FunctionInfo, error) {
+	var fi FunctionInfo
+	if err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name), bundle, BundleContentType, &fi); err != nil {
+		return nil, err
+	}
+	return &fi, nil
+}
+
+// List returns the latest version of every function in the key's namespace.
+func (c *Client) List(ctx context.Context) ([]FunctionInfo, error) {
+	var r struct {
+		Functions []FunctionInfo `json:"functions"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/functions", nil, "", &r)
+	return r.Functions, err
+}
+
+// Get returns one function version (0 = latest).
+func (c *Client) Get(ctx context.Context, name string, version int) (*FunctionInfo, error) {
+	var fi FunctionInfo
+	if err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+versionQuery(version), nil, "", &fi); err != nil {
+		return nil, err
+	}
+	return &fi, nil
+}
+
+// Delete deletes a function; its version numbers are never reused.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/functions/"+url.PathEscape(name), nil, "", nil)
+}
+
+// CreateToken creates an API key for a namespace (needs an admin key).
+func (c *Client) CreateToken(ctx context.Context, namespace, name string) (string, error) {
+	b, _ := json.Marshal(map[string]string{"namespace": namespace, "name": name})
+	var r struct {
+		Token string `json:"token"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/tokens", b, "application/json", &r)
+	return r.Token, err
+}

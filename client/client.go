@@ -1,0 +1,442 @@
+// Package client is Cloister's Go client SDK. It verifies the coordinator's
+// attestation against a pinned policy, fetches certified function keys,
+// seals requests end to end to the attested worker (RFC 9180 HPKE), opens
+// sessions for cheap repeated requests, decrypts responses and verifies
+// every receipt back to the attested coordinator.
+//
+// Nothing it sends to the gateway contains the plaintext of a confidential
+// request, and it returns an output only after its receipt verified.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Policy is a client attestation policy (see attest.Policy).
+type Policy = attest.Policy
+
+// Receipt is a decoded invocation receipt.
+type Receipt = receipt.Receipt
+
+// SignedReceipt is a receipt as it travels, with signature and worker certificate.
+type SignedReceipt = receipt.Signed
+
+// LoadPolicy reads a JSON policy file.
+func LoadPolicy(path string) (Policy, error) { return attest.LoadPolicy(path) }
+
+// ErrVerification wraps every failure to verify attestation, a certificate,
+// a response or a receipt. A caller must not use the output then.
+var ErrVerification = errors.New("cloister: verification failed")
+
+// Error is an error answered by the platform, with its stable code. When the
+// function ran and failed (a trap, a timeout), Receipt holds its verified receipt.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Receipt *Receipt
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status) }
+
+// Client talks to one Cloister gateway. It is safe for concurrent use.
+type Client struct {
+	base   string
+	token  string
+	policy Policy
+	hc     *http.Client
+	ttl    time.Duration
+	now    func() time.Time
+	cache  string
+
+	mu     sync.Mutex
+	att    *Attestation
+	attExp time.Time
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithAttestationTTL sets how long a verified attestation is reused (default 60 s).
+func WithAttestationTTL(d time.Duration) Option { return func(c *Client) { c.ttl = d } }
+
+// WithClock injects the clock.
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+// WithAttestationCache keeps the attestation document in a file so that
+// short-lived processes (the CLI) share it for the TTL. The cached document
+// is verified again on every load; only the network round trip is saved.
+func WithAttestationCache(path string) Option { return func(c *Client) { c.cache = path } }
+
+// New returns a client for the gateway at baseURL, authenticating with an
+// API key and verifying attestation against policy.
+func New(baseURL, token string, policy Policy, opts ...Option) (*Client, error) {
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid gateway URL %q", baseURL)
+	}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, policy: policy,
+		hc: &http.Client{Timeout: 10 * time.Minute}, ttl: 60 * time.Second, now: time.Now}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// Attestation is a verified coordinator attestation.
+type Attestation struct {
+	TEE          tee.Kind
+	TCB          string
+	Measurement  string
+	IdentityKey  ed25519.PublicKey
+	ManifestHash string
+	// Warning is set for sim evidence, which offers no hardware protection.
+	Warning    string
+	VerifiedAt time.Time
+}
+
+type cachedDoc struct {
+	Doc     wire.Attestation `json:"doc"`
+	Fetched time.Time        `json:"fetched"`
+}
+
+// Attest returns the verified coordinator attestation, fetching and
+// verifying it at most once per TTL.
+func (c *Client) Attest(ctx context.Context) (*Attestation, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if c.att != nil && now.Before(c.attExp) {
+		return c.att, nil
+	}
+	if c.cache != "" {
+		if b, err := os.ReadFile(c.cache); err == nil {
+			var cd cachedDoc
+			if json.Unmarshal(b, &cd) == nil && now.Sub(cd.Fetched) < c.ttl && now.After(cd.Fetched) {
+				if a, err := c.verifyDoc(&cd.Doc); err == nil {
+					c.att, c.attExp = a, cd.Fetched.Add(c.ttl)
+					return a, nil
+				}
+			}
+		}
+	}
+	var doc wire.Attestation
+	if err := c.do(ctx, http.MethodGet, "/v1/attestation", nil, "", &doc); err != nil {
+		return nil, fmt.Errorf("fetching attestation: %w", err)
+	}
+	a, err := c.verifyDoc(&doc)
+	if err != nil {
+		return nil, err
+	}
+	c.att, c.attExp = a, now.Add(c.ttl)
+	if c.cache != "" {
+		if b, err := json.Marshal(cachedDoc{Doc: doc, Fetched: now}); err == nil {
+			_ = os.WriteFile(c.cache, b, 0o600)
+		}
+	}
+	return a, nil
+}
+
+func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
+	claims, err := attest.Verify(doc.Evidence, c.policy)
+	if err != nil {
+		return nil, fmt.Errorf("%w: coordinator evidence: %w", ErrVerification, err)
+	}
+	if seal.SHA256Hex(doc.Manifest) != doc.ManifestHash {
+		return nil, fmt.Errorf("%w: manifest does not match its hash", ErrVerification)
+	}
+	if c.policy.ManifestHash != "" && c.policy.ManifestHash != doc.ManifestHash {
+		return nil, fmt.Errorf("%w: manifest %s is not the pinned %s", ErrVerification, doc.ManifestHash, c.policy.ManifestHash)
+	}
+	mh, _ := hex.DecodeString(doc.ManifestHash)
+	if len(doc.IdentityKey) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: coordinator identity key", ErrVerification)
+	}
+	rd := tee.BindReportData(wire.LabelCoordinator, doc.IdentityKey, mh)
+	if err := attest.Validate(claims, c.policy, rd, c.now()); err != nil {
+		return nil, fmt.Errorf("%w: coordinator evidence: %w", ErrVerification, err)
+	}
+	a := &Attestation{TEE: claims.Kind, TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
+		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now()}
+	if claims.Kind == tee.KindSim {
+		a.Warning = "sim TEE: no hardware protection (development only)"
+	}
+	return a, nil
+}
+
+// Function is a function version's verified certificate.
+type Function struct {
+	Namespace    string
+	Name         string
+	Version      int
+	CodeHash     string
+	BundleHash   string
+	Confidential string
+	AllowTEE     []tee.Kind
+	hpkeKey      []byte
+}
+
+// Function fetches and verifies the certificate of a function version
+// (0 = latest).
+func (c *Client) Function(ctx context.Context, name string, version int) (*Function, error) {
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var fi wire.FunctionInfo
+	if err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/key"+versionQuery(version), nil, "", &fi); err != nil {
+		return nil, err
+	}
+	fc, err := certs.OpenFunction(fi.Certificate, a.IdentityKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	if fc.Name != name || (version != 0 && fc.Version != version) {
+		return nil, fmt.Errorf("%w: certificate is for %s v%d, asked for %s v%d", ErrVerification, fc.Name, fc.Version, name, version)
+	}
+	return &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash,
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}, nil
+}
+
+func versionQuery(v int) string {
+	if v == 0 {
+		return ""
+	}
+	return "?version=" + strconv.Itoa(v)
+}
+
+// Result is a verified invocation result.
+type Result struct {
+	Output        []byte
+	Version       int
+	Receipt       *Receipt
+	SignedReceipt *SignedReceipt
+	Worker        *certs.Worker
+	Attestation   *Attestation
+	Mode          string
+}
+
+// InvokeOptions select the version and the mode.
+type InvokeOptions struct {
+	// Version is the function version; 0 means the latest.
+	Version int
+	// Plaintext sends the input unsealed. The function must allow it
+	// (confidential: optional), and the gateway sees the input and output.
+	Plaintext bool
+}
+
+// Invoke runs a function once and returns its verified output.
+func (c *Client) Invoke(ctx context.Context, name string, input []byte, o InvokeOptions) (*Result, error) {
+	if o.Plaintext {
+		return c.invokePlain(ctx, name, input, o.Version)
+	}
+	fn, err := c.Function(ctx, name, o.Version)
+	if err != nil {
+		return nil, err
+	}
+	payload := seal.NewPayload(input, c.now()).Encode()
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.Info(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	if err != nil {
+		return nil, err
+	}
+	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
+	return c.sendSealed(ctx, fn, "/invoke", sr, cc.ResponseKey, seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext))
+}
+
+func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr wire.SealedRequest, key []byte, reqHash string) (*Result, error) {
+	body, err := json.Marshal(sr)
+	if err != nil {
+		return nil, err
+	}
+	var resp wire.SealedResponse
+	err = c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(fn.Name)+path, body, wire.SealedContentType, &resp)
+	if err != nil {
+		return nil, c.verifyErrorReceipt(ctx, err, fn, reqHash)
+	}
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := receipt.Verify(resp.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
+		Version: fn.Version, CodeHash: fn.CodeHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	if v.Receipt.Status != "ok" {
+		return nil, fmt.Errorf("%w: receipt status %q on a successful response", ErrVerification, v.Receipt.Status)
+	}
+	if err := checkWorkerPolicy(fn, v.Worker); err != nil {
+		return nil, err
+	}
+	out, err := seal.OpenSymmetric(key, seal.AADResponse, []byte(reqHash), resp.Ciphertext)
+	if err != nil {
+		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
+	}
+	return &Result{Output: out, Version: fn.Version, Receipt: v.Receipt, SignedReceipt: resp.Receipt, Worker: v.Worker, Attestation: a, Mode: sr.Mode}, nil
+}
+
+func checkWorkerPolicy(fn *Function, w *certs.Worker) error {
+	if len(fn.AllowTEE) == 0 {
+		return nil
+	}
+	for _, k := range fn.AllowTEE {
+		if k == w.TEE {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: worker TEE %q is not allowed by the function's policy", ErrVerification, w.TEE)
+}
+
+// verifyErrorReceipt verifies the receipt attached to a function failure,
+// so that a caller can trust the failure's metering too.
+func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function, reqHash string) error {
+	var e *apiError
+	if !errors.As(err, &e) {
+		return err
+	}
+	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
+	if e.body.Receipt != nil {
+		a, aerr := c.Attest(ctx)
+		if aerr != nil {
+			return aerr
+		}
+		v, verr := receipt.Verify(e.body.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
+			Version: fn.Version, CodeHash: fn.CodeHash, RequestHash: reqHash})
+		if verr != nil {
+			return fmt.Errorf("%w: receipt of failed invocation: %w", ErrVerification, verr)
+		}
+		if v.Receipt.Status != string(e.body.Code) {
+			return fmt.Errorf("%w: receipt status %q differs from error %q", ErrVerification, v.Receipt.Status, e.body.Code)
+		}
+		out.Receipt = v.Receipt
+	}
+	return out
+}
+
+func (c *Client) invokePlain(ctx context.Context, name string, input []byte, version int) (*Result, error) {
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/functions/"+url.PathEscape(name)+"/invoke"+versionQuery(version), bytes.NewReader(input))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	fn := &Function{Name: name, Version: version}
+	if resp.StatusCode != http.StatusOK {
+		return nil, c.verifyErrorReceipt(ctx, decodeError(resp.StatusCode, out), fn, seal.SHA256Hex(input))
+	}
+	rb, err := base64.StdEncoding.DecodeString(resp.Header.Get("Cloister-Receipt"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: missing or malformed receipt header", ErrVerification)
+	}
+	var sr receipt.Signed
+	if err := json.Unmarshal(rb, &sr); err != nil {
+		return nil, fmt.Errorf("%w: malformed receipt", ErrVerification)
+	}
+	v, err := receipt.Verify(&sr, a.IdentityKey, receipt.Expect{Function: name, Version: version,
+		RequestHash: seal.SHA256Hex(input), ResponseHash: seal.SHA256Hex(out)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: v.Receipt, SignedReceipt: &sr, Worker: v.Worker, Attestation: a, Mode: wire.ModePlain}, nil
+}
+
+// apiError is a non-2xx answer before it is turned into an *Error.
+type apiError struct {
+	status int
+	body   wire.ErrorBody
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%s: %s", e.body.Code, e.body.Message) }
+
+func decodeError(status int, b []byte) error {
+	e := &apiError{status: status}
+	if json.Unmarshal(b, &e.body) != nil || e.body.Code == "" {
+		e.body.Code = apierr.Internal
+		e.body.Message = fmt.Sprintf("unexpected HTTP %d from gateway", status)
+	}
+	return e
+}
+
+// do sends a request and decodes a JSON answer. Errors come back as *Error.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype string, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("reaching gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		err := decodeError(resp.StatusCode, b)
+		if ctype == wire.SealedContentType {
+			return err // the caller verifies an attached receipt
+		}
+		ae := err.(*apiError)
+		return &Error{Status: ae.status, Code: string(ae.body.Code), Message: ae.body.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decoding gateway answer: %w", err)
+	}
+	return nil
+}

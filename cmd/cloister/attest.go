@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/receipt"
+)
+
+func cmdAttest(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("attest", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	if *asJSON {
+		return printJSON(map[string]any{
+			"verified": true, "tee": a.TEE, "tcb": a.TCB, "measurement": a.Measurement,
+			"identity_key": hex.EncodeToString(a.IdentityKey), "manifest_sha256": a.ManifestHash,
+			"warning": a.Warning, "verified_at": a.VerifiedAt,
+		})
+	}
+	fmt.Printf("coordinator attestation verified against your policy\n  tee:          %s (tcb %s)\n  measurement:  %s\n  identity key: %s\n  manifest:     %s\n",
+		a.TEE, a.TCB, a.Measurement, hex.EncodeToString(a.IdentityKey), a.ManifestHash)
+	if a.Warning != "" {
+		fmt.Printf("WARNING: %s\n", a.Warning)
+	}
+	return nil
+}
+
+func cmdReceipt(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "verify" {
+		return usageErr("usage: cloister receipt verify FILE")
+	}
+	fs := flag.NewFlagSet("receipt verify", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the verified receipt as JSON")
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: cloister receipt verify FILE")
+	}
+	b, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	var s receipt.Signed
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &codedError{code: exitVerify, err: fmt.Errorf("%s is not a signed receipt: %w", pos[0], err)}
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	v, err := receipt.Verify(&s, a.IdentityKey, receipt.Expect{})
+	if err != nil {
+		return &codedError{code: exitVerify, err: fmt.Errorf("%w: %w", client.ErrVerification, err)}
+	}
+	if *asJSON {
+		return printJSON(v.Receipt)
+	}
+	r := v.Receipt
+	fmt.Printf("receipt verified: signed by worker %s [%s], certified by the attested coordinator\n  invocation: %s\n  function:   %s/%s v%d (code %s)\n  status:     %s\n  time:       %s\n",
+		v.Worker.WorkerID, v.Worker.TEE, r.InvocationID, r.Namespace, r.Function, r.FunctionVersion, r.CodeHash, r.Status, r.Time)
+	fmt.Println("  inclusion in the transparency log: not checked (the ledger is not built yet)")
+	return nil
+}
+
+func cmdToken(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return usageErr("usage: cloister token create NAMESPACE [--name N]")
+	}
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	name := fs.String("name", "", "a label for the key")
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: cloister token create NAMESPACE [--name N]")
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	tok, err := c.CreateToken(ctx, pos[0], *name)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/cloister-faas/cloister/client"
+)
+
+// parseFlags parses flags that may come before, between or after positional
+// arguments, and returns the positional ones.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(os.Stderr)
+				fs.PrintDefaults()
+			}
+			return nil, usageErr("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// clientEnv are the settings every client command needs.
+type clientEnv struct {
+	URL, Token, Policy string
+}
+
+// loadEnv reads CLOISTER_* from the environment, filling gaps from the env
+// file (CLOISTER_ENV, default ./.cloister/client.env).
+func loadEnv() (clientEnv, error) {
+	e := clientEnv{URL: os.Getenv("CLOISTER_URL"), Token: os.Getenv("CLOISTER_TOKEN"), Policy: os.Getenv("CLOISTER_POLICY")}
+	path := os.Getenv("CLOISTER_ENV")
+	explicit := path != ""
+	if !explicit {
+		path = filepath.Join(".cloister", "client.env")
+	}
+	if e.URL == "" || e.Token == "" || e.Policy == "" {
+		vals, err := readEnvFile(path)
+		if err != nil && (explicit || !errors.Is(err, os.ErrNotExist)) {
+			return e, fmt.Errorf("reading %s: %w", path, err)
+		}
+		for k, dst := range map[string]*string{"CLOISTER_URL": &e.URL, "CLOISTER_TOKEN": &e.Token, "CLOISTER_POLICY": &e.Policy} {
+			if *dst == "" {
+				*dst = vals[k]
+			}
+		}
+	}
+	var missing []string
+	for k, v := range map[string]string{"CLOISTER_URL": e.URL, "CLOISTER_TOKEN": e.Token, "CLOISTER_POLICY": e.Policy} {
+		if v == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return e, fmt.Errorf("%s not set: run `cloister up` and `source .cloister/client.env`, or set CLOISTER_ENV", strings.Join(missing, ", "))
+	}
+	return e, nil
+}
+
+// readEnvFile parses KEY=VALUE lines (with an optional "export ").
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		out[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
+	}
+	return out, sc.Err()
+}
+
+// newClient builds an SDK client from the environment, with the attestation
+// cached on disk for the SDK's TTL.
+func newClient() (*client.Client, error) {
+	e, err := loadEnv()
+	if err != nil {
+		return nil, err
+	}
+	pol, err := client.LoadPolicy(e.Policy)
+	if err != nil {
+		return nil, err
+	}
+	var opts []client.Option
+	if dir, err := os.UserCacheDir(); err == nil {
+		h := sha256.Sum256([]byte(e.URL + "\x00" + e.Policy))
+		d := filepath.Join(dir, "cloister")
+		if os.MkdirAll(d, 0o700) == nil {
+			opts = append(opts, client.WithAttestationCache(filepath.Join(d, "attestation-"+hex.EncodeToString(h[:8])+".json")))
+		}
+	}
+	return client.New(e.URL, e.Token, pol, opts...)
+}
+
+// isTerminal reports whether f is a terminal (for progress output).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// classify maps an error to an exit code.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, client.ErrVerification) {
+		return &codedError{code: exitVerify, err: err}
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Receipt != nil {
+		return &codedError{code: exitFunction, err: err}
+	}
+	return err
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/cloister-faas/cloister/internal/bundle"
+)
+
+func cmdFn(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageErr("usage: cloister fn deploy|list|get|delete ...")
+	}
+	switch args[0] {
+	case "deploy":
+		return fnDeploy(ctx, args[1:])
+	case "list", "ls":
+		return fnList(ctx, args[1:])
+	case "get":
+		return fnGet(ctx, args[1:])
+	case "delete", "rm":
+		return fnDelete(ctx, args[1:])
+	default:
+		return usageErr("unknown fn command %q (deploy, list, get, delete)", args[0])
+	}
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func fnDeploy(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fn deploy", flag.ContinueOnError)
+	manifestPath := fs.String("manifest", "", "function manifest (JSON); defaults apply where absent")
+	keyPath := fs.String("key", defaultKeyPath(), "owner signing key")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usageErr("usage: cloister fn deploy NAME FILE.wasm [--manifest F] [--key F]")
+	}
+	name, file := pos[0], pos[1]
+	if !bundle.ValidName(name) {
+		return usageErr("invalid function name %q: use lower-case letters, digits, '-' and '_' (at most 63)", name)
+	}
+	progress := func(format string, a ...any) {
+		if isTerminal(os.Stderr) && !*asJSON {
+			fmt.Fprintf(os.Stderr, "  "+format+"\n", a...)
+		}
+	}
+	module, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("reading module: %w", err)
+	}
+	m := bundle.DefaultManifest(name)
+	if *manifestPath != "" {
+		b, err := os.ReadFile(*manifestPath)
+		if err != nil {
+			return fmt.Errorf("reading manifest: %w", err)
+		}
+		m, err = bundle.ParseManifestDraft(b)
+		if err != nil {
+			return err
+		}
+		if m.Name == "" {
+			m.Name = name
+		}
+		if m.Name != name {
+			return usageErr("manifest names function %q, not %q", m.Name, name)
+		}
+	}
+	key, err := loadKey(*keyPath)
+	if err != nil {
+		return err
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	v, err := c.NextVersion(ctx, name)
+	if err != nil {
+		return err
+	}
+	m.Version = v
+	progress("building bundle for %s v%d (%d bytes of wasm)", name, v, len(module))
+	b, err := bundle.Build(m, module, key)
+	if err != nil {
+		return err
+	}
+	progress("signed with owner key; uploading %d bytes", len(b))
+	fi, err := c.Deploy(ctx, name, b)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(fi)
+	}
+	fmt.Printf("deployed %s v%d  code sha256 %s  confidential: %s\n", fi.Name, fi.Version, fi.CodeHash, fi.Confidential)
+	return nil
+}
+
+func fnList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fn list", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	fns, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(fns)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tCONFIDENTIAL\tCODE SHA256\tCREATED")
+	for _, f := range fns {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", f.Name, f.Version, f.Confidential, short(f.CodeHash), f.Created.Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
+}
+
+func fnGet(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fn get", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	version := fs.Int("version", 0, "version (default latest)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: cloister fn get NAME [--version V] [--json]")
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	f, err := c.Get(ctx, pos[0], *version)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(f)
+	}
+	fmt.Printf("name:          %s/%s\nversion:       %d (latest %d)\nconfidential:  %s\ncode sha256:   %s\nbundle sha256: %s\ncreated:       %s\nmanifest:      %s\n",
+		f.Namespace, f.Name, f.Version, f.Latest, f.Confidential, f.CodeHash, f.BundleHash, f.Created.Format("2006-01-02 15:04:05"), f.Manifest)
+	return nil
+}
+
+func fnDelete(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fn delete", flag.ContinueOnError)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: cloister fn delete NAME")
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	if err := c.Delete(ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Printf("deleted %s\n", pos[0])
+	return nil
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/cloister-faas/cloister/client"
+)
+
+func cmdInvoke(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
+	data := fs.String("data", "", "input: a literal (JSON or text) or @file (@- for stdin)")
+	version := fs.Int("version", 0, "function version (default latest)")
+	plaintext := fs.Bool("plaintext", false, "send unsealed (only for confidential: optional functions; the gateway sees the data)")
+	asJSON := fs.Bool("json", false, "print output, receipt and verification as JSON")
+	receiptOut := fs.String("receipt-out", "", "write the signed receipt to this file")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: cloister invoke NAME [--data JSON|@file] [--version V] [--json]")
+	}
+	input, err := readData(*data)
+	if err != nil {
+		return err
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext})
+	if err != nil {
+		return classify(err)
+	}
+	if *receiptOut != "" {
+		b, _ := json.MarshalIndent(res.SignedReceipt, "", "  ")
+		if err := os.WriteFile(*receiptOut, b, 0o644); err != nil {
+			return fmt.Errorf("writing receipt: %w", err)
+		}
+	}
+	if *asJSON {
+		out := map[string]any{
+			"version":  res.Version,
+			"mode":     res.Mode,
+			"receipt":  res.Receipt,
+			"verified": true,
+			"tee":      res.Worker.TEE,
+		}
+		if utf8.Valid(res.Output) {
+			out["output"] = string(res.Output)
+		} else {
+			out["output_base64"] = res.Output
+		}
+		if res.Attestation.Warning != "" {
+			out["warning"] = res.Attestation.Warning
+		}
+		return printJSON(out)
+	}
+	os.Stdout.Write(res.Output)
+	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
+		fmt.Println()
+	}
+	fmt.Fprintln(os.Stderr, summary(res))
+	return nil
+}
+
+// summary is the one-line verification summary.
+func summary(r *client.Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "verified: %s v%d (code %s) ran on worker %s [%s, measurement %s]; receipt %s signed and chained to the attested coordinator; %s request",
+		r.Receipt.Function, r.Receipt.FunctionVersion, short(r.Receipt.CodeHash), r.Worker.WorkerID, r.Worker.TEE,
+		short(r.Worker.Measurement), short(r.Receipt.InvocationID), r.Mode)
+	if r.Attestation.Warning != "" {
+		fmt.Fprintf(&b, "\nWARNING: %s", r.Attestation.Warning)
+	}
+	return b.String()
+}
+
+func readData(s string) ([]byte, error) {
+	switch {
+	case s == "@-":
+		return io.ReadAll(os.Stdin)
+	case strings.HasPrefix(s, "@"):
+		b, err := os.ReadFile(s[1:])
+		if err != nil {
+			return nil, fmt.Errorf("reading --data file: %w", err)
+		}
+		return b, nil
+	default:
+		return []byte(s), nil
+	}
+}

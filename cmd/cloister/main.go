@@ -1,0 +1,95 @@
+// Command cloister is the Cloister binary: every role (cloister up) and the
+// command-line client (deploy, invoke, attest, verify).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes. Scripts may rely on them.
+const (
+	exitOK       = 0
+	exitError    = 1 // something failed: see the message
+	exitUsage    = 2 // bad command line
+	exitVerify   = 3 // attestation, certificate, response or receipt did not verify
+	exitFunction = 4 // the function ran and failed (trap, timeout, limit, non-zero exit)
+)
+
+// exitError carries an exit code through run.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+func usageErr(format string, a ...any) error {
+	return &codedError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+const usage = `cloister: confidential functions as a service
+
+Usage:
+  cloister up [--data DIR] [--addr HOST:PORT] [--tee sim]   run every role in one process
+  cloister keys new [--out FILE] [--force]                   create an owner signing key
+  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] sign, upload and register a function
+  cloister fn list | get NAME [--version V] | delete NAME
+  cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
+  cloister attest [--json]                                   verify and show the coordinator's attestation
+  cloister receipt verify FILE                               verify a saved receipt
+  cloister token create NAMESPACE [--name N]                 create an API key (admin)
+
+Client commands read CLOISTER_URL, CLOISTER_TOKEN and CLOISTER_POLICY, or the
+file named by CLOISTER_ENV (default ./.cloister/client.env, written by 'up').
+Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 function failed.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cloister:", err)
+		var ce *codedError
+		if errors.As(err, &ce) {
+			os.Exit(ce.code)
+		}
+		os.Exit(exitError)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return usageErr("no command")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "up":
+		return cmdUp(ctx, rest)
+	case "keys":
+		return cmdKeys(ctx, rest)
+	case "fn":
+		return cmdFn(ctx, rest)
+	case "invoke":
+		return cmdInvoke(ctx, rest)
+	case "attest":
+		return cmdAttest(ctx, rest)
+	case "receipt":
+		return cmdReceipt(ctx, rest)
+	case "token":
+		return cmdToken(ctx, rest)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return usageErr("unknown command %q", cmd)
+	}
+}

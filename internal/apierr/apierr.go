@@ -1,0 +1,112 @@
+// Package apierr defines the stable error codes that cross process
+// boundaries: worker to gateway over NATS, gateway to client over HTTP.
+// A code, once published, never changes meaning. Messages are for people
+// and must never contain secrets or plaintext payloads.
+package apierr
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is a stable, machine-readable error code.
+type Code string
+
+// The codes. docs/api.md lists them with their HTTP status.
+const (
+	BadRequest           Code = "bad_request"
+	Unauthorized         Code = "unauthorized"
+	Forbidden            Code = "forbidden"
+	NotFound             Code = "not_found"
+	Conflict             Code = "version_conflict"
+	PayloadTooLarge      Code = "payload_too_large"
+	InvalidModule        Code = "invalid_module"
+	InvalidManifest      Code = "invalid_manifest"
+	InvalidBundle        Code = "invalid_bundle"
+	BundleSignature      Code = "bundle_signature"
+	BundleIntegrity      Code = "bundle_integrity"
+	DecryptFailed        Code = "decrypt_failed"
+	Replay               Code = "replay"
+	StaleRequest         Code = "stale_request"
+	ConfidentialRequired Code = "confidential_required"
+	SessionInvalid       Code = "session_invalid"
+	FunctionTrap         Code = "function_trap"
+	FunctionExit         Code = "function_exit"
+	Timeout              Code = "timeout"
+	MemoryLimit          Code = "memory_limit"
+	OutputTooLarge       Code = "output_too_large"
+	ConcurrencyLimit     Code = "concurrency_limit"
+	TEEPolicy            Code = "tee_policy"
+	NoWorker             Code = "no_worker"
+	Unavailable          Code = "unavailable"
+	Internal             Code = "internal"
+)
+
+var status = map[Code]int{
+	BadRequest:           http.StatusBadRequest,
+	Unauthorized:         http.StatusUnauthorized,
+	Forbidden:            http.StatusForbidden,
+	NotFound:             http.StatusNotFound,
+	Conflict:             http.StatusConflict,
+	PayloadTooLarge:      http.StatusRequestEntityTooLarge,
+	InvalidModule:        http.StatusUnprocessableEntity,
+	InvalidManifest:      http.StatusUnprocessableEntity,
+	InvalidBundle:        http.StatusBadRequest,
+	BundleSignature:      http.StatusUnprocessableEntity,
+	BundleIntegrity:      http.StatusBadGateway,
+	DecryptFailed:        http.StatusBadRequest,
+	Replay:               http.StatusConflict,
+	StaleRequest:         http.StatusBadRequest,
+	ConfidentialRequired: http.StatusForbidden,
+	SessionInvalid:       http.StatusUnauthorized,
+	FunctionTrap:         http.StatusUnprocessableEntity,
+	FunctionExit:         http.StatusUnprocessableEntity,
+	Timeout:              http.StatusGatewayTimeout,
+	MemoryLimit:          http.StatusUnprocessableEntity,
+	OutputTooLarge:       http.StatusUnprocessableEntity,
+	ConcurrencyLimit:     http.StatusTooManyRequests,
+	TEEPolicy:            http.StatusServiceUnavailable,
+	NoWorker:             http.StatusServiceUnavailable,
+	Unavailable:          http.StatusServiceUnavailable,
+	Internal:             http.StatusInternalServerError,
+}
+
+// Status returns the HTTP status for a code (500 for unknown codes).
+func (c Code) Status() int {
+	if s, ok := status[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Error is an error with a stable code. It is also the JSON error body.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// New returns an *Error with a formatted message.
+func New(c Code, format string, args ...any) *Error {
+	return &Error{Code: c, Message: fmt.Sprintf(format, args...)}
+}
+
+// From returns err as an *Error, mapping unknown errors to Internal with a
+// generic message (the detail is for logs, not for callers).
+func From(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: Internal, Message: "internal error"}
+}
+
+// CodeOf returns the code of err, or "" when err is nil.
+func CodeOf(err error) Code {
+	if err == nil {
+		return ""
+	}
+	return From(err).Code
+}

@@ -1,0 +1,170 @@
+package bundle
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+
+	"github.com/cloister-faas/cloister/internal/tee"
+)
+
+// ABIs a function can use.
+const (
+	ABICommand = "wasi-command" // request on stdin, result on stdout, metadata in env
+)
+
+// Confidentiality modes.
+const (
+	ConfidentialRequired = "required" // plaintext invocations are refused
+	ConfidentialOptional = "optional" // plaintext invocations are allowed
+)
+
+// Hard ceilings that no manifest can raise.
+const (
+	MaxMemoryPages = 65536
+	MaxTimeoutMS   = 5 * 60 * 1000
+	MaxInputBytes  = 6 << 20
+	MaxOutputBytes = 6 << 20
+	MaxConcurrency = 1024
+)
+
+// Manifest is the function owner's signed description of a function version.
+type Manifest struct {
+	Name         string       `json:"name"`
+	Version      int          `json:"version"`
+	Runtime      string       `json:"runtime"`
+	ABI          string       `json:"abi"`
+	Confidential string       `json:"confidential"`
+	Limits       Limits       `json:"limits"`
+	Capabilities Capabilities `json:"capabilities"`
+	TEE          TEEPolicy    `json:"tee"`
+}
+
+// Limits bound every invocation of the function.
+type Limits struct {
+	MemoryPages    uint32 `json:"memory_pages"`
+	TimeoutMS      int    `json:"timeout_ms"`
+	MaxInputBytes  int    `json:"max_input_bytes"`
+	MaxOutputBytes int    `json:"max_output_bytes"`
+	Concurrency    int    `json:"concurrency"`
+}
+
+// Capabilities are granted explicitly; everything else is denied.
+type Capabilities struct {
+	Clock  bool              `json:"clock,omitempty"`
+	Random bool              `json:"random,omitempty"`
+	Env    map[string]string `json:"env,omitempty"`
+}
+
+// TEEPolicy names the TEE kinds that may run the function.
+type TEEPolicy struct {
+	Allow []tee.Kind `json:"allow,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var envRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// ValidName reports whether s is a valid function or namespace name.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// DefaultManifest returns the manifest used when the owner gives none.
+func DefaultManifest(name string) Manifest {
+	m := Manifest{Name: name}
+	m.ApplyDefaults()
+	return m
+}
+
+// ApplyDefaults fills zero fields with defaults.
+func (m *Manifest) ApplyDefaults() {
+	if m.Runtime == "" {
+		m.Runtime = "wasm"
+	}
+	if m.ABI == "" {
+		m.ABI = ABICommand
+	}
+	if m.Confidential == "" {
+		m.Confidential = ConfidentialRequired
+	}
+	l := &m.Limits
+	if l.MemoryPages == 0 {
+		l.MemoryPages = 256
+	}
+	if l.TimeoutMS == 0 {
+		l.TimeoutMS = 5000
+	}
+	if l.MaxInputBytes == 0 {
+		l.MaxInputBytes = 1 << 20
+	}
+	if l.MaxOutputBytes == 0 {
+		l.MaxOutputBytes = 1 << 20
+	}
+	if l.Concurrency == 0 {
+		l.Concurrency = 16
+	}
+}
+
+// Validate checks a manifest with defaults applied.
+func (m *Manifest) Validate() error {
+	switch {
+	case !ValidName(m.Name):
+		return fmt.Errorf("%w: name %q must match %s", ErrManifest, m.Name, nameRE)
+	case m.Version < 1:
+		return fmt.Errorf("%w: version %d must be >= 1", ErrManifest, m.Version)
+	case m.Runtime != "wasm":
+		return fmt.Errorf("%w: runtime %q is not supported (want wasm)", ErrManifest, m.Runtime)
+	case m.ABI != ABICommand:
+		return fmt.Errorf("%w: abi %q is not supported (want %s)", ErrManifest, m.ABI, ABICommand)
+	case m.Confidential != ConfidentialRequired && m.Confidential != ConfidentialOptional:
+		return fmt.Errorf("%w: confidential %q must be required or optional", ErrManifest, m.Confidential)
+	case m.Limits.MemoryPages > MaxMemoryPages:
+		return fmt.Errorf("%w: memory_pages %d over %d", ErrManifest, m.Limits.MemoryPages, MaxMemoryPages)
+	case m.Limits.TimeoutMS < 0 || m.Limits.TimeoutMS > MaxTimeoutMS:
+		return fmt.Errorf("%w: timeout_ms %d out of range", ErrManifest, m.Limits.TimeoutMS)
+	case m.Limits.MaxInputBytes < 0 || m.Limits.MaxInputBytes > MaxInputBytes:
+		return fmt.Errorf("%w: max_input_bytes %d out of range (max %d)", ErrManifest, m.Limits.MaxInputBytes, MaxInputBytes)
+	case m.Limits.MaxOutputBytes < 0 || m.Limits.MaxOutputBytes > MaxOutputBytes:
+		return fmt.Errorf("%w: max_output_bytes %d out of range (max %d)", ErrManifest, m.Limits.MaxOutputBytes, MaxOutputBytes)
+	case m.Limits.Concurrency < 0 || m.Limits.Concurrency > MaxConcurrency:
+		return fmt.Errorf("%w: concurrency %d out of range", ErrManifest, m.Limits.Concurrency)
+	}
+	for k := range m.Capabilities.Env {
+		if !envRE.MatchString(k) || len(k) >= 9 && k[:9] == "CLOISTER_" {
+			return fmt.Errorf("%w: env key %q (CLOISTER_ is reserved)", ErrManifest, k)
+		}
+	}
+	for _, k := range m.TEE.Allow {
+		if !slices.Contains([]tee.Kind{tee.KindSim, tee.KindSEVSNP, tee.KindTDX}, k) {
+			return fmt.Errorf("%w: unknown TEE kind %q", ErrManifest, k)
+		}
+	}
+	return nil
+}
+
+// ParseManifest decodes a JSON manifest strictly (unknown fields are errors),
+// applies defaults and validates it.
+func ParseManifest(b []byte) (Manifest, error) {
+	m, err := ParseManifestDraft(b)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := m.Validate(); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+// ParseManifestDraft decodes an owner's manifest file strictly, before the
+// platform assigns its version: name and version may be absent. Defaults are
+// applied; Build validates the result.
+func ParseManifestDraft(b []byte) (Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%w: %v", ErrManifest, err)
+	}
+	m.ApplyDefaults()
+	return m, nil
+}

@@ -1,0 +1,187 @@
+// Package bus owns Cloister's use of NATS: the embedded server, the subject
+// names every role agrees on, and the JetStream key-value buckets and object
+// store. NATS is untrusted transport and storage: nothing that travels or
+// rests here may be plaintext of a confidential payload or a secret key.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects. Workers subscribe to Invoke in the queue group WorkerQueue.
+const (
+	SubjectInvoke        = "cloister.invoke"
+	WorkerQueue          = "workers"
+	SubjectAttestation   = "cloister.coord.attestation"
+	SubjectAdmit         = "cloister.coord.admit"
+	SubjectRegister      = "cloister.coord.register"
+	SubjectFunctionKey   = "cloister.coord.fnkey"
+	CoordinatorQueue     = "coordinators"
+	SubjectWorkerHeartbt = "cloister.worker.heartbeat"
+)
+
+// Buckets.
+const (
+	BucketRegistry = "cloister_registry"
+	BucketAuth     = "cloister_auth"
+	BucketReplay   = "cloister_replay"
+	BucketBundles  = "cloister_bundles"
+)
+
+// ReplayWindow is how long a request nonce is remembered; requests older than
+// half of it are refused as stale.
+const ReplayWindow = 10 * time.Minute
+
+// MaxPayload is the largest NATS message the embedded server accepts.
+const MaxPayload = 16 << 20
+
+// Server is an embedded NATS server with JetStream on disk.
+type Server struct {
+	ns *server.Server
+}
+
+// ServerOptions configure the embedded server.
+type ServerOptions struct {
+	// Dir holds JetStream's file store.
+	Dir string
+	// Listen is a host:port for other processes to connect to; "" means
+	// in-process connections only.
+	Listen string
+}
+
+// StartServer starts an embedded NATS server and waits until it is ready.
+func StartServer(o ServerOptions) (*Server, error) {
+	opts := &server.Options{
+		ServerName: "cloister",
+		JetStream:  true,
+		StoreDir:   filepath.Join(o.Dir, "jetstream"),
+		MaxPayload: MaxPayload,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	if o.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("parsing NATS listen address: %w", err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("parsing NATS port: %w", err)
+		}
+		opts.Host, opts.Port = host, p
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating NATS server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("NATS server did not become ready")
+	}
+	return &Server{ns: ns}, nil
+}
+
+// Connect opens an in-process client connection.
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// ClientURL is the URL other processes use, or "" if the server does not listen.
+func (s *Server) ClientURL() string {
+	if s.ns.Addr() == nil {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// Shutdown stops the server and waits for it, flushing JetStream to disk.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// Dial connects to an external NATS server.
+func Dial(url, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// Stores are the JetStream stores every role uses.
+type Stores struct {
+	JS       jetstream.JetStream
+	Registry jetstream.KeyValue
+	Auth     jetstream.KeyValue
+	Replay   jetstream.KeyValue
+	Bundles  jetstream.ObjectStore
+}
+
+// OpenStores creates (or opens) the buckets. replicas is 1 for an embedded
+// server and 3 for a production cluster.
+func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) (*Stores, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	if replicas < 1 {
+		replicas = 1
+	}
+	kv := func(name string, ttl time.Duration, history uint8) (jetstream.KeyValue, error) {
+		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: history,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening bucket %s: %w", name, err)
+		}
+		return b, nil
+	}
+	s := &Stores{JS: js}
+	if s.Registry, err = kv(BucketRegistry, 0, 1); err != nil {
+		return nil, err
+	}
+	if s.Auth, err = kv(BucketAuth, 0, 1); err != nil {
+		return nil, err
+	}
+	if s.Replay, err = kv(BucketReplay, ReplayWindow, 1); err != nil {
+		return nil, err
+	}
+	s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: BucketBundles, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening object store %s: %w", BucketBundles, err)
+	}
+	log.Debug("bus stores ready", "replicas", replicas)
+	return s, nil
+}
+
+// Registry keys.
+
+// FunctionKey is the registry key of one function version.
+func FunctionKey(namespace, name string, version int) string {
+	return "fn." + namespace + "." + name + ".v" + strconv.Itoa(version)
+}
+
+// LatestKey is the registry key holding a function's latest version number.
+func LatestKey(namespace, name string) string { return "latest." + namespace + "." + name }
+
+// BundleObject is the object-store name of a bundle.
+func BundleObject(namespace, name string, version int) string {
+	return namespace + "/" + name + "/v" + strconv.Itoa(version)
+}

@@ -1,0 +1,106 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+)
+
+// reply is the envelope of every request/reply answer on the bus.
+type reply struct {
+	Error  *apierr.Error   `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Handler answers one request. A returned *apierr.Error reaches the caller
+// with its code; any other error is logged and reported as internal.
+type Handler func(ctx context.Context, req []byte) (any, error)
+
+// Serve subscribes h to subject in queue group queue. Each message is handled
+// in its own goroutine, bounded by limit (0 = unbounded); ctx ends the
+// subscription's handlers.
+func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h Handler) (*nats.Subscription, error) {
+	var sem chan struct{}
+	if limit > 0 {
+		sem = make(chan struct{}, limit)
+	}
+	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		if sem != nil {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		go func() {
+			if sem != nil {
+				defer func() { <-sem }()
+			}
+			Respond(ctx, m, log, h)
+		}()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
+	}
+	return sub, nil
+}
+
+// Respond runs h for m and sends the reply envelope.
+func Respond(ctx context.Context, m *nats.Msg, log *slog.Logger, h Handler) {
+	var rep reply
+	res, err := h(ctx, m.Data)
+	if err != nil {
+		var ae *apierr.Error
+		if !errors.As(err, &ae) {
+			log.Error("handler failed", "subject", m.Subject, "err", err)
+		}
+		rep.Error = apierr.From(err)
+	} else if b, err := json.Marshal(res); err != nil {
+		log.Error("encoding reply", "subject", m.Subject, "err", err)
+		rep.Error = apierr.From(err)
+	} else {
+		rep.Result = b
+	}
+	out, _ := json.Marshal(rep)
+	if err := m.Respond(out); err != nil {
+		log.Warn("sending reply", "subject", m.Subject, "err", err)
+	}
+}
+
+// Call sends req to subject and decodes the answer into resp. Remote errors
+// come back as *apierr.Error; a missing responder as apierr.NoWorker.
+func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encoding request: %w", err)
+	}
+	m, err := nc.RequestWithContext(ctx, subject, b)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return apierr.New(apierr.NoWorker, "no service is listening on %s", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return apierr.New(apierr.Timeout, "no answer on %s in time", subject)
+	case err != nil:
+		return apierr.New(apierr.Unavailable, "bus request to %s failed", subject)
+	}
+	var rep reply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return apierr.New(apierr.Internal, "malformed reply on %s", subject)
+	}
+	if rep.Error != nil {
+		return rep.Error
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := json.Unmarshal(rep.Result, resp); err != nil {
+		return apierr.New(apierr.Internal, "malformed result on %s", subject)
+	}
+	return nil
+}

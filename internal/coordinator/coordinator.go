@@ -1,0 +1,436 @@
+// Package coordinator is Cloister's attestation and key broker. It runs in a
+// TEE, holds the deployment manifest, admits workers whose evidence matches
+// it, certifies function versions, and releases per-function HPKE keys only
+// to admitted workers whose TEE the function's policy accepts.
+//
+// It must never send a key in the clear: function keys leave it sealed to a
+// certified worker's key-exchange key. Its own secrets rest on disk sealed
+// with the TEE's sealing key.
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Manifest is the deployment manifest: which workers may join and how long
+// their certificates last. Its sha256 is bound into the coordinator's evidence.
+type Manifest struct {
+	Version int           `json:"version"`
+	Workers attest.Policy `json:"workers"`
+	CertTTL string        `json:"cert_ttl"`
+}
+
+// Validate checks the manifest.
+func (m Manifest) Validate() error {
+	if err := m.Workers.Validate(); err != nil {
+		return fmt.Errorf("manifest workers policy: %w", err)
+	}
+	if _, err := m.certTTL(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (m Manifest) certTTL() (time.Duration, error) {
+	if m.CertTTL == "" {
+		return time.Hour, nil
+	}
+	d, err := time.ParseDuration(m.CertTTL)
+	if err != nil || d < time.Minute {
+		return 0, fmt.Errorf("manifest cert_ttl %q: want a duration of at least 1m", m.CertTTL)
+	}
+	return d, nil
+}
+
+// Config configures a Coordinator.
+type Config struct {
+	// Dir holds the sealed coordinator state.
+	Dir      string
+	TEE      tee.TEE
+	Manifest Manifest
+	Stores   *bus.Stores
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Coordinator is safe for concurrent use.
+type Coordinator struct {
+	tee      tee.TEE
+	identity ed25519.PrivateKey
+	master   []byte
+	manifest []byte
+	mhash    [32]byte
+	m        Manifest
+	reg      *registry.Registry
+	bundles  jetstream.ObjectStore
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu       sync.Mutex
+	attCache *wire.Attestation
+	attTime  time.Time
+}
+
+// state is what the coordinator keeps sealed on disk.
+type state struct {
+	IdentitySeed []byte `json:"identity_seed"`
+	Master       []byte `json:"master"`
+}
+
+// New loads (or creates) the sealed coordinator state and returns a coordinator.
+func New(cfg Config) (*Coordinator, error) {
+	if err := cfg.Manifest.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	st, err := loadState(cfg.Dir, cfg.TEE)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := json.Marshal(cfg.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		tee:      cfg.TEE,
+		identity: ed25519.NewKeyFromSeed(st.IdentitySeed),
+		master:   st.Master,
+		manifest: mb,
+		mhash:    sha256.Sum256(mb),
+		m:        cfg.Manifest,
+		reg:      registry.New(cfg.Stores.Registry),
+		bundles:  cfg.Stores.Bundles,
+		log:      cfg.Logger.WithGroup("coordinator"),
+		now:      cfg.Now,
+	}
+	return c, nil
+}
+
+func loadState(dir string, t tee.TEE) (*state, error) {
+	key, err := t.SealKey()
+	if err != nil {
+		return nil, fmt.Errorf("getting seal key: %w", err)
+	}
+	g, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "state.sealed")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) < g.NonceSize() {
+			return nil, errors.New("coordinator state is truncated")
+		}
+		pt, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], []byte("cloister-coordinator-state-v1"))
+		if err != nil {
+			return nil, errors.New("unsealing coordinator state: wrong TEE seal key or tampered file")
+		}
+		var st state
+		if err := json.Unmarshal(pt, &st); err != nil || len(st.IdentitySeed) != ed25519.SeedSize || len(st.Master) != 32 {
+			return nil, errors.New("coordinator state is malformed")
+		}
+		return &st, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading coordinator state: %w", err)
+	}
+	st := &state{IdentitySeed: make([]byte, ed25519.SeedSize), Master: make([]byte, 32)}
+	rand.Read(st.IdentitySeed)
+	rand.Read(st.Master)
+	pt, _ := json.Marshal(st)
+	nonce := make([]byte, g.NonceSize())
+	rand.Read(nonce)
+	out := g.Seal(nonce, nonce, pt, []byte("cloister-coordinator-state-v1"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating coordinator dir: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return nil, fmt.Errorf("writing coordinator state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("writing coordinator state: %w", err)
+	}
+	return st, nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// IdentityKey returns the coordinator's public identity key.
+func (c *Coordinator) IdentityKey() ed25519.PublicKey { return c.identity.Public().(ed25519.PublicKey) }
+
+// ManifestHash returns sha256 of the deployment manifest.
+func (c *Coordinator) ManifestHash() string { return hex.EncodeToString(c.mhash[:]) }
+
+// Serve answers coordinator requests on the bus until ctx ends.
+func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
+	handlers := map[string]bus.Handler{
+		bus.SubjectAttestation: func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
+		bus.SubjectAdmit:       c.handleAdmit,
+		bus.SubjectRegister:    c.handleRegister,
+		bus.SubjectFunctionKey: c.handleFunctionKey,
+	}
+	var subs []*nats.Subscription
+	for subj, h := range handlers {
+		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, 64, c.log, h)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, s)
+	}
+	c.log.Info("coordinator serving", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash())
+	<-ctx.Done()
+	for _, s := range subs {
+		_ = s.Drain()
+	}
+	return nil
+}
+
+// Attestation returns the coordinator's attestation document. Evidence is
+// re-made once a minute so that it stays within clients' max age.
+func (c *Coordinator) Attestation() (*wire.Attestation, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.attCache != nil && c.now().Sub(c.attTime) < time.Minute {
+		return c.attCache, nil
+	}
+	rd := tee.BindReportData(wire.LabelCoordinator, c.IdentityKey(), c.mhash[:])
+	ev, err := c.tee.Evidence(rd)
+	if err != nil {
+		return nil, fmt.Errorf("getting evidence: %w", err)
+	}
+	a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: c.ManifestHash()}
+	if c.tee.Kind() == tee.KindSim {
+		a.Warning = sim.Warning
+	}
+	c.attCache, c.attTime = a, c.now()
+	return a, nil
+}
+
+func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
+	var req wire.AdmitRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "malformed admit request")
+	}
+	if req.WorkerID == "" || len(req.SigningKey) != ed25519.PublicKeySize || len(req.KeyExchange) == 0 {
+		return nil, apierr.New(apierr.BadRequest, "admit request lacks worker id or keys")
+	}
+	claims, err := attest.Verify(req.Evidence, c.m.Workers)
+	if err != nil {
+		c.log.Warn("refusing worker", "worker", req.WorkerID, "err", err)
+		return nil, apierr.New(apierr.Forbidden, "worker evidence refused: %v", err)
+	}
+	rd := tee.BindReportData(wire.LabelWorker, req.SigningKey, req.KeyExchange, c.IdentityKey())
+	if err := attest.Validate(claims, c.m.Workers, rd, c.now()); err != nil {
+		c.log.Warn("refusing worker", "worker", req.WorkerID, "err", err)
+		return nil, apierr.New(apierr.Forbidden, "worker evidence refused: %v", err)
+	}
+	ttl, _ := c.m.certTTL()
+	now := c.now().UTC()
+	w := certs.Worker{
+		WorkerID:     req.WorkerID,
+		SigningKey:   req.SigningKey,
+		KeyExchange:  req.KeyExchange,
+		TEE:          claims.Kind,
+		TCB:          claims.TCB,
+		Measurement:  hex.EncodeToString(claims.Measurement),
+		EvidenceHash: seal.SHA256Hex(req.Evidence.Raw),
+		ManifestHash: c.ManifestHash(),
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(ttl),
+	}
+	cert, err := certs.Sign(c.identity, certs.DomainWorker, w)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("admitted worker", "worker", req.WorkerID, "tee", claims.Kind, "not_after", w.NotAfter)
+	return wire.AdmitResponse{Certificate: cert, IdentityKey: c.IdentityKey()}, nil
+}
+
+// MaxBundleSize bounds a bundle the coordinator will read.
+const MaxBundleSize = 64 << 20
+
+func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error) {
+	var req wire.RegisterRequest
+	if err := json.Unmarshal(b, &req); err != nil || !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) {
+		return nil, apierr.New(apierr.BadRequest, "malformed register request")
+	}
+	info, err := c.bundles.GetInfo(ctx, req.Object)
+	if err != nil {
+		return nil, apierr.New(apierr.NotFound, "bundle object %q not found", req.Object)
+	}
+	if info.Size > MaxBundleSize {
+		return nil, apierr.New(apierr.PayloadTooLarge, "bundle is %d bytes, limit %d", info.Size, MaxBundleSize)
+	}
+	raw, err := c.bundles.GetBytes(ctx, req.Object)
+	if err != nil {
+		return nil, fmt.Errorf("reading bundle: %w", err)
+	}
+	bd, err := bundle.Open(raw)
+	if err != nil {
+		return nil, bundleError(err)
+	}
+	if bd.Manifest.Name != req.Name {
+		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
+	}
+	if err := ValidateModule(ctx, bd.Module); err != nil {
+		return nil, apierr.New(apierr.InvalidModule, "%v", err)
+	}
+	v := bd.Manifest.Version
+	fk, err := seal.DeriveFunctionKey(c.master, req.Namespace, req.Name, v, bd.CodeHash)
+	if err != nil {
+		return nil, err
+	}
+	fc := certs.Function{
+		Namespace:    req.Namespace,
+		Name:         req.Name,
+		Version:      v,
+		CodeHash:     bd.CodeHash,
+		BundleHash:   bundle.Hash(raw),
+		OwnerKey:     bd.Signer,
+		HPKEKey:      seal.PublicKeyBytes(fk),
+		Suite:        seal.Suite,
+		Confidential: bd.Manifest.Confidential,
+		AllowTEE:     bd.Manifest.TEE.Allow,
+		IssuedAt:     c.now().UTC(),
+	}
+	signed, err := certs.Sign(c.identity, certs.DomainFunction, fc)
+	if err != nil {
+		return nil, err
+	}
+	rec := &registry.Record{Certificate: signed, Manifest: bd.RawManifest, Object: req.Object, Size: len(raw), Created: fc.IssuedAt}
+	if err := c.reg.Put(ctx, req.Namespace, req.Name, v, rec); err != nil {
+		if errors.Is(err, registry.ErrConflict) {
+			return nil, apierr.New(apierr.Conflict, "%v", err)
+		}
+		return nil, err
+	}
+	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash)
+	return wire.FunctionInfo{
+		Namespace: req.Namespace, Name: req.Name, Version: v, CodeHash: bd.CodeHash, BundleHash: fc.BundleHash,
+		Confidential: fc.Confidential, Created: fc.IssuedAt, Manifest: bd.RawManifest, Certificate: signed,
+	}, nil
+}
+
+// bundleError maps bundle errors to API errors.
+func bundleError(err error) error {
+	switch {
+	case errors.Is(err, bundle.ErrSignature):
+		return apierr.New(apierr.BundleSignature, "%v", err)
+	case errors.Is(err, bundle.ErrManifest):
+		return apierr.New(apierr.InvalidManifest, "%v", err)
+	case errors.Is(err, bundle.ErrHash):
+		return apierr.New(apierr.BundleIntegrity, "%v", err)
+	default:
+		return apierr.New(apierr.InvalidBundle, "%v", err)
+	}
+}
+
+// maxClockSkew bounds the age of a worker's signed key request.
+const maxClockSkew = 2 * time.Minute
+
+// KeyRequestMessage is what a worker signs to ask for a function key.
+func KeyRequestMessage(req wire.FunctionKeyRequest) []byte {
+	req.Signature = nil
+	b, _ := json.Marshal(req)
+	return append([]byte("cloister-fnkey-request-v1\n"), b...)
+}
+
+// KeyReleaseInfo is the HPKE info under which a function key is sealed to a worker.
+func KeyReleaseInfo(workerID, ns, name string, version int) []byte {
+	return append([]byte("cloister/v1/key-release\x00"+workerID+"\x00"), seal.Info(ns, name, version, "")...)
+}
+
+func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, error) {
+	var req wire.FunctionKeyRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "malformed key request")
+	}
+	w, err := certs.OpenWorker(req.Certificate, c.IdentityKey())
+	if err != nil {
+		return nil, apierr.New(apierr.Forbidden, "%v", err)
+	}
+	now := c.now()
+	if err := w.ValidAt(now); err != nil {
+		return nil, apierr.New(apierr.Forbidden, "%v", err)
+	}
+	if w.ManifestHash != c.ManifestHash() {
+		return nil, apierr.New(apierr.Forbidden, "worker was admitted under another manifest")
+	}
+	if !ed25519.Verify(w.SigningKey, KeyRequestMessage(req), req.Signature) {
+		return nil, apierr.New(apierr.Forbidden, "key request signature does not verify")
+	}
+	if d := now.Sub(req.Time); d > maxClockSkew || d < -maxClockSkew {
+		return nil, apierr.New(apierr.Forbidden, "key request time is outside the allowed skew")
+	}
+	rec, err := c.reg.Get(ctx, req.Namespace, req.Name, req.Version)
+	if err != nil {
+		return nil, apierr.New(apierr.NotFound, "%v", err)
+	}
+	fc, err := certs.OpenFunction(rec.Certificate, c.IdentityKey())
+	if err != nil || fc.Namespace != req.Namespace || fc.Name != req.Name || fc.Version != req.Version {
+		return nil, apierr.New(apierr.BundleIntegrity, "registry record for %s/%s v%d is not one this coordinator certified", req.Namespace, req.Name, req.Version)
+	}
+	if len(fc.AllowTEE) > 0 && !slices.Contains(fc.AllowTEE, w.TEE) {
+		return nil, apierr.New(apierr.TEEPolicy, "function policy does not accept TEE kind %q", w.TEE)
+	}
+	fk, err := seal.DeriveFunctionKey(c.master, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
+	if err != nil {
+		return nil, err
+	}
+	kb, err := fk.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(kb)
+	enc, ct, err := seal.SealTo(w.KeyExchange, KeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name, fc.Version), kb)
+	if err != nil {
+		return nil, apierr.New(apierr.Forbidden, "sealing key to worker: %v", err)
+	}
+	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
+	return wire.FunctionKeyResponse{Enc: enc, Sealed: ct}, nil
+}
+
+// isWasm is a cheap check used before full validation.
+func isWasm(b []byte) bool { return bytes.HasPrefix(b, []byte("\x00asm")) }

@@ -1,0 +1,456 @@
+// Package gateway is Cloister's HTTP front door: the native JSON API under
+// /v1/, API-key auth per namespace, routing of invocations to workers over
+// NATS, health and Prometheus metrics.
+//
+// The gateway is untrusted. It must never need, and never see, the
+// plaintext of a confidential request or response, or any key: it forwards
+// sealed bodies as they are. It refuses a plaintext request to a function
+// whose manifest requires confidentiality before the plaintext goes further.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Body limits.
+const (
+	MaxBundleBytes = 64 << 20
+	MaxInvokeBytes = bundle.MaxInputBytes + 64<<10
+)
+
+// Headers of a plaintext invocation's response.
+const (
+	HeaderReceipt      = "Cloister-Receipt"
+	HeaderInvocationID = "Cloister-Invocation-Id"
+	HeaderVersion      = "Cloister-Function-Version"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	Conn    *nats.Conn
+	Stores  *bus.Stores
+	Logger  *slog.Logger
+	Metrics *prometheus.Registry
+	// Ready reports whether the roles behind the gateway are ready (nil = always).
+	Ready func() error
+}
+
+// Gateway is an http.Handler.
+type Gateway struct {
+	cfg  Config
+	log  *slog.Logger
+	reg  *registry.Registry
+	auth *authCache
+	mux  *http.ServeMux
+
+	attMu   sync.Mutex
+	att     *wire.Attestation
+	attTime time.Time
+
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New returns a gateway.
+func New(cfg Config) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	g := &Gateway{
+		cfg:  cfg,
+		log:  cfg.Logger.WithGroup("gateway"),
+		reg:  registry.New(cfg.Stores.Registry),
+		auth: &authCache{kv: cfg.Stores.Auth, m: map[string]cachedPrincipal{}},
+		mux:  http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cloister_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cloister_http_request_seconds", Help: "HTTP request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"route"}),
+	}
+	cfg.Metrics.MustRegister(g.requests, g.latency)
+	g.handle("GET /healthz", false, g.healthz)
+	g.handle("GET /readyz", false, g.readyz)
+	g.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	g.handle("GET /v1/attestation", false, g.attestation)
+	g.handle("POST /v1/tokens", true, g.createToken)
+	g.handle("GET /v1/functions", true, g.listFunctions)
+	g.handle("POST /v1/functions/{name}", true, g.deploy)
+	g.handle("GET /v1/functions/{name}", true, g.getFunction)
+	g.handle("GET /v1/functions/{name}/key", true, g.getFunction)
+	g.handle("GET /v1/functions/{name}/next-version", true, g.nextVersion)
+	g.handle("DELETE /v1/functions/{name}", true, g.deleteFunction)
+	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
+	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return g
+}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p *Principal) error
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
+
+func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
+	g.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: 200}
+		var p *Principal
+		var err error
+		if auth {
+			p, err = g.auth.authenticate(r)
+		}
+		if err == nil {
+			err = h(sw, r, p)
+		}
+		if err != nil {
+			ae := apierr.From(err)
+			if ae.Code == apierr.Internal {
+				g.log.Error("request failed", "route", pattern, "err", err)
+			}
+			writeError(sw, err)
+		}
+		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
+		g.latency.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	ae := apierr.From(err)
+	writeJSON(w, ae.Code.Status(), ae)
+}
+
+func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	if !g.cfg.Conn.IsConnected() {
+		return apierr.New(apierr.Unavailable, "not connected to NATS")
+	}
+	if g.cfg.Ready != nil {
+		if err := g.cfg.Ready(); err != nil {
+			return apierr.New(apierr.Unavailable, "%v", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (g *Gateway) attestation(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	g.attMu.Lock()
+	defer g.attMu.Unlock()
+	if g.att == nil || time.Since(g.attTime) > 30*time.Second {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		var a wire.Attestation
+		if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectAttestation, struct{}{}, &a); err != nil {
+			return err
+		}
+		g.att, g.attTime = &a, time.Now()
+	}
+	writeJSON(w, http.StatusOK, g.att)
+	return nil
+}
+
+func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	if !p.Admin {
+		return apierr.New(apierr.Forbidden, "creating API keys needs an admin key")
+	}
+	var req Principal
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		return apierr.New(apierr.BadRequest, "body must be JSON {\"namespace\": ..., \"name\": ...}")
+	}
+	tok, err := IssueToken(r.Context(), g.cfg.Stores.Auth, Principal{Namespace: req.Namespace, Name: req.Name})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"token": tok, "namespace": req.Namespace})
+	return nil
+}
+
+func functionName(r *http.Request) (string, error) {
+	n := r.PathValue("name")
+	if !bundle.ValidName(n) {
+		return "", apierr.New(apierr.BadRequest, "invalid function name %q: use lower-case letters, digits, '-' and '_'", n)
+	}
+	return n, nil
+}
+
+func queryVersion(r *http.Request) (int, error) {
+	s := r.URL.Query().Get("version")
+	if s == "" || s == "latest" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 {
+		return 0, apierr.New(apierr.BadRequest, "version must be a positive integer or \"latest\"")
+	}
+	return v, nil
+}
+
+func info(rec *registry.Record, latest int) wire.FunctionInfo {
+	f := rec.Function
+	return wire.FunctionInfo{
+		Namespace: f.Namespace, Name: f.Name, Version: f.Version, Latest: latest, CodeHash: f.CodeHash,
+		BundleHash: f.BundleHash, Confidential: f.Confidential, Created: rec.Created, Manifest: rec.Manifest,
+		Certificate: rec.Certificate,
+	}
+}
+
+func (g *Gateway) lookup(ctx context.Context, ns, name string, version int) (*registry.Record, error) {
+	rec, err := g.reg.Get(ctx, ns, name, version)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, apierr.New(apierr.NotFound, "function %q (version %s) not found in namespace %q", name, versionString(version), ns)
+	}
+	return rec, err
+}
+
+func versionString(v int) string {
+	if v == 0 {
+		return "latest"
+	}
+	return strconv.Itoa(v)
+}
+
+func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	recs, err := g.reg.List(r.Context(), p.Namespace)
+	if err != nil {
+		return err
+	}
+	out := make([]wire.FunctionInfo, 0, len(recs))
+	for _, rec := range recs {
+		i := info(rec, rec.Function.Version)
+		i.Manifest = nil
+		out = append(out, i)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"functions": out})
+	return nil
+}
+
+func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	v, err := queryVersion(r)
+	if err != nil {
+		return err
+	}
+	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	if err != nil {
+		return err
+	}
+	latest, _ := g.reg.Latest(r.Context(), p.Namespace, name)
+	writeJSON(w, http.StatusOK, info(rec, latest))
+	return nil
+}
+
+// nextVersion tells a deployer which version number its bundle must carry.
+// Numbers are never reused, even after a delete.
+func (g *Gateway) nextVersion(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	v, err := g.reg.NextVersion(r.Context(), p.Namespace, name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"version": v})
+	return nil
+}
+
+func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	if err := g.reg.Delete(r.Context(), p.Namespace, name); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return apierr.New(apierr.NotFound, "function %q not found", name)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+	return nil
+}
+
+func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBundleBytes))
+	if err != nil {
+		return apierr.New(apierr.PayloadTooLarge, "bundle over %d bytes", MaxBundleBytes)
+	}
+	if len(body) == 0 {
+		return apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
+	}
+	obj := p.Namespace + "/" + name + "/" + bundle.Hash(body)
+	if _, err := g.cfg.Stores.Bundles.PutBytes(r.Context(), obj, body); err != nil {
+		return apierr.New(apierr.Unavailable, "storing bundle: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	var fi wire.FunctionInfo
+	err = bus.Call(ctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: p.Namespace, Name: name, Object: obj}, &fi)
+	if err != nil {
+		_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(r.Context()), obj)
+		return err
+	}
+	fi.Latest = fi.Version
+	writeJSON(w, http.StatusCreated, fi)
+	return nil
+}
+
+// route forwards an invocation to a worker and waits for its reply.
+func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	var m bundle.Manifest
+	_ = json.Unmarshal(rec.Manifest, &m)
+	timeout := time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 30*time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rep wire.InvokeReply
+	if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectInvoke, req, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	v, err := queryVersion(r)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	if err != nil {
+		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+	}
+	if r.Header.Get("Content-Type") == wire.SealedContentType {
+		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)
+	}
+	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	if err != nil {
+		return err
+	}
+	if rec.Function.Confidential != bundle.ConfidentialOptional {
+		return apierr.New(apierr.ConfidentialRequired,
+			"function %q requires confidential requests; use `cloister invoke` or the client SDK, which seal the request to the attested worker", name)
+	}
+	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: body})
+	if err != nil {
+		return err
+	}
+	if rep.Receipt != nil {
+		rb, _ := json.Marshal(rep.Receipt)
+		w.Header().Set(HeaderReceipt, base64.StdEncoding.EncodeToString(rb))
+	}
+	w.Header().Set(HeaderVersion, strconv.Itoa(rep.Version))
+	if rep.Error != nil {
+		writeJSON(w, rep.Error.Code.Status(), wire.ErrorBody{Code: rep.Error.Code, Message: rep.Error.Message, Version: rep.Version, Receipt: rep.Receipt})
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = io.Copy(w, bytes.NewReader(rep.Output))
+	return nil
+}
+
+func (g *Gateway) openSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	v, err := queryVersion(r)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		return apierr.New(apierr.PayloadTooLarge, "session request over 64 KiB")
+	}
+	return g.sealed(w, r, p, name, v, body, wire.ModeSessionOpen)
+}
+
+// sealed forwards a sealed request. The gateway reads only its routing
+// fields; the ciphertext goes to the worker untouched.
+func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, name string, v int, body []byte, modes ...string) error {
+	var sr wire.SealedRequest
+	if err := json.Unmarshal(body, &sr); err != nil {
+		return apierr.New(apierr.BadRequest, "malformed sealed request: %v", err)
+	}
+	ok := false
+	for _, m := range modes {
+		ok = ok || sr.Mode == m
+	}
+	if !ok {
+		return apierr.New(apierr.BadRequest, "mode %q is not accepted here (want one of %v)", sr.Mode, modes)
+	}
+	if sr.Version != 0 {
+		if v != 0 && v != sr.Version {
+			return apierr.New(apierr.BadRequest, "query version %d differs from sealed version %d", v, sr.Version)
+		}
+		v = sr.Version
+	}
+	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	if err != nil {
+		return err
+	}
+	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: sr.Mode, Sealed: sr})
+	if err != nil {
+		return err
+	}
+	if rep.Error != nil {
+		writeJSON(w, rep.Error.Code.Status(), wire.ErrorBody{Code: rep.Error.Code, Message: rep.Error.Message, Version: rep.Version, Receipt: rep.Receipt})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, wire.SealedResponse{Version: rep.Version, Ciphertext: rep.Ciphertext, Ticket: rep.Ticket,
+		TicketExpires: rep.TicketExpires, Receipt: rep.Receipt})
+	return nil
+}

@@ -1,0 +1,169 @@
+// Package receipt defines the invocation receipt: its canonical encoding,
+// signing by a worker's attested key, and verification back to the
+// coordinator (worker key → worker certificate → coordinator identity, whose
+// key the client learned from verified hardware evidence).
+//
+// A receipt never contains plaintext inputs or outputs, only hashes of what
+// crossed the untrusted network. Metering fields that were not measured are
+// absent, never zero.
+package receipt
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/tee"
+)
+
+// Version is the receipt format version this package writes.
+const Version = 1
+
+// domain separates receipt signatures from every other signature.
+const domain = "cloister-receipt-v1\n"
+
+// Errors returned by Verify.
+var (
+	ErrSignature = errors.New("receipt: signature does not verify")
+	ErrChain     = errors.New("receipt: worker certificate does not chain to the coordinator")
+	ErrMismatch  = errors.New("receipt: does not match the invocation")
+	ErrMalformed = errors.New("receipt: malformed")
+)
+
+// Metering is what the worker measured. Nil fields were not measured.
+type Metering struct {
+	Instructions    *uint64           `json:"instructions,omitempty"`
+	FuelLimit       *uint64           `json:"fuel_limit,omitempty"`
+	PeakMemoryPages *uint32           `json:"peak_memory_pages,omitempty"`
+	WallNanos       *int64            `json:"wall_ns,omitempty"`
+	CPUNanos        *int64            `json:"cpu_ns,omitempty"`
+	InputBytes      *int64            `json:"input_bytes,omitempty"`
+	OutputBytes     *int64            `json:"output_bytes,omitempty"`
+	HostCalls       map[string]uint64 `json:"host_calls,omitempty"`
+}
+
+// TEE describes where the invocation ran, as certified at admission.
+type TEE struct {
+	Kind        tee.Kind `json:"kind"`
+	TCB         string   `json:"tcb"`
+	Measurement string   `json:"measurement"`
+}
+
+// Receipt is the signed record of one invocation (DESIGN.md §3).
+type Receipt struct {
+	Version         int       `json:"v"`
+	InvocationID    string    `json:"invocation_id"`
+	Namespace       string    `json:"namespace"`
+	Function        string    `json:"function"`
+	FunctionVersion int       `json:"function_version"`
+	CodeHash        string    `json:"code_sha256"`
+	BundleHash      string    `json:"bundle_sha256"`
+	SnapshotHash    string    `json:"snapshot_sha256,omitempty"`
+	ResetGeneration *uint64   `json:"reset_generation,omitempty"`
+	Mode            string    `json:"mode"`
+	RequestHash     string    `json:"request_sha256"`
+	ResponseHash    string    `json:"response_sha256"`
+	Status          string    `json:"status"`
+	Metering        Metering  `json:"metering"`
+	TEE             TEE       `json:"tee"`
+	WorkerID        string    `json:"worker_id"`
+	Time            time.Time `json:"time"`
+	Prev            string    `json:"prev,omitempty"`
+}
+
+// Signed is a receipt as it travels: the canonical bytes that were signed,
+// the worker's signature, and the worker's certificate.
+type Signed struct {
+	Receipt    []byte       `json:"receipt"`
+	Signature  []byte       `json:"sig"`
+	WorkerCert certs.Signed `json:"worker_cert"`
+}
+
+// Encode returns the canonical encoding of r: compact JSON with fields in
+// declaration order and map keys sorted (encoding/json's guarantees).
+func Encode(r *Receipt) ([]byte, error) {
+	return json.Marshal(r)
+}
+
+// Sign encodes and signs r with the worker key and attaches its certificate.
+func Sign(r *Receipt, key ed25519.PrivateKey, cert certs.Signed) (*Signed, error) {
+	body, err := Encode(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding receipt: %w", err)
+	}
+	return &Signed{Receipt: body, Signature: ed25519.Sign(key, append([]byte(domain), body...)), WorkerCert: cert}, nil
+}
+
+// Expect lists what the verifier knows independently of the receipt. Empty
+// fields are not checked.
+type Expect struct {
+	Namespace    string
+	Function     string
+	Version      int
+	CodeHash     string
+	RequestHash  string
+	ResponseHash string
+}
+
+// Verified is the result of a successful Verify.
+type Verified struct {
+	Receipt *Receipt
+	Worker  *certs.Worker
+}
+
+// Verify checks the signature chain of s up to the coordinator key, that the
+// worker certificate was valid when the receipt was made, that the bytes are
+// canonical, and that the receipt matches exp.
+func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, error) {
+	if s == nil {
+		return nil, fmt.Errorf("%w: missing", ErrMalformed)
+	}
+	w, err := certs.OpenWorker(s.WorkerCert, coordinator)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrChain, err)
+	}
+	if !ed25519.Verify(w.SigningKey, append([]byte(domain), s.Receipt...), s.Signature) {
+		return nil, ErrSignature
+	}
+	var r Receipt
+	dec := json.NewDecoder(bytes.NewReader(s.Receipt))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if canon, err := Encode(&r); err != nil || !bytes.Equal(canon, s.Receipt) {
+		return nil, fmt.Errorf("%w: not in canonical encoding", ErrMalformed)
+	}
+	if r.Version != Version {
+		return nil, fmt.Errorf("%w: version %d", ErrMalformed, r.Version)
+	}
+	if err := w.ValidAt(r.Time); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrChain, err)
+	}
+	if r.WorkerID != w.WorkerID || r.TEE.Kind != w.TEE || r.TEE.Measurement != w.Measurement {
+		return nil, fmt.Errorf("%w: worker identity differs from its certificate", ErrMismatch)
+	}
+	check := func(field, got, want string) error {
+		if want != "" && got != want {
+			return fmt.Errorf("%w: %s: got %q, want %q", ErrMismatch, field, got, want)
+		}
+		return nil
+	}
+	if err := errors.Join(
+		check("namespace", r.Namespace, exp.Namespace),
+		check("function", r.Function, exp.Function),
+		check("code_sha256", r.CodeHash, exp.CodeHash),
+		check("request_sha256", r.RequestHash, exp.RequestHash),
+		check("response_sha256", r.ResponseHash, exp.ResponseHash),
+	); err != nil {
+		return nil, err
+	}
+	if exp.Version != 0 && r.FunctionVersion != exp.Version {
+		return nil, fmt.Errorf("%w: function_version: got %d, want %d", ErrMismatch, r.FunctionVersion, exp.Version)
+	}
+	return &Verified{Receipt: &r, Worker: w}, nil
+}

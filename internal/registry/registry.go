@@ -1,0 +1,192 @@
+// Package registry stores function versions in a NATS KV bucket. Each version
+// is written once (KV create) and never changed; a "latest" pointer per
+// function is advanced with compare-and-set. The bucket is untrusted storage:
+// readers that act on a record verify its coordinator-signed certificate.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+)
+
+// Errors.
+var (
+	ErrNotFound = errors.New("registry: function not found")
+	ErrConflict = errors.New("registry: version conflict")
+)
+
+// Record is one registered function version.
+type Record struct {
+	Certificate certs.Signed    `json:"certificate"`
+	Manifest    json.RawMessage `json:"manifest"`
+	Object      string          `json:"object"`
+	Size        int             `json:"size"`
+	Created     time.Time       `json:"created"`
+	// Function is Certificate's body, decoded WITHOUT verification, for
+	// listing. Never trust it for a security decision.
+	Function certs.Function `json:"-"`
+}
+
+type latest struct {
+	Version int  `json:"version"`
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// Registry reads and writes function records.
+type Registry struct {
+	kv jetstream.KeyValue
+}
+
+// New wraps a registry bucket.
+func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
+
+func (r *Registry) latest(ctx context.Context, ns, name string) (latest, uint64, error) {
+	e, err := r.kv.Get(ctx, bus.LatestKey(ns, name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return latest{}, 0, nil
+	}
+	if err != nil {
+		return latest{}, 0, fmt.Errorf("reading latest: %w", err)
+	}
+	var l latest
+	if err := json.Unmarshal(e.Value(), &l); err != nil {
+		return latest{}, 0, fmt.Errorf("decoding latest: %w", err)
+	}
+	return l, e.Revision(), nil
+}
+
+// Latest returns the latest live version of a function.
+func (r *Registry) Latest(ctx context.Context, ns, name string) (int, error) {
+	l, _, err := r.latest(ctx, ns, name)
+	if err != nil {
+		return 0, err
+	}
+	if l.Version == 0 || l.Deleted {
+		return 0, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	return l.Version, nil
+}
+
+// NextVersion returns the version number the next deploy must carry.
+// Numbers are never reused, even after a delete.
+func (r *Registry) NextVersion(ctx context.Context, ns, name string) (int, error) {
+	l, _, err := r.latest(ctx, ns, name)
+	return l.Version + 1, err
+}
+
+// Get returns one version (0 = latest).
+func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Record, error) {
+	if version == 0 {
+		v, err := r.Latest(ctx, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		version = v
+	} else if l, _, err := r.latest(ctx, ns, name); err != nil {
+		return nil, err
+	} else if l.Deleted {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	e, err := r.kv.Get(ctx, bus.FunctionKey(ns, name, version))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: %s/%s version %d", ErrNotFound, ns, name, version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading function: %w", err)
+	}
+	return decode(e.Value())
+}
+
+func decode(b []byte) (*Record, error) {
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("decoding record: %w", err)
+	}
+	_ = json.Unmarshal(rec.Certificate.Body, &rec.Function)
+	return &rec, nil
+}
+
+// Put writes a new version. It fails with ErrConflict unless version is
+// exactly the latest plus one, so concurrent deploys cannot both win.
+func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *Record) error {
+	l, rev, err := r.latest(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	if version != l.Version+1 {
+		return fmt.Errorf("%w: %s/%s is at version %d; deploy version %d", ErrConflict, ns, name, l.Version, l.Version+1)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.Create(ctx, bus.FunctionKey(ns, name, version), b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: version %d exists", ErrConflict, version)
+		}
+		return fmt.Errorf("writing function: %w", err)
+	}
+	lb, _ := json.Marshal(latest{Version: version})
+	if rev == 0 {
+		_, err = r.kv.Create(ctx, bus.LatestKey(ns, name), lb)
+	} else {
+		_, err = r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: advancing latest: %v", ErrConflict, err)
+	}
+	return nil
+}
+
+// Delete marks a function deleted. Its versions stay readable to auditors
+// in the bucket history but are no longer served.
+func (r *Registry) Delete(ctx context.Context, ns, name string) error {
+	l, rev, err := r.latest(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	if l.Version == 0 || l.Deleted {
+		return fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	l.Deleted = true
+	lb, _ := json.Marshal(l)
+	if _, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev); err != nil {
+		return fmt.Errorf("deleting: %w", err)
+	}
+	return nil
+}
+
+// List returns the latest live version of every function in a namespace.
+func (r *Registry) List(ctx context.Context, ns string) ([]*Record, error) {
+	lister, err := r.kv.ListKeysFiltered(ctx, "latest."+ns+".*")
+	if err != nil {
+		return nil, fmt.Errorf("listing: %w", err)
+	}
+	var names []string
+	for k := range lister.Keys() {
+		names = append(names, strings.TrimPrefix(k, "latest."+ns+"."))
+	}
+	sort.Strings(names)
+	var out []*Record
+	for _, n := range names {
+		rec, err := r.Get(ctx, ns, n, 0)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}

@@ -1,0 +1,35 @@
+// Package sandbox runs untrusted WebAssembly functions for the worker.
+//
+// A function is a WASI command module (wasi_snapshot_preview1, an exported
+// _start taking no arguments): it reads its request on stdin, writes its
+// response on stdout and logs on stderr, CGI-style, and finds the platform's
+// metadata in its environment. The package compiles each module once with
+// wazero (pure Go, no cgo) and shares the compiled code between all the
+// invocations of that module, then runs every invocation in a fresh instance
+// bounded by [Limits] and granted only what its [Capabilities] allow.
+//
+// # What it must never do
+//
+//   - Let state survive from one run to the next. Every [Module.Run]
+//     instantiates the compiled module afresh and closes the instance before
+//     it returns, whatever happened.
+//   - Grant more than the capabilities say. A guest gets no filesystem (no
+//     preopened directories), no sockets (WASI sock_* calls see no
+//     preopened listeners and cannot open any), no host environment, only
+//     wazero's deterministic fake clock unless Capabilities.Clock, and only
+//     a deterministic random source unless Capabilities.Random. wazero
+//     options smuggled in the caller's context (such as experimental socket
+//     listeners or function listeners) are stripped before the guest runs.
+//   - Let a guest exceed its limits: linear memory, wall time and stdout
+//     size are enforced by the host, and the guest is stopped when it goes
+//     over them.
+//   - Put guest output in errors or logs. Errors carry a short, fixed
+//     description of what went wrong, never the contents of stdout or stderr.
+//   - Panic or block forever on hostile input: malformed modules are
+//     rejected by [Engine.Compile] with [ErrInvalidModule], and every run
+//     ends when its context or its time limit does.
+//
+// The worker checks failures with [errors.Is] against the exported sentinel
+// errors ([ErrInvalidModule], [ErrTrap], [ErrTimeout], [ErrMemoryLimit],
+// [ErrOutputTooLarge], [ErrExit] and friends).
+package sandbox

@@ -1,0 +1,326 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Config configures an [Engine].
+type Config struct {
+	// CacheDir is a directory where wazero keeps compiled code between
+	// restarts. Empty means compiled code is kept in memory only.
+	CacheDir string
+	// Logger receives the engine's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Engine compiles and runs WebAssembly functions. It is safe for
+// concurrent use. Create one per process with [New] and release it with
+// [Engine.Close].
+//
+// wazero enforces the memory limit per runtime, so the engine keeps one
+// wazero runtime per distinct Limits.MemoryPages, created on first use, all
+// sharing one compilation cache. Compiled modules are cached per (code
+// hash, memory limit) for the life of the engine.
+type Engine struct {
+	log   *slog.Logger
+	cache wazero.CompilationCache
+	// wasi lists the functions of wasi_snapshot_preview1 by name, to check
+	// a module's imports at compile time.
+	wasi map[string]api.FunctionDefinition
+
+	closed atomic.Bool
+
+	mu       sync.Mutex // guards runtimes and modules
+	runtimes map[uint32]wazero.Runtime
+	modules  map[cacheKey]*cacheEntry
+
+	compiles  atomic.Uint64
+	cacheHits atomic.Uint64
+}
+
+// cacheKey identifies one compilation.
+type cacheKey struct {
+	codeHash string
+	pages    uint32
+}
+
+// cacheEntry is one compilation, finished once done is closed. The first
+// caller for a key compiles; the others wait on done and share the result.
+type cacheEntry struct {
+	done chan struct{}
+	mod  *Module // set when err is nil
+	err  error
+}
+
+// Stats counts the engine's compile cache activity.
+type Stats struct {
+	// Compiles is how many modules were actually compiled.
+	Compiles uint64
+	// CacheHits is how many Compile calls were served from the cache,
+	// including callers that waited on a compile already in flight.
+	CacheHits uint64
+}
+
+// New returns an Engine configured by cfg. ctx bounds the setup only.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		log:      log.WithGroup("sandbox"),
+		runtimes: make(map[uint32]wazero.Runtime),
+		modules:  make(map[cacheKey]*cacheEntry),
+	}
+	if cfg.CacheDir == "" {
+		e.cache = wazero.NewCompilationCache()
+	} else {
+		cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("opening compilation cache: %w", err)
+		}
+		e.cache = cache
+	}
+	// Create the runtime for the default limit now, so that a broken setup
+	// fails here rather than on the first request.
+	r, err := e.runtime(ctx, DefaultMemoryPages)
+	if err != nil {
+		_ = e.cache.Close(ctx)
+		return nil, err
+	}
+	wasi := r.Module(wasi_snapshot_preview1.ModuleName)
+	if wasi == nil {
+		_ = e.Close(ctx)
+		return nil, errors.New("sandbox: WASI host module missing")
+	}
+	e.wasi = wasi.ExportedFunctionDefinitions()
+	e.log.LogAttrs(ctx, slog.LevelDebug, "engine ready", slog.String("cache_dir", cfg.CacheDir))
+	return e, nil
+}
+
+// Close releases the engine: its runtimes, compiled modules and cache.
+// Runs still in flight are stopped and return ErrClosed; later calls to
+// Compile and Run return ErrClosed. Close is idempotent.
+func (e *Engine) Close(ctx context.Context) error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	e.mu.Lock()
+	runtimes := e.runtimes
+	e.runtimes, e.modules = nil, nil
+	e.mu.Unlock()
+
+	ctx = isolate(ctx)
+	var errs []error
+	for pages, r := range runtimes {
+		if err := r.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("closing runtime for %d pages: %w", pages, err))
+		}
+	}
+	if err := e.cache.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("closing compilation cache: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the engine's compile cache counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Compiles: e.compiles.Load(), CacheHits: e.cacheHits.Load()}
+}
+
+// runtime returns the wazero runtime for a memory limit, creating it, with
+// WASI instantiated in it, on first use.
+func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	if r, ok := e.runtimes[pages]; ok {
+		return r, nil
+	}
+	ctx = isolate(ctx)
+	cfg := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(pages).
+		WithCompilationCache(e.cache).
+		WithDebugInfoEnabled(false)
+	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, fmt.Errorf("instantiating WASI: %w", err)
+	}
+	e.runtimes[pages] = r
+	e.log.LogAttrs(ctx, slog.LevelDebug, "runtime created", slog.Uint64("memory_pages", uint64(pages)))
+	return r, nil
+}
+
+// Compile validates and compiles a module for the given limits, and caches
+// it under (codeHash, limits.MemoryPages). codeHash must be a
+// collision-resistant digest of wasm: the engine trusts it and does not
+// hash wasm itself. Concurrent callers for the same key share one compile;
+// a caller that stops waiting because ctx ended gets ctx's error. Failed
+// compiles are not cached.
+//
+// The returned Module runs with limits (defaults filled in). Callers with
+// the same key and equal limits get the same *Module.
+//
+// Errors wrap ErrInvalidModule for malformed, invalid or non-WASI-command
+// modules, ErrMemoryLimit if the module's declared minimum memory exceeds
+// limits.MemoryPages, ErrInvalidLimits and ErrClosed.
+func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limits Limits) (*Module, error) {
+	lim, err := limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if codeHash == "" {
+		return nil, fmt.Errorf("%w: empty code hash", ErrInvalidModule)
+	}
+	key := cacheKey{codeHash: codeHash, pages: lim.MemoryPages}
+
+	e.mu.Lock()
+	if e.closed.Load() {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	ent, found := e.modules[key]
+	if !found {
+		ent = &cacheEntry{done: make(chan struct{})}
+		e.modules[key] = ent
+	}
+	e.mu.Unlock()
+
+	if found {
+		select {
+		case <-ent.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for compile: %w", ctx.Err())
+		}
+		if ent.err != nil {
+			return nil, ent.err
+		}
+		e.cacheHits.Add(1)
+	} else {
+		ent.mod, ent.err = e.compile(ctx, codeHash, wasm, lim)
+		if ent.err != nil {
+			e.mu.Lock()
+			if e.modules[key] == ent {
+				delete(e.modules, key)
+			}
+			e.mu.Unlock()
+		}
+		close(ent.done)
+		if ent.err != nil {
+			return nil, ent.err
+		}
+	}
+
+	if ent.mod.limits == lim {
+		return ent.mod, nil
+	}
+	m := *ent.mod
+	m.limits = lim
+	return &m, nil
+}
+
+// compile does the work of Compile for one key.
+func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim Limits) (mod *Module, err error) {
+	r, err := e.runtime(ctx, lim.MemoryPages)
+	if err != nil {
+		return nil, err
+	}
+	ctx = isolate(ctx)
+	start := time.Now()
+	compiled, err := compileGuarded(ctx, r, wasm)
+	if err != nil {
+		if shape, scanErr := scanModule(wasm); scanErr == nil && shape.hasMemory && shape.memoryMin > lim.MemoryPages {
+			return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
+		}
+		e.log.LogAttrs(ctx, slog.LevelDebug, "module rejected", slog.String("code_hash", codeHash), slog.String("error", shorten(err.Error())))
+		return nil, fmt.Errorf("%w: compiling module: %s", ErrInvalidModule, shorten(err.Error()))
+	}
+	if err := e.checkCommand(compiled, wasm); err != nil {
+		_ = compiled.Close(ctx)
+		return nil, err
+	}
+	e.compiles.Add(1)
+	e.log.LogAttrs(ctx, slog.LevelInfo, "module compiled",
+		slog.String("code_hash", codeHash),
+		slog.Uint64("memory_pages", uint64(lim.MemoryPages)),
+		slog.Int("size", len(wasm)),
+		slog.Duration("took", time.Since(start)))
+	return &Module{
+		engine:   e,
+		runtime:  r,
+		compiled: compiled,
+		codeHash: codeHash,
+		limits:   lim,
+		base:     wazero.NewModuleConfig().WithName("").WithStartFunctions(),
+	}, nil
+}
+
+// compileGuarded compiles wasm, turning a panic inside wazero into an
+// error so that hostile input cannot take the process down.
+func compileGuarded(ctx context.Context, r wazero.Runtime, wasm []byte) (compiled wazero.CompiledModule, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			compiled, err = nil, fmt.Errorf("compiler panic: %v", p)
+		}
+	}()
+	return r.CompileModule(ctx, wasm)
+}
+
+// checkCommand checks that a compiled module is a WASI command the sandbox
+// can link: an exported _start of type [] -> [], imports only of
+// wasi_snapshot_preview1 functions with their exact signatures, and a
+// memory for those functions to work on.
+func (e *Engine) checkCommand(compiled wazero.CompiledModule, wasm []byte) error {
+	start, ok := compiled.ExportedFunctions()["_start"]
+	if !ok {
+		return fmt.Errorf("%w: not a WASI command: no _start export", ErrInvalidModule)
+	}
+	if len(start.ParamTypes()) != 0 || len(start.ResultTypes()) != 0 {
+		return fmt.Errorf("%w: not a WASI command: _start must take and return nothing", ErrInvalidModule)
+	}
+	imports := compiled.ImportedFunctions()
+	for _, fn := range imports {
+		module, name, _ := fn.Import()
+		if module != wasi_snapshot_preview1.ModuleName {
+			return fmt.Errorf("%w: imports %s from module %s; only %s is provided", ErrInvalidModule, quoteName(name), quoteName(module), wasi_snapshot_preview1.ModuleName)
+		}
+		want, ok := e.wasi[name]
+		if !ok {
+			return fmt.Errorf("%w: imports unknown WASI function %s", ErrInvalidModule, quoteName(name))
+		}
+		if !slices.Equal(fn.ParamTypes(), want.ParamTypes()) || !slices.Equal(fn.ResultTypes(), want.ResultTypes()) {
+			return fmt.Errorf("%w: imports WASI function %s with the wrong signature", ErrInvalidModule, quoteName(name))
+		}
+	}
+	shape, err := scanModule(wasm)
+	if err != nil {
+		// wazero accepted a module this scanner cannot read (a newer
+		// encoding). Fall back on what CompiledModule lists.
+		shape = moduleShape{
+			hasMemory:      len(compiled.ExportedMemories()) > 0,
+			nonFuncImports: len(compiled.ImportedMemories()),
+		}
+	}
+	if shape.nonFuncImports > 0 {
+		return fmt.Errorf("%w: imports tables, memories, globals or tags; only WASI functions are provided", ErrInvalidModule)
+	}
+	if len(imports) > 0 && !shape.hasMemory {
+		return fmt.Errorf("%w: imports WASI functions but has no memory", ErrInvalidModule)
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// addFixtureSeeds adds every checked-in fixture to f's seed corpus.
+func addFixtureSeeds(f *testing.F) {
+	paths, err := filepath.Glob(filepath.Join("testdata", "*.wasm"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	paths = append(paths, filepath.Join("testdata", "not_wasm.bin"))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte(header))
+}
+
+// FuzzCompile feeds arbitrary bytes to Compile. It must never panic, and
+// must either compile the module or reject it with ErrInvalidModule or
+// ErrMemoryLimit and a short message.
+func FuzzCompile(f *testing.F) {
+	addFixtureSeeds(f)
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = e.Close(context.Background()) })
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		sum := sha256.Sum256(wasm)
+		hash := hex.EncodeToString(sum[:])
+		m, err := e.Compile(context.Background(), hash, wasm, Limits{MemoryPages: 64})
+		if err != nil {
+			if !errors.Is(err, ErrInvalidModule) && !errors.Is(err, ErrMemoryLimit) {
+				t.Fatalf("got error %v, want one matching %v or %v", err, ErrInvalidModule, ErrMemoryLimit)
+			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || len(msg) > 300 {
+				t.Fatalf("got error message %q, want one short line", msg)
+			}
+			return
+		}
+		if m.CodeHash() != hash {
+			t.Fatalf("got code hash %q, want %q", m.CodeHash(), hash)
+		}
+	})
+}
+
+// FuzzScanModule feeds arbitrary bytes to the section scanner, which must
+// never panic.
+func FuzzScanModule(f *testing.F) {
+	addFixtureSeeds(f)
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		shape, err := scanModule(wasm)
+		if err != nil && !errors.Is(err, errScan) {
+			t.Fatalf("got error %v, want one matching %v", err, errScan)
+		}
+		if err == nil && !shape.hasMemory && shape.memoryMin != 0 {
+			t.Fatalf("got %+v: a minimum without a memory", shape)
+		}
+	})
+}

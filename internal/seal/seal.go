@@ -1,0 +1,321 @@
+// Package seal implements Cloister's end-to-end encryption between a client
+// and the worker that runs its function, shared by the client SDK and the
+// worker. It uses only the standard library: HPKE (RFC 9180, crypto/hpke)
+// with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and AES-128-GCM, and AES-GCM
+// for responses and session messages under keys exported from the HPKE
+// context (RFC 9180 §5.3).
+//
+// It must never log, return in errors, or persist any key or plaintext.
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/certs"
+)
+
+// Suite is the HPKE ciphersuite of every function key.
+var Suite = certs.Suite{KEM: 0x0020, KDF: 0x0001, AEAD: 0x0001}
+
+var (
+	kem  = hpke.DHKEM(ecdh.X25519())
+	kdf  = hpke.HKDFSHA256()
+	aead = hpke.AES128GCM()
+)
+
+// Export contexts (RFC 9180 §5.3) for the keys derived from a request context.
+const (
+	exportResponse = "cloister/v1/response"
+	exportSession  = "cloister/v1/session"
+)
+
+// Errors. Test with errors.Is. Their messages never include key material.
+var (
+	ErrDecrypt   = errors.New("seal: decryption failed (tampered, wrong key, or sealed to another function or version)")
+	ErrMalformed = errors.New("seal: malformed message")
+	ErrSuite     = errors.New("seal: unsupported ciphersuite")
+)
+
+// Info returns the HPKE info string that binds a request to one function
+// version and its code: "cloister/v1/request" 0 ns 0 name 0 version 0 codehash.
+func Info(ns, name string, version int, codeHash string) []byte {
+	b := []byte("cloister/v1/request")
+	for _, p := range []string{ns, name, strconv.Itoa(version), codeHash} {
+		b = append(b, 0)
+		b = append(b, p...)
+	}
+	return b
+}
+
+// DeriveFunctionKey derives a function version's HPKE key pair from the
+// coordinator's master secret (RFC 9180 DeriveKeyPair over an HKDF output).
+func DeriveFunctionKey(master []byte, ns, name string, version int, codeHash string) (hpke.PrivateKey, error) {
+	ikm, err := hkdf.Key(sha256.New, master, nil, string(Info(ns, name, version, codeHash)), 32)
+	if err != nil {
+		return nil, err
+	}
+	return kem.DeriveKeyPair(ikm)
+}
+
+// NewKeyPair generates an X25519 HPKE key pair (for workers' key exchange).
+func NewKeyPair() (hpke.PrivateKey, error) { return kem.GenerateKey() }
+
+// ParsePrivateKey decodes a serialized HPKE private key.
+func ParsePrivateKey(b []byte) (hpke.PrivateKey, error) { return kem.NewPrivateKey(b) }
+
+// PublicKeyBytes serializes a key pair's public key.
+func PublicKeyBytes(k hpke.PrivateKey) []byte { return k.PublicKey().Bytes() }
+
+// SealTo encrypts a one-shot message to a public key (single-shot HPKE Base mode).
+func SealTo(pub, info, plaintext []byte) (enc, ct []byte, err error) {
+	pk, err := kem.NewPublicKey(pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: public key", ErrMalformed)
+	}
+	enc, s, err := hpke.NewSender(pk, kdf, aead, info)
+	if err != nil {
+		return nil, nil, err
+	}
+	ct, err = s.Seal(nil, plaintext)
+	return enc, ct, err
+}
+
+// OpenFrom decrypts a message made by SealTo.
+func OpenFrom(k hpke.PrivateKey, info, enc, ct []byte) ([]byte, error) {
+	r, err := hpke.NewRecipient(enc, k, kdf, aead, info)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	pt, err := r.Open(nil, ct)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return pt, nil
+}
+
+// Payload is the plaintext inside every confidential request: a random
+// nonce and the client's clock (for replay protection) and the input.
+//
+// Encoding: version byte 1 | 16-byte nonce | int64 unix nanoseconds | input.
+type Payload struct {
+	Nonce [16]byte
+	Time  time.Time
+	Input []byte
+}
+
+const payloadHeader = 1 + 16 + 8
+
+// NewPayload makes a payload with a fresh random nonce and the current time.
+func NewPayload(input []byte, now time.Time) Payload {
+	p := Payload{Time: now, Input: input}
+	if _, err := rand.Read(p.Nonce[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return p
+}
+
+// Encode serializes the payload.
+func (p Payload) Encode() []byte {
+	b := make([]byte, 0, payloadHeader+len(p.Input))
+	b = append(b, 1)
+	b = append(b, p.Nonce[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(p.Time.UnixNano()))
+	return append(b, p.Input...)
+}
+
+// DecodePayload parses an encoded payload.
+func DecodePayload(b []byte) (Payload, error) {
+	if len(b) < payloadHeader || b[0] != 1 {
+		return Payload{}, fmt.Errorf("%w: payload header", ErrMalformed)
+	}
+	var p Payload
+	copy(p.Nonce[:], b[1:17])
+	p.Time = time.Unix(0, int64(binary.BigEndian.Uint64(b[17:25])))
+	p.Input = b[payloadHeader:]
+	return p, nil
+}
+
+// ClientContext is the client's side of one sealed request.
+type ClientContext struct {
+	Enc        []byte
+	Ciphertext []byte
+	// ResponseKey decrypts the response. SessionKey is the session's
+	// symmetric key when the request opens a session.
+	ResponseKey, SessionKey []byte
+}
+
+// SealRequest seals payload to a function's HPKE public key under info.
+func SealRequest(pub, info, payload []byte, openSession bool) (*ClientContext, error) {
+	pk, err := kem.NewPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: function public key", ErrMalformed)
+	}
+	enc, s, err := hpke.NewSender(pk, kdf, aead, info)
+	if err != nil {
+		return nil, fmt.Errorf("setting up HPKE sender: %w", err)
+	}
+	ct, err := s.Seal(nil, payload)
+	if err != nil {
+		return nil, err
+	}
+	c := &ClientContext{Enc: enc, Ciphertext: ct}
+	if c.ResponseKey, err = s.Export(exportResponse, 16); err != nil {
+		return nil, err
+	}
+	if openSession {
+		if c.SessionKey, err = s.Export(exportSession, 16); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// ServerContext is the worker's side of one opened request.
+type ServerContext struct {
+	Payload                 []byte
+	ResponseKey, SessionKey []byte
+}
+
+// OpenRequest opens a request sealed by SealRequest.
+func OpenRequest(k hpke.PrivateKey, info, enc, ct []byte, openSession bool) (*ServerContext, error) {
+	r, err := hpke.NewRecipient(enc, k, kdf, aead, info)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	pt, err := r.Open(nil, ct)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	sc := &ServerContext{Payload: pt}
+	if sc.ResponseKey, err = r.Export(exportResponse, 16); err != nil {
+		return nil, err
+	}
+	if openSession {
+		if sc.SessionKey, err = r.Export(exportSession, 16); err != nil {
+			return nil, err
+		}
+	}
+	return sc, nil
+}
+
+// AAD labels for symmetric messages, so a request can never be replayed as a
+// response or the other way round.
+const (
+	AADRequest  = "cloister/v1/session-request"
+	AADResponse = "cloister/v1/response"
+)
+
+// SealSymmetric encrypts with AES-GCM under key with a random nonce, binding
+// label and aad: nonce(12) ‖ ciphertext.
+func SealSymmetric(key []byte, label string, aad, plaintext []byte) ([]byte, error) {
+	g, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 12, 12+len(plaintext)+g.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		return nil, err
+	}
+	return g.Seal(out, out[:12], plaintext, append([]byte(label), aad...)), nil
+}
+
+// OpenSymmetric reverses SealSymmetric.
+func OpenSymmetric(key []byte, label string, aad, ct []byte) ([]byte, error) {
+	g, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(ct) < 12+g.Overhead() {
+		return nil, ErrDecrypt
+	}
+	pt, err := g.Open(nil, ct[:12], ct[12:], append([]byte(label), aad...))
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return pt, nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key size", ErrMalformed)
+	}
+	return cipher.NewGCM(b)
+}
+
+// RequestHash is the hash of a sealed request as it crossed the network; it
+// is what the receipt's request_sha256 names. Parts are length-prefixed.
+func RequestHash(mode string, enc, ticket, ct []byte) string {
+	h := sha256.New()
+	for _, p := range [][]byte{[]byte(mode), enc, ticket, ct} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SHA256Hex is hex(sha256(b)).
+func SHA256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Ticket is the state of a session, sealed under a key that every worker
+// holding the function key can derive, so any worker can serve the session.
+type Ticket struct {
+	ID        []byte    `json:"id"`
+	Key       []byte    `json:"key"`
+	Namespace string    `json:"ns"`
+	Name      string    `json:"name"`
+	Version   int       `json:"version"`
+	CodeHash  string    `json:"code"`
+	Expires   time.Time `json:"exp"`
+}
+
+// TicketKey derives the session-ticket key from a function's private key.
+func TicketKey(k hpke.PrivateKey) ([]byte, error) {
+	b, err := k.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return hkdf.Key(sha256.New, b, nil, "cloister/v1/session-ticket", 16)
+}
+
+const ticketLabel = "cloister/v1/ticket"
+
+// SealTicket encrypts a ticket.
+func SealTicket(key []byte, t Ticket) ([]byte, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	return SealSymmetric(key, ticketLabel, nil, b)
+}
+
+// OpenTicket decrypts a ticket.
+func OpenTicket(key, sealed []byte) (*Ticket, error) {
+	b, err := OpenSymmetric(key, ticketLabel, nil, sealed)
+	if err != nil {
+		return nil, err
+	}
+	var t Ticket
+	if err := json.Unmarshal(b, &t); err != nil || len(t.Key) != 16 {
+		return nil, fmt.Errorf("%w: ticket", ErrMalformed)
+	}
+	return &t, nil
+}

@@ -1,0 +1,255 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// SessionTTL is how long a session ticket is valid.
+const SessionTTL = time.Hour
+
+// maxSkew bounds the difference between a request's timestamp and the
+// worker's clock; it is half the replay window, so that every nonce a
+// fresh request can carry is still remembered.
+const maxSkew = bus.ReplayWindow / 2
+
+// opened is a request after decryption and replay checks.
+type opened struct {
+	input       []byte
+	responseKey []byte // nil in plain mode
+	reqHash     string
+	ticket      []byte
+	expires     time.Time
+}
+
+func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
+	start := time.Now()
+	var req wire.InvokeRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "malformed invoke request")
+	}
+	rep, err := w.invoke(ctx, &req)
+	status := "ok"
+	if err != nil {
+		status = string(apierr.CodeOf(err))
+	} else if rep.Error != nil {
+		status = string(rep.Error.Code)
+	}
+	w.invocations.WithLabelValues(req.Mode, status).Inc()
+	w.duration.WithLabelValues(req.Mode).Observe(time.Since(start).Seconds())
+	return rep, err
+}
+
+func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	fn, err := w.function(ctx, req.Namespace, req.Name, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	op, err := w.open(ctx, fn, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Mode == wire.ModeSessionOpen {
+		ack, err := seal.SealSymmetric(op.responseKey, seal.AADResponse, []byte(op.reqHash), nil)
+		if err != nil {
+			return nil, err
+		}
+		return &wire.InvokeReply{Version: fn.fn.Version, Ciphertext: ack, Ticket: op.ticket, TicketExpires: op.expires}, nil
+	}
+	if len(op.input) > fn.manifest.Limits.MaxInputBytes {
+		return nil, apierr.New(apierr.PayloadTooLarge, "input is %d bytes; the function accepts at most %d", len(op.input), fn.manifest.Limits.MaxInputBytes)
+	}
+	select {
+	case fn.sem <- struct{}{}:
+		defer func() { <-fn.sem }()
+	default:
+		return nil, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem))
+	}
+	id := newInvocationID(w.now())
+	res, runErr := fn.module.Run(ctx, sandbox.Invocation{
+		Name:  fn.fn.Name,
+		Stdin: op.input,
+		Meta: map[string]string{
+			"CLOISTER_NAMESPACE":     fn.fn.Namespace,
+			"CLOISTER_FUNCTION":      fn.fn.Name,
+			"CLOISTER_VERSION":       strconv.Itoa(fn.fn.Version),
+			"CLOISTER_INVOCATION_ID": id,
+			"CLOISTER_MODE":          req.Mode,
+		},
+		Caps: sandbox.Capabilities{
+			Clock:  fn.manifest.Capabilities.Clock,
+			Random: fn.manifest.Capabilities.Random,
+			Env:    fn.manifest.Capabilities.Env,
+		},
+	})
+	rep := &wire.InvokeReply{Version: fn.fn.Version}
+	var body []byte
+	status := "ok"
+	if runErr != nil {
+		ae := apierr.From(sandboxError(runErr))
+		if ae.Code == apierr.Internal || ae.Code == apierr.Unavailable {
+			w.log.Error("run failed", "function", fn.fn.Name, "err", runErr)
+			return nil, ae
+		}
+		rep.Error, status = ae, string(ae.Code)
+	} else {
+		body = res.Stdout
+		if op.responseKey != nil {
+			if body, err = seal.SealSymmetric(op.responseKey, seal.AADResponse, []byte(op.reqHash), res.Stdout); err != nil {
+				return nil, err
+			}
+			rep.Ciphertext = body
+		} else {
+			rep.Output = body
+		}
+	}
+	rc, err := w.receipt(fn, id, req.Mode, op.reqHash, body, status, len(op.input), &res)
+	if err != nil {
+		return nil, err
+	}
+	rep.Receipt = rc
+	return rep, nil
+}
+
+// open decrypts and checks the request according to its mode.
+func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) (*opened, error) {
+	f := fn.fn
+	if req.Mode != wire.ModePlain && req.Sealed.Version != 0 && req.Sealed.Version != f.Version {
+		return nil, apierr.New(apierr.DecryptFailed, "request was sealed to version %d, not %d", req.Sealed.Version, f.Version)
+	}
+	switch req.Mode {
+	case wire.ModePlain:
+		if f.Confidential != bundle.ConfidentialOptional {
+			return nil, apierr.New(apierr.ConfidentialRequired, "function %s requires confidential (sealed) requests", f.Name)
+		}
+		return &opened{input: req.Plain, reqHash: seal.SHA256Hex(req.Plain)}, nil
+	case wire.ModeHPKE, wire.ModeSessionOpen:
+		s := req.Sealed
+		openSession := req.Mode == wire.ModeSessionOpen
+		sc, err := seal.OpenRequest(fn.key, seal.Info(f.Namespace, f.Name, f.Version, f.CodeHash), s.Enc, s.Ciphertext, openSession)
+		if err != nil {
+			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
+		}
+		p, err := w.checkPayload(ctx, fn, sc.Payload)
+		if err != nil {
+			return nil, err
+		}
+		op := &opened{input: p.Input, responseKey: sc.ResponseKey, reqHash: seal.RequestHash(req.Mode, s.Enc, nil, s.Ciphertext)}
+		if openSession {
+			op.expires = w.now().Add(SessionTTL).UTC()
+			tid := make([]byte, 16)
+			rand.Read(tid)
+			op.ticket, err = seal.SealTicket(fn.ticketKey, seal.Ticket{ID: tid, Key: sc.SessionKey, Namespace: f.Namespace,
+				Name: f.Name, Version: f.Version, CodeHash: f.CodeHash, Expires: op.expires})
+			if err != nil {
+				return nil, err
+			}
+		}
+		return op, nil
+	case wire.ModeSession:
+		s := req.Sealed
+		t, err := seal.OpenTicket(fn.ticketKey, s.Ticket)
+		if err != nil {
+			return nil, apierr.New(apierr.SessionInvalid, "session ticket is not valid for this function version")
+		}
+		if t.Namespace != f.Namespace || t.Name != f.Name || t.Version != f.Version || t.CodeHash != f.CodeHash {
+			return nil, apierr.New(apierr.SessionInvalid, "session ticket belongs to another function version")
+		}
+		if w.now().After(t.Expires) {
+			return nil, apierr.New(apierr.SessionInvalid, "session expired at %s; open a new one", t.Expires.Format(time.RFC3339))
+		}
+		pt, err := seal.OpenSymmetric(t.Key, seal.AADRequest, s.Ticket, s.Ciphertext)
+		if err != nil {
+			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
+		}
+		p, err := w.checkPayload(ctx, fn, pt)
+		if err != nil {
+			return nil, err
+		}
+		return &opened{input: p.Input, responseKey: t.Key, reqHash: seal.RequestHash(req.Mode, nil, s.Ticket, s.Ciphertext)}, nil
+	default:
+		return nil, apierr.New(apierr.BadRequest, "unknown mode %q", req.Mode)
+	}
+}
+
+// checkPayload decodes the sealed payload and refuses stale or replayed
+// requests. The nonce is remembered in the replay bucket, which every
+// worker shares, so a replay is caught whichever worker it reaches.
+func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte) (seal.Payload, error) {
+	p, err := seal.DecodePayload(b)
+	if err != nil {
+		return p, apierr.New(apierr.BadRequest, "%v", err)
+	}
+	if d := w.now().Sub(p.Time); d > maxSkew || d < -maxSkew {
+		return p, apierr.New(apierr.StaleRequest, "request time %s is more than %s from the worker's clock", p.Time.UTC().Format(time.RFC3339), maxSkew)
+	}
+	key := "n." + seal.SHA256Hex(append([]byte(fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version)+"\x00"), p.Nonce[:]...))
+	if _, err := w.cfg.Stores.Replay.Create(ctx, key, nil); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return p, apierr.New(apierr.Replay, "this sealed request was already received")
+		}
+		return p, apierr.New(apierr.Unavailable, "replay store unavailable")
+	}
+	return p, nil
+}
+
+func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) (*receipt.Signed, error) {
+	adm := w.cert.Load()
+	m := receipt.Metering{}
+	if res.Wall > 0 {
+		m.WallNanos = ptr(res.Wall.Nanoseconds())
+	}
+	if res.CPUMeasured {
+		m.CPUNanos = ptr(res.CPU.Nanoseconds())
+	}
+	if res.MemoryPages > 0 {
+		m.PeakMemoryPages = ptr(res.MemoryPages)
+	}
+	m.InputBytes = ptr(int64(inBytes))
+	m.OutputBytes = ptr(int64(len(res.Stdout)))
+	r := &receipt.Receipt{
+		Version:         receipt.Version,
+		InvocationID:    id,
+		Namespace:       fn.fn.Namespace,
+		Function:        fn.fn.Name,
+		FunctionVersion: fn.fn.Version,
+		CodeHash:        fn.fn.CodeHash,
+		BundleHash:      fn.fn.BundleHash,
+		Mode:            mode,
+		RequestHash:     reqHash,
+		ResponseHash:    seal.SHA256Hex(body),
+		Status:          status,
+		Metering:        m,
+		TEE:             receipt.TEE{Kind: adm.cert.TEE, TCB: adm.cert.TCB, Measurement: adm.cert.Measurement},
+		WorkerID:        adm.cert.WorkerID,
+		Time:            w.now().UTC(),
+	}
+	return receipt.Sign(r, w.signKey, adm.signed)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// newInvocationID returns a time-ordered unique id: 8 bytes of unix
+// nanoseconds and 8 random bytes, hex.
+func newInvocationID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
+}

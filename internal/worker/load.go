@@ -1,0 +1,181 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/coordinator"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// recheckAfter is how long a loaded function is served before the worker
+// checks the registry again (so that a delete takes effect).
+const recheckAfter = 5 * time.Second
+
+// loaded is a verified, compiled function version with its key.
+type loaded struct {
+	fn        *certs.Function
+	manifest  bundle.Manifest
+	module    *sandbox.Module
+	key       hpke.PrivateKey
+	ticketKey []byte
+	sem       chan struct{}
+	checked   time.Time
+}
+
+func fnID(ns, name string, version int) string { return fmt.Sprintf("%s/%s/%d", ns, name, version) }
+
+// function returns the verified function version, loading it on first use.
+// version 0 means the latest.
+func (w *Worker) function(ctx context.Context, ns, name string, version int) (*loaded, error) {
+	if !bundle.ValidName(ns) || !bundle.ValidName(name) || version < 0 {
+		return nil, apierr.New(apierr.BadRequest, "invalid function name or version")
+	}
+	if version == 0 {
+		v, err := w.reg.Latest(ctx, ns, name)
+		if err != nil {
+			return nil, registryError(err)
+		}
+		version = v
+	}
+	id := fnID(ns, name, version)
+	if v, ok := w.fns.Load(id); ok {
+		l := v.(*loaded)
+		if w.now().Sub(l.checked) < recheckAfter {
+			return l, nil
+		}
+		if _, err := w.reg.Get(ctx, ns, name, version); err != nil {
+			w.fns.Delete(id)
+			return nil, registryError(err)
+		}
+		l.checked = w.now()
+		return l, nil
+	}
+	v, err, _ := w.loadGroup.Do(id, func() (any, error) {
+		l, err := w.load(ctx, ns, name, version)
+		if err != nil {
+			return nil, err
+		}
+		w.fns.Store(id, l)
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*loaded), nil
+}
+
+func registryError(err error) error {
+	if errors.Is(err, registry.ErrNotFound) {
+		return apierr.New(apierr.NotFound, "%v", err)
+	}
+	return err
+}
+
+// load fetches the record and bundle from untrusted storage and verifies
+// both inside the TEE before compiling.
+func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loaded, error) {
+	adm := w.cert.Load()
+	rec, err := w.reg.Get(ctx, ns, name, version)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	fc, err := certs.OpenFunction(rec.Certificate, adm.coordKey)
+	if err != nil || fc.Namespace != ns || fc.Name != name || fc.Version != version {
+		return nil, apierr.New(apierr.BundleIntegrity, "registry record for %s/%s v%d is not certified by the coordinator", ns, name, version)
+	}
+	raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, rec.Object)
+	if err != nil {
+		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d is missing from the object store", ns, name, version)
+	}
+	if bundle.Hash(raw) != fc.BundleHash {
+		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d does not match its certified hash", ns, name, version)
+	}
+	bd, err := bundle.Open(raw)
+	if err != nil {
+		if errors.Is(err, bundle.ErrSignature) {
+			return nil, apierr.New(apierr.BundleSignature, "%v", err)
+		}
+		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+	}
+	if bd.CodeHash != fc.CodeHash || !bytes.Equal(bd.Signer, fc.OwnerKey) || bd.Manifest.Version != version {
+		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
+	}
+	lim := bd.Manifest.Limits
+	mod, err := w.cfg.Engine.Compile(ctx, bd.CodeHash, bd.Module, sandbox.Limits{
+		MemoryPages: lim.MemoryPages,
+		Timeout:     time.Duration(lim.TimeoutMS) * time.Millisecond,
+		MaxOutput:   lim.MaxOutputBytes,
+	})
+	if err != nil {
+		return nil, sandboxError(err)
+	}
+	key, err := w.fetchKey(ctx, adm, fc)
+	if err != nil {
+		return nil, err
+	}
+	tk, err := seal.TicketKey(key)
+	if err != nil {
+		return nil, err
+	}
+	w.log.Info("loaded function", "namespace", ns, "name", name, "version", version, "code_sha256", fc.CodeHash)
+	return &loaded{fn: fc, manifest: bd.Manifest, module: mod, key: key, ticketKey: tk,
+		sem: make(chan struct{}, lim.Concurrency), checked: w.now()}, nil
+}
+
+// fetchKey asks the coordinator for the function's HPKE key, sealed to this
+// worker's key-exchange key, and checks it against the certificate.
+func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Function) (hpke.PrivateKey, error) {
+	req := wire.FunctionKeyRequest{Certificate: adm.signed, Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, Time: w.now().UTC()}
+	req.Signature = ed25519.Sign(w.signKey, coordinator.KeyRequestMessage(req))
+	var resp wire.FunctionKeyResponse
+	if err := bus.Call(ctx, w.cfg.Conn, bus.SubjectFunctionKey, req, &resp); err != nil {
+		return nil, err
+	}
+	kb, err := seal.OpenFrom(w.kexKey, coordinator.KeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name, fc.Version), resp.Enc, resp.Sealed)
+	if err != nil {
+		return nil, apierr.New(apierr.Internal, "function key release could not be opened")
+	}
+	defer clear(kb)
+	k, err := seal.ParsePrivateKey(kb)
+	if err != nil || !bytes.Equal(seal.PublicKeyBytes(k), fc.HPKEKey) {
+		return nil, apierr.New(apierr.Internal, "released function key does not match its certificate")
+	}
+	return k, nil
+}
+
+// sandboxError maps sandbox errors to API errors.
+func sandboxError(err error) error {
+	var code apierr.Code
+	switch {
+	case errors.Is(err, sandbox.ErrOutputTooLarge):
+		code = apierr.OutputTooLarge
+	case errors.Is(err, sandbox.ErrMemoryLimit):
+		code = apierr.MemoryLimit
+	case errors.Is(err, sandbox.ErrTimeout):
+		code = apierr.Timeout
+	case errors.Is(err, sandbox.ErrTrap):
+		code = apierr.FunctionTrap
+	case errors.Is(err, sandbox.ErrExit):
+		code = apierr.FunctionExit
+	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits):
+		code = apierr.InvalidModule
+	case errors.Is(err, context.Canceled), errors.Is(err, sandbox.ErrClosed):
+		code = apierr.Unavailable
+	default:
+		return err
+	}
+	return &apierr.Error{Code: code, Message: err.Error()}
+}

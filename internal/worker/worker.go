@@ -1,0 +1,218 @@
+// Package worker runs inside a TEE and executes function invocations. It
+// admits itself to the coordinator with evidence that binds its keys, loads
+// and verifies bundles from untrusted storage, obtains function keys sealed
+// to it, opens confidential requests, runs each invocation in a fresh
+// sandbox, seals the output to the client and signs a receipt.
+//
+// It must never send plaintext of a confidential input or output, or any
+// key, over the bus, and never log them.
+package worker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Config configures a Worker.
+type Config struct {
+	// ID names the worker in certificates and receipts.
+	ID  string
+	TEE tee.TEE
+	// CoordinatorPolicy is what the worker expects of the coordinator's evidence.
+	CoordinatorPolicy attest.Policy
+	Engine            *sandbox.Engine
+	Conn              *nats.Conn
+	Stores            *bus.Stores
+	// Concurrency bounds invocations in flight on this worker.
+	Concurrency int
+	Logger      *slog.Logger
+	Metrics     prometheus.Registerer
+	Now         func() time.Time
+}
+
+// Worker is safe for concurrent use.
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	signKey ed25519.PrivateKey
+	kexKey  hpke.PrivateKey
+
+	cert      atomic.Pointer[admission]
+	reg       *registry.Registry
+	fns       sync.Map // fnID → *loaded
+	loadGroup singleflight.Group
+	ready     atomic.Bool
+
+	invocations *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+}
+
+type admission struct {
+	signed   certs.Signed
+	cert     *certs.Worker
+	coordKey ed25519.PublicKey
+}
+
+// New creates a worker with fresh ephemeral keys. Call Run to admit it and serve.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
+	if cfg.ID == "" {
+		b := make([]byte, 6)
+		rand.Read(b)
+		cfg.ID = "w-" + hex.EncodeToString(b)
+	}
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	kx, err := seal.NewKeyPair()
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		cfg: cfg, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
+		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry),
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cloister_worker_invocations_total", Help: "Invocations run by this worker, by mode and status.",
+		}, []string{"mode", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cloister_worker_invocation_seconds", Help: "Time from request arrival at the worker to reply.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"mode"}),
+	}
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(w.invocations, w.duration)
+	}
+	return w, nil
+}
+
+// ID returns the worker id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Ready reports whether the worker is admitted and serving.
+func (w *Worker) Ready() bool { return w.ready.Load() }
+
+// Run admits the worker, serves invocations and renews the certificate
+// before it expires, until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.admitWithRetry(ctx); err != nil {
+		return err
+	}
+	sub, err := bus.Serve(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.cfg.Concurrency, w.log, w.handleInvoke)
+	if err != nil {
+		return err
+	}
+	w.ready.Store(true)
+	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "concurrency", w.cfg.Concurrency)
+	defer func() {
+		w.ready.Store(false)
+		_ = sub.Drain()
+	}()
+	for {
+		a := w.cert.Load()
+		life := a.cert.NotAfter.Sub(a.cert.NotBefore)
+		renewAt := a.cert.NotBefore.Add(life * 2 / 3)
+		t := time.NewTimer(max(renewAt.Sub(w.now()), time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+			if err := w.admit(ctx); err != nil {
+				w.log.Warn("renewing certificate failed; retrying", "err", err)
+			}
+		}
+	}
+}
+
+func (w *Worker) admitWithRetry(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := w.admit(ctx)
+		if err == nil {
+			return nil
+		}
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Code == apierr.Forbidden {
+			return fmt.Errorf("coordinator refused admission: %w", err)
+		}
+		w.log.Info("waiting for coordinator", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// admit verifies the coordinator's evidence, then sends its own.
+func (w *Worker) admit(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var doc wire.Attestation
+	if err := bus.Call(cctx, w.cfg.Conn, bus.SubjectAttestation, struct{}{}, &doc); err != nil {
+		return fmt.Errorf("fetching coordinator attestation: %w", err)
+	}
+	claims, err := attest.Verify(doc.Evidence, w.cfg.CoordinatorPolicy)
+	if err != nil {
+		return apierr.New(apierr.Forbidden, "coordinator evidence: %v", err)
+	}
+	mh, err := hex.DecodeString(doc.ManifestHash)
+	if err != nil || seal.SHA256Hex(doc.Manifest) != doc.ManifestHash {
+		return apierr.New(apierr.Forbidden, "coordinator manifest hash mismatch")
+	}
+	if err := attest.Validate(claims, w.cfg.CoordinatorPolicy, tee.BindReportData(wire.LabelCoordinator, doc.IdentityKey, mh), w.now()); err != nil {
+		return apierr.New(apierr.Forbidden, "coordinator evidence: %v", err)
+	}
+	kex := seal.PublicKeyBytes(w.kexKey)
+	pub := w.signKey.Public().(ed25519.PublicKey)
+	ev, err := w.cfg.TEE.Evidence(tee.BindReportData(wire.LabelWorker, pub, kex, doc.IdentityKey))
+	if err != nil {
+		return fmt.Errorf("getting evidence: %w", err)
+	}
+	var resp wire.AdmitResponse
+	req := wire.AdmitRequest{WorkerID: w.cfg.ID, Evidence: ev, SigningKey: pub, KeyExchange: kex}
+	if err := bus.Call(cctx, w.cfg.Conn, bus.SubjectAdmit, req, &resp); err != nil {
+		return err
+	}
+	c, err := certs.OpenWorker(resp.Certificate, doc.IdentityKey)
+	if err != nil {
+		return fmt.Errorf("checking certificate: %w", err)
+	}
+	w.cert.Store(&admission{signed: resp.Certificate, cert: c, coordKey: doc.IdentityKey})
+	w.log.Info("admitted", "not_after", c.NotAfter)
+	return nil
+}
