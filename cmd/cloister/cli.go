@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/node"
 )
 
 // parseFlags parses flags that may come before, between or after positional
@@ -57,7 +57,7 @@ func loadEnv() (clientEnv, error) {
 		path = filepath.Join(".cloister", "client.env")
 	}
 	if e.URL == "" || e.Token == "" || e.Policy == "" {
-		vals, err := readEnvFile(path)
+		vals, err := node.ReadEnvFile(path)
 		if err != nil && (explicit || !errors.Is(err, os.ErrNotExist)) {
 			return e, fmt.Errorf("reading %s: %w", path, err)
 		}
@@ -77,30 +77,6 @@ func loadEnv() (clientEnv, error) {
 		return e, fmt.Errorf("%s not set: run `cloister up` and `source .cloister/client.env`, or set CLOISTER_ENV", strings.Join(missing, ", "))
 	}
 	return e, nil
-}
-
-// readEnvFile parses KEY=VALUE lines (with an optional "export ").
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		line = strings.TrimPrefix(line, "export ")
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		out[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
-	}
-	return out, sc.Err()
 }
 
 // newClient builds an SDK client from the environment, with the attestation

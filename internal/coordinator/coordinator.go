@@ -314,7 +314,10 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if bd.Manifest.Name != req.Name {
 		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
 	}
-	if err := ValidateModule(ctx, bd.Module); err != nil {
+	if err := ValidateModule(ctx, bd.Module, bd.Manifest.Limits.MemoryPages); err != nil {
+		if errors.Is(err, ErrModuleMemory) {
+			return nil, apierr.New(apierr.MemoryLimit, "%v", err)
+		}
 		return nil, apierr.New(apierr.InvalidModule, "%v", err)
 	}
 	v := bd.Manifest.Version

@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/node"
+)
+
+var (
+	concurrency = flag.Int("conc", 8, "concurrent clients in each BenchmarkInvoke sub-benchmark")
+	verbose     = flag.Bool("node.log", false, "log the node at Info level (default: warnings only)")
+)
+
+// echoWasm is the trivial function: it copies stdin to stdout.
+const echoWasm = "../internal/sandbox/testdata/echo.wasm"
+
+// fnName is the name the echo function is deployed under.
+const fnName = "echo"
+
+// input is the request body of every mode: 64 bytes of JSON.
+var input = []byte(`{"id":1,"user":"ada@example.com","op":"echo","data":"012345678"}`)
+
+// env is the shared fixture: one node, one deployed function, one native
+// server, and one HTTP client whose transport every mode uses.
+type env struct {
+	dir    string
+	node   *node.Node
+	native *httptest.Server
+	hc     *http.Client
+	c      *client.Client
+	sess   *client.Session
+}
+
+var (
+	setupOnce sync.Once
+	shared    *env
+	setupErr  error
+)
+
+// TestMain closes the shared node, if a test or benchmark started it, and
+// removes its data directory.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if shared != nil {
+		if err := shared.close(); err != nil {
+			fmt.Fprintln(os.Stderr, "closing bench node:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// fixture returns the shared env, starting it on first use.
+func fixture(tb testing.TB) *env {
+	tb.Helper()
+	setupOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		shared, setupErr = start(ctx, *concurrency)
+	})
+	if setupErr != nil {
+		tb.Fatalf("starting bench fixture: %v", setupErr)
+	}
+	return shared
+}
+
+// transport returns the HTTP transport every mode shares: keep-alives on,
+// enough idle connections per host for conc clients.
+func transport(conc int) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 4 * conc
+	tr.MaxIdleConnsPerHost = 2 * conc
+	tr.DisableKeepAlives = false
+	return tr
+}
+
+func start(ctx context.Context, conc int) (e *env, err error) {
+	e = &env{}
+	defer func() {
+		if err != nil {
+			_ = e.close()
+			e = nil
+		}
+	}()
+	if e.dir, err = os.MkdirTemp("", "cloister-bench-*"); err != nil {
+		return nil, err
+	}
+	lvl := slog.LevelWarn
+	if *verbose {
+		lvl = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if e.node, err = node.Start(ctx, node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Logger: log}); err != nil {
+		return nil, fmt.Errorf("starting node: %w", err)
+	}
+	e.native = httptest.NewServer(http.HandlerFunc(nativeEcho))
+	e.hc = &http.Client{Transport: transport(conc), Timeout: time.Minute}
+	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc)); err != nil {
+		return nil, err
+	}
+	if err := e.deploy(ctx, conc); err != nil {
+		return nil, err
+	}
+	if e.sess, err = e.c.OpenSession(ctx, fnName, 0); err != nil {
+		return nil, fmt.Errorf("opening session: %w", err)
+	}
+	return e, nil
+}
+
+// deploy signs and uploads the echo function with confidential: optional,
+// so that the plaintext mode may call it, and a concurrency limit above
+// the number of clients, so that no request is refused for it.
+func (e *env) deploy(ctx context.Context, conc int) error {
+	wasm, err := os.ReadFile(echoWasm)
+	if err != nil {
+		return fmt.Errorf("reading echo module: %w", err)
+	}
+	_, owner, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	m := bundle.DefaultManifest(fnName)
+	m.Confidential = bundle.ConfidentialOptional
+	m.Limits.Concurrency = min(max(m.Limits.Concurrency, 2*conc), bundle.MaxConcurrency)
+	if m.Version, err = e.c.NextVersion(ctx, fnName); err != nil {
+		return fmt.Errorf("getting next version: %w", err)
+	}
+	b, err := bundle.Build(m, wasm, owner)
+	if err != nil {
+		return fmt.Errorf("building bundle: %w", err)
+	}
+	if _, err := e.c.Deploy(ctx, fnName, b); err != nil {
+		return fmt.Errorf("deploying: %w", err)
+	}
+	return nil
+}
+
+func (e *env) close() error {
+	if e.native != nil {
+		e.native.Close()
+	}
+	if e.hc != nil {
+		e.hc.CloseIdleConnections()
+	}
+	var err error
+	if e.node != nil {
+		err = e.node.Close()
+	}
+	if e.dir != "" {
+		if rerr := os.RemoveAll(e.dir); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// nativeEcho is the ceiling: it does the function's work (echo the body)
+// in a plain net/http handler.
+func nativeEcho(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(b)
+}

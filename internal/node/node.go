@@ -1,0 +1,265 @@
+// Package node assembles every Cloister role in one process on embedded
+// defaults: an embedded NATS server with JetStream on disk, the coordinator,
+// one worker and the gateway. `cloister up`, the end-to-end tests and the
+// benchmarks all start Cloister through it.
+//
+// Roles share nothing but the bus: each has its own NATS connection and its
+// own view of the stores, as they would in separate processes. Only the sim
+// TEE is available, and node says so loudly.
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/coordinator"
+	"github.com/cloister-faas/cloister/internal/gateway"
+	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/worker"
+)
+
+// Options configure a node.
+type Options struct {
+	// Dir is the data directory.
+	Dir string
+	// Addr is the gateway's listen address ("127.0.0.1:0" for a free port).
+	Addr string
+	// NATSListen optionally exposes the embedded NATS to other processes.
+	NATSListen string
+	Logger     *slog.Logger
+	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
+	Wrap func(http.Handler) http.Handler
+}
+
+// Node is a running single-process Cloister.
+type Node struct {
+	URL        string
+	Token      string
+	PolicyPath string
+	EnvPath    string
+	Policy     attest.Policy
+
+	nats  *bus.Server
+	conns []*nats.Conn
+	eng   *sandbox.Engine
+	srv   *http.Server
+	g     *errgroup.Group
+	stop  context.CancelFunc
+}
+
+// Banner is the warning printed whenever the sim backend serves.
+func Banner() string {
+	line := strings.Repeat("!", 78)
+	return fmt.Sprintf("%s\n!! WARNING: %s\n%s\n", line, sim.Warning, line)
+}
+
+// Start starts every role and returns once the worker is admitted and the
+// gateway is serving, with DIR/client.env written.
+func Start(ctx context.Context, o Options) (_ *Node, err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	backend, err := sim.Open(filepath.Join(dir, "sim"))
+	if err != nil {
+		return nil, fmt.Errorf("opening sim TEE: %w", err)
+	}
+	n := &Node{}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.nats, err = bus.StartServer(bus.ServerOptions{Dir: filepath.Join(dir, "nats"), Listen: o.NATSListen}); err != nil {
+		return nil, err
+	}
+	connect := func(name string) (*nats.Conn, *bus.Stores, error) {
+		nc, err := n.nats.Connect("cloister-" + name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connecting %s to NATS: %w", name, err)
+		}
+		n.conns = append(n.conns, nc)
+		st, err := bus.OpenStores(ctx, nc, 1, log)
+		return nc, st, err
+	}
+	coordNC, coordSt, err := connect("coordinator")
+	if err != nil {
+		return nil, err
+	}
+	workerNC, workerSt, err := connect("worker")
+	if err != nil {
+		return nil, err
+	}
+	gwNC, gwSt, err := connect("gateway")
+	if err != nil {
+		return nil, err
+	}
+
+	policy := attest.Policy{
+		AllowTEE:     []tee.Kind{tee.KindSim},
+		SimRoots:     []string{hex.EncodeToString(backend.RootPublicKey())},
+		Measurements: []string{hex.EncodeToString(backend.Measurement())},
+	}
+	coord, err := coordinator.New(coordinator.Config{
+		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log,
+		Manifest: coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Policy = policy
+	n.Policy.ManifestHash = coord.ManifestHash()
+	n.PolicyPath = filepath.Join(dir, "policy.json")
+	if err := writeJSONFile(n.PolicyPath, n.Policy); err != nil {
+		return nil, err
+	}
+
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if n.eng, err = sandbox.New(ctx, sandbox.Config{CacheDir: filepath.Join(dir, "wazero-cache"), Logger: log}); err != nil {
+		return nil, err
+	}
+	wk, err := worker.New(worker.Config{
+		TEE: backend, CoordinatorPolicy: policy, Engine: n.eng, Conn: workerNC, Stores: workerSt,
+		Logger: log, Metrics: metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
+		Ready: func() error {
+			if !wk.Ready() {
+				return errors.New("worker not admitted yet")
+			}
+			return nil
+		}})
+	if o.Wrap != nil {
+		handler = o.Wrap(handler)
+	}
+	addr := o.Addr
+	if addr == "" {
+		addr = "127.0.0.1:8080"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	n.URL = "http://" + ln.Addr().String()
+	n.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	n.stop = stop
+	n.g, rctx = errgroup.WithContext(rctx)
+	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
+	n.g.Go(func() error { return wk.Run(rctx) })
+	n.g.Go(func() error {
+		if err := n.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	deadline := time.After(30 * time.Second)
+	for !wk.Ready() {
+		select {
+		case <-rctx.Done():
+			return nil, fmt.Errorf("starting: %w", n.g.Wait())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline:
+			return nil, errors.New("worker was not admitted within 30s")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if n.EnvPath, n.Token, err = writeClientEnv(ctx, dir, n.URL, n.PolicyPath, gwSt); err != nil {
+		return nil, err
+	}
+	log.Info("cloister is up", "url", n.URL, "tee", backend.Kind(), "data", dir)
+	return n, nil
+}
+
+// Wait blocks until a role fails or the node is closed.
+func (n *Node) Wait() error { return n.g.Wait() }
+
+// Close stops every role gracefully: the gateway drains its requests, then
+// the bus connections drain, then NATS flushes JetStream to disk.
+func (n *Node) Close() error {
+	var err error
+	if n.srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err = n.srv.Shutdown(sctx)
+		cancel()
+	}
+	if n.stop != nil {
+		n.stop()
+		if werr := n.g.Wait(); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	for _, c := range n.conns {
+		_ = c.Drain()
+	}
+	if n.eng != nil {
+		_ = n.eng.Close(context.Background())
+	}
+	if n.nats != nil {
+		n.nats.Shutdown()
+	}
+	return err
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// writeClientEnv writes DIR/client.env. The admin key is kept across
+// restarts; the server stores only its hash, so a lost client.env means a
+// new key is issued.
+func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.Stores) (path, token string, err error) {
+	path = filepath.Join(dir, "client.env")
+	if old, err := ReadEnvFile(path); err == nil {
+		if t := old["CLOISTER_TOKEN"]; t != "" && gateway.TokenValid(ctx, st.Auth, t) {
+			token = t
+		}
+	}
+	if token == "" {
+		if token, err = gateway.IssueToken(ctx, st.Auth, gateway.Principal{Namespace: "default", Admin: true, Name: "admin (cloister up)"}); err != nil {
+			return "", "", err
+		}
+	}
+	body := fmt.Sprintf("# written by cloister up; source it or point CLOISTER_ENV here\nCLOISTER_URL=%s\nCLOISTER_TOKEN=%s\nCLOISTER_POLICY=%s\n", url, token, policyPath)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		return "", "", err
+	}
+	return path, token, os.Rename(tmp, path)
+}
