@@ -356,15 +356,14 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	}, nil
 }
 
-// bundleError maps bundle errors to API errors.
+// bundleError maps bundle errors at deploy to API errors. A module hash
+// mismatch here is the uploader's mistake: invalid_bundle.
 func bundleError(err error) error {
 	switch {
 	case errors.Is(err, bundle.ErrSignature):
 		return apierr.New(apierr.BundleSignature, "%v", err)
 	case errors.Is(err, bundle.ErrManifest):
 		return apierr.New(apierr.InvalidManifest, "%v", err)
-	case errors.Is(err, bundle.ErrHash):
-		return apierr.New(apierr.BundleIntegrity, "%v", err)
 	default:
 		return apierr.New(apierr.InvalidBundle, "%v", err)
 	}

@@ -263,3 +263,6 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 	}
 	return path, token, os.Rename(tmp, path)
 }
+
+// Bus returns the embedded NATS server (tests observe the bus through it).
+func (n *Node) Bus() *bus.Server { return n.nats }

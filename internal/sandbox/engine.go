@@ -176,9 +176,16 @@ func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, err
 // The returned Module runs with limits (defaults filled in). Callers with
 // the same key and equal limits get the same *Module.
 //
+// Before wazero sees the module, Compile checks its structure (see
+// prepareModule): custom sections are dropped, tables are bounded by
+// MaxTableEntries and functions to 50,000 locals. Compile does not bound
+// the module's size or the CPU time of compiling it: the caller must cap
+// the size of what it accepts.
+//
 // Errors wrap ErrInvalidModule for malformed, invalid or non-WASI-command
 // modules, ErrMemoryLimit if the module's declared minimum memory exceeds
-// limits.MemoryPages, ErrInvalidLimits and ErrClosed.
+// limits.MemoryPages or a table's exceeds MaxTableEntries,
+// ErrInvalidLimits and ErrClosed.
 func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limits Limits) (*Module, error) {
 	lim, err := limits.withDefaults()
 	if err != nil {
@@ -242,15 +249,21 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	}
 	ctx = isolate(ctx)
 	start := time.Now()
-	compiled, err := compileGuarded(ctx, r, wasm)
+	prepared, shape, err := prepareModule(wasm)
+	switch {
+	case errors.Is(err, errTableLimit):
+		return nil, fmt.Errorf("%w: %s", ErrMemoryLimit, shorten(err.Error()))
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
+	case shape.hasMemory && shape.memoryMin > lim.MemoryPages:
+		return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
+	}
+	compiled, err := compileGuarded(ctx, r, prepared)
 	if err != nil {
-		if shape, scanErr := scanModule(wasm); scanErr == nil && shape.hasMemory && shape.memoryMin > lim.MemoryPages {
-			return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
-		}
 		e.log.LogAttrs(ctx, slog.LevelDebug, "module rejected", slog.String("code_hash", codeHash), slog.String("error", shorten(err.Error())))
 		return nil, fmt.Errorf("%w: compiling module: %s", ErrInvalidModule, shorten(err.Error()))
 	}
-	if err := e.checkCommand(compiled, wasm); err != nil {
+	if err := e.checkCommand(compiled, shape); err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
@@ -271,7 +284,8 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 }
 
 // compileGuarded compiles wasm, turning a panic inside wazero into an
-// error so that hostile input cannot take the process down.
+// error. prepareModule has already bounded what decoding can allocate; this
+// catches the rest.
 func compileGuarded(ctx context.Context, r wazero.Runtime, wasm []byte) (compiled wazero.CompiledModule, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -285,7 +299,7 @@ func compileGuarded(ctx context.Context, r wazero.Runtime, wasm []byte) (compile
 // can link: an exported _start of type [] -> [], imports only of
 // wasi_snapshot_preview1 functions with their exact signatures, and a
 // memory for those functions to work on.
-func (e *Engine) checkCommand(compiled wazero.CompiledModule, wasm []byte) error {
+func (e *Engine) checkCommand(compiled wazero.CompiledModule, shape moduleShape) error {
 	start, ok := compiled.ExportedFunctions()["_start"]
 	if !ok {
 		return fmt.Errorf("%w: not a WASI command: no _start export", ErrInvalidModule)
@@ -305,15 +319,6 @@ func (e *Engine) checkCommand(compiled wazero.CompiledModule, wasm []byte) error
 		}
 		if !slices.Equal(fn.ParamTypes(), want.ParamTypes()) || !slices.Equal(fn.ResultTypes(), want.ResultTypes()) {
 			return fmt.Errorf("%w: imports WASI function %s with the wrong signature", ErrInvalidModule, quoteName(name))
-		}
-	}
-	shape, err := scanModule(wasm)
-	if err != nil {
-		// wazero accepted a module this scanner cannot read (a newer
-		// encoding). Fall back on what CompiledModule lists.
-		shape = moduleShape{
-			hasMemory:      len(compiled.ExportedMemories()) > 0,
-			nonFuncImports: len(compiled.ImportedMemories()),
 		}
 	}
 	if shape.nonFuncImports > 0 {

@@ -8,7 +8,8 @@ var (
 	// ErrInvalidModule means the bytes given to [Engine.Compile] are not a
 	// module this package can run: not WebAssembly, malformed or invalid, or
 	// not a WASI command (no _start export taking no arguments), or it
-	// imports something other than wasi_snapshot_preview1 functions.
+	// imports something other than wasi_snapshot_preview1 functions, or a
+	// function declares more than 50,000 locals.
 	ErrInvalidModule = errors.New("sandbox: invalid module")
 
 	// ErrTrap means the guest trapped: it executed unreachable, accessed
@@ -19,9 +20,10 @@ var (
 	// limit (Limits.Timeout) or the deadline of the caller's context.
 	ErrTimeout = errors.New("sandbox: time limit exceeded")
 
-	// ErrMemoryLimit means the guest needs more linear memory than
-	// Limits.MemoryPages allows. [Engine.Compile] returns it when the
-	// module's declared minimum memory is over the limit; [Module.Run]
+	// ErrMemoryLimit means the guest needs more memory than it is allowed.
+	// [Engine.Compile] returns it when the module's declared minimum memory
+	// is over Limits.MemoryPages, or a table's declared minimum is over
+	// MaxTableEntries; [Module.Run]
 	// returns it when the guest failed (trapped or exited non-zero) while
 	// its memory was at the limit, as a grow loop does. In the second case
 	// the error also wraps [ErrTrap] or [ErrExit], so check ErrMemoryLimit

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,17 +59,28 @@ func FuzzCompile(f *testing.F) {
 	})
 }
 
-// FuzzScanModule feeds arbitrary bytes to the section scanner, which must
-// never panic.
-func FuzzScanModule(f *testing.F) {
+// FuzzPrepareModule feeds arbitrary bytes to the structure check, which
+// must never panic, and whose output must be stable: preparing a prepared
+// module changes nothing.
+func FuzzPrepareModule(f *testing.F) {
 	addFixtureSeeds(f)
 	f.Fuzz(func(t *testing.T, wasm []byte) {
-		shape, err := scanModule(wasm)
-		if err != nil && !errors.Is(err, errScan) {
-			t.Fatalf("got error %v, want one matching %v", err, errScan)
+		out, shape, err := prepareModule(wasm)
+		if err != nil {
+			if !errors.Is(err, errMalformed) && !errors.Is(err, errTableLimit) {
+				t.Fatalf("got error %v, want one matching %v or %v", err, errMalformed, errTableLimit)
+			}
+			return
 		}
-		if err == nil && !shape.hasMemory && shape.memoryMin != 0 {
-			t.Fatalf("got %+v: a minimum without a memory", shape)
+		again, shape2, err := prepareModule(out)
+		if err != nil {
+			t.Fatalf("preparing a prepared module: %v", err)
+		}
+		if !bytes.Equal(again, out) || shape2 != shape {
+			t.Fatalf("preparing a prepared module changed it: %x (%+v) then %x (%+v)", out, shape, again, shape2)
+		}
+		if len(out) > len(wasm)+16*MaxTableEntries {
+			t.Fatalf("got %d bytes out of %d in", len(out), len(wasm))
 		}
 	})
 }

@@ -1,0 +1,409 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/node"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// recorder keeps every request and response body the gateway handled.
+type recorder struct {
+	mu   sync.Mutex
+	data bytes.Buffer
+}
+
+func (r *recorder) add(b []byte) {
+	r.mu.Lock()
+	r.data.Write(b)
+	r.data.WriteByte('\n')
+	r.mu.Unlock()
+}
+
+func (r *recorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.data.Bytes())
+}
+
+type teeWriter struct {
+	http.ResponseWriter
+	buf bytes.Buffer
+}
+
+func (w *teeWriter) Write(b []byte) (int, error) { w.buf.Write(b); return w.ResponseWriter.Write(b) }
+
+func (r *recorder) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.add([]byte(req.URL.String()))
+		r.add(body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		tw := &teeWriter{ResponseWriter: w}
+		h.ServeHTTP(tw, req)
+		for k, v := range tw.Header() {
+			r.add([]byte(k + ": " + strings.Join(v, ",")))
+		}
+		r.add(tw.buf.Bytes())
+	})
+}
+
+type env struct {
+	t     *testing.T
+	n     *node.Node
+	c     *client.Client
+	owner ed25519.PrivateKey
+	http  *recorder
+	bus   *recorder
+	dir   string
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, http: &recorder{}, bus: &recorder{}, dir: t.TempDir()}
+	n, err := node.Start(context.Background(), node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Wrap: e.http.wrap,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	e.n = n
+	// Watch everything that crosses the bus.
+	nc, err := n.Bus().Connect("observer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := nc.Subscribe(">", func(m *nats.Msg) { e.bus.add([]byte(m.Subject)); e.bus.add(m.Data) }); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	if e.c, err = client.New(n.URL, n.Token, n.Policy); err != nil {
+		t.Fatal(err)
+	}
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	return e
+}
+
+func fixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "sandbox", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (e *env) deploy(name string, module []byte, edit func(*bundle.Manifest)) *client.FunctionInfo {
+	e.t.Helper()
+	ctx := context.Background()
+	v, err := e.c.NextVersion(ctx, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m := bundle.DefaultManifest(name)
+	m.Version = v
+	if edit != nil {
+		edit(&m)
+	}
+	b, err := bundle.Build(m, module, e.owner)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	fi, err := e.c.Deploy(ctx, name, b)
+	if err != nil {
+		e.t.Fatalf("deploy %s: %v", name, err)
+	}
+	return fi
+}
+
+// leaks reports whether marker appears in data raw or base64-encoded at any
+// alignment (JSON carries []byte as base64).
+func leaks(data, marker []byte) bool {
+	if bytes.Contains(data, marker) {
+		return true
+	}
+	for pad := range 3 {
+		enc := base64.StdEncoding.EncodeToString(append(make([]byte, pad), marker...))
+		if bytes.Contains(data, []byte(enc[4:len(enc)-4])) {
+			return true
+		}
+	}
+	return false
+}
+
+func randomMarker() []byte {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return []byte("SECRET-" + hex.EncodeToString(b))
+}
+
+// TestPlaintextNeverReachesGatewayOrBus shows that confidential inputs and
+// outputs cross the gateway and NATS only as ciphertext, and that the
+// observers would have seen a plaintext invocation (the control).
+func TestPlaintextNeverReachesGatewayOrBus(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	e.deploy("open-echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+
+	secret := randomMarker()
+	res, err := e.c.Invoke(ctx, "echo", secret, client.InvokeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(res.Output, secret) {
+		t.Fatalf("hpke echo: got %q, want %q", res.Output, secret)
+	}
+	s, err := e.c.OpenSession(ctx, "echo", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		res, err := s.Invoke(ctx, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(res.Output, secret) || res.Mode != wire.ModeSession {
+			t.Fatalf("session echo: got %q (%s)", res.Output, res.Mode)
+		}
+	}
+	control := randomMarker()
+	if res, err := e.c.Invoke(ctx, "open-echo", control, client.InvokeOptions{Plaintext: true}); err != nil || !bytes.Equal(res.Output, control) {
+		t.Fatalf("plaintext control: %v %+v", err, res)
+	}
+	time.Sleep(100 * time.Millisecond) // let the observer drain
+	httpSeen, busSeen := e.http.bytes(), e.bus.bytes()
+	if !leaks(httpSeen, control) || !leaks(busSeen, control) {
+		t.Fatalf("control: the observers did not see a plaintext invocation (http %v, bus %v); the test cannot detect leaks", leaks(httpSeen, control), leaks(busSeen, control))
+	}
+	if leaks(httpSeen, secret) {
+		t.Errorf("the gateway handled the confidential plaintext")
+	}
+	if leaks(busSeen, secret) {
+		t.Errorf("NATS carried the confidential plaintext")
+	}
+	filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, err := os.ReadFile(p); err == nil && leaks(b, secret) {
+				t.Errorf("confidential plaintext found on disk in %s", p)
+			}
+		}
+		return nil
+	})
+}
+
+// sealer builds raw sealed requests for negative tests.
+type sealer struct {
+	t  *testing.T
+	e  *env
+	fc *certs.Function
+}
+
+func (e *env) sealer(name string, version int) *sealer {
+	e.t.Helper()
+	a, err := e.c.Attest(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.n.URL+"/v1/functions/"+name+"/key", nil)
+	if version != 0 {
+		req.URL.RawQuery = "version=" + string(rune('0'+version))
+	}
+	req.Header.Set("Authorization", "Bearer "+e.n.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fi wire.FunctionInfo
+	json.NewDecoder(resp.Body).Decode(&fi)
+	fc, err := certs.OpenFunction(fi.Certificate, a.IdentityKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &sealer{t: e.t, e: e, fc: fc}
+}
+
+func (s *sealer) seal(input []byte, when time.Time, infoVersion int, infoName string) wire.SealedRequest {
+	s.t.Helper()
+	p := seal.NewPayload(input, when).Encode()
+	cc, err := seal.SealRequest(s.fc.HPKEKey, seal.Info(s.fc.Namespace, infoName, infoVersion, s.fc.CodeHash), p, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return wire.SealedRequest{Mode: wire.ModeHPKE, Version: s.fc.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
+}
+
+func (e *env) post(path, ctype, token string, body []byte) (int, wire.ErrorBody) {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.n.URL+path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb wire.ErrorBody
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &eb)
+	return resp.StatusCode, eb
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// TestBadInput sends every kind of bad request and checks the stable code,
+// then checks the node still serves.
+func TestBadInput(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Limits.MaxInputBytes = 1024 })
+	e.deploy("echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Limits.MaxInputBytes = 1024 })
+	s := e.sealer("echo", 2)
+	now := time.Now()
+
+	good := s.seal([]byte("hi"), now, 2, "echo")
+	flipped := good
+	flipped.Ciphertext = bytes.Clone(good.Ciphertext)
+	flipped.Ciphertext[3] ^= 1
+	replayed := s.seal([]byte("once"), now, 2, "echo")
+	if st, eb := e.post("/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(replayed)); st != 200 {
+		t.Fatalf("first send of the replayed request: %d %+v", st, eb)
+	}
+	wrongVersion := s.seal([]byte("hi"), now, 1, "echo")
+	wrongFunction := s.seal([]byte("hi"), now, 2, "other")
+	stale := s.seal([]byte("hi"), now.Add(-time.Hour), 2, "echo")
+	tooBigInput := s.seal(bytes.Repeat([]byte("x"), 2048), now, 2, "echo")
+	badTicket := wire.SealedRequest{Mode: wire.ModeSession, Version: 2, Ticket: []byte("forged ticket of some length......"), Ciphertext: []byte("x")}
+
+	goodBundle, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 1; return m }(), fixture(t, "echo.wasm"), e.owner)
+	badSig := bytes.Clone(goodBundle)
+	// The signature is base64 inside the JSON header; corrupt one character of it.
+	i := bytes.Index(badSig, []byte(`"signature":"`)) + len(`"signature":"`) + 5
+	badSig[i] ^= 0x01
+	badModule := bytes.Clone(goodBundle)
+	badModule[len(badModule)-1] ^= 0xff
+	wrongVer, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 7; return m }(), fixture(t, "echo.wasm"), e.owner)
+
+	cases := []struct {
+		name, path, ctype, token string
+		body                     []byte
+		status                   int
+		code                     string
+	}{
+		{"flipped ciphertext byte", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(flipped), 400, "decrypt_failed"},
+		{"replayed sealed request", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(replayed), 409, "replay"},
+		{"sealed to another version", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(wrongVersion), 400, "decrypt_failed"},
+		{"sealed to another function", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(wrongFunction), 400, "decrypt_failed"},
+		{"stale timestamp", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(stale), 400, "stale_request"},
+		{"input over the function's limit", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(tooBigInput), 413, "payload_too_large"},
+		{"oversized body", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, bytes.Repeat([]byte("x"), bundle.MaxInputBytes+128<<10), 413, "payload_too_large"},
+		{"malformed sealed JSON", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, []byte("{nope"), 400, "bad_request"},
+		{"forged session ticket", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(badTicket), 401, "session_invalid"},
+		{"plaintext to a confidential function", "/v1/functions/echo/invoke", "text/plain", e.n.Token, []byte("hi"), 403, "confidential_required"},
+		{"missing API key", "/v1/functions/echo/invoke", wire.SealedContentType, "", mustJSON(good), 401, "unauthorized"},
+		{"wrong API key", "/v1/functions/echo/invoke", wire.SealedContentType, "clk_wrong", mustJSON(good), 401, "unauthorized"},
+		{"unknown function", "/v1/functions/nope/invoke", wire.SealedContentType, e.n.Token, mustJSON(good), 404, "not_found"},
+		{"bundle with a bad signature", "/v1/functions/b", client.BundleContentType, e.n.Token, badSig, 422, "bundle_signature"},
+		{"bundle whose module hash is wrong", "/v1/functions/b", client.BundleContentType, e.n.Token, badModule, 400, "invalid_bundle"},
+		{"not a bundle", "/v1/functions/b", client.BundleContentType, e.n.Token, []byte("\x00asm\x01\x00\x00\x00"), 400, "invalid_bundle"},
+		{"bundle with a version out of sequence", "/v1/functions/b", client.BundleContentType, e.n.Token, wrongVer, 409, "version_conflict"},
+		{"invalid function name", "/v1/functions/Bad%20Name/invoke", wire.SealedContentType, e.n.Token, mustJSON(good), 400, "bad_request"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st, eb := e.post(c.path, c.ctype, c.token, c.body)
+			if st != c.status || string(eb.Code) != c.code || eb.Message == "" {
+				t.Errorf("got %d %q (%q), want %d %q with a message", st, eb.Code, eb.Message, c.status, c.code)
+			}
+		})
+	}
+	// Still serving, and the good request was never consumed.
+	if st, eb := e.post("/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(good)); st != 200 {
+		t.Errorf("good request after the bad ones: %d %+v", st, eb)
+	}
+	if res, err := e.c.Invoke(ctx, "echo", []byte("still here"), client.InvokeOptions{}); err != nil || string(res.Output) != "still here" {
+		t.Errorf("invoke after bad input: %v", err)
+	}
+}
+
+// TestSwappedBundleIsRefused plays a host that replaces a stored bundle: the
+// worker checks the bundle against the coordinator's certificate and refuses.
+func TestSwappedBundleIsRefused(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	fi := e.deploy("swap", fixture(t, "echo.wasm"), nil)
+	nc, err := e.n.Bus().Connect("evil-host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var rec struct{ Object string }
+	kvEntry, err := getRegistry(ctx, nc, "fn.default.swap.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(kvEntry, &rec)
+	m := bundle.DefaultManifest("swap")
+	m.Version = 1
+	evil, _ := bundle.Build(m, fixture(t, "counter.wasm"), e.owner)
+	if err := putObject(ctx, nc, rec.Object, evil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.Invoke(ctx, "swap", []byte("x"), client.InvokeOptions{})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != "bundle_integrity" {
+		t.Fatalf("invoke of a swapped bundle: got %v, want bundle_integrity", err)
+	}
+	_ = fi
+}
+
+// TestPolicyWithoutSimRefusesSimEvidence: a client whose policy does not
+// allow sim must refuse the node's sim evidence.
+func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
+	e := start(t)
+	p := e.n.Policy
+	p.AllowTEE = []tee.Kind{tee.KindSEVSNP}
+	c, err := client.New(e.n.URL, e.n.Token, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Attest(context.Background())
+	if !errors.Is(err, client.ErrVerification) || !errors.Is(err, attest.ErrSimNotAllowed) {
+		t.Fatalf("got %v, want a verification error refusing sim", err)
+	}
+	p = e.n.Policy
+	p.Measurements = []string{strings.Repeat("00", 32)}
+	c, _ = client.New(e.n.URL, e.n.Token, p)
+	if _, err = c.Attest(context.Background()); !errors.Is(err, attest.ErrMeasurement) {
+		t.Fatalf("wrong pinned measurement: got %v, want ErrMeasurement", err)
+	}
+}
