@@ -117,6 +117,9 @@ func TestCompileErrors(t *testing.T) {
 		{name: "WASI import with wrong signature", wasm: fixture(t, "bad_signature"), want: ErrInvalidModule},
 		{name: "WASI import without memory", wasm: fixture(t, "no_memory"), want: ErrInvalidModule},
 		{name: "global import", wasm: fixture(t, "import_global"), want: ErrInvalidModule},
+		{name: "table over the entry limit", wasm: fixture(t, "table_huge"), want: ErrMemoryLimit},
+		{name: "import count over the module (fuzz find)", wasm: []byte("\x00asm\x01\x00\x00\x00\x02x\xff\xff\xff\x80\x03\x02\x01\x02\x05\x03\x01\x00\x01\a\x13\x02\x06memory\x02\x00\x06r"), want: ErrInvalidModule},
+		{name: "four billion locals", wasm: []byte(header + section(sectionCode, "\x01\x07\x01\xff\xff\xff\xff\x0f\x7f")), want: ErrInvalidModule},
 		{name: "declared memory over default limit", wasm: fixture(t, "huge_memory"), want: ErrMemoryLimit},
 		{name: "declared memory over set limit", wasm: fixture(t, "huge_memory"), limits: Limits{MemoryPages: 19999}, want: ErrMemoryLimit},
 		{name: "memory limit over maximum", wasm: echo, limits: Limits{MemoryPages: MaxMemoryPages + 1}, want: ErrInvalidLimits},
@@ -189,6 +192,7 @@ func TestRun(t *testing.T) {
 		{name: "exit code", fixture: "exit_code", want: []error{ErrExit}, notWant: []error{ErrTrap}, exitCode: 3, stdoutN: -1, pages: 1},
 		{name: "exit posing as timeout", fixture: "fake_timeout", want: []error{ErrExit}, notWant: []error{ErrTimeout}, exitCode: 0xefffffff, stdoutN: -1, pages: -1},
 		{name: "data segment out of bounds", fixture: "data_out_of_bounds", want: []error{ErrInvalidModule}, notWant: []error{ErrTrap}, stdoutN: -1, pages: 0},
+		{name: "table bomb", fixture: "table_bomb", stdoutN: -1, pages: 1},
 		{name: "stderr flood", fixture: "stderr_flood", limits: Limits{MaxLog: 1000}, stdout: ptr("ok\n"), stdoutN: -1, pages: -1},
 	}
 	e := newEngine(t)
@@ -215,6 +219,22 @@ func TestRun(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestCompileDropsCustomSections(t *testing.T) {
+	// A name section whose function-name count is 2^32-1: wazero v1.12
+	// would allocate for all of them. Custom sections never reach wazero.
+	bomb := section(sectionCustom, "\x04name\x01\x05\xff\xff\xff\xff\x0f")
+	wasm := append(fixture(t, "echo"), bomb...)
+	e := newEngine(t)
+	m, err := e.Compile(context.Background(), "echo with names", wasm, Limits{})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	res, err := m.Run(context.Background(), Invocation{Stdin: []byte("named")})
+	if err != nil || string(res.Stdout) != "named" {
+		t.Errorf("got %q, %v, want %q, nil", res.Stdout, err, "named")
+	}
+}
 
 func TestRunStderrLimit(t *testing.T) {
 	e := newEngine(t)

@@ -243,7 +243,7 @@ func boundTables(r *wasmReader) ([]byte, error) {
 		out = appendLEB(out, tableMax)
 		out = append(out, t.init...)
 	}
-	return out, r.err
+	return out, nil // a read error is left in r for the caller
 }
 
 // checkElementSegment reads one element segment. Its encoding depends on
