@@ -119,6 +119,8 @@ type Attestation struct {
 	Measurement  string
 	IdentityKey  ed25519.PublicKey
 	ManifestHash string
+	// Workers are the admitted workers' certificates, verified against IdentityKey.
+	Workers []*certs.Worker
 	// Warning is set for sim evidence, which offers no hardware protection.
 	Warning    string
 	VerifiedAt time.Time
@@ -187,6 +189,13 @@ func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
 	}
 	a := &Attestation{TEE: claims.Kind, TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
 		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now()}
+	for _, w := range doc.Workers {
+		wc, err := certs.OpenWorker(w, doc.IdentityKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: admitted worker: %w", ErrVerification, err)
+		}
+		a.Workers = append(a.Workers, wc)
+	}
 	if claims.Kind == tee.KindSim {
 		a.Warning = "sim TEE: no hardware protection (development only)"
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/receipt"
@@ -30,11 +31,16 @@ func cmdAttest(ctx context.Context, args []string) error {
 		return printJSON(map[string]any{
 			"verified": true, "tee": a.TEE, "tcb": a.TCB, "measurement": a.Measurement,
 			"identity_key": hex.EncodeToString(a.IdentityKey), "manifest_sha256": a.ManifestHash,
-			"warning": a.Warning, "verified_at": a.VerifiedAt,
+			"warning": a.Warning, "verified_at": a.VerifiedAt, "workers": a.Workers,
 		})
 	}
 	fmt.Printf("coordinator attestation verified against your policy\n  tee:          %s (tcb %s)\n  measurement:  %s\n  identity key: %s\n  manifest:     %s\n",
 		a.TEE, a.TCB, a.Measurement, hex.EncodeToString(a.IdentityKey), a.ManifestHash)
+	fmt.Printf("  workers:      %d admitted\n", len(a.Workers))
+	for _, w := range a.Workers {
+		fmt.Printf("    %s  %s (tcb %s)  measurement %s  certificate valid until %s\n",
+			w.WorkerID, w.TEE, w.TCB, short(w.Measurement), w.NotAfter.Format(time.RFC3339))
+	}
 	if a.Warning != "" {
 		fmt.Printf("WARNING: %s\n", a.Warning)
 	}

@@ -210,7 +210,9 @@ func TestEndToEnd(t *testing.T) {
 	if r := s.cli("receipt", "verify", receiptPath+".bad"); r.code != exitVerify {
 		t.Errorf("tampered receipt: exit %d, want %d (%s)", r.code, exitVerify, r.stderr)
 	}
-	s.mustCLI("attest")
+	if r := s.mustCLI("attest"); !strings.Contains(r.stdout, "1 admitted") || !strings.Contains(r.stdout, "WARNING") {
+		t.Errorf("attest: got %q, want one admitted worker and the sim warning", r.stdout)
+	}
 
 	// A C function (clang + wasi-libc).
 	s.mustCLI("fn", "deploy", "sha", repo("examples", "sha256-c", "sha256-c.wasm"))

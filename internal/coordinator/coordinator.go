@@ -99,6 +99,13 @@ type Coordinator struct {
 	mu       sync.Mutex
 	attCache *wire.Attestation
 	attTime  time.Time
+	workers  map[string]admitted
+}
+
+// admitted is a worker certificate the coordinator issued.
+type admitted struct {
+	signed   certs.Signed
+	notAfter time.Time
 }
 
 // state is what the coordinator keeps sealed on disk.
@@ -137,6 +144,7 @@ func New(cfg Config) (*Coordinator, error) {
 		bundles:  cfg.Stores.Bundles,
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
+		workers:  map[string]admitted{},
 	}
 	return c, nil
 }
@@ -227,25 +235,40 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	return nil
 }
 
-// Attestation returns the coordinator's attestation document. Evidence is
-// re-made once a minute so that it stays within clients' max age.
+// Attestation returns the coordinator's attestation document: evidence that
+// binds its identity key and manifest, and the certificates of the workers
+// it has admitted that are still valid. Evidence is re-made once a minute so
+// that it stays within clients' max age.
 func (c *Coordinator) Attestation() (*wire.Attestation, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.attCache != nil && c.now().Sub(c.attTime) < time.Minute {
-		return c.attCache, nil
+	now := c.now()
+	if c.attCache == nil || now.Sub(c.attTime) >= time.Minute {
+		rd := tee.BindReportData(wire.LabelCoordinator, c.IdentityKey(), c.mhash[:])
+		ev, err := c.tee.Evidence(rd)
+		if err != nil {
+			return nil, fmt.Errorf("getting evidence: %w", err)
+		}
+		a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: c.ManifestHash()}
+		if c.tee.Kind() == tee.KindSim {
+			a.Warning = sim.Warning
+		}
+		c.attCache, c.attTime = a, now
 	}
-	rd := tee.BindReportData(wire.LabelCoordinator, c.IdentityKey(), c.mhash[:])
-	ev, err := c.tee.Evidence(rd)
-	if err != nil {
-		return nil, fmt.Errorf("getting evidence: %w", err)
+	doc := *c.attCache
+	ids := make([]string, 0, len(c.workers))
+	for id, w := range c.workers {
+		if now.After(w.notAfter) {
+			delete(c.workers, id)
+			continue
+		}
+		ids = append(ids, id)
 	}
-	a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: c.ManifestHash()}
-	if c.tee.Kind() == tee.KindSim {
-		a.Warning = sim.Warning
+	slices.Sort(ids)
+	for _, id := range ids {
+		doc.Workers = append(doc.Workers, c.workers[id].signed)
 	}
-	c.attCache, c.attTime = a, c.now()
-	return a, nil
+	return &doc, nil
 }
 
 func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
@@ -284,6 +307,9 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	c.workers[w.WorkerID] = admitted{signed: cert, notAfter: w.NotAfter}
+	c.mu.Unlock()
 	c.log.Info("admitted worker", "worker", req.WorkerID, "tee", claims.Kind, "not_after", w.NotAfter)
 	return wire.AdmitResponse{Certificate: cert, IdentityKey: c.IdentityKey()}, nil
 }

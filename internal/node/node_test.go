@@ -407,3 +407,39 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 		t.Fatalf("wrong pinned measurement: got %v, want ErrMeasurement", err)
 	}
 }
+
+// TestNamespaces: an API key sees and runs only its own namespace's functions,
+// and only an admin key can create keys.
+func TestNamespaces(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	tok, err := e.c.CreateToken(ctx, "team-b", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := client.New(e.n.URL, tok, e.n.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fns, err := b.List(ctx); err != nil || len(fns) != 0 {
+		t.Errorf("team-b lists %v (%v), want nothing", fns, err)
+	}
+	var ce *client.Error
+	if _, err := b.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); !errors.As(err, &ce) || ce.Code != "not_found" {
+		t.Errorf("team-b invoking default's echo: got %v, want not_found", err)
+	}
+	if _, err := b.CreateToken(ctx, "default", "x"); !errors.As(err, &ce) || ce.Code != "forbidden" {
+		t.Errorf("non-admin creating a key: got %v, want forbidden", err)
+	}
+	// team-b deploys its own echo, with its own key and certificate.
+	eb := &env{t: t, n: e.n, c: b, owner: e.owner}
+	fi := eb.deploy("echo", fixture(t, "echo.wasm"), nil)
+	if fi.Namespace != "team-b" || fi.Version != 1 {
+		t.Errorf("team-b deploy: got %s v%d", fi.Namespace, fi.Version)
+	}
+	res, err := b.Invoke(ctx, "echo", []byte("from b"), client.InvokeOptions{})
+	if err != nil || string(res.Output) != "from b" || res.Receipt.Namespace != "team-b" {
+		t.Errorf("team-b invoke: %v %+v", err, res)
+	}
+}

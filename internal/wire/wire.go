@@ -28,7 +28,10 @@ type Attestation struct {
 	IdentityKey  ed25519.PublicKey `json:"identity_key"`
 	Manifest     json.RawMessage   `json:"manifest"`
 	ManifestHash string            `json:"manifest_sha256"`
-	Warning      string            `json:"warning,omitempty"`
+	// Workers are the certificates of the admitted workers, each signed by
+	// IdentityKey: the chain from hardware evidence to the keys that sign receipts.
+	Workers []certs.Signed `json:"workers,omitempty"`
+	Warning string         `json:"warning,omitempty"`
 }
 
 // AdmitRequest asks the coordinator for a worker certificate.

@@ -1,0 +1,261 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+type fixture struct {
+	t       *testing.T
+	nc      *nats.Conn
+	st      *bus.Stores
+	c       *Coordinator
+	backend *sim.Backend
+	root    ed25519.PrivateKey
+	now     time.Time
+}
+
+func newRoot(t *testing.T) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+var measurement = []byte("0123456789abcdef0123456789abcdef")
+
+var echoWasm = func() []byte {
+	b, err := os.ReadFile("../sandbox/testdata/echo.wasm")
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := bus.OpenStores(context.Background(), nc, 1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, nc: nc, st: st, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return f.now }
+	f.root = newRoot(t)
+	f.backend = sim.New(f.root, measurement, clock)
+	f.c, err = New(Config{Dir: t.TempDir(), TEE: f.backend, Stores: st, Logger: log, Now: clock,
+		Manifest: Manifest{Version: 1, Workers: attest.Policy{
+			AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(f.backend.RootPublicKey())},
+			Measurements: []string{hex.EncodeToString(measurement)},
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go f.c.Serve(ctx, nc)
+	// Wait for the subscriptions.
+	for i := 0; ; i++ {
+		if _, err := f.c.Attestation(); err == nil {
+			if err := bus.Call(context.Background(), nc, bus.SubjectAttestation, struct{}{}, &wire.Attestation{}); err == nil {
+				break
+			}
+		}
+		if i > 200 {
+			t.Fatal("coordinator did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f
+}
+
+func (f *fixture) admit(tb tee.TEE, bindTo ed25519.PublicKey) (*wire.AdmitResponse, ed25519.PrivateKey, error) {
+	_, sk, _ := ed25519.GenerateKey(rand.Reader)
+	kx, _ := seal.NewKeyPair()
+	kex := seal.PublicKeyBytes(kx)
+	if bindTo == nil {
+		bindTo = f.c.IdentityKey()
+	}
+	ev, err := tb.Evidence(tee.BindReportData(wire.LabelWorker, sk.Public().(ed25519.PublicKey), kex, bindTo))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var resp wire.AdmitResponse
+	err = bus.Call(context.Background(), f.nc, bus.SubjectAdmit,
+		wire.AdmitRequest{WorkerID: "w1", Evidence: ev, SigningKey: sk.Public().(ed25519.PublicKey), KeyExchange: kex}, &resp)
+	return &resp, sk, err
+}
+
+func codeOf(err error) apierr.Code {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return ""
+}
+
+func TestAdmission(t *testing.T) {
+	f := setup(t)
+	clock := func() time.Time { return f.now }
+	otherRoot := sim.New(newRoot(t), measurement, clock)
+	otherMeasurement := sim.New(f.root, []byte("another binary"), clock)
+
+	if resp, _, err := f.admit(f.backend, nil); err != nil {
+		t.Fatalf("admitting a good worker: %v", err)
+	} else if w, err := certs.OpenWorker(resp.Certificate, f.c.IdentityKey()); err != nil || w.TEE != tee.KindSim || w.NotAfter.Sub(f.now) != time.Hour {
+		t.Fatalf("certificate: %+v %v", w, err)
+	}
+	for _, c := range []struct {
+		name   string
+		tee    tee.TEE
+		bindTo ed25519.PublicKey
+	}{
+		{"evidence from an untrusted sim root", otherRoot, nil},
+		{"measurement not in the manifest", otherMeasurement, nil},
+		{"report data bound to another coordinator", f.backend, newRoot(t).Public().(ed25519.PublicKey)},
+	} {
+		if _, _, err := f.admit(c.tee, c.bindTo); codeOf(err) != apierr.Forbidden {
+			t.Errorf("%s: got %v, want forbidden", c.name, err)
+		}
+	}
+}
+
+func TestFunctionKeyRelease(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	_, owner, _ := ed25519.GenerateKey(rand.Reader)
+	deploy := func(name string, allow []tee.Kind) {
+		m := bundle.DefaultManifest(name)
+		m.Version = 1
+		m.TEE.Allow = allow
+		b, err := bundle.Build(m, echoWasm, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.st.Bundles.PutBytes(ctx, "default/"+name, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.Call(ctx, f.nc, bus.SubjectRegister, wire.RegisterRequest{Namespace: "default", Name: name, Object: "default/" + name}, nil); err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+	}
+	deploy("open", nil)
+	deploy("tdx-only", []tee.Kind{tee.KindTDX})
+	resp, sk, err := f.admit(f.backend, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(name string, cert certs.Signed, key ed25519.PrivateKey, at time.Time) (*wire.FunctionKeyResponse, error) {
+		req := wire.FunctionKeyRequest{Certificate: cert, Namespace: "default", Name: name, Version: 1, Time: at}
+		req.Signature = ed25519.Sign(key, KeyRequestMessage(req))
+		var out wire.FunctionKeyResponse
+		err := bus.Call(ctx, f.nc, bus.SubjectFunctionKey, req, &out)
+		return &out, err
+	}
+	if _, err := ask("open", resp.Certificate, sk, f.now); err != nil {
+		t.Fatalf("good key request: %v", err)
+	}
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	forged, _ := certs.Sign(stranger, certs.DomainWorker, certs.Worker{WorkerID: "w9", SigningKey: stranger.Public().(ed25519.PublicKey),
+		TEE: tee.KindSim, NotBefore: f.now.Add(-time.Hour), NotAfter: f.now.Add(time.Hour)})
+	cases := []struct {
+		name string
+		fn   string
+		cert certs.Signed
+		key  ed25519.PrivateKey
+		at   time.Time
+		want apierr.Code
+	}{
+		{"certificate not issued by the coordinator", "open", forged, stranger, f.now, apierr.Forbidden},
+		{"request not signed by the certified key", "open", resp.Certificate, stranger, f.now, apierr.Forbidden},
+		{"request time outside the skew", "open", resp.Certificate, sk, f.now.Add(-10 * time.Minute), apierr.Forbidden},
+		{"function policy excludes the worker's TEE", "tdx-only", resp.Certificate, sk, f.now, apierr.TEEPolicy},
+		{"unknown function", "missing", resp.Certificate, sk, f.now, apierr.NotFound},
+	}
+	for _, c := range cases {
+		if _, err := ask(c.fn, c.cert, c.key, c.at); codeOf(err) != c.want {
+			t.Errorf("%s: got %v, want %s", c.name, err, c.want)
+		}
+	}
+	f.now = f.now.Add(2 * time.Hour) // the certificate has expired
+	if _, err := ask("open", resp.Certificate, sk, f.now); codeOf(err) != apierr.Forbidden {
+		t.Errorf("expired certificate: got %v, want forbidden", err)
+	}
+}
+
+func TestStatePersistsAndIsSealed(t *testing.T) {
+	dir := t.TempDir()
+	root := newRoot(t)
+	b := sim.New(root, measurement, time.Now)
+	st := &bus.Stores{}
+	m := Manifest{Version: 1, Workers: attest.Policy{AllowTEE: []tee.Kind{tee.KindSim},
+		SimRoots: []string{hex.EncodeToString(b.RootPublicKey())}, Measurements: []string{hex.EncodeToString(measurement)}}}
+	c1, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c1.IdentityKey().Equal(c2.IdentityKey()) {
+		t.Errorf("identity changed across restarts")
+	}
+	other := sim.New(newRoot(t), measurement, time.Now)
+	if _, err := New(Config{Dir: dir, TEE: other, Stores: st, Manifest: m}); err == nil {
+		t.Errorf("state unsealed under another TEE's seal key")
+	}
+}
+
+func TestValidateModule(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		wasm []byte
+		ok   bool
+	}{
+		{"echo", echoWasm, true},
+		{"not wasm", []byte("hello"), false},
+		{"truncated", echoWasm[:20], false},
+		{"empty module without _start", []byte("\x00asm\x01\x00\x00\x00"), false},
+	} {
+		err := ValidateModule(ctx, c.wasm, 16)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: got %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+	if err := ValidateModule(ctx, echoWasm, 0); !errors.Is(err, ErrModuleMemory) {
+		t.Errorf("memory over limit: got %v, want ErrModuleMemory", err)
+	}
+}
