@@ -443,3 +443,38 @@ func TestNamespaces(t *testing.T) {
 		t.Errorf("team-b invoke: %v %+v", err, res)
 	}
 }
+
+// TestConcurrencyLimit: a function that allows one invocation at a time
+// refuses the others with concurrency_limit while it runs.
+func TestConcurrencyLimit(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("slow", fixture(t, "infinite_loop.wasm"), func(m *bundle.Manifest) {
+		m.Limits.Concurrency = 1
+		m.Limits.TimeoutMS = 1000
+	})
+	codes := make(chan string, 4)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := e.c.Invoke(ctx, "slow", nil, client.InvokeOptions{})
+			var ce *client.Error
+			if errors.As(err, &ce) {
+				codes <- ce.Code
+			} else {
+				codes <- "unexpected: " + err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	got := map[string]int{}
+	for c := range codes {
+		got[c]++
+	}
+	if got["timeout"] < 1 || got["concurrency_limit"] < 1 || got["timeout"]+got["concurrency_limit"] != 4 {
+		t.Errorf("got %v, want one or more timeouts and the rest concurrency_limit", got)
+	}
+}
