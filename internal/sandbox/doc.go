@@ -25,6 +25,12 @@
 //     over them.
 //   - Put guest output in errors or logs. Errors carry a short, fixed
 //     description of what went wrong, never the contents of stdout or stderr.
+//   - Let a guest exhaust the host outside its limits. Tables are bounded
+//     by [MaxTableEntries], and every binary goes through a structure check
+//     before wazero decodes it, because wazero v1.12's decoder trusts the
+//     counts in a binary and a few dozen hostile bytes can make it allocate
+//     gigabytes (a fatal error that recover cannot catch). Never hand
+//     wazero a binary that has not been through that check.
 //   - Panic or block forever on hostile input: malformed modules are
 //     rejected by [Engine.Compile] with [ErrInvalidModule], and every run
 //     ends when its context or its time limit does.

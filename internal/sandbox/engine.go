@@ -31,7 +31,7 @@ type Config struct {
 // wazero enforces the memory limit per runtime, so the engine keeps one
 // wazero runtime per distinct Limits.MemoryPages, created on first use, all
 // sharing one compilation cache. Compiled modules are cached per (code
-// hash, memory limit) for the life of the engine.
+// hash, memory limit) for the life of the engine: there is no eviction yet.
 type Engine struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
@@ -72,7 +72,7 @@ type Stats struct {
 	CacheHits uint64
 }
 
-// New returns an Engine configured by cfg. ctx bounds the setup only.
+// New returns an Engine configured by cfg. ctx is used for the setup only.
 func New(ctx context.Context, cfg Config) (*Engine, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -259,6 +259,9 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
 	}
 	compiled, err := compileGuarded(ctx, r, prepared)
+	if err != nil && e.closed.Load() {
+		return nil, ErrClosed // the runtime was closed under the compile
+	}
 	if err != nil {
 		e.log.LogAttrs(ctx, slog.LevelDebug, "module rejected", slog.String("code_hash", codeHash), slog.String("error", shorten(err.Error())))
 		return nil, fmt.Errorf("%w: compiling module: %s", ErrInvalidModule, shorten(err.Error()))

@@ -76,7 +76,8 @@ type Result struct {
 	// CPU is the CPU time (user plus system) the run's OS thread used,
 	// instantiation included. It is measured where CPUMeasured is true:
 	// on Linux, with getrusage(RUSAGE_THREAD) while the goroutine is locked
-	// to its thread.
+	// to its thread. The kernel updates that figure lazily, so for runs of
+	// a few hundred microseconds it under-reports, sometimes as zero.
 	CPU time.Duration
 	// CPUMeasured reports whether CPU was measured.
 	CPUMeasured bool
