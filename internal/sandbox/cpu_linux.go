@@ -3,21 +3,20 @@
 package sandbox
 
 import (
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// rusageThread is RUSAGE_THREAD from <sys/resource.h>, which the syscall
-// package does not name.
-const rusageThread = 1
-
-// threadCPU returns the user plus system CPU time of the calling OS thread.
-// The caller must hold runtime.LockOSThread for the reading to mean
+// threadCPU returns the CPU time of the calling OS thread from
+// CLOCK_THREAD_CPUTIME_ID, which is exact to the nanosecond where
+// getrusage(RUSAGE_THREAD) rounds to scheduler ticks and under-reports short
+// runs. The caller must hold runtime.LockOSThread for the reading to mean
 // anything.
 func threadCPU() (time.Duration, bool) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0, false
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+	return time.Duration(ts.Nano()), true
 }
