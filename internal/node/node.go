@@ -142,7 +142,9 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if n.eng, err = sandbox.New(ctx, sandbox.Config{CacheDir: filepath.Join(dir, "wazero-cache"), Logger: log}); err != nil {
+	// No on-disk compilation cache: the disk is untrusted, and native code
+	// read back from it would run inside the TEE unauthenticated.
+	if n.eng, err = sandbox.New(ctx, sandbox.Config{Logger: log}); err != nil {
 		return nil, err
 	}
 	wk, err := worker.New(worker.Config{
