@@ -10,13 +10,13 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"time"
 
+	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
 )
@@ -57,8 +57,23 @@ func (p Policy) Validate() error {
 	if len(p.Measurements) == 0 {
 		return fmt.Errorf("%w: no measurements", ErrPolicy)
 	}
+	for _, k := range p.AllowTEE {
+		if !slices.Contains([]tee.Kind{tee.KindSim, tee.KindSEVSNP, tee.KindTDX}, k) {
+			return fmt.Errorf("%w: unknown TEE kind %q in allow_tee", ErrPolicy, k)
+		}
+	}
 	if slices.Contains(p.AllowTEE, tee.KindSim) && len(p.SimRoots) == 0 {
 		return fmt.Errorf("%w: allows sim but pins no sim_roots", ErrPolicy)
+	}
+	for _, r := range p.SimRoots {
+		if k, err := hex.DecodeString(r); err != nil || len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("%w: sim root %q is not a hex Ed25519 public key", ErrPolicy, r)
+		}
+	}
+	for _, m := range p.Measurements {
+		if b, err := hex.DecodeString(m); err != nil || len(b) == 0 {
+			return fmt.Errorf("%w: measurement %q is not hex", ErrPolicy, m)
+		}
 	}
 	if _, err := p.maxAge(); err != nil {
 		return err
@@ -87,9 +102,7 @@ func LoadPolicy(path string) (Policy, error) {
 		return Policy{}, fmt.Errorf("reading policy: %w", err)
 	}
 	var p Policy
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Unmarshal(b, &p); err != nil {
 		return Policy{}, fmt.Errorf("%w: parsing %s: %v", ErrPolicy, path, err)
 	}
 	if err := p.Validate(); err != nil {

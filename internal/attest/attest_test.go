@@ -74,6 +74,11 @@ func TestPolicyValidate(t *testing.T) {
 		{"max_age without unit", func(p *attest.Policy) { p.MaxAge = "600" }, false},
 		{"max_age zero", func(p *attest.Policy) { p.MaxAge = "0s" }, false},
 		{"max_age negative", func(p *attest.Policy) { p.MaxAge = "-1m" }, false},
+		{"unknown kind", func(p *attest.Policy) { p.AllowTEE = append(p.AllowTEE, "sgx") }, false},
+		{"kind in the wrong case", func(p *attest.Policy) { p.AllowTEE = []tee.Kind{"SIM"} }, false},
+		{"sim root not hex", func(p *attest.Policy) { p.SimRoots = []string{"zz"} }, false},
+		{"sim root wrong size", func(p *attest.Policy) { p.SimRoots = []string{"abcd"} }, false},
+		{"measurement not hex", func(p *attest.Policy) { p.Measurements = []string{"xyz"} }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/cloister-faas/cloister/internal/strictjson"
 )
 
 var magic = []byte{0, 'C', 'L', 'B', 1}
@@ -109,9 +111,7 @@ func Open(b []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: header length %d", ErrMalformed, n)
 	}
 	var h header
-	dec := json.NewDecoder(bytes.NewReader(rest[:n]))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil {
+	if err := strictjson.Unmarshal(rest[:n], &h); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	module := rest[n:]

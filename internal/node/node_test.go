@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -305,10 +306,7 @@ func TestBadInput(t *testing.T) {
 	badTicket := wire.SealedRequest{Mode: wire.ModeSession, Version: 2, Ticket: []byte("forged ticket of some length......"), Ciphertext: []byte("x")}
 
 	goodBundle, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 1; return m }(), fixture(t, "echo.wasm"), e.owner)
-	badSig := bytes.Clone(goodBundle)
-	// The signature is base64 inside the JSON header; corrupt one character of it.
-	i := bytes.Index(badSig, []byte(`"signature":"`)) + len(`"signature":"`) + 5
-	badSig[i] ^= 0x01
+	badSig := flipSignature(t, goodBundle)
 	badModule := bytes.Clone(goodBundle)
 	badModule[len(badModule)-1] ^= 0xff
 	wrongVer, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 7; return m }(), fixture(t, "echo.wasm"), e.owner)
@@ -477,4 +475,21 @@ func TestConcurrencyLimit(t *testing.T) {
 	if got["timeout"] < 1 || got["concurrency_limit"] < 1 || got["timeout"]+got["concurrency_limit"] != 4 {
 		t.Errorf("got %v, want one or more timeouts and the rest concurrency_limit", got)
 	}
+}
+
+// flipSignature re-encodes a bundle with one bit of its owner signature flipped.
+func flipSignature(t *testing.T, b []byte) []byte {
+	t.Helper()
+	n := binary.BigEndian.Uint32(b[5:9])
+	var h map[string]any
+	if err := json.Unmarshal(b[9:9+n], &h); err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := base64.StdEncoding.DecodeString(h["signature"].(string))
+	sig[7] ^= 1
+	h["signature"] = sig
+	hb, _ := json.Marshal(h)
+	out := append(bytes.Clone(b[:5]), binary.BigEndian.AppendUint32(nil, uint32(len(hb)))...)
+	out = append(out, hb...)
+	return append(out, b[9+n:]...)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
 
@@ -130,9 +131,7 @@ func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, er
 		return nil, ErrSignature
 	}
 	var r Receipt
-	dec := json.NewDecoder(bytes.NewReader(s.Receipt))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := strictjson.Unmarshal(s.Receipt, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if canon, err := Encode(&r); err != nil || !bytes.Equal(canon, s.Receipt) {

@@ -1,7 +1,10 @@
-// Package registry stores function versions in a NATS KV bucket. Each version
-// is written once (KV create) and never changed; a "latest" pointer per
-// function is advanced with compare-and-set. The bucket is untrusted storage:
-// readers that act on a record verify its coordinator-signed certificate.
+// Package registry stores function versions in a NATS KV bucket. A deploy
+// commits with one compare-and-set on the function's "latest" entry, which
+// embeds the newest record, so an interrupted deploy leaves nothing half
+// written. Each version is then copied to its own immutable key (KV create)
+// for history; a missing copy is repaired by the next deploy. The bucket is
+// untrusted storage: readers that act on a record verify its
+// coordinator-signed certificate.
 package registry
 
 import (
@@ -38,8 +41,9 @@ type Record struct {
 }
 
 type latest struct {
-	Version int  `json:"version"`
-	Deleted bool `json:"deleted,omitempty"`
+	Version int     `json:"version"`
+	Deleted bool    `json:"deleted,omitempty"`
+	Record  *Record `json:"record,omitempty"`
 }
 
 // Registry reads and writes function records.
@@ -86,16 +90,19 @@ func (r *Registry) NextVersion(ctx context.Context, ns, name string) (int, error
 
 // Get returns one version (0 = latest).
 func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Record, error) {
-	if version == 0 {
-		v, err := r.Latest(ctx, ns, name)
-		if err != nil {
-			return nil, err
-		}
-		version = v
-	} else if l, _, err := r.latest(ctx, ns, name); err != nil {
+	l, _, err := r.latest(ctx, ns, name)
+	if err != nil {
 		return nil, err
-	} else if l.Deleted {
-		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	if l.Version == 0 || l.Deleted || version > l.Version || version < 0 {
+		return nil, fmt.Errorf("%w: %s/%s version %s", ErrNotFound, ns, name, versionName(version))
+	}
+	if version == 0 || version == l.Version {
+		if l.Record == nil {
+			return nil, fmt.Errorf("%w: %s/%s latest record missing", ErrNotFound, ns, name)
+		}
+		withFunction(l.Record)
+		return l.Record, nil
 	}
 	e, err := r.kv.Get(ctx, bus.FunctionKey(ns, name, version))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -107,12 +114,23 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 	return decode(e.Value())
 }
 
+func versionName(v int) string {
+	if v == 0 {
+		return "latest"
+	}
+	return fmt.Sprint(v)
+}
+
+func withFunction(rec *Record) {
+	_ = json.Unmarshal(rec.Certificate.Body, &rec.Function)
+}
+
 func decode(b []byte) (*Record, error) {
 	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("decoding record: %w", err)
 	}
-	_ = json.Unmarshal(rec.Certificate.Body, &rec.Function)
+	withFunction(&rec)
 	return &rec, nil
 }
 
@@ -126,24 +144,37 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 	if version != l.Version+1 {
 		return fmt.Errorf("%w: %s/%s is at version %d; deploy version %d", ErrConflict, ns, name, l.Version, l.Version+1)
 	}
-	b, err := json.Marshal(rec)
+	if l.Record != nil {
+		if err := r.copyVersion(ctx, ns, name, l.Version, l.Record); err != nil {
+			return err
+		}
+	}
+	lb, err := json.Marshal(latest{Version: version, Record: rec})
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Create(ctx, bus.FunctionKey(ns, name, version), b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%w: version %d exists", ErrConflict, version)
-		}
-		return fmt.Errorf("writing function: %w", err)
-	}
-	lb, _ := json.Marshal(latest{Version: version})
 	if rev == 0 {
 		_, err = r.kv.Create(ctx, bus.LatestKey(ns, name), lb)
 	} else {
 		_, err = r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: advancing latest: %v", ErrConflict, err)
+		return fmt.Errorf("%w: %s/%s changed during the deploy: %v", ErrConflict, ns, name, err)
+	}
+	// Committed. The history copy is best effort here and repaired by the
+	// next deploy.
+	_ = r.copyVersion(ctx, ns, name, version, rec)
+	return nil
+}
+
+// copyVersion writes a version's immutable history key if it is missing.
+func (r *Registry) copyVersion(ctx context.Context, ns, name string, version int, rec *Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.Create(ctx, bus.FunctionKey(ns, name, version), b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("writing version history: %w", err)
 	}
 	return nil
 }
@@ -175,6 +206,9 @@ func (r *Registry) List(ctx context.Context, ns string) ([]*Record, error) {
 	var names []string
 	for k := range lister.Keys() {
 		names = append(names, strings.TrimPrefix(k, "latest."+ns+"."))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("listing: %w", err)
 	}
 	sort.Strings(names)
 	var out []*Record

@@ -229,7 +229,7 @@ func SealSymmetric(key []byte, label string, aad, plaintext []byte) ([]byte, err
 	if _, err := rand.Read(out); err != nil {
 		return nil, err
 	}
-	return g.Seal(out, out[:12], plaintext, append([]byte(label), aad...)), nil
+	return g.Seal(out, out[:12], plaintext, symmetricAAD(label, aad)), nil
 }
 
 // OpenSymmetric reverses SealSymmetric.
@@ -241,11 +241,20 @@ func OpenSymmetric(key []byte, label string, aad, ct []byte) ([]byte, error) {
 	if len(ct) < 12+g.Overhead() {
 		return nil, ErrDecrypt
 	}
-	pt, err := g.Open(nil, ct[:12], ct[12:], append([]byte(label), aad...))
+	pt, err := g.Open(nil, ct[:12], ct[12:], symmetricAAD(label, aad))
 	if err != nil {
 		return nil, ErrDecrypt
 	}
 	return pt, nil
+}
+
+// symmetricAAD joins a label and associated data unambiguously: labels are
+// constants without NUL bytes, and a NUL ends the label.
+func symmetricAAD(label string, aad []byte) []byte {
+	b := make([]byte, 0, len(label)+1+len(aad))
+	b = append(b, label...)
+	b = append(b, 0)
+	return append(b, aad...)
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
