@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,8 @@ type Client struct {
 	ttl    time.Duration
 	now    func() time.Time
 	cache  string
+	ns     string
+	owners []ed25519.PublicKey
 
 	mu     sync.Mutex
 	att    *Attestation
@@ -93,6 +96,17 @@ func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = n
 // short-lived processes (the CLI) share it for the TTL. The cached document
 // is verified again on every load; only the network round trip is saved.
 func WithAttestationCache(path string) Option { return func(c *Client) { c.cache = path } }
+
+// WithNamespace pins the namespace the client's functions live in. The
+// gateway is untrusted: without the pin it could route a request to a
+// same-named function in another namespace, whose owner would see the input.
+func WithNamespace(ns string) Option { return func(c *Client) { c.ns = ns } }
+
+// WithOwnerKeys pins the owner keys whose functions the client will send
+// data to; a function certificate naming another owner is refused.
+func WithOwnerKeys(keys ...ed25519.PublicKey) Option {
+	return func(c *Client) { c.owners = append(c.owners, keys...) }
+}
 
 // New returns a client for the gateway at baseURL, authenticating with an
 // API key and verifying attestation against policy.
@@ -231,6 +245,12 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 	}
 	if fc.Name != name || (version != 0 && fc.Version != version) {
 		return nil, fmt.Errorf("%w: certificate is for %s v%d, asked for %s v%d", ErrVerification, fc.Name, fc.Version, name, version)
+	}
+	if c.ns != "" && fc.Namespace != c.ns {
+		return nil, fmt.Errorf("%w: function is in namespace %q, not the pinned %q", ErrVerification, fc.Namespace, c.ns)
+	}
+	if len(c.owners) > 0 && !slices.ContainsFunc(c.owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(fc.OwnerKey)) }) {
+		return nil, fmt.Errorf("%w: function is signed by owner %x, which is not pinned", ErrVerification, fc.OwnerKey)
 	}
 	return &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash,
 		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}, nil
@@ -371,7 +391,7 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 	if err != nil {
 		return nil, err
 	}
-	fn := &Function{Name: name, Version: version}
+	fn := &Function{Namespace: c.ns, Name: name, Version: version}
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.verifyErrorReceipt(ctx, decodeError(resp.StatusCode, out), fn, seal.SHA256Hex(input))
 	}
@@ -383,7 +403,7 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 	if err := json.Unmarshal(rb, &sr); err != nil {
 		return nil, fmt.Errorf("%w: malformed receipt", ErrVerification)
 	}
-	v, err := receipt.Verify(&sr, a.IdentityKey, receipt.Expect{Function: name, Version: version,
+	v, err := receipt.Verify(&sr, a.IdentityKey, receipt.Expect{Namespace: c.ns, Function: name, Version: version,
 		RequestHash: seal.SHA256Hex(input), ResponseHash: seal.SHA256Hex(out)})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)

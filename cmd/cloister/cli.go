@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -44,7 +45,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // clientEnv are the settings every client command needs.
 type clientEnv struct {
-	URL, Token, Policy string
+	URL, Token, Policy, Namespace string
 }
 
 // loadEnv reads CLOISTER_* from the environment, filling gaps from the env
@@ -61,7 +62,7 @@ func loadEnv() (clientEnv, error) {
 		if err != nil && (explicit || !errors.Is(err, os.ErrNotExist)) {
 			return e, fmt.Errorf("reading %s: %w", path, err)
 		}
-		for k, dst := range map[string]*string{"CLOISTER_URL": &e.URL, "CLOISTER_TOKEN": &e.Token, "CLOISTER_POLICY": &e.Policy} {
+		for k, dst := range map[string]*string{"CLOISTER_URL": &e.URL, "CLOISTER_TOKEN": &e.Token, "CLOISTER_POLICY": &e.Policy, "CLOISTER_NAMESPACE": &e.Namespace} {
 			if *dst == "" {
 				*dst = vals[k]
 			}
@@ -97,6 +98,18 @@ func newClient() (*client.Client, error) {
 		if os.MkdirAll(d, 0o700) == nil {
 			opts = append(opts, client.WithAttestationCache(filepath.Join(d, "attestation-"+hex.EncodeToString(h[:8])+".json")))
 		}
+	}
+	if ns := os.Getenv("CLOISTER_NAMESPACE"); ns != "" {
+		opts = append(opts, client.WithNamespace(ns))
+	} else if e.Namespace != "" {
+		opts = append(opts, client.WithNamespace(e.Namespace))
+	}
+	for _, h := range strings.FieldsFunc(os.Getenv("CLOISTER_OWNERS"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		k, err := hex.DecodeString(h)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("CLOISTER_OWNERS: %q is not a hex Ed25519 public key", h)
+		}
+		opts = append(opts, client.WithOwnerKeys(k))
 	}
 	return client.New(e.URL, e.Token, pol, opts...)
 }

@@ -36,17 +36,22 @@ func usageErr(format string, a ...any) error {
 const usage = `cloister: confidential functions as a service
 
 Usage:
-  cloister up [--data DIR] [--addr HOST:PORT] [--tee sim]   run every role in one process
+  cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L]
+                                                             run every role in one process
   cloister keys new [--out FILE] [--force]                   create an owner signing key
-  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] sign, upload and register a function
-  cloister fn list | get NAME [--version V] | delete NAME
+  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] [--json]
+                                                             sign, upload and register a function
+  cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
   cloister attest [--json]                                   verify and show the coordinator's attestation
-  cloister receipt verify FILE                               verify a saved receipt
+  cloister receipt verify FILE [--json]                      verify a saved receipt
   cloister token create NAMESPACE [--name N]                 create an API key (admin)
 
-Client commands read CLOISTER_URL, CLOISTER_TOKEN and CLOISTER_POLICY, or the
-file named by CLOISTER_ENV (default ./.cloister/client.env, written by 'up').
+Client commands read CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_POLICY and
+CLOISTER_NAMESPACE, or the file named by CLOISTER_ENV (default
+./.cloister/client.env, written by 'up'). CLOISTER_OWNERS (hex Ed25519 keys,
+comma-separated) pins the owners whose functions may receive your data.
+CLOISTER_KEY names the owner key file for deploys.
 Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 function failed.
 `
 

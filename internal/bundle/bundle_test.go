@@ -483,3 +483,23 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestManifestEnvValues(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		ok   bool
+	}{
+		{"plain value", map[string]string{"GREETING": "hello"}, true},
+		{"NUL in value", map[string]string{"GREETING": "a\x00b"}, false},
+		{"value over 4096 bytes", map[string]string{"BIG": strings.Repeat("x", 4097)}, false},
+		{"reserved prefix", map[string]string{"CLOISTER_FUNCTION": "x"}, false},
+	} {
+		m := manifest()
+		m.Capabilities.Env = c.env
+		err := m.Validate()
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, bundle.ErrManifest)) {
+			t.Errorf("%s: got %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+}

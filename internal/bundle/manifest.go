@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
@@ -128,9 +129,12 @@ func (m *Manifest) Validate() error {
 	case m.Limits.Concurrency < 0 || m.Limits.Concurrency > MaxConcurrency:
 		return fmt.Errorf("%w: concurrency %d out of range", ErrManifest, m.Limits.Concurrency)
 	}
-	for k := range m.Capabilities.Env {
-		if !envRE.MatchString(k) || len(k) >= 9 && k[:9] == "CLOISTER_" {
-			return fmt.Errorf("%w: env key %q (CLOISTER_ is reserved)", ErrManifest, k)
+	for k, v := range m.Capabilities.Env {
+		if !envRE.MatchString(k) || strings.HasPrefix(k, "CLOISTER_") {
+			return fmt.Errorf("%w: env key %q (letters, digits and _; CLOISTER_ is reserved)", ErrManifest, k)
+		}
+		if strings.ContainsRune(v, 0) || len(v) > 4096 {
+			return fmt.Errorf("%w: env value of %q has a NUL byte or is over 4096 bytes", ErrManifest, k)
 		}
 	}
 	for _, k := range m.TEE.Allow {

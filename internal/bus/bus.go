@@ -21,14 +21,13 @@ import (
 
 // Subjects. Workers subscribe to Invoke in the queue group WorkerQueue.
 const (
-	SubjectInvoke        = "cloister.invoke"
-	WorkerQueue          = "workers"
-	SubjectAttestation   = "cloister.coord.attestation"
-	SubjectAdmit         = "cloister.coord.admit"
-	SubjectRegister      = "cloister.coord.register"
-	SubjectFunctionKey   = "cloister.coord.fnkey"
-	CoordinatorQueue     = "coordinators"
-	SubjectWorkerHeartbt = "cloister.worker.heartbeat"
+	SubjectInvoke      = "cloister.invoke"
+	WorkerQueue        = "workers"
+	SubjectAttestation = "cloister.coord.attestation"
+	SubjectAdmit       = "cloister.coord.admit"
+	SubjectRegister    = "cloister.coord.register"
+	SubjectFunctionKey = "cloister.coord.fnkey"
+	CoordinatorQueue   = "coordinators"
 )
 
 // Buckets.
@@ -180,8 +179,3 @@ func FunctionKey(namespace, name string, version int) string {
 
 // LatestKey is the registry key holding a function's latest version number.
 func LatestKey(namespace, name string) string { return "latest." + namespace + "." + name }
-
-// BundleObject is the object-store name of a bundle.
-func BundleObject(namespace, name string, version int) string {
-	return namespace + "/" + name + "/v" + strconv.Itoa(version)
-}

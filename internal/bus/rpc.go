@@ -82,8 +82,10 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	}
 	m, err := nc.RequestWithContext(ctx, subject, b)
 	switch {
+	case errors.Is(err, nats.ErrNoResponders) && subject == SubjectInvoke:
+		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
 	case errors.Is(err, nats.ErrNoResponders):
-		return apierr.New(apierr.NoWorker, "no service is listening on %s", subject)
+		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return apierr.New(apierr.Timeout, "no answer on %s in time", subject)
 	case err != nil:

@@ -9,7 +9,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -36,6 +35,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
@@ -79,8 +79,10 @@ type Config struct {
 	TEE      tee.TEE
 	Manifest Manifest
 	Stores   *bus.Stores
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Engine validates modules at deploy with the workers' checks.
+	Engine *sandbox.Engine
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Coordinator is safe for concurrent use.
@@ -93,6 +95,7 @@ type Coordinator struct {
 	m        Manifest
 	reg      *registry.Registry
 	bundles  jetstream.ObjectStore
+	engine   *sandbox.Engine
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -125,6 +128,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Engine == nil {
+		return nil, errors.New("coordinator: Config.Engine is required to validate modules")
+	}
 	st, err := loadState(cfg.Dir, cfg.TEE)
 	if err != nil {
 		return nil, err
@@ -142,6 +148,7 @@ func New(cfg Config) (*Coordinator, error) {
 		m:        cfg.Manifest,
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
+		engine:   cfg.Engine,
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
 		workers:  map[string]admitted{},
@@ -340,11 +347,8 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if bd.Manifest.Name != req.Name {
 		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
 	}
-	if err := ValidateModule(ctx, bd.Module, bd.Manifest.Limits.MemoryPages); err != nil {
-		if errors.Is(err, ErrModuleMemory) {
-			return nil, apierr.New(apierr.MemoryLimit, "%v", err)
-		}
-		return nil, apierr.New(apierr.InvalidModule, "%v", err)
+	if err := c.validateModule(ctx, bd.Manifest, bd.Module); err != nil {
+		return nil, err
 	}
 	v := bd.Manifest.Version
 	fk, err := seal.DeriveFunctionKey(c.master, req.Namespace, req.Name, v, bd.CodeHash)
@@ -459,6 +463,3 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
 	return wire.FunctionKeyResponse{Enc: enc, Sealed: ct}, nil
 }
-
-// isWasm is a cheap check used before full validation.
-func isWasm(b []byte) bool { return bytes.HasPrefix(b, []byte("\x00asm")) }

@@ -19,6 +19,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
@@ -45,13 +46,15 @@ func newRoot(t *testing.T) ed25519.PrivateKey {
 
 var measurement = []byte("0123456789abcdef0123456789abcdef")
 
-var echoWasm = func() []byte {
-	b, err := os.ReadFile("../sandbox/testdata/echo.wasm")
+var echoWasm = testdata("echo.wasm")
+
+func testdata(name string) []byte {
+	b, err := os.ReadFile("../sandbox/testdata/" + name)
 	if err != nil {
 		panic(err)
 	}
 	return b
-}()
+}
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
@@ -74,7 +77,7 @@ func setup(t *testing.T) *fixture {
 	clock := func() time.Time { return f.now }
 	f.root = newRoot(t)
 	f.backend = sim.New(f.root, measurement, clock)
-	f.c, err = New(Config{Dir: t.TempDir(), TEE: f.backend, Stores: st, Logger: log, Now: clock,
+	f.c, err = New(Config{Dir: t.TempDir(), TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
 		Manifest: Manifest{Version: 1, Workers: attest.Policy{
 			AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(f.backend.RootPublicKey())},
 			Measurements: []string{hex.EncodeToString(measurement)},
@@ -221,11 +224,12 @@ func TestStatePersistsAndIsSealed(t *testing.T) {
 	st := &bus.Stores{}
 	m := Manifest{Version: 1, Workers: attest.Policy{AllowTEE: []tee.Kind{tee.KindSim},
 		SimRoots: []string{hex.EncodeToString(b.RootPublicKey())}, Measurements: []string{hex.EncodeToString(measurement)}}}
-	c1, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m})
+	eng := newEngine(t)
+	c1, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m})
+	c2, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,29 +237,47 @@ func TestStatePersistsAndIsSealed(t *testing.T) {
 		t.Errorf("identity changed across restarts")
 	}
 	other := sim.New(newRoot(t), measurement, time.Now)
-	if _, err := New(Config{Dir: dir, TEE: other, Stores: st, Manifest: m}); err == nil {
+	if _, err := New(Config{Dir: dir, TEE: other, Stores: st, Manifest: m, Engine: eng}); err == nil {
 		t.Errorf("state unsealed under another TEE's seal key")
 	}
 }
 
+func newEngine(t *testing.T) *sandbox.Engine {
+	t.Helper()
+	e, err := sandbox.New(context.Background(), sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
 func TestValidateModule(t *testing.T) {
+	f := setup(t)
 	ctx := context.Background()
+	m := bundle.DefaultManifest("x")
 	for _, c := range []struct {
-		name string
-		wasm []byte
-		ok   bool
+		name  string
+		wasm  []byte
+		pages uint32
+		want  apierr.Code
 	}{
-		{"echo", echoWasm, true},
-		{"not wasm", []byte("hello"), false},
-		{"truncated", echoWasm[:20], false},
-		{"empty module without _start", []byte("\x00asm\x01\x00\x00\x00"), false},
+		{"echo", echoWasm, 16, ""},
+		{"not wasm", []byte("hello"), 16, apierr.InvalidModule},
+		{"truncated", echoWasm[:20], 16, apierr.InvalidModule},
+		{"empty module without _start", []byte("\x00asm\x01\x00\x00\x00"), 16, apierr.InvalidModule},
+		{"memory over the manifest limit", hugeWasm, 256, apierr.MemoryLimit},
+		{"imports outside WASI", badImportWasm, 16, apierr.InvalidModule},
 	} {
-		err := ValidateModule(ctx, c.wasm, 16)
-		if (err == nil) != c.ok {
-			t.Errorf("%s: got %v, want ok=%v", c.name, err, c.ok)
+		m.Limits.MemoryPages = c.pages
+		err := f.c.validateModule(ctx, m, c.wasm)
+		if codeOf(err) != c.want || (c.want == "" && err != nil) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
 		}
 	}
-	if err := ValidateModule(ctx, echoWasm, 0); !errors.Is(err, ErrModuleMemory) {
-		t.Errorf("memory over limit: got %v, want ErrModuleMemory", err)
-	}
 }
+
+var (
+	hugeWasm      = testdata("huge_memory.wasm")
+	badImportWasm = testdata("bad_import.wasm")
+)

@@ -3,42 +3,24 @@ package coordinator
 import (
 	"context"
 	"errors"
-	"fmt"
 
-	"github.com/tetratelabs/wazero"
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/sandbox"
 )
 
-// ErrModuleMemory means a module declares more initial memory than its
-// manifest allows.
-var ErrModuleMemory = errors.New("module memory exceeds the manifest's limit")
-
-// ValidateModule checks that b is a valid WebAssembly module that uses the
-// WASI command ABI (exports _start) and whose declared minimum memory fits
-// in memoryPages. It compiles with wazero's interpreter, which validates
-// fully without generating native code.
-func ValidateModule(ctx context.Context, b []byte, memoryPages uint32) error {
-	if !isWasm(b) {
-		return errors.New("module is not WebAssembly (missing \\0asm magic)")
+// validateModule checks a bundle's module with the same sandbox checks the
+// workers apply, so that a module they would refuse is refused at deploy.
+func (c *Coordinator) validateModule(ctx context.Context, m bundle.Manifest, wasm []byte) error {
+	err := c.engine.Validate(ctx, wasm, sandbox.Limits{MemoryPages: m.Limits.MemoryPages})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sandbox.ErrMemoryLimit):
+		return apierr.New(apierr.MemoryLimit, "%v", err)
+	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits):
+		return apierr.New(apierr.InvalidModule, "%v", err)
+	default:
+		return err
 	}
-	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-	defer r.Close(ctx)
-	cm, err := r.CompileModule(ctx, b)
-	if err != nil {
-		return fmt.Errorf("module does not validate: %w", err)
-	}
-	defer cm.Close(ctx)
-	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
-		return errors.New("module does not export _start (the WASI command ABI needs it)")
-	}
-	for _, m := range cm.ExportedMemories() {
-		if m.Min() > memoryPages {
-			return fmt.Errorf("%w: it declares %d pages, the limit is %d", ErrModuleMemory, m.Min(), memoryPages)
-		}
-	}
-	for _, m := range cm.ImportedMemories() {
-		if m.Min() > memoryPages {
-			return fmt.Errorf("%w: it imports %d pages, the limit is %d", ErrModuleMemory, m.Min(), memoryPages)
-		}
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -35,14 +36,15 @@ import (
 // Body limits.
 const (
 	MaxBundleBytes = 64 << 20
-	MaxInvokeBytes = bundle.MaxInputBytes + 64<<10
+	// MaxInvokeBytes allows the largest input a manifest can permit once
+	// sealed and carried as base64 in JSON (4/3 of its size), plus framing.
+	MaxInvokeBytes = bundle.MaxInputBytes/3*4 + 128<<10
 )
 
 // Headers of a plaintext invocation's response.
 const (
-	HeaderReceipt      = "Cloister-Receipt"
-	HeaderInvocationID = "Cloister-Invocation-Id"
-	HeaderVersion      = "Cloister-Function-Version"
+	HeaderReceipt = "Cloister-Receipt"
+	HeaderVersion = "Cloister-Function-Version"
 )
 
 // Config configures a Gateway.
@@ -329,16 +331,24 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if len(body) == 0 {
 		return apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
 	}
+	// Bundles are stored by content hash; an identical upload reuses the
+	// object, which then must not be removed if this registration fails.
 	obj := p.Namespace + "/" + name + "/" + bundle.Hash(body)
-	if _, err := g.cfg.Stores.Bundles.PutBytes(r.Context(), obj, body); err != nil {
-		return apierr.New(apierr.Unavailable, "storing bundle: %v", err)
+	_, statErr := g.cfg.Stores.Bundles.GetInfo(r.Context(), obj)
+	existed := statErr == nil
+	if !existed {
+		if _, err := g.cfg.Stores.Bundles.PutBytes(r.Context(), obj, body); err != nil {
+			return apierr.New(apierr.Unavailable, "storing bundle: %v", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
 	var fi wire.FunctionInfo
 	err = bus.Call(ctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: p.Namespace, Name: name, Object: obj}, &fi)
 	if err != nil {
-		_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(r.Context()), obj)
+		if !existed {
+			_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(r.Context()), obj)
+		}
 		return err
 	}
 	fi.Latest = fi.Version
@@ -373,7 +383,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if err != nil {
 		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
 	}
-	if r.Header.Get("Content-Type") == wire.SealedContentType {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.SealedContentType {
 		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)
 	}
 	rec, err := g.lookup(r.Context(), p.Namespace, name, v)

@@ -58,12 +58,12 @@ type Node struct {
 	EnvPath    string
 	Policy     attest.Policy
 
-	nats  *bus.Server
-	conns []*nats.Conn
-	eng   *sandbox.Engine
-	srv   *http.Server
-	g     *errgroup.Group
-	stop  context.CancelFunc
+	nats    *bus.Server
+	conns   []*nats.Conn
+	engines []*sandbox.Engine
+	srv     *http.Server
+	g       *errgroup.Group
+	stop    context.CancelFunc
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -126,8 +126,14 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		SimRoots:     []string{hex.EncodeToString(backend.RootPublicKey())},
 		Measurements: []string{hex.EncodeToString(backend.Measurement())},
 	}
+	// The coordinator validates modules with its own engine: roles share nothing.
+	coordEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	n.engines = append(n.engines, coordEngine)
 	coord, err := coordinator.New(coordinator.Config{
-		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log,
+		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
 		Manifest: coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
 	})
 	if err != nil {
@@ -144,11 +150,13 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// No on-disk compilation cache: the disk is untrusted, and native code
 	// read back from it would run inside the TEE unauthenticated.
-	if n.eng, err = sandbox.New(ctx, sandbox.Config{Logger: log}); err != nil {
+	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+	if err != nil {
 		return nil, err
 	}
+	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
-		TEE: backend, CoordinatorPolicy: policy, Engine: n.eng, Conn: workerNC, Stores: workerSt,
+		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
 		Logger: log, Metrics: metrics,
 	})
 	if err != nil {
@@ -226,8 +234,8 @@ func (n *Node) Close() error {
 	for _, c := range n.conns {
 		_ = c.Drain()
 	}
-	if n.eng != nil {
-		_ = n.eng.Close(context.Background())
+	for _, e := range n.engines {
+		_ = e.Close(context.Background())
 	}
 	if n.nats != nil {
 		n.nats.Shutdown()
@@ -258,7 +266,7 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 			return "", "", err
 		}
 	}
-	body := fmt.Sprintf("# written by cloister up; source it or point CLOISTER_ENV here\nCLOISTER_URL=%s\nCLOISTER_TOKEN=%s\nCLOISTER_POLICY=%s\n", url, token, policyPath)
+	body := fmt.Sprintf("# written by cloister up; source it or point CLOISTER_ENV here\nCLOISTER_URL=%s\nCLOISTER_TOKEN=%s\nCLOISTER_POLICY=%s\nCLOISTER_NAMESPACE=default\n", url, token, policyPath)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		return "", "", err

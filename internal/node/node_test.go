@@ -27,6 +27,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/gateway"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
@@ -323,7 +324,7 @@ func TestBadInput(t *testing.T) {
 		{"sealed to another function", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(wrongFunction), 400, "decrypt_failed"},
 		{"stale timestamp", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(stale), 400, "stale_request"},
 		{"input over the function's limit", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(tooBigInput), 413, "payload_too_large"},
-		{"oversized body", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, bytes.Repeat([]byte("x"), bundle.MaxInputBytes+128<<10), 413, "payload_too_large"},
+		{"oversized body", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, bytes.Repeat([]byte("x"), gateway.MaxInvokeBytes+1), 413, "payload_too_large"},
 		{"malformed sealed JSON", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, []byte("{nope"), 400, "bad_request"},
 		{"forged session ticket", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(badTicket), 401, "session_invalid"},
 		{"plaintext to a confidential function", "/v1/functions/echo/invoke", "text/plain", e.n.Token, []byte("hi"), 403, "confidential_required"},
@@ -439,6 +440,40 @@ func TestNamespaces(t *testing.T) {
 	res, err := b.Invoke(ctx, "echo", []byte("from b"), client.InvokeOptions{})
 	if err != nil || string(res.Output) != "from b" || res.Receipt.Namespace != "team-b" {
 		t.Errorf("team-b invoke: %v %+v", err, res)
+	}
+	// A client pinned to team-b refuses a certificate from another namespace,
+	// as it would if a lying gateway routed it to default's echo.
+	pinned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithNamespace("team-b"))
+	if _, err := pinned.Invoke(ctx, "echo", []byte("secret"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
+		t.Errorf("namespace pin: got %v, want a verification error", err)
+	}
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	owned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(stranger.Public().(ed25519.PublicKey)))
+	if _, err := owned.Invoke(ctx, "echo", []byte("secret"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
+		t.Errorf("owner pin: got %v, want a verification error", err)
+	}
+}
+
+// TestIdenticalRedeployKeepsTheLiveBundle: uploading the same bundle bytes
+// again fails with version_conflict and must not remove the stored bundle.
+func TestIdenticalRedeployKeepsTheLiveBundle(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	m := bundle.DefaultManifest("echo")
+	m.Version = 1
+	b, err := bundle.Build(m, fixture(t, "echo.wasm"), e.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Deploy(ctx, "echo", b); err != nil {
+		t.Fatal(err)
+	}
+	var ce *client.Error
+	if _, err := e.c.Deploy(ctx, "echo", b); !errors.As(err, &ce) || ce.Code != "version_conflict" {
+		t.Fatalf("second identical deploy: got %v, want version_conflict", err)
+	}
+	if res, err := e.c.Invoke(ctx, "echo", []byte("ok"), client.InvokeOptions{}); err != nil || string(res.Output) != "ok" {
+		t.Fatalf("invoke after the refused duplicate: %v", err)
 	}
 }
 

@@ -143,7 +143,7 @@ func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, er
 	if err := w.ValidAt(r.Time); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChain, err)
 	}
-	if r.WorkerID != w.WorkerID || r.TEE.Kind != w.TEE || r.TEE.Measurement != w.Measurement {
+	if r.WorkerID != w.WorkerID || r.TEE.Kind != w.TEE || r.TEE.Measurement != w.Measurement || r.TEE.TCB != w.TCB {
 		return nil, fmt.Errorf("%w: worker identity differs from its certificate", ErrMismatch)
 	}
 	check := func(field, got, want string) error {

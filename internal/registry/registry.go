@@ -41,9 +41,12 @@ type Record struct {
 }
 
 type latest struct {
-	Version int     `json:"version"`
-	Deleted bool    `json:"deleted,omitempty"`
-	Record  *Record `json:"record,omitempty"`
+	Version int  `json:"version"`
+	Deleted bool `json:"deleted,omitempty"`
+	// FirstLive is the first version deployed since the last delete; older
+	// versions belong to a deleted function and are never served again.
+	FirstLive int     `json:"first_live,omitempty"`
+	Record    *Record `json:"record,omitempty"`
 }
 
 // Registry reads and writes function records.
@@ -94,7 +97,7 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 	if err != nil {
 		return nil, err
 	}
-	if l.Version == 0 || l.Deleted || version > l.Version || version < 0 {
+	if l.Version == 0 || l.Deleted || version > l.Version || version < 0 || (version != 0 && version < l.FirstLive) {
 		return nil, fmt.Errorf("%w: %s/%s version %s", ErrNotFound, ns, name, versionName(version))
 	}
 	if version == 0 || version == l.Version {
@@ -149,7 +152,11 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 			return err
 		}
 	}
-	lb, err := json.Marshal(latest{Version: version, Record: rec})
+	first := l.FirstLive
+	if l.Deleted || first == 0 {
+		first = version
+	}
+	lb, err := json.Marshal(latest{Version: version, FirstLive: first, Record: rec})
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func record(t *testing.T, ns, name string, version int) *registry.Record {
 	return &registry.Record{
 		Certificate: s,
 		Manifest:    json.RawMessage(fmt.Sprintf(`{"name":%q,"version":%d}`, name, version)),
-		Object:      bus.BundleObject(ns, name, version),
+		Object:      fmt.Sprintf("%s/%s/bundle-%d", ns, name, version),
 		Size:        100 + version,
 		Created:     created.Add(time.Duration(version) * time.Minute),
 	}
@@ -382,5 +382,26 @@ func TestInterruptedHistoryCopyIsRepaired(t *testing.T) {
 	checkRecord(t, got, v1)
 	if _, err := r.Get(t.Context(), "ns", "f", 3); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("Get(v3) before it exists: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestRedeployAfterDeleteHidesOldVersions: a function deleted and deployed
+// again starts a new lineage; the deleted versions are not served.
+func TestRedeployAfterDeleteHidesOldVersions(t *testing.T) {
+	r := newRegistry(t)
+	put(t, r, "ns", "f", 1)
+	put(t, r, "ns", "f", 2)
+	if err := r.Delete(t.Context(), "ns", "f"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, r, "ns", "f", 3)
+	for _, v := range []int{1, 2} {
+		if _, err := r.Get(t.Context(), "ns", "f", v); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("Get(v%d) after delete and redeploy: got %v, want ErrNotFound", v, err)
+		}
+	}
+	put(t, r, "ns", "f", 4)
+	if _, err := r.Get(t.Context(), "ns", "f", 3); err != nil {
+		t.Errorf("Get(v3) of the new lineage: %v", err)
 	}
 }

@@ -241,6 +241,25 @@ func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limi
 	return &m, nil
 }
 
+// Validate checks wasm exactly as Compile does (structure, validation,
+// WASI command shape, imports, memory against limits) without caching the
+// result. The coordinator uses it at deploy, so that a module the workers
+// would refuse is refused before it is registered.
+func (e *Engine) Validate(ctx context.Context, wasm []byte, limits Limits) error {
+	lim, err := limits.withDefaults()
+	if err != nil {
+		return err
+	}
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	mod, err := e.compile(ctx, "validate", wasm, lim)
+	if err != nil {
+		return err
+	}
+	return mod.compiled.Close(ctx)
+}
+
 // compile does the work of Compile for one key.
 func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim Limits) (mod *Module, err error) {
 	r, err := e.runtime(ctx, lim.MemoryPages)

@@ -15,7 +15,8 @@ import (
 	"github.com/cloister-faas/cloister/internal/tee"
 )
 
-// Report-data labels. Evidence binds sha256(label ‖ parts) (tee.BindReportData).
+// Report-data labels. Evidence binds sha256(label ‖ 0 ‖ len ‖ part ‖ …),
+// each part length-prefixed (tee.BindReportData).
 const (
 	LabelCoordinator = "cloister-coordinator-v1"
 	LabelWorker      = "cloister-worker-v1"

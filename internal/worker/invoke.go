@@ -57,6 +57,10 @@ func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
 }
 
 func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	if err := w.cert.Load().cert.ValidAt(w.now()); err != nil {
+		// Receipts signed now would not verify; refuse until renewed.
+		return nil, apierr.New(apierr.Unavailable, "worker certificate is not valid; waiting for renewal")
+	}
 	fn, err := w.function(ctx, req.Namespace, req.Name, req.Version)
 	if err != nil {
 		return nil, err
