@@ -222,6 +222,7 @@ type Function struct {
 	Name         string
 	Version      int
 	CodeHash     string
+	SnapshotHash string
 	BundleHash   string
 	Confidential string
 	AllowTEE     []tee.Kind
@@ -252,7 +253,7 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 	if len(c.owners) > 0 && !slices.ContainsFunc(c.owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(fc.OwnerKey)) }) {
 		return nil, fmt.Errorf("%w: function is signed by owner %x, which is not pinned", ErrVerification, fc.OwnerKey)
 	}
-	return &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash,
+	return &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
 		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}, nil
 }
 
@@ -316,7 +317,7 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 		return nil, err
 	}
 	v, err := receipt.Verify(resp.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
-		Version: fn.Version, CodeHash: fn.CodeHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext)})
+		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext)})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
@@ -359,7 +360,7 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 			return aerr
 		}
 		v, verr := receipt.Verify(e.body.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
-			Version: fn.Version, CodeHash: fn.CodeHash, RequestHash: reqHash})
+			Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash})
 		if verr != nil {
 			return fmt.Errorf("%w: receipt of failed invocation: %w", ErrVerification, verr)
 		}

@@ -5,6 +5,17 @@
 #   examples/X-c/main.c       -> examples/X-c/X-c.wasm     (clang, wasm32-wasi)
 #   examples/X-go/ (package)  -> examples/X-go/X-go.wasm   (go, wasip1/wasm)
 #
+# An example directory whose name starts with "reactor-" holds a reactor for
+# the Cloister reactor ABI v1 (docs/reactor-abi.md) instead of a WASI command.
+# The -c / -go suffix still picks the language; the build makes a reactor:
+#
+#   examples/reactor-c/main.c -> examples/reactor-c/reactor-c.wasm
+#                                (clang -mexec-model=reactor -I sdk/c)
+#   examples/reactor-go/      -> examples/reactor-go/reactor-go.wasm
+#                                (go build -buildmode=c-shared)
+#
+# and likewise for examples/reactor-X-c/ and examples/reactor-X-go/.
+#
 # Usage:
 #   scripts/fixtures.sh           rebuild all fixtures in place
 #   scripts/fixtures.sh --check   rebuild into a temporary directory and compare
@@ -63,12 +74,16 @@ shopt -s nullglob
 for src in examples/*-c/main.c; do
 	dir=$(dirname "$src")
 	name=$(basename "$dir")
-	targets+=("c"$'\t'"$src"$'\t'"$dir/$name.wasm")
+	kind=c
+	[[ $name == reactor-* ]] && kind=c-reactor
+	targets+=("$kind"$'\t'"$src"$'\t'"$dir/$name.wasm")
 done
 for dir in examples/*-go/; do
 	dir=${dir%/}
 	name=$(basename "$dir")
-	targets+=("go"$'\t'"./$dir"$'\t'"$dir/$name.wasm")
+	kind=go
+	[[ $name == reactor-* ]] && kind=go-reactor
+	targets+=("$kind"$'\t'"./$dir"$'\t'"$dir/$name.wasm")
 done
 shopt -u nullglob
 
@@ -80,8 +95,8 @@ fi
 for t in "${targets[@]}"; do
 	case ${t%%$'\t'*} in
 	wat) need wat2wasm "${t#*$'\t'}" ;;
-	c) need clang "${t#*$'\t'}" ;;
-	go) need go "${t#*$'\t'}" ;;
+	c | c-reactor) need clang "${t#*$'\t'}" ;;
+	go | go-reactor) need go "${t#*$'\t'}" ;;
 	esac
 done
 
@@ -97,12 +112,22 @@ build() {
 		clang --target=wasm32-wasi "${clang_sysroot[@]}" -O2 -Wl,--strip-all \
 			-o "$out" "$src"
 		;;
-	go)
+	c-reactor)
+		# A WASI reactor: exports _initialize instead of _start. The SDK
+		# (sdk/c/cloister.h) is header-only.
+		clang --target=wasm32-wasi "${clang_sysroot[@]}" -mexec-model=reactor \
+			-O2 -I sdk/c -Wl,--strip-all -o "$out" "$src"
+		;;
+	go | go-reactor)
 		# CGO_ENABLED and GOWASM would be recorded in the binary; use the
 		# wasip1 defaults so the result matches a plain build in a clean
-		# environment.
+		# environment. c-shared makes a WASI reactor: it exports
+		# _initialize (package initialisation; main is never run) and the
+		# //go:wasmexport functions.
+		local mode=()
+		[[ $kind == go-reactor ]] && mode=(-buildmode=c-shared)
 		env -u CGO_ENABLED -u GOWASM GOOS=wasip1 GOARCH=wasm \
-			go build -trimpath -buildvcs=false -o "$out" "$src"
+			go build "${mode[@]}" -trimpath -buildvcs=false -o "$out" "$src"
 		;;
 	esac
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cloister-faas/cloister/internal/strictjson"
@@ -12,7 +13,8 @@ import (
 
 // ABIs a function can use.
 const (
-	ABICommand = "wasi-command" // request on stdin, result on stdout, metadata in env
+	ABICommand = "wasi-command" // request on stdin, result on stdout, metadata in env; fresh instance per call
+	ABIReactor = "reactor"      // cloister_handle per call from a snapshot taken after init (docs/reactor-abi.md)
 )
 
 // Confidentiality modes.
@@ -114,8 +116,8 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: version %d must be >= 1", ErrManifest, m.Version)
 	case m.Runtime != "wasm":
 		return fmt.Errorf("%w: runtime %q is not supported (want wasm)", ErrManifest, m.Runtime)
-	case m.ABI != ABICommand:
-		return fmt.Errorf("%w: abi %q is not supported (want %s)", ErrManifest, m.ABI, ABICommand)
+	case m.ABI != ABICommand && m.ABI != ABIReactor:
+		return fmt.Errorf("%w: abi %q is not supported (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
 	case m.Confidential != ConfidentialRequired && m.Confidential != ConfidentialOptional:
 		return fmt.Errorf("%w: confidential %q must be required or optional", ErrManifest, m.Confidential)
 	case m.Limits.MemoryPages > MaxMemoryPages:
@@ -143,6 +145,21 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	return nil
+}
+
+// GuestEnv is the environment every instance of this function version sees:
+// the granted env and the static metadata. Reactors see only this (their
+// snapshot includes it, so it must be the same on every worker); commands
+// also get per-invocation metadata.
+func (m *Manifest) GuestEnv(namespace string) map[string]string {
+	env := make(map[string]string, len(m.Capabilities.Env)+3)
+	for k, v := range m.Capabilities.Env {
+		env[k] = v
+	}
+	env["CLOISTER_NAMESPACE"] = namespace
+	env["CLOISTER_FUNCTION"] = m.Name
+	env["CLOISTER_VERSION"] = strconv.Itoa(m.Version)
+	return env
 }
 
 // ParseManifest decodes a JSON manifest strictly (unknown fields are errors),

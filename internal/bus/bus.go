@@ -28,6 +28,10 @@ const (
 	SubjectRegister    = "cloister.coord.register"
 	SubjectFunctionKey = "cloister.coord.fnkey"
 	CoordinatorQueue   = "coordinators"
+	// SubjectDeployed announces a registered function version
+	// (wire.Deployed) so that workers can load it and pre-warm its pool
+	// before the first request.
+	SubjectDeployed = "cloister.events.deployed"
 )
 
 // Buckets.

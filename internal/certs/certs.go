@@ -103,10 +103,15 @@ type Suite struct {
 // Function binds one immutable function version to its code, owner, HPKE
 // public key and policy.
 type Function struct {
-	Namespace    string     `json:"namespace"`
-	Name         string     `json:"name"`
-	Version      int        `json:"version"`
-	CodeHash     string     `json:"code_sha256"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Version   int    `json:"version"`
+	CodeHash  string `json:"code_sha256"`
+	// SnapshotHash is the hash of the state every invocation starts from
+	// (after init for reactors, after instantiation for commands), computed
+	// by the coordinator at deploy. Workers refuse to serve a different one.
+	SnapshotHash string     `json:"snapshot_sha256,omitempty"`
+	ABI          string     `json:"abi,omitempty"`
 	BundleHash   string     `json:"bundle_sha256"`
 	OwnerKey     []byte     `json:"owner_key"`
 	HPKEKey      []byte     `json:"hpke_key"`

@@ -99,6 +99,7 @@ type Coordinator struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	nc       *nats.Conn // set by Serve, for events
 	mu       sync.Mutex
 	attCache *wire.Attestation
 	attTime  time.Time
@@ -220,6 +221,7 @@ func (c *Coordinator) ManifestHash() string { return hex.EncodeToString(c.mhash[
 
 // Serve answers coordinator requests on the bus until ctx ends.
 func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
+	c.nc = nc
 	handlers := map[string]bus.Handler{
 		bus.SubjectAttestation: func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
 		bus.SubjectAdmit:       c.handleAdmit,
@@ -347,7 +349,8 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if bd.Manifest.Name != req.Name {
 		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
 	}
-	if err := c.validateModule(ctx, bd.Manifest, bd.Module); err != nil {
+	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.Module)
+	if err != nil {
 		return nil, err
 	}
 	v := bd.Manifest.Version
@@ -360,6 +363,8 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		Name:         req.Name,
 		Version:      v,
 		CodeHash:     bd.CodeHash,
+		SnapshotHash: ins.SnapshotHash,
+		ABI:          bd.Manifest.ABI,
 		BundleHash:   bundle.Hash(raw),
 		OwnerKey:     bd.Signer,
 		HPKEKey:      seal.PublicKeyBytes(fk),
@@ -379,7 +384,10 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		}
 		return nil, err
 	}
-	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash)
+	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash, "snapshot_sha256", ins.SnapshotHash)
+	if b, err := json.Marshal(wire.Deployed{Namespace: req.Namespace, Name: req.Name, Version: v}); err == nil && c.nc != nil {
+		_ = c.nc.Publish(bus.SubjectDeployed, b)
+	}
 	return wire.FunctionInfo{
 		Namespace: req.Namespace, Name: req.Name, Version: v, CodeHash: bd.CodeHash, BundleHash: fc.BundleHash,
 		Confidential: fc.Confidential, Created: fc.IssuedAt, Manifest: bd.RawManifest, Certificate: signed,

@@ -3,24 +3,51 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 )
 
-// validateModule checks a bundle's module with the same sandbox checks the
-// workers apply, so that a module they would refuse is refused at deploy.
-func (c *Coordinator) validateModule(ctx context.Context, m bundle.Manifest, wasm []byte) error {
-	err := c.engine.Validate(ctx, wasm, sandbox.Limits{MemoryPages: m.Limits.MemoryPages})
+// inspectModule checks a bundle's module with the same sandbox checks the
+// workers apply, so that a module they would refuse is refused at deploy,
+// and computes the hash of the snapshot every invocation starts from, which
+// the function certificate then binds.
+func (c *Coordinator) inspectModule(ctx context.Context, ns string, m bundle.Manifest, wasm []byte) (sandbox.Inspection, error) {
+	ins, err := c.engine.Inspect(ctx, wasm, SandboxLimits(m), SandboxSpec(ns, m))
 	switch {
 	case err == nil:
-		return nil
+		if (m.ABI == bundle.ABIReactor) != (ins.ABI == sandbox.ABIReactor) {
+			return ins, apierr.New(apierr.InvalidModule, "manifest says abi %q but the module is a %s", m.ABI, ins.ABI)
+		}
+		return ins, nil
 	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return apierr.New(apierr.MemoryLimit, "%v", err)
-	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits):
-		return apierr.New(apierr.InvalidModule, "%v", err)
+		return ins, apierr.New(apierr.MemoryLimit, "%v", err)
+	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits), errors.Is(err, sandbox.ErrInvalidInvocation):
+		return ins, apierr.New(apierr.InvalidModule, "%v", err)
 	default:
-		return err
+		return ins, apierr.New(apierr.InvalidModule, "initialising the function failed: %v", err)
+	}
+}
+
+// SandboxLimits are the sandbox limits of a function version. Workers and
+// the coordinator must use the same.
+func SandboxLimits(m bundle.Manifest) sandbox.Limits {
+	return sandbox.Limits{
+		MemoryPages: m.Limits.MemoryPages,
+		Timeout:     time.Duration(m.Limits.TimeoutMS) * time.Millisecond,
+		MaxOutput:   m.Limits.MaxOutputBytes,
+	}
+}
+
+// SandboxSpec is the reactor spec of a function version: its environment
+// and capabilities. The snapshot depends on it, so workers and the
+// coordinator must use the same.
+func SandboxSpec(ns string, m bundle.Manifest) sandbox.FunctionSpec {
+	return sandbox.FunctionSpec{
+		Name: m.Name,
+		Env:  m.GuestEnv(ns),
+		Caps: sandbox.Capabilities{Clock: m.Capabilities.Clock, Random: m.Capabilities.Random},
 	}
 }

@@ -11,6 +11,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -334,8 +335,10 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 	// Bundles are stored by content hash; an identical upload reuses the
 	// object, which then must not be removed if this registration fails.
 	obj := p.Namespace + "/" + name + "/" + bundle.Hash(body)
-	_, statErr := g.cfg.Stores.Bundles.GetInfo(r.Context(), obj)
-	existed := statErr == nil
+	digest := sha256.Sum256(body)
+	info, statErr := g.cfg.Stores.Bundles.GetInfo(r.Context(), obj)
+	// Reuse a stored object only if its content really has that hash.
+	existed := statErr == nil && info.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(digest[:])
 	if !existed {
 		if _, err := g.cfg.Stores.Bundles.PutBytes(r.Context(), obj, body); err != nil {
 			return apierr.New(apierr.Unavailable, "storing bundle: %v", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/gateway"
 	"github.com/cloister-faas/cloister/internal/node"
@@ -354,35 +355,49 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestSwappedBundleIsRefused plays a host that replaces a stored bundle: the
-// worker checks the bundle against the coordinator's certificate and refuses.
+// TestSwappedBundleIsRefused plays a host that replaces a stored bundle
+// while the node is down: the restarted worker checks the bundle against the
+// coordinator's certificate and refuses it.
 func TestSwappedBundleIsRefused(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
-	fi := e.deploy("swap", fixture(t, "echo.wasm"), nil)
-	nc, err := e.n.Bus().Connect("evil-host")
+	e.deploy("swap", fixture(t, "echo.wasm"), nil)
+	e.n.Close()
+
+	srv, err := bus.StartServer(bus.ServerOptions{Dir: filepath.Join(e.dir, "nats")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	var rec struct{ Object string }
-	kvEntry, err := getRegistry(ctx, nc, "fn.default.swap.v1")
+	nc, err := srv.Connect("evil-host")
 	if err != nil {
 		t.Fatal(err)
 	}
-	json.Unmarshal(kvEntry, &rec)
+	var latest struct{ Record struct{ Object string } }
+	kvEntry, err := getRegistry(ctx, nc, "latest.default.swap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(kvEntry, &latest)
 	m := bundle.DefaultManifest("swap")
 	m.Version = 1
 	evil, _ := bundle.Build(m, fixture(t, "counter.wasm"), e.owner)
-	if err := putObject(ctx, nc, rec.Object, evil); err != nil {
+	if err := putObject(ctx, nc, latest.Record.Object, evil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.c.Invoke(ctx, "swap", []byte("x"), client.InvokeOptions{})
+	nc.Close()
+	srv.Shutdown()
+
+	n, err := node.Start(ctx, node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, _ := client.New(n.URL, n.Token, n.Policy)
+	_, err = c.Invoke(ctx, "swap", []byte("x"), client.InvokeOptions{})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "bundle_integrity" {
 		t.Fatalf("invoke of a swapped bundle: got %v, want bundle_integrity", err)
 	}
-	_ = fi
 }
 
 // TestPolicyWithoutSimRefusesSimEvidence: a client whose policy does not

@@ -106,6 +106,7 @@ type Expect struct {
 	Function     string
 	Version      int
 	CodeHash     string
+	SnapshotHash string
 	RequestHash  string
 	ResponseHash string
 }
@@ -156,6 +157,7 @@ func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, er
 		check("namespace", r.Namespace, exp.Namespace),
 		check("function", r.Function, exp.Function),
 		check("code_sha256", r.CodeHash, exp.CodeHash),
+		check("snapshot_sha256", r.SnapshotHash, exp.SnapshotHash),
 		check("request_sha256", r.RequestHash, exp.RequestHash),
 		check("response_sha256", r.ResponseHash, exp.ResponseHash),
 	); err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/cloister-faas/cloister/internal/instrument"
 )
 
 // Config configures an [Engine].
@@ -38,6 +40,8 @@ type Engine struct {
 	// wasi lists the functions of wasi_snapshot_preview1 by name, to check
 	// a module's imports at compile time.
 	wasi map[string]api.FunctionDefinition
+	// host lists the functions of the cloister host module (reactor ABI).
+	host map[string]api.FunctionDefinition
 
 	closed atomic.Bool
 
@@ -105,6 +109,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, errors.New("sandbox: WASI host module missing")
 	}
 	e.wasi = wasi.ExportedFunctionDefinitions()
+	e.host = r.Module(HostModule).ExportedFunctionDefinitions()
 	e.log.LogAttrs(ctx, slog.LevelDebug, "engine ready", slog.String("cache_dir", cfg.CacheDir))
 	return e, nil
 }
@@ -160,6 +165,10 @@ func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, err
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiating WASI: %w", err)
+	}
+	if _, err := instantiateHost(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, fmt.Errorf("instantiating the %s host module: %w", HostModule, err)
 	}
 	e.runtimes[pages] = r
 	e.log.LogAttrs(ctx, slog.LevelDebug, "runtime created", slog.Uint64("memory_pages", uint64(pages)))
@@ -241,25 +250,6 @@ func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limi
 	return &m, nil
 }
 
-// Validate checks wasm exactly as Compile does (structure, validation,
-// WASI command shape, imports, memory against limits) without caching the
-// result. The coordinator uses it at deploy, so that a module the workers
-// would refuse is refused before it is registered.
-func (e *Engine) Validate(ctx context.Context, wasm []byte, limits Limits) error {
-	lim, err := limits.withDefaults()
-	if err != nil {
-		return err
-	}
-	if e.closed.Load() {
-		return ErrClosed
-	}
-	mod, err := e.compile(ctx, "validate", wasm, lim)
-	if err != nil {
-		return err
-	}
-	return mod.compiled.Close(ctx)
-}
-
 // compile does the work of Compile for one key.
 func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim Limits) (mod *Module, err error) {
 	r, err := e.runtime(ctx, lim.MemoryPages)
@@ -285,9 +275,24 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		e.log.LogAttrs(ctx, slog.LevelDebug, "module rejected", slog.String("code_hash", codeHash), slog.String("error", shorten(err.Error())))
 		return nil, fmt.Errorf("%w: compiling module: %s", ErrInvalidModule, shorten(err.Error()))
 	}
-	if err := e.checkCommand(compiled, shape); err != nil {
+	abi, err := e.checkABI(compiled, shape)
+	if err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
+	}
+	var info *instrument.Info
+	if abi == ABIReactor {
+		// Reactors are reused from a snapshot: export their mutable globals
+		// so that a reset can restore them, and learn what cannot be reset.
+		_ = compiled.Close(ctx)
+		rewritten, inf, err := instrument.Prepare(ctx, prepared)
+		if err != nil {
+			return nil, fmt.Errorf("%w: preparing reactor: %s", ErrInvalidModule, shorten(err.Error()))
+		}
+		if compiled, err = compileGuarded(ctx, r, rewritten); err != nil {
+			return nil, fmt.Errorf("%w: compiling prepared reactor: %s", ErrInvalidModule, shorten(err.Error()))
+		}
+		info = inf
 	}
 	e.compiles.Add(1)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "module compiled",
@@ -301,6 +306,9 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		compiled: compiled,
 		codeHash: codeHash,
 		limits:   lim,
+		abi:      abi,
+		info:     info,
+		cmdSnap:  &lazyHash{},
 		base:     wazero.NewModuleConfig().WithName("").WithStartFunctions(),
 	}, nil
 }
@@ -317,37 +325,56 @@ func compileGuarded(ctx context.Context, r wazero.Runtime, wasm []byte) (compile
 	return r.CompileModule(ctx, wasm)
 }
 
-// checkCommand checks that a compiled module is a WASI command the sandbox
-// can link: an exported _start of type [] -> [], imports only of
-// wasi_snapshot_preview1 functions with their exact signatures, and a
-// memory for those functions to work on.
-func (e *Engine) checkCommand(compiled wazero.CompiledModule, shape moduleShape) error {
-	start, ok := compiled.ExportedFunctions()["_start"]
-	if !ok {
-		return fmt.Errorf("%w: not a WASI command: no _start export", ErrInvalidModule)
-	}
-	if len(start.ParamTypes()) != 0 || len(start.ResultTypes()) != 0 {
-		return fmt.Errorf("%w: not a WASI command: _start must take and return nothing", ErrInvalidModule)
+// checkABI checks that a compiled module is a function the sandbox can
+// link and returns its ABI. A reactor exports cloister_handle ([] -> [i32]),
+// and may export _initialize and cloister_init ([] -> []); a command exports
+// _start ([] -> []). Imports must be wasi_snapshot_preview1 functions, or
+// for a reactor the cloister host functions, with their exact signatures,
+// and a module that imports anything needs a memory for it to work on.
+func (e *Engine) checkABI(compiled wazero.CompiledModule, shape moduleShape) (ABI, error) {
+	exports := compiled.ExportedFunctions()
+	abi := ABICommand
+	if h, ok := exports[ExportHandle]; ok {
+		abi = ABIReactor
+		if len(h.ParamTypes()) != 0 || !slices.Equal(h.ResultTypes(), []api.ValueType{api.ValueTypeI32}) {
+			return "", fmt.Errorf("%w: reactor: %s must take nothing and return i32", ErrInvalidModule, ExportHandle)
+		}
+		for _, name := range []string{ExportInitialize, ExportInit} {
+			if f, ok := exports[name]; ok && (len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0) {
+				return "", fmt.Errorf("%w: reactor: %s must take and return nothing", ErrInvalidModule, name)
+			}
+		}
+	} else if start, ok := exports["_start"]; !ok {
+		return "", fmt.Errorf("%w: neither a WASI command (no _start export) nor a reactor (no handle export)", ErrInvalidModule)
+	} else if len(start.ParamTypes()) != 0 || len(start.ResultTypes()) != 0 {
+		return "", fmt.Errorf("%w: not a WASI command: _start must take and return nothing", ErrInvalidModule)
 	}
 	imports := compiled.ImportedFunctions()
 	for _, fn := range imports {
 		module, name, _ := fn.Import()
-		if module != wasi_snapshot_preview1.ModuleName {
-			return fmt.Errorf("%w: imports %s from module %s; only %s is provided", ErrInvalidModule, quoteName(name), quoteName(module), wasi_snapshot_preview1.ModuleName)
-		}
-		want, ok := e.wasi[name]
-		if !ok {
-			return fmt.Errorf("%w: imports unknown WASI function %s", ErrInvalidModule, quoteName(name))
+		var want api.FunctionDefinition
+		var ok bool
+		switch {
+		case module == wasi_snapshot_preview1.ModuleName:
+			if want, ok = e.wasi[name]; !ok {
+				return "", fmt.Errorf("%w: imports unknown WASI function %s", ErrInvalidModule, quoteName(name))
+			}
+		case module == HostModule && abi == ABIReactor:
+			if want, ok = e.host[name]; !ok {
+				return "", fmt.Errorf("%w: imports unknown %s function %s", ErrInvalidModule, HostModule, quoteName(name))
+			}
+		default:
+			return "", fmt.Errorf("%w: imports %s from module %s; only WASI (and, for reactors, the platform's host functions) is provided", ErrInvalidModule, quoteName(name), quoteName(module))
 		}
 		if !slices.Equal(fn.ParamTypes(), want.ParamTypes()) || !slices.Equal(fn.ResultTypes(), want.ResultTypes()) {
-			return fmt.Errorf("%w: imports WASI function %s with the wrong signature", ErrInvalidModule, quoteName(name))
+			return "", fmt.Errorf("%w: imports %s function %s with the wrong signature", ErrInvalidModule, quoteName(module), quoteName(name))
 		}
 	}
 	if shape.nonFuncImports > 0 {
-		return fmt.Errorf("%w: imports tables, memories, globals or tags; only WASI functions are provided", ErrInvalidModule)
+		return "", fmt.Errorf("%w: imports tables, memories, globals or tags; only host functions are provided", ErrInvalidModule)
 	}
 	if len(imports) > 0 && !shape.hasMemory {
-		return fmt.Errorf("%w: imports WASI functions but has no memory", ErrInvalidModule)
+		return "", fmt.Errorf("%w: imports host functions but has no memory", ErrInvalidModule)
 	}
-	return nil
+	return abi, nil
 }

@@ -11,11 +11,14 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/cloister-faas/cloister/internal/instrument"
 )
 
 // DefaultName is the program name (argv[0]) a guest sees when
@@ -30,6 +33,11 @@ type Module struct {
 	compiled wazero.CompiledModule
 	codeHash string
 	limits   Limits
+	abi      ABI
+	// info is what the rewriting pass learned of a reactor (nil for commands).
+	info *instrument.Info
+	// cmdSnap caches a command's post-instantiation snapshot hash.
+	cmdSnap *lazyHash
 	// base is the module config every run starts from: anonymous (so that
 	// concurrent instances do not collide in the runtime's namespace) and
 	// with no start functions (Run calls _start itself, so that it can read
@@ -37,6 +45,16 @@ type Module struct {
 	// immutable, so sharing it between goroutines is safe.
 	base wazero.ModuleConfig
 }
+
+// lazyHash is a hash computed once, on first use.
+type lazyHash struct {
+	once sync.Once
+	hash string
+	err  error
+}
+
+// ABI reports the module's ABI.
+func (m *Module) ABI() ABI { return m.abi }
 
 // CodeHash returns the code hash the module was compiled under.
 func (m *Module) CodeHash() string { return m.codeHash }
@@ -80,6 +98,16 @@ type Result struct {
 	CPU time.Duration
 	// CPUMeasured reports whether CPU was measured.
 	CPUMeasured bool
+	// HostCalls counts the calls the guest made to the cloister host
+	// functions (reactors only).
+	HostCalls uint64
+	// SnapshotHash is the hash of the snapshot the run started from
+	// (reactors only; empty for commands).
+	SnapshotHash string
+	// Generation is how many resets the sandbox had before this run: 0 for
+	// a freshly made sandbox. Reused reports whether it came from the pool.
+	Generation uint64
+	Reused     bool
 	// MemoryPages is the size of linear memory at the end of the run, in
 	// 64 KiB pages: its peak, as WebAssembly memory never shrinks. It is 0
 	// if the module has no memory or did not get as far as instantiating.
@@ -106,6 +134,9 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	var res Result
 	if m.engine.closed.Load() {
 		return res, ErrClosed
+	}
+	if m.abi == ABIReactor {
+		return res, fmt.Errorf("%w: a reactor runs through NewFunction and Function.Call", ErrInvalidInvocation)
 	}
 	env, err := mergeEnv(inv.Caps.Env, inv.Meta)
 	if err != nil {
@@ -285,11 +316,20 @@ func trapKind(err error) (string, bool) {
 // none. wazero returns a typed nil pointer, not a nil interface, for a
 // module without memory, hence the reflection.
 func memoryPages(mod api.Module) uint32 {
+	if mem := memoryOf(mod); mem != nil {
+		return mem.Size() / pageSize
+	}
+	return 0
+}
+
+// memoryOf returns the instance's memory, or nil if it has none (wazero
+// returns a typed nil then).
+func memoryOf(mod api.Module) api.Memory {
 	mem := mod.Memory()
 	if mem == nil || reflect.ValueOf(mem).IsNil() {
-		return 0
+		return nil
 	}
-	return mem.Size() / pageSize
+	return mem
 }
 
 // mergeEnv merges meta over env and returns the pairs sorted by key, after

@@ -57,6 +57,13 @@ type RegisterRequest struct {
 	Object    string `json:"object"`
 }
 
+// Deployed announces a newly registered function version.
+type Deployed struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Version   int    `json:"version"`
+}
+
 // FunctionKeyRequest asks for a function's HPKE private key. The worker signs
 // the request body (without Signature) with its certified key.
 type FunctionKeyRequest struct {

@@ -86,22 +86,28 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 		return nil, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem))
 	}
 	id := newInvocationID(w.now())
-	res, runErr := fn.module.Run(ctx, sandbox.Invocation{
-		Name:  fn.fn.Name,
-		Stdin: op.input,
-		Meta: map[string]string{
-			"CLOISTER_NAMESPACE":     fn.fn.Namespace,
-			"CLOISTER_FUNCTION":      fn.fn.Name,
-			"CLOISTER_VERSION":       strconv.Itoa(fn.fn.Version),
-			"CLOISTER_INVOCATION_ID": id,
-			"CLOISTER_MODE":          req.Mode,
-		},
-		Caps: sandbox.Capabilities{
-			Clock:  fn.manifest.Capabilities.Clock,
-			Random: fn.manifest.Capabilities.Random,
-			Env:    fn.manifest.Capabilities.Env,
-		},
-	})
+	var res sandbox.Result
+	var runErr error
+	if fn.reactor != nil {
+		res, runErr = fn.reactor.Call(ctx, op.input)
+	} else {
+		res, runErr = fn.module.Run(ctx, sandbox.Invocation{
+			Name:  fn.fn.Name,
+			Stdin: op.input,
+			Meta: map[string]string{
+				"CLOISTER_NAMESPACE":     fn.fn.Namespace,
+				"CLOISTER_FUNCTION":      fn.fn.Name,
+				"CLOISTER_VERSION":       strconv.Itoa(fn.fn.Version),
+				"CLOISTER_INVOCATION_ID": id,
+				"CLOISTER_MODE":          req.Mode,
+			},
+			Caps: sandbox.Capabilities{
+				Clock:  fn.manifest.Capabilities.Clock,
+				Random: fn.manifest.Capabilities.Random,
+				Env:    fn.manifest.Capabilities.Env,
+			},
+		})
+	}
 	rep := &wire.InvokeReply{Version: fn.fn.Version}
 	var body []byte
 	status := "ok"
@@ -227,6 +233,9 @@ func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, stat
 	}
 	m.InputBytes = ptr(int64(inBytes))
 	m.OutputBytes = ptr(int64(len(res.Stdout)))
+	if fn.reactor != nil {
+		m.HostCalls = map[string]uint64{"cloister": res.HostCalls}
+	}
 	r := &receipt.Receipt{
 		Version:         receipt.Version,
 		InvocationID:    id,
@@ -235,6 +244,8 @@ func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, stat
 		FunctionVersion: fn.fn.Version,
 		CodeHash:        fn.fn.CodeHash,
 		BundleHash:      fn.fn.BundleHash,
+		SnapshotHash:    fn.snapshot,
+		ResetGeneration: ptr(res.Generation),
 		Mode:            mode,
 		RequestHash:     reqHash,
 		ResponseHash:    seal.SHA256Hex(body),

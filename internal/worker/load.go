@@ -29,6 +29,8 @@ type loaded struct {
 	fn        *certs.Function
 	manifest  bundle.Manifest
 	module    *sandbox.Module
+	reactor   *sandbox.Function // nil for commands
+	snapshot  string            // hash of the state every invocation starts from
 	key       hpke.PrivateKey
 	ticketKey []byte
 	sem       chan struct{}
@@ -57,7 +59,9 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 			return l, nil
 		}
 		if _, err := w.reg.Get(ctx, ns, name, version); err != nil {
-			w.fns.Delete(id)
+			if w.fns.CompareAndDelete(id, l) {
+				l.close()
+			}
 			return nil, registryError(err)
 		}
 		l.checked = w.now()
@@ -114,25 +118,45 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
 	}
 	lim := bd.Manifest.Limits
-	mod, err := w.cfg.Engine.Compile(ctx, bd.CodeHash, bd.Module, sandbox.Limits{
-		MemoryPages: lim.MemoryPages,
-		Timeout:     time.Duration(lim.TimeoutMS) * time.Millisecond,
-		MaxOutput:   lim.MaxOutputBytes,
-	})
+	mod, err := w.cfg.Engine.Compile(ctx, bd.CodeHash, bd.Module, coordinator.SandboxLimits(bd.Manifest))
 	if err != nil {
 		return nil, sandboxError(err)
 	}
-	key, err := w.fetchKey(ctx, adm, fc)
-	if err != nil {
+	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, sem: make(chan struct{}, lim.Concurrency), checked: w.now()}
+	if mod.ABI() == sandbox.ABIReactor {
+		spec := coordinator.SandboxSpec(ns, bd.Manifest)
+		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1
+		if l.reactor, err = mod.NewFunction(ctx, spec); err != nil {
+			return nil, sandboxError(err)
+		}
+		l.snapshot = l.reactor.Snapshot().Hash()
+	} else if l.snapshot, err = mod.CommandSnapshotHash(ctx); err != nil {
+		return nil, sandboxError(err)
+	}
+	if fc.SnapshotHash != "" && l.snapshot != fc.SnapshotHash {
+		if l.reactor != nil {
+			l.reactor.Close()
+		}
+		return nil, apierr.New(apierr.BundleIntegrity, "the snapshot of %s/%s v%d (%s) differs from the certified %s: init is not deterministic", ns, name, version, l.snapshot, fc.SnapshotHash)
+	}
+	if l.key, err = w.fetchKey(ctx, adm, fc); err != nil {
+		l.close()
 		return nil, err
 	}
-	tk, err := seal.TicketKey(key)
-	if err != nil {
+	if l.ticketKey, err = seal.TicketKey(l.key); err != nil {
+		l.close()
 		return nil, err
 	}
-	w.log.Info("loaded function", "namespace", ns, "name", name, "version", version, "code_sha256", fc.CodeHash)
-	return &loaded{fn: fc, manifest: bd.Manifest, module: mod, key: key, ticketKey: tk,
-		sem: make(chan struct{}, lim.Concurrency), checked: w.now()}, nil
+	w.log.Info("loaded function", "namespace", ns, "name", name, "version", version, "abi", mod.ABI(),
+		"code_sha256", fc.CodeHash, "snapshot_sha256", l.snapshot)
+	return l, nil
+}
+
+// close releases a loaded function's pool.
+func (l *loaded) close() {
+	if l.reactor != nil {
+		l.reactor.Close()
+	}
 }
 
 // fetchKey asks the coordinator for the function's HPKE key, sealed to this
@@ -170,6 +194,8 @@ func sandboxError(err error) error {
 		code = apierr.FunctionTrap
 	case errors.Is(err, sandbox.ErrExit):
 		code = apierr.FunctionExit
+	case errors.Is(err, sandbox.ErrBusy):
+		code = apierr.ConcurrencyLimit
 	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits):
 		code = apierr.InvalidModule
 	case errors.Is(err, context.Canceled), errors.Is(err, sandbox.ErrClosed):

@@ -14,6 +14,7 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,9 +49,12 @@ type Config struct {
 	Stores            *bus.Stores
 	// Concurrency bounds invocations in flight on this worker.
 	Concurrency int
-	Logger      *slog.Logger
-	Metrics     prometheus.Registerer
-	Now         func() time.Time
+	// PoolIdle is how long a function's idle sandboxes are kept before its
+	// pool shrinks to zero (0: the sandbox default; negative: never).
+	PoolIdle time.Duration
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+	Now      func() time.Time
 }
 
 // Worker is safe for concurrent use.
@@ -113,7 +117,7 @@ func New(cfg Config) (*Worker, error) {
 		}, []string{"mode"}),
 	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(w.invocations, w.duration)
+		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w})
 	}
 	return w, nil
 }
@@ -134,6 +138,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	events, err := w.cfg.Conn.Subscribe(bus.SubjectDeployed, func(m *nats.Msg) {
+		var d wire.Deployed
+		if json.Unmarshal(m.Data, &d) != nil {
+			return
+		}
+		go func() {
+			// Load, verify, compile and pre-warm before the first request.
+			lctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if _, err := w.function(lctx, d.Namespace, d.Name, d.Version); err != nil {
+				w.log.Warn("pre-warming failed", "namespace", d.Namespace, "name", d.Name, "version", d.Version, "err", err)
+			}
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to deploy events: %w", err)
+	}
+	defer events.Unsubscribe()
 	w.ready.Store(true)
 	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "concurrency", w.cfg.Concurrency)
 	defer func() {

@@ -1,0 +1,212 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file backs linear memory with a copy-on-write mapping of a snapshot
+// image. The image is a sealed memfd holding the snapshot's bytes; each
+// instance maps it MAP_PRIVATE, so reads share the image's page cache and
+// the first write to a page makes a private copy. A reset finds the pages
+// the instance wrote (PAGEMAP_SCAN: present and no longer file-backed) and
+// drops just those (MADV_DONTNEED), which makes them read the image again.
+// Its cost follows the pages dirtied, not the size of memory.
+
+// hostPage is the kernel page size.
+var hostPage = uint64(os.Getpagesize())
+
+// image is a snapshot's memory, in a sealed memfd shared by every instance.
+type image struct {
+	fd   int
+	size uint64 // bytes, a multiple of the wasm page size
+}
+
+// newImage copies b into a sealed memfd.
+func newImage(b []byte) (*image, error) {
+	fd, err := unix.MemfdCreate("cloister-snapshot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	img := &image{fd: fd, size: uint64(len(b))}
+	if err := unix.Ftruncate(fd, int64(len(b))); err != nil {
+		img.close()
+		return nil, fmt.Errorf("sizing snapshot image: %w", err)
+	}
+	for off := 0; off < len(b); {
+		n, err := unix.Pwrite(fd, b[off:], int64(off))
+		if err != nil {
+			img.close()
+			return nil, fmt.Errorf("writing snapshot image: %w", err)
+		}
+		off += n
+	}
+	// Seal it: nobody, not even this process, can change the image now.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		img.close()
+		return nil, fmt.Errorf("sealing snapshot image: %w", err)
+	}
+	return img, nil
+}
+
+func (i *image) close() {
+	if i.fd >= 0 {
+		unix.Close(i.fd)
+		i.fd = -1
+	}
+}
+
+// cowMemory is one instance's linear memory. It reserves the maximum size
+// up front (PROT_NONE), so the backing slice never moves, maps the image
+// copy-on-write over its start, and opens more of the reservation as the
+// guest grows memory.
+type cowMemory struct {
+	base     unsafe.Pointer
+	reserved uint64 // bytes reserved
+	open     uint64 // bytes readable and writable
+	img      *image
+	buf      []byte // all of the reservation
+}
+
+// newCOWMemory reserves max bytes and maps img (which may be nil) at its start.
+func newCOWMemory(img *image, max uint64) (*cowMemory, error) {
+	reserved := roundUp(max, hostPage)
+	if img != nil && img.size > reserved {
+		return nil, fmt.Errorf("snapshot of %d bytes exceeds the memory limit of %d", img.size, reserved)
+	}
+	if reserved == 0 {
+		reserved = hostPage
+	}
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(reserved), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("reserving linear memory: %w", err)
+	}
+	m := &cowMemory{base: p, reserved: reserved, img: img, buf: unsafe.Slice((*byte)(p), reserved)}
+	if img != nil && img.size > 0 {
+		if _, err := unix.MmapPtr(img.fd, 0, p, uintptr(img.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED); err != nil {
+			m.free()
+			return nil, fmt.Errorf("mapping snapshot: %w", err)
+		}
+		m.open = img.size
+	}
+	return m, nil
+}
+
+func roundUp(n, to uint64) uint64 { return (n + to - 1) / to * to }
+
+// reallocate implements experimental.LinearMemory.Reallocate.
+func (m *cowMemory) reallocate(size uint64) []byte {
+	if size > m.reserved {
+		return nil
+	}
+	if want := roundUp(size, hostPage); want > m.open {
+		if err := unix.Mprotect(m.buf[m.open:want], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			return nil
+		}
+		m.open = want
+	}
+	return m.buf[:size:size]
+}
+
+// free unmaps the reservation (and the image mapping inside it).
+func (m *cowMemory) free() {
+	if m.base != nil {
+		_ = unix.MunmapPtr(m.base, uintptr(m.reserved))
+		m.base, m.buf = nil, nil
+	}
+}
+
+// errNotResettable means the memory cannot be put back exactly.
+var errNotResettable = errors.New("memory grew past the snapshot")
+
+// reset puts the first img.size bytes back to the image. Memory opened past
+// the image cannot be reset (the guest grew it): the caller must discard
+// the instance. It returns the number of host pages it dropped.
+func (m *cowMemory) reset() (int, error) {
+	if m.img == nil || m.open > roundUp(m.img.size, hostPage) {
+		return 0, errNotResettable
+	}
+	if m.img.size == 0 {
+		return 0, nil
+	}
+	regions, err := scanDirty(m.buf[:m.img.size])
+	if err != nil {
+		// No PAGEMAP_SCAN: drop every page of the image mapping.
+		if err := unix.Madvise(m.buf[:m.img.size], unix.MADV_DONTNEED); err != nil {
+			return 0, fmt.Errorf("madvise: %w", err)
+		}
+		return int(m.img.size / hostPage), nil
+	}
+	pages := 0
+	for _, r := range regions {
+		if err := unix.Madvise(m.buf[r[0]:r[1]], unix.MADV_DONTNEED); err != nil {
+			return pages, fmt.Errorf("madvise: %w", err)
+		}
+		pages += int((r[1] - r[0]) / hostPage)
+	}
+	return pages, nil
+}
+
+// PAGEMAP_SCAN (Linux 6.7+), from <linux/fs.h>.
+const (
+	pagemapScan   = 0xc0606610 // _IOWR('f', 16, struct pm_scan_arg)
+	pageIsFile    = 1 << 2
+	pageIsPresent = 1 << 3
+	pageIsSwapped = 1 << 4
+)
+
+type pmScanArg struct {
+	size, flags, start, end, walkEnd, vec, vecLen, maxPages       uint64
+	categoryInverted, categoryMask, categoryAnyofMask, returnMask uint64
+}
+
+type pageRegion struct{ start, end, categories uint64 }
+
+var pagemap struct {
+	once sync.Once
+	fd   int
+	err  error
+}
+
+// scanDirty returns the byte ranges of b (offsets into b) whose pages are
+// private copies: present or swapped, and no longer backed by the file.
+func scanDirty(b []byte) ([][2]uint64, error) {
+	pagemap.once.Do(func() {
+		pagemap.fd, pagemap.err = unix.Open("/proc/self/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	})
+	if pagemap.err != nil {
+		return nil, pagemap.err
+	}
+	start := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	end := start + uint64(len(b))
+	var out [][2]uint64
+	var vec [64]pageRegion
+	for start < end {
+		arg := pmScanArg{
+			size: uint64(unsafe.Sizeof(pmScanArg{})), start: start, end: end,
+			vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), vecLen: uint64(len(vec)),
+			categoryInverted: pageIsFile, categoryMask: pageIsFile,
+			categoryAnyofMask: pageIsPresent | pageIsSwapped, returnMask: pageIsPresent | pageIsSwapped,
+		}
+		n, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(pagemap.fd), pagemapScan, uintptr(unsafe.Pointer(&arg)))
+		if errno != 0 {
+			return nil, errno
+		}
+		base := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+		for _, r := range vec[:n] {
+			out = append(out, [2]uint64{r.start - base, r.end - base})
+		}
+		if arg.walkEnd <= start {
+			break
+		}
+		start = arg.walkEnd
+	}
+	return out, nil
+}

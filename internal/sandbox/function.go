@@ -1,0 +1,488 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// ErrBusy means every sandbox of a function is in use and the pool is at
+// its limit.
+var ErrBusy = errors.New("sandbox: all sandboxes of the function are busy")
+
+// DefaultIdleTimeout is how long idle sandboxes are kept before the pool
+// shrinks to zero.
+const DefaultIdleTimeout = 5 * time.Minute
+
+// FunctionSpec configures a reactor function's sandboxes. The environment
+// and capabilities are fixed when a sandbox is made: a reactor sees no
+// per-request environment.
+type FunctionSpec struct {
+	// Name is argv[0]; empty means DefaultName.
+	Name string
+	// Env is the whole environment the guest sees.
+	Env map[string]string
+	// Caps are the capabilities granted to calls. Init always runs with
+	// the deterministic clock and random source, so the snapshot is the
+	// same on every worker.
+	Caps Capabilities
+	// MaxSandboxes bounds the pool (the function's concurrency); 0 means 16.
+	MaxSandboxes int
+	// IdleTimeout discards idle sandboxes after this long without a call;
+	// 0 means DefaultIdleTimeout, negative means never.
+	IdleTimeout time.Duration
+	// Prewarm sandboxes are made at once.
+	Prewarm int
+}
+
+// PoolStats are a function's pool counters.
+type PoolStats struct {
+	Live, Idle                     int
+	Hits, Misses, Resets, Discards uint64
+	ResetPages                     uint64 // host pages dropped by resets
+}
+
+// Function is a reactor ready to serve: its snapshot and a pool of
+// sandboxes that start from it. It is safe for concurrent use; a sandbox
+// serves one call at a time.
+type Function struct {
+	m    *Module
+	spec FunctionSpec
+	snap *Snapshot
+	// clock and random positions right after init, restored on reset.
+	clockAt, randAt uint64
+
+	mu      sync.Mutex
+	idle    []*sandbox
+	live    int
+	lastUse time.Time
+	closed  bool
+	stop    chan struct{}
+
+	hits, misses, resets, discards, resetPages atomic.Uint64
+}
+
+// NewFunction instantiates the reactor once, runs _initialize and
+// cloister_init, snapshots the result, and returns a pool of sandboxes
+// that each start from that snapshot.
+func (m *Module) NewFunction(ctx context.Context, spec FunctionSpec) (*Function, error) {
+	if m.abi != ABIReactor {
+		return nil, errNotReactor
+	}
+	if m.engine.closed.Load() {
+		return nil, ErrClosed
+	}
+	if spec.MaxSandboxes <= 0 {
+		spec.MaxSandboxes = 16
+	}
+	if spec.IdleTimeout == 0 {
+		spec.IdleTimeout = DefaultIdleTimeout
+	}
+	if spec.Name == "" {
+		spec.Name = DefaultName
+	}
+	f := &Function{m: m, spec: spec, stop: make(chan struct{}), lastUse: time.Now()}
+	if err := f.takeSnapshot(ctx); err != nil {
+		return nil, err
+	}
+	for range min(spec.Prewarm, spec.MaxSandboxes) {
+		s, err := f.newSandbox(ctx)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.idle = append(f.idle, s)
+		f.live++
+	}
+	if spec.IdleTimeout > 0 {
+		go f.reap(spec.IdleTimeout)
+	}
+	return f, nil
+}
+
+// Snapshot returns the function's snapshot.
+func (f *Function) Snapshot() *Snapshot { return f.snap }
+
+// Stats returns the pool counters.
+func (f *Function) Stats() PoolStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return PoolStats{Live: f.live, Idle: len(f.idle), Hits: f.hits.Load(), Misses: f.misses.Load(),
+		Resets: f.resets.Load(), Discards: f.discards.Load(), ResetPages: f.resetPages.Load()}
+}
+
+// Close discards the idle sandboxes and stops the pool; sandboxes in use
+// are discarded when their call ends.
+func (f *Function) Close() {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.closed = true
+	close(f.stop)
+	idle := f.idle
+	f.idle = nil
+	f.live -= len(idle)
+	f.mu.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+	f.snap.img.close()
+}
+
+// reap discards idle sandboxes once the function has had no call for idle.
+func (f *Function) reap(idle time.Duration) {
+	t := time.NewTicker(max(idle/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		var drop []*sandbox
+		if time.Since(f.lastUse) >= idle {
+			drop, f.idle = f.idle, nil
+			f.live -= len(drop)
+		}
+		f.mu.Unlock()
+		for _, s := range drop {
+			f.discards.Add(1)
+			s.close()
+		}
+	}
+}
+
+// sandbox is one instance of a reactor.
+type sandbox struct {
+	inst    api.Module
+	mem     *cowMemory
+	handle  api.Function
+	globals []api.MutableGlobal
+	gen     uint64
+	logs    *truncatingBuffer
+	clock   *fakeClock
+	rnd     *detRand
+}
+
+func (s *sandbox) close() { _ = s.inst.Close(context.Background()) }
+
+// cowLinear adapts a cowMemory to wazero's LinearMemory.
+type cowLinear struct{ m *cowMemory }
+
+func (c cowLinear) Reallocate(size uint64) []byte { return c.m.reallocate(size) }
+func (c cowLinear) Free()                         { c.m.free() }
+
+// instantiate makes an instance whose memory maps img (nil: empty) with
+// the given clock and random source.
+func (m *Module) instantiate(ctx context.Context, img *image, name string, env map[string]string, caps Capabilities,
+	clock *fakeClock, rnd *detRand, logs io.Writer) (api.Module, *cowMemory, error) {
+	var mem *cowMemory
+	var allocErr error
+	alloc := experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
+		mem, allocErr = newCOWMemory(img, max)
+		if allocErr != nil {
+			return nil
+		}
+		return cowLinear{mem}
+	})
+	ctx = experimental.WithMemoryAllocator(isolate(ctx), alloc)
+	merged, err := mergeEnv(env, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := m.base.WithArgs(name).WithStdout(logs).WithStderr(logs)
+	for _, kv := range merged {
+		cfg = cfg.WithEnv(kv[0], kv[1])
+	}
+	if caps.Clock {
+		cfg = cfg.WithSysWalltime().WithSysNanotime()
+	} else {
+		cfg = cfg.WithWalltime(clock.walltime, 1).WithNanotime(clock.nanotime, 1)
+	}
+	if caps.Random {
+		cfg = cfg.WithRandSource(rand.Reader)
+	} else {
+		cfg = cfg.WithRandSource(rnd)
+	}
+	inst, err := m.runtime.InstantiateModule(ctx, m.compiled, cfg)
+	if err != nil {
+		if allocErr != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrMemoryLimit, allocErr)
+		}
+		return nil, nil, fmt.Errorf("%w: instantiating: %s", ErrInvalidModule, shorten(err.Error()))
+	}
+	return inst, mem, nil
+}
+
+// takeSnapshot runs init in a template instance and records its state.
+func (f *Function) takeSnapshot(ctx context.Context) error {
+	m := f.m
+	clock, rnd := &fakeClock{}, &detRand{}
+	logs := &truncatingBuffer{limit: m.limits.MaxLog}
+	inst, mem, err := m.instantiate(ctx, nil, f.spec.Name, f.spec.Env, Capabilities{}, clock, rnd, logs)
+	if err != nil {
+		return err
+	}
+	defer inst.Close(context.Background())
+	ictx, cancel := context.WithTimeoutCause(isolate(ctx), max(m.limits.Timeout, 30*time.Second), errWallLimit)
+	defer cancel()
+	for _, name := range []string{ExportInitialize, ExportInit} {
+		if fn := inst.ExportedFunction(name); fn != nil {
+			if _, err := fn.Call(ictx); err != nil {
+				return fmt.Errorf("%w: %s: %s", errInitFailed, name, shorten(err.Error()))
+			}
+		}
+	}
+	var pages uint32
+	var bytes []byte
+	if mm := memoryOf(inst); mm != nil {
+		size := mm.Size()
+		pages = size / pageSize
+		b, _ := mm.Read(0, size)
+		bytes = slices.Clone(b)
+	}
+	globals, err := m.readGlobals(inst)
+	if err != nil {
+		return err
+	}
+	_ = mem
+	img, err := newImage(bytes)
+	if err != nil {
+		return err
+	}
+	f.snap = &Snapshot{img: img, pages: pages, globals: globals, hash: snapshotHash(pages, bytes, globals)}
+	f.clockAt, f.randAt = clock.reads, rnd.pos
+	return nil
+}
+
+// newSandbox makes an instance and puts it in the snapshot's state.
+func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
+	m := f.m
+	s := &sandbox{logs: &truncatingBuffer{limit: m.limits.MaxLog}, clock: &fakeClock{reads: f.clockAt}, rnd: &detRand{}}
+	s.rnd.seek(f.randAt)
+	inst, mem, err := m.instantiate(ctx, f.snap.img, f.spec.Name, f.spec.Env, f.spec.Caps, s.clock, s.rnd, s.logs)
+	if err != nil {
+		return nil, err
+	}
+	s.inst, s.mem = inst, mem
+	fail := func(err error) (*sandbox, error) { s.close(); return nil, err }
+	if mm := memoryOf(inst); mm != nil {
+		if cur := mm.Size() / pageSize; cur < f.snap.pages {
+			if _, ok := mm.Grow(f.snap.pages - cur); !ok {
+				return fail(fmt.Errorf("%w: growing to the snapshot's %d pages", ErrMemoryLimit, f.snap.pages))
+			}
+		}
+	}
+	if s.globals, err = m.mutableGlobals(inst); err != nil {
+		return fail(err)
+	}
+	s.handle = inst.ExportedFunction(ExportHandle)
+	// Instantiation wrote the data segments and initial globals: put the
+	// snapshot back.
+	if err := f.restore(s); err != nil {
+		return fail(err)
+	}
+	s.gen = 0
+	return s, nil
+}
+
+// restore puts a sandbox back in the snapshot's exact state.
+func (f *Function) restore(s *sandbox) error {
+	if f.m.info.MutatesTables || f.m.info.DropsData {
+		return errNotResettable
+	}
+	if s.inst.IsClosed() {
+		return errNotResettable
+	}
+	if mm := memoryOf(s.inst); mm != nil && mm.Size()/pageSize != f.snap.pages {
+		return errNotResettable
+	}
+	if s.mem != nil {
+		n, err := s.mem.reset()
+		if err != nil {
+			return err
+		}
+		f.resetPages.Add(uint64(n))
+	}
+	for i, g := range s.globals {
+		g.Set(f.snap.globals[i])
+	}
+	s.clock.reads = f.clockAt
+	s.rnd.seek(f.randAt)
+	s.logs.buf, s.logs.truncated = s.logs.buf[:0], false
+	s.gen++
+	return nil
+}
+
+// get takes an idle sandbox or makes one.
+func (f *Function) get(ctx context.Context) (*sandbox, bool, error) {
+	f.mu.Lock()
+	f.lastUse = time.Now()
+	if f.closed {
+		f.mu.Unlock()
+		return nil, false, ErrClosed
+	}
+	if n := len(f.idle); n > 0 {
+		s := f.idle[n-1]
+		f.idle = f.idle[:n-1]
+		f.mu.Unlock()
+		f.hits.Add(1)
+		return s, true, nil
+	}
+	if f.live >= f.spec.MaxSandboxes {
+		f.mu.Unlock()
+		return nil, false, ErrBusy
+	}
+	f.live++
+	f.mu.Unlock()
+	f.misses.Add(1)
+	s, err := f.newSandbox(ctx)
+	if err != nil {
+		f.mu.Lock()
+		f.live--
+		f.mu.Unlock()
+		return nil, false, err
+	}
+	return s, false, nil
+}
+
+// put resets a sandbox and returns it to the pool, or discards it when a
+// reset cannot be exact. Unclean state is never served.
+func (f *Function) put(s *sandbox, reusable bool) {
+	if reusable {
+		if err := f.restore(s); err == nil {
+			f.resets.Add(1)
+			f.mu.Lock()
+			if !f.closed {
+				f.idle = append(f.idle, s)
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Unlock()
+		}
+	}
+	f.discards.Add(1)
+	f.mu.Lock()
+	f.live--
+	f.mu.Unlock()
+	s.close()
+}
+
+// Call runs cloister_handle once with input, in a sandbox that starts from
+// the snapshot, under the module's limits. Result.Stdout is the response;
+// Result.Stderr holds what the guest wrote on stdout and stderr (its logs).
+func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
+	var res Result
+	m := f.m
+	if m.engine.closed.Load() {
+		return res, ErrClosed
+	}
+	s, hit, err := f.get(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Reused, res.Generation, res.SnapshotHash = hit, s.gen, f.snap.hash
+
+	cctx := isolate(ctx)
+	cctx, cancelTimeout := context.WithTimeoutCause(cctx, m.limits.Timeout, errWallLimit)
+	defer cancelTimeout()
+	cctx, abort := context.WithCancelCause(cctx)
+	defer abort(nil)
+	st := &callState{input: input, output: &boundedBuffer{limit: m.limits.MaxOutput, onOverflow: func() { abort(ErrOutputTooLarge) }}}
+	cctx = context.WithValue(cctx, callStateKey{}, st)
+
+	runtime.LockOSThread()
+	cpu0, ok0 := threadCPU()
+	start := time.Now()
+	rets, callErr := s.handle.Call(cctx)
+	res.Wall = time.Since(start)
+	cpu1, ok1 := threadCPU()
+	runtime.UnlockOSThread()
+	if ok0 && ok1 {
+		res.CPU, res.CPUMeasured = cpu1-cpu0, true
+	}
+	res.HostCalls = st.calls
+	if mm := memoryOf(s.inst); mm != nil {
+		res.MemoryPages = mm.Size() / pageSize
+	}
+	res.Stdout = st.output.buf
+	res.Stderr = slices.Clone(s.logs.buf)
+	res.StderrTruncated = s.logs.truncated
+
+	var outErr error
+	switch {
+	case st.output.overflowed:
+		outErr = fmt.Errorf("%w: response exceeded %d bytes", ErrOutputTooLarge, m.limits.MaxOutput)
+	case callErr != nil:
+		outErr = m.classify(cctx, callErr, true, false, &res)
+	case len(rets) == 1 && uint32(rets[0]) != 0:
+		res.ExitCode = uint32(rets[0])
+		outErr = fmt.Errorf("%w: %s returned %d", ErrExit, ExportHandle, res.ExitCode)
+	}
+	// A call that trapped, timed out or overflowed may have stopped
+	// anywhere: discard the sandbox. A clean return, even with an error
+	// code, leaves a consistent instance that a reset makes exact.
+	f.put(s, callErr == nil && !st.output.overflowed)
+	return res, outErr
+}
+
+// fakeClock is the deterministic clock a guest sees without the clock
+// capability: each reading advances it by 1 ms. Its position is part of the
+// snapshot and restored on reset.
+type fakeClock struct{ reads uint64 }
+
+// fakeEpochSec is 2022-01-01T00:00:00Z, as wazero's own fake clock.
+const fakeEpochSec = 1640995200
+
+func (c *fakeClock) tick() int64 { c.reads++; return int64(c.reads) * int64(time.Millisecond) }
+
+func (c *fakeClock) walltime() (int64, int32) {
+	ns := c.tick()
+	return fakeEpochSec + ns/1e9, int32(ns % 1e9)
+}
+
+func (c *fakeClock) nanotime() int64 { return c.tick() }
+
+var _ sys.Walltime = (&fakeClock{}).walltime
+
+// detRand is the deterministic random source a guest sees without the
+// random capability: SHA-256 in counter mode over a fixed seed. Its position
+// is part of the snapshot and restored on reset. Never use it for secrets.
+type detRand struct {
+	pos   uint64
+	block [32]byte
+	have  uint64 // block index held in block, plus one
+}
+
+func (r *detRand) seek(pos uint64) { r.pos = pos }
+
+func (r *detRand) Read(p []byte) (int, error) {
+	for i := range p {
+		idx := r.pos / 32
+		if r.have != idx+1 {
+			var ctr [8]byte
+			binary.BigEndian.PutUint64(ctr[:], idx)
+			r.block = sha256.Sum256(append([]byte("cloister-deterministic-random\x00"), ctr[:]...))
+			r.have = idx + 1
+		}
+		p[i] = r.block[r.pos%32]
+		r.pos++
+	}
+	return len(p), nil
+}

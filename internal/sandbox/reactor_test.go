@@ -1,0 +1,211 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newReactor(t testing.TB, file string, lim Limits, spec FunctionSpec) (*Engine, *Function) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(ctx) })
+	wasm, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.Compile(ctx, file, wasm, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ABI() != ABIReactor {
+		t.Fatalf("%s: ABI %q, want reactor", file, m.ABI())
+	}
+	f, err := m.NewFunction(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return e, f
+}
+
+func call(t *testing.T, f *Function, in string) (string, Result, error) {
+	t.Helper()
+	res, err := f.Call(context.Background(), []byte(in))
+	return string(res.Stdout), res, err
+}
+
+// TestReactorFreshness: whatever a call changes (globals, memory, memory
+// size, a secret), the next call sees the snapshot exactly, also after a
+// trap or a timeout.
+func TestReactorFreshness(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{Timeout: 300 * time.Millisecond}, FunctionSpec{MaxSandboxes: 1})
+	steps := []struct {
+		in, want string
+		err      error
+	}{
+		{"c", "11", nil},
+		{"c", "11", nil},
+		{"i", "7", nil}, // the state cloister_init left is in the snapshot
+		{"sTOPSECRET", "ok", nil},
+		{"r", "\x00\x00\x00\x00\x00\x00\x00\x00", nil},
+		{"g", "3", nil},
+		{"g", "3", nil}, // grown memory is discarded, not served
+		{"c", "11", nil},
+		{"t", "", ErrTrap},
+		{"c", "11", nil}, // the trap's global increment did not survive
+		{"l", "", ErrTimeout},
+		{"c", "11", nil},
+		{"x", "", ErrExit},
+		{"c", "11", nil},
+	}
+	for i, s := range steps {
+		got, _, err := call(t, f, s.in)
+		if s.err != nil {
+			if !errors.Is(err, s.err) {
+				t.Errorf("step %d (%q): got %v, want %v", i, s.in, err, s.err)
+			}
+			continue
+		}
+		if err != nil || got != s.want {
+			t.Errorf("step %d (%q): got %q, %v; want %q", i, s.in, got, err, s.want)
+		}
+	}
+	st := f.Stats()
+	if st.Resets == 0 || st.Discards == 0 || st.Live > 1 {
+		t.Errorf("pool stats %+v: want resets, discards (grow, trap, timeout) and at most one sandbox", st)
+	}
+}
+
+// TestReactorReuse: a sandbox is reused after a reset, with a growing
+// generation, and every call reports the same snapshot hash.
+func TestReactorReuse(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{}, FunctionSpec{MaxSandboxes: 1, Prewarm: 1})
+	hash := f.Snapshot().Hash()
+	for i := range 5 {
+		_, res, err := call(t, f, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The pre-warmed sandbox serves every call; its generation counts
+		// the resets before the call.
+		if !res.Reused || res.Generation != uint64(i) || res.SnapshotHash != hash {
+			t.Errorf("call %d: reused %v generation %d hash %s; want reused, generation %d, %s", i, res.Reused, res.Generation, res.SnapshotHash, i, hash)
+		}
+	}
+	if st := f.Stats(); st.Hits != 5 || st.Misses != 0 || st.Resets != 5 {
+		t.Errorf("stats %+v, want 5 hits, 0 misses, 5 resets", st)
+	}
+}
+
+// TestReactorSnapshotDeterministic: two engines compute the same snapshot
+// hash for the same module and spec, so a coordinator can certify it.
+func TestReactorSnapshotDeterministic(t *testing.T) {
+	for _, file := range []string{"testdata/reactor.wasm", "../../examples/reactor-go/reactor-go.wasm", "../../examples/reactor-c/reactor-c.wasm"} {
+		spec := FunctionSpec{Env: map[string]string{"CLOISTER_FUNCTION": "x"}}
+		_, f1 := newReactor(t, file, Limits{}, spec)
+		_, f2 := newReactor(t, file, Limits{}, spec)
+		if f1.Snapshot().Hash() != f2.Snapshot().Hash() {
+			t.Errorf("%s: snapshot hashes differ across engines", file)
+		}
+		spec.Env["CLOISTER_FUNCTION"] = "y"
+		// Go's runtime copies the environment into memory during init, so
+		// it is part of the snapshot (wasi-libc reads it lazily).
+		if file == "../../examples/reactor-go/reactor-go.wasm" {
+			_, f3 := newReactor(t, file, Limits{}, spec)
+			if f3.Snapshot().Hash() == f1.Snapshot().Hash() {
+				t.Errorf("%s: the environment is not part of the snapshot", file)
+			}
+		}
+	}
+}
+
+// TestReactorConcurrent: parallel calls each get their own sandbox and see
+// only their own input.
+func TestReactorConcurrent(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{}, FunctionSpec{MaxSandboxes: 8})
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				secret := fmt.Sprintf("%08d", w*1000+i)
+				if out, err := f.Call(context.Background(), []byte("s"+secret)); err != nil || string(out.Stdout) != "ok" {
+					errs <- fmt.Errorf("store: %q %v", out.Stdout, err)
+					return
+				}
+				out, err := f.Call(context.Background(), []byte("r"))
+				if err != nil || !bytes.Equal(out.Stdout, make([]byte, 8)) {
+					errs <- fmt.Errorf("read after reset: got %q %v, want zeros", out.Stdout, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestReactorPoolShrinksToZero: idle sandboxes are discarded after the idle time.
+func TestReactorPoolShrinksToZero(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{}, FunctionSpec{MaxSandboxes: 4, Prewarm: 2, IdleTimeout: 50 * time.Millisecond})
+	if st := f.Stats(); st.Live != 2 || st.Idle != 2 {
+		t.Fatalf("after prewarm: %+v, want 2 idle", st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Live != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool did not shrink to zero: %+v", f.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, _, err := call(t, f, "c"); err != nil || out != "11" {
+		t.Errorf("call after scale to zero: %q %v", out, err)
+	}
+}
+
+// TestReactorBusy: a pool at its limit refuses more.
+func TestReactorBusy(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{Timeout: time.Second}, FunctionSpec{MaxSandboxes: 1})
+	done := make(chan struct{})
+	go func() { call(t, f, "l"); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Live-f.Stats().Idle == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := call(t, f, "c"); !errors.Is(err, ErrBusy) {
+		t.Errorf("second call while the only sandbox is busy: got %v, want ErrBusy", err)
+	}
+	<-done
+}
+
+func TestReactorExamples(t *testing.T) {
+	_, g := newReactor(t, "../../examples/reactor-go/reactor-go.wasm", Limits{}, FunctionSpec{MaxSandboxes: 1})
+	for range 3 {
+		out, res, err := call(t, g, `{"text":"hello brave new world"}`)
+		if err != nil || !bytes.Contains([]byte(out), []byte(`"calls":1`)) || !bytes.Contains([]byte(out), []byte(`"words":4`)) {
+			t.Errorf("reactor-go: got %q %v (generation %d)", out, err, res.Generation)
+		}
+	}
+	_, c := newReactor(t, "../../examples/reactor-c/reactor-c.wasm", Limits{}, FunctionSpec{MaxSandboxes: 1})
+	for range 3 {
+		out, _, err := call(t, c, "123456789")
+		if err != nil || !bytes.Contains([]byte(out), []byte("cbf43926")) {
+			t.Errorf("reactor-c: got %q %v, want the CRC-32 of 123456789 (cbf43926)", out, err)
+		}
+	}
+}
