@@ -229,6 +229,18 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// A C reactor: initialised once, then every call from its snapshot.
+	s.mustCLI("fn", "deploy", "crc", repo("examples", "reactor-c", "reactor-c.wasm"), "--manifest", writeManifest(t, dir, "crc", `{"abi":"reactor"}`))
+	for range 3 {
+		if r := s.mustCLI("invoke", "crc", "--data", "123456789"); r.stdout != "cbf43926 calls=1" || !strings.Contains(r.stderr, "snapshot") {
+			t.Errorf("reactor-c: got %q (%s), want \"cbf43926 calls=1\"", r.stdout, r.stderr)
+		}
+	}
+	// The manifest's ABI must match the module.
+	if r := s.cli("fn", "deploy", "crc2", repo("examples", "reactor-c", "reactor-c.wasm")); r.code == 0 || !strings.Contains(r.stderr, "invalid_module") {
+		t.Errorf("reactor deployed as a command: exit %d %q", r.code, r.stderr)
+	}
+
 	// Versions: a second deploy is v2; v1 is still reachable.
 	s.mustCLI("fn", "deploy", "hello", repo("examples", "hello-go", "hello-go.wasm"))
 	if r := s.mustCLI("fn", "get", "hello", "--json"); !strings.Contains(r.stdout, `"version": 2`) {

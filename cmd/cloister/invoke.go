@@ -74,8 +74,12 @@ func cmdInvoke(ctx context.Context, args []string) error {
 // summary is the one-line verification summary.
 func summary(r *client.Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "verified: %s v%d (code %s) ran on worker %s [%s, measurement %s]; receipt %s signed and chained to the attested coordinator; %s request",
-		r.Receipt.Function, r.Receipt.FunctionVersion, short(r.Receipt.CodeHash), r.Worker.WorkerID, r.Worker.TEE,
+	gen := ""
+	if g := r.Receipt.ResetGeneration; g != nil {
+		gen = fmt.Sprintf(", reset %d", *g)
+	}
+	fmt.Fprintf(&b, "verified: %s v%d (code %s, snapshot %s%s) ran on worker %s [%s, measurement %s]; receipt %s signed and chained to the attested coordinator; %s request",
+		r.Receipt.Function, r.Receipt.FunctionVersion, short(r.Receipt.CodeHash), short(r.Receipt.SnapshotHash), gen, r.Worker.WorkerID, r.Worker.TEE,
 		short(r.Worker.Measurement), short(r.Receipt.InvocationID), r.Mode)
 	if r.Attestation.Warning != "" {
 		fmt.Fprintf(&b, "\nWARNING: %s", r.Attestation.Warning)

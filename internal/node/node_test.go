@@ -543,3 +543,54 @@ func flipSignature(t *testing.T, b []byte) []byte {
 	out = append(out, hb...)
 	return append(out, b[9+n:]...)
 }
+
+// TestReactorEndToEnd: a Go reactor is initialised once at deploy, every
+// invocation starts from its certified snapshot (the call counter is always
+// 1), receipts carry the snapshot hash and the reset generation, and the
+// pool's metrics are exported.
+func TestReactorEndToEnd(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "examples", "reactor-go", "reactor-go.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deploy("words", wasm, func(m *bundle.Manifest) { m.ABI = bundle.ABIReactor })
+	fn, err := e.c.Function(ctx, "words", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fn.SnapshotHash == "" {
+		t.Fatal("the function certificate has no snapshot hash")
+	}
+	s, err := e.c.OpenSession(ctx, "words", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []uint64
+	for range 4 {
+		res, err := s.Invoke(ctx, []byte(`{"text":"one two three"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(res.Output, []byte(`"calls":1`)) || !bytes.Contains(res.Output, []byte(`"words":3`)) {
+			t.Errorf("output %s: want words 3 and calls 1", res.Output)
+		}
+		if res.Receipt.SnapshotHash != fn.SnapshotHash || res.Receipt.ResetGeneration == nil {
+			t.Fatalf("receipt snapshot %q generation %v, want %q and a generation", res.Receipt.SnapshotHash, res.Receipt.ResetGeneration, fn.SnapshotHash)
+		}
+		gens = append(gens, *res.Receipt.ResetGeneration)
+	}
+	if gens[len(gens)-1] == 0 {
+		t.Errorf("generations %v: the sandbox was never reused", gens)
+	}
+	resp, err := http.Get(e.n.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte(`cloister_pool_events_total{event="reset",function="words"`)) {
+		t.Errorf("/metrics has no pool reset counter for words")
+	}
+}
