@@ -349,7 +349,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if bd.Manifest.Name != req.Name {
 		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
 	}
-	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.Module)
+	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.CodeHash, bd.Module)
 	if err != nil {
 		return nil, err
 	}

@@ -270,7 +270,7 @@ func TestValidateModule(t *testing.T) {
 		{"imports outside WASI", badImportWasm, 16, apierr.InvalidModule},
 	} {
 		m.Limits.MemoryPages = c.pages
-		_, err := f.c.inspectModule(ctx, "default", m, c.wasm)
+		_, err := f.c.inspectModule(ctx, "default", m, seal.SHA256Hex(c.wasm), c.wasm)
 		if codeOf(err) != c.want || (c.want == "" && err != nil) {
 			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
 		}

@@ -14,8 +14,8 @@ import (
 // workers apply, so that a module they would refuse is refused at deploy,
 // and computes the hash of the snapshot every invocation starts from, which
 // the function certificate then binds.
-func (c *Coordinator) inspectModule(ctx context.Context, ns string, m bundle.Manifest, wasm []byte) (sandbox.Inspection, error) {
-	ins, err := c.engine.Inspect(ctx, wasm, SandboxLimits(m), SandboxSpec(ns, m))
+func (c *Coordinator) inspectModule(ctx context.Context, ns string, m bundle.Manifest, codeHash string, wasm []byte) (sandbox.Inspection, error) {
+	ins, err := c.engine.Inspect(ctx, codeHash, wasm, SandboxLimits(m), SandboxSpec(ns, m))
 	switch {
 	case err == nil:
 		if (m.ABI == bundle.ABIReactor) != (ins.ABI == sandbox.ABIReactor) {

@@ -594,3 +594,77 @@ func TestReactorEndToEnd(t *testing.T) {
 		t.Errorf("/metrics has no pool reset counter for words")
 	}
 }
+
+// TestNoCompiledCodeOnDisk: compiled native code stays in (TEE) memory. The
+// data directory is untrusted; a host that could edit cached native code
+// would run its own code inside the TEE, so nothing executable is kept there.
+// After deploys and invocations, the directory holds only the bus store, the
+// sealed coordinator state, the sim root key and the client files.
+func TestNoCompiledCodeOnDisk(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "policy.json": true, "client.env": true}
+	entries, err := os.ReadDir(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range entries {
+		if !allowed[de.Name()] {
+			t.Errorf("unexpected %s in the data directory", de.Name())
+		}
+	}
+	filepath.WalkDir(filepath.Join(e.dir, "coordinator"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != "state.sealed" {
+			t.Errorf("unexpected %s in the coordinator directory", p)
+		}
+		return nil
+	})
+}
+
+// TestSharedCompiledCode: the same code deployed by two tenants and as a new
+// version is compiled once by the worker; later loads hit the cache.
+func TestSharedCompiledCode(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	echo := fixture(t, "echo.wasm")
+	e.deploy("a", echo, nil)
+	e.deploy("a", echo, nil)
+	tok, err := e.c.CreateToken(ctx, "other", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := client.New(e.n.URL, tok, e.n.Policy)
+	(&env{t: t, n: e.n, c: b, owner: e.owner}).deploy("b", echo, nil)
+	for _, c := range []*client.Client{e.c, b} {
+		name := map[*client.Client]string{e.c: "a", b: "b"}[c]
+		if _, err := c.Invoke(ctx, name, []byte("x"), client.InvokeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.c.Invoke(ctx, "a", []byte("x"), client.InvokeOptions{Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.n.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte("\ncloister_worker_compiles_total 1\n")) {
+		t.Errorf("the worker compiled the same code more than once:\n%s", grepLines(body, "cloister_worker_comp"))
+	}
+}
+
+func grepLines(b []byte, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

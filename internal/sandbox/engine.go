@@ -19,9 +19,6 @@ import (
 
 // Config configures an [Engine].
 type Config struct {
-	// CacheDir is a directory where wazero keeps compiled code between
-	// restarts. Empty means compiled code is kept in memory only.
-	CacheDir string
 	// Logger receives the engine's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -87,15 +84,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		runtimes: make(map[uint32]wazero.Runtime),
 		modules:  make(map[cacheKey]*cacheEntry),
 	}
-	if cfg.CacheDir == "" {
-		e.cache = wazero.NewCompilationCache()
-	} else {
-		cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
-		if err != nil {
-			return nil, fmt.Errorf("opening compilation cache: %w", err)
-		}
-		e.cache = cache
-	}
+	// Compiled native code lives in memory only. The disk is untrusted: a
+	// host that edited cached native code would run its own code inside
+	// the TEE, and wazero's file cache does not authenticate entries.
+	e.cache = wazero.NewCompilationCache()
 	// Create the runtime for the default limit now, so that a broken setup
 	// fails here rather than on the first request.
 	r, err := e.runtime(ctx, DefaultMemoryPages)
@@ -110,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.wasi = wasi.ExportedFunctionDefinitions()
 	e.host = r.Module(HostModule).ExportedFunctionDefinitions()
-	e.log.LogAttrs(ctx, slog.LevelDebug, "engine ready", slog.String("cache_dir", cfg.CacheDir))
+	e.log.LogAttrs(ctx, slog.LevelDebug, "engine ready")
 	return e, nil
 }
 

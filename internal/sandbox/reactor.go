@@ -201,24 +201,17 @@ type Inspection struct {
 	SnapshotHash string
 }
 
-// Inspect checks wasm as Compile does, without caching it, and computes the
-// hash of the state its invocations will start from: for a reactor, the
-// snapshot after init in an instance configured by spec; for a command, the
+// Inspect compiles wasm as Compile does (cached under codeHash, so a later
+// deploy of the same code does not compile again) and computes the hash of
+// the state its invocations will start from: for a reactor, the snapshot
+// after init in an instance configured by spec; for a command, the
 // post-instantiation state. Workers compute the same hash from the same
 // module and spec.
-func (e *Engine) Inspect(ctx context.Context, wasm []byte, limits Limits, spec FunctionSpec) (Inspection, error) {
-	lim, err := limits.withDefaults()
+func (e *Engine) Inspect(ctx context.Context, codeHash string, wasm []byte, limits Limits, spec FunctionSpec) (Inspection, error) {
+	m, err := e.Compile(ctx, codeHash, wasm, limits)
 	if err != nil {
 		return Inspection{}, err
 	}
-	if e.closed.Load() {
-		return Inspection{}, ErrClosed
-	}
-	m, err := e.compile(ctx, "inspect", wasm, lim)
-	if err != nil {
-		return Inspection{}, err
-	}
-	defer m.compiled.Close(ctx)
 	out := Inspection{ABI: m.abi}
 	if m.abi == ABICommand {
 		out.SnapshotHash, err = m.CommandSnapshotHash(ctx)

@@ -598,31 +598,6 @@ func TestCompileFailureNotCached(t *testing.T) {
 	}
 }
 
-func TestCompileCacheDir(t *testing.T) {
-	dir := t.TempDir()
-	for i := range 2 {
-		e, err := New(context.Background(), Config{CacheDir: dir})
-		if err != nil {
-			t.Fatalf("New %d: %v", i, err)
-		}
-		m := compileFixture(t, e, "echo", Limits{})
-		res, err := m.Run(context.Background(), Invocation{Stdin: []byte("cached")})
-		if err != nil || string(res.Stdout) != "cached" {
-			t.Errorf("engine %d: got %q, %v, want %q, nil", i, res.Stdout, err, "cached")
-		}
-		if err := e.Close(context.Background()); err != nil {
-			t.Errorf("Close %d: %v", i, err)
-		}
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) == 0 {
-		t.Errorf("got an empty cache directory, want compiled code in it")
-	}
-}
-
 func TestClose(t *testing.T) {
 	e, err := New(context.Background(), Config{})
 	if err != nil {

@@ -117,7 +117,13 @@ func New(cfg Config) (*Worker, error) {
 		}, []string{"mode"}),
 	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w})
+		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w},
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "cloister_worker_compiles_total", Help: "Modules this worker compiled to native code.",
+			}, func() float64 { return float64(cfg.Engine.Stats().Compiles) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "cloister_worker_compile_cache_hits_total", Help: "Loads served by an already compiled module (same code hash, any tenant or version).",
+			}, func() float64 { return float64(cfg.Engine.Stats().CacheHits) }))
 	}
 	return w, nil
 }
