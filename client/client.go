@@ -75,9 +75,16 @@ type Client struct {
 	ns     string
 	owners []ed25519.PublicKey
 
-	mu     sync.Mutex
-	att    *Attestation
-	attExp time.Time
+	mu       sync.Mutex
+	att      *Attestation
+	attExp   time.Time
+	verifier *receipt.Verifier         // for att.IdentityKey
+	fns      map[string]cachedFunction // verified certificates, by name@version
+}
+
+type cachedFunction struct {
+	fn  *Function
+	exp time.Time
 }
 
 // Option configures a Client.
@@ -201,6 +208,10 @@ func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
 	if err := attest.Validate(claims, c.policy, rd, c.now()); err != nil {
 		return nil, fmt.Errorf("%w: coordinator evidence: %w", ErrVerification, err)
 	}
+	if c.att == nil || !c.att.IdentityKey.Equal(doc.IdentityKey) {
+		c.verifier = receipt.NewVerifier(doc.IdentityKey)
+		c.fns = map[string]cachedFunction{}
+	}
 	a := &Attestation{TEE: claims.Kind, TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
 		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now()}
 	for _, w := range doc.Workers {
@@ -231,10 +242,20 @@ type Function struct {
 
 // Function fetches and verifies the certificate of a function version
 // (0 = latest).
+//
+// A verified certificate is reused for the attestation TTL, so a new latest
+// version is picked up within that time.
 func (c *Client) Function(ctx context.Context, name string, version int) (*Function, error) {
 	a, err := c.Attest(ctx)
 	if err != nil {
 		return nil, err
+	}
+	key := name + "@" + strconv.Itoa(version)
+	c.mu.Lock()
+	cf, ok := c.fns[key]
+	c.mu.Unlock()
+	if ok && c.now().Before(cf.exp) {
+		return cf.fn, nil
 	}
 	var fi wire.FunctionInfo
 	if err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/key"+versionQuery(version), nil, "", &fi); err != nil {
@@ -253,8 +274,14 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 	if len(c.owners) > 0 && !slices.ContainsFunc(c.owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(fc.OwnerKey)) }) {
 		return nil, fmt.Errorf("%w: function is signed by owner %x, which is not pinned", ErrVerification, fc.OwnerKey)
 	}
-	return &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
-		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}, nil
+	fn := &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}
+	c.mu.Lock()
+	if c.fns != nil {
+		c.fns[key] = cachedFunction{fn: fn, exp: c.now().Add(c.ttl)}
+	}
+	c.mu.Unlock()
+	return fn, nil
 }
 
 func versionQuery(v int) string {
@@ -316,7 +343,7 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	if err != nil {
 		return nil, err
 	}
-	v, err := receipt.Verify(resp.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
+	v, err := c.receipts().Verify(resp.Receipt, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
 		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext)})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
@@ -355,11 +382,10 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 	}
 	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
 	if e.body.Receipt != nil {
-		a, aerr := c.Attest(ctx)
-		if aerr != nil {
+		if _, aerr := c.Attest(ctx); aerr != nil {
 			return aerr
 		}
-		v, verr := receipt.Verify(e.body.Receipt, a.IdentityKey, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
+		v, verr := c.receipts().Verify(e.body.Receipt, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
 			Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash})
 		if verr != nil {
 			return fmt.Errorf("%w: receipt of failed invocation: %w", ErrVerification, verr)
@@ -404,12 +430,19 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 	if err := json.Unmarshal(rb, &sr); err != nil {
 		return nil, fmt.Errorf("%w: malformed receipt", ErrVerification)
 	}
-	v, err := receipt.Verify(&sr, a.IdentityKey, receipt.Expect{Namespace: c.ns, Function: name, Version: version,
+	v, err := c.receipts().Verify(&sr, receipt.Expect{Namespace: c.ns, Function: name, Version: version,
 		RequestHash: seal.SHA256Hex(input), ResponseHash: seal.SHA256Hex(out)})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
 	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: v.Receipt, SignedReceipt: &sr, Worker: v.Worker, Attestation: a, Mode: wire.ModePlain}, nil
+}
+
+// receipts returns the receipt verifier of the current attestation.
+func (c *Client) receipts() *receipt.Verifier {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.verifier
 }
 
 // apiError is a non-2xx answer before it is turned into an *Error.

@@ -11,9 +11,11 @@ package receipt
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/certs"
@@ -121,10 +123,43 @@ type Verified struct {
 // worker certificate was valid when the receipt was made, that the bytes are
 // canonical, and that the receipt matches exp.
 func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, error) {
+	return verify(s, coordinator, exp, certs.OpenWorker)
+}
+
+// Verifier verifies receipts against one coordinator key, remembering the
+// worker certificates it has already verified (a certificate is signed once
+// and used for many receipts). It is safe for concurrent use.
+type Verifier struct {
+	coordinator ed25519.PublicKey
+	workers     sync.Map // sha256(body ‖ sig) → *certs.Worker
+}
+
+// NewVerifier returns a Verifier for a coordinator key.
+func NewVerifier(coordinator ed25519.PublicKey) *Verifier { return &Verifier{coordinator: coordinator} }
+
+// Verify is Verify with the verifier's coordinator key and certificate cache.
+func (v *Verifier) Verify(s *Signed, exp Expect) (*Verified, error) {
+	return verify(s, v.coordinator, exp, func(c certs.Signed, key ed25519.PublicKey) (*certs.Worker, error) {
+		h := sha256.New()
+		h.Write(c.Body)
+		h.Write(c.Signature)
+		k := string(h.Sum(nil))
+		if w, ok := v.workers.Load(k); ok {
+			return w.(*certs.Worker), nil
+		}
+		w, err := certs.OpenWorker(c, key)
+		if err == nil {
+			v.workers.Store(k, w)
+		}
+		return w, err
+	})
+}
+
+func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker func(certs.Signed, ed25519.PublicKey) (*certs.Worker, error)) (*Verified, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: missing", ErrMalformed)
 	}
-	w, err := certs.OpenWorker(s.WorkerCert, coordinator)
+	w, err := openWorker(s.WorkerCert, coordinator)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChain, err)
 	}

@@ -403,3 +403,29 @@ func TestEncodeCanonical(t *testing.T) {
 		t.Errorf("got %s, want declaration order starting with v, invocation_id", a)
 	}
 }
+
+// TestVerifierCache: a Verifier reuses a verified worker certificate but
+// still refuses a certificate it has not verified, and a tampered receipt
+// under a cached certificate.
+func TestVerifierCache(t *testing.T) {
+	v := receipt.NewVerifier(coordinator.Public().(ed25519.PublicKey))
+	good := signReceipt(t, testReceipt())
+	for range 2 {
+		if _, err := v.Verify(good, expect()); err != nil {
+			t.Fatalf("good receipt: %v", err)
+		}
+	}
+	forged, err := receipt.Sign(testReceipt(), workerKey, issue(t, key(99), workerCert()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(forged, expect()); !errors.Is(err, receipt.ErrChain) {
+		t.Errorf("certificate from another coordinator: got %v, want ErrChain", err)
+	}
+	tampered := *good
+	tampered.Signature = bytes.Clone(good.Signature)
+	tampered.Signature[0] ^= 1
+	if _, err := v.Verify(&tampered, expect()); !errors.Is(err, receipt.ErrSignature) {
+		t.Errorf("tampered receipt under a cached certificate: got %v, want ErrSignature", err)
+	}
+}
