@@ -100,7 +100,7 @@ func StartServer(o ServerOptions) (*Server, error) {
 
 // Connect opens an in-process client connection.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+	return nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1), errorHandler)
 }
 
 // ClientURL is the URL other processes use, or "" if the server does not listen.
@@ -111,6 +111,16 @@ func (s *Server) ClientURL() string {
 	return s.ns.ClientURL()
 }
 
+// errorHandler reports asynchronous NATS errors through slog instead of
+// nats.go's default, which prints to stderr.
+var errorHandler = nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+	subject := ""
+	if sub != nil {
+		subject = sub.Subject
+	}
+	slog.Warn("NATS asynchronous error", "connection", nc.Opts.Name, "subject", subject, "err", err)
+})
+
 // Shutdown stops the server and waits for it, flushing JetStream to disk.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
@@ -119,7 +129,7 @@ func (s *Server) Shutdown() {
 
 // Dial connects to an external NATS server.
 func Dial(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), errorHandler)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}

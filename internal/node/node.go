@@ -231,8 +231,17 @@ func (n *Node) Close() error {
 			err = werr
 		}
 	}
+	// Drain returns at once and finishes in the background: wait for each
+	// connection to close before NATS shuts down, so nothing in flight is lost.
 	for _, c := range n.conns {
 		_ = c.Drain()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, c := range n.conns {
+		for !c.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		c.Close()
 	}
 	for _, e := range n.engines {
 		_ = e.Close(context.Background())
