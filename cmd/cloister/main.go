@@ -36,7 +36,7 @@ func usageErr(format string, a ...any) error {
 const usage = `cloister: confidential functions as a service
 
 Usage:
-  cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L]
+  cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
   cloister keys new [--out FILE] [--force]                   create an owner signing key
   cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] [--json]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/tee"
@@ -18,6 +19,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	teeKind := fs.String("tee", "sim", "TEE backend (this build: sim)")
 	natsListen := fs.String("nats-listen", "", "also let other processes reach the embedded NATS at HOST:PORT")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -30,7 +32,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	fmt.Fprint(os.Stderr, node.Banner())
-	n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log})
+	n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle})
 	if err != nil {
 		return err
 	}

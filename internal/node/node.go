@@ -46,6 +46,9 @@ type Options struct {
 	// NATSListen optionally exposes the embedded NATS to other processes.
 	NATSListen string
 	Logger     *slog.Logger
+	// PoolIdle is how long a reactor's idle sandboxes are kept before its
+	// pool shrinks to zero (0: the sandbox default, 5m).
+	PoolIdle time.Duration
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
 }
@@ -157,7 +160,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
 		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics,
+		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle,
 	})
 	if err != nil {
 		return nil, err
