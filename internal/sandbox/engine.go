@@ -154,7 +154,7 @@ func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, err
 		WithCompilationCache(e.cache).
 		WithDebugInfoEnabled(false)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+	if _, err := instantiateWASI(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiating WASI: %w", err)
 	}

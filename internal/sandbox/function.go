@@ -438,7 +438,7 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	// A call that trapped, timed out or overflowed may have stopped
 	// anywhere: discard the sandbox. A clean return, even with an error
 	// code, leaves a consistent instance that a reset makes exact.
-	f.put(s, callErr == nil && !st.output.overflowed)
+	f.put(s, callErr == nil && !st.output.overflowed && !st.tainted)
 	return res, outErr
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // ABI names how a module talks to the platform.
@@ -39,6 +40,43 @@ type callState struct {
 	input  []byte
 	output *boundedBuffer
 	calls  uint64 // host calls made
+	// tainted is set when the guest changed host-side state a reset does
+	// not restore (it tried to close or renumber a standard descriptor).
+	tainted bool
+}
+
+// errnoBadf is WASI's EBADF.
+const errnoBadf = 8
+
+// instantiateWASI adds wasi_snapshot_preview1 to r with fd_close and
+// fd_renumber replaced: no file or socket is ever opened, so the only
+// descriptors are stdin, stdout and stderr, and those are host-side state
+// that outlives a call. Closing or renumbering them is reported as done but
+// not done, and marks the call tainted, so that a reactor's sandbox is
+// discarded afterwards rather than reset. Other descriptors get EBADF, as
+// they would from wazero.
+func instantiateWASI(ctx context.Context, r wazero.Runtime) (api.Module, error) {
+	b := r.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	i32 := api.ValueTypeI32
+	stdio := func(ctx context.Context, fds ...uint64) uint64 {
+		for _, fd := range fds {
+			if uint32(fd) > 2 {
+				return errnoBadf
+			}
+		}
+		if st := stateOf(ctx); st != nil {
+			st.tainted = true
+		}
+		return 0
+	}
+	b.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(ctx context.Context, stack []uint64) {
+		stack[0] = stdio(ctx, stack[0])
+	}), []api.ValueType{i32}, []api.ValueType{i32}).WithParameterNames("fd").Export("fd_close")
+	b.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(ctx context.Context, stack []uint64) {
+		stack[0] = stdio(ctx, stack[0], stack[1])
+	}), []api.ValueType{i32, i32}, []api.ValueType{i32}).WithParameterNames("fd", "to").Export("fd_renumber")
+	return b.Instantiate(ctx)
 }
 
 type callStateKey struct{}

@@ -7,12 +7,14 @@
 ;;   t  increment the global, then trap
 ;;   l  loop forever
 ;;   i  output the value cloister_init stored, as a digit
+;;   f  close stdout (fd 1), output the errno as a digit
 ;; After every call the platform restores the snapshot, so c always answers
 ;; "11", r always answers eight zero bytes, g always "3", i always "7".
 (module
   (import "cloister" "input_len" (func $input_len (result i32)))
   (import "cloister" "input_read" (func $input_read (param i32 i32) (result i32)))
   (import "cloister" "output_write" (func $output_write (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
   (memory (export "memory") 2)
   (global $g (mut i32) (i32.const 0))
   (global $init (mut i32) (i32.const 0))
@@ -60,6 +62,10 @@
           (unreachable)))
       (if (i32.eq (local.get $op) (i32.const 108)) ;; l
         (then (loop $forever (br $forever))))
+      (if (i32.eq (local.get $op) (i32.const 102)) ;; f
+        (then
+          (call $out1 (i32.add (i32.const 48) (call $fd_close (i32.const 1))))
+          (br $done)))
       (if (i32.eq (local.get $op) (i32.const 105)) ;; i
         (then
           (call $out1 (i32.add (i32.const 48) (global.get $init)))
