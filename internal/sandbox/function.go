@@ -176,8 +176,10 @@ type sandbox struct {
 	globals []api.MutableGlobal
 	gen     uint64
 	logs    *truncatingBuffer
-	clock   *fakeClock
-	rnd     *detRand
+	src     *sources
+	// oneShot sandboxes cannot be reset (the module writes its tables or
+	// drops segments): each was made by running init afresh and serves one call.
+	oneShot bool
 }
 
 func (s *sandbox) close() { _ = s.inst.Close(context.Background()) }
@@ -188,10 +190,46 @@ type cowLinear struct{ m *cowMemory }
 func (c cowLinear) Reallocate(size uint64) []byte { return c.m.reallocate(size) }
 func (c cowLinear) Free()                         { c.m.free() }
 
-// instantiate makes an instance whose memory maps img (nil: empty) with
-// the given clock and random source.
-func (m *Module) instantiate(ctx context.Context, img *image, name string, env map[string]string, caps Capabilities,
-	clock *fakeClock, rnd *detRand, logs io.Writer) (api.Module, *cowMemory, error) {
+// sources are the clock and random source of a reactor instance. While not
+// live (during init) they are always the deterministic ones, so that init
+// leaves the same state everywhere; once live they are the real ones where
+// the manifest grants them. The deterministic positions are part of the
+// snapshot and restored on reset.
+type sources struct {
+	live  bool
+	caps  Capabilities
+	clock fakeClock
+	rnd   detRand
+}
+
+var monotonicBase = time.Now()
+
+func (s *sources) walltime() (int64, int32) {
+	if s.live && s.caps.Clock {
+		now := time.Now()
+		return now.Unix(), int32(now.Nanosecond())
+	}
+	return s.clock.walltime()
+}
+
+func (s *sources) nanotime() int64 {
+	if s.live && s.caps.Clock {
+		return int64(time.Since(monotonicBase))
+	}
+	return s.clock.nanotime()
+}
+
+func (s *sources) Read(p []byte) (int, error) {
+	if s.live && s.caps.Random {
+		return rand.Read(p)
+	}
+	return s.rnd.Read(p)
+}
+
+// instantiate makes an instance whose memory maps img (nil: empty) with the
+// given clock and random sources.
+func (m *Module) instantiate(ctx context.Context, img *image, name string, env map[string]string,
+	src *sources, logs io.Writer) (api.Module, *cowMemory, error) {
 	var mem *cowMemory
 	var allocErr error
 	alloc := experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
@@ -210,16 +248,7 @@ func (m *Module) instantiate(ctx context.Context, img *image, name string, env m
 	for _, kv := range merged {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
-	if caps.Clock {
-		cfg = cfg.WithSysWalltime().WithSysNanotime()
-	} else {
-		cfg = cfg.WithWalltime(clock.walltime, 1).WithNanotime(clock.nanotime, 1)
-	}
-	if caps.Random {
-		cfg = cfg.WithRandSource(rand.Reader)
-	} else {
-		cfg = cfg.WithRandSource(rnd)
-	}
+	cfg = cfg.WithWalltime(src.walltime, 1).WithNanotime(src.nanotime, 1).WithRandSource(src)
 	inst, err := m.runtime.InstantiateModule(ctx, m.compiled, cfg)
 	if err != nil {
 		if allocErr != nil {
@@ -233,21 +262,15 @@ func (m *Module) instantiate(ctx context.Context, img *image, name string, env m
 // takeSnapshot runs init in a template instance and records its state.
 func (f *Function) takeSnapshot(ctx context.Context) error {
 	m := f.m
-	clock, rnd := &fakeClock{}, &detRand{}
+	src := &sources{}
 	logs := &truncatingBuffer{limit: m.limits.MaxLog}
-	inst, mem, err := m.instantiate(ctx, nil, f.spec.Name, f.spec.Env, Capabilities{}, clock, rnd, logs)
+	inst, _, err := m.instantiate(ctx, nil, f.spec.Name, f.spec.Env, src, logs)
 	if err != nil {
 		return err
 	}
 	defer inst.Close(context.Background())
-	ictx, cancel := context.WithTimeoutCause(isolate(ctx), max(m.limits.Timeout, 30*time.Second), errWallLimit)
-	defer cancel()
-	for _, name := range []string{ExportInitialize, ExportInit} {
-		if fn := inst.ExportedFunction(name); fn != nil {
-			if _, err := fn.Call(ictx); err != nil {
-				return fmt.Errorf("%w: %s: %s", errInitFailed, name, shorten(err.Error()))
-			}
-		}
+	if err := m.runInit(ctx, inst); err != nil {
+		return err
 	}
 	var pages uint32
 	var bytes []byte
@@ -261,26 +284,58 @@ func (f *Function) takeSnapshot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_ = mem
 	img, err := newImage(bytes)
 	if err != nil {
 		return err
 	}
 	f.snap = &Snapshot{img: img, pages: pages, globals: globals, hash: snapshotHash(pages, bytes, globals)}
-	f.clockAt, f.randAt = clock.reads, rnd.pos
+	f.clockAt, f.randAt = src.clock.reads, src.rnd.pos
+	return nil
+}
+
+// runInit calls _initialize and cloister_init, those that are exported.
+func (m *Module) runInit(ctx context.Context, inst api.Module) error {
+	ictx, cancel := context.WithTimeoutCause(isolate(ctx), max(m.limits.Timeout, 30*time.Second), errWallLimit)
+	defer cancel()
+	for _, name := range []string{ExportInitialize, ExportInit} {
+		if fn := inst.ExportedFunction(name); fn != nil {
+			if _, err := fn.Call(ictx); err != nil {
+				return fmt.Errorf("%w: %s: %s", errInitFailed, name, shorten(err.Error()))
+			}
+		}
+	}
 	return nil
 }
 
 // newSandbox makes an instance and puts it in the snapshot's state.
 func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 	m := f.m
-	s := &sandbox{logs: &truncatingBuffer{limit: m.limits.MaxLog}, clock: &fakeClock{reads: f.clockAt}, rnd: &detRand{}}
-	s.rnd.seek(f.randAt)
-	inst, mem, err := m.instantiate(ctx, f.snap.img, f.spec.Name, f.spec.Env, f.spec.Caps, s.clock, s.rnd, s.logs)
+	s := &sandbox{logs: &truncatingBuffer{limit: m.limits.MaxLog}, src: &sources{caps: f.spec.Caps}}
+	if m.info.MutatesTables || m.info.DropsData {
+		// No exact reset exists: instantiate and run init afresh (with the
+		// deterministic sources, so the state equals the snapshot's), and
+		// serve one call.
+		inst, _, err := m.instantiate(ctx, nil, f.spec.Name, f.spec.Env, s.src, s.logs)
+		if err != nil {
+			return nil, err
+		}
+		s.inst, s.oneShot = inst, true
+		if err := m.runInit(ctx, inst); err != nil {
+			s.close()
+			return nil, err
+		}
+		s.src.live = true
+		s.handle = inst.ExportedFunction(ExportHandle)
+		return s, nil
+	}
+	s.src.clock.reads = f.clockAt
+	s.src.rnd.seek(f.randAt)
+	inst, mem, err := m.instantiate(ctx, f.snap.img, f.spec.Name, f.spec.Env, s.src, s.logs)
 	if err != nil {
 		return nil, err
 	}
 	s.inst, s.mem = inst, mem
+	s.src.live = true
 	fail := func(err error) (*sandbox, error) { s.close(); return nil, err }
 	if mm := memoryOf(inst); mm != nil {
 		if cur := mm.Size() / pageSize; cur < f.snap.pages {
@@ -304,10 +359,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 
 // restore puts a sandbox back in the snapshot's exact state.
 func (f *Function) restore(s *sandbox) error {
-	if f.m.info.MutatesTables || f.m.info.DropsData {
-		return errNotResettable
-	}
-	if s.inst.IsClosed() {
+	if s.oneShot || s.inst.IsClosed() {
 		return errNotResettable
 	}
 	if mm := memoryOf(s.inst); mm != nil && mm.Size()/pageSize != f.snap.pages {
@@ -323,8 +375,8 @@ func (f *Function) restore(s *sandbox) error {
 	for i, g := range s.globals {
 		g.Set(f.snap.globals[i])
 	}
-	s.clock.reads = f.clockAt
-	s.rnd.seek(f.randAt)
+	s.src.clock.reads = f.clockAt
+	s.src.rnd.seek(f.randAt)
 	s.logs.buf, s.logs.truncated = s.logs.buf[:0], false
 	s.gen++
 	return nil

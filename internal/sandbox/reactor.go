@@ -216,7 +216,7 @@ func (m *Module) CommandSnapshotHash(ctx context.Context) (string, error) {
 	}
 	m.cmdSnap.once.Do(func() {
 		logs := &truncatingBuffer{limit: 1}
-		inst, _, err := m.instantiate(ctx, nil, DefaultName, nil, Capabilities{}, &fakeClock{}, &detRand{}, logs)
+		inst, _, err := m.instantiate(ctx, nil, DefaultName, nil, &sources{}, logs)
 		if err != nil {
 			m.cmdSnap.err = err
 			return

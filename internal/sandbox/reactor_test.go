@@ -211,3 +211,68 @@ func TestReactorExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestReactorTableMutation: a reactor that writes its table cannot be reset
+// exactly, so every call gets a new sandbox from the snapshot.
+func TestReactorTableMutation(t *testing.T) {
+	_, f := newReactor(t, "testdata/reactor_table.wasm", Limits{}, FunctionSpec{MaxSandboxes: 1})
+	for i := range 3 {
+		if out, _, err := call(t, f, ""); err != nil || out != "a" {
+			t.Errorf("call %d: got %q %v, want \"a\"", i, out, err)
+		}
+	}
+	if st := f.Stats(); st.Resets != 0 || st.Discards != 3 {
+		t.Errorf("stats %+v: want no resets and 3 discards", st)
+	}
+}
+
+// TestReactorNoLeaks: making and discarding sandboxes and functions leaves
+// no file descriptors or memory mappings behind.
+func TestReactorNoLeaks(t *testing.T) {
+	count := func(path string) int {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Skipf("no %s: %v", path, err)
+		}
+		return bytes.Count(b, []byte("\n"))
+	}
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(ents)
+	}
+	ctx := context.Background()
+	e, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	wasm, _ := os.ReadFile("testdata/reactor.wasm")
+	m, err := e.Compile(ctx, "reactor", wasm, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	round := func() {
+		f, err := m.NewFunction(ctx, FunctionSpec{MaxSandboxes: 4, IdleTimeout: -1, Prewarm: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []string{"c", "g", "t", "c"} {
+			f.Call(ctx, []byte(in))
+		}
+		f.Close()
+	}
+	round() // warm up lazily opened files (/proc/self/pagemap)
+	fd0, maps0 := fds(), count("/proc/self/maps")
+	for range 20 {
+		round()
+	}
+	if fd1 := fds(); fd1 > fd0 {
+		t.Errorf("file descriptors: %d before, %d after", fd0, fd1)
+	}
+	if maps1 := count("/proc/self/maps"); maps1 > maps0+8 {
+		t.Errorf("memory mappings: %d before, %d after 20 rounds", maps0, maps1)
+	}
+}
