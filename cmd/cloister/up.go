@@ -19,7 +19,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	teeKind := fs.String("tee", "sim", "TEE backend (this build: sim)")
 	natsListen := fs.String("nats-listen", "", "also let other processes reach the embedded NATS at HOST:PORT")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero")
+	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero (negative: never)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}

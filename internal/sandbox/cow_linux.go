@@ -124,7 +124,7 @@ func (m *cowMemory) free() {
 }
 
 // errNotResettable means the memory cannot be put back exactly.
-var errNotResettable = errors.New("memory grew past the snapshot")
+var errNotResettable = errors.New("the sandbox cannot be reset exactly")
 
 // reset puts the first img.size bytes back to the image. Memory opened past
 // the image cannot be reset (the guest grew it): the caller must discard

@@ -56,7 +56,7 @@ func (m *cowMemory) reallocate(size uint64) []byte {
 
 func (m *cowMemory) free() { m.buf = nil }
 
-var errNotResettable = errors.New("memory grew past the snapshot")
+var errNotResettable = errors.New("the sandbox cannot be reset exactly")
 
 func (m *cowMemory) reset() (int, error) {
 	if m.img == nil || uint64(len(m.buf)) != m.img.size {

@@ -1,18 +1,26 @@
 // Package sandbox runs untrusted WebAssembly functions for the worker.
 //
-// A function is a WASI command module (wasi_snapshot_preview1, an exported
-// _start taking no arguments): it reads its request on stdin, writes its
-// response on stdout and logs on stderr, CGI-style, and finds the platform's
-// metadata in its environment. The package compiles each module once with
-// wazero (pure Go, no cgo) and shares the compiled code between all the
-// invocations of that module, then runs every invocation in a fresh instance
-// bounded by [Limits] and granted only what its [Capabilities] allow.
+// A function uses one of two ABIs. A WASI command (wasi_snapshot_preview1,
+// an exported _start taking no arguments) reads its request on stdin,
+// writes its response on stdout and logs on stderr, CGI-style, finds the
+// platform's metadata in its environment, and runs in a fresh instance per
+// call ([Module.Run]). A reactor (docs/reactor-abi.md) is initialised once,
+// snapshotted, and each call of cloister_handle runs in a pooled sandbox
+// restored exactly to that snapshot ([Module.NewFunction], [Function.Call]):
+// memory is a copy-on-write mapping of the snapshot image, and a reset drops
+// only the pages the call dirtied. The package compiles each module once
+// with wazero (pure Go, no cgo) and shares the compiled code by code hash;
+// every call is bounded by [Limits] and granted only what its
+// [Capabilities] allow.
 //
 // # What it must never do
 //
 //   - Let state survive from one run to the next. Every [Module.Run]
 //     instantiates the compiled module afresh and closes the instance before
-//     it returns, whatever happened.
+//     it returns, whatever happened; every [Function.Call] starts from the
+//     snapshot, and a sandbox whose reset cannot be exact (it trapped, timed
+//     out, grew its memory, wrote its tables, touched stdio descriptors) is
+//     discarded, never served again.
 //   - Grant more than the capabilities say. A guest gets no filesystem (no
 //     preopened directories), no sockets (WASI sock_* calls see no
 //     preopened listeners and cannot open any), no host environment, only

@@ -249,6 +249,16 @@ func (m *Module) instantiate(ctx context.Context, img *image, name string, env m
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
 	cfg = cfg.WithWalltime(src.walltime, 1).WithNanotime(src.nanotime, 1).WithRandSource(src)
+	if src.caps.Clock {
+		// A real sleep, bounded by the call's time limit (wazero's
+		// Nanosleep has no context; the instance is closed at the limit).
+		limit := m.limits.Timeout
+		cfg = cfg.WithNanosleep(func(ns int64) {
+			if src.live {
+				time.Sleep(min(time.Duration(ns), limit))
+			}
+		})
+	}
 	inst, err := m.runtime.InstantiateModule(ctx, m.compiled, cfg)
 	if err != nil {
 		if allocErr != nil {

@@ -25,8 +25,9 @@ import (
 // Invocation.Name is empty.
 const DefaultName = "function"
 
-// Module is a compiled WASI command, ready to run under fixed limits. It is
-// safe for concurrent use: every Run gets its own instance.
+// Module is a compiled module, ready to run under fixed limits: a command
+// through Run (every Run gets its own instance), a reactor through
+// NewFunction. It is safe for concurrent use.
 type Module struct {
 	engine   *Engine
 	runtime  wazero.Runtime

@@ -213,7 +213,7 @@ func TestReactorExamples(t *testing.T) {
 }
 
 // TestReactorTableMutation: a reactor that writes its table cannot be reset
-// exactly, so every call gets a new sandbox from the snapshot.
+// exactly, so every call gets a one-shot sandbox in which init ran afresh.
 func TestReactorTableMutation(t *testing.T) {
 	_, f := newReactor(t, "testdata/reactor_table.wasm", Limits{}, FunctionSpec{MaxSandboxes: 1})
 	for i := range 3 {

@@ -111,6 +111,10 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	rep := &wire.InvokeReply{Version: fn.fn.Version}
 	var body []byte
 	status := "ok"
+	if errors.Is(runErr, sandbox.ErrBusy) {
+		// The function did not run: no receipt.
+		return nil, sandboxError(runErr)
+	}
 	if runErr != nil {
 		ae := apierr.From(sandboxError(runErr))
 		if ae.Code == apierr.Internal || ae.Code == apierr.Unavailable {

@@ -122,7 +122,7 @@ func New(cfg Config) (*Worker, error) {
 				Name: "cloister_worker_compiles_total", Help: "Modules this worker compiled to native code.",
 			}, func() float64 { return float64(cfg.Engine.Stats().Compiles) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "cloister_worker_compile_cache_hits_total", Help: "Loads served by an already compiled module (same code hash, any tenant or version).",
+				Name: "cloister_worker_compile_cache_hits_total", Help: "Loads served by an already compiled module (same code hash and memory limit, any tenant or version).",
 			}, func() float64 { return float64(cfg.Engine.Stats().CacheHits) }))
 	}
 	return w, nil
@@ -144,12 +144,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Deploy events are unauthenticated hints (the worker verifies what it
+	// loads); at most a few pre-warms run at once, extra events are dropped.
+	prewarm := make(chan struct{}, 4)
 	events, err := w.cfg.Conn.Subscribe(bus.SubjectDeployed, func(m *nats.Msg) {
 		var d wire.Deployed
 		if json.Unmarshal(m.Data, &d) != nil {
 			return
 		}
+		select {
+		case prewarm <- struct{}{}:
+		default:
+			return
+		}
 		go func() {
+			defer func() { <-prewarm }()
 			// Load, verify, compile and pre-warm before the first request.
 			lctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
