@@ -23,7 +23,7 @@ type mode struct {
 	op   func(ctx context.Context) error
 }
 
-// modes returns the four measured modes in report order.
+// modes returns the five measured modes in report order.
 func (e *env) modes() []mode {
 	return []mode{
 		{"hpke", func(ctx context.Context) error {
@@ -33,6 +33,18 @@ func (e *env) modes() []mode {
 		{"session", func(ctx context.Context) error {
 			res, err := e.sess.Invoke(ctx, input)
 			return checkResult(res, err, wire.ModeSession)
+		}},
+		{"reactor-session", func(ctx context.Context) error {
+			res, err := e.rsess.Invoke(ctx, input)
+			if err := checkResult(res, err, wire.ModeSession); err != nil {
+				return err
+			}
+			// Only a reactor's receipt meters calls to the "cloister"
+			// host module: the call went through the reactor pool.
+			if res.Receipt.Metering.HostCalls["cloister"] == 0 {
+				return fmt.Errorf("receipt meters no reactor host calls: not served by a reactor")
+			}
+			return nil
 		}},
 		{"plaintext", func(ctx context.Context) error {
 			res, err := e.c.Invoke(ctx, fnName, input, client.InvokeOptions{Plaintext: true})

@@ -31,6 +31,10 @@ const echoWasm = "../internal/sandbox/testdata/echo.wasm"
 // fnName is the name the echo function is deployed under.
 const fnName = "echo"
 
+// reactorFnName is the name the reactor echo (reactorEchoWasm) is deployed
+// under, for BenchmarkInvoke/reactor-session.
+const reactorFnName = "echo-reactor"
+
 // input is the request body of every mode: 64 bytes of JSON.
 var input = []byte(`{"id":1,"user":"ada@example.com","op":"echo","data":"012345678"}`)
 
@@ -42,7 +46,8 @@ type env struct {
 	native *httptest.Server
 	hc     *http.Client
 	c      *client.Client
-	sess   *client.Session
+	sess   *client.Session // with the echo command
+	rsess  *client.Session // with the reactor echo
 }
 
 var (
@@ -51,13 +56,20 @@ var (
 	setupErr  error
 )
 
-// TestMain closes the shared node, if a test or benchmark started it, and
-// removes its data directory.
+// TestMain closes the shared nodes, if a test or benchmark started them,
+// and removes their data directories.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
+	var closers []func() error
 	if shared != nil {
-		if err := shared.close(); err != nil {
+		closers = append(closers, shared.close)
+	}
+	if cold != nil {
+		closers = append(closers, cold.close)
+	}
+	for _, close := range closers {
+		if err := close(); err != nil {
 			fmt.Fprintln(os.Stderr, "closing bench node:", err)
 			if code == 0 {
 				code = 1
@@ -99,55 +111,71 @@ func start(ctx context.Context, conc int) (e *env, err error) {
 			e = nil
 		}
 	}()
-	if e.dir, err = os.MkdirTemp("", "cloister-bench-*"); err != nil {
+	if e.dir, e.node, err = startNode(ctx, 0); err != nil {
 		return nil, err
-	}
-	lvl := slog.LevelWarn
-	if *verbose {
-		lvl = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	if e.node, err = node.Start(ctx, node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Logger: log}); err != nil {
-		return nil, fmt.Errorf("starting node: %w", err)
 	}
 	e.native = httptest.NewServer(http.HandlerFunc(nativeEcho))
 	e.hc = &http.Client{Transport: transport(conc), Timeout: time.Minute}
 	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc)); err != nil {
 		return nil, err
 	}
-	if err := e.deploy(ctx, conc); err != nil {
+	if err := e.deploy(ctx, conc, fnName, echoWasm, bundle.ABICommand); err != nil {
+		return nil, err
+	}
+	if err := e.deploy(ctx, conc, reactorFnName, reactorEchoWasm, bundle.ABIReactor); err != nil {
 		return nil, err
 	}
 	if e.sess, err = e.c.OpenSession(ctx, fnName, 0); err != nil {
 		return nil, fmt.Errorf("opening session: %w", err)
 	}
+	if e.rsess, err = e.c.OpenSession(ctx, reactorFnName, 0); err != nil {
+		return nil, fmt.Errorf("opening reactor session: %w", err)
+	}
 	return e, nil
 }
 
-// deploy signs and uploads the echo function with confidential: optional,
-// so that the plaintext mode may call it, and a concurrency limit above
-// the number of clients, so that no request is refused for it.
-func (e *env) deploy(ctx context.Context, conc int) error {
-	wasm, err := os.ReadFile(echoWasm)
+// startNode starts a node in a fresh temporary data directory, with the
+// given reactor pool idle time (0: the default, 5 minutes).
+func startNode(ctx context.Context, poolIdle time.Duration) (dir string, n *node.Node, err error) {
+	if dir, err = os.MkdirTemp("", "cloister-bench-*"); err != nil {
+		return "", nil, err
+	}
+	lvl := slog.LevelWarn
+	if *verbose {
+		lvl = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if n, err = node.Start(ctx, node.Options{Dir: dir, Addr: "127.0.0.1:0", Logger: log, PoolIdle: poolIdle}); err != nil {
+		return dir, nil, fmt.Errorf("starting node: %w", err)
+	}
+	return dir, n, nil
+}
+
+// deploy signs and uploads a function with confidential: optional, so that
+// the plaintext mode may call it, and a concurrency limit above the number
+// of clients, so that no request is refused for it.
+func (e *env) deploy(ctx context.Context, conc int, name, file, abi string) error {
+	wasm, err := os.ReadFile(file)
 	if err != nil {
-		return fmt.Errorf("reading echo module: %w", err)
+		return fmt.Errorf("reading %s: %w", file, err)
 	}
 	_, owner, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return err
 	}
-	m := bundle.DefaultManifest(fnName)
+	m := bundle.DefaultManifest(name)
+	m.ABI = abi
 	m.Confidential = bundle.ConfidentialOptional
 	m.Limits.Concurrency = min(max(m.Limits.Concurrency, 2*conc), bundle.MaxConcurrency)
-	if m.Version, err = e.c.NextVersion(ctx, fnName); err != nil {
-		return fmt.Errorf("getting next version: %w", err)
+	if m.Version, err = e.c.NextVersion(ctx, name); err != nil {
+		return fmt.Errorf("getting next version of %s: %w", name, err)
 	}
 	b, err := bundle.Build(m, wasm, owner)
 	if err != nil {
-		return fmt.Errorf("building bundle: %w", err)
+		return fmt.Errorf("building bundle of %s: %w", name, err)
 	}
-	if _, err := e.c.Deploy(ctx, fnName, b); err != nil {
-		return fmt.Errorf("deploying: %w", err)
+	if _, err := e.c.Deploy(ctx, name, b); err != nil {
+		return fmt.Errorf("deploying %s: %w", name, err)
 	}
 	return nil
 }

@@ -1,22 +1,48 @@
 #!/bin/sh
-# run.sh runs BenchmarkInvoke once and prints the machine, the raw output
-# and the markdown table for bench/README.md.
+# run.sh runs one of the benchmarks in bench/README.md and prints the
+# machine, the raw output and the markdown table for the README.
 #
-#   bench/run.sh                      # -benchtime 3s, 8 clients
-#   BENCHTIME=10s bench/run.sh -conc 16
+#   bench/run.sh [invoke]             # BenchmarkInvoke, -benchtime 3s, 8 clients
+#   BENCHTIME=10s bench/run.sh invoke -conc 16
+#   bench/run.sh coldstart            # BenchmarkColdStart, -benchtime 20x
+#   bench/run.sh reset                # BenchmarkReset (internal/sandbox), -count 3:
+#                                     # 2000x, and 20x for go-reactor/fresh
 #
 # Extra arguments go to the test binary. Run it on a quiet machine: the
 # node, the clients and the native server share the same cores.
 set -eu
 cd "$(dirname "$0")/.."
+what=invoke
+case ${1:-} in
+invoke | coldstart | reset) what=$1; shift ;;
+esac
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "nproc:   $(nproc)"
+echo "kernel:  $(uname -r)"
 echo "go:      $(go version)"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 echo
-go test -run '^$' -bench BenchmarkInvoke -benchtime "${BENCHTIME:-3s}" ./bench/ "$@" | tee "$out"
+case $what in
+invoke)
+	go test -run '^$' -bench BenchmarkInvoke -benchtime "${BENCHTIME:-3s}" ./bench/ "$@" | tee "$out"
+	bench=BenchmarkInvoke
+	;;
+coldstart)
+	go test -run '^$' -bench BenchmarkColdStart -benchtime "${BENCHTIME:-20x}" -timeout 30m ./bench/ "$@" | tee "$out"
+	bench=BenchmarkColdStart
+	;;
+reset)
+	# A fresh Go reactor costs tens of milliseconds: 20 calls of it, 2000 of the rest.
+	go test -run '^$' -bench 'BenchmarkReset/mem=' -benchtime 2000x -count 3 ./internal/sandbox/ "$@" | tee "$out"
+	go test -run '^$' -bench 'BenchmarkReset/go-reactor/reset' -benchtime 2000x -count 3 ./internal/sandbox/ "$@" | tee -a "$out"
+	go test -run '^$' -bench 'BenchmarkReset/go-reactor/fresh' -benchtime 20x -count 3 ./internal/sandbox/ "$@" | tee -a "$out"
+	bench=BenchmarkReset
+	;;
+esac
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (after)"
 echo
-go run ./bench/cmd/benchtable < "$out"
+go run ./bench/cmd/benchtable -bench "$bench" < "$out"

@@ -56,7 +56,7 @@ extern "C" {
 CLOISTER_IMPORT("input_len") int32_t cloister_input_len(void);
 
 /* Copies min(len, input length) bytes of the request to ptr and returns the
- * number copied, or -1 if [ptr, ptr+len) is outside linear memory. */
+ * number n copied, or -1 if [ptr, ptr+n) is outside linear memory. */
 CLOISTER_IMPORT("input_read") int32_t cloister_input_read(void *ptr, int32_t len);
 
 /* Appends len bytes at ptr to the response. Returns 0, or -1 if the

@@ -1,12 +1,24 @@
-// Command benchtable turns the output of `go test -bench BenchmarkInvoke`
-// into the markdown table in bench/README.md, with each mode's throughput
-// and median latency as ratios against the native baseline.
+// Command benchtable turns `go test -bench` output into the markdown tables
+// in bench/README.md. -bench picks the benchmark and the table:
+//
+//   - BenchmarkInvoke (the default): each mode's throughput, median and p99
+//     latency, with throughput and median as ratios against the native
+//     baseline (-baseline);
+//   - BenchmarkColdStart: each case's mean, median and slowest operation,
+//     the deploy and first-result parts of deploy-to-first-result, and each
+//     case as a multiple of the warm call of the same module;
+//   - BenchmarkReset (package internal/sandbox): fresh, reset and
+//     warm-noreset time per call of each case, then the three goals of the
+//     snapshot design (DESIGN.md §4) as measured ratios.
+//
+// For example:
 //
 //	go test -run '^$' -bench BenchmarkInvoke -benchtime 3s ./bench/ | tee out.txt
 //	go run ./bench/cmd/benchtable < out.txt
 //
-// With -count N, each metric is the mean of the N runs. It reads only the
-// req/s, p50-ms and p99-ms metrics the benchmark reports.
+// With -count N, or several runs of one sub-benchmark in the input (say,
+// two commands with different -benchtime concatenated), each metric is the
+// mean of the runs; the reset table also gives their range.
 package main
 
 import (
@@ -30,8 +42,8 @@ func main() {
 
 func run(args []string, in io.Reader, out io.Writer) error {
 	fs := flag.NewFlagSet("benchtable", flag.ContinueOnError)
-	bench := fs.String("bench", "BenchmarkInvoke", "benchmark whose sub-benchmarks are the rows")
-	baseline := fs.String("baseline", "native", "sub-benchmark the ratios are against")
+	bench := fs.String("bench", "BenchmarkInvoke", "benchmark whose sub-benchmarks are the rows (BenchmarkInvoke, BenchmarkColdStart or BenchmarkReset)")
+	baseline := fs.String("baseline", "native", "BenchmarkInvoke: sub-benchmark the ratios are against")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,27 +54,66 @@ func run(args []string, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(out, table(rows, *baseline))
+	var s string
+	switch *bench {
+	case "BenchmarkColdStart":
+		s, err = coldTable(rows)
+	case "BenchmarkReset":
+		s, err = resetTable(rows)
+	default:
+		s, err = invokeTable(rows, *baseline)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(out, s)
 	return err
 }
 
-// row is one mode's metrics, averaged over its runs.
+// row is one sub-benchmark's runs.
 type row struct {
-	mode           string
-	runs           int
-	reqs, p50, p99 float64 // means over runs
-	sum            [3]float64
+	name string               // the sub-benchmark path, without the GOMAXPROCS suffix
+	ops  int                  // iterations over all runs
+	runs []map[string]float64 // each run's metrics by unit, ns/op included
 }
 
-// nameRE matches "BenchmarkX/mode-8" and captures the mode without the
-// GOMAXPROCS suffix.
+// mean returns the mean of a metric over the runs, and false unless every
+// run reported it.
+func (r *row) mean(unit string) (float64, bool) {
+	var sum float64
+	for _, m := range r.runs {
+		v, ok := m[unit]
+		if !ok {
+			return 0, false
+		}
+		sum += v
+	}
+	return sum / float64(len(r.runs)), len(r.runs) > 0
+}
+
+// span returns the smallest and largest value of a metric over the runs.
+func (r *row) span(unit string) (lo, hi float64) {
+	for i, m := range r.runs {
+		v := m[unit]
+		if i == 0 || v < lo {
+			lo = v
+		}
+		if i == 0 || v > hi {
+			hi = v
+		}
+	}
+	return lo, hi
+}
+
+// nameRE matches "BenchmarkX/mode-8" and captures the sub-benchmark path
+// without the GOMAXPROCS suffix.
 var nameRE = regexp.MustCompile(`^(Benchmark[^/\s]+)/(\S+?)(?:-\d+)?$`)
 
-// parse reads benchmark result lines and returns one row per mode of the
-// named benchmark, in first-seen order.
+// parse reads benchmark result lines and returns one row per sub-benchmark
+// of the named benchmark, in first-seen order.
 func parse(in io.Reader, bench string) ([]*row, error) {
 	var rows []*row
-	byMode := map[string]*row{}
+	byName := map[string]*row{}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -73,7 +124,8 @@ func parse(in io.Reader, bench string) ([]*row, error) {
 		if m == nil || m[1] != bench {
 			continue
 		}
-		if _, err := strconv.Atoi(f[1]); err != nil {
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
 			continue // not a result line
 		}
 		metrics := map[string]float64{}
@@ -84,23 +136,14 @@ func parse(in io.Reader, bench string) ([]*row, error) {
 			}
 			metrics[f[i+1]] = v
 		}
-		for _, unit := range []string{"req/s", "p50-ms", "p99-ms"} {
-			if _, ok := metrics[unit]; !ok {
-				return nil, fmt.Errorf("line %q has no %s metric", sc.Text(), unit)
-			}
-		}
-		r := byMode[m[2]]
+		r := byName[m[2]]
 		if r == nil {
-			r = &row{mode: m[2]}
-			byMode[m[2]] = r
+			r = &row{name: m[2]}
+			byName[m[2]] = r
 			rows = append(rows, r)
 		}
-		r.runs++
-		r.sum[0] += metrics["req/s"]
-		r.sum[1] += metrics["p50-ms"]
-		r.sum[2] += metrics["p99-ms"]
-		n := float64(r.runs)
-		r.reqs, r.p50, r.p99 = r.sum[0]/n, r.sum[1]/n, r.sum[2]/n
+		r.ops += n
+		r.runs = append(r.runs, metrics)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -111,28 +154,176 @@ func parse(in io.Reader, bench string) ([]*row, error) {
 	return rows, nil
 }
 
-// table renders rows as markdown. Throughput is given as a fraction of the
-// baseline's, and median latency as a multiple of it; without a baseline
-// row the ratio columns say n/a.
-func table(rows []*row, baseline string) string {
-	var base *row
+// need returns the means of the given metrics, or an error naming the first
+// one a run of r lacks.
+func need(r *row, units ...string) ([]float64, error) {
+	out := make([]float64, len(units))
+	for i, u := range units {
+		v, ok := r.mean(u)
+		if !ok {
+			return nil, fmt.Errorf("%s: a run has no %s metric", r.name, u)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// invokeTable renders BenchmarkInvoke rows. Throughput is given as a
+// fraction of the baseline's, and median latency as a multiple of it;
+// without a baseline row the ratio columns say n/a.
+func invokeTable(rows []*row, baseline string) (string, error) {
+	vals := map[*row][]float64{}
 	for _, r := range rows {
-		if r.mode == baseline {
-			base = r
+		v, err := need(r, "req/s", "p50-ms", "p99-ms")
+		if err != nil {
+			return "", err
+		}
+		vals[r] = v
+	}
+	var base []float64
+	for _, r := range rows {
+		if r.name == baseline {
+			base = vals[r]
 		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "| mode | req/s | p50 ms | p99 ms | req/s vs %s | p50 vs %s |\n", baseline, baseline)
 	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
+		v := vals[r]
 		reqRatio, p50Ratio := "n/a", "n/a"
-		if base != nil && base.reqs > 0 && base.p50 > 0 {
-			reqRatio = ratio(r.reqs / base.reqs)
-			p50Ratio = ratio(r.p50 / base.p50)
+		if base != nil && base[0] > 0 && base[1] > 0 {
+			reqRatio = ratio(v[0] / base[0])
+			p50Ratio = ratio(v[1] / base[1])
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.mode, num(r.reqs), num(r.p50), num(r.p99), reqRatio, p50Ratio)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.name, num(v[0]), num(v[1]), num(v[2]), reqRatio, p50Ratio)
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// coldTable renders BenchmarkColdStart rows: "kind/module" paths such as
+// deploy-to-first-result/go-reactor-new-code or warm/go-reactor. The last
+// column divides each case's mean by the mean of warm/<module>, where the
+// module is the path's last element without "-new-code".
+func coldTable(rows []*row) (string, error) {
+	warm := map[string]float64{}
+	for _, r := range rows {
+		if mod, ok := strings.CutPrefix(r.name, "warm/"); ok {
+			if v, ok := r.mean("ms/op"); ok {
+				warm[mod] = v
+			}
+		}
+	}
+	var b strings.Builder
+	b.WriteString("| case | ops | mean ms | p50 ms | max ms | deploy ms | first result ms | mean vs warm |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		v, err := need(r, "ms/op", "p50-ms", "max-ms")
+		if err != nil {
+			return "", err
+		}
+		deploy, first := "", ""
+		if d, ok := r.mean("deploy-ms"); ok {
+			deploy = num(d)
+		}
+		if f, ok := r.mean("first-ms"); ok {
+			first = num(f)
+		}
+		vsWarm := "n/a"
+		mod := strings.TrimSuffix(r.name[strings.LastIndexByte(r.name, '/')+1:], "-new-code")
+		if w := warm[mod]; w > 0 {
+			vsWarm = ratio(v[0] / w)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.name, r.ops, num(v[0]), num(v[1]), num(v[2]), deploy, first, vsWarm)
+	}
+	return b.String(), nil
+}
+
+// resetTable renders BenchmarkReset rows ("case/mode") as one line per
+// case with each mode's µs per call (mean, and the range over runs), then
+// the goals.
+func resetTable(rows []*row) (string, error) {
+	type cas struct {
+		name  string
+		modes map[string]*row
+	}
+	var cases []*cas
+	byName := map[string]*cas{}
+	for _, r := range rows {
+		i := strings.LastIndexByte(r.name, '/')
+		if i < 0 {
+			return "", fmt.Errorf("%s: want case/mode", r.name)
+		}
+		if _, ok := r.mean("ns/op"); !ok {
+			return "", fmt.Errorf("%s: a run has no ns/op", r.name)
+		}
+		c := byName[r.name[:i]]
+		if c == nil {
+			c = &cas{name: r.name[:i], modes: map[string]*row{}}
+			byName[c.name] = c
+			cases = append(cases, c)
+		}
+		c.modes[r.name[i+1:]] = r
+	}
+	us := func(c *cas, mode string) (float64, bool) {
+		r := c.modes[mode]
+		if r == nil {
+			return 0, false
+		}
+		v, _ := r.mean("ns/op")
+		return v / 1e3, true
+	}
+	cell := func(c *cas, mode string) string {
+		v, ok := us(c, mode)
+		if !ok {
+			return "—"
+		}
+		r := c.modes[mode]
+		if len(r.runs) == 1 {
+			return num(v) + " (1 run)"
+		}
+		lo, hi := r.span("ns/op")
+		return fmt.Sprintf("%s (%s–%s)", num(v), num(lo/1e3), num(hi/1e3))
+	}
+	var b strings.Builder
+	b.WriteString("| case | fresh µs | reset µs | warm-noreset µs | pages/reset | fresh ÷ reset |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	for _, c := range cases {
+		pages, speedup := "—", "—"
+		if r := c.modes["reset"]; r != nil {
+			if p, ok := r.mean("pages/reset"); ok {
+				pages = num(p)
+			}
+		}
+		if f, ok := us(c, "fresh"); ok {
+			if r, ok := us(c, "reset"); ok && r > 0 {
+				speedup = ratio(f / r)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.name, cell(c, "fresh"), cell(c, "reset"), cell(c, "warm-noreset"), pages, speedup)
+	}
+	// The goals of DESIGN.md §4, as the issue states them.
+	goal := func(desc, target string, num, den *cas, numMode, denMode string, met func(float64) bool) {
+		if num == nil || den == nil {
+			return
+		}
+		a, ok1 := us(num, numMode)
+		d, ok2 := us(den, denMode)
+		if !ok1 || !ok2 || d <= 0 {
+			return
+		}
+		verdict := "no"
+		if met(a / d) {
+			verdict = "yes"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", desc, target, ratio(a/d), verdict)
+	}
+	b.WriteString("\n| goal | target | measured | met |\n|---|---:|---:|---|\n")
+	one, big, gor := byName["mem=1MiB"], byName["mem=64MiB"], byName["go-reactor"]
+	goal("fresh ÷ reset, 1 MiB", "≥ 50×", one, one, "fresh", "reset", func(x float64) bool { return x >= 50 })
+	goal("reset 64 MiB ÷ reset 1 MiB", "≤ 2×", big, one, "reset", "reset", func(x float64) bool { return x <= 2 })
+	goal("fresh ÷ reset, Go reactor", "≥ 100×", gor, gor, "fresh", "reset", func(x float64) bool { return x >= 100 })
+	return b.String(), nil
 }
 
 // num prints three significant digits, without exponents.
