@@ -1,0 +1,340 @@
+// Package ledger is Cloister's transparency log of receipts: a tile-based
+// Merkle log (https://c2sp.org/tlog-tiles) stored by
+// github.com/transparency-dev/tessera's POSIX driver in a directory, with
+// checkpoints in the https://c2sp.org/tlog-checkpoint format as signed notes
+// (https://c2sp.org/signed-note) by the coordinator's Ed25519 key.
+//
+// The writer is Log (Open, Append). Everything else works from the log's
+// public files alone, read from the directory or over HTTP (EntrySource),
+// and trusts nothing but the coordinator's note verifier: Reader serves
+// entries and RFC 6962 inclusion and consistency proofs, VerifyCheckpoint,
+// VerifyInclusion and VerifyConsistency check them, CheckConsistency and
+// UpdateTrusted catch forks and rollbacks against a stored checkpoint, and
+// Audit replays the log, recomputes the Merkle root and names what was
+// tampered with.
+//
+// Entries are opaque bytes to this package; Cloister stores canonical signed
+// receipts (package receipt) and verifies them in the check function it
+// passes to Audit.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/storage/posix"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// MaxEntrySize is the largest entry the log accepts (tlog-tiles entry bundles
+// use a 16-bit length prefix).
+const MaxEntrySize = tessera.DefaultEntrySizeLimit
+
+// Defaults for zero Options fields.
+const (
+	DefaultBatchMaxSize       = 4096
+	DefaultBatchMaxAge        = 50 * time.Millisecond
+	DefaultCheckpointInterval = time.Second
+	// MinCheckpointInterval is the POSIX driver's lower bound.
+	MinCheckpointInterval = 100 * time.Millisecond
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir holds the log: the public files (checkpoint, tile/) and the
+	// driver's private state (.state/). It is created if missing.
+	Dir string
+	// Signer signs checkpoints: the coordinator's key, see NewSigner.
+	Signer note.Signer
+	// Verifier checks checkpoints when the Log reads its own files. It may
+	// be nil when Signer was made by NewSigner.
+	Verifier note.Verifier
+	// Origin is the checkpoint origin line, e.g. "cloister.local/ledger".
+	// Tessera uses the signer's name as the origin, so it must equal
+	// Signer.Name(); empty means Signer.Name().
+	Origin string
+	// BatchMaxSize and BatchMaxAge bound a sequencing batch: a batch is
+	// written when it holds BatchMaxSize entries or its first entry is
+	// BatchMaxAge old. Larger batches cost fewer fsyncs per entry; the age
+	// bounds the latency of Append under light load.
+	BatchMaxSize uint
+	BatchMaxAge  time.Duration
+	// CheckpointInterval is how often a new checkpoint is signed and
+	// published (at least MinCheckpointInterval). Entries become provable
+	// once a checkpoint covers them.
+	CheckpointInterval time.Duration
+	// Logger receives lifecycle events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Log appends entries to a tessera POSIX log and reads it back. It embeds a
+// Reader over its own directory. It is safe for concurrent use. At most one
+// Log may be open on a directory in a process (Open refuses a second one);
+// tessera's POSIX driver coordinates several processes with file locks.
+type Log struct {
+	*Reader
+
+	dir      string
+	log      *slog.Logger
+	add      tessera.AddFn
+	lr       tessera.LogReader
+	shutdown func(context.Context) error
+	cancel   context.CancelFunc
+	poll     time.Duration
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+var (
+	openMu   sync.Mutex
+	openDirs = map[string]bool{}
+)
+
+// Open opens the log in opts.Dir, creating it (with a signed checkpoint of
+// the empty tree) if needed. ctx bounds the opening only: the log's
+// background work (batching, integration, checkpoint publication, garbage
+// collection of partial tiles) runs until Close.
+func Open(ctx context.Context, opts Options) (*Log, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("opening ledger: no directory")
+	}
+	if opts.Signer == nil {
+		return nil, errors.New("opening ledger: no checkpoint signer")
+	}
+	if opts.Origin == "" {
+		opts.Origin = opts.Signer.Name()
+	}
+	if opts.Origin != opts.Signer.Name() {
+		return nil, fmt.Errorf("opening ledger: origin %q differs from the signer name %q (tessera signs checkpoints with the signer name as origin)", opts.Origin, opts.Signer.Name())
+	}
+	if opts.Verifier == nil {
+		v, err := verifierFor(opts.Signer)
+		if err != nil {
+			return nil, fmt.Errorf("opening ledger: %w", err)
+		}
+		opts.Verifier = v
+	}
+	if opts.Verifier.Name() != opts.Signer.Name() || opts.Verifier.KeyHash() != opts.Signer.KeyHash() {
+		return nil, errors.New("opening ledger: verifier does not match the signer")
+	}
+	if opts.BatchMaxSize == 0 {
+		opts.BatchMaxSize = DefaultBatchMaxSize
+	}
+	if opts.BatchMaxAge <= 0 {
+		opts.BatchMaxAge = DefaultBatchMaxAge
+	}
+	if opts.CheckpointInterval == 0 {
+		opts.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if opts.CheckpointInterval < MinCheckpointInterval {
+		return nil, fmt.Errorf("opening ledger: checkpoint interval %v is below %v", opts.CheckpointInterval, MinCheckpointInterval)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening ledger: %w", err)
+	}
+
+	openMu.Lock()
+	defer openMu.Unlock()
+	if openDirs[dir] {
+		return nil, fmt.Errorf("opening ledger: %s is already open in this process", dir)
+	}
+
+	driver, err := posix.New(ctx, posix.Config{Path: dir})
+	if err != nil {
+		return nil, fmt.Errorf("opening ledger storage: %w", err)
+	}
+	republish := max(tessera.DefaultCheckpointRepublishInterval, opts.CheckpointInterval)
+	ao := tessera.NewAppendOptions().
+		WithCheckpointSigner(opts.Signer).
+		WithBatching(opts.BatchMaxSize, opts.BatchMaxAge).
+		WithCheckpointInterval(opts.CheckpointInterval).
+		WithCheckpointRepublishInterval(republish).
+		// Every entry that resolved must be published by Close: with the
+		// default (60 s) a wedged disk would hold Close for a minute.
+		WithShutdownTimeout(max(10*time.Second, 5*opts.CheckpointInterval))
+
+	// Background work outlives ctx (which bounds the open) and ends at Close.
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	app, shutdown, lr, err := tessera.NewAppender(bg, driver, ao)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("opening ledger appender: %w", err)
+	}
+	openDirs[dir] = true
+	l := &Log{
+		Reader:   NewReader(DirSource(dir), opts.Verifier, opts.Origin),
+		dir:      dir,
+		log:      opts.Logger.WithGroup("ledger"),
+		add:      app.Add,
+		lr:       lr,
+		shutdown: shutdown,
+		cancel:   cancel,
+		poll:     min(opts.CheckpointInterval/4, 50*time.Millisecond),
+	}
+	size, _ := lr.IntegratedSize(ctx)
+	l.log.Info("ledger open", "dir", dir, "origin", opts.Origin, "size", size,
+		"batch_max_size", opts.BatchMaxSize, "batch_max_age", opts.BatchMaxAge, "checkpoint_interval", opts.CheckpointInterval)
+	return l, nil
+}
+
+// Dir is the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Future resolves to the index of an appended entry once it is durably
+// sequenced, or to an error. It may be called many times and from many
+// goroutines; it blocks until the batch holding the entry is written.
+type Future func() (uint64, error)
+
+// AppendAsync queues entry for the next batch and returns at once. The
+// entry is appended only if the future resolves to an index.
+func (l *Log) AppendAsync(ctx context.Context, entry []byte) Future {
+	if len(entry) > MaxEntrySize {
+		err := fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, len(entry), MaxEntrySize)
+		return func() (uint64, error) { return 0, err }
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return func() (uint64, error) { return 0, ErrClosed }
+	}
+	f := l.add(ctx, tessera.NewEntry(entry))
+	return func() (uint64, error) {
+		idx, err := f()
+		if err != nil {
+			return 0, fmt.Errorf("appending to ledger: %w", err)
+		}
+		return idx.Index, nil
+	}
+}
+
+// Append adds entry to the log and returns its index once it is durably
+// sequenced: with the POSIX driver, the entry bundle, the Merkle tiles and
+// the tree state that include it have been written and fsynced, so the
+// entry survives kill -9 (and power loss, on a filesystem that honours
+// fsync). It is integrated into the tree but provable only after the next
+// checkpoint (AwaitPublished). If ctx ends first, Append returns ctx.Err()
+// and the entry may or may not be in the log.
+func (l *Log) Append(ctx context.Context, entry []byte) (uint64, error) {
+	f := l.AppendAsync(ctx, entry)
+	if ctx.Done() == nil {
+		return f()
+	}
+	type result struct {
+		idx uint64
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		idx, err := f()
+		ch <- result{idx, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.idx, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// IntegratedSize is the number of entries durably sequenced and integrated
+// into the tree, published or not. It is internal state: clients must use
+// a verified checkpoint instead.
+func (l *Log) IntegratedSize(ctx context.Context) (uint64, error) {
+	return l.lr.IntegratedSize(ctx)
+}
+
+// AwaitPublished waits until a verified checkpoint covers index and returns
+// it with its raw note.
+func (l *Log) AwaitPublished(ctx context.Context, index uint64) (*Checkpoint, []byte, error) {
+	t := time.NewTicker(l.poll)
+	defer t.Stop()
+	for {
+		cp, raw, err := l.VerifiedCheckpoint(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cp.Size > index {
+			return cp, raw, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("awaiting checkpoint for index %d (at %d): %w", index, cp.Size, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops accepting entries, waits (bounded by ctx and a timeout) until
+// a checkpoint covers every entry whose future resolved to an index, and
+// stops the background work. Entries already acknowledged are durable
+// whether or not Close completes.
+func (l *Log) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	err := l.shutdown(ctx)
+	l.cancel()
+	openMu.Lock()
+	delete(openDirs, l.dir)
+	openMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("closing ledger: %w", err)
+	}
+	l.log.Info("ledger closed", "dir", l.dir)
+	return nil
+}
+
+// publicPath matches the tlog-tiles resources: the checkpoint, hash tiles and
+// entry bundles (full or partial). Everything else in the directory (the
+// driver's .state, temporary files) is not served.
+var publicPath = regexp.MustCompile(`^/(checkpoint|tile/([0-9]|[1-5][0-9]|6[0-3]|entries)/(x[0-9]{3}/)*[0-9]{3}(\.p/[0-9]{1,3})?)$`)
+
+// Handler serves a log directory read-only in the tlog-tiles layout, for
+// HTTPSource clients: GET /checkpoint, /tile/<L>/<N>[.p/<W>] and
+// /tile/entries/<N>[.p/<W>]. Mount it under a prefix with http.StripPrefix.
+func Handler(dir string) http.Handler {
+	files := http.FileServer(http.Dir(dir))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		m := publicPath.FindStringSubmatch(r.URL.Path)
+		if m == nil {
+			http.NotFound(w, r)
+			return
+		}
+		switch {
+		case m[1] == layout.CheckpointPath:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+		case m[4] == "":
+			// Full tiles and bundles never change.
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		default:
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+		}
+		files.ServeHTTP(w, r)
+	})
+}
