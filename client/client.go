@@ -142,6 +142,8 @@ type Attestation struct {
 	ManifestHash string
 	// Workers are the admitted workers' certificates, verified against IdentityKey.
 	Workers []*certs.Worker
+	// LedgerOrigin names the transparency log whose checkpoints IdentityKey signs.
+	LedgerOrigin string
 	// Warning is set for sim evidence, which offers no hardware protection.
 	Warning    string
 	VerifiedAt time.Time
@@ -213,7 +215,7 @@ func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
 		c.fns = map[string]cachedFunction{}
 	}
 	a := &Attestation{TEE: claims.Kind, TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
-		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now()}
+		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now(), LedgerOrigin: doc.LedgerOrigin}
 	for _, w := range doc.Workers {
 		wc, err := certs.OpenWorker(w, doc.IdentityKey)
 		if err != nil {

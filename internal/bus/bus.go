@@ -32,6 +32,9 @@ const (
 	// (wire.Deployed) so that workers can load it and pre-warm its pool
 	// before the first request.
 	SubjectDeployed = "cloister.events.deployed"
+	// SubjectLedgerAppend carries a signed receipt from a worker to the
+	// coordinator, which verifies it and appends it to the ledger.
+	SubjectLedgerAppend = "cloister.coord.ledger.append"
 )
 
 // Buckets.
@@ -40,6 +43,9 @@ const (
 	BucketAuth     = "cloister_auth"
 	BucketReplay   = "cloister_replay"
 	BucketBundles  = "cloister_bundles"
+	// BucketLedger maps a receipt's entry hash to its log index. It is an
+	// untrusted hint: inclusion proofs verify the answer.
+	BucketLedger = "cloister_ledger"
 )
 
 // ReplayWindow is how long a request nonce is remembered; requests older than
@@ -142,6 +148,7 @@ type Stores struct {
 	Registry jetstream.KeyValue
 	Auth     jetstream.KeyValue
 	Replay   jetstream.KeyValue
+	Ledger   jetstream.KeyValue
 	Bundles  jetstream.ObjectStore
 }
 
@@ -172,6 +179,9 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 		return nil, err
 	}
 	if s.Replay, err = kv(BucketReplay, ReplayWindow, 1); err != nil {
+		return nil, err
+	}
+	if s.Ledger, err = kv(BucketLedger, 0, 1); err != nil {
 		return nil, err
 	}
 	s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{

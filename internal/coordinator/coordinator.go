@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +35,8 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/ledger"
+	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -81,6 +84,8 @@ type Config struct {
 	Stores   *bus.Stores
 	// Engine validates modules at deploy with the workers' checks.
 	Engine *sandbox.Engine
+	// LedgerDir holds the transparency log of receipts; "" disables it.
+	LedgerDir string
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -96,6 +101,9 @@ type Coordinator struct {
 	reg      *registry.Registry
 	bundles  jetstream.ObjectStore
 	engine   *sandbox.Engine
+	ledger   *ledger.Log
+	receipts *receipt.Verifier
+	ledgerKV jetstream.KeyValue
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -150,11 +158,34 @@ func New(cfg Config) (*Coordinator, error) {
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
 		engine:   cfg.Engine,
+		ledgerKV: cfg.Stores.Ledger,
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
 		workers:  map[string]admitted{},
 	}
+	c.receipts = receipt.NewVerifier(c.IdentityKey())
+	if cfg.LedgerDir != "" {
+		signer, verifier, err := ledger.NewSigner(LedgerOrigin, c.identity)
+		if err != nil {
+			return nil, err
+		}
+		if c.ledger, err = ledger.Open(context.Background(), ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier,
+			Logger: cfg.Logger}); err != nil {
+			return nil, fmt.Errorf("opening the ledger: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// LedgerOrigin is the origin line of the ledger's checkpoints.
+const LedgerOrigin = "cloister/ledger"
+
+// Close releases the ledger, flushing what was appended.
+func (c *Coordinator) Close(ctx context.Context) error {
+	if c.ledger != nil {
+		return c.ledger.Close(ctx)
+	}
+	return nil
 }
 
 func loadState(dir string, t tee.TEE) (*state, error) {
@@ -228,6 +259,9 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		bus.SubjectRegister:    c.handleRegister,
 		bus.SubjectFunctionKey: c.handleFunctionKey,
 	}
+	if c.ledger != nil {
+		handlers[bus.SubjectLedgerAppend] = c.handleLedgerAppend
+	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
 		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, 64, c.log, h)
@@ -259,6 +293,9 @@ func (c *Coordinator) Attestation() (*wire.Attestation, error) {
 			return nil, fmt.Errorf("getting evidence: %w", err)
 		}
 		a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: c.ManifestHash()}
+		if c.ledger != nil {
+			a.LedgerOrigin = LedgerOrigin
+		}
 		if c.tee.Kind() == tee.KindSim {
 			a.Warning = sim.Warning
 		}
@@ -470,4 +507,29 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	}
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
 	return wire.FunctionKeyResponse{Enc: enc, Sealed: ct}, nil
+}
+
+// handleLedgerAppend verifies a receipt's signature chain back to this
+// coordinator (a host cannot log a forged receipt) and appends it. It
+// answers once the entry is durably sequenced.
+func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) (any, error) {
+	var s receipt.Signed
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "malformed receipt")
+	}
+	if _, err := c.receipts.Verify(&s, receipt.Expect{}); err != nil {
+		return nil, apierr.New(apierr.Forbidden, "refusing to log a receipt that does not verify: %v", err)
+	}
+	entry, err := s.Entry()
+	if err != nil {
+		return nil, err
+	}
+	idx, err := c.ledger.Append(ctx, entry)
+	if err != nil {
+		return nil, fmt.Errorf("appending to the ledger: %w", err)
+	}
+	if _, err := c.ledgerKV.Put(ctx, "r."+receipt.EntryHash(entry), []byte(strconv.FormatUint(idx, 10))); err != nil {
+		c.log.Warn("recording the ledger index", "index", idx, "err", err)
+	}
+	return wire.LedgerAppendResponse{Index: idx}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -56,6 +58,9 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// Ready reports whether the roles behind the gateway are ready (nil = always).
 	Ready func() error
+	// LedgerDir is the ledger's directory, served read-only under
+	// /v1/ledger/log/ (checkpoint and tiles); "" serves no ledger.
+	LedgerDir string
 }
 
 // Gateway is an http.Handler.
@@ -110,6 +115,14 @@ func New(cfg Config) *Gateway {
 	g.handle("DELETE /v1/functions/{name}", true, g.deleteFunction)
 	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
 	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
+	if cfg.LedgerDir != "" {
+		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
+		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+			files.ServeHTTP(w, r)
+			return nil
+		})
+		g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
+	}
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -465,5 +478,25 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 	}
 	writeJSON(w, http.StatusOK, wire.SealedResponse{Version: rep.Version, Ciphertext: rep.Ciphertext, Ticket: rep.Ticket,
 		TicketExpires: rep.TicketExpires, Receipt: rep.Receipt})
+	return nil
+}
+
+// ledgerLookup finds the log index of a receipt by the hash of its entry.
+// The answer is a hint from untrusted storage; clients verify an inclusion
+// proof for it against a checkpoint signed by the coordinator.
+func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	h := r.PathValue("hash")
+	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		return apierr.New(apierr.BadRequest, "receipt hash must be 64 lower-case hex digits (sha256 of the receipt entry)")
+	}
+	e, err := g.cfg.Stores.Ledger.Get(r.Context(), "r."+h)
+	if err != nil {
+		return apierr.New(apierr.NotFound, "receipt %s is not in the ledger yet", h)
+	}
+	idx, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return apierr.New(apierr.Internal, "corrupt ledger index")
+	}
+	writeJSON(w, http.StatusOK, wire.LedgerLookup{EntryHash: h, Index: idx})
 	return nil
 }

@@ -67,6 +67,10 @@ type Node struct {
 	srv     *http.Server
 	g       *errgroup.Group
 	stop    context.CancelFunc
+	coord   *coordinator.Coordinator
+
+	stopWorker context.CancelFunc
+	workerDone chan struct{}
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -137,6 +141,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	n.engines = append(n.engines, coordEngine)
 	coord, err := coordinator.New(coordinator.Config{
 		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
+		LedgerDir: filepath.Join(dir, "ledger"),
 		Manifest: coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
 	})
 	if err != nil {
@@ -160,12 +165,13 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
 		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle,
+		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: true,
 	})
 	if err != nil {
 		return nil, err
 	}
 	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
+		LedgerDir: filepath.Join(dir, "ledger"),
 		Ready: func() error {
 			if !wk.Ready() {
 				return errors.New("worker not admitted yet")
@@ -189,8 +195,15 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop
 	n.g, rctx = errgroup.WithContext(rctx)
+	// The worker stops first (Close cancels it before the others), so that
+	// the receipts it signed reach the coordinator's ledger.
+	wctx, stopWorker := context.WithCancel(rctx)
+	n.stopWorker = stopWorker
+	workerDone := make(chan struct{})
+	n.workerDone = workerDone
+	n.coord = coord
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
-	n.g.Go(func() error { return wk.Run(rctx) })
+	n.g.Go(func() error { defer close(workerDone); return wk.Run(wctx) })
 	n.g.Go(func() error {
 		if err := n.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -228,10 +241,19 @@ func (n *Node) Close() error {
 		err = n.srv.Shutdown(sctx)
 		cancel()
 	}
+	if n.stopWorker != nil {
+		n.stopWorker()
+		<-n.workerDone
+	}
 	if n.stop != nil {
 		n.stop()
 		if werr := n.g.Wait(); werr != nil && err == nil {
 			err = werr
+		}
+	}
+	if n.coord != nil {
+		if cerr := n.coord.Close(context.Background()); cerr != nil && err == nil {
+			err = cerr
 		}
 	}
 	// Drain returns at once and finishes in the background: wait for each

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -24,12 +25,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/gateway"
 	"github.com/cloister-faas/cloister/internal/node"
+	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -601,7 +604,8 @@ func TestReactorEndToEnd(t *testing.T) {
 // data directory is untrusted; a host that could edit cached native code
 // would run its own code inside the TEE, so nothing executable is kept there.
 // After deploys and invocations, the directory holds only the bus store, the
-// sealed coordinator state, the sim root key and the client files.
+// sealed coordinator state, the sim root key, the ledger (receipts) and the
+// client files.
 func TestNoCompiledCodeOnDisk(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
@@ -609,7 +613,7 @@ func TestNoCompiledCodeOnDisk(t *testing.T) {
 	if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "policy.json": true, "client.env": true}
+	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "ledger": true, "policy.json": true, "client.env": true}
 	entries, err := os.ReadDir(e.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -669,4 +673,80 @@ func grepLines(b []byte, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestReceiptsReachTheLedger: every invocation's receipt is appended to the
+// transparency log; the client finds it and verifies its inclusion against a
+// checkpoint signed by the attested coordinator; an audit of the log verifies
+// every receipt; and the coordinator refuses to log a forged receipt.
+func TestReceiptsReachTheLedger(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	var signed []*client.SignedReceipt
+	for i := range 5 {
+		res, err := e.c.Invoke(ctx, "echo", []byte(fmt.Sprint("in", i)), client.InvokeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed = append(signed, res.SignedReceipt)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range signed {
+		for {
+			_, cp, err := e.c.VerifyInclusion(ctx, s)
+			if err == nil {
+				if cp.Size == 0 {
+					t.Fatal("empty checkpoint")
+				}
+				break
+			}
+			if !errors.Is(err, client.ErrNotLogged) || time.Now().After(deadline) {
+				t.Fatalf("inclusion: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	r, err := e.c.Ledger(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := e.c.Attest(ctx)
+	v := receipt.NewVerifier(a.IdentityKey)
+	var mu sync.Mutex
+	seen := 0
+	rep, err := r.Audit(ctx, 0, func(_ uint64, entry []byte) error {
+		var s receipt.Signed
+		if err := json.Unmarshal(entry, &s); err != nil {
+			return err
+		}
+		_, err := v.Verify(&s, receipt.Expect{})
+		mu.Lock()
+		seen++
+		mu.Unlock()
+		return err
+	}, nil)
+	if err != nil || !rep.RootMatches || seen < len(signed) {
+		t.Fatalf("audit: %v (root matches %v, %d entries checked)", err, rep != nil && rep.RootMatches, seen)
+	}
+
+	// A host that tries to log a forged receipt is refused.
+	nc, err := e.n.Bus().Connect("evil-host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	forged := *signed[0]
+	forged.Receipt = bytes.Replace(bytes.Clone(forged.Receipt), []byte(`"status":"ok"`), []byte(`"status":"xx"`), 1)
+	if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, &forged, nil); apierrCode(err) != "forbidden" {
+		t.Errorf("logging a forged receipt: got %v, want forbidden", err)
+	}
+}
+
+func apierrCode(err error) string {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return string(ae.Code)
+	}
+	return ""
 }

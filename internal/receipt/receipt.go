@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +85,16 @@ type Signed struct {
 	Receipt    []byte       `json:"receipt"`
 	Signature  []byte       `json:"sig"`
 	WorkerCert certs.Signed `json:"worker_cert"`
+}
+
+// Entry is the ledger entry of a signed receipt: its canonical JSON
+// encoding (fields in declaration order), the same bytes whoever encodes it.
+func (s *Signed) Entry() ([]byte, error) { return json.Marshal(s) }
+
+// EntryHash is hex sha256 of Entry: the key clients look a receipt up by.
+func EntryHash(entry []byte) string {
+	h := sha256.Sum256(entry)
+	return hex.EncodeToString(h[:])
 }
 
 // Encode returns the canonical encoding of r: compact JSON with fields in

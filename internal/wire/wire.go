@@ -29,6 +29,9 @@ type Attestation struct {
 	IdentityKey  ed25519.PublicKey `json:"identity_key"`
 	Manifest     json.RawMessage   `json:"manifest"`
 	ManifestHash string            `json:"manifest_sha256"`
+	// LedgerOrigin is the origin line of the ledger's checkpoints, which
+	// IdentityKey signs (C2SP signed-note key name).
+	LedgerOrigin string `json:"ledger_origin,omitempty"`
 	// Workers are the certificates of the admitted workers, each signed by
 	// IdentityKey: the chain from hardware evidence to the keys that sign receipts.
 	Workers []certs.Signed `json:"workers,omitempty"`
@@ -131,6 +134,17 @@ type SealedResponse struct {
 	Ticket        []byte          `json:"ticket,omitempty"`
 	TicketExpires time.Time       `json:"ticket_expires,omitzero"`
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
+}
+
+// LedgerAppendResponse is the coordinator's answer to a ledger append.
+type LedgerAppendResponse struct {
+	Index uint64 `json:"index"`
+}
+
+// LedgerLookup answers GET /v1/ledger/receipts/{sha256}.
+type LedgerLookup struct {
+	EntryHash string `json:"entry_sha256"`
+	Index     uint64 `json:"index"`
 }
 
 // ErrorBody is every HTTP error response: a stable code, a message for

@@ -137,6 +137,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	if err != nil {
 		return nil, err
 	}
+	w.logReceipt(ctx, rc)
 	rep.Receipt = rc
 	return rep, nil
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -52,6 +53,8 @@ type Config struct {
 	// PoolIdle is how long a function's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default; negative: never).
 	PoolIdle time.Duration
+	// Ledger sends every signed receipt to the coordinator's transparency log.
+	Ledger bool
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Now      func() time.Time
@@ -73,6 +76,8 @@ type Worker struct {
 
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	appends     chan *receipt.Signed
+	ledger      ledgerMetrics
 }
 
 type admission struct {
@@ -107,6 +112,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg: cfg, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
+		appends: make(chan *receipt.Signed, ledgerQueue), ledger: newLedgerMetrics(),
 		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cloister_worker_invocations_total", Help: "Invocations run by this worker, by mode and status.",
@@ -117,7 +123,7 @@ func New(cfg Config) (*Worker, error) {
 		}, []string{"mode"}),
 	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w},
+		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w}, w.ledger.appended, w.ledger.failed,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "cloister_worker_compiles_total", Help: "Modules this worker compiled to native code.",
 			}, func() float64 { return float64(cfg.Engine.Stats().Compiles) }),
@@ -140,6 +146,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.admitWithRetry(ctx); err != nil {
 		return err
 	}
+	stopAppenders := make(chan struct{})
+	appendersDone := w.runAppenders(ctx, stopAppenders)
+	defer func() {
+		// Log what was signed before stopping, within a bound.
+		close(stopAppenders)
+		select {
+		case <-appendersDone:
+		case <-time.After(10 * time.Second):
+			w.log.Warn("stopping with receipts not yet logged", "queued", len(w.appends))
+		}
+	}()
 	sub, err := bus.Serve(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.cfg.Concurrency, w.log, w.handleInvoke)
 	if err != nil {
 		return err

@@ -1,0 +1,90 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/cloister-faas/cloister/internal/ledger"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// ErrNotLogged means a receipt is not (yet) in the transparency log.
+var ErrNotLogged = errors.New("cloister: receipt is not in the ledger yet")
+
+// Checkpoint is a verified ledger checkpoint.
+type Checkpoint = ledger.Checkpoint
+
+// authTransport adds the API key to the ledger's tile requests.
+type authTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.base.RoundTrip(r)
+}
+
+// Ledger returns a reader of the transparency log that trusts only the
+// attested coordinator's checkpoint key.
+func (c *Client) Ledger(ctx context.Context) (*ledger.Reader, error) {
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if a.LedgerOrigin == "" {
+		return nil, errors.New("this deployment runs no ledger")
+	}
+	v, err := ledger.NewVerifier(a.LedgerOrigin, a.IdentityKey)
+	if err != nil {
+		return nil, err
+	}
+	root, err := url.Parse(c.base + "/v1/ledger/log/")
+	if err != nil {
+		return nil, err
+	}
+	base := c.hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	src, err := ledger.HTTPSource(root, &http.Client{Transport: authTransport{token: c.token, base: base}, Timeout: c.hc.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	return ledger.NewReader(src, v, a.LedgerOrigin), nil
+}
+
+// VerifyInclusion finds a signed receipt in the transparency log and
+// verifies its inclusion proof against a checkpoint signed by the attested
+// coordinator. It returns ErrNotLogged while the receipt is not there yet.
+func (c *Client) VerifyInclusion(ctx context.Context, s *SignedReceipt) (uint64, *Checkpoint, error) {
+	entry, err := s.Entry()
+	if err != nil {
+		return 0, nil, err
+	}
+	var lk wire.LedgerLookup
+	if err := c.do(ctx, http.MethodGet, "/v1/ledger/receipts/"+receipt.EntryHash(entry), nil, "", &lk); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) && ce.Code == "not_found" {
+			return 0, nil, ErrNotLogged
+		}
+		return 0, nil, err
+	}
+	r, err := c.Ledger(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	cp, err := r.VerifyEntry(ctx, entry, lk.Index)
+	if err != nil {
+		if errors.Is(err, ledger.ErrNotPublished) {
+			return lk.Index, nil, fmt.Errorf("%w: sequenced at %d, no checkpoint covers it yet", ErrNotLogged, lk.Index)
+		}
+		return 0, nil, fmt.Errorf("%w: inclusion: %w", ErrVerification, err)
+	}
+	return lk.Index, cp, nil
+}
