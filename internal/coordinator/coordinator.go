@@ -86,8 +86,8 @@ type Config struct {
 	Engine *sandbox.Engine
 	// LedgerDir holds the transparency log of receipts; "" disables it.
 	LedgerDir string
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Coordinator is safe for concurrent use.

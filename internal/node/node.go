@@ -142,7 +142,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	coord, err := coordinator.New(coordinator.Config{
 		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
 		LedgerDir: filepath.Join(dir, "ledger"),
-		Manifest: coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
+		Manifest:  coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
 	})
 	if err != nil {
 		return nil, err

@@ -54,10 +54,10 @@ type Config struct {
 	// pool shrinks to zero (0: the sandbox default; negative: never).
 	PoolIdle time.Duration
 	// Ledger sends every signed receipt to the coordinator's transparency log.
-	Ledger bool
-	Logger   *slog.Logger
-	Metrics  prometheus.Registerer
-	Now      func() time.Time
+	Ledger  bool
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+	Now     func() time.Time
 }
 
 // Worker is safe for concurrent use.
