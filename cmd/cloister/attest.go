@@ -53,6 +53,7 @@ func cmdReceipt(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("receipt verify", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the verified receipt as JSON")
+	require := fs.Bool("require-inclusion", false, "fail (exit 3) unless the receipt is in a signed checkpoint")
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -81,13 +82,17 @@ func cmdReceipt(ctx context.Context, args []string) error {
 		return &codedError{code: exitVerify, err: fmt.Errorf("%w: %w", client.ErrVerification, err)}
 	}
 	if *asJSON {
+		if *require {
+			if _, _, err := c.VerifyInclusion(ctx, &s); err != nil {
+				return &codedError{code: exitVerify, err: err}
+			}
+		}
 		return printJSON(v.Receipt)
 	}
 	r := v.Receipt
 	fmt.Printf("receipt verified: signed by worker %s [%s], certified by the attested coordinator\n  invocation: %s\n  function:   %s/%s v%d (code %s)\n  status:     %s\n  time:       %s\n",
 		v.Worker.WorkerID, v.Worker.TEE, r.InvocationID, r.Namespace, r.Function, r.FunctionVersion, r.CodeHash, r.Status, r.Time)
-	fmt.Println("  inclusion in the transparency log: not checked (the ledger is not built yet)")
-	return nil
+	return verifyInclusion(ctx, c, &s, *require)
 }
 
 func cmdToken(ctx context.Context, args []string) error {

@@ -306,6 +306,32 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("invoke after delete: exit %d %q", r.code, r.stderr)
 	}
 
+	// The ledger: the saved receipt is included in a signed checkpoint, the
+	// log is consistent, and the audit bills every function.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := s.cli("receipt", "verify", receiptPath, "--require-inclusion")
+		if r.code == 0 && strings.Contains(r.stdout, "included at index") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipt never included in the ledger: exit %d %q %q", r.code, r.stdout, r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s.mustCLI("ledger", "verify")
+	// The audit covers what the latest checkpoint covers (one a second).
+	for {
+		r := s.mustCLI("ledger", "audit", "--csv")
+		if strings.Contains(r.stdout, "default,hello,") && strings.Contains(r.stdout, "default,trap,1,1,") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger audit --csv never billed every function: %s", r.stdout)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
 	// Restart on the same data: functions, keys and the API key survive.
 	token := s.env["CLOISTER_TOKEN"]
 	s.stop()
@@ -317,7 +343,10 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(r.stdout, "Hello, again!") {
 		t.Errorf("after restart: %q", r.stdout)
 	}
-	s.mustCLI("receipt", "verify", receiptPath) // same coordinator identity after restart
+	s.mustCLI("receipt", "verify", receiptPath, "--require-inclusion") // same coordinator identity and log after restart
+	if r := s.mustCLI("ledger", "verify"); !strings.Contains(r.stdout, "consistent") {
+		t.Errorf("ledger verify after restart: %q", r.stdout)
+	}
 	if r := s.mustCLI("fn", "deploy", "hello", repo("examples", "hello-go", "hello-go.wasm")); !strings.Contains(r.stdout, "v3") {
 		t.Errorf("deploy after restart: %q, want v3", r.stdout)
 	}

@@ -44,7 +44,10 @@ Usage:
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
   cloister attest [--json]                                   verify and show the coordinator's attestation
-  cloister receipt verify FILE [--json]                      verify a saved receipt
+  cloister receipt verify FILE [--json] [--require-inclusion]
+                                                             verify a saved receipt and its inclusion in the ledger
+  cloister ledger verify                                     check the log extends the checkpoint seen before
+  cloister ledger audit [--from N] [--json|--csv]            replay the log, verify every receipt, print the bill
   cloister token create NAMESPACE [--name N]                 create an API key (admin)
 
 Client commands read CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_POLICY and
@@ -88,6 +91,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdAttest(ctx, rest)
 	case "receipt":
 		return cmdReceipt(ctx, rest)
+	case "ledger":
+		return cmdLedger(ctx, rest)
 	case "token":
 		return cmdToken(ctx, rest)
 	case "help", "-h", "--help":
