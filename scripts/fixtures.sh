@@ -4,6 +4,7 @@
 #   **/*.wat                  -> same path with .wasm      (wat2wasm)
 #   examples/X-c/main.c       -> examples/X-c/X-c.wasm     (clang, wasm32-wasi)
 #   examples/X-go/ (package)  -> examples/X-go/X-go.wasm   (go, wasip1/wasm)
+#   internal/*/testdata/X.c   -> same path with .wasm      (clang, wasm32-wasi)
 #
 # An example directory whose name starts with "reactor-" holds a reactor for
 # the Cloister reactor ABI v1 (docs/reactor-abi.md) instead of a WASI command.
@@ -77,6 +78,10 @@ for src in examples/*-c/main.c; do
 	kind=c
 	[[ $name == reactor-* ]] && kind=c-reactor
 	targets+=("$kind"$'\t'"$src"$'\t'"$dir/$name.wasm")
+done
+# C test fixtures: internal/*/testdata/X.c -> X.wasm beside it (commands).
+for src in internal/*/testdata/*.c; do
+	targets+=("c"$'\t'"$src"$'\t'"${src%.c}.wasm")
 done
 for dir in examples/*-go/; do
 	dir=${dir%/}
