@@ -200,8 +200,8 @@ func TestEndToEnd(t *testing.T) {
 	if !js.Verified || js.Receipt.Function != "hello" || js.Receipt.Status != "ok" || !strings.Contains(js.Output, "Hello, Bob!") {
 		t.Errorf("invoke --json: got %+v", js)
 	}
-	if _, ok := js.Receipt.Metering["instructions"]; ok {
-		t.Errorf("receipt has an instructions count, but instructions are not measured yet")
+	if n, ok := js.Receipt.Metering["instructions"].(float64); !ok || n <= 0 {
+		t.Errorf("receipt metering %v: want an instruction count", js.Receipt.Metering)
 	}
 	s.mustCLI("receipt", "verify", receiptPath)
 	rb, _ := os.ReadFile(receiptPath)
@@ -260,6 +260,7 @@ func TestEndToEnd(t *testing.T) {
 		{"huge", td("huge_memory.wasm"), "", "memory_limit", ""},
 		{"trap", td("trap.wasm"), "", "", "function_trap"},
 		{"loop", td("infinite_loop.wasm"), `{"limits":{"timeout_ms":300}}`, "", "timeout"},
+		{"burner", td("infinite_loop.wasm"), `{"limits":{"fuel":1000000}}`, "", "fuel_exhausted"},
 		{"bomb", td("memory_bomb.wasm"), `{"limits":{"memory_pages":64}}`, "", "memory_limit"},
 		{"flood", td("big_output.wasm"), `{"limits":{"max_output_bytes":65536}}`, "", "output_too_large"},
 		{"exit3", td("exit_code.wasm"), "", "", "function_exit"},

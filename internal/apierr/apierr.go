@@ -34,6 +34,7 @@ const (
 	FunctionTrap         Code = "function_trap"
 	FunctionExit         Code = "function_exit"
 	Timeout              Code = "timeout"
+	FuelExhausted        Code = "fuel_exhausted"
 	MemoryLimit          Code = "memory_limit"
 	OutputTooLarge       Code = "output_too_large"
 	ConcurrencyLimit     Code = "concurrency_limit"
@@ -63,6 +64,7 @@ var status = map[Code]int{
 	FunctionTrap:         http.StatusUnprocessableEntity,
 	FunctionExit:         http.StatusUnprocessableEntity,
 	Timeout:              http.StatusGatewayTimeout,
+	FuelExhausted:        http.StatusUnprocessableEntity,
 	MemoryLimit:          http.StatusUnprocessableEntity,
 	OutputTooLarge:       http.StatusUnprocessableEntity,
 	ConcurrencyLimit:     http.StatusTooManyRequests,

@@ -51,6 +51,9 @@ type Limits struct {
 	MaxInputBytes  int    `json:"max_input_bytes"`
 	MaxOutputBytes int    `json:"max_output_bytes"`
 	Concurrency    int    `json:"concurrency"`
+	// Fuel is the instruction budget of one invocation (0: the platform
+	// default, 50 billion); a function that runs out fails with fuel_exhausted.
+	Fuel uint64 `json:"fuel,omitempty"`
 }
 
 // Capabilities are granted explicitly; everything else is denied.

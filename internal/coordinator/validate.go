@@ -38,6 +38,7 @@ func SandboxLimits(m bundle.Manifest) sandbox.Limits {
 		MemoryPages: m.Limits.MemoryPages,
 		Timeout:     time.Duration(m.Limits.TimeoutMS) * time.Millisecond,
 		MaxOutput:   m.Limits.MaxOutputBytes,
+		Fuel:        m.Limits.Fuel,
 	}
 }
 

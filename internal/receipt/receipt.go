@@ -59,24 +59,27 @@ type TEE struct {
 
 // Receipt is the signed record of one invocation (DESIGN.md §3).
 type Receipt struct {
-	Version         int       `json:"v"`
-	InvocationID    string    `json:"invocation_id"`
-	Namespace       string    `json:"namespace"`
-	Function        string    `json:"function"`
-	FunctionVersion int       `json:"function_version"`
-	CodeHash        string    `json:"code_sha256"`
-	BundleHash      string    `json:"bundle_sha256"`
-	SnapshotHash    string    `json:"snapshot_sha256,omitempty"`
-	ResetGeneration *uint64   `json:"reset_generation,omitempty"`
-	Mode            string    `json:"mode"`
-	RequestHash     string    `json:"request_sha256"`
-	ResponseHash    string    `json:"response_sha256"`
-	Status          string    `json:"status"`
-	Metering        Metering  `json:"metering"`
-	TEE             TEE       `json:"tee"`
-	WorkerID        string    `json:"worker_id"`
-	Time            time.Time `json:"time"`
-	Prev            string    `json:"prev,omitempty"`
+	Version         int    `json:"v"`
+	InvocationID    string `json:"invocation_id"`
+	Namespace       string `json:"namespace"`
+	Function        string `json:"function"`
+	FunctionVersion int    `json:"function_version"`
+	CodeHash        string `json:"code_sha256"`
+	// InstrumentedHash names the module that actually ran: the original
+	// after the metering and reset pass.
+	InstrumentedHash string    `json:"instrumented_code_sha256,omitempty"`
+	BundleHash       string    `json:"bundle_sha256"`
+	SnapshotHash     string    `json:"snapshot_sha256,omitempty"`
+	ResetGeneration  *uint64   `json:"reset_generation,omitempty"`
+	Mode             string    `json:"mode"`
+	RequestHash      string    `json:"request_sha256"`
+	ResponseHash     string    `json:"response_sha256"`
+	Status           string    `json:"status"`
+	Metering         Metering  `json:"metering"`
+	TEE              TEE       `json:"tee"`
+	WorkerID         string    `json:"worker_id"`
+	Time             time.Time `json:"time"`
+	Prev             string    `json:"prev,omitempty"`
 }
 
 // Signed is a receipt as it travels: the canonical bytes that were signed,

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -272,20 +274,19 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
-	var info *instrument.Info
-	if abi == ABIReactor {
-		// Reactors are reused from a snapshot: export their mutable globals
-		// so that a reset can restore them, and learn what cannot be reset.
-		_ = compiled.Close(ctx)
-		rewritten, inf, err := instrument.Prepare(ctx, prepared)
-		if err != nil {
-			return nil, fmt.Errorf("%w: preparing reactor: %s", ErrInvalidModule, shorten(err.Error()))
-		}
-		if compiled, err = compileGuarded(ctx, r, rewritten); err != nil {
-			return nil, fmt.Errorf("%w: compiling prepared reactor: %s", ErrInvalidModule, shorten(err.Error()))
-		}
-		info = inf
+	// Every module is rewritten: its mutable globals exported (so that a
+	// reactor's reset can restore them) and instruction metering and fuel
+	// added (so that receipts carry an exact count and runaway code stops
+	// at its budget).
+	_ = compiled.Close(ctx)
+	rewritten, info, _, err := instrument.PrepareMetered(ctx, prepared)
+	if err != nil {
+		return nil, fmt.Errorf("%w: instrumenting: %s", ErrInvalidModule, shorten(err.Error()))
 	}
+	if compiled, err = compileGuarded(ctx, r, rewritten); err != nil {
+		return nil, fmt.Errorf("%w: compiling the instrumented module: %s", ErrInvalidModule, shorten(err.Error()))
+	}
+	instrumentedHash := sha256.Sum256(rewritten)
 	e.compiles.Add(1)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "module compiled",
 		slog.String("code_hash", codeHash),
@@ -300,6 +301,7 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		limits:   lim,
 		abi:      abi,
 		info:     info,
+		instHash: hex.EncodeToString(instrumentedHash[:]),
 		cmdSnap:  &lazyHash{},
 		base:     wazero.NewModuleConfig().WithName("").WithStartFunctions(),
 	}, nil

@@ -36,6 +36,10 @@ var (
 	// exit). Result.Stdout then holds the first Limits.MaxOutput bytes.
 	ErrOutputTooLarge = errors.New("sandbox: output too large")
 
+	// ErrFuelExhausted means the guest used up its instruction budget
+	// (Limits.Fuel) and was stopped.
+	ErrFuelExhausted = errors.New("sandbox: fuel exhausted")
+
 	// ErrExit means the guest exited with a non-zero code (proc_exit). The
 	// Result is still returned filled in, with the code in Result.ExitCode.
 	ErrExit = errors.New("sandbox: guest exited with non-zero code")

@@ -177,6 +177,7 @@ type sandbox struct {
 	gen     uint64
 	logs    *truncatingBuffer
 	src     *sources
+	meter   meter
 	// oneShot sandboxes cannot be reset (the module writes its tables or
 	// drops segments): each was made by running init afresh and serves one call.
 	oneShot bool
@@ -336,6 +337,11 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		}
 		s.src.live = true
 		s.handle = inst.ExportedFunction(ExportHandle)
+		var ok bool
+		if s.meter, ok = meterOf(inst); !ok {
+			s.close()
+			return nil, fmt.Errorf("%w: metering globals missing", ErrInvalidModule)
+		}
 		return s, nil
 	}
 	s.src.clock.reads = f.clockAt
@@ -358,6 +364,10 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		return fail(err)
 	}
 	s.handle = inst.ExportedFunction(ExportHandle)
+	var metered bool
+	if s.meter, metered = meterOf(inst); !metered {
+		return fail(fmt.Errorf("%w: metering globals missing", ErrInvalidModule))
+	}
 	// Instantiation wrote the data segments and initial globals: put the
 	// snapshot back.
 	if err := f.restore(s); err != nil {
@@ -472,7 +482,11 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	runtime.LockOSThread()
 	cpu0, ok0 := threadCPU()
 	start := time.Now()
+	s.meter.arm(m.limits.Fuel)
 	rets, callErr := s.handle.Call(cctx)
+	var fuelOut bool
+	res.Instructions, fuelOut = s.meter.read()
+	res.InstructionsMeasured = true
 	res.Wall = time.Since(start)
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()
@@ -491,6 +505,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	switch {
 	case st.output.overflowed:
 		outErr = fmt.Errorf("%w: response exceeded %d bytes", ErrOutputTooLarge, m.limits.MaxOutput)
+	case callErr != nil && fuelOut:
+		outErr = fmt.Errorf("%w: the budget of %d instructions ran out", ErrFuelExhausted, m.limits.Fuel)
 	case callErr != nil:
 		outErr = m.classify(cctx, callErr, true, false, &res)
 	case len(rets) == 1 && uint32(rets[0]) != 0:

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -18,6 +19,10 @@ const (
 	DefaultMaxOutput = 1 << 20
 	// DefaultMaxLog is the default amount of stderr kept: 64 KiB.
 	DefaultMaxLog = 64 << 10
+	// DefaultFuel is the default instruction budget of one call: 50 billion,
+	// tens of seconds of work, so that the wall-time limit usually ends a
+	// runaway guest first.
+	DefaultFuel uint64 = 50_000_000_000
 
 	// pageSize is the size of a WebAssembly memory page.
 	pageSize = 65536
@@ -33,6 +38,10 @@ type Limits struct {
 	// MaxOutput is the most stdout a run may write, in bytes; writing more
 	// stops the guest with ErrOutputTooLarge. Default DefaultMaxOutput.
 	MaxOutput int
+	// Fuel is the instruction budget of one call (the count of the
+	// instrumentation pass's cost model); a guest that runs out traps with
+	// ErrFuelExhausted. 0 means DefaultFuel.
+	Fuel uint64
 	// MaxLog is how many bytes of stderr are kept. The rest is dropped
 	// silently (Result.StderrTruncated is set); it is not an error.
 	// Default DefaultMaxLog.
@@ -63,6 +72,9 @@ func (l Limits) withDefaults() (Limits, error) {
 	}
 	if l.MaxLog == 0 {
 		l.MaxLog = DefaultMaxLog
+	}
+	if l.Fuel == 0 || l.Fuel > math.MaxInt64 {
+		l.Fuel = min(max(l.Fuel, DefaultFuel), math.MaxInt64)
 	}
 	return l, nil
 }

@@ -35,8 +35,10 @@ type Module struct {
 	codeHash string
 	limits   Limits
 	abi      ABI
-	// info is what the rewriting pass learned of a reactor (nil for commands).
+	// info is what the rewriting pass learned of the module.
 	info *instrument.Info
+	// instHash is hex sha256 of the instrumented module that actually runs.
+	instHash string
 	// cmdSnap caches a command's post-instantiation snapshot hash.
 	cmdSnap *lazyHash
 	// base is the module config every run starts from: anonymous (so that
@@ -53,6 +55,10 @@ type lazyHash struct {
 	hash string
 	err  error
 }
+
+// InstrumentedHash is hex sha256 of the instrumented module that runs: the
+// original with its globals exported and metering and fuel added.
+func (m *Module) InstrumentedHash() string { return m.instHash }
 
 // ABI reports the module's ABI.
 func (m *Module) ABI() ABI { return m.abi }
@@ -99,6 +105,11 @@ type Result struct {
 	CPU time.Duration
 	// CPUMeasured reports whether CPU was measured.
 	CPUMeasured bool
+	// Instructions is the exact count of instructions the call executed
+	// (the instrumentation pass's cost model), where InstructionsMeasured.
+	// After a trap other than fuel exhaustion it is a lower bound.
+	Instructions         uint64
+	InstructionsMeasured bool
 	// HostCalls counts the calls the guest made to the cloister host
 	// functions (reactors only).
 	HostCalls uint64
@@ -178,6 +189,7 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 
 	out := m.call(ctx, cfg)
 	res.Wall, res.CPU, res.CPUMeasured = out.wall, out.cpu, out.cpuMeasured
+	res.Instructions, res.InstructionsMeasured = out.instructions, out.metered
 	if out.mod != nil {
 		res.MemoryPages = memoryPages(out.mod)
 		if err := out.mod.Close(context.WithoutCancel(ctx)); err != nil {
@@ -187,6 +199,9 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	res.Stdout = stdout.buf
 	res.Stderr = stderr.buf
 	res.StderrTruncated = stderr.truncated
+	if out.fuelOut && out.err != nil && !stdout.overflowed {
+		return res, fmt.Errorf("%w: the budget of %d instructions ran out", ErrFuelExhausted, m.limits.Fuel)
+	}
 	return res, m.classify(ctx, out.err, out.mod != nil, stdout.overflowed, &res)
 }
 
@@ -194,6 +209,9 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 type callOutcome struct {
 	mod         api.Module // nil if instantiation failed
 	err         error
+	// instructions is the metered count; fuelOut tells the guest ran out.
+	instructions     uint64
+	metered, fuelOut bool
 	wall, cpu   time.Duration
 	cpuMeasured bool
 }
@@ -209,8 +227,16 @@ func (m *Module) call(ctx context.Context, cfg wazero.ModuleConfig) callOutcome 
 
 	out.mod, out.err = m.runtime.InstantiateModule(ctx, m.compiled, cfg)
 	if out.err == nil {
+		mt, metered := meterOf(out.mod)
+		if metered {
+			mt.arm(m.limits.Fuel)
+		}
 		// Compile checked that _start exists with type [] -> [].
 		_, out.err = out.mod.ExportedFunction("_start").Call(ctx)
+		if metered {
+			out.instructions, out.fuelOut = mt.read()
+			out.metered = true
+		}
 	}
 
 	out.wall = time.Since(start)

@@ -11,6 +11,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/cloister-faas/cloister/internal/instrument"
 )
 
 // ABI names how a module talks to the platform.
@@ -263,4 +265,27 @@ func (e *Engine) Inspect(ctx context.Context, codeHash string, wasm []byte, limi
 	defer f.Close()
 	out.SnapshotHash = f.snap.hash
 	return out, nil
+}
+
+// meter is an instance's metering globals.
+type meter struct {
+	counter, fuel api.MutableGlobal
+}
+
+// meterOf finds the metering globals the instrumentation pass exported.
+func meterOf(inst api.Module) (meter, bool) {
+	c, ok1 := inst.ExportedGlobal(instrument.CounterExport).(api.MutableGlobal)
+	f, ok2 := inst.ExportedGlobal(instrument.FuelExport).(api.MutableGlobal)
+	return meter{c, f}, ok1 && ok2
+}
+
+// arm sets the counter to zero and the fuel to the budget before a call.
+func (mt meter) arm(fuel uint64) {
+	mt.counter.Set(0)
+	mt.fuel.Set(fuel)
+}
+
+// read returns the count after a call and whether the fuel ran out.
+func (mt meter) read() (uint64, bool) {
+	return mt.counter.Get(), int64(mt.fuel.Get()) == instrument.FuelExhausted
 }

@@ -276,3 +276,45 @@ func TestReactorNoLeaks(t *testing.T) {
 		t.Errorf("memory mappings: %d before, %d after 20 rounds", maps0, maps1)
 	}
 }
+
+// TestMetering: every run reports an exact, deterministic instruction count,
+// and a guest that exceeds its fuel is stopped with ErrFuelExhausted.
+func TestMetering(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	loop, _ := os.ReadFile("testdata/infinite_loop.wasm")
+	m, err := e.Compile(ctx, "loop", loop, Limits{Fuel: 1_000_000, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Run(ctx, Invocation{})
+	if !errors.Is(err, ErrFuelExhausted) || !res.InstructionsMeasured || res.Instructions < 1_000_000 {
+		t.Errorf("infinite loop with fuel 1e6: got %v after %d instructions, want ErrFuelExhausted after at least 1e6", err, res.Instructions)
+	}
+	echo, _ := os.ReadFile("testdata/echo.wasm")
+	em, err := e.Compile(ctx, "echo", echo, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err1 := em.Run(ctx, Invocation{Stdin: []byte("same input")})
+	r2, err2 := em.Run(ctx, Invocation{Stdin: []byte("same input")})
+	if err1 != nil || err2 != nil || !r1.InstructionsMeasured || r1.Instructions == 0 || r1.Instructions != r2.Instructions {
+		t.Errorf("echo counts %d and %d (%v %v): want equal and non-zero", r1.Instructions, r2.Instructions, err1, err2)
+	}
+	_, f := newReactor(t, "testdata/reactor.wasm", Limits{Fuel: 100_000}, FunctionSpec{MaxSandboxes: 1})
+	_, a, _ := call(t, f, "c")
+	_, b, _ := call(t, f, "c")
+	if a.Instructions == 0 || a.Instructions != b.Instructions {
+		t.Errorf("reactor counts %d and %d: want equal and non-zero", a.Instructions, b.Instructions)
+	}
+	if _, _, err := call(t, f, "l"); !errors.Is(err, ErrFuelExhausted) {
+		t.Errorf("reactor loop with fuel 1e5: got %v, want ErrFuelExhausted", err)
+	}
+	if out, _, err := call(t, f, "c"); err != nil || out != "11" {
+		t.Errorf("after fuel exhaustion: %q %v", out, err)
+	}
+}

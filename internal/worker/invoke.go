@@ -236,29 +236,34 @@ func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, stat
 	if res.MemoryPages > 0 {
 		m.PeakMemoryPages = ptr(res.MemoryPages)
 	}
+	if res.InstructionsMeasured {
+		m.Instructions = ptr(res.Instructions)
+		m.FuelLimit = ptr(fn.module.Limits().Fuel)
+	}
 	m.InputBytes = ptr(int64(inBytes))
 	m.OutputBytes = ptr(int64(len(res.Stdout)))
 	if fn.reactor != nil {
 		m.HostCalls = map[string]uint64{"cloister": res.HostCalls}
 	}
 	r := &receipt.Receipt{
-		Version:         receipt.Version,
-		InvocationID:    id,
-		Namespace:       fn.fn.Namespace,
-		Function:        fn.fn.Name,
-		FunctionVersion: fn.fn.Version,
-		CodeHash:        fn.fn.CodeHash,
-		BundleHash:      fn.fn.BundleHash,
-		SnapshotHash:    fn.snapshot,
-		ResetGeneration: ptr(res.Generation),
-		Mode:            mode,
-		RequestHash:     reqHash,
-		ResponseHash:    seal.SHA256Hex(body),
-		Status:          status,
-		Metering:        m,
-		TEE:             receipt.TEE{Kind: adm.cert.TEE, TCB: adm.cert.TCB, Measurement: adm.cert.Measurement},
-		WorkerID:        adm.cert.WorkerID,
-		Time:            w.now().UTC(),
+		Version:          receipt.Version,
+		InvocationID:     id,
+		Namespace:        fn.fn.Namespace,
+		Function:         fn.fn.Name,
+		FunctionVersion:  fn.fn.Version,
+		CodeHash:         fn.fn.CodeHash,
+		InstrumentedHash: fn.module.InstrumentedHash(),
+		BundleHash:       fn.fn.BundleHash,
+		SnapshotHash:     fn.snapshot,
+		ResetGeneration:  ptr(res.Generation),
+		Mode:             mode,
+		RequestHash:      reqHash,
+		ResponseHash:     seal.SHA256Hex(body),
+		Status:           status,
+		Metering:         m,
+		TEE:              receipt.TEE{Kind: adm.cert.TEE, TCB: adm.cert.TCB, Measurement: adm.cert.Measurement},
+		WorkerID:         adm.cert.WorkerID,
+		Time:             w.now().UTC(),
 	}
 	return receipt.Sign(r, w.signKey, adm.signed)
 }

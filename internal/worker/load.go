@@ -188,6 +188,8 @@ func sandboxError(err error) error {
 		code = apierr.OutputTooLarge
 	case errors.Is(err, sandbox.ErrMemoryLimit):
 		code = apierr.MemoryLimit
+	case errors.Is(err, sandbox.ErrFuelExhausted):
+		code = apierr.FuelExhausted
 	case errors.Is(err, sandbox.ErrTimeout):
 		code = apierr.Timeout
 	case errors.Is(err, sandbox.ErrTrap):
