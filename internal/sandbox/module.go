@@ -207,13 +207,13 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 
 // callOutcome is what call returns.
 type callOutcome struct {
-	mod         api.Module // nil if instantiation failed
-	err         error
+	mod api.Module // nil if instantiation failed
+	err error
 	// instructions is the metered count; fuelOut tells the guest ran out.
 	instructions     uint64
 	metered, fuelOut bool
-	wall, cpu   time.Duration
-	cpuMeasured bool
+	wall, cpu        time.Duration
+	cpuMeasured      bool
 }
 
 // call instantiates the module and calls _start, on one locked OS thread so
