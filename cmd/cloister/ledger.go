@@ -35,8 +35,8 @@ func cmdLedger(ctx context.Context, args []string) error {
 }
 
 // trustedCheckpointPath is where `ledger verify` keeps the last checkpoint it
-// verified, per gateway and policy.
-func trustedCheckpointPath(c *client.Client, a *client.Attestation) (string, error) {
+// verified, per coordinator identity.
+func trustedCheckpointPath(a *client.Attestation) (string, error) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
@@ -65,13 +65,13 @@ func ledgerVerify(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	path, err := trustedCheckpointPath(c, a)
+	path, err := trustedCheckpointPath(a)
 	if err != nil {
 		return err
 	}
 	up, err := r.UpdateTrusted(ctx, path)
 	if err != nil {
-		return &codedError{code: exitVerify, err: fmt.Errorf("ledger: %s: %w", ledger.ClassName(err), err)}
+		return &codedError{code: exitVerify, err: fmt.Errorf("ledger verify: %w", err)}
 	}
 	if up.Stored == nil {
 		fmt.Printf("ledger checkpoint verified (first use): size %d, root %x\n  stored as trusted in %s\n", up.Latest.Size, up.Latest.Hash, path)
@@ -83,15 +83,16 @@ func ledgerVerify(ctx context.Context, args []string) error {
 
 // billLine is one line of the bill.
 type billLine struct {
-	Namespace   string `json:"namespace"`
-	Function    string `json:"function"`
-	Invocations uint64 `json:"invocations"`
-	Failed      uint64 `json:"failed"`
-	WallNanos   int64  `json:"wall_ns"`
-	CPUNanos    int64  `json:"cpu_ns"`
-	InputBytes  int64  `json:"input_bytes"`
-	OutputBytes int64  `json:"output_bytes"`
-	PeakPages   uint32 `json:"peak_memory_pages"`
+	Namespace    string `json:"namespace"`
+	Function     string `json:"function"`
+	Invocations  uint64 `json:"invocations"`
+	Failed       uint64 `json:"failed"`
+	Instructions uint64 `json:"instructions"`
+	WallNanos    int64  `json:"wall_ns"`
+	CPUNanos     int64  `json:"cpu_ns"`
+	InputBytes   int64  `json:"input_bytes"`
+	OutputBytes  int64  `json:"output_bytes"`
+	PeakPages    uint32 `json:"peak_memory_pages"`
 }
 
 func ledgerAudit(ctx context.Context, args []string) error {
@@ -140,6 +141,9 @@ func ledgerAudit(ctx context.Context, args []string) error {
 			u.Failed++
 		}
 		m := rc.Metering
+		if m.Instructions != nil {
+			u.Instructions += *m.Instructions
+		}
 		if m.WallNanos != nil {
 			u.WallNanos += *m.WallNanos
 		}
@@ -165,7 +169,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	if progress != nil {
 		fmt.Fprintln(os.Stderr)
 	}
-	if rep == nil {
+	if rep == nil || rep.Checkpoint == nil {
 		return &codedError{code: exitVerify, err: fmt.Errorf("ledger audit: %w", auditErr)}
 	}
 	lines := make([]*billLine, 0, len(bill))
@@ -184,9 +188,10 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		}
 	case *asCSV:
 		w := csv.NewWriter(os.Stdout)
-		w.Write([]string{"namespace", "function", "invocations", "failed", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages"})
+		w.Write([]string{"namespace", "function", "invocations", "failed", "instructions", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages"})
 		for _, u := range lines {
 			w.Write([]string{u.Namespace, u.Function, strconv.FormatUint(u.Invocations, 10), strconv.FormatUint(u.Failed, 10),
+				strconv.FormatUint(u.Instructions, 10),
 				strconv.FormatInt(u.WallNanos, 10), strconv.FormatInt(u.CPUNanos, 10), strconv.FormatInt(u.InputBytes, 10),
 				strconv.FormatInt(u.OutputBytes, 10), strconv.FormatUint(uint64(u.PeakPages), 10)})
 		}
@@ -198,9 +203,9 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		fmt.Printf("audited entries %d..%d of a log of size %d (checkpoint signed by the attested coordinator); root matches: %v\n",
 			rep.From, rep.From+rep.Entries, rep.Checkpoint.Size, rep.RootMatches)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAMESPACE\tFUNCTION\tINVOCATIONS\tFAILED\tWALL ms\tCPU ms\tIN bytes\tOUT bytes\tPEAK pages")
+		fmt.Fprintln(tw, "NAMESPACE\tFUNCTION\tINVOCATIONS\tFAILED\tINSTRUCTIONS\tWALL ms\tCPU ms\tIN bytes\tOUT bytes\tPEAK pages")
 		for _, u := range lines {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%d\n", u.Namespace, u.Function, u.Invocations, u.Failed,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%d\n", u.Namespace, u.Function, u.Invocations, u.Failed, u.Instructions,
 				float64(u.WallNanos)/1e6, float64(u.CPUNanos)/1e6, u.InputBytes, u.OutputBytes, u.PeakPages)
 		}
 		tw.Flush()

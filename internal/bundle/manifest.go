@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -131,6 +132,8 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: max_input_bytes %d out of range (max %d)", ErrManifest, m.Limits.MaxInputBytes, MaxInputBytes)
 	case m.Limits.MaxOutputBytes < 0 || m.Limits.MaxOutputBytes > MaxOutputBytes:
 		return fmt.Errorf("%w: max_output_bytes %d out of range (max %d)", ErrManifest, m.Limits.MaxOutputBytes, MaxOutputBytes)
+	case m.Limits.Fuel > math.MaxInt64:
+		return fmt.Errorf("%w: fuel %d over %d", ErrManifest, m.Limits.Fuel, uint64(math.MaxInt64))
 	case m.Limits.Concurrency < 0 || m.Limits.Concurrency > MaxConcurrency:
 		return fmt.Errorf("%w: concurrency %d out of range", ErrManifest, m.Limits.Concurrency)
 	}

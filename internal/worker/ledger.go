@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -93,7 +94,7 @@ func (w *Worker) appendOne(ctx context.Context, s *receipt.Signed) {
 			w.ledger.appended.Inc()
 			return
 		}
-		if attempt == 5 {
+		if c := apierr.CodeOf(err); attempt == 5 || c == apierr.Forbidden || c == apierr.BadRequest {
 			w.ledger.failed.Inc()
 			w.log.Error("logging a receipt failed", "err", err)
 			return
