@@ -19,13 +19,9 @@ func cmdAttest(ctx context.Context, args []string) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := newClient()
+	_, a, err := attestedClient(ctx)
 	if err != nil {
 		return err
-	}
-	a, err := c.Attest(ctx)
-	if err != nil {
-		return classify(err)
 	}
 	if *asJSON {
 		return printJSON(map[string]any{
@@ -69,13 +65,9 @@ func cmdReceipt(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return &codedError{code: exitVerify, err: fmt.Errorf("%s is not a signed receipt: %w", pos[0], err)}
 	}
-	c, err := newClient()
+	c, a, err := attestedClient(ctx)
 	if err != nil {
 		return err
-	}
-	a, err := c.Attest(ctx)
-	if err != nil {
-		return classify(err)
 	}
 	v, err := receipt.Verify(&s, a.IdentityKey, receipt.Expect{})
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -112,6 +113,19 @@ func newClient() (*client.Client, error) {
 		opts = append(opts, client.WithOwnerKeys(k))
 	}
 	return client.New(e.URL, e.Token, pol, opts...)
+}
+
+// attestedClient builds a client and verifies the coordinator's attestation.
+func attestedClient(ctx context.Context) (*client.Client, *client.Attestation, error) {
+	c, err := newClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, nil, classify(err)
+	}
+	return c, a, nil
 }
 
 // isTerminal reports whether f is a terminal (for progress output).

@@ -53,13 +53,9 @@ func ledgerVerify(ctx context.Context, args []string) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := newClient()
+	c, a, err := attestedClient(ctx)
 	if err != nil {
 		return err
-	}
-	a, err := c.Attest(ctx)
-	if err != nil {
-		return classify(err)
 	}
 	r, err := c.Ledger(ctx)
 	if err != nil {
@@ -103,13 +99,9 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := newClient()
+	c, a, err := attestedClient(ctx)
 	if err != nil {
 		return err
-	}
-	a, err := c.Attest(ctx)
-	if err != nil {
-		return classify(err)
 	}
 	r, err := c.Ledger(ctx)
 	if err != nil {
