@@ -347,6 +347,7 @@ func BenchmarkColdStart(b *testing.B) {
 // every version after a function's first.
 func (e *coldEnv) benchFirstResult(b *testing.B, m coldModule, newCode bool) {
 	ctx := b.Context()
+	drainLedger(b, e.hc, e.node.URL)
 	fn := "cold-" + m.fn
 	if newCode {
 		fn += "-new"
@@ -373,6 +374,7 @@ func (e *coldEnv) benchFirstResult(b *testing.B, m coldModule, newCode bool) {
 // have missed the pool (made a sandbox), every call of the second kind hit it.
 func (e *coldEnv) benchInvoke(b *testing.B, m coldModule, scaledToZero bool) {
 	ctx := b.Context()
+	drainLedger(b, e.hc, e.node.URL)
 	fn := "warm-" + m.fn
 	if scaledToZero {
 		fn = "idle-" + m.fn

@@ -61,11 +61,15 @@ var (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
+	// Let the ledger log what the runs left queued before the nodes stop:
+	// a graceful stop gives up after 10 s and logs errors.
 	var closers []func() error
 	if shared != nil {
+		_, _ = waitLedger(context.Background(), shared.hc, shared.node.URL, 2*time.Second, time.Minute)
 		closers = append(closers, shared.close)
 	}
 	if cold != nil {
+		_, _ = waitLedger(context.Background(), cold.hc, cold.node.URL, 2*time.Second, time.Minute)
 		closers = append(closers, cold.close)
 	}
 	for _, close := range closers {

@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [invoke]             # BenchmarkInvoke, -benchtime 3s, 8 clients
 #   BENCHTIME=10s bench/run.sh invoke -conc 16
-#   bench/run.sh coldstart            # BenchmarkColdStart, -benchtime 20x
+#   bench/run.sh coldstart            # BenchmarkColdStart, -benchtime 10x -count 3
 #   bench/run.sh reset                # BenchmarkReset (internal/sandbox), -count 3:
 #                                     # 2000x, and 20x for go-reactor/fresh
 #
@@ -32,7 +32,7 @@ invoke)
 	bench=BenchmarkInvoke
 	;;
 coldstart)
-	go test -run '^$' -bench BenchmarkColdStart -benchtime "${BENCHTIME:-20x}" -timeout 30m ./bench/ "$@" | tee "$out"
+	go test -run '^$' -bench BenchmarkColdStart -benchtime "${BENCHTIME:-10x}" -count "${COUNT:-3}" -timeout 30m ./bench/ "$@" | tee "$out"
 	bench=BenchmarkColdStart
 	;;
 reset)

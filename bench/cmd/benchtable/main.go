@@ -4,8 +4,9 @@
 //   - BenchmarkInvoke (the default): each mode's throughput, median and p99
 //     latency, with throughput and median as ratios against the native
 //     baseline (-baseline);
-//   - BenchmarkColdStart: each case's mean, median and slowest operation,
-//     the deploy and first-result parts of deploy-to-first-result, and each
+//   - BenchmarkColdStart: each case's mean operation (with the range of the
+//     runs' means), median and slowest operation (means over runs), the
+//     deploy and first-result parts of deploy-to-first-result, and each
 //     case as a multiple of the warm call of the same module;
 //   - BenchmarkReset (package internal/sandbox): fresh, reset and
 //     warm-noreset time per call of each case, then the three goals of the
@@ -234,7 +235,12 @@ func coldTable(rows []*row) (string, error) {
 		if w := warm[mod]; w > 0 {
 			vsWarm = ratio(v[0] / w)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.name, r.ops, num(v[0]), num(v[1]), num(v[2]), deploy, first, vsWarm)
+		mean := num(v[0])
+		if len(r.runs) > 1 {
+			lo, hi := r.span("ms/op")
+			mean = fmt.Sprintf("%s (%s–%s)", mean, num(lo), num(hi))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.name, r.ops, mean, num(v[1]), num(v[2]), deploy, first, vsWarm)
 	}
 	return b.String(), nil
 }

@@ -69,7 +69,7 @@ func TestColdTable(t *testing.T) {
 | deploy-to-first-result/module-100KB | 3 | 13.0 | 12.0 | 15.0 | 10.0 | 3.00 | 17.3× |
 | deploy-to-first-result/module-100KB-new-code | 3 | 17.0 | 18.0 | 19.0 | 12.0 | 5.00 | 22.7× |
 | after-scale-to-zero/module-100KB | 3 | 1.50 | 1.50 | 1.60 |  |  | 2.00× |
-| warm/module-100KB | 6 | 0.750 | 1.00 | 1.10 |  |  | 1.00× |
+| warm/module-100KB | 6 | 0.750 (0.500–1.00) | 1.00 | 1.10 |  |  | 1.00× |
 | warm/go-reactor | 3 | 2.00 | 1.00 | 1.10 |  |  | 1.00× |
 `
 	if got := out.String(); got != want {
