@@ -170,7 +170,7 @@ func New(cfg Config) (*Coordinator, error) {
 			return nil, err
 		}
 		if c.ledger, err = ledger.Open(context.Background(), ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier,
-			Logger: cfg.Logger}); err != nil {
+			BatchMaxAge: 10 * time.Millisecond, Logger: cfg.Logger}); err != nil {
 			return nil, fmt.Errorf("opening the ledger: %w", err)
 		}
 	}
@@ -264,7 +264,12 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
-		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, 64, c.log, h)
+		limit := 64
+		if subj == bus.SubjectLedgerAppend {
+			// Appends wait for their batch to be durable: many in flight.
+			limit = 2048
+		}
+		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, limit, c.log, h)
 		if err != nil {
 			return err
 		}

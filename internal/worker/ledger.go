@@ -17,7 +17,9 @@ import (
 const ledgerQueue = 4096
 
 // ledgerAppenders is how many appends are in flight to the coordinator.
-const ledgerAppenders = 8
+// Each waits for its batch to be durable (up to the ledger's batch age), so
+// throughput is about ledgerAppenders / batch age.
+const ledgerAppenders = 256
 
 type ledgerMetrics struct {
 	appended, failed prometheus.Counter
