@@ -112,21 +112,7 @@ func startCold(ctx context.Context) (e *coldEnv, err error) {
 	return e, nil
 }
 
-func (e *coldEnv) close() error {
-	if e.hc != nil {
-		e.hc.CloseIdleConnections()
-	}
-	var err error
-	if e.node != nil {
-		err = e.node.Close()
-	}
-	if e.dir != "" {
-		if rerr := os.RemoveAll(e.dir); rerr != nil && err == nil {
-			err = rerr
-		}
-	}
-	return err
-}
+func (e *coldEnv) close() error { return closeNode(e.hc, e.node, e.dir) }
 
 // deploy signs wasm as the next version of the reactor fn, uploads and
 // registers it, and returns the version: what `cloister deploy` does.

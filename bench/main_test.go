@@ -188,15 +188,20 @@ func (e *env) close() error {
 	if e.native != nil {
 		e.native.Close()
 	}
-	if e.hc != nil {
-		e.hc.CloseIdleConnections()
+	return closeNode(e.hc, e.node, e.dir)
+}
+
+// closeNode drops idle connections, closes the node and removes its data.
+func closeNode(hc *http.Client, n *node.Node, dir string) error {
+	if hc != nil {
+		hc.CloseIdleConnections()
 	}
 	var err error
-	if e.node != nil {
-		err = e.node.Close()
+	if n != nil {
+		err = n.Close()
 	}
-	if e.dir != "" {
-		if rerr := os.RemoveAll(e.dir); rerr != nil && err == nil {
+	if dir != "" {
+		if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
 			err = rerr
 		}
 	}

@@ -34,6 +34,19 @@ func cmdLedger(ctx context.Context, args []string) error {
 	}
 }
 
+// attestedLedger returns an attested client and a reader of its ledger.
+func attestedLedger(ctx context.Context) (*client.Client, *client.Attestation, *ledger.Reader, error) {
+	c, a, err := attestedClient(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r, err := c.Ledger(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, a, r, nil
+}
+
 // trustedCheckpointPath is where `ledger verify` keeps the last checkpoint it
 // verified, per coordinator identity.
 func trustedCheckpointPath(a *client.Attestation) (string, error) {
@@ -53,11 +66,7 @@ func ledgerVerify(ctx context.Context, args []string) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, a, err := attestedClient(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := c.Ledger(ctx)
+	_, a, r, err := attestedLedger(ctx)
 	if err != nil {
 		return err
 	}
@@ -99,11 +108,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, a, err := attestedClient(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := c.Ledger(ctx)
+	_, a, r, err := attestedLedger(ctx)
 	if err != nil {
 		return err
 	}
