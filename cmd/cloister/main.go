@@ -39,7 +39,7 @@ Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
   cloister keys new [--out FILE] [--force]                   create an owner signing key
-  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] [--json]
+  cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]

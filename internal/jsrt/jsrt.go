@@ -197,3 +197,45 @@ func Call(ctx context.Context, f *sandbox.Function, script, params []byte) ([]by
 	out, err := Response(res.Stdout)
 	return out, res, err
 }
+
+// Check compiles script on f without running it: nil, or an error
+// wrapping ErrScript, ErrException (an *Exception, such as a SyntaxError)
+// or one of the sandbox's errors.
+func Check(ctx context.Context, f *sandbox.Function, script []byte) error {
+	if err := CheckScript(script); err != nil {
+		return err
+	}
+	in := make([]byte, 0, 8+len(script))
+	in = append(in, "CJSC"...)
+	in = binary.LittleEndian.AppendUint32(in, uint32(len(script)))
+	in = append(in, script...)
+	res, err := f.Call(ctx, in)
+	if err != nil {
+		return err
+	}
+	_, err = Response(res.Stdout)
+	return err
+}
+
+// Inspect is what the coordinator does at deploy for a JavaScript
+// function: it compiles the engine with limits, takes its snapshot with
+// spec (as a worker will: the same hash), and compiles script in it.
+func Inspect(ctx context.Context, e *sandbox.Engine, limits sandbox.Limits, spec sandbox.FunctionSpec, script []byte) (snapshotHash string, err error) {
+	if err := CheckScript(script); err != nil {
+		return "", err
+	}
+	m, err := Compile(ctx, e, limits)
+	if err != nil {
+		return "", err
+	}
+	spec.MaxSandboxes, spec.Prewarm, spec.IdleTimeout = 1, 0, -1
+	f, err := m.NewFunction(ctx, spec)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := Check(ctx, f, script); err != nil {
+		return "", err
+	}
+	return f.Snapshot().Hash(), nil
+}

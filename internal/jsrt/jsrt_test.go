@@ -308,3 +308,23 @@ func TestResponseDecoding(t *testing.T) {
 		t.Errorf("result: got %s, %v", got, err)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	f := newFunction(t, sandbox.Limits{}, sandbox.Capabilities{})
+	ctx := context.Background()
+	if err := Check(ctx, f, []byte(`function main() { throw new Error("not run") }`)); err != nil {
+		t.Fatalf("valid script: %v", err)
+	}
+	err := Check(ctx, f, []byte("function main() {\n  return {\n}}}"))
+	var ex *Exception
+	if !errors.As(err, &ex) || ex.Name != "SyntaxError" {
+		t.Fatalf("got %v, want a SyntaxError", err)
+	}
+	if err := Check(ctx, f, nil); !errors.Is(err, ErrScript) {
+		t.Fatalf("empty script: got %v", err)
+	}
+	h, err := Inspect(ctx, testEngine, sandbox.Limits{}, sandbox.FunctionSpec{Name: "js-test"}, []byte(`function main() {}`))
+	if err != nil || h != f.Snapshot().Hash() {
+		t.Fatalf("Inspect: got %q, %v; want the snapshot %q", h, err, f.Snapshot().Hash())
+	}
+}

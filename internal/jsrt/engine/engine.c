@@ -9,6 +9,9 @@
  *
  *   "CJS1" | uint32 little-endian script length | script | params JSON
  *
+ * or, to only compile the script (a syntax check at deploy), "CJSC" and the
+ * length and script alone.
+ *
  * cloister_handle evaluates the script, finds main (a global function main,
  * or module.exports.main / exports.main, or module.exports itself when it is
  * a function), calls it with the parsed parameters, waits for the returned
@@ -340,7 +343,8 @@ int32_t cloister_handle(void)
     unsigned char *in = cloister_input(&n);
     if (in == NULL)
         return respond_text('X', "request could not be read");
-    if (n < 8 || memcmp(in, "CJS1", 4) != 0)
+    int check_only = n >= 8 && memcmp(in, "CJSC", 4) == 0;
+    if (n < 8 || (!check_only && memcmp(in, "CJS1", 4) != 0))
         return respond_text('X', "request is not CJS1-framed");
     uint32_t script_len = le32(in + 4);
     if (script_len > n - 8)
@@ -352,6 +356,13 @@ int32_t cloister_handle(void)
         return respond('O', "", 0);
     memcpy(script, in + 8, script_len);
     script[script_len] = 0;
+    if (check_only) {
+        JSValue v = JS_Eval(ctx, script, script_len, "action.js", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
+        if (JS_IsException(v))
+            return respond_exception();
+        JS_FreeValue(ctx, v);
+        return respond('R', "{}", 2);
+    }
     const char *params = (const char *)in + 8 + script_len;
     size_t params_len = n - 8 - script_len;
     if (params_len == 0)
