@@ -21,10 +21,10 @@ var (
 // benchCase is one of the two implementations, behind one interface: make
 // a function from a compiled module, and call it once, checking the answer.
 type benchCase struct {
-	name    string
-	code    []byte // the module (C) or the engine (JS)
-	hash    string
-	call    func(ctx context.Context, f *sandbox.Function) error
+	name string
+	code []byte // the module (C) or the engine (JS)
+	hash string
+	call func(ctx context.Context, f *sandbox.Function) error
 }
 
 // examples reads the JavaScript example's script and the C example's module.
