@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"unicode/utf8"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
@@ -67,7 +68,11 @@ func jsOutcome(res *sandbox.Result, runErr error, plain bool) error {
 			msg += "\n" + ex.Stack
 		}
 		if len(msg) > maxExceptionText {
-			msg = msg[:maxExceptionText] + "..."
+			cut := maxExceptionText
+			for cut > 0 && !utf8.RuneStart(msg[cut]) {
+				cut--
+			}
+			msg = msg[:cut] + "..."
 		}
 		return apierr.New(apierr.JSError, "%s", msg)
 	case errors.Is(err, jsrt.ErrOutOfMemory):
