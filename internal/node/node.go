@@ -368,10 +368,13 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 func (n *Node) Bus() *bus.Server { return n.nats }
 
 // KillWorker stops worker i abruptly, as a crash would: its NATS connection
-// closes at once, so nothing it holds is acknowledged, then its run ends.
+// closes at once, so nothing it holds is acknowledged or recorded, and its
+// run is cancelled. It does not wait for the worker's goroutines (Close does).
 func (n *Node) KillWorker(i int) {
 	h := n.workers[i]
 	h.conn.Close()
 	h.stop()
-	<-h.done
 }
+
+// WorkerID returns worker i's id.
+func (n *Node) WorkerID(i int) string { return n.workers[i].w.ID() }

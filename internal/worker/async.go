@@ -74,8 +74,10 @@ func (w *Worker) runAsync(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchContext(ctx))
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			<-sem
 			if ctx.Err() != nil {
 				return nil
@@ -98,6 +100,7 @@ func (w *Worker) runAsync(ctx context.Context) error {
 				w.handleJob(ctx, store, m)
 			}()
 		}
+		cancel()
 		if !got {
 			<-sem
 		}
