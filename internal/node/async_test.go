@@ -20,6 +20,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
 	"github.com/cloister-faas/cloister/internal/worker"
 )
@@ -357,4 +358,47 @@ func TestAsyncInfoDiffersFromSync(t *testing.T) {
 	}
 }
 
-var _ = bundle.ConfidentialOptional
+
+
+// TestAsyncRetriesThenDeadLetters queues a job that fails for a platform
+// reason on every attempt (no worker's TEE satisfies the function's
+// policy): it is retried with backoff, then dead-lettered.
+func TestAsyncRetriesThenDeadLetters(t *testing.T) {
+	e := start(t, func(o *node.Options) {
+		o.Async = func(_ int, c *worker.AsyncConfig) {
+			c.Attempts, c.Backoff = 3, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
+		}
+	})
+	ctx := context.Background()
+	dead := deadLetters(t, e)
+	e.deploy("tdx-only", fixture(t, "echo.wasm"), func(m *bundle.Manifest) {
+		m.Confidential = bundle.ConfidentialOptional
+		m.TEE.Allow = []tee.Kind{tee.KindTDX}
+	})
+	p, err := e.c.InvokeAsync(ctx, "tdx-only", []byte("x"), client.AsyncOptions{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := dead(1)
+	d := got[0]
+	if d.Activation != p.ActivationID || d.Code != apierr.TEEPolicy || d.Attempts != 3 || !strings.Contains(d.Reason, "all 3 attempts failed") {
+		t.Fatalf("dead letter: %+v", d)
+	}
+	a, err := e.c.Activation(ctx, p.ActivationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retries := 0
+	for _, l := range a.Logs {
+		if strings.Contains(l, "retrying in") {
+			retries++
+		}
+	}
+	if a.Status != wire.StatusPlatformError || a.Attempts != 3 || retries != 2 {
+		t.Fatalf("record: status %s attempts %d retries %d\n%s", a.Status, a.Attempts, retries, strings.Join(a.Logs, "\n"))
+	}
+	var ce *client.Error
+	if _, err := e.c.ActivationResult(ctx, p); !errors.As(err, &ce) || ce.Code != string(apierr.TEEPolicy) {
+		t.Fatalf("result: %v", err)
+	}
+}
