@@ -50,6 +50,11 @@ type Options struct {
 	// PoolIdle is how long a reactor's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default, 5m).
 	PoolIdle time.Duration
+	// NoAccounting turns instruction metering and the receipt ledger off:
+	// receipts are still signed and returned, but carry no instruction
+	// count and are not logged. It exists so that benchmarks can measure
+	// what accounting costs in the same run; never use it in production.
+	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
 	// Workers is the number of workers (default 1), each with its own NATS
@@ -188,7 +193,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		}
 		// No on-disk compilation cache: the disk is untrusted, and native code
 		// read back from it would run inside the TEE unauthenticated.
-		workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+		workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +204,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		}
 		wk, err := worker.New(worker.Config{
 			TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: true, Async: ac,
+			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting, Async: ac,
 		})
 		if err != nil {
 			return nil, err
