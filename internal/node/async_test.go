@@ -120,6 +120,14 @@ func TestAsyncWorkerKilledMidInvocation(t *testing.T) {
 	if first.attempt != 1 {
 		t.Fatalf("first delivery is attempt %d", first.attempt)
 	}
+	// While it runs, the result is not there yet.
+	var ce *client.Error
+	if _, err := e.c.ActivationResult(ctx, p); !errors.As(err, &ce) || ce.Code != string(apierr.ActivationPending) || ce.Status != 409 {
+		t.Fatalf("result of a running activation: %v", err)
+	}
+	if a, err := e.c.Activation(ctx, p.ActivationID); err != nil || a.Status != wire.StatusRunning {
+		t.Fatalf("record of a running activation: %v %+v", err, a)
+	}
 	e.n.KillWorker(first.worker)
 	res, err := wait(t, e.c, p)
 	if err != nil {
@@ -128,15 +136,17 @@ func TestAsyncWorkerKilledMidInvocation(t *testing.T) {
 	if !bytes.Equal(res.Output, secret) {
 		t.Fatalf("got %q", res.Output)
 	}
+	// The retry is attempt 2, or 3 when JetStream first redelivered the
+	// job to a pull request the dead worker had left outstanding.
 	second := <-started
-	if second.worker == first.worker || second.attempt != 2 {
-		t.Fatalf("retry ran on worker %d attempt %d; want the other worker, attempt 2", second.worker, second.attempt)
+	if second.worker == first.worker || second.attempt < 2 {
+		t.Fatalf("retry ran on worker %d attempt %d; want the other worker, a later attempt", second.worker, second.attempt)
 	}
 	a, err := e.c.Activation(ctx, p.ActivationID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Attempts != 2 || a.Worker != e.n.WorkerID(second.worker) || a.Status != wire.StatusSuccess {
+	if a.Attempts != second.attempt || a.Worker != e.n.WorkerID(second.worker) || a.Status != wire.StatusSuccess {
 		t.Fatalf("record: attempts %d worker %s status %s", a.Attempts, a.Worker, a.Status)
 	}
 	if res.Worker.WorkerID != e.n.WorkerID(second.worker) {
@@ -284,7 +294,6 @@ func (e *env) postAsync(path, ctype string, body []byte) (int, wire.Accepted) {
 // TestAsyncBadInput checks the stable codes of bad async requests.
 func TestAsyncBadInput(t *testing.T) {
 	e := start(t)
-	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), nil)
 	get := func(path string) (int, apierr.Code) {
 		req, _ := http.NewRequest(http.MethodGet, e.n.URL+path, nil)
@@ -346,8 +355,6 @@ func TestAsyncBadInput(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Errorf("long idempotency key: HTTP %d", resp.StatusCode)
 	}
-	// A result asked for too early is activation_pending, not an error in the run.
-	_ = ctx
 }
 
 // asyncInfoDiffers guards the cross-path refusal: the async info must not
@@ -357,8 +364,6 @@ func TestAsyncInfoDiffersFromSync(t *testing.T) {
 		t.Fatal("async and sync requests share an HPKE info")
 	}
 }
-
-
 
 // TestAsyncRetriesThenDeadLetters queues a job that fails for a platform
 // reason on every attempt (no worker's TEE satisfies the function's

@@ -126,6 +126,21 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		return
 	}
 	attempt := int(meta.NumDelivered)
+	// Heartbeats keep the job ours for as long as this worker handles it.
+	hbDone := make(chan struct{})
+	defer close(hbDone)
+	go func() {
+		t := time.NewTicker(a.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbDone:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
 	var job wire.AsyncJob
 	if err := json.Unmarshal(m.Data(), &job); err != nil || !async.ValidID(job.Activation) || job.Request.Activation != job.Activation {
 		w.deadLetter(ctx, store, m, wire.DeadLetter{Code: apierr.BadRequest, Reason: "malformed job: not an async invocation message", Attempts: attempt})
@@ -168,22 +183,7 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	if ctx.Err() != nil {
 		return // stopping: JetStream delivers the job again
 	}
-	// Heartbeats keep the job ours while it runs.
-	hbDone := make(chan struct{})
-	go func() {
-		t := time.NewTicker(a.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbDone:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
 	rep, runErr := w.invoke(ctx, req)
-	close(hbDone)
 	if ctx.Err() != nil {
 		_ = m.Nak()
 		return
