@@ -59,6 +59,11 @@ type Error struct {
 	Code    string
 	Message string
 	Receipt *Receipt
+	// For sequence_step_failed: the failed step (1-based), its own code,
+	// and the verified receipt chain up to it.
+	Step     int
+	StepCode string
+	Chain    []*Receipt
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status) }
@@ -302,6 +307,9 @@ type Result struct {
 	Worker        *certs.Worker
 	Attestation   *Attestation
 	Mode          string
+	// Chain is a sequence's verified receipt chain, step 1 first; Receipt
+	// and SignedReceipt are its last step.
+	Chain []*SignedReceipt
 }
 
 // InvokeOptions select the version and the mode.
@@ -466,6 +474,11 @@ func decodeError(status int, b []byte) error {
 
 // do sends a request and decodes a JSON answer. Errors come back as *Error.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype string, out any) error {
+	return c.doHeader(ctx, method, path, body, ctype, nil, out)
+}
+
+// doHeader is do with extra request headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, body []byte, ctype string, hdr http.Header, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -479,6 +492,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -43,6 +43,14 @@ const (
 	NoWorker             Code = "no_worker"
 	Unavailable          Code = "unavailable"
 	Internal             Code = "internal"
+	// ActivationPending: the activation has not finished yet; ask again later.
+	ActivationPending Code = "activation_pending"
+	// SequenceStepFailed: a step of a sequence failed; the answer names the
+	// step (1-based) and its own code.
+	SequenceStepFailed Code = "sequence_step_failed"
+	// InvalidTrigger: a malformed trigger or rule (cron expression, subject,
+	// payload, or a rule naming something that cannot be fired).
+	InvalidTrigger Code = "invalid_trigger"
 )
 
 var status = map[Code]int{
@@ -74,6 +82,9 @@ var status = map[Code]int{
 	NoWorker:             http.StatusServiceUnavailable,
 	Unavailable:          http.StatusServiceUnavailable,
 	Internal:             http.StatusInternalServerError,
+	ActivationPending:    http.StatusConflict,
+	SequenceStepFailed:   http.StatusUnprocessableEntity,
+	InvalidTrigger:       http.StatusBadRequest,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

@@ -61,6 +61,8 @@ type Config struct {
 	// LedgerDir is the ledger's directory, served read-only under
 	// /v1/ledger/log/ (checkpoint and tiles); "" serves no ledger.
 	LedgerDir string
+	// Async enables async invocations, activations, sequences and triggers.
+	Async *bus.AsyncStores
 }
 
 // Gateway is an http.Handler.
@@ -115,6 +117,7 @@ func New(cfg Config) *Gateway {
 	g.handle("DELETE /v1/functions/{name}", true, g.deleteFunction)
 	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
 	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
+	g.asyncRoutes()
 	if cfg.LedgerDir != "" {
 		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
 		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -398,6 +401,11 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
 	if err != nil {
 		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+	}
+	if isAsync, err := queryAsync(r); err != nil {
+		return err
+	} else if isAsync {
+		return g.invokeAsync(w, r, p, name, v, body)
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.SealedContentType {
 		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)

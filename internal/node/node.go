@@ -34,6 +34,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/worker"
 )
 
@@ -56,6 +57,13 @@ type Options struct {
 	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
+	// Workers is the number of workers (default 1), each with its own NATS
+	// connection, keys and sandbox engine, all taking from the same
+	// invocation subject and async work queue.
+	Workers int
+	// Async, if set, edits worker i's async queue settings (tests use it
+	// for short ack waits and to observe attempts).
+	Async func(i int, c *worker.AsyncConfig)
 }
 
 // Node is a running single-process Cloister.
@@ -74,8 +82,15 @@ type Node struct {
 	stop    context.CancelFunc
 	coord   *coordinator.Coordinator
 
-	stopWorker context.CancelFunc
-	workerDone chan struct{}
+	workers []*workerHandle
+}
+
+// workerHandle is one running worker.
+type workerHandle struct {
+	w    *worker.Worker
+	conn *nats.Conn
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -124,10 +139,6 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	workerNC, workerSt, err := connect("worker")
-	if err != nil {
-		return nil, err
-	}
 	gwNC, gwSt, err := connect("gateway")
 	if err != nil {
 		return nil, err
@@ -161,28 +172,70 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// No on-disk compilation cache: the disk is untrusted, and native code
-	// read back from it would run inside the TEE unauthenticated.
-	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
+	nWorkers := max(o.Workers, 1)
+	wks := make([]*worker.Worker, nWorkers)
+	for i := range nWorkers {
+		name := "worker"
+		if i > 0 {
+			name = fmt.Sprintf("worker-%d", i)
+		}
+		workerNC, workerSt, err := connect(name)
+		if err != nil {
+			return nil, err
+		}
+		workerAsync, err := bus.OpenAsync(ctx, workerSt.JS, 1)
+		if err != nil {
+			return nil, err
+		}
+		ac := &worker.AsyncConfig{Stores: workerAsync}
+		if o.Async != nil {
+			o.Async(i, ac)
+		}
+		// No on-disk compilation cache: the disk is untrusted, and native code
+		// read back from it would run inside the TEE unauthenticated.
+		workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
+		if err != nil {
+			return nil, err
+		}
+		n.engines = append(n.engines, workerEngine)
+		reg := prometheus.Registerer(metrics)
+		if i > 0 {
+			reg = nil // one worker's metrics per process registry
+		}
+		wk, err := worker.New(worker.Config{
+			TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
+			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting, Async: ac,
+		})
+		if err != nil {
+			return nil, err
+		}
+		wks[i] = wk
+		n.workers = append(n.workers, &workerHandle{w: wk, conn: workerNC, done: make(chan struct{})})
+	}
+	gwAsync, err := bus.OpenAsync(ctx, gwSt.JS, 1)
 	if err != nil {
 		return nil, err
 	}
-	n.engines = append(n.engines, workerEngine)
-	wk, err := worker.New(worker.Config{
-		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting,
-	})
-	if err != nil {
-		return nil, err
+	ready := func() error {
+		for _, wk := range wks {
+			if wk.Ready() {
+				return nil
+			}
+		}
+		return errors.New("worker not admitted yet")
 	}
 	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
-		LedgerDir: filepath.Join(dir, "ledger"),
-		Ready: func() error {
-			if !wk.Ready() {
-				return errors.New("worker not admitted yet")
-			}
-			return nil
-		}})
+		LedgerDir: filepath.Join(dir, "ledger"), Async: gwAsync, Ready: ready})
+	// Triggers run beside the gateway, on a connection of their own.
+	trigNC, trigSt, err := connect("triggers")
+	if err != nil {
+		return nil, err
+	}
+	trigAsync, err := bus.OpenAsync(ctx, trigSt.JS, 1)
+	if err != nil {
+		return nil, err
+	}
+	triggers := trigger.NewRunner(trigger.RunnerConfig{Conn: trigNC, Async: trigAsync, Logger: log})
 	if o.Wrap != nil {
 		handler = o.Wrap(handler)
 	}
@@ -200,15 +253,16 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop
 	n.g, rctx = errgroup.WithContext(rctx)
-	// The worker stops first (Close cancels it before the others), so that
-	// the receipts it signed reach the coordinator's ledger.
-	wctx, stopWorker := context.WithCancel(rctx)
-	n.stopWorker = stopWorker
-	workerDone := make(chan struct{})
-	n.workerDone = workerDone
+	// Workers stop first (Close cancels them before the others), so that
+	// the receipts they signed reach the coordinator's ledger.
 	n.coord = coord
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
-	n.g.Go(func() error { defer close(workerDone); return wk.Run(wctx) })
+	for _, h := range n.workers {
+		wctx, stopWorker := context.WithCancel(rctx)
+		h.stop = stopWorker
+		n.g.Go(func() error { defer close(h.done); return h.w.Run(wctx) })
+	}
+	n.g.Go(func() error { return triggers.Run(rctx) })
 	n.g.Go(func() error {
 		if err := n.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -216,7 +270,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil
 	})
 	deadline := time.After(30 * time.Second)
-	for !wk.Ready() {
+	for ready() != nil {
 		select {
 		case <-rctx.Done():
 			return nil, fmt.Errorf("starting: %w", n.g.Wait())
@@ -246,9 +300,11 @@ func (n *Node) Close() error {
 		err = n.srv.Shutdown(sctx)
 		cancel()
 	}
-	if n.stopWorker != nil {
-		n.stopWorker()
-		<-n.workerDone
+	for _, h := range n.workers {
+		if h.stop != nil {
+			h.stop()
+			<-h.done
+		}
 	}
 	if n.stop != nil {
 		n.stop()
@@ -315,3 +371,15 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 
 // Bus returns the embedded NATS server (tests observe the bus through it).
 func (n *Node) Bus() *bus.Server { return n.nats }
+
+// KillWorker stops worker i abruptly, as a crash would: its NATS connection
+// closes at once, so nothing it holds is acknowledged or recorded, and its
+// run is cancelled. It does not wait for the worker's goroutines (Close does).
+func (n *Node) KillWorker(i int) {
+	h := n.workers[i]
+	h.conn.Close()
+	h.stop()
+}
+
+// WorkerID returns worker i's id.
+func (n *Node) WorkerID(i int) string { return n.workers[i].w.ID() }

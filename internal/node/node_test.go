@@ -89,11 +89,17 @@ type env struct {
 	dir   string
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T, edit ...func(*node.Options)) *env {
 	t.Helper()
 	e := &env{t: t, http: &recorder{}, bus: &recorder{}, dir: t.TempDir()}
-	n, err := node.Start(context.Background(), node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Wrap: e.http.wrap,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Wrap: e.http.wrap, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if os.Getenv("CLOISTER_TEST_LOG") != "" { // show the roles' logs while debugging a test
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, f := range edit {
+		f(&o)
+	}
+	n, err := node.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,9 @@ type Config struct {
 	// pool shrinks to zero (0: the sandbox default; negative: never).
 	PoolIdle time.Duration
 	// Ledger sends every signed receipt to the coordinator's transparency log.
-	Ledger  bool
+	Ledger bool
+	// Async, if set, makes the worker take jobs from the async work queue.
+	Async   *AsyncConfig
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
 	Now     func() time.Time
@@ -188,6 +190,17 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribing to deploy events: %w", err)
 	}
 	defer events.Unsubscribe()
+	if w.cfg.Async != nil {
+		actx, stopAsync := context.WithCancel(ctx)
+		asyncDone := make(chan struct{})
+		go func() {
+			defer close(asyncDone)
+			if err := w.runAsync(actx); err != nil {
+				w.log.Error("async queue stopped", "err", err)
+			}
+		}()
+		defer func() { stopAsync(); <-asyncDone }()
+	}
 	w.ready.Store(true)
 	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "concurrency", w.cfg.Concurrency)
 	defer func() {
