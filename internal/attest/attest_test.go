@@ -213,8 +213,8 @@ func TestVerifyRefused(t *testing.T) {
 			want:   []error{attest.ErrUnsupported},
 		},
 		{
-			name:   "sim raw labelled sev-snp",
-			ev:     tee.Evidence{Kind: tee.KindSEVSNP, Raw: ev.Raw},
+			name: "sim raw labelled sev-snp",
+			ev:   tee.Evidence{Kind: tee.KindSEVSNP, Raw: ev.Raw},
 			modify: func(p *attest.Policy) {
 				p.AllowTEE = []tee.Kind{tee.KindSim, tee.KindSEVSNP}
 				p.SEVSNP = hardware.SEVSNP
