@@ -15,8 +15,8 @@ import (
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
 	"github.com/cloister-faas/cloister/internal/tee/snp"
-	"github.com/cloister-faas/cloister/internal/tee/teetest"
 	"github.com/cloister-faas/cloister/internal/tee/tdx"
+	"github.com/cloister-faas/cloister/internal/tee/teetest"
 )
 
 var fakeNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -186,9 +186,9 @@ type snpDevice struct {
 	inner *sevtest.Device
 }
 
-func (d *snpDevice) Open(path string) error      { return d.inner.Open(path) }
-func (d *snpDevice) Close() error                { return d.inner.Close() }
-func (d *snpDevice) Product() *spb.SevProduct    { return d.inner.Product() }
+func (d *snpDevice) Open(path string) error   { return d.inner.Open(path) }
+func (d *snpDevice) Close() error             { return d.inner.Close() }
+func (d *snpDevice) Product() *spb.SevProduct { return d.inner.Product() }
 func (d *snpDevice) program(rd [64]byte) error {
 	raw, err := d.chip.unsignedReport(rd)
 	if err != nil {

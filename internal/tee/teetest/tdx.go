@@ -346,7 +346,9 @@ func (p *TDXPlatform) Collateral(now time.Time, revokePCK bool) (map[string]coll
 	}
 	chain := func(certs ...*x509.Certificate) []string { return []string{url.QueryEscape(string(pemOf(certs...)))} }
 	m := map[string]collateral.Response{}
-	add := func(u string, h map[string][]string, body []byte) { m[u] = collateral.Response{URL: u, Header: h, Body: body} }
+	add := func(u string, h map[string][]string, body []byte) {
+		m[u] = collateral.Response{URL: u, Header: h, Body: body}
+	}
 	add(pcs.TcbInfoURL(p.fmspc), map[string][]string{"Tcb-Info-Issuer-Chain": chain(p.tcbSigning, p.root)}, tcbInfo)
 	add(pcs.QeIdentityURL(), map[string][]string{"Sgx-Enclave-Identity-Issuer-Chain": chain(p.tcbSigning, p.root)}, qeID)
 	add(pcs.PckCrlURL("platform"), map[string][]string{"Sgx-Pck-Crl-Issuer-Chain": chain(p.inter, p.root)}, pckCRL)
