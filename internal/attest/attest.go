@@ -25,6 +25,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 
@@ -322,4 +323,39 @@ func hexListContains(list []string, b []byte) bool {
 		}
 	}
 	return false
+}
+
+// TCBAtLeast reports whether the TCB have (in kind's notation, as in
+// Claims.TCB) is at or above min, component-wise. An unparsable min is an
+// error; an unparsable have is simply not enough.
+func TCBAtLeast(kind tee.Kind, have, min string) (bool, error) {
+	switch kind {
+	case tee.KindSEVSNP:
+		m, err := ParseSNPTCB(min)
+		if err != nil {
+			return false, err
+		}
+		h, err := ParseSNPTCB(have)
+		if err != nil {
+			return false, nil
+		}
+		return kds.TCBPartsLE(m, h), nil
+	case tee.KindTDX:
+		m, err := ParseTDXTCB(min)
+		if err != nil {
+			return false, err
+		}
+		h, err := ParseTDXTCB(have)
+		if err != nil {
+			return false, nil
+		}
+		return TDXTCBAtLeast(h, m), nil
+	case tee.KindSim:
+		if min != sim.TCB {
+			return false, fmt.Errorf("%w: sim TCB %q: the only sim TCB is %q", ErrPolicy, min, sim.TCB)
+		}
+		return have == sim.TCB, nil
+	default:
+		return false, fmt.Errorf("%w: unknown TEE kind %q", ErrPolicy, kind)
+	}
 }

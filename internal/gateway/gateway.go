@@ -74,6 +74,7 @@ type Gateway struct {
 	attMu   sync.Mutex
 	att     *wire.Attestation
 	attTime time.Time
+	pool    pool
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -123,6 +124,8 @@ func New(cfg Config) *Gateway {
 		})
 		g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
 	}
+	g.handleManifest()
+	g.startScheduling()
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -195,18 +198,11 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) e
 }
 
 func (g *Gateway) attestation(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	g.attMu.Lock()
-	defer g.attMu.Unlock()
-	if g.att == nil || time.Since(g.attTime) > 30*time.Second {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		var a wire.Attestation
-		if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectAttestation, struct{}{}, &a); err != nil {
-			return err
-		}
-		g.att, g.attTime = &a, time.Now()
+	doc, err := g.coordinatorDoc(r.Context())
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, g.att)
+	writeJSON(w, http.StatusOK, doc)
 	return nil
 }
 
@@ -379,8 +375,12 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 	timeout := time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 30*time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	subject, err := g.pick(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
 	var rep wire.InvokeReply
-	if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectInvoke, req, &rep); err != nil {
+	if err := bus.Call(ctx, g.cfg.Conn, subject, req, &rep); err != nil {
 		return nil, err
 	}
 	return &rep, nil
