@@ -10,6 +10,8 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,6 +53,11 @@ type Options struct {
 	PoolIdle time.Duration
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
+	// Manifest, if set, edits the genesis deployment manifest (tests add
+	// reference values for more TEE kinds).
+	Manifest func(*coordinator.Manifest)
+	// Verifier verifies hardware evidence (tests give one with offline collateral).
+	Verifier *attest.Verifier
 }
 
 // Node is a running single-process Cloister.
@@ -71,6 +78,10 @@ type Node struct {
 
 	stopWorker context.CancelFunc
 	workerDone chan struct{}
+	rctx       context.Context
+	verifier   *attest.Verifier
+	log        *slog.Logger
+	extra      []chan struct{} // done channels of workers added by AddWorker
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -139,10 +150,20 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.engines = append(n.engines, coordEngine)
+	adminKey, err := loadOrCreateAdminKey(filepath.Join(dir, AdminKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	genesis := coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h",
+		AdminKeys: []string{hex.EncodeToString(adminKey.Public().(ed25519.PublicKey))}}
+	if o.Manifest != nil {
+		o.Manifest(&genesis)
+	}
 	coord, err := coordinator.New(coordinator.Config{
 		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
 		LedgerDir: filepath.Join(dir, "ledger"),
-		Manifest:  coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
+		Manifest:  genesis,
+		Verifier:  o.Verifier,
 	})
 	if err != nil {
 		return nil, err
@@ -164,7 +185,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	}
 	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
-		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
+		TEE: backend, CoordinatorPolicy: policy, Verifier: o.Verifier, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
 		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: true,
 	})
 	if err != nil {
@@ -202,6 +223,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	workerDone := make(chan struct{})
 	n.workerDone = workerDone
 	n.coord = coord
+	n.rctx, n.verifier, n.log = rctx, o.Verifier, log
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
 	n.g.Go(func() error { defer close(workerDone); return wk.Run(wctx) })
 	n.g.Go(func() error {
@@ -244,6 +266,9 @@ func (n *Node) Close() error {
 	if n.stopWorker != nil {
 		n.stopWorker()
 		<-n.workerDone
+		for _, d := range n.extra {
+			<-d
+		}
 	}
 	if n.stop != nil {
 		n.stop()
@@ -307,6 +332,76 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 	}
 	return path, token, os.Rename(tmp, path)
 }
+
+// AdminKeyFile is the file in the data directory holding the manifest
+// admin key (an Ed25519 seed) whose public half is in the genesis manifest.
+const AdminKeyFile = "manifest-admin.key"
+
+func loadOrCreateAdminKey(path string) (ed25519.PrivateKey, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if len(b) != ed25519.SeedSize {
+			return nil, fmt.Errorf("manifest admin key %s: want %d bytes", path, ed25519.SeedSize)
+		}
+		return ed25519.NewKeyFromSeed(b), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading manifest admin key: %w", err)
+	}
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, k.Seed(), 0o600); err != nil {
+		return nil, fmt.Errorf("writing manifest admin key: %w", err)
+	}
+	return k, nil
+}
+
+// AddWorker starts one more worker in this process, on its own NATS
+// connection, with the given TEE, and returns once it is admitted. It stops
+// with the node. Tests use it to build mixed pools of TEE kinds.
+func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Worker, error) {
+	nc, err := n.nats.Connect("cloister-worker-" + id)
+	if err != nil {
+		return nil, err
+	}
+	n.conns = append(n.conns, nc)
+	st, err := bus.OpenStores(ctx, nc, 1, n.log)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := sandbox.New(ctx, sandbox.Config{Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	n.engines = append(n.engines, eng)
+	coordPolicy := n.Policy
+	coordPolicy.ManifestHash = ""
+	wk, err := worker.New(worker.Config{ID: id, TEE: t, CoordinatorPolicy: coordPolicy, Verifier: n.verifier, Engine: eng,
+		Conn: nc, Stores: st, Logger: n.log, Ledger: true})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	n.extra = append(n.extra, done)
+	wctx, cancel := context.WithCancel(n.rctx)
+	go func() { <-n.workerDone; cancel() }()
+	errc := make(chan error, 1)
+	go func() { defer close(done); errc <- wk.Run(wctx) }()
+	deadline := time.After(30 * time.Second)
+	for !wk.Ready() {
+		select {
+		case err := <-errc:
+			return nil, fmt.Errorf("worker %s stopped: %w", id, err)
+		case <-deadline:
+			return nil, fmt.Errorf("worker %s was not admitted within 30s", id)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return wk, nil
+}
+
+// Coordinator returns the coordinator (tests change its manifest through it).
+func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
 
 // Bus returns the embedded NATS server (tests observe the bus through it).
 func (n *Node) Bus() *bus.Server { return n.nats }
