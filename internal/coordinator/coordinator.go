@@ -58,8 +58,8 @@ type Config struct {
 	// Verifier verifies workers' hardware evidence (nil: collateral from
 	// the network, cached in memory).
 	Verifier *attest.Verifier
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Coordinator is safe for concurrent use.
@@ -243,10 +243,10 @@ func (c *Coordinator) ManifestHash() string {
 func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.nc = nc
 	handlers := map[string]bus.Handler{
-		bus.SubjectAttestation: func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
-		bus.SubjectAdmit:       c.handleAdmit,
-		bus.SubjectRegister:    c.handleRegister,
-		bus.SubjectFunctionKey: c.handleFunctionKey,
+		bus.SubjectAttestation:     func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
+		bus.SubjectAdmit:           c.handleAdmit,
+		bus.SubjectRegister:        c.handleRegister,
+		bus.SubjectFunctionKey:     c.handleFunctionKey,
 		bus.SubjectManifestSet:     c.handleManifestSet,
 		bus.SubjectManifestHistory: c.handleManifestHistory,
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,17 +40,21 @@ type poolWorker struct {
 	seen time.Time
 }
 
-func (p *pool) update(b []byte) {
+// update records an advertisement and reports whether it shows a worker
+// or certificate the pool did not know (so the admitted list may be stale).
+func (p *pool) update(b []byte) bool {
 	var st wire.WorkerStatus
 	if json.Unmarshal(b, &st) != nil || st.WorkerID == "" || strings.ContainsAny(st.WorkerID, ". *>") {
-		return
+		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.workers == nil {
 		p.workers = map[string]*poolWorker{}
 	}
+	old := p.workers[st.WorkerID]
 	p.workers[st.WorkerID] = &poolWorker{st: st, seen: time.Now()}
+	return old == nil || !bytes.Equal(old.st.Certificate.Body, st.Certificate.Body)
 }
 
 // startScheduling follows worker advertisements and manifest changes, and
@@ -58,7 +63,11 @@ func (g *Gateway) startScheduling() {
 	if g.cfg.Conn == nil {
 		return
 	}
-	_, _ = g.cfg.Conn.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) { g.pool.update(m.Data) })
+	_, _ = g.cfg.Conn.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) {
+		if g.pool.update(m.Data) {
+			g.dropAttestation()
+		}
+	})
 	_, _ = g.cfg.Conn.Subscribe(bus.SubjectManifestChanged, func(*nats.Msg) { g.dropAttestation() })
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
 }

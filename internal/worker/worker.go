@@ -48,9 +48,9 @@ type Config struct {
 	// Verifier verifies the coordinator's hardware evidence (nil: collateral
 	// from the network, cached in memory).
 	Verifier *attest.Verifier
-	Engine            *sandbox.Engine
-	Conn              *nats.Conn
-	Stores            *bus.Stores
+	Engine   *sandbox.Engine
+	Conn     *nats.Conn
+	Stores   *bus.Stores
 	// Concurrency bounds invocations in flight on this worker.
 	Concurrency int
 	// PoolIdle is how long a function's idle sandboxes are kept before its
