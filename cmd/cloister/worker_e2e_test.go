@@ -3,10 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
-	"io"
-	"net/http"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
@@ -33,6 +34,8 @@ import (
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/tee/snp"
+	"github.com/cloister-faas/cloister/internal/tee/tdx"
 )
 
 // Errors returned by Verify and Validate. Test with errors.Is.
@@ -358,4 +361,24 @@ func TCBAtLeast(kind tee.Kind, have, min string) (bool, error) {
 	default:
 		return false, fmt.Errorf("%w: unknown TEE kind %q", ErrPolicy, kind)
 	}
+}
+
+// EvidenceTCB reads the TCB that evidence reports, WITHOUT verifying it (for
+// describing one's own evidence); "" if it cannot be read.
+func EvidenceTCB(ev tee.Evidence) string {
+	switch ev.Kind {
+	case tee.KindSim:
+		return sim.TCB
+	case tee.KindSEVSNP:
+		if e, err := snp.Decode(ev.Raw); err == nil {
+			if r, err := abi.ReportToProto(e.Report); err == nil {
+				return SNPTCB(r.GetReportedTcb())
+			}
+		}
+	case tee.KindTDX:
+		if q, err := tdx.Parse(ev.Raw); err == nil {
+			return hex.EncodeToString(q.GetTdQuoteBody().GetTeeTcbSvn())
+		}
+	}
+	return ""
 }

@@ -42,6 +42,8 @@ const (
 	// SubjectManifestChanged announces an accepted change (wire.ManifestChange);
 	// workers re-admit under the new manifest.
 	SubjectManifestChanged = "cloister.events.manifest"
+	// SubjectResultToken answers an attestation-result token (wire.ResultToken).
+	SubjectResultToken = "cloister.coord.token"
 	// SubjectWorkerStatus carries workers' advertisements (wire.WorkerStatus):
 	// certified TEE kind and TCB, free capacity and warm functions.
 	SubjectWorkerStatus = "cloister.workers.status"

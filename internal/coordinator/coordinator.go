@@ -249,6 +249,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		bus.SubjectFunctionKey:     c.handleFunctionKey,
 		bus.SubjectManifestSet:     c.handleManifestSet,
 		bus.SubjectManifestHistory: c.handleManifestHistory,
+		bus.SubjectResultToken:     c.handleResultToken,
 	}
 	if c.ledger != nil {
 		handlers[bus.SubjectLedgerAppend] = c.handleLedgerAppend

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/artoken"
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -302,4 +305,41 @@ func (c *Coordinator) handleManifestSet(ctx context.Context, b []byte) (any, err
 
 func (c *Coordinator) handleManifestHistory(ctx context.Context, _ []byte) (any, error) {
 	return wire.ManifestHistory{Manifests: c.History()}, nil
+}
+
+// TokenTTL is how long an attestation-result token is valid (seed 003: 60 s).
+const TokenTTL = 60 * time.Second
+
+// ResultToken issues an attestation-result token (package artoken): the
+// coordinator's own claims, the manifest its evidence binds and the
+// workers it has admitted, signed by its identity key, valid for TokenTTL.
+func (c *Coordinator) ResultToken() (string, error) {
+	doc, err := c.Attestation()
+	if err != nil {
+		return "", err
+	}
+	now := c.now()
+	jti := make([]byte, 12)
+	rand.Read(jti)
+	cl := artoken.Claims{
+		Issuer: artoken.Issuer, Subject: hex.EncodeToString(c.IdentityKey()),
+		IssuedAt: now.Unix(), Expires: now.Add(TokenTTL).Unix(), ID: hex.EncodeToString(jti),
+		Profile: artoken.Profile, Status: "affirming",
+		TEE: c.tee.Kind(), TCB: attest.EvidenceTCB(doc.Evidence), Measurement: hex.EncodeToString(c.tee.Measurement()),
+		ManifestHash: doc.ManifestHash, EvidenceHash: ManifestHash(doc.Evidence.Raw),
+	}
+	for _, s := range doc.Workers {
+		if w, err := certs.OpenWorker(s, c.IdentityKey()); err == nil {
+			cl.Workers = append(cl.Workers, artoken.Worker{ID: w.WorkerID, TEE: w.TEE, TCB: w.TCB, Measurement: w.Measurement, NotAfter: w.NotAfter})
+		}
+	}
+	return artoken.Issue(c.identity, cl)
+}
+
+func (c *Coordinator) handleResultToken(ctx context.Context, _ []byte) (any, error) {
+	t, err := c.ResultToken()
+	if err != nil {
+		return nil, err
+	}
+	return wire.ResultToken{Token: t}, nil
 }

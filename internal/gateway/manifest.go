@@ -22,6 +22,14 @@ func (g *Gateway) handleManifest() {
 		writeJSON(w, http.StatusOK, map[string]any{"manifest": doc.Manifest, "manifest_sha256": doc.ManifestHash})
 		return nil
 	})
+	g.handle("GET /v1/attestation/token", false, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+		var t wire.ResultToken
+		if err := bus.Call(r.Context(), g.cfg.Conn, bus.SubjectResultToken, struct{}{}, &t); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, t)
+		return nil
+	})
 	g.handle("GET /v1/manifest/history", false, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 		var h wire.ManifestHistory
 		if err := bus.Call(r.Context(), g.cfg.Conn, bus.SubjectManifestHistory, struct{}{}, &h); err != nil {

@@ -206,3 +206,9 @@ type WorkerStatus struct {
 	// Warm lists loaded function versions as "namespace/name/version".
 	Warm []string `json:"warm,omitempty"`
 }
+
+// ResultToken carries an attestation-result token (a JWT, see package
+// artoken), served at GET /v1/attestation/token.
+type ResultToken struct {
+	Token string `json:"token"`
+}
