@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -101,6 +102,12 @@ var (
 // it by one version and by hash, and an admin key of cur signed it.
 func checkSuccessor(cur Manifest, curHash string, next wire.SignedManifest) (Manifest, error) {
 	var m Manifest
+	// The document is hashed and signed as bytes, and JSON encoders compact
+	// what they carry: only compact documents keep their bytes on the way.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, next.Manifest); err != nil || !bytes.Equal(compact.Bytes(), next.Manifest) {
+		return m, apierr.New(apierr.InvalidManifest, "the manifest must be compact JSON (as json.Marshal writes it)")
+	}
 	if err := strictjson.Unmarshal(next.Manifest, &m); err != nil {
 		return m, apierr.New(apierr.InvalidManifest, "parsing the manifest: %v", err)
 	}
@@ -185,7 +192,7 @@ func writeHistory(dir string, m Manifest, sm wire.SignedManifest) error {
 	if err := os.MkdirAll(historyDir(dir), 0o700); err != nil {
 		return fmt.Errorf("creating manifest history: %w", err)
 	}
-	b, err := json.MarshalIndent(sm, "", " ")
+	b, err := json.Marshal(sm) // not indented: the manifest's bytes must not change
 	if err != nil {
 		return err
 	}

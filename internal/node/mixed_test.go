@@ -33,7 +33,8 @@ import (
 )
 
 // mixedPool is a node whose coordinator admits sim, fake SEV-SNP and fake
-// TDX workers: one of each, in this process, each on its own connection.
+// TDX workers, in this process, each on its own connection: sim, SEV-SNP
+// through configfs-tsm, SEV-SNP through /dev/sev-guest, and TDX.
 type mixedPool struct {
 	*env
 	chip *teetest.SNPChip
@@ -99,6 +100,14 @@ func startMixed(t *testing.T) *mixedPool {
 		t.Fatal(err)
 	}
 	if _, err := n.AddWorker(ctx, "w-tdx", tdxTEE); err != nil {
+		t.Fatal(err)
+	}
+	// A second SEV-SNP worker on go-sev-guest's fake /dev/sev-guest device.
+	devTEE, err := snp.NewDevice(chip.Device())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.AddWorker(ctx, "w-snp-dev", devTEE); err != nil {
 		t.Fatal(err)
 	}
 	return &mixedPool{env: e, chip: chip, plat: plat}
@@ -171,6 +180,15 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 		t.Logf("%s landed on %v", name, got)
 	}
 	check("on-snp", tee.KindSEVSNP)
+	bySNP := map[string]int{}
+	for range 12 {
+		r, err := m.c.Invoke(ctx, "on-snp", []byte("x"), client.InvokeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bySNP[r.Worker.WorkerID]++
+	}
+	t.Logf("on-snp by worker: %v", bySNP)
 	check("on-tdx", tee.KindTDX)
 	check("either", tee.KindSEVSNP, tee.KindTDX)
 	check("tdx-ok-tcb", tee.KindTDX)
