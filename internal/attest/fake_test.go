@@ -21,7 +21,7 @@ import (
 
 var fakeNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func snpChip(t *testing.T, mod func(*teetest.SNPOptions)) *teetest.SNPChip {
+func snpChip(t testing.TB, mod func(*teetest.SNPOptions)) *teetest.SNPChip {
 	t.Helper()
 	o := teetest.SNPOptions{
 		Measurement: bytes.Repeat([]byte{0x5a}, 48),
@@ -192,7 +192,7 @@ func TestFakeSNP(t *testing.T) {
 	})
 }
 
-func tdxPlatform(t *testing.T, mod func(*teetest.TDXOptions)) *teetest.TDXPlatform {
+func tdxPlatform(t testing.TB, mod func(*teetest.TDXOptions)) *teetest.TDXPlatform {
 	t.Helper()
 	o := teetest.TDXOptions{
 		MRTD:       bytes.Repeat([]byte{0x7d}, 48),
