@@ -198,8 +198,12 @@ func TestRealTDXQuoteVerifiesOffline(t *testing.T) {
 	}
 	t.Logf("real quote: MRTD %x, TEE_TCB_SVN %s, debug %v, PPID %x", c.Measurement, c.TCB, c.Debug, c.HardwareID)
 	p.TDX.AllowDebug = c.Debug
+	q, _ := tdx.Parse(tdxtestdata.RawQuote)
+	for i, r := range q.GetTdQuoteBody().GetRtmrs() {
+		p.TDX.RTMRs[i] = []string{hex.EncodeToString(r)}
+	}
 	if err := attest.Validate(c, p, rd, v.Now()); err != nil {
-		t.Fatalf("validating the real quote against its own reference values: %v", err)
+		t.Fatalf("validating the real quote against its own reference values (MRTD and RTMRs): %v", err)
 	}
 	cases := []struct {
 		name   string
@@ -207,6 +211,9 @@ func TestRealTDXQuoteVerifiesOffline(t *testing.T) {
 		want   error
 	}{
 		{"wrong MRTD", func(p *attest.TDXPolicy, _ *[64]byte) { p.MRTDs = []string{strings.Repeat("00", 48)} }, attest.ErrMeasurement},
+		{"wrong RTMR[2] (another kernel command line)", func(p *attest.TDXPolicy, _ *[64]byte) {
+			p.RTMRs[2] = []string{strings.Repeat("00", 48)}
+		}, attest.ErrMeasurement},
 		{"report data binds another key", func(_ *attest.TDXPolicy, rd *[64]byte) { rd[63] ^= 1 }, attest.ErrReportData},
 		{"TCB below the minimum", func(p *attest.TDXPolicy, _ *[64]byte) { p.MinTEETCBSVN = strings.Repeat("ff", 16) }, attest.ErrTCB},
 		{"platform not pinned", func(p *attest.TDXPolicy, _ *[64]byte) { p.PlatformIDs = []string{strings.Repeat("11", 16)} }, attest.ErrHardwareID},

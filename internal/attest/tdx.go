@@ -19,6 +19,12 @@ import (
 type TDXPolicy struct {
 	// MRTDs are accepted build-time TD measurements (hex, 48 bytes).
 	MRTDs []string `json:"mrtd"`
+	// RTMRs, when set, lists the accepted values of each runtime measurement
+	// register (index 0-3; hex, 48 bytes each; an empty list accepts any).
+	// MRTD covers only the TD firmware: the kernel, initrd and command line
+	// (and so the Cloister binary) are measured into RTMR[1] and RTMR[2], so
+	// a deployment pins those.
+	RTMRs [4][]string `json:"rtmr,omitzero"`
 	// MRConfigIDs, when set, lists accepted MRCONFIGID values (hex, 48 bytes).
 	MRConfigIDs []string `json:"mrconfigid,omitempty"`
 	// MinTEETCBSVN is the component-wise minimum TEE_TCB_SVN (hex, 16 bytes; "" = any).
@@ -48,7 +54,8 @@ func (tp *TDXPolicy) validate() error {
 		name string
 		list []string
 		size int
-	}{{"mrtd", tp.MRTDs, 48}, {"mrconfigid", tp.MRConfigIDs, 48}, {"platform_id", tp.PlatformIDs, 16}} {
+	}{{"mrtd", tp.MRTDs, 48}, {"mrconfigid", tp.MRConfigIDs, 48}, {"platform_id", tp.PlatformIDs, 16},
+		{"rtmr[0]", tp.RTMRs[0], 48}, {"rtmr[1]", tp.RTMRs[1], 48}, {"rtmr[2]", tp.RTMRs[2], 48}, {"rtmr[3]", tp.RTMRs[3], 48}} {
 		for _, h := range set.list {
 			if b, err := hex.DecodeString(h); err != nil || len(b) != set.size {
 				return fmt.Errorf("%w: tdx %s %q is not %d hex bytes", ErrPolicy, set.name, h, set.size)
@@ -164,6 +171,14 @@ func validateTDX(c *Claims, tp *TDXPolicy, rd [tee.ReportDataSize]byte) error {
 		return ErrDebug
 	}
 	body := c.tdx.GetTdQuoteBody()
+	for i, accepted := range tp.RTMRs {
+		if len(accepted) == 0 {
+			continue
+		}
+		if rt := body.GetRtmrs(); len(rt) <= i || !hexListContains(accepted, rt[i]) {
+			return fmt.Errorf("%w: RTMR[%d] not among the accepted values", ErrMeasurement, i)
+		}
+	}
 	var minTCB []byte
 	if tp.MinTEETCBSVN != "" {
 		var err error
