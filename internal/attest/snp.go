@@ -161,8 +161,10 @@ func (v *Verifier) verifySNP(raw []byte, sp *SNPPolicy) (*Claims, error) {
 		CheckRevocations: !sp.SkipRevocationCheck,
 		TrustedRoots:     roots,
 	}
-	if sp.Product != "" && report.GetCpuid1EaxFms() == 0 {
-		opts.Product, _ = kds.ParseProductLine(sp.Product)
+	if report.GetCpuid1EaxFms() == 0 {
+		// Version 2 reports do not name the product; without a product the
+		// library guesses Milan and logs a warning (to stdout).
+		opts.Product, _ = kds.ParseProductLine(sp.productLine())
 	}
 	if err := verify.SnpAttestationContext(context.Background(), att, opts); err != nil {
 		return nil, classifyVerifyError("sev-snp", err)

@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -95,9 +96,43 @@ func TDXTCBAtLeast(have, min []byte) bool {
 	return true
 }
 
+// IntelSGXRootSHA256 is the SHA-256 fingerprint of Intel's SGX Root CA
+// certificate (CN "Intel SGX Root CA", valid to 2049), the root of every PCK
+// chain and of the PCS collateral.
+const IntelSGXRootSHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+
+// intelRoot takes the root certificate a quote carries and trusts it only
+// if it is Intel's SGX Root CA by fingerprint. (go-tdx-guest would fall back
+// to its embedded copy of the same certificate, but logs a warning to
+// stdout on every verification when it does.)
+func intelRoot(chain []byte) (*x509.CertPool, error) {
+	var last *pem.Block
+	for rest := chain; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		last = b
+	}
+	if last == nil {
+		return nil, fmt.Errorf("%w: tdx: the quote carries no PCK certificate chain", ErrAuthenticity)
+	}
+	if sum := sha256.Sum256(last.Bytes); hex.EncodeToString(sum[:]) != IntelSGXRootSHA256 {
+		return nil, fmt.Errorf("%w: tdx: the PCK chain does not end at Intel's SGX Root CA", ErrChain)
+	}
+	c, err := x509.ParseCertificate(last.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tdx: root certificate: %v", ErrAuthenticity, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return pool, nil
+}
+
 func (tp *TDXPolicy) roots() (*x509.CertPool, error) {
 	if tp.TrustedRoots == "" {
-		return nil, nil // go-tdx-guest's embedded Intel SGX root CA
+		return nil, nil // Intel's SGX Root CA, see intelRoot
 	}
 	pool := x509.NewCertPool()
 	rest := []byte(tp.TrustedRoots)
@@ -132,6 +167,12 @@ func (v *Verifier) verifyTDX(raw []byte, tp *TDXPolicy) (*Claims, error) {
 	roots, err := tp.roots()
 	if err != nil {
 		return nil, err
+	}
+	if roots == nil {
+		chain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+		if roots, err = intelRoot(chain); err != nil {
+			return nil, err
+		}
 	}
 	opts := &tdxverify.Options{
 		CheckRevocations: !tp.SkipRevocationCheck && !tp.SkipCollateral,
