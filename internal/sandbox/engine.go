@@ -261,7 +261,18 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	case shape.hasMemory && shape.memoryMin > lim.MemoryPages:
 		return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
 	}
-	compiled, err := compileGuarded(ctx, r, prepared)
+	// Every module is rewritten before its only compile: its mutable
+	// globals exported (so that a reactor's reset can restore them) and
+	// instruction metering and fuel added (so that receipts carry an exact
+	// count and runaway code stops at its budget). wazero validates the
+	// rewritten module in full; the pass adds functions' code, globals and
+	// exports, never imports or function exports, so the ABI check sees
+	// what the owner wrote.
+	rewritten, info, _, err := instrument.PrepareMetered(ctx, prepared)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
+	}
+	compiled, err := compileGuarded(ctx, r, rewritten)
 	if err != nil && e.closed.Load() {
 		return nil, ErrClosed // the runtime was closed under the compile
 	}
@@ -273,18 +284,6 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	if err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
-	}
-	// Every module is rewritten: its mutable globals exported (so that a
-	// reactor's reset can restore them) and instruction metering and fuel
-	// added (so that receipts carry an exact count and runaway code stops
-	// at its budget).
-	_ = compiled.Close(ctx)
-	rewritten, info, _, err := instrument.PrepareMetered(ctx, prepared)
-	if err != nil {
-		return nil, fmt.Errorf("%w: instrumenting: %s", ErrInvalidModule, shorten(err.Error()))
-	}
-	if compiled, err = compileGuarded(ctx, r, rewritten); err != nil {
-		return nil, fmt.Errorf("%w: compiling the instrumented module: %s", ErrInvalidModule, shorten(err.Error()))
 	}
 	instrumentedHash := sha256.Sum256(rewritten)
 	e.compiles.Add(1)
