@@ -375,15 +375,25 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 	timeout := time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 30*time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	subject, err := g.pick(ctx, rec)
-	if err != nil {
-		return nil, err
-	}
 	var rep wire.InvokeReply
-	if err := bus.Call(ctx, g.cfg.Conn, subject, req, &rep); err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		subject, err := g.pick(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		err = bus.Call(ctx, g.cfg.Conn, subject, req, &rep)
+		// A worker that stopped since its last advertisement (gone, or
+		// stopping): forget it and pick again. Nothing ran, so nothing is
+		// repeated.
+		if code := apierr.CodeOf(err); (code == apierr.NoWorker || code == apierr.Unavailable) && subject != bus.SubjectInvoke && attempt < 2 {
+			g.pool.forget(strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &rep, nil
 	}
-	return &rep, nil
 }
 
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) error {

@@ -57,6 +57,13 @@ func (p *pool) update(b []byte) bool {
 	return old == nil || !bytes.Equal(old.st.Certificate.Body, st.Certificate.Body)
 }
 
+// forget drops a worker that no longer answers.
+func (p *pool) forget(id string) {
+	p.mu.Lock()
+	delete(p.workers, id)
+	p.mu.Unlock()
+}
+
 // startScheduling follows worker advertisements and manifest changes, and
 // asks the workers to advertise at once.
 func (g *Gateway) startScheduling() {

@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/coordinator"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/tee/sim"
 	"github.com/cloister-faas/cloister/internal/tee/snp"
 	"github.com/cloister-faas/cloister/internal/tee/tdx"
 	"github.com/cloister-faas/cloister/internal/tee/teetest"
@@ -251,5 +252,53 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 	}
 	if got[tee.KindTDX] > 0 || got[tee.KindSim] > 0 {
 		t.Fatalf("either ran on %v after TDX was dropped", got)
+	}
+}
+
+// TestStoppedWorkerIsRoutedAround: a worker that stops between two
+// advertisements is forgotten at the first request that finds it gone, and
+// the request goes to another worker.
+func TestStoppedWorkerIsRoutedAround(t *testing.T) {
+	// Not start(t): its observer subscribes to every subject, so a stopped
+	// worker's subject would still have a listener.
+	e := &env{t: t, http: &recorder{}, bus: &recorder{}, dir: t.TempDir()}
+	n, err := node.Start(context.Background(), node.Options{Dir: e.dir, Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	e.n = n
+	if e.c, err = client.New(n.URL, n.Token, n.Policy); err != nil {
+		t.Fatal(err)
+	}
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	second, err := sim.Open(filepath.Join(e.dir, "sim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.n.AddWorker(ctx, "w-second", second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{})
+		if err == nil && r.Worker.WorkerID == "w-second" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second worker never served: %v", err)
+		}
+	}
+	e.n.StopWorker("w-second")
+	for i := range 20 {
+		r, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{})
+		if err != nil {
+			t.Fatalf("invocation %d after the worker stopped: %v", i, err)
+		}
+		if r.Worker.WorkerID == "w-second" {
+			t.Fatalf("invocation %d served by the stopped worker", i)
+		}
 	}
 }

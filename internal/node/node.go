@@ -82,6 +82,14 @@ type Node struct {
 	verifier   *attest.Verifier
 	log        *slog.Logger
 	extra      []chan struct{} // done channels of workers added by AddWorker
+	stopExtra  map[string]func()
+}
+
+// StopWorker stops a worker that AddWorker started and waits for it.
+func (n *Node) StopWorker(id string) {
+	if stop := n.stopExtra[id]; stop != nil {
+		stop()
+	}
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -358,7 +366,8 @@ func loadOrCreateAdminKey(path string) (ed25519.PrivateKey, error) {
 
 // AddWorker starts one more worker in this process, on its own NATS
 // connection, with the given TEE, and returns once it is admitted. It stops
-// with the node. Tests use it to build mixed pools of TEE kinds.
+// with the node, or earlier with StopWorker. Tests use it to build mixed
+// pools of TEE kinds.
 func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Worker, error) {
 	nc, err := n.nats.Connect("cloister-worker-" + id)
 	if err != nil {
@@ -385,6 +394,10 @@ func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Wor
 	n.extra = append(n.extra, done)
 	wctx, cancel := context.WithCancel(n.rctx)
 	go func() { <-n.workerDone; cancel() }()
+	if n.stopExtra == nil {
+		n.stopExtra = map[string]func(){}
+	}
+	n.stopExtra[id] = func() { cancel(); <-done }
 	errc := make(chan error, 1)
 	go func() { defer close(done); errc <- wk.Run(wctx) }()
 	deadline := time.After(30 * time.Second)

@@ -409,6 +409,7 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 	e := start(t)
 	p := e.n.Policy
 	p.AllowTEE = []tee.Kind{tee.KindSEVSNP}
+	p.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}}
 	c, err := client.New(e.n.URL, e.n.Token, p)
 	if err != nil {
 		t.Fatal(err)
@@ -613,7 +614,8 @@ func TestNoCompiledCodeOnDisk(t *testing.T) {
 	if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "ledger": true, "policy.json": true, "client.env": true}
+	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "ledger": true, "policy.json": true, "client.env": true,
+		node.AdminKeyFile: true}
 	entries, err := os.ReadDir(e.dir)
 	if err != nil {
 		t.Fatal(err)

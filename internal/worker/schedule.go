@@ -117,6 +117,12 @@ func (w *Worker) runScheduling(ctx context.Context) (func(), error) {
 		<-stopped
 		_ = changed.Unsubscribe()
 		_ = ping.Unsubscribe()
-		_ = direct.Drain()
+		// Wait (briefly) until the server has dropped the worker's own
+		// subject, so that gateways stop reaching it.
+		if direct.Drain() == nil {
+			for i := 0; i < 500 && direct.IsValid(); i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	}, nil
 }
