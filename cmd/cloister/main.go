@@ -40,6 +40,7 @@ Usage:
                                                              run every role in one process
   cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
                                                              run one worker as its own process on a coordinator's NATS
+  cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdWorker(ctx, rest)
 	case "manifest":
 		return cmdManifest(ctx, rest)
+	case "collateral":
+		return cmdCollateral(ctx, rest)
 	case "keys":
 		return cmdKeys(ctx, rest)
 	case "fn":

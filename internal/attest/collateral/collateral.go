@@ -182,6 +182,31 @@ func (g *Getter) Entries() []Response {
 	return out
 }
 
+// ReadCache returns every response in an on-disk cache directory, for
+// writing an offline bundle from what a connected verifier fetched.
+func ReadCache(dir string) ([]Response, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading collateral cache: %w", err)
+	}
+	var out []Response
+	for _, e := range ents {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".json" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("reading collateral cache: %w", err)
+		}
+		var r Response
+		if json.Unmarshal(b, &r) != nil || r.URL == "" {
+			continue // not a cache entry
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // bundleFile is the on-disk format of an offline bundle.
 type bundleFile struct {
 	Version   int        `json:"version"`

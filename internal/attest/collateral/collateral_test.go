@@ -58,6 +58,11 @@ func TestGetterCachesOnDiskAndRefetchesWhenOld(t *testing.T) {
 	if _, err := g2.Get(ctx, "https://kds/never"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("got %v, want %v", err, ErrUnavailable)
 	}
+	// The cache directory becomes an offline bundle.
+	rs, err := ReadCache(dir)
+	if err != nil || len(rs) != 1 || rs[0].URL != "https://kds/a" {
+		t.Fatalf("ReadCache: %d responses, %v", len(rs), err)
+	}
 }
 
 func TestOfflineBundleRoundTrip(t *testing.T) {
