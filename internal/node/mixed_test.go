@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -300,5 +301,73 @@ func TestStoppedWorkerIsRoutedAround(t *testing.T) {
 		if r.Worker.WorkerID == "w-second" {
 			t.Fatalf("invocation %d served by the stopped worker", i)
 		}
+	}
+}
+
+// TestCoordinatorOnFakeSNP: the coordinator and the worker run on a fake
+// SEV-SNP chip (go-sev-guest's mock /dev/sev-guest, which also derives the
+// sealing key); the client verifies the coordinator's SNP evidence against
+// the pinned fake roots and the manifest hash, and invocations run there.
+// A client that pins another measurement refuses the coordinator.
+func TestCoordinatorOnFakeSNP(t *testing.T) {
+	now := time.Now()
+	chip, err := teetest.NewSNPChip(teetest.SNPOptions{
+		Measurement: bytes.Repeat([]byte{0x3c}, 48), ChipID: 3,
+		TCB: kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}, Created: now.AddDate(0, -1, 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := chip.Collateral(now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := snp.NewDevice(chip.Device())
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := attest.Policy{AllowTEE: []tee.Kind{tee.KindSEVSNP}, SEVSNP: chip.Policy()}
+	e := &env{t: t, http: &recorder{}, bus: &recorder{}, dir: t.TempDir()}
+	verifier := &attest.Verifier{Collateral: collateral.Offline(coll)}
+	n, err := node.Start(context.Background(), node.Options{Dir: e.dir, Addr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), TEE: backend, Policy: &policy, Verifier: verifier})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	e.n = n
+	// The client verifies hardware evidence with the same offline collateral.
+	bundlePath := filepath.Join(e.dir, "collateral.json")
+	rs := make([]collateral.Response, 0, len(coll))
+	for _, r := range coll {
+		rs = append(rs, r)
+	}
+	if err := collateral.WriteBundle(bundlePath, rs); err != nil {
+		t.Fatal(err)
+	}
+	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCollateral("", bundlePath)); err != nil {
+		t.Fatal(err)
+	}
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	ctx := context.Background()
+	a, err := e.c.Attest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TEE != tee.KindSEVSNP || a.ManifestHash != n.Policy.ManifestHash || a.Warning != "" {
+		t.Fatalf("attestation: %+v", a)
+	}
+	e.deploy("echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.TEE.Allow = []tee.Kind{tee.KindSEVSNP} })
+	r, err := e.c.Invoke(ctx, "echo", []byte("on snp"), client.InvokeOptions{})
+	if err != nil || string(r.Output) != "on snp" || r.Worker.TEE != tee.KindSEVSNP {
+		t.Fatalf("invoke: %v %+v", err, r)
+	}
+	other := n.Policy
+	sp := *other.SEVSNP
+	sp.Measurements = []string{strings.Repeat("00", 48)}
+	other.SEVSNP = &sp
+	c2, _ := client.New(n.URL, n.Token, other, client.WithCollateral("", bundlePath))
+	if _, err := c2.Attest(ctx); !errors.Is(err, client.ErrVerification) || !errors.Is(err, attest.ErrMeasurement) {
+		t.Fatalf("a client pinning another measurement: got %v", err)
 	}
 }

@@ -58,6 +58,11 @@ type Options struct {
 	Manifest func(*coordinator.Manifest)
 	// Verifier verifies hardware evidence (tests give one with offline collateral).
 	Verifier *attest.Verifier
+	// TEE, if set, replaces sim as the backend of the coordinator and the
+	// worker; Policy must then hold its reference values (the client's
+	// policy for the coordinator, and the genesis manifest's for workers).
+	TEE    tee.TEE
+	Policy *attest.Policy
 }
 
 // Node is a running single-process Cloister.
@@ -112,9 +117,24 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	backend, err := sim.Open(filepath.Join(dir, "sim"))
-	if err != nil {
-		return nil, fmt.Errorf("opening sim TEE: %w", err)
+	var backend tee.TEE
+	var policy attest.Policy
+	if o.TEE != nil {
+		if o.Policy == nil {
+			return nil, errors.New("node: Options.TEE needs Options.Policy")
+		}
+		backend, policy = o.TEE, *o.Policy
+	} else {
+		sb, err := sim.Open(filepath.Join(dir, "sim"))
+		if err != nil {
+			return nil, fmt.Errorf("opening sim TEE: %w", err)
+		}
+		backend = sb
+		policy = attest.Policy{
+			AllowTEE:     []tee.Kind{tee.KindSim},
+			SimRoots:     []string{hex.EncodeToString(sb.RootPublicKey())},
+			Measurements: []string{hex.EncodeToString(sb.Measurement())},
+		}
 	}
 	n := &Node{}
 	defer func() {
@@ -147,11 +167,6 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil, err
 	}
 
-	policy := attest.Policy{
-		AllowTEE:     []tee.Kind{tee.KindSim},
-		SimRoots:     []string{hex.EncodeToString(backend.RootPublicKey())},
-		Measurements: []string{hex.EncodeToString(backend.Measurement())},
-	}
 	// The coordinator validates modules with its own engine: roles share nothing.
 	coordEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
 	if err != nil {
