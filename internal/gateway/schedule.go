@@ -166,7 +166,17 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 			id, allowString(fc.AllowTEE), minString(fc.MinTCB), orNone(seen))
 	}
 	g.pool.next++
-	rot := g.pool.next
+	rank(cands, g.pool.next)
+	best := cands[0].id
+	if pw := g.pool.workers[best]; pw.st.Free > 0 {
+		pw.st.Free-- // until the next advertisement says otherwise
+	}
+	return bus.WorkerSubject(best), nil
+}
+
+// rank orders candidates best first: warm before cold, then more free
+// capacity, then a rotation (rot) that spreads ties.
+func rank(cands []candidate, rot int) {
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
 		if a.warm != b.warm {
@@ -175,14 +185,8 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 		if a.free != b.free {
 			return a.free > b.free
 		}
-		// Spread ties evenly.
 		return (hashIndex(a.id)+rot)%1024 < (hashIndex(b.id)+rot)%1024
 	})
-	best := cands[0].id
-	if pw := g.pool.workers[best]; pw.st.Free > 0 {
-		pw.st.Free-- // until the next advertisement says otherwise
-	}
-	return bus.WorkerSubject(best), nil
 }
 
 func satisfies(fc *certs.Function, w *certs.Worker) bool {
