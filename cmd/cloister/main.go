@@ -44,7 +44,7 @@ Usage:
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
-  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] [--json]
+  cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]

@@ -33,6 +33,7 @@ const (
 	SessionInvalid       Code = "session_invalid"
 	FunctionTrap         Code = "function_trap"
 	FunctionExit         Code = "function_exit"
+	JSError              Code = "js_error" // a JavaScript function threw (docs/js.md)
 	Timeout              Code = "timeout"
 	FuelExhausted        Code = "fuel_exhausted"
 	MemoryLimit          Code = "memory_limit"
@@ -63,6 +64,7 @@ var status = map[Code]int{
 	SessionInvalid:       http.StatusUnauthorized,
 	FunctionTrap:         http.StatusUnprocessableEntity,
 	FunctionExit:         http.StatusUnprocessableEntity,
+	JSError:              http.StatusUnprocessableEntity,
 	Timeout:              http.StatusGatewayTimeout,
 	FuelExhausted:        http.StatusUnprocessableEntity,
 	MemoryLimit:          http.StatusUnprocessableEntity,

@@ -86,10 +86,12 @@ func setup(t *testing.T, edits ...func(*Manifest)) *fixture {
 		e(&genesis)
 	}
 	f.dir = t.TempDir()
-	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t), Manifest: genesis})
+	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
+		LedgerDir: t.TempDir(), Manifest: genesis})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = f.c.Close(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go f.c.Serve(ctx, nc)

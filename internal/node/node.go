@@ -51,6 +51,11 @@ type Options struct {
 	// PoolIdle is how long a reactor's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default, 5m).
 	PoolIdle time.Duration
+	// NoAccounting turns instruction metering and the receipt ledger off:
+	// receipts are still signed and returned, but carry no instruction
+	// count and are not logged. It exists so that benchmarks can measure
+	// what accounting costs in the same run; never use it in production.
+	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
 	// Manifest, if set, edits the genesis deployment manifest (tests add
@@ -88,6 +93,8 @@ type Node struct {
 	log        *slog.Logger
 	extra      []chan struct{} // done channels of workers added by AddWorker
 	stopExtra  map[string]func()
+	// noAccounting: workers added later run unmetered and log nothing either.
+	noAccounting bool
 }
 
 // StopWorker stops a worker that AddWorker started and waits for it.
@@ -202,14 +209,14 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// No on-disk compilation cache: the disk is untrusted, and native code
 	// read back from it would run inside the TEE unauthenticated.
-	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
 	if err != nil {
 		return nil, err
 	}
 	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
 		TEE: backend, CoordinatorPolicy: policy, Verifier: o.Verifier, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: true,
+		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting,
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +253,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	workerDone := make(chan struct{})
 	n.workerDone = workerDone
 	n.coord = coord
-	n.rctx, n.verifier, n.log = rctx, o.Verifier, log
+	n.rctx, n.verifier, n.log, n.noAccounting = rctx, o.Verifier, log, o.NoAccounting
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
 	n.g.Go(func() error { defer close(workerDone); return wk.Run(wctx) })
 	n.g.Go(func() error {
@@ -393,7 +400,7 @@ func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Wor
 	if err != nil {
 		return nil, err
 	}
-	eng, err := sandbox.New(ctx, sandbox.Config{Logger: n.log})
+	eng, err := sandbox.New(ctx, sandbox.Config{Logger: n.log, Unmetered: n.noAccounting})
 	if err != nil {
 		return nil, err
 	}
@@ -401,7 +408,7 @@ func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Wor
 	coordPolicy := n.Policy
 	coordPolicy.ManifestHash = ""
 	wk, err := worker.New(worker.Config{ID: id, TEE: t, CoordinatorPolicy: coordPolicy, Verifier: n.verifier, Engine: eng,
-		Conn: nc, Stores: st, Logger: n.log, Ledger: true})
+		Conn: nc, Stores: st, Logger: n.log, Ledger: !n.noAccounting})
 	if err != nil {
 		return nil, err
 	}

@@ -355,7 +355,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		s.src.live = true
 		s.handle = inst.ExportedFunction(ExportHandle)
 		var ok bool
-		if s.meter, ok = meterOf(inst); !ok {
+		if s.meter, ok = meterOf(inst); !ok && !m.engine.unmetered {
 			s.close()
 			return nil, fmt.Errorf("%w: metering globals missing", ErrInvalidModule)
 		}
@@ -382,7 +382,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 	}
 	s.handle = inst.ExportedFunction(ExportHandle)
 	var metered bool
-	if s.meter, metered = meterOf(inst); !metered {
+	if s.meter, metered = meterOf(inst); !metered && !m.engine.unmetered {
 		return fail(fmt.Errorf("%w: metering globals missing", ErrInvalidModule))
 	}
 	// Instantiation wrote the data segments and initial globals: put the
@@ -496,11 +496,16 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	runtime.LockOSThread()
 	cpu0, ok0 := threadCPU()
 	start := time.Now()
-	s.meter.arm(m.limits.Fuel)
+	metered := !m.engine.unmetered
+	if metered {
+		s.meter.arm(m.limits.Fuel)
+	}
 	rets, callErr := s.handle.Call(s.cctx)
 	var fuelOut bool
-	res.Instructions, fuelOut = s.meter.read()
-	res.InstructionsMeasured = true
+	if metered {
+		res.Instructions, fuelOut = s.meter.read()
+		res.InstructionsMeasured = true
+	}
 	res.Wall = time.Since(start)
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()

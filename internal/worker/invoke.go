@@ -93,7 +93,14 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	id := newInvocationID(w.now())
 	var res sandbox.Result
 	var runErr error
-	if fn.reactor != nil {
+	if fn.script != nil {
+		in, err := jsInput(fn.script, op.input)
+		if err != nil {
+			return nil, err
+		}
+		res, runErr = fn.reactor.Call(ctx, in)
+		runErr = jsOutcome(&res, runErr, req.Mode == wire.ModePlain)
+	} else if fn.reactor != nil {
 		res, runErr = fn.reactor.Call(ctx, op.input)
 	} else {
 		res, runErr = fn.module.Run(ctx, sandbox.Invocation{
