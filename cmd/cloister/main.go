@@ -38,6 +38,11 @@ const usage = `cloister: confidential functions as a service
 Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
+  cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
+                                                             run one worker as its own process on a coordinator's NATS
+  cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
+  cloister manifest show | set FILE.json [--key F] | history [--json]
+                                                             the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
   cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
@@ -88,6 +93,12 @@ func run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "up":
 		return cmdUp(ctx, rest)
+	case "worker":
+		return cmdWorker(ctx, rest)
+	case "manifest":
+		return cmdManifest(ctx, rest)
+	case "collateral":
+		return cmdCollateral(ctx, rest)
 	case "keys":
 		return cmdKeys(ctx, rest)
 	case "fn":

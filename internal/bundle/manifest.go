@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
@@ -74,6 +75,10 @@ type Capabilities struct {
 // TEEPolicy names the TEE kinds that may run the function.
 type TEEPolicy struct {
 	Allow []tee.Kind `json:"allow,omitempty"`
+	// MinTCB is the minimum platform TCB per kind, in the kind's notation
+	// (sev-snp "bl=N,tee=N,snp=N,ucode=N"; tdx hex TEE_TCB_SVN). The
+	// coordinator releases the function's key only to workers at or above it.
+	MinTCB map[tee.Kind]string `json:"min_tcb,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -163,6 +168,11 @@ func (m *Manifest) Validate() error {
 	for _, k := range m.TEE.Allow {
 		if !slices.Contains([]tee.Kind{tee.KindSim, tee.KindSEVSNP, tee.KindTDX}, k) {
 			return fmt.Errorf("%w: unknown TEE kind %q", ErrManifest, k)
+		}
+	}
+	for k, v := range m.TEE.MinTCB {
+		if _, err := attest.TCBAtLeast(k, v, v); err != nil {
+			return fmt.Errorf("%w: tee.min_tcb: %v", ErrManifest, err)
 		}
 	}
 	return nil

@@ -208,3 +208,46 @@ type FunctionInfo struct {
 	Manifest     json.RawMessage `json:"manifest,omitempty"`
 	Certificate  certs.Signed    `json:"certificate"`
 }
+
+// ManifestSignature is an admin's Ed25519 signature over a manifest
+// document's exact bytes (domain "cloister-manifest-v1\n").
+type ManifestSignature struct {
+	Key string `json:"key"` // hex public key
+	Sig []byte `json:"sig"`
+}
+
+// SignedManifest is a deployment manifest document with admin signatures.
+type SignedManifest struct {
+	Manifest   json.RawMessage     `json:"manifest"`
+	Signatures []ManifestSignature `json:"signatures,omitempty"`
+}
+
+// ManifestChange answers an accepted manifest change.
+type ManifestChange struct {
+	Version      int      `json:"version"`
+	ManifestHash string   `json:"manifest_sha256"`
+	Revoked      []string `json:"revoked_workers,omitempty"`
+}
+
+// ManifestHistory lists every manifest since the first, oldest first.
+type ManifestHistory struct {
+	Manifests []SignedManifest `json:"manifests"`
+}
+
+// WorkerStatus is a worker's advertisement for TEE-aware scheduling. The
+// certificate (signed by the coordinator) carries the TEE kind and TCB; the
+// rest is load information the gateway uses to pick among allowed workers.
+type WorkerStatus struct {
+	WorkerID    string       `json:"worker_id"`
+	Certificate certs.Signed `json:"certificate"`
+	Capacity    int          `json:"capacity"`
+	Free        int          `json:"free"`
+	// Warm lists loaded function versions as "namespace/name/version".
+	Warm []string `json:"warm,omitempty"`
+}
+
+// ResultToken carries an attestation-result token (a JWT, see package
+// artoken), served at GET /v1/attestation/token.
+type ResultToken struct {
+	Token string `json:"token"`
+}

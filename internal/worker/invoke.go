@@ -40,6 +40,8 @@ type opened struct {
 
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
 	start := time.Now()
+	w.inflight.Add(1)
+	defer w.inflight.Add(-1)
 	var req wire.InvokeRequest
 	if err := json.Unmarshal(b, &req); err != nil {
 		return nil, apierr.New(apierr.BadRequest, "malformed invoke request")
@@ -66,6 +68,9 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	}
 	fn, err := w.function(ctx, req.Namespace, req.Name, req.Version)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTEEPolicy(w.cert.Load().cert, fn.fn); err != nil {
 		return nil, err
 	}
 	op, err := w.open(ctx, fn, req)

@@ -101,6 +101,9 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if err != nil || fc.Namespace != ns || fc.Name != name || fc.Version != version {
 		return nil, apierr.New(apierr.BundleIntegrity, "registry record for %s/%s v%d is not certified by the coordinator", ns, name, version)
 	}
+	if err := checkTEEPolicy(adm.cert, fc); err != nil {
+		return nil, err
+	}
 	raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, rec.Object)
 	if err != nil {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d is missing from the object store", ns, name, version)
