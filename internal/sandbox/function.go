@@ -386,7 +386,11 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		return fail(fmt.Errorf("%w: metering globals missing", ErrInvalidModule))
 	}
 	// Instantiation wrote the data segments and initial globals: put the
-	// snapshot back.
+	// snapshot back, dropping those pages rather than copying them back
+	// on every reset.
+	if s.mem != nil {
+		s.mem.dropNext()
+	}
 	if err := f.restore(s); err != nil {
 		return fail(err)
 	}
