@@ -42,6 +42,14 @@ const (
 	NoWorker             Code = "no_worker"
 	Unavailable          Code = "unavailable"
 	Internal             Code = "internal"
+	// StateIntegrity: the untrusted store returned state that is not the
+	// function's current committed state (rollback, swap or replay).
+	StateIntegrity Code = "state_integrity"
+	// StateQuota: a state write would exceed the function's key count or
+	// total bytes.
+	StateQuota Code = "state_quota"
+	// StateValueTooLarge: a state value is over the value size limit.
+	StateValueTooLarge Code = "state_value_too_large"
 )
 
 var status = map[Code]int{
@@ -72,6 +80,9 @@ var status = map[Code]int{
 	NoWorker:             http.StatusServiceUnavailable,
 	Unavailable:          http.StatusServiceUnavailable,
 	Internal:             http.StatusInternalServerError,
+	StateIntegrity:       http.StatusBadGateway,
+	StateQuota:           http.StatusInsufficientStorage,
+	StateValueTooLarge:   http.StatusRequestEntityTooLarge,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).
