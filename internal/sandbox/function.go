@@ -476,7 +476,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	defer cancelTimeout()
 	cctx, abort := context.WithCancelCause(cctx)
 	defer abort(nil)
-	st := &callState{input: input, output: &boundedBuffer{limit: m.limits.MaxOutput, onOverflow: func() { abort(ErrOutputTooLarge) }}}
+	st := &callState{input: input, output: &boundedBuffer{limit: m.limits.MaxOutput, onOverflow: func() { abort(ErrOutputTooLarge) }},
+		kv: kvFrom(ctx), abort: abort}
 	cctx = context.WithValue(cctx, callStateKey{}, st)
 
 	runtime.LockOSThread()
@@ -503,6 +504,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 
 	var outErr error
 	switch {
+	case st.kvErr != nil:
+		outErr = fmt.Errorf("%w: %w", ErrState, st.kvErr)
 	case st.output.overflowed:
 		outErr = fmt.Errorf("%w: response exceeded %d bytes", ErrOutputTooLarge, m.limits.MaxOutput)
 	case callErr != nil && fuelOut:
