@@ -88,6 +88,9 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	id := newInvocationID(w.now())
 	var res sandbox.Result
 	var runErr error
+	if fn.state != nil {
+		ctx = sandbox.WithKV(ctx, stateKV{fn.state})
+	}
 	if fn.reactor != nil {
 		res, runErr = fn.reactor.Call(ctx, op.input)
 	} else {

@@ -34,6 +34,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -74,6 +75,8 @@ type Worker struct {
 	loadGroup singleflight.Group
 	ready     atomic.Bool
 
+	state       *state.Store
+
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	appends     chan *receipt.Signed
@@ -110,8 +113,13 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	st, err := state.NewStore(state.Options{KV: cfg.Stores.State, JS: cfg.Stores.JS,
+		Anchor: state.BusTransport{Conn: cfg.Conn}, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	w := &Worker{
-		cfg: cfg, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
+		cfg: cfg, state: st, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
 		appends: make(chan *receipt.Signed, ledgerQueue), ledger: newLedgerMetrics(),
 		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -143,6 +151,7 @@ func (w *Worker) Ready() bool { return w.ready.Load() }
 // Run admits the worker, serves invocations and renews the certificate
 // before it expires, until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.state.Close()
 	if err := w.admitWithRetry(ctx); err != nil {
 		return err
 	}
