@@ -75,7 +75,7 @@ type Worker struct {
 	loadGroup singleflight.Group
 	ready     atomic.Bool
 
-	state       *state.Store
+	state *state.Store
 
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
