@@ -49,3 +49,7 @@ func (s stateKV) List(ctx context.Context, prefix, start []byte, limit int) ([][
 	keys, more, err := s.f.List(ctx, prefix, start, limit)
 	return keys, more, kvError(err)
 }
+
+// NewStateKV returns the sandbox's view of a function's sealed state, as
+// the worker attaches it to an invocation (for the benchmarks).
+func NewStateKV(f *state.Function) sandbox.KV { return stateKV{f} }
