@@ -229,14 +229,28 @@ const KindAnchor = "anchor reply"
 
 // call sends one operation through the batcher and waits for its result.
 func (f *Function) call(ctx context.Context, o op) (result, error) {
+	p, err := f.submit(ctx, o)
+	if err != nil {
+		return result{}, err
+	}
+	return f.await(ctx, p)
+}
+
+// submit queues an operation for the next batch.
+func (f *Function) submit(ctx context.Context, o op) (*pending, error) {
 	p := &pending{op: o, done: make(chan struct{})}
 	select {
 	case f.q <- p:
+		return p, nil
 	case <-ctx.Done():
-		return result{}, ctx.Err()
+		return nil, ctx.Err()
 	case <-f.s.ctx.Done():
-		return result{}, ErrClosed
+		return nil, ErrClosed
 	}
+}
+
+// await waits for a submitted operation's result.
+func (f *Function) await(ctx context.Context, p *pending) (result, error) {
 	select {
 	case <-p.done:
 	case <-ctx.Done():
@@ -302,41 +316,70 @@ func (f *Function) get(ctx context.Context, key []byte) ([]byte, bool, *entry, e
 		}
 		return e.Value(), true, &entry{Rev: e.Revision()}, nil
 	}
+	mode := readTogether
 	for attempt := 0; ; attempt++ {
-		v, ok, e, err := f.getOnce(ctx, key, attempt == 2)
-		if err == nil && attempt == 2 && e != nil {
-			e.Rev = notOnTop // the bucket was read first: nothing is known of its top
-		}
-		if errors.Is(err, errMovedOn) {
+		v, ok, e, err := f.getOnce(ctx, key, mode)
+		switch {
+		case errors.Is(err, errReread):
+			mode = readAfter
 			continue
+		case errors.Is(err, errMovedOn):
+			mode = readAfter
+			if attempt >= 2 {
+				mode = readBefore
+			}
+			continue
+		}
+		if err == nil && mode == readBefore && e != nil {
+			e.Rev = notOnTop // the bucket was read first: nothing is known of its top
 		}
 		return v, ok, e, err
 	}
 }
 
-// errMovedOn means the committed revision a read was told of was
-// superseded, and pushed out of the bucket's history, before the read
-// reached the bucket: the read asks the anchor again.
-var errMovedOn = errors.New("state: the value moved on during the read")
+// How a read orders its question to the anchor and its read of the bucket.
+type readMode int
 
-func (f *Function) getOnce(ctx context.Context, key []byte, last bool) ([]byte, bool, *entry, error) {
-	// Ask the anchor first, then read the bucket. Writers store a value
-	// before they commit it, and each store names the revision it
-	// follows, so what the bucket holds after the anchor's answer is never
-	// older than what the anchor committed, unless the host rolled it back.
-	//
-	// A read that lost that race twice to writers of the same key (see
-	// errMovedOn) reads the bucket first instead: then the revision the
-	// anchor names is one it has just committed, but a stored value older
-	// than it is no longer proof of a rollback, so the read relies on the
-	// exact revision only.
+const (
+	// readTogether asks the anchor and reads the bucket at once: the
+	// fastest, but a stored value older than the anchor's entry may then
+	// be a write committed in between, so the read is done again (readAfter)
+	// before anything is concluded.
+	readTogether readMode = iota
+	// readAfter reads the bucket after the anchor answered. Writers store
+	// a value before they commit it, and each store names the revision it
+	// follows, so what the bucket holds then is never older than what the
+	// anchor committed, unless the host rolled it back.
+	readAfter
+	// readBefore reads the bucket first: for a read that lost the race
+	// twice to writers of the same key (errMovedOn). The revision the
+	// anchor names is then one it has just committed; an older stored
+	// value proves nothing, and the read relies on the exact revision.
+	readBefore
+)
+
+var (
+	// errMovedOn means the committed revision a read was told of was
+	// superseded, and pushed out of the bucket's history, before the read
+	// reached the bucket: the read asks the anchor again.
+	errMovedOn = errors.New("state: the value moved on during the read")
+	// errReread means a readTogether read found an older value than the
+	// anchor's: it reads again after the anchor.
+	errReread = errors.New("state: read again after the anchor")
+)
+
+func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]byte, bool, *entry, error) {
 	name := f.k.storeKey(f.ns, f.name, key)
 	var latest jetstream.KeyValueEntry
 	var kerr error
-	if last {
+	p, err := f.submit(ctx, op{Kind: opGet, Key: key})
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if mode != readAfter {
 		latest, kerr = f.s.o.KV.Get(ctx, name)
 	}
-	res, err := f.call(ctx, op{Kind: opGet, Key: key})
+	res, err := f.await(ctx, p)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -344,7 +387,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, last bool) ([]byte, 
 		return nil, false, nil, fmt.Errorf("state: the anchor refused a read: %s", res.Msg)
 	}
 	e := res.Entry
-	if !last {
+	if mode == readAfter {
 		latest, kerr = f.s.o.KV.Get(ctx, name)
 	}
 	if kerr != nil && !errors.Is(kerr, jetstream.ErrKeyNotFound) {
@@ -354,7 +397,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, last bool) ([]byte, 
 	if kerr == nil {
 		env = latest.Value()
 	}
-	v, ok, err := f.verify(ctx, key, name, e, env, last)
+	v, ok, err := f.verify(ctx, key, name, e, env, mode)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -376,7 +419,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, last bool) ([]byte, 
 
 // verify checks what the bucket returned for key against the anchor's
 // entry e, and returns the committed value.
-func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry, env []byte, last bool) ([]byte, bool, error) {
+func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry, env []byte, mode readMode) ([]byte, bool, error) {
 	if env != nil && e != nil && bytes.Equal(digest(env), e.Digest) {
 		if e.Deleted {
 			return nil, false, nil
@@ -399,7 +442,9 @@ func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry
 			cur = e.Version
 		}
 		switch {
-		case v < cur && last:
+		case v < cur && mode == readTogether:
+			return nil, false, errReread
+		case v < cur && mode == readBefore:
 			// Read before the anchor answered: maybe committed since.
 		case v < cur && e.Deleted && flags == 0:
 			return nil, false, f.integrity(KindReplay, "a deleted key was brought back")
@@ -416,7 +461,7 @@ func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry
 	}
 	got, err := f.s.o.KV.GetRevision(ctx, name, e.Rev)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if newer && !last {
+		if newer && mode != readBefore {
 			return nil, false, errMovedOn
 		}
 		return nil, false, f.integrity(KindMissing, "the committed value is gone from the store")
