@@ -130,7 +130,7 @@ func setupYCSB() (*ycsbEnv, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if e.sealed, err = state.NewStore(state.Options{KV: workerSt.State, JS: workerSt.JS, Anchor: state.BusTransport{Conn: workerNC}, Logger: log}); err != nil {
+	if e.sealed, err = state.NewStore(state.Options{KV: workerSt.State, Anchor: state.BusTransport{Conn: workerNC}, Logger: log}); err != nil {
 		return fail(err)
 	}
 	if e.unsealed, err = state.NewStore(state.Options{KV: workerSt.State, Unsealed: true, Logger: log}); err != nil {

@@ -23,7 +23,6 @@ type env struct {
 	dir    string
 	srv    *bus.Server
 	kv     jetstream.KeyValue
-	js     jetstream.JetStream
 	master []byte
 	anchor *Anchor
 	store  *Store
@@ -56,11 +55,10 @@ func (e *env) start(t testing.TB, limits Limits) {
 		t.Fatal(err)
 	}
 	e.kv = st.State
-	e.js = st.JS
 	if e.anchor, err = OpenAnchor(AnchorConfig{Dir: filepath.Join(e.dir, "anchor"), Master: e.master, Limits: limits, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
-	if e.store, err = NewStore(Options{KV: e.kv, JS: e.js, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
+	if e.store, err = NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -341,7 +339,7 @@ func (t *forgingTransport) Exchange(ctx context.Context, req *AnchorRequest) (*A
 
 func TestAnchorReplyReplayDetected(t *testing.T) {
 	e := newEnv(t, Limits{})
-	s, err := NewStore(Options{KV: e.kv, JS: e.js, Anchor: &forgingTransport{inner: LocalTransport{e.anchor}}, Logger: quiet()})
+	s, err := NewStore(Options{KV: e.kv, Anchor: &forgingTransport{inner: LocalTransport{e.anchor}}, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +355,7 @@ func TestAnchorReplyReplayDetected(t *testing.T) {
 
 func TestAnchorRefusesWrongKey(t *testing.T) {
 	e := newEnv(t, Limits{})
-	s, _ := NewStore(Options{KV: e.kv, JS: e.js, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	s, _ := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
 	defer s.Close()
 	wrong := make([]byte, KeySize)
 	f, _ := s.Function("ns", "fn", wrong)
@@ -443,7 +441,7 @@ func TestConcurrentCASIncrements(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// Each goroutine has its own store, as separate workers would.
-			s, _ := NewStore(Options{KV: e.kv, JS: e.js, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+			s, _ := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
 			defer s.Close()
 			k, _ := DeriveKey(e.master, "ns", "counter")
 			f, _ := s.Function("ns", "counter", k)

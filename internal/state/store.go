@@ -36,11 +36,6 @@ func (t LocalTransport) Exchange(_ context.Context, req *AnchorRequest) (*Anchor
 type Options struct {
 	// KV is the bucket that holds the values (untrusted).
 	KV jetstream.KeyValue
-	// JS is the JetStream context of KV. When set, a write that lost its
-	// commit deletes the revision it stored, so that losers under
-	// contention do not push the committed revision out of the bucket's
-	// history.
-	JS jetstream.JetStream
 	// Anchor reaches the anchor. Required unless Unsealed.
 	Anchor Transport
 	// Unsealed stores values in the clear, with no anchor and no integrity
@@ -62,8 +57,6 @@ type Store struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-
-	stream jetstream.Stream // nil: losers' revisions are not deleted
 
 	mu  sync.Mutex
 	fns map[string]*Function
@@ -87,16 +80,7 @@ func NewStore(o Options) (*Store, error) {
 		o.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{o: o, log: o.Logger.WithGroup("state"), ctx: ctx, cancel: cancel, fns: map[string]*Function{}}
-	if o.JS != nil {
-		st, err := o.JS.Stream(ctx, "KV_"+o.KV.Bucket())
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("opening the state bucket's stream: %w", err)
-		}
-		s.stream = st
-	}
-	return s, nil
+	return &Store{o: o, log: o.Logger.WithGroup("state"), ctx: ctx, cancel: cancel, fns: map[string]*Function{}}, nil
 }
 
 // Close stops the store's batching goroutines. Operations in flight fail

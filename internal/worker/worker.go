@@ -113,7 +113,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.NewStore(state.Options{KV: cfg.Stores.State, JS: cfg.Stores.JS,
+	st, err := state.NewStore(state.Options{KV: cfg.Stores.State,
 		Anchor: state.BusTransport{Conn: cfg.Conn}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
