@@ -81,7 +81,7 @@ func startCold(ctx context.Context) (e *coldEnv, err error) {
 			e = nil
 		}
 	}()
-	if e.dir, e.node, err = startNode(ctx, coldPoolIdle); err != nil {
+	if e.dir, e.node, err = startNode(ctx, node.Options{PoolIdle: coldPoolIdle}); err != nil {
 		return nil, err
 	}
 	e.hc = &http.Client{Transport: transport(1), Timeout: time.Minute}

@@ -68,6 +68,9 @@ func TestMain(m *testing.M) {
 		_, _ = waitLedger(context.Background(), shared.hc, shared.node.URL, 2*time.Second, time.Minute)
 		closers = append(closers, shared.close)
 	}
+	if unaccounted != nil {
+		closers = append(closers, unaccounted.close)
+	}
 	if cold != nil {
 		_, _ = waitLedger(context.Background(), cold.hc, cold.node.URL, 2*time.Second, time.Minute)
 		closers = append(closers, cold.close)
@@ -92,7 +95,7 @@ func fixture(tb testing.TB) *env {
 	setupOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		shared, setupErr = start(ctx, *concurrency)
+		shared, setupErr = start(ctx, *concurrency, node.Options{})
 	})
 	if setupErr != nil {
 		tb.Fatalf("starting bench fixture: %v", setupErr)
@@ -110,7 +113,7 @@ func transport(conc int) *http.Transport {
 	return tr
 }
 
-func start(ctx context.Context, conc int) (e *env, err error) {
+func start(ctx context.Context, conc int, opts node.Options) (e *env, err error) {
 	e = &env{}
 	defer func() {
 		if err != nil {
@@ -118,7 +121,7 @@ func start(ctx context.Context, conc int) (e *env, err error) {
 			e = nil
 		}
 	}()
-	if e.dir, e.node, err = startNode(ctx, 0); err != nil {
+	if e.dir, e.node, err = startNode(ctx, opts); err != nil {
 		return nil, err
 	}
 	e.native = httptest.NewServer(http.HandlerFunc(nativeEcho))
@@ -141,9 +144,9 @@ func start(ctx context.Context, conc int) (e *env, err error) {
 	return e, nil
 }
 
-// startNode starts a node in a fresh temporary data directory, with the
-// given reactor pool idle time (0: the default, 5 minutes).
-func startNode(ctx context.Context, poolIdle time.Duration) (dir string, n *node.Node, err error) {
+// startNode starts a node with opts in a fresh temporary data directory
+// (opts.Dir, Addr and Logger are set here).
+func startNode(ctx context.Context, opts node.Options) (dir string, n *node.Node, err error) {
 	if dir, err = os.MkdirTemp("", "cloister-bench-*"); err != nil {
 		return "", nil, err
 	}
@@ -152,7 +155,8 @@ func startNode(ctx context.Context, poolIdle time.Duration) (dir string, n *node
 		lvl = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	if n, err = node.Start(ctx, node.Options{Dir: dir, Addr: "127.0.0.1:0", Logger: log, PoolIdle: poolIdle}); err != nil {
+	opts.Dir, opts.Addr, opts.Logger = dir, "127.0.0.1:0", log
+	if n, err = node.Start(ctx, opts); err != nil {
 		return dir, nil, fmt.Errorf("starting node: %w", err)
 	}
 	return dir, n, nil

@@ -162,6 +162,16 @@ type Stores struct {
 	Bundles  jetstream.ObjectStore
 }
 
+// LedgerLookupKey is the key, in BucketLedger, of the log index of the
+// entry whose hash is entryHash (hex sha256).
+func LedgerLookupKey(entryHash string) string { return "r." + entryHash }
+
+// LedgerLookupSubject is the subject that stores LedgerLookupKey, for
+// publishing to the bucket without a round trip per key.
+func LedgerLookupSubject(entryHash string) string {
+	return "$KV." + BucketLedger + "." + LedgerLookupKey(entryHash)
+}
+
 // OpenStores creates (or opens) the buckets. replicas is 1 for an embedded
 // server and 3 for a production cluster.
 func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) (*Stores, error) {

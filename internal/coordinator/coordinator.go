@@ -23,7 +23,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -106,7 +105,8 @@ type Coordinator struct {
 	engine   *sandbox.Engine
 	ledger   *ledger.Log
 	receipts *receipt.Verifier
-	ledgerKV jetstream.KeyValue
+	js       jetstream.JetStream
+	recent   *recentIndex
 	anchor   *fnstate.Anchor
 	log      *slog.Logger
 	now      func() time.Time
@@ -162,7 +162,8 @@ func New(cfg Config) (*Coordinator, error) {
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
 		engine:   cfg.Engine,
-		ledgerKV: cfg.Stores.Ledger,
+		js:       cfg.Stores.JS,
+		recent:   newRecentIndex(recentLogged),
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
 		workers:  map[string]admitted{},
@@ -178,8 +179,11 @@ func New(cfg Config) (*Coordinator, error) {
 			c.anchor.Close()
 			return nil, err
 		}
+		// Workers send receipts in signed batches, several in flight, so
+		// the ledger's default batch age (50 ms) costs them no throughput
+		// and keeps the writes (and fsyncs) per receipt few.
 		if c.ledger, err = ledger.Open(context.Background(), ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier,
-			BatchMaxAge: 10 * time.Millisecond, Logger: cfg.Logger}); err != nil {
+			Logger: cfg.Logger}); err != nil {
 			c.anchor.Close()
 			return nil, fmt.Errorf("opening the ledger: %w", err)
 		}
@@ -532,37 +536,4 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	}
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
 	return resp, nil
-}
-
-// handleLedgerAppend verifies a receipt's signature chain back to this
-// coordinator (a host cannot log a forged receipt) and appends it. It
-// answers once the entry is durably sequenced.
-func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) (any, error) {
-	var s receipt.Signed
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, apierr.New(apierr.BadRequest, "malformed receipt")
-	}
-	if _, err := c.receipts.Verify(&s, receipt.Expect{}); err != nil {
-		return nil, apierr.New(apierr.Forbidden, "refusing to log a receipt that does not verify: %v", err)
-	}
-	entry, err := s.Entry()
-	if err != nil {
-		return nil, err
-	}
-	// A retried append (the worker timed out waiting) is answered with the
-	// index it already has, so the log bills each receipt once.
-	key := "r." + receipt.EntryHash(entry)
-	if e, err := c.ledgerKV.Get(ctx, key); err == nil {
-		if idx, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil {
-			return wire.LedgerAppendResponse{Index: idx}, nil
-		}
-	}
-	idx, err := c.ledger.Append(ctx, entry)
-	if err != nil {
-		return nil, fmt.Errorf("appending to the ledger: %w", err)
-	}
-	if _, err := c.ledgerKV.Put(ctx, key, []byte(strconv.FormatUint(idx, 10))); err != nil {
-		c.log.Warn("recording the ledger index", "index", idx, "err", err)
-	}
-	return wire.LedgerAppendResponse{Index: idx}, nil
 }

@@ -78,6 +78,7 @@ func setup(t *testing.T) *fixture {
 	f.root = newRoot(t)
 	f.backend = sim.New(f.root, measurement, clock)
 	f.c, err = New(Config{Dir: t.TempDir(), TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
+		LedgerDir: t.TempDir(),
 		Manifest: Manifest{Version: 1, Workers: attest.Policy{
 			AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(f.backend.RootPublicKey())},
 			Measurements: []string{hex.EncodeToString(measurement)},
@@ -85,6 +86,7 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = f.c.Close(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go f.c.Serve(ctx, nc)

@@ -489,7 +489,7 @@ func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, _ *Princi
 	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
 		return apierr.New(apierr.BadRequest, "receipt hash must be 64 lower-case hex digits (sha256 of the receipt entry)")
 	}
-	e, err := g.cfg.Stores.Ledger.Get(r.Context(), "r."+h)
+	e, err := g.cfg.Stores.Ledger.Get(r.Context(), bus.LedgerLookupKey(h))
 	if err != nil {
 		return apierr.New(apierr.NotFound, "receipt %s is not in the ledger yet", h)
 	}

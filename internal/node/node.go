@@ -49,6 +49,11 @@ type Options struct {
 	// PoolIdle is how long a reactor's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default, 5m).
 	PoolIdle time.Duration
+	// NoAccounting turns instruction metering and the receipt ledger off:
+	// receipts are still signed and returned, but carry no instruction
+	// count and are not logged. It exists so that benchmarks can measure
+	// what accounting costs in the same run; never use it in production.
+	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
 }
@@ -158,14 +163,14 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// No on-disk compilation cache: the disk is untrusted, and native code
 	// read back from it would run inside the TEE unauthenticated.
-	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
 	if err != nil {
 		return nil, err
 	}
 	n.engines = append(n.engines, workerEngine)
 	wk, err := worker.New(worker.Config{
 		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: true,
+		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting,
 	})
 	if err != nil {
 		return nil, err

@@ -740,8 +740,16 @@ func TestReceiptsReachTheLedger(t *testing.T) {
 	defer nc.Close()
 	forged := *signed[0]
 	forged.Receipt = bytes.Replace(bytes.Clone(forged.Receipt), []byte(`"status":"ok"`), []byte(`"status":"xx"`), 1)
-	if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, &forged, nil); apierrCode(err) != "forbidden" {
-		t.Errorf("logging a forged receipt: got %v, want forbidden", err)
+	fb, _ := forged.Entry()
+	gb, _ := signed[0].Entry()
+	req := wire.LedgerAppendRequest{WorkerCert: signed[0].WorkerCert, Receipts: []json.RawMessage{gb, fb}, Signature: make([]byte, 64)}
+	if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, req, nil); apierrCode(err) != "forbidden" {
+		t.Errorf("logging a batch with a forged receipt: got %v, want forbidden", err)
+	}
+	for _, bad := range []any{wire.LedgerAppendRequest{}, "not a batch"} {
+		if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, bad, nil); apierrCode(err) != "bad_request" {
+			t.Errorf("ledger append %v: got %v, want bad_request", bad, err)
+		}
 	}
 }
 

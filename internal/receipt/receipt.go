@@ -153,20 +153,24 @@ func NewVerifier(coordinator ed25519.PublicKey) *Verifier { return &Verifier{coo
 
 // Verify is Verify with the verifier's coordinator key and certificate cache.
 func (v *Verifier) Verify(s *Signed, exp Expect) (*Verified, error) {
-	return verify(s, v.coordinator, exp, func(c certs.Signed, key ed25519.PublicKey) (*certs.Worker, error) {
-		h := sha256.New()
-		h.Write(c.Body)
-		h.Write(c.Signature)
-		k := string(h.Sum(nil))
-		if w, ok := v.workers.Load(k); ok {
-			return w.(*certs.Worker), nil
-		}
-		w, err := certs.OpenWorker(c, key)
-		if err == nil {
-			v.workers.Store(k, w)
-		}
-		return w, err
-	})
+	return verify(s, v.coordinator, exp, v.openWorker)
+}
+
+// openWorker opens a worker certificate, from the cache if it was opened
+// before.
+func (v *Verifier) openWorker(c certs.Signed, key ed25519.PublicKey) (*certs.Worker, error) {
+	h := sha256.New()
+	h.Write(c.Body)
+	h.Write(c.Signature)
+	k := string(h.Sum(nil))
+	if w, ok := v.workers.Load(k); ok {
+		return w.(*certs.Worker), nil
+	}
+	w, err := certs.OpenWorker(c, key)
+	if err == nil {
+		v.workers.Store(k, w)
+	}
+	return w, err
 }
 
 func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker func(certs.Signed, ed25519.PublicKey) (*certs.Worker, error)) (*Verified, error) {
@@ -180,6 +184,12 @@ func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker fun
 	if !ed25519.Verify(w.SigningKey, append([]byte(domain), s.Receipt...), s.Signature) {
 		return nil, ErrSignature
 	}
+	return check(s, w, exp)
+}
+
+// check verifies everything but the signature of a receipt whose worker
+// certificate opened as w.
+func check(s *Signed, w *certs.Worker, exp Expect) (*Verified, error) {
 	var r Receipt
 	if err := strictjson.Unmarshal(s.Receipt, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)

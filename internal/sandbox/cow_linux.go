@@ -16,9 +16,23 @@ import (
 // image. The image is a sealed memfd holding the snapshot's bytes; each
 // instance maps it MAP_PRIVATE, so reads share the image's page cache and
 // the first write to a page makes a private copy. A reset finds the pages
-// the instance wrote (PAGEMAP_SCAN: present and no longer file-backed) and
-// drops just those (MADV_DONTNEED), which makes them read the image again.
-// Its cost follows the pages dirtied, not the size of memory.
+// that are private copies (PAGEMAP_SCAN: present and no longer file-backed)
+// and copies the image's bytes back over them. The pages stay private, so
+// the next call writes them without a copy-on-write fault: a function that
+// writes the same stack and heap pages on every call pays one memcpy per
+// page and reset, and no fault. Because a page that was written once stays
+// private (and is copied on every reset), the set is trimmed: when it grows
+// past copyBackMaxPages, or every trimEvery resets, the pages are dropped
+// instead (MADV_DONTNEED), which makes them read the image again. Either
+// way the cost follows the pages dirtied, not the size of memory.
+
+// copyBackMaxPages bounds the private pages a reset copies back; past it,
+// dropping them and taking the faults again is cheaper.
+const copyBackMaxPages = 256
+
+// trimEvery is how many resets copy back before one drops the private pages,
+// so that pages written once do not stay on the copy list forever.
+const trimEvery = 256
 
 // hostPage is the kernel page size.
 var hostPage = uint64(os.Getpagesize())
@@ -27,6 +41,7 @@ var hostPage = uint64(os.Getpagesize())
 type image struct {
 	fd   int
 	size uint64 // bytes, a multiple of the wasm page size
+	data []byte // the image mapped read-only, the source of copy-backs
 }
 
 // newImage copies b into a sealed memfd.
@@ -53,10 +68,22 @@ func newImage(b []byte) (*image, error) {
 		img.close()
 		return nil, fmt.Errorf("sealing snapshot image: %w", err)
 	}
+	if len(b) > 0 {
+		data, err := unix.Mmap(fd, 0, len(b), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			img.close()
+			return nil, fmt.Errorf("mapping snapshot image: %w", err)
+		}
+		img.data = data
+	}
 	return img, nil
 }
 
 func (i *image) close() {
+	if i.data != nil {
+		_ = unix.Munmap(i.data)
+		i.data = nil
+	}
 	if i.fd >= 0 {
 		unix.Close(i.fd)
 		i.fd = -1
@@ -72,7 +99,9 @@ type cowMemory struct {
 	reserved uint64 // bytes reserved
 	open     uint64 // bytes readable and writable
 	img      *image
-	buf      []byte // all of the reservation
+	buf      []byte      // all of the reservation
+	regions  [][2]uint64 // scratch for reset
+	resets   int         // resets since the private pages were last dropped
 }
 
 // newCOWMemory reserves max bytes and maps img (which may be nil) at its start.
@@ -136,7 +165,7 @@ func (m *cowMemory) reset() (int, error) {
 	if m.img.size == 0 {
 		return 0, nil
 	}
-	regions, err := scanDirty(m.buf[:m.img.size])
+	regions, err := scanDirty(m.regions[:0], m.buf[:m.img.size])
 	if err != nil {
 		// No PAGEMAP_SCAN: drop every page of the image mapping.
 		if err := unix.Madvise(m.buf[:m.img.size], unix.MADV_DONTNEED); err != nil {
@@ -144,12 +173,23 @@ func (m *cowMemory) reset() (int, error) {
 		}
 		return int(m.img.size / hostPage), nil
 	}
+	m.regions = regions
 	pages := 0
+	for _, r := range regions {
+		pages += int((r[1] - r[0]) / hostPage)
+	}
+	m.resets++
+	if pages <= copyBackMaxPages && m.resets < trimEvery {
+		for _, r := range regions {
+			copy(m.buf[r[0]:r[1]], m.img.data[r[0]:r[1]])
+		}
+		return pages, nil
+	}
+	m.resets = 0
 	for _, r := range regions {
 		if err := unix.Madvise(m.buf[r[0]:r[1]], unix.MADV_DONTNEED); err != nil {
 			return pages, fmt.Errorf("madvise: %w", err)
 		}
-		pages += int((r[1] - r[0]) / hostPage)
 	}
 	return pages, nil
 }
@@ -175,9 +215,9 @@ var pagemap struct {
 	err  error
 }
 
-// scanDirty returns the byte ranges of b (offsets into b) whose pages are
-// private copies: present or swapped, and no longer backed by the file.
-func scanDirty(b []byte) ([][2]uint64, error) {
+// scanDirty appends to out the byte ranges of b (offsets into b) whose pages
+// are private copies: present or swapped, and no longer backed by the file.
+func scanDirty(out [][2]uint64, b []byte) ([][2]uint64, error) {
 	pagemap.once.Do(func() {
 		pagemap.fd, pagemap.err = unix.Open("/proc/self/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	})
@@ -186,7 +226,6 @@ func scanDirty(b []byte) ([][2]uint64, error) {
 	}
 	start := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	end := start + uint64(len(b))
-	var out [][2]uint64
 	var vec [64]pageRegion
 	for start < end {
 		arg := pmScanArg{

@@ -29,7 +29,7 @@ func TestCOWMemoryReset(t *testing.T) {
 	mem[10] = 0xAA
 	mem[3*65536+5] = 0xBB
 	_ = mem[2*65536] // a read does not dirty
-	regions, err := scanDirty(mem)
+	regions, err := scanDirty(nil, mem)
 	if err != nil {
 		t.Skipf("PAGEMAP_SCAN unavailable: %v", err)
 	}
@@ -41,10 +41,58 @@ func TestCOWMemoryReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	if pages != 2 {
-		t.Errorf("reset dropped %d pages, want 2", pages)
+		t.Errorf("reset restored %d pages, want 2", pages)
 	}
 	if !bytes.Equal(mem, snap) {
 		t.Fatal("memory differs from the snapshot after reset")
+	}
+	// The pages were copied back and stay private: a write elsewhere adds
+	// a third, and the reset restores all three exactly.
+	mem[2*65536+100] = 0xCC
+	mem[10] = 0xDD
+	if pages, err = m.reset(); err != nil || pages != 3 {
+		t.Errorf("second reset: %d pages, %v; want 3 pages", pages, err)
+	}
+	if !bytes.Equal(mem, snap) {
+		t.Fatal("memory differs from the snapshot after the second reset")
+	}
+	// Every trimEvery resets the private pages are dropped, so that pages
+	// written once do not stay on the copy list.
+	for range trimEvery {
+		if _, err := m.reset(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if regions, _ := scanDirty(nil, mem); len(regions) != 0 {
+		t.Errorf("private pages after a trim: %v", regions)
+	}
+	if !bytes.Equal(mem, snap) {
+		t.Fatal("memory differs from the snapshot after a trim")
+	}
+	// More private pages than copyBackMaxPages are dropped at once.
+	big := make([]byte, (copyBackMaxPages+8)*int(hostPage))
+	img2, err := newImage(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img2.close()
+	m2, err := newCOWMemory(img2, uint64(len(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.free()
+	mem2 := m2.reallocate(uint64(len(big)))
+	for i := 0; i < len(mem2); i += int(hostPage) {
+		mem2[i] = 1
+	}
+	if _, err := m2.reset(); err != nil {
+		t.Fatal(err)
+	}
+	if regions, _ := scanDirty(nil, mem2); len(regions) != 0 {
+		t.Errorf("private pages after resetting %d dirty pages: %v", copyBackMaxPages+8, regions)
+	}
+	if !bytes.Equal(mem2, big) {
+		t.Fatal("large memory differs from the snapshot after reset")
 	}
 	// Writing to the image itself is impossible: it is sealed.
 	if _, err := newImage(nil); err != nil {

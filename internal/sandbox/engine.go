@@ -23,6 +23,11 @@ import (
 type Config struct {
 	// Logger receives the engine's logs. Nil discards them.
 	Logger *slog.Logger
+	// Unmetered compiles modules without instruction metering and fuel:
+	// results then carry no instruction count and only the wall-time limit
+	// stops a runaway guest. It exists for same-run comparisons in
+	// benchmarks; production engines always meter.
+	Unmetered bool
 }
 
 // Engine compiles and runs WebAssembly functions. It is safe for
@@ -34,8 +39,9 @@ type Config struct {
 // sharing one compilation cache. Compiled modules are cached per (code
 // hash, memory limit) for the life of the engine: there is no eviction yet.
 type Engine struct {
-	log   *slog.Logger
-	cache wazero.CompilationCache
+	unmetered bool
+	log       *slog.Logger
+	cache     wazero.CompilationCache
 	// wasi lists the functions of wasi_snapshot_preview1 by name, to check
 	// a module's imports at compile time.
 	wasi map[string]api.FunctionDefinition
@@ -82,9 +88,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		log:      log.WithGroup("sandbox"),
-		runtimes: make(map[uint32]wazero.Runtime),
-		modules:  make(map[cacheKey]*cacheEntry),
+		unmetered: cfg.Unmetered,
+		log:       log.WithGroup("sandbox"),
+		runtimes:  make(map[uint32]wazero.Runtime),
+		modules:   make(map[cacheKey]*cacheEntry),
 	}
 	// Compiled native code lives in memory only. The disk is untrusted: a
 	// host that edited cached native code would run its own code inside
@@ -261,7 +268,24 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	case shape.hasMemory && shape.memoryMin > lim.MemoryPages:
 		return nil, fmt.Errorf("%w: module declares %d pages of memory, limit is %d", ErrMemoryLimit, shape.memoryMin, lim.MemoryPages)
 	}
-	compiled, err := compileGuarded(ctx, r, prepared)
+	// Every module is rewritten before its only compile: its mutable
+	// globals exported (so that a reactor's reset can restore them) and
+	// instruction metering and fuel added (so that receipts carry an exact
+	// count and runaway code stops at its budget). wazero validates the
+	// rewritten module in full; the pass adds functions' code, globals and
+	// exports, never imports or function exports, so the ABI check sees
+	// what the owner wrote.
+	var rewritten []byte
+	var info *instrument.Info
+	if e.unmetered {
+		rewritten, info, err = instrument.Prepare(ctx, prepared)
+	} else {
+		rewritten, info, _, err = instrument.PrepareMetered(ctx, prepared)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
+	}
+	compiled, err := compileGuarded(ctx, r, rewritten)
 	if err != nil && e.closed.Load() {
 		return nil, ErrClosed // the runtime was closed under the compile
 	}
@@ -273,18 +297,6 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	if err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
-	}
-	// Every module is rewritten: its mutable globals exported (so that a
-	// reactor's reset can restore them) and instruction metering and fuel
-	// added (so that receipts carry an exact count and runaway code stops
-	// at its budget).
-	_ = compiled.Close(ctx)
-	rewritten, info, _, err := instrument.PrepareMetered(ctx, prepared)
-	if err != nil {
-		return nil, fmt.Errorf("%w: instrumenting: %s", ErrInvalidModule, shorten(err.Error()))
-	}
-	if compiled, err = compileGuarded(ctx, r, rewritten); err != nil {
-		return nil, fmt.Errorf("%w: compiling the instrumented module: %s", ErrInvalidModule, shorten(err.Error()))
 	}
 	instrumentedHash := sha256.Sum256(rewritten)
 	e.compiles.Add(1)

@@ -178,12 +178,28 @@ type sandbox struct {
 	logs    *truncatingBuffer
 	src     *sources
 	meter   meter
+	// st, out and cctx are the per-call state, response buffer and
+	// context, made once and re-armed for every call.
+	st   callState
+	out  boundedBuffer
+	cctx *callCtx
 	// oneShot sandboxes cannot be reset (the module writes its tables or
 	// drops segments): each was made by running init afresh and serves one call.
 	oneShot bool
 }
 
-func (s *sandbox) close() { _ = s.inst.Close(context.Background()) }
+func (s *sandbox) close() {
+	if s.cctx != nil {
+		s.cctx.timer.Stop()
+	}
+	_ = s.inst.Close(context.Background())
+}
+
+// initCall makes the sandbox's reusable call context.
+func (s *sandbox) initCall() {
+	s.cctx = newCallCtx(&s.st)
+	s.out.onOverflow = func() { s.cctx.abort(ErrOutputTooLarge) }
+}
 
 // cowLinear adapts a cowMemory to wazero's LinearMemory.
 type cowLinear struct{ m *cowMemory }
@@ -322,6 +338,7 @@ func (m *Module) runInit(ctx context.Context, inst api.Module) error {
 func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 	m := f.m
 	s := &sandbox{logs: &truncatingBuffer{limit: m.limits.MaxLog}, src: &sources{caps: f.spec.Caps}}
+	s.initCall()
 	if m.info.MutatesTables || m.info.DropsData {
 		// No exact reset exists: instantiate and run init afresh (with the
 		// deterministic sources, so the state equals the snapshot's), and
@@ -338,7 +355,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		s.src.live = true
 		s.handle = inst.ExportedFunction(ExportHandle)
 		var ok bool
-		if s.meter, ok = meterOf(inst); !ok {
+		if s.meter, ok = meterOf(inst); !ok && !m.engine.unmetered {
 			s.close()
 			return nil, fmt.Errorf("%w: metering globals missing", ErrInvalidModule)
 		}
@@ -365,7 +382,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 	}
 	s.handle = inst.ExportedFunction(ExportHandle)
 	var metered bool
-	if s.meter, metered = meterOf(inst); !metered {
+	if s.meter, metered = meterOf(inst); !metered && !m.engine.unmetered {
 		return fail(fmt.Errorf("%w: metering globals missing", ErrInvalidModule))
 	}
 	// Instantiation wrote the data segments and initial globals: put the
@@ -471,26 +488,30 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	}
 	res.Reused, res.Generation, res.SnapshotHash = hit, s.gen, f.snap.hash
 
-	cctx := isolate(ctx)
-	cctx, cancelTimeout := context.WithTimeoutCause(cctx, m.limits.Timeout, errWallLimit)
-	defer cancelTimeout()
-	cctx, abort := context.WithCancelCause(cctx)
-	defer abort(nil)
-	st := &callState{input: input, output: &boundedBuffer{limit: m.limits.MaxOutput, onOverflow: func() { abort(ErrOutputTooLarge) }},
-		kv: kvFrom(ctx), abort: abort}
-	cctx = context.WithValue(cctx, callStateKey{}, st)
+	st := &s.st
+	s.out = boundedBuffer{limit: m.limits.MaxOutput, onOverflow: s.out.onOverflow}
+	*st = callState{input: input, output: &s.out, kv: kvFrom(ctx), abort: s.cctx.abort}
+	disarm := s.cctx.arm(ctx, m.limits.Timeout)
 
 	runtime.LockOSThread()
 	cpu0, ok0 := threadCPU()
 	start := time.Now()
-	s.meter.arm(m.limits.Fuel)
-	rets, callErr := s.handle.Call(cctx)
+	metered := !m.engine.unmetered
+	if metered {
+		s.meter.arm(m.limits.Fuel)
+	}
+	rets, callErr := s.handle.Call(s.cctx)
 	var fuelOut bool
-	res.Instructions, fuelOut = s.meter.read()
-	res.InstructionsMeasured = true
+	if metered {
+		res.Instructions, fuelOut = s.meter.read()
+		res.InstructionsMeasured = true
+	}
 	res.Wall = time.Since(start)
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()
+	disarm()
+	// The call's state handle and the last value it read go with it.
+	st.kv, st.lastKey, st.lastVal = nil, nil, nil
 	if ok0 && ok1 {
 		res.CPU, res.CPUMeasured = cpu1-cpu0, true
 	}
@@ -499,7 +520,9 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 		res.MemoryPages = mm.Size() / pageSize
 	}
 	res.Stdout = st.output.buf
-	res.Stderr = slices.Clone(s.logs.buf)
+	if len(s.logs.buf) > 0 {
+		res.Stderr = slices.Clone(s.logs.buf)
+	}
 	res.StderrTruncated = s.logs.truncated
 
 	var outErr error
@@ -511,7 +534,7 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	case callErr != nil && fuelOut:
 		outErr = fmt.Errorf("%w: the budget of %d instructions ran out", ErrFuelExhausted, m.limits.Fuel)
 	case callErr != nil:
-		outErr = m.classify(cctx, callErr, true, false, &res)
+		outErr = m.classify(s.cctx, callErr, true, false, &res)
 	case len(rets) == 1 && uint32(rets[0]) != 0:
 		res.ExitCode = uint32(rets[0])
 		outErr = fmt.Errorf("%w: %s returned %d", ErrExit, ExportHandle, res.ExitCode)

@@ -317,6 +317,9 @@ func (m *Module) classify(ctx context.Context, err error, instantiated, overflow
 // contextError is the error for a run stopped because ctx ended.
 func (m *Module) contextError(ctx context.Context) error {
 	cause := context.Cause(ctx)
+	if c, ok := ctx.(interface{ Cause() error }); ok {
+		cause = c.Cause()
+	}
 	switch {
 	case errors.Is(cause, ErrOutputTooLarge):
 		// Not reached (classify checks the overflow first), kept for safety.

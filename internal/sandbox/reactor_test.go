@@ -318,3 +318,42 @@ func TestMetering(t *testing.T) {
 		t.Errorf("after fuel exhaustion: %q %v", out, err)
 	}
 }
+
+// TestUnmeteredEngine: an engine with metering off (for same-run cost
+// comparisons) runs the same reactor, resets it, and reports no instruction
+// count rather than a zero one; the metered engine counts.
+func TestUnmeteredEngine(t *testing.T) {
+	ctx := context.Background()
+	wasm, err := os.ReadFile("testdata/reactor.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, unmetered := range []bool{false, true} {
+		e, err := New(ctx, Config{Unmetered: unmetered})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close(ctx)
+		m, err := e.Compile(ctx, "reactor", wasm, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := m.NewFunction(ctx, FunctionSpec{MaxSandboxes: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for i := range 2 {
+			res, err := f.Call(ctx, []byte("c"))
+			if err != nil {
+				t.Fatalf("unmetered=%v call %d: %v", unmetered, i, err)
+			}
+			if res.InstructionsMeasured == unmetered || (res.Instructions == 0) != unmetered {
+				t.Errorf("unmetered=%v: instructions %d measured %v", unmetered, res.Instructions, res.InstructionsMeasured)
+			}
+			if i == 1 && !res.Reused {
+				t.Errorf("unmetered=%v: second call not served by the reset sandbox", unmetered)
+			}
+		}
+	}
+}

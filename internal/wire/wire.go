@@ -140,9 +140,23 @@ type SealedResponse struct {
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
 }
 
-// LedgerAppendResponse is the coordinator's answer to a ledger append.
+// MaxLedgerBatch is the most receipts one ledger append request may carry.
+const MaxLedgerBatch = 1024
+
+// LedgerAppendRequest carries signed receipts (each a receipt.Signed's
+// Entry bytes) from a worker to the coordinator's ledger, with the worker's
+// certificate and its signature over the batch (receipt.SignBatch).
+type LedgerAppendRequest struct {
+	WorkerCert certs.Signed      `json:"worker_cert"`
+	Receipts   []json.RawMessage `json:"receipts"`
+	Signature  []byte            `json:"sig"`
+}
+
+// LedgerAppendResponse is the coordinator's answer to a ledger append: the
+// log index of each receipt, in order. It is sent once every receipt is
+// durably sequenced.
 type LedgerAppendResponse struct {
-	Index uint64 `json:"index"`
+	Indices []uint64 `json:"indices"`
 }
 
 // LedgerLookup answers GET /v1/ledger/receipts/{sha256}.

@@ -1,13 +1,17 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -16,10 +20,18 @@ import (
 // invocations down rather than dropping receipts.
 const ledgerQueue = 4096
 
-// ledgerAppenders is how many appends are in flight to the coordinator.
-// Each waits for its batch to be durable (up to the ledger's batch age), so
-// throughput is about ledgerAppenders / batch age.
-const ledgerAppenders = 256
+// ledgerSenders is how many batches are in flight to the coordinator. Each
+// waits for its batch to be durable (up to the ledger's batch age), and
+// meanwhile the queue fills the next: throughput is about ledgerSenders ×
+// ledgerBatch / batch age, with one bus request per batch.
+const ledgerSenders = 8
+
+// ledgerBatchMax and ledgerBatchBytes bound one append request (the bus's
+// payload limit is 1 MiB).
+const (
+	ledgerBatchMax   = 256
+	ledgerBatchBytes = 512 << 10
+)
 
 type ledgerMetrics struct {
 	appended, failed prometheus.Counter
@@ -49,35 +61,37 @@ func (w *Worker) logReceipt(ctx context.Context, s *receipt.Signed) {
 	}
 }
 
-// runAppenders sends queued receipts to the coordinator. Once stop is
-// closed they log what is still queued and return (done is closed then).
-// The queue itself is never closed, so a late invocation cannot panic.
+// runAppenders sends queued receipts to the coordinator in batches. Once
+// stop is closed they log what is still queued and return (done is closed
+// then). The queue itself is never closed, so a late invocation cannot panic.
 func (w *Worker) runAppenders(ctx context.Context, stop <-chan struct{}) chan struct{} {
 	done := make(chan struct{})
-	finished := make(chan struct{}, ledgerAppenders)
-	for range ledgerAppenders {
+	finished := make(chan struct{}, ledgerSenders)
+	for range ledgerSenders {
 		go func() {
 			defer func() { finished <- struct{}{} }()
+			var next *receipt.Signed // a receipt that did not fit the last batch
 			for {
-				select {
-				case s := <-w.appends:
-					w.appendOne(ctx, s)
-					continue
-				case <-stop:
-				}
-				for {
+				first := next
+				if first == nil {
 					select {
-					case s := <-w.appends:
-						w.appendOne(ctx, s)
-					default:
-						return
+					case first = <-w.appends:
+					case <-stop:
+						select {
+						case first = <-w.appends:
+						default:
+							return
+						}
 					}
 				}
+				var b *ledgerBatch
+				b, next = w.fillBatch(first)
+				w.appendBatch(ctx, b)
 			}
 		}()
 	}
 	go func() {
-		for range ledgerAppenders {
+		for range ledgerSenders {
 			<-finished
 		}
 		close(done)
@@ -85,20 +99,71 @@ func (w *Worker) runAppenders(ctx context.Context, stop <-chan struct{}) chan st
 	return done
 }
 
-func (w *Worker) appendOne(ctx context.Context, s *receipt.Signed) {
+// ledgerBatch is receipts signed under one worker certificate.
+type ledgerBatch struct {
+	cert    certs.Signed
+	entries []json.RawMessage
+}
+
+// fillBatch starts a batch with first and adds what is queued, without
+// waiting, up to the batch's bounds. A queued receipt signed under another
+// certificate (the worker renewed it) ends the batch and is returned to
+// start the next.
+func (w *Worker) fillBatch(first *receipt.Signed) (*ledgerBatch, *receipt.Signed) {
+	b := &ledgerBatch{cert: first.WorkerCert, entries: make([]json.RawMessage, 0, 16)}
+	size := 0
+	add := func(s *receipt.Signed) {
+		e, err := s.Entry()
+		if err != nil {
+			w.ledger.failed.Inc()
+			w.log.Error("encoding a receipt for the ledger", "err", err)
+			return
+		}
+		b.entries = append(b.entries, e)
+		size += len(e)
+	}
+	add(first)
+	for len(b.entries) < ledgerBatchMax && size < ledgerBatchBytes {
+		select {
+		case s := <-w.appends:
+			if !bytes.Equal(s.WorkerCert.Signature, b.cert.Signature) {
+				return b, s
+			}
+			add(s)
+		default:
+			return b, nil
+		}
+	}
+	return b, nil
+}
+
+// appendBatch signs and sends one batch, retrying with backoff until it is
+// logged. The coordinator dedupes a retried receipt by its entry hash.
+func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
+	if len(b.entries) == 0 {
+		return
+	}
+	entries := make([][]byte, len(b.entries))
+	for i, e := range b.entries {
+		entries[i] = e
+	}
+	req := wire.LedgerAppendRequest{WorkerCert: b.cert, Receipts: b.entries, Signature: receipt.SignBatch(entries, w.signKey)}
 	backoff := 50 * time.Millisecond
-	for attempt := range 6 {
+	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		var resp wire.LedgerAppendResponse
-		err := bus.Call(cctx, w.cfg.Conn, bus.SubjectLedgerAppend, s, &resp)
+		err := bus.Call(cctx, w.cfg.Conn, bus.SubjectLedgerAppend, req, &resp)
 		cancel()
+		if err == nil && len(resp.Indices) != len(entries) {
+			err = fmt.Errorf("the coordinator answered %d indices for %d receipts", len(resp.Indices), len(entries))
+		}
 		if err == nil {
-			w.ledger.appended.Inc()
+			w.ledger.appended.Add(float64(len(entries)))
 			return
 		}
 		if c := apierr.CodeOf(err); attempt == 5 || c == apierr.Forbidden || c == apierr.BadRequest {
-			w.ledger.failed.Inc()
-			w.log.Error("logging a receipt failed", "err", err)
+			w.ledger.failed.Add(float64(len(entries)))
+			w.log.Error("logging receipts failed", "receipts", len(entries), "err", err)
 			return
 		}
 		time.Sleep(backoff)
