@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/bundle"
 )
@@ -52,8 +53,16 @@ type AnchorConfig struct {
 	// from it, and so is the key that seals the log.
 	Master []byte
 	Limits Limits
+	// Lease is how long a read lease lasts (see docs/state.md); 0 means
+	// DefaultLease, negative disables leases (every read asks the anchor).
+	Lease  time.Duration
 	Logger *slog.Logger
+	// Now is the anchor's clock (tests); nil means time.Now.
+	Now func() time.Time
 }
+
+// DefaultLease is the default read lease.
+const DefaultLease = 2 * time.Second
 
 // Anchor is the trusted record of which version of every key of every
 // function is current. It runs in the coordinator's TEE. It keeps each
@@ -66,6 +75,13 @@ type Anchor struct {
 	log    *slog.Logger
 	keys   sync.Map // "ns/name" → *keys
 
+	lease   time.Duration
+	now     func() time.Time
+	started time.Time
+	// recovered is set when the log held records at start: leases
+	// granted before the restart may still run.
+	recovered bool
+
 	mu    sync.Mutex
 	fns   map[string]*index
 	store *anchorLog
@@ -76,6 +92,15 @@ type index struct {
 	entries map[string]*entry
 	live    int
 	bytes   int64
+	// leases are the read leases granted, by holder, with their expiry.
+	// While one holder's lease runs, no other holder's write commits.
+	leases map[string]time.Time
+	// revoking is set while a write waits for other holders' leases to
+	// run out: no lease is granted or renewed meanwhile, nor for a while
+	// after (noLeaseUntil): a function that several workers write is
+	// served without leases.
+	revoking     bool
+	noLeaseUntil time.Time
 }
 
 func (x *index) apply(key string, e *entry) {
@@ -98,8 +123,16 @@ func OpenAnchor(cfg AnchorConfig) (*Anchor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Anchor{master: cfg.Master, limits: cfg.Limits.withDefaults(), log: cfg.Logger.WithGroup("state"), fns: map[string]*index{}}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	a := &Anchor{master: cfg.Master, limits: cfg.Limits.withDefaults(), log: cfg.Logger.WithGroup("state"), fns: map[string]*index{},
+		lease: cfg.Lease, now: cfg.Now, started: cfg.Now()}
 	st, err := openAnchorLog(cfg.Dir, cfg.Master, func(fn string, changes []change) {
+		a.recovered = true
 		x := a.fn(fn)
 		for _, c := range changes {
 			x.apply(string(c.Key), c.Entry)
@@ -122,7 +155,7 @@ func (a *Anchor) Close() error {
 func (a *Anchor) fn(id string) *index {
 	x := a.fns[id]
 	if x == nil {
-		x = &index{entries: map[string]*entry{}}
+		x = &index{entries: map[string]*entry{}, leases: map[string]time.Time{}}
 		a.fns[id] = x
 	}
 	return x
@@ -206,7 +239,7 @@ func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
 // apply runs one operation on x. Changes are recorded in changes (for the
 // log) and the entries they replaced in undo.
 func (a *Anchor) apply(x *index, o *op, changes, undo *[]change) result {
-	if o.Kind != opList && (len(o.Key) == 0 || len(o.Key) > MaxKeyBytes) {
+	if o.Kind != opList && o.Kind != opLease && (len(o.Key) == 0 || len(o.Key) > MaxKeyBytes) {
 		return result{Status: stInvalid, Msg: "invalid key"}
 	}
 	key := string(o.Key)
@@ -220,12 +253,17 @@ func (a *Anchor) apply(x *index, o *op, changes, undo *[]change) result {
 		return result{Status: stOK, Entry: cur}
 	case opList:
 		return a.list(x, o)
+	case opLease:
+		return a.grant(x, o.Holder)
 	case opPut, opCAS, opDel:
 	default:
 		return result{Status: stInvalid, Msg: "unknown operation"}
 	}
 	if len(o.Digest) != sha256.Size || o.Size < 0 || o.Version == 0 {
 		return result{Status: stInvalid, Msg: "malformed commit"}
+	}
+	if wait := a.blocked(x, o.Holder); wait > 0 {
+		return result{Status: stRetry, RetryMS: max(1, wait.Milliseconds())}
 	}
 	if o.Version <= curV || (o.Kind == opCAS && o.Expect != curV) {
 		return result{Status: stConflict, Entry: cur}
@@ -255,6 +293,61 @@ func (a *Anchor) apply(x *index, o *op, changes, undo *[]change) result {
 	*changes = append(*changes, change{Key: o.Key, Entry: ne})
 	x.apply(key, ne)
 	return result{Status: stOK, Entry: cur}
+}
+
+// grant gives holder a read lease, unless a write waits for leases to
+// run out.
+func (a *Anchor) grant(x *index, holder string) result {
+	if a.lease < 0 || holder == "" || len(holder) > 64 {
+		return result{Status: stOK}
+	}
+	now := a.now()
+	a.expire(x, now)
+	if x.revoking && len(x.leases) == 0 {
+		x.revoking, x.noLeaseUntil = false, now.Add(10*a.lease)
+	}
+	if x.revoking || now.Before(x.noLeaseUntil) {
+		return result{Status: stOK}
+	}
+	x.leases[holder] = now.Add(a.lease)
+	return result{Status: stOK, LeaseMS: a.lease.Milliseconds()}
+}
+
+// blocked returns how long a commit from holder must wait: until the
+// leases of every other holder have run out, and, after the anchor
+// started, until any lease granted before it could have run out.
+func (a *Anchor) blocked(x *index, holder string) time.Duration {
+	if a.lease < 0 {
+		return 0
+	}
+	now := a.now()
+	if d := a.started.Add(a.lease).Sub(now); d > 0 && a.recovered {
+		return d
+	}
+	a.expire(x, now)
+	var until time.Time
+	for h, exp := range x.leases {
+		if h != holder && exp.After(until) {
+			until = exp
+		}
+	}
+	if until.IsZero() {
+		if x.revoking {
+			x.revoking = false
+			x.noLeaseUntil = now.Add(10 * a.lease)
+		}
+		return 0
+	}
+	x.revoking = true
+	return until.Sub(now)
+}
+
+func (a *Anchor) expire(x *index, now time.Time) {
+	for h, exp := range x.leases {
+		if !exp.After(now) {
+			delete(x.leases, h)
+		}
+	}
 }
 
 func (a *Anchor) list(x *index, o *op) result {

@@ -34,6 +34,8 @@ const (
 	opCAS  = "cas"  // commit a new version if the current one is exactly Expect
 	opDel  = "del"  // commit a tombstone if it is newer than the current one
 	opList = "list" // live keys with a prefix, after Start, at most Limit
+	// opLease asks for (or renews) a read lease for Holder.
+	opLease = "lease"
 )
 
 // op is one operation of a batch.
@@ -49,6 +51,9 @@ type op struct {
 	Start   []byte `json:"a,omitempty"`
 	Limit   int    `json:"l,omitempty"`
 	Tomb    bool   `json:"t,omitempty"` // cas: the new version is a tombstone
+	// Holder names the worker-side handle (lease, and commits: a holder's
+	// own lease never delays its writes).
+	Holder string `json:"h,omitempty"`
 }
 
 // Result statuses.
@@ -57,6 +62,7 @@ const (
 	stConflict = "conflict" // Entry is the current entry
 	stQuota    = "quota"
 	stInvalid  = "invalid"
+	stRetry    = "retry" // a commit waits RetryMS for other holders' leases
 )
 
 // result answers one op.
@@ -66,6 +72,10 @@ type result struct {
 	Keys   [][]byte `json:"ks,omitempty"`
 	More   bool     `json:"m,omitempty"`
 	Msg    string   `json:"msg,omitempty"`
+	// LeaseMS is the read lease granted (0: none).
+	LeaseMS int64 `json:"lm,omitempty"`
+	// RetryMS is how long a commit must wait before it is tried again.
+	RetryMS int64 `json:"rm,omitempty"`
 }
 
 // entry is the anchor's record of one key.

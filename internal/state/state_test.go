@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,13 +27,20 @@ type env struct {
 	master []byte
 	anchor *Anchor
 	store  *Store
+	lease  time.Duration
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newEnv(t testing.TB, limits Limits) *env {
+	return newEnvLease(t, limits, 0)
+}
+
+// newEnvLease starts an env whose anchor grants read leases of the given
+// length (0: the default; negative: none).
+func newEnvLease(t testing.TB, limits Limits, lease time.Duration) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), master: make([]byte, 32)}
+	e := &env{dir: t.TempDir(), master: make([]byte, 32), lease: lease}
 	rand.Read(e.master)
 	e.start(t, limits)
 	t.Cleanup(e.stop)
@@ -55,7 +63,7 @@ func (e *env) start(t testing.TB, limits Limits) {
 		t.Fatal(err)
 	}
 	e.kv = st.State
-	if e.anchor, err = OpenAnchor(AnchorConfig{Dir: filepath.Join(e.dir, "anchor"), Master: e.master, Limits: limits, Logger: quiet()}); err != nil {
+	if e.anchor, err = OpenAnchor(AnchorConfig{Dir: filepath.Join(e.dir, "anchor"), Master: e.master, Limits: limits, Lease: e.lease, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
 	if e.store, err = NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
@@ -501,4 +509,53 @@ func TestUnsealedBaseline(t *testing.T) {
 	if ok, _ := f.Delete(ctx, []byte("a")); !ok {
 		t.Fatal("delete")
 	}
+}
+
+// TestLeaseServesReads: under its read lease a worker reads without asking
+// the anchor, and still detects a rollback.
+func TestLeaseServesReads(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f := e.fn(t, "ns", "fn")
+	mustPut(t, f, "k", "1") // asks for the lease
+	mustPut(t, f, "k", "2") // commits under it: the entry is cached
+	before := f.AnchorRequests.Load()
+	for range 10 {
+		wantValue(t, f, "k", "2")
+	}
+	if n := f.AnchorRequests.Load() - before; n > 1 {
+		t.Fatalf("10 reads under the lease sent %d anchor requests", n)
+	}
+	old := e.raw(t, f, "k")
+	mustPut(t, f, "k", "3")
+	e.tamper(t, f, "k", old)
+	_, _, err := f.Get(context.Background(), []byte("k"))
+	wantIntegrity(t, err, KindRollback)
+}
+
+// TestLeaseHoldsOffOtherWriters: while one worker's lease runs, another
+// worker's write waits for it to end, so the first never serves a value
+// that was overwritten: after the second worker's write returns, the first
+// reads the new value.
+func TestLeaseHoldsOffOtherWriters(t *testing.T) {
+	e := newEnvLease(t, Limits{}, 300*time.Millisecond)
+	a := e.fn(t, "ns", "fn")
+	mustPut(t, a, "k", "old")
+	mustPut(t, a, "k", "old2")
+	wantValue(t, a, "k", "old2")
+	if _, ok := a.lease.lookup([]byte("k")); !ok {
+		t.Fatal("the entry is not cached under the lease")
+	}
+	s2, err := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	b, _ := s2.Function("ns", "fn", k)
+	if err := b.Put(context.Background(), []byte("k"), []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, a, "k", "new")
+	mustPut(t, b, "k", "newer")
+	wantValue(t, a, "k", "newer")
 }

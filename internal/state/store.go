@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -110,6 +111,9 @@ func (s *Store) Function(ns, name string, stateKey []byte) (*Function, error) {
 			return nil, err
 		}
 		f.k, f.stateKey = k, slices.Clone(stateKey)
+		hb := make([]byte, 12)
+		rand.Read(hb)
+		f.holder = hex.EncodeToString(hb)
 		f.q = make(chan *pending, 4*maxBatch)
 		for range s.o.Pipeline {
 			go f.batcher()
@@ -128,6 +132,8 @@ type Function struct {
 	stateKey     []byte
 	q            chan *pending
 	lastVersion  atomic.Uint64
+	holder       string // names this handle's read lease at the anchor
+	lease        lease
 	hints        sync.Map // string(key) → hint
 	// stripes serialise this handle's writes of a key, so that a worker
 	// stacks at most one uncommitted revision on a key at a time.
@@ -176,12 +182,18 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 			close(p.done)
 		}
 	}
-	ops := make([]op, len(batch))
+	ops := make([]op, len(batch), len(batch)+1)
 	for i, p := range batch {
 		ops[i] = p.op
 	}
+	sent := time.Now()
+	leasing := f.lease.want(sent)
+	if leasing {
+		ops = append(ops, op{Kind: opLease, Holder: f.holder})
+	}
 	nonce, sealed, err := f.k.sealMessage(requestAAD(f.ns, f.name), ops)
 	if err != nil {
+		f.lease.granted(leasing, sent, 0)
 		finish(err)
 		return
 	}
@@ -190,6 +202,7 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 	defer cancel()
 	rep, err := f.s.o.Anchor.Exchange(cctx, &AnchorRequest{Namespace: f.ns, Name: f.name, Nonce: nonce, Sealed: sealed})
 	if err != nil {
+		f.lease.granted(leasing, sent, 0)
 		if ctx.Err() != nil {
 			finish(ErrClosed)
 			return
@@ -198,9 +211,13 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 		return
 	}
 	var results []result
-	if err := f.k.openMessage(replyAAD(f.ns, f.name, nonce), rep.Nonce, rep.Sealed, &results); err != nil || len(results) != len(batch) {
+	if err := f.k.openMessage(replyAAD(f.ns, f.name, nonce), rep.Nonce, rep.Sealed, &results); err != nil || len(results) != len(ops) {
+		f.lease.granted(leasing, sent, 0)
 		finish(&IntegrityError{Function: f.id, Kind: KindAnchor, Detail: "the anchor's reply does not authenticate for this request"})
 		return
+	}
+	if leasing {
+		f.lease.granted(true, sent, time.Duration(results[len(ops)-1].LeaseMS)*time.Millisecond)
 	}
 	for i, p := range batch {
 		p.res = results[i]
@@ -244,7 +261,7 @@ func (f *Function) await(ctx context.Context, p *pending) (result, error) {
 		return result{}, p.err
 	}
 	switch p.res.Status {
-	case stOK, stConflict:
+	case stOK, stConflict, stRetry:
 		return p.res, nil
 	case stQuota:
 		return p.res, fmt.Errorf("%w: %s", ErrQuota, p.res.Msg)
@@ -354,6 +371,19 @@ var (
 
 func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]byte, bool, *entry, error) {
 	name := f.k.storeKey(f.ns, f.name, key)
+	if mode == readTogether {
+		if e, ok := f.lease.lookup(key); ok {
+			// Under the read lease the cached entry is current: the
+			// bucket is read after it, as in readAfter.
+			latest, kerr := f.s.o.KV.Get(ctx, name)
+			v, found, top, err := f.check(ctx, key, name, e, latest, kerr, readAfter)
+			if errors.Is(err, errMovedOn) {
+				return nil, false, nil, errReread
+			}
+			return v, found, top, err
+		}
+	}
+	gen, running := f.lease.generation()
 	var latest jetstream.KeyValueEntry
 	var kerr error
 	p, err := f.submit(ctx, op{Kind: opGet, Key: key})
@@ -370,10 +400,16 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 	if res.Status != stOK {
 		return nil, false, nil, fmt.Errorf("state: the anchor refused a read: %s", res.Msg)
 	}
-	e := res.Entry
+	f.lease.store(key, res.Entry, gen, running)
 	if mode == readAfter {
 		latest, kerr = f.s.o.KV.Get(ctx, name)
 	}
+	return f.check(ctx, key, name, res.Entry, latest, kerr, mode)
+}
+
+// check verifies what the bucket returned (latest, kerr) against the
+// entry e, and returns the value, whether it exists, and what is on top.
+func (f *Function) check(ctx context.Context, key []byte, name string, e *entry, latest jetstream.KeyValueEntry, kerr error, mode readMode) ([]byte, bool, *entry, error) {
 	if kerr != nil && !errors.Is(kerr, jetstream.ErrKeyNotFound) {
 		return nil, false, nil, unavailable(kerr)
 	}
@@ -568,14 +604,30 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		if err != nil {
 			return result{}, false, unavailable(err)
 		}
-		res, err := f.call(ctx, op{Kind: kind, Key: key, Version: v, Expect: expect, Rev: rev, Digest: digest(env), Size: len(value), Tomb: tomb && kind == opCAS})
+		co := op{Kind: kind, Key: key, Version: v, Expect: expect, Rev: rev, Digest: digest(env), Size: len(value),
+			Tomb: tomb && kind == opCAS, Holder: f.holder}
+		gen, running := f.lease.generation()
+		res, err := f.call(ctx, co)
+		for err == nil && res.Status == stRetry {
+			// Another worker's read lease runs: wait for it to end.
+			if err = sleep(ctx, min(time.Duration(res.RetryMS)*time.Millisecond, 5*time.Second)); err == nil {
+				gen, running = f.lease.generation()
+				res, err = f.call(ctx, co)
+			}
+		}
 		if err != nil {
 			return res, false, err
 		}
 		if res.Status == stOK {
 			f.remember(key, rev, v)
+			ne := &entry{Version: v, Rev: rev, Digest: co.Digest, Size: co.Size, Deleted: tomb}
+			if tomb && (res.Entry == nil || res.Entry.Deleted) {
+				ne = res.Entry // nothing was deleted: the anchor kept what it had
+			}
+			f.lease.store(key, ne, gen, running)
 			return res, true, nil
 		}
+		f.lease.store(key, res.Entry, gen, running)
 		// Lost at the anchor (rare: the chain makes conflicts unlikely).
 		// Put the committed envelope back on top of ours, so that the
 		// chain's newest revision is the committed one again.
@@ -665,6 +717,17 @@ func (f *Function) resolve(ctx context.Context, key []byte, name string, floor u
 		case <-t.C:
 		}
 		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
