@@ -88,6 +88,9 @@ type Config struct {
 	LedgerDir string
 	// StateLimits bound each function's sealed state (zero: the defaults).
 	StateLimits fnstate.Limits
+	// StateLease is the length of workers' read leases on state (0: the
+	// default, 2 s; negative: no leases). See docs/state.md.
+	StateLease time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
 }
@@ -170,7 +173,7 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
 	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(cfg.Dir, "state"), Master: c.master,
-		Limits: cfg.StateLimits, Logger: cfg.Logger}); err != nil {
+		Limits: cfg.StateLimits, Lease: cfg.StateLease, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("opening the state anchor: %w", err)
 	}
 	if cfg.LedgerDir != "" {
