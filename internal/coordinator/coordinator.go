@@ -91,8 +91,8 @@ type Config struct {
 	// StateLease is the length of workers' read leases on state (0: the
 	// default, 2 s; negative: no leases). See docs/state.md.
 	StateLease time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Coordinator is safe for concurrent use.
