@@ -559,3 +559,25 @@ func TestLeaseHoldsOffOtherWriters(t *testing.T) {
 	mustPut(t, b, "k", "newer")
 	wantValue(t, a, "k", "newer")
 }
+
+// TestLeaseRenewedByReads: a worker whose reads all come from its lease
+// keeps the lease (and its entries) beyond the lease's length: the lease
+// never lapses (a renewal is due a quarter of the way in and must arrive
+// within the next half, 500 ms here).
+func TestLeaseRenewedByReads(t *testing.T) {
+	e := newEnvLease(t, Limits{}, time.Second)
+	f := e.fn(t, "ns", "fn")
+	mustPut(t, f, "k", "1")
+	mustPut(t, f, "k", "2")
+	gen, running := f.lease.generation()
+	if !running {
+		t.Fatal("no lease after two writes")
+	}
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; {
+		wantValue(t, f, "k", "2")
+		time.Sleep(5 * time.Millisecond)
+	}
+	if g, running := f.lease.generation(); g != gen || !running {
+		t.Fatalf("the lease lapsed (generation %d, then %d, running %v): reads did not renew it", gen, g, running)
+	}
+}

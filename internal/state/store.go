@@ -187,10 +187,17 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 		ops[i] = p.op
 	}
 	sent := time.Now()
-	leasing := f.lease.want(sent)
-	if leasing {
-		ops = append(ops, op{Kind: opLease, Holder: f.holder})
+	leaseAt := -1 // the lease request in ops, if any
+	for i, p := range batch {
+		if p.op.Kind == opLease {
+			leaseAt = i // queued by renew
+		}
 	}
+	if leaseAt < 0 && f.lease.want(sent) {
+		ops = append(ops, op{Kind: opLease, Holder: f.holder})
+		leaseAt = len(ops) - 1
+	}
+	leasing := leaseAt >= 0
 	nonce, sealed, err := f.k.sealMessage(requestAAD(f.ns, f.name), ops)
 	if err != nil {
 		f.lease.granted(leasing, sent, 0)
@@ -217,11 +224,25 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 		return
 	}
 	if leasing {
-		f.lease.granted(true, sent, time.Duration(results[len(ops)-1].LeaseMS)*time.Millisecond)
+		f.lease.granted(true, sent, time.Duration(results[leaseAt].LeaseMS)*time.Millisecond)
 	}
 	for i, p := range batch {
 		p.res = results[i]
 		close(p.done)
+	}
+}
+
+// renew queues a lease request on its own when the lease is due for
+// renewal, so that a worker whose reads all come from the lease keeps it.
+func (f *Function) renew() {
+	if !f.lease.want(time.Now()) {
+		return
+	}
+	p := &pending{op: op{Kind: opLease, Holder: f.holder}, done: make(chan struct{})}
+	select {
+	case f.q <- p:
+	default:
+		f.lease.granted(true, time.Now(), 0) // the queue is full: try later
 	}
 }
 
@@ -375,6 +396,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 		if e, ok := f.lease.lookup(key); ok {
 			// Under the read lease the cached entry is current: the
 			// bucket is read after it, as in readAfter.
+			f.renew()
 			latest, kerr := f.s.o.KV.Get(ctx, name)
 			v, found, top, err := f.check(ctx, key, name, e, latest, kerr, readAfter)
 			if errors.Is(err, errMovedOn) {
