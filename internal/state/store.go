@@ -123,8 +123,10 @@ func (s *Store) Function(ns, name string, stateKey []byte) (*Function, error) {
 	return f, nil
 }
 
-// Function is one function's state. Every operation is linearizable: it
-// takes effect at the anchor, between its call and its return.
+// Function is one function's state. Every operation is linearizable:
+// writes take effect at the anchor, between their call and their return;
+// reads ask the anchor, or rely on the handle's read lease, during which
+// no other worker's write commits (docs/state.md).
 type Function struct {
 	s            *Store
 	ns, name, id string
@@ -322,9 +324,11 @@ func (f *Function) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 	return v, ok, err
 }
 
-// get also returns the anchor's entry for key (nil if none), with Rev set
-// to the newest revision in the bucket when that is the committed one, and
-// to 0 when it is not (another writer's revision is on top).
+// get also returns what is on top of key: the anchor's entry (zero if
+// none) with Rev set to the newest revision in the bucket when that is the
+// committed one, to 0 when the bucket holds nothing, and to notOnTop
+// otherwise (another writer's revision is on top, or the bucket was read
+// first).
 func (f *Function) get(ctx context.Context, key []byte) ([]byte, bool, *entry, error) {
 	if err := f.checkKey(key); err != nil {
 		return nil, false, nil, err
