@@ -494,7 +494,7 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 
 	st := &s.st
 	s.out = boundedBuffer{limit: m.limits.MaxOutput, onOverflow: s.out.onOverflow}
-	*st = callState{input: input, output: &s.out}
+	*st = callState{input: input, output: &s.out, kv: kvFrom(ctx), abort: s.cctx.abort}
 	disarm := s.cctx.arm(ctx, m.limits.Timeout)
 
 	runtime.LockOSThread()
@@ -514,6 +514,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()
 	disarm()
+	// The call's state handle and the last value it read go with it.
+	st.kv, st.lastKey, st.lastVal = nil, nil, nil
 	if ok0 && ok1 {
 		res.CPU, res.CPUMeasured = cpu1-cpu0, true
 	}
@@ -529,6 +531,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 
 	var outErr error
 	switch {
+	case st.kvErr != nil:
+		outErr = fmt.Errorf("%w: %w", ErrState, st.kvErr)
 	case st.output.overflowed:
 		outErr = fmt.Errorf("%w: response exceeded %d bytes", ErrOutputTooLarge, m.limits.MaxOutput)
 	case callErr != nil && fuelOut:
