@@ -240,7 +240,9 @@ func TestCheckRefuses(t *testing.T) {
 		{"receipt body not canonical", nonCanon, receipt.ErrMalformed},
 		{"certificate from another coordinator", sign(t, makeReceipt(1), rogueWorkerKey, workerCert(t, rogueCoordKey, pub(rogueWorkerKey))), receipt.ErrChain},
 		{"signed by a key the certificate does not name", sign(t, makeReceipt(1), rogueWorkerKey, cert), receipt.ErrSignature},
-		{"body altered", entry(func(s *receipt.Signed) { s.Receipt = bytes.Replace(s.Receipt, []byte(`"input_bytes":101`), []byte(`"input_bytes":9`), 1) }), receipt.ErrSignature},
+		{"body altered", entry(func(s *receipt.Signed) {
+			s.Receipt = bytes.Replace(s.Receipt, []byte(`"input_bytes":101`), []byte(`"input_bytes":9`), 1)
+		}), receipt.ErrSignature},
 		{"signature altered", entry(func(s *receipt.Signed) { s.Signature = bytes.Clone(s.Signature); s.Signature[0] ^= 1 }), receipt.ErrSignature},
 		{"worker differs from the certificate", sign(t, otherWorker, workerKey, cert), receipt.ErrMismatch},
 	} {
