@@ -49,6 +49,8 @@ type coldModule struct {
 	// patch returns a copy of the module with n written in its data, so
 	// that the -new-code variant deploys different code on every operation.
 	patch func(wasm []byte, n uint64) ([]byte, error)
+	// manifest, if set, replaces the default abi reactor (JavaScript).
+	manifest func(*bundle.Manifest)
 }
 
 var (
@@ -116,13 +118,16 @@ func (e *coldEnv) close() error { return closeNode(e.hc, e.node, e.dir) }
 
 // deploy signs wasm as the next version of the reactor fn, uploads and
 // registers it, and returns the version: what `cloister deploy` does.
-func (e *coldEnv) deploy(ctx context.Context, fn string, wasm []byte) (int, error) {
+func (e *coldEnv) deploy(ctx context.Context, fn string, wasm []byte, manifest func(*bundle.Manifest)) (int, error) {
 	v, err := e.c.NextVersion(ctx, fn)
 	if err != nil {
 		return 0, fmt.Errorf("getting next version of %s: %w", fn, err)
 	}
 	m := bundle.DefaultManifest(fn)
 	m.ABI = bundle.ABIReactor
+	if manifest != nil {
+		manifest(&m)
+	}
 	m.Version = v
 	b, err := bundle.Build(m, wasm, e.owner)
 	if err != nil {
@@ -164,7 +169,7 @@ func (e *coldEnv) firstResult(ctx context.Context, fn string, m coldModule, newC
 			return 0, 0, err
 		}
 	}
-	v, err := e.deploy(ctx, fn, wasm)
+	v, err := e.deploy(ctx, fn, wasm, m.manifest)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -365,7 +370,7 @@ func (e *coldEnv) benchInvoke(b *testing.B, m coldModule, scaledToZero bool) {
 	if scaledToZero {
 		fn = "idle-" + m.fn
 	}
-	v, err := e.deploy(ctx, fn, m.wasm)
+	v, err := e.deploy(ctx, fn, m.wasm, m.manifest)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -166,7 +166,12 @@ func BenchmarkInvoke(b *testing.B) {
 	if conc < 1 {
 		b.Fatalf("-conc %d: need at least one client", conc)
 	}
-	for _, m := range e.modes() {
+	benchModes(b, e, conc, e.modes())
+}
+
+// benchModes runs each mode as a sub-benchmark under the same load loop.
+func benchModes(b *testing.B, e *env, conc int, modes []mode) {
+	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			ctx := b.Context()
 			// Start with no receipt waiting for the ledger: the previous

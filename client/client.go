@@ -28,7 +28,9 @@ import (
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/artoken"
 	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/attest/collateral"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -59,6 +61,11 @@ type Error struct {
 	Code    string
 	Message string
 	Receipt *Receipt
+	// For sequence_step_failed: the failed step (1-based), its own code,
+	// and the verified receipt chain up to it.
+	Step     int
+	StepCode string
+	Chain    []*Receipt
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status) }
@@ -80,6 +87,11 @@ type Client struct {
 	attExp   time.Time
 	verifier *receipt.Verifier         // for att.IdentityKey
 	fns      map[string]cachedFunction // verified certificates, by name@version
+
+	useToken bool
+	resultTk string           // the last verified attestation-result token
+	resultCl *artoken.Claims  // its claims
+	attester *attest.Verifier // verifies raw hardware evidence
 }
 
 type cachedFunction struct {
@@ -103,6 +115,30 @@ func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = n
 // short-lived processes (the CLI) share it for the TTL. The cached document
 // is verified again on every load; only the network round trip is saved.
 func WithAttestationCache(path string) Option { return func(c *Client) { c.cache = path } }
+
+// WithResultToken makes Attest, once it has verified the coordinator's raw
+// evidence, renew the attestation with the coordinator's attestation-result
+// token (GET /v1/attestation/token: an EdDSA JWT valid 60 s, see
+// docs/operations.md) instead of verifying hardware evidence again. The
+// token must be signed by the identity key the raw evidence bound and
+// name the same TEE, measurement and manifest; otherwise Attest falls back
+// to the raw evidence.
+func WithResultToken() Option { return func(c *Client) { c.useToken = true } }
+
+// WithCollateral sets where hardware-evidence collateral (AMD and Intel
+// certificates, CRLs, TCB info) is cached on disk, and optionally an offline
+// bundle file to use instead of the network.
+func WithCollateral(cacheDir, bundlePath string) Option {
+	return func(c *Client) {
+		o := collateral.Options{Dir: cacheDir}
+		if bundlePath != "" {
+			if b, err := collateral.LoadBundle(bundlePath); err == nil {
+				o.Bundle, o.Offline = b, true
+			}
+		}
+		c.attester = &attest.Verifier{Collateral: collateral.New(o)}
+	}
+}
 
 // WithNamespace pins the namespace the client's functions live in. The
 // gateway is untrusted: without the pin it could route a request to a
@@ -163,6 +199,12 @@ func (c *Client) Attest(ctx context.Context) (*Attestation, error) {
 	if c.att != nil && now.Before(c.attExp) {
 		return c.att, nil
 	}
+	if c.useToken && c.att != nil {
+		if err := c.renewWithToken(ctx, now); err == nil {
+			return c.att, nil
+		}
+		// Anything off about the token: verify the raw evidence again.
+	}
 	if c.cache != "" {
 		if b, err := os.ReadFile(c.cache); err == nil {
 			var cd cachedDoc
@@ -191,8 +233,58 @@ func (c *Client) Attest(ctx context.Context) (*Attestation, error) {
 	return a, nil
 }
 
+// renewWithToken extends the verified attestation with a fresh
+// attestation-result token. Callers hold c.mu.
+func (c *Client) renewWithToken(ctx context.Context, now time.Time) error {
+	var t wire.ResultToken
+	if err := c.do(ctx, http.MethodGet, "/v1/attestation/token", nil, "", &t); err != nil {
+		return err
+	}
+	cl, err := VerifyResultToken(t.Token, c.att.IdentityKey, now)
+	if err != nil {
+		return err
+	}
+	if cl.TEE != c.att.TEE || cl.Measurement != c.att.Measurement || cl.ManifestHash != c.att.ManifestHash {
+		return fmt.Errorf("%w: the result token describes another coordinator state", ErrVerification)
+	}
+	c.resultTk, c.resultCl = t.Token, cl
+	a := *c.att
+	a.VerifiedAt = now
+	c.att = &a
+	c.attExp = now.Add(c.ttl)
+	if exp := time.Unix(cl.Expires, 0); exp.Before(c.attExp) {
+		c.attExp = exp
+	}
+	return nil
+}
+
+// ResultClaims are the claims of an attestation-result token.
+type ResultClaims = artoken.Claims
+
+// VerifyResultToken verifies an attestation-result token signed by the
+// coordinator identity key (taken from a verified Attestation) at now.
+func VerifyResultToken(token string, identityKey ed25519.PublicKey, now time.Time) (*ResultClaims, error) {
+	cl, err := artoken.Verify(token, identityKey, now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: result token: %w", ErrVerification, err)
+	}
+	return cl, nil
+}
+
+// ResultToken returns the last attestation-result token this client
+// verified (with WithResultToken), for handing to a relying party.
+func (c *Client) ResultToken() (string, *ResultClaims) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resultTk, c.resultCl
+}
+
 func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
-	claims, err := attest.Verify(doc.Evidence, c.policy)
+	v := c.attester
+	if v == nil {
+		v = &attest.Verifier{Now: c.now}
+	}
+	claims, err := v.Verify(doc.Evidence, c.policy)
 	if err != nil {
 		return nil, fmt.Errorf("%w: coordinator evidence: %w", ErrVerification, err)
 	}
@@ -302,6 +394,9 @@ type Result struct {
 	Worker        *certs.Worker
 	Attestation   *Attestation
 	Mode          string
+	// Chain is a sequence's verified receipt chain, step 1 first; Receipt
+	// and SignedReceipt are its last step.
+	Chain []*SignedReceipt
 }
 
 // InvokeOptions select the version and the mode.
@@ -466,6 +561,11 @@ func decodeError(status int, b []byte) error {
 
 // do sends a request and decodes a JSON answer. Errors come back as *Error.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype string, out any) error {
+	return c.doHeader(ctx, method, path, body, ctype, nil, out)
+}
+
+// doHeader is do with extra request headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, body []byte, ctype string, hdr http.Header, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -479,6 +579,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

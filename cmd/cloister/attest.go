@@ -61,6 +61,9 @@ func cmdReceipt(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if isChain(b) {
+		return verifyChainFile(ctx, pos[0], b, *asJSON, *require)
+	}
 	var s receipt.Signed
 	if err := json.Unmarshal(b, &s); err != nil {
 		return &codedError{code: exitVerify, err: fmt.Errorf("%s is not a signed receipt: %w", pos[0], err)}

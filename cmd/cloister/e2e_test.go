@@ -48,12 +48,12 @@ type server struct {
 	done chan error
 }
 
-func startUp(t *testing.T, dir string) *server {
+func startUp(t *testing.T, dir string, extra ...string) *server {
 	t.Helper()
 	envPath := filepath.Join(dir, ".cloister", "client.env")
 	started := time.Now().Add(-time.Second)
 	s := &server{t: t, dir: dir, log: &bytes.Buffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(binary, "up", "--addr", "127.0.0.1:0")
+	s.cmd = exec.Command(binary, append([]string{"up", "--addr", "127.0.0.1:0"}, extra...)...)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/cloister-faas/cloister/internal/bundle"
@@ -45,7 +46,7 @@ func fnDeploy(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return usageErr("usage: cloister fn deploy NAME FILE.wasm [--manifest F] [--key F]")
+		return usageErr("usage: cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F]")
 	}
 	name, file := pos[0], pos[1]
 	if !bundle.ValidName(name) {
@@ -77,6 +78,15 @@ func fnDeploy(ctx context.Context, args []string) error {
 			return usageErr("manifest names function %q, not %q", m.Name, name)
 		}
 	}
+	kind := "wasm"
+	if strings.HasSuffix(file, ".js") {
+		// A script: the JavaScript runtime, unless the manifest chose
+		// otherwise (the coordinator then refuses what does not fit).
+		kind = "JavaScript"
+		if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
+			m.Runtime, m.ABI = bundle.RuntimeJS, bundle.ABIJS
+		}
+	}
 	key, err := loadKey(*keyPath)
 	if err != nil {
 		return err
@@ -90,7 +100,7 @@ func fnDeploy(ctx context.Context, args []string) error {
 		return err
 	}
 	m.Version = v
-	progress("building bundle for %s v%d (%d bytes of wasm)", name, v, len(module))
+	progress("building bundle for %s v%d (%d bytes of %s)", name, v, len(module), kind)
 	b, err := bundle.Build(m, module, key)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +20,9 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	version := fs.Int("version", 0, "function version (default latest)")
 	plaintext := fs.Bool("plaintext", false, "send unsealed (only for confidential: optional functions; the gateway sees the data)")
 	asJSON := fs.Bool("json", false, "print output, receipt and verification as JSON")
-	receiptOut := fs.String("receipt-out", "", "write the signed receipt to this file")
+	receiptOut := fs.String("receipt-out", "", "write the signed receipt (a sequence: its receipt chain) to this file")
+	isAsync := fs.Bool("async", false, "queue the invocation and print its activation id at once")
+	idemKey := fs.String("idempotency-key", "", "with --async: queue at most once per key in the namespace")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -35,12 +38,25 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *isAsync {
+		return invokeAsync(ctx, c, pos[0], input, client.AsyncOptions{Version: *version, Plaintext: *plaintext, IdempotencyKey: *idemKey}, *asJSON)
+	}
 	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext})
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == "not_found" && *version == 0 && !*plaintext {
+		if _, serr := c.GetSequence(ctx, pos[0]); serr == nil {
+			res, err = c.InvokeSequence(ctx, pos[0], input)
+		}
+	}
 	if err != nil {
 		return classify(err)
 	}
 	if *receiptOut != "" {
-		b, _ := json.MarshalIndent(res.SignedReceipt, "", "  ")
+		var v any = res.SignedReceipt
+		if res.Chain != nil {
+			v = res.Chain
+		}
+		b, _ := json.MarshalIndent(v, "", "  ")
 		if err := os.WriteFile(*receiptOut, b, 0o644); err != nil {
 			return fmt.Errorf("writing receipt: %w", err)
 		}
@@ -81,6 +97,9 @@ func summary(r *client.Result) string {
 	fmt.Fprintf(&b, "verified: %s v%d (code %s, snapshot %s%s) ran on worker %s [%s, measurement %s]; receipt %s signed and chained to the attested coordinator; %s request",
 		r.Receipt.Function, r.Receipt.FunctionVersion, short(r.Receipt.CodeHash), short(r.Receipt.SnapshotHash), gen, r.Worker.WorkerID, r.Worker.TEE,
 		short(r.Worker.Measurement), short(r.Receipt.InvocationID), r.Mode)
+	if len(r.Chain) > 0 {
+		fmt.Fprintf(&b, "; sequence %s: all %d step receipts verified and chained", r.Receipt.Sequence, len(r.Chain))
+	}
 	if r.Attestation.Warning != "" {
 		fmt.Fprintf(&b, "\nWARNING: %s", r.Attestation.Warning)
 	}

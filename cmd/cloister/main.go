@@ -38,11 +38,21 @@ const usage = `cloister: confidential functions as a service
 Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
+  cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
+                                                             run one worker as its own process on a coordinator's NATS
+  cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
+  cloister manifest show | set FILE.json [--key F] | history [--json]
+                                                             the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
-  cloister fn deploy NAME FILE.wasm [--manifest F] [--key F] [--json]
+  cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
+                [--async [--idempotency-key K]]          NAME may be a function or a sequence
+  cloister activations list [--limit N] [--name F] [--json] | get ID | result ID [--wait D] | logs ID
+  cloister seq create NAME STEP[@V]... | list | get NAME | delete NAME
+  cloister trigger create NAME [--cron EXPR | --subject SUBJ] [--payload JSON] | list | get | delete | fire NAME [--data D]
+  cloister rule create NAME --trigger T --function F [--version V] [--disabled] | list | get | delete | enable | disable
   cloister attest [--json]                                   verify and show the coordinator's attestation
   cloister receipt verify FILE [--json] [--require-inclusion]
                                                              verify a saved receipt and its inclusion in the ledger
@@ -54,7 +64,9 @@ Client commands read CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_POLICY and
 CLOISTER_NAMESPACE, or the file named by CLOISTER_ENV (default
 ./.cloister/client.env, written by 'up'). CLOISTER_OWNERS (hex Ed25519 keys,
 comma-separated) pins the owners whose functions may receive your data.
-CLOISTER_KEY names the owner key file for deploys.
+CLOISTER_KEY names the owner key file for deploys. invoke --async keeps each
+activation's result key in CLOISTER_ACTIVATIONS_DIR (default: the user config
+dir, cloister/activations).
 Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 function failed.
 `
 
@@ -81,12 +93,26 @@ func run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "up":
 		return cmdUp(ctx, rest)
+	case "worker":
+		return cmdWorker(ctx, rest)
+	case "manifest":
+		return cmdManifest(ctx, rest)
+	case "collateral":
+		return cmdCollateral(ctx, rest)
 	case "keys":
 		return cmdKeys(ctx, rest)
 	case "fn":
 		return cmdFn(ctx, rest)
 	case "invoke":
 		return cmdInvoke(ctx, rest)
+	case "activations":
+		return cmdActivations(ctx, rest)
+	case "seq":
+		return cmdSeq(ctx, rest)
+	case "trigger":
+		return cmdTrigger(ctx, rest)
+	case "rule":
+		return cmdRule(ctx, rest)
 	case "attest":
 		return cmdAttest(ctx, rest)
 	case "receipt":

@@ -16,7 +16,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	dataDir := fs.String("data", ".cloister", "data directory (NATS store, keys, client.env)")
 	addr := fs.String("addr", "127.0.0.1:8080", "gateway listen address")
-	teeKind := fs.String("tee", "sim", "TEE backend (this build: sim)")
+	teeKind := fs.String("tee", "sim", "TEE backend of the roles in this process (up runs only sim; run hardware workers with `cloister worker --tee auto`)")
 	natsListen := fs.String("nats-listen", "", "also let other processes reach the embedded NATS at HOST:PORT")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero (negative: never)")
@@ -28,7 +28,7 @@ func cmdUp(ctx context.Context, args []string) error {
 		return usageErr("--log-level: %v", err)
 	}
 	if tee.Kind(*teeKind) != tee.KindSim {
-		return usageErr("--tee %s: this build has only the sim backend (sev-snp and tdx are not built yet)", *teeKind)
+		return usageErr("--tee %s: `cloister up` runs the sim backend only; in an SEV-SNP or TDX VM run `cloister worker --tee auto` against a coordinator's NATS (see docs/operations.md)", *teeKind)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	fmt.Fprint(os.Stderr, node.Banner())

@@ -33,6 +33,7 @@ const (
 	SessionInvalid       Code = "session_invalid"
 	FunctionTrap         Code = "function_trap"
 	FunctionExit         Code = "function_exit"
+	JSError              Code = "js_error" // a JavaScript function threw (docs/js.md)
 	Timeout              Code = "timeout"
 	FuelExhausted        Code = "fuel_exhausted"
 	MemoryLimit          Code = "memory_limit"
@@ -42,6 +43,14 @@ const (
 	NoWorker             Code = "no_worker"
 	Unavailable          Code = "unavailable"
 	Internal             Code = "internal"
+	// ActivationPending: the activation has not finished yet; ask again later.
+	ActivationPending Code = "activation_pending"
+	// SequenceStepFailed: a step of a sequence failed; the answer names the
+	// step (1-based) and its own code.
+	SequenceStepFailed Code = "sequence_step_failed"
+	// InvalidTrigger: a malformed trigger or rule (cron expression, subject,
+	// payload, or a rule naming something that cannot be fired).
+	InvalidTrigger Code = "invalid_trigger"
 )
 
 var status = map[Code]int{
@@ -63,6 +72,7 @@ var status = map[Code]int{
 	SessionInvalid:       http.StatusUnauthorized,
 	FunctionTrap:         http.StatusUnprocessableEntity,
 	FunctionExit:         http.StatusUnprocessableEntity,
+	JSError:              http.StatusUnprocessableEntity,
 	Timeout:              http.StatusGatewayTimeout,
 	FuelExhausted:        http.StatusUnprocessableEntity,
 	MemoryLimit:          http.StatusUnprocessableEntity,
@@ -72,6 +82,9 @@ var status = map[Code]int{
 	NoWorker:             http.StatusServiceUnavailable,
 	Unavailable:          http.StatusServiceUnavailable,
 	Internal:             http.StatusInternalServerError,
+	ActivationPending:    http.StatusConflict,
+	SequenceStepFailed:   http.StatusUnprocessableEntity,
+	InvalidTrigger:       http.StatusBadRequest,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

@@ -61,7 +61,27 @@ func TestPolicyValidate(t *testing.T) {
 		{"valid hardware only, no roots", func(p *attest.Policy) {
 			p.AllowTEE = []tee.Kind{tee.KindSEVSNP, tee.KindTDX}
 			p.SimRoots = nil
+			p.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}}
+			p.TDX = &attest.TDXPolicy{MRTDs: []string{strings.Repeat("cd", 48)}}
 		}, true},
+		{"sev-snp without reference values", func(p *attest.Policy) { p.AllowTEE = append(p.AllowTEE, tee.KindSEVSNP) }, false},
+		{"tdx without reference values", func(p *attest.Policy) { p.AllowTEE = append(p.AllowTEE, tee.KindTDX) }, false},
+		{"sev-snp measurement of the wrong size", func(p *attest.Policy) {
+			p.AllowTEE = append(p.AllowTEE, tee.KindSEVSNP)
+			p.SEVSNP = &attest.SNPPolicy{Measurements: []string{hex.EncodeToString(measurement)}}
+		}, false},
+		{"sev-snp bad min_tcb", func(p *attest.Policy) {
+			p.AllowTEE = append(p.AllowTEE, tee.KindSEVSNP)
+			p.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}, MinTCB: "bl=x"}
+		}, false},
+		{"tdx bad min_tee_tcb_svn", func(p *attest.Policy) {
+			p.AllowTEE = append(p.AllowTEE, tee.KindTDX)
+			p.TDX = &attest.TDXPolicy{MRTDs: []string{strings.Repeat("cd", 48)}, MinTEETCBSVN: "00"}
+		}, false},
+		{"tdx trusted_roots not PEM", func(p *attest.Policy) {
+			p.AllowTEE = append(p.AllowTEE, tee.KindTDX)
+			p.TDX = &attest.TDXPolicy{MRTDs: []string{strings.Repeat("cd", 48)}, TrustedRoots: "nope"}
+		}, false},
 		{"max_age 30s", func(p *attest.Policy) { p.MaxAge = "30s" }, true},
 		{"empty allow_tee", func(p *attest.Policy) { p.AllowTEE = nil }, false},
 		{"no measurements", func(p *attest.Policy) { p.Measurements = nil }, false},
@@ -129,6 +149,8 @@ func TestVerifyRefused(t *testing.T) {
 	hardware := simPolicy()
 	hardware.AllowTEE = []tee.Kind{tee.KindSEVSNP, tee.KindTDX}
 	hardware.SimRoots = nil
+	hardware.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}}
+	hardware.TDX = &attest.TDXPolicy{MRTDs: []string{strings.Repeat("cd", 48)}}
 
 	tests := []struct {
 		name   string
@@ -171,17 +193,17 @@ func TestVerifyRefused(t *testing.T) {
 			notIs:  attest.ErrSimNotAllowed,
 		},
 		{
-			name:   "sev-snp allowed but unsupported",
+			name:   "sev-snp report that is not one",
 			ev:     tee.Evidence{Kind: tee.KindSEVSNP, Raw: []byte("report")},
 			modify: func(p *attest.Policy) { *p = hardware },
-			want:   []error{attest.ErrUnsupported},
+			want:   []error{attest.ErrAuthenticity},
 			notIs:  attest.ErrKindNotAllowed,
 		},
 		{
-			name:   "tdx allowed but unsupported",
+			name:   "tdx quote that is not one",
 			ev:     tee.Evidence{Kind: tee.KindTDX, Raw: []byte("report")},
 			modify: func(p *attest.Policy) { *p = hardware },
-			want:   []error{attest.ErrUnsupported},
+			want:   []error{attest.ErrAuthenticity},
 			notIs:  attest.ErrKindNotAllowed,
 		},
 		{
@@ -191,10 +213,13 @@ func TestVerifyRefused(t *testing.T) {
 			want:   []error{attest.ErrUnsupported},
 		},
 		{
-			name:   "sim raw labelled sev-snp",
-			ev:     tee.Evidence{Kind: tee.KindSEVSNP, Raw: ev.Raw},
-			modify: func(p *attest.Policy) { p.AllowTEE = []tee.Kind{tee.KindSim, tee.KindSEVSNP} },
-			want:   []error{attest.ErrUnsupported},
+			name: "sim raw labelled sev-snp",
+			ev:   tee.Evidence{Kind: tee.KindSEVSNP, Raw: ev.Raw},
+			modify: func(p *attest.Policy) {
+				p.AllowTEE = []tee.Kind{tee.KindSim, tee.KindSEVSNP}
+				p.SEVSNP = hardware.SEVSNP
+			},
+			want: []error{attest.ErrAuthenticity},
 		},
 		{
 			name: "wrong sim root",

@@ -334,7 +334,9 @@ var invalidManifests = []struct {
 	{"empty name", `{"version":1}`},
 	{"version 0", `{"name":"hello","version":0}`},
 	{"negative version", `{"name":"hello","version":-1}`},
-	{"runtime js", `{"name":"hello","version":1,"runtime":"js"}`},
+	{"runtime js with abi reactor", `{"name":"hello","version":1,"runtime":"js","abi":"reactor"}`},
+	{"runtime wasm with abi js", `{"name":"hello","version":1,"runtime":"wasm","abi":"js"}`},
+	{"runtime python", `{"name":"hello","version":1,"runtime":"python"}`},
 	{"abi unknown", `{"name":"hello","version":1,"abi":"wasi-reactor"}`},
 	{"confidential maybe", `{"name":"hello","version":1,"confidential":"maybe"}`},
 	{"memory_pages over max", `{"name":"hello","version":1,"limits":{"memory_pages":65537}}`},
@@ -399,7 +401,8 @@ func TestBuildInvalidManifest(t *testing.T) {
 	}{
 		{"bad name", func(m *bundle.Manifest) { m.Name = "Hello World" }},
 		{"version 0", func(m *bundle.Manifest) { m.Version = 0 }},
-		{"runtime js", func(m *bundle.Manifest) { m.Runtime = "js" }},
+		{"runtime js with abi wasi-command", func(m *bundle.Manifest) { m.Runtime, m.ABI = "js", bundle.ABICommand }},
+		{"abi js with runtime wasm", func(m *bundle.Manifest) { m.Runtime, m.ABI = "wasm", bundle.ABIJS }},
 		{"abi unknown", func(m *bundle.Manifest) { m.ABI = "wasi-reactor" }},
 		{"confidential maybe", func(m *bundle.Manifest) { m.Confidential = "maybe" }},
 		{"memory_pages over max", func(m *bundle.Manifest) { m.Limits.MemoryPages = bundle.MaxMemoryPages + 1 }},
@@ -430,6 +433,9 @@ func TestParseManifestValid(t *testing.T) {
 		{"env key CLOISTER without underscore", `{"name":"hello","version":1,"capabilities":{"env":{"CLOISTER":"1","CLOISTERX":"1"}}}`},
 		{"optional confidentiality", `{"name":"hello","version":1,"confidential":"optional"}`},
 		{"all TEE kinds", `{"name":"hello","version":1,"tee":{"allow":["sim","sev-snp","tdx"]}}`},
+		{"runtime js", `{"name":"hello","version":1,"runtime":"js"}`},
+		{"abi js", `{"name":"hello","version":1,"abi":"js"}`},
+		{"runtime and abi js", `{"name":"hello","version":1,"runtime":"js","abi":"js"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -437,6 +443,15 @@ func TestParseManifestValid(t *testing.T) {
 				t.Errorf("got %v, want nil", err)
 			}
 		})
+	}
+}
+
+func TestManifestJSDefaults(t *testing.T) {
+	for _, in := range []string{`{"name":"hello","version":1,"runtime":"js"}`, `{"name":"hello","version":1,"abi":"js"}`} {
+		m, err := bundle.ParseManifest([]byte(in))
+		if err != nil || m.Runtime != bundle.RuntimeJS || m.ABI != bundle.ABIJS {
+			t.Errorf("%s: got runtime %q abi %q (%v), want js and js", in, m.Runtime, m.ABI, err)
+		}
 	}
 }
 

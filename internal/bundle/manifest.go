@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
@@ -16,6 +17,13 @@ import (
 const (
 	ABICommand = "wasi-command" // request on stdin, result on stdout, metadata in env; fresh instance per call
 	ABIReactor = "reactor"      // cloister_handle per call from a snapshot taken after init (docs/reactor-abi.md)
+	ABIJS      = "js"           // the module is a JavaScript script run by the shared engine (docs/js.md)
+)
+
+// Runtimes a function can use.
+const (
+	RuntimeWasm = "wasm" // the module is WebAssembly
+	RuntimeJS   = "js"   // the module is a JavaScript script (abi js)
 )
 
 // Confidentiality modes.
@@ -67,6 +75,10 @@ type Capabilities struct {
 // TEEPolicy names the TEE kinds that may run the function.
 type TEEPolicy struct {
 	Allow []tee.Kind `json:"allow,omitempty"`
+	// MinTCB is the minimum platform TCB per kind, in the kind's notation
+	// (sev-snp "bl=N,tee=N,snp=N,ucode=N"; tdx hex TEE_TCB_SVN). The
+	// coordinator releases the function's key only to workers at or above it.
+	MinTCB map[tee.Kind]string `json:"min_tcb,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -85,10 +97,16 @@ func DefaultManifest(name string) Manifest {
 // ApplyDefaults fills zero fields with defaults.
 func (m *Manifest) ApplyDefaults() {
 	if m.Runtime == "" {
-		m.Runtime = "wasm"
+		m.Runtime = RuntimeWasm
+		if m.ABI == ABIJS {
+			m.Runtime = RuntimeJS
+		}
 	}
 	if m.ABI == "" {
 		m.ABI = ABICommand
+		if m.Runtime == RuntimeJS {
+			m.ABI = ABIJS
+		}
 	}
 	if m.Confidential == "" {
 		m.Confidential = ConfidentialRequired
@@ -118,10 +136,12 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: name %q must match %s", ErrManifest, m.Name, nameRE)
 	case m.Version < 1:
 		return fmt.Errorf("%w: version %d must be >= 1", ErrManifest, m.Version)
-	case m.Runtime != "wasm":
-		return fmt.Errorf("%w: runtime %q is not supported (want wasm)", ErrManifest, m.Runtime)
-	case m.ABI != ABICommand && m.ABI != ABIReactor:
-		return fmt.Errorf("%w: abi %q is not supported (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
+	case m.Runtime != RuntimeWasm && m.Runtime != RuntimeJS:
+		return fmt.Errorf("%w: runtime %q is not supported (want %s or %s)", ErrManifest, m.Runtime, RuntimeWasm, RuntimeJS)
+	case m.Runtime == RuntimeWasm && m.ABI != ABICommand && m.ABI != ABIReactor:
+		return fmt.Errorf("%w: abi %q is not supported for runtime wasm (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
+	case m.Runtime == RuntimeJS && m.ABI != ABIJS:
+		return fmt.Errorf("%w: abi %q is not supported for runtime js (want %s)", ErrManifest, m.ABI, ABIJS)
 	case m.Confidential != ConfidentialRequired && m.Confidential != ConfidentialOptional:
 		return fmt.Errorf("%w: confidential %q must be required or optional", ErrManifest, m.Confidential)
 	case m.Limits.MemoryPages > MaxMemoryPages:
@@ -148,6 +168,11 @@ func (m *Manifest) Validate() error {
 	for _, k := range m.TEE.Allow {
 		if !slices.Contains([]tee.Kind{tee.KindSim, tee.KindSEVSNP, tee.KindTDX}, k) {
 			return fmt.Errorf("%w: unknown TEE kind %q", ErrManifest, k)
+		}
+	}
+	for k, v := range m.TEE.MinTCB {
+		if _, err := attest.TCBAtLeast(k, v, v); err != nil {
+			return fmt.Errorf("%w: tee.min_tcb: %v", ErrManifest, err)
 		}
 	}
 	return nil

@@ -35,7 +35,28 @@ const (
 	// SubjectLedgerAppend carries a signed receipt from a worker to the
 	// coordinator, which verifies it and appends it to the ledger.
 	SubjectLedgerAppend = "cloister.coord.ledger.append"
+	// SubjectManifestSet carries a signed manifest change (wire.SignedManifest).
+	SubjectManifestSet = "cloister.coord.manifest.set"
+	// SubjectManifestHistory answers every manifest since the first.
+	SubjectManifestHistory = "cloister.coord.manifest.history"
+	// SubjectManifestChanged announces an accepted change (wire.ManifestChange);
+	// workers re-admit under the new manifest.
+	SubjectManifestChanged = "cloister.events.manifest"
+	// SubjectResultToken answers an attestation-result token (wire.ResultToken).
+	SubjectResultToken = "cloister.coord.token"
+	// SubjectWorkerStatus carries workers' advertisements (wire.WorkerStatus):
+	// certified TEE kind and TCB, free capacity and warm functions.
+	SubjectWorkerStatus = "cloister.workers.status"
+	// SubjectWorkersPing asks every worker to advertise now (a gateway that
+	// just started sends it).
+	SubjectWorkersPing = "cloister.workers.ping"
+	// SubjectInvokeWorker prefixes each worker's own invoke subject, which
+	// TEE-aware routing uses to pick the worker.
+	SubjectInvokeWorker = "cloister.invoke.w."
 )
+
+// WorkerSubject is the invoke subject of one worker.
+func WorkerSubject(workerID string) string { return SubjectInvokeWorker + workerID }
 
 // Buckets.
 const (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -35,6 +36,10 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
+				// Say so rather than let the caller wait for its timeout:
+				// nothing ran, so the caller may go elsewhere.
+				out, _ := json.Marshal(reply{Error: apierr.New(apierr.Unavailable, "the service on %s is stopping", subject)})
+				_ = m.Respond(out)
 				return
 			}
 		}
@@ -82,7 +87,7 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	}
 	m, err := nc.RequestWithContext(ctx, subject, b)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders) && subject == SubjectInvoke:
+	case errors.Is(err, nats.ErrNoResponders) && (subject == SubjectInvoke || strings.HasPrefix(subject, SubjectInvokeWorker)):
 		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
 	case errors.Is(err, nats.ErrNoResponders):
 		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject)

@@ -118,7 +118,9 @@ type Function struct {
 	Suite        Suite      `json:"suite"`
 	Confidential string     `json:"confidential"`
 	AllowTEE     []tee.Kind `json:"allow_tee"`
-	IssuedAt     time.Time  `json:"issued_at"`
+	// MinTCB is the function's minimum TCB per TEE kind (bundle TEE policy).
+	MinTCB   map[tee.Kind]string `json:"min_tcb,omitempty"`
+	IssuedAt time.Time           `json:"issued_at"`
 }
 
 // OpenFunction verifies and decodes a function certificate.

@@ -14,7 +14,6 @@ import (
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -44,36 +43,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
-// Manifest is the deployment manifest: which workers may join and how long
-// their certificates last. Its sha256 is bound into the coordinator's evidence.
-type Manifest struct {
-	Version int           `json:"version"`
-	Workers attest.Policy `json:"workers"`
-	CertTTL string        `json:"cert_ttl"`
-}
-
-// Validate checks the manifest.
-func (m Manifest) Validate() error {
-	if err := m.Workers.Validate(); err != nil {
-		return fmt.Errorf("manifest workers policy: %w", err)
-	}
-	if _, err := m.certTTL(); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (m Manifest) certTTL() (time.Duration, error) {
-	if m.CertTTL == "" {
-		return time.Hour, nil
-	}
-	d, err := time.ParseDuration(m.CertTTL)
-	if err != nil || d < time.Minute {
-		return 0, fmt.Errorf("manifest cert_ttl %q: want a duration of at least 1m", m.CertTTL)
-	}
-	return d, nil
-}
-
 // Config configures a Coordinator.
 type Config struct {
 	// Dir holds the sealed coordinator state.
@@ -85,8 +54,11 @@ type Config struct {
 	Engine *sandbox.Engine
 	// LedgerDir holds the transparency log of receipts; "" disables it.
 	LedgerDir string
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Verifier verifies workers' hardware evidence (nil: collateral from
+	// the network, cached in memory).
+	Verifier *attest.Verifier
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Coordinator is safe for concurrent use.
@@ -107,17 +79,28 @@ type Coordinator struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	dir      string
+	verifier *attest.Verifier
+
 	nc       *nats.Conn // set by Serve, for events
-	mu       sync.Mutex
+	mu       sync.Mutex // guards the fields below and the manifest fields above
 	attCache *wire.Attestation
 	attTime  time.Time
 	workers  map[string]admitted
+	// revoked maps a worker id to the hash of the certificate a manifest
+	// change revoked; that certificate gets no more keys.
+	revoked map[string]string
+	history []wire.SignedManifest
 }
 
-// admitted is a worker certificate the coordinator issued.
+// admitted is a worker certificate the coordinator issued, with what the
+// worker's evidence said, so that a manifest change can re-check it.
 type admitted struct {
-	signed   certs.Signed
-	notAfter time.Time
+	signed     certs.Signed
+	notAfter   time.Time
+	certHash   string
+	claims     *attest.Claims
+	reportData [tee.ReportDataSize]byte
 }
 
 // state is what the coordinator keeps sealed on disk.
@@ -144,17 +127,16 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	mb, err := json.Marshal(cfg.Manifest)
-	if err != nil {
-		return nil, err
+	if cfg.Verifier == nil {
+		cfg.Verifier = &attest.Verifier{Now: cfg.Now}
 	}
 	c := &Coordinator{
 		tee:      cfg.TEE,
 		identity: ed25519.NewKeyFromSeed(st.IdentitySeed),
 		master:   st.Master,
-		manifest: mb,
-		mhash:    sha256.Sum256(mb),
-		m:        cfg.Manifest,
+		dir:      cfg.Dir,
+		verifier: cfg.Verifier,
+		revoked:  map[string]string{},
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
 		engine:   cfg.Engine,
@@ -163,6 +145,9 @@ func New(cfg Config) (*Coordinator, error) {
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
 		workers:  map[string]admitted{},
+	}
+	if err := c.initManifest(cfg.Dir, cfg.Manifest); err != nil {
+		return nil, err
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
 	if cfg.LedgerDir != "" {
@@ -251,17 +236,24 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // IdentityKey returns the coordinator's public identity key.
 func (c *Coordinator) IdentityKey() ed25519.PublicKey { return c.identity.Public().(ed25519.PublicKey) }
 
-// ManifestHash returns sha256 of the deployment manifest.
-func (c *Coordinator) ManifestHash() string { return hex.EncodeToString(c.mhash[:]) }
+// ManifestHash returns sha256 of the current deployment manifest.
+func (c *Coordinator) ManifestHash() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return hex.EncodeToString(c.mhash[:])
+}
 
 // Serve answers coordinator requests on the bus until ctx ends.
 func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.nc = nc
 	handlers := map[string]bus.Handler{
-		bus.SubjectAttestation: func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
-		bus.SubjectAdmit:       c.handleAdmit,
-		bus.SubjectRegister:    c.handleRegister,
-		bus.SubjectFunctionKey: c.handleFunctionKey,
+		bus.SubjectAttestation:     func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
+		bus.SubjectAdmit:           c.handleAdmit,
+		bus.SubjectRegister:        c.handleRegister,
+		bus.SubjectFunctionKey:     c.handleFunctionKey,
+		bus.SubjectManifestSet:     c.handleManifestSet,
+		bus.SubjectManifestHistory: c.handleManifestHistory,
+		bus.SubjectResultToken:     c.handleResultToken,
 	}
 	if c.ledger != nil {
 		handlers[bus.SubjectLedgerAppend] = c.handleLedgerAppend
@@ -301,7 +293,7 @@ func (c *Coordinator) Attestation() (*wire.Attestation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("getting evidence: %w", err)
 		}
-		a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: c.ManifestHash()}
+		a := &wire.Attestation{Evidence: ev, IdentityKey: c.IdentityKey(), Manifest: c.manifest, ManifestHash: hex.EncodeToString(c.mhash[:])}
 		if c.ledger != nil {
 			a.LedgerOrigin = LedgerOrigin
 		}
@@ -334,17 +326,20 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 	if req.WorkerID == "" || len(req.SigningKey) != ed25519.PublicKeySize || len(req.KeyExchange) == 0 {
 		return nil, apierr.New(apierr.BadRequest, "admit request lacks worker id or keys")
 	}
-	claims, err := attest.Verify(req.Evidence, c.m.Workers)
+	c.mu.Lock()
+	m, mhash := c.m, hex.EncodeToString(c.mhash[:])
+	c.mu.Unlock()
+	claims, err := c.verifier.Verify(req.Evidence, m.Workers)
 	if err != nil {
 		c.log.Warn("refusing worker", "worker", req.WorkerID, "err", err)
 		return nil, apierr.New(apierr.Forbidden, "worker evidence refused: %v", err)
 	}
 	rd := tee.BindReportData(wire.LabelWorker, req.SigningKey, req.KeyExchange, c.IdentityKey())
-	if err := attest.Validate(claims, c.m.Workers, rd, c.now()); err != nil {
+	if err := attest.Validate(claims, m.Workers, rd, c.now()); err != nil {
 		c.log.Warn("refusing worker", "worker", req.WorkerID, "err", err)
 		return nil, apierr.New(apierr.Forbidden, "worker evidence refused: %v", err)
 	}
-	ttl, _ := c.m.certTTL()
+	ttl, _ := m.certTTL()
 	now := c.now().UTC()
 	w := certs.Worker{
 		WorkerID:     req.WorkerID,
@@ -354,7 +349,7 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 		TCB:          claims.TCB,
 		Measurement:  hex.EncodeToString(claims.Measurement),
 		EvidenceHash: seal.SHA256Hex(req.Evidence.Raw),
-		ManifestHash: c.ManifestHash(),
+		ManifestHash: mhash,
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     now.Add(ttl),
 	}
@@ -363,7 +358,12 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.workers[w.WorkerID] = admitted{signed: cert, notAfter: w.NotAfter}
+	if hex.EncodeToString(c.mhash[:]) != mhash {
+		c.mu.Unlock()
+		return nil, apierr.New(apierr.Conflict, "the manifest changed during admission; retry")
+	}
+	c.workers[w.WorkerID] = admitted{signed: cert, notAfter: w.NotAfter, certHash: seal.SHA256Hex(cert.Body), claims: claims, reportData: rd}
+	delete(c.revoked, w.WorkerID)
 	c.mu.Unlock()
 	c.log.Info("admitted worker", "worker", req.WorkerID, "tee", claims.Kind, "not_after", w.NotAfter)
 	return wire.AdmitResponse{Certificate: cert, IdentityKey: c.IdentityKey()}, nil
@@ -417,6 +417,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		Suite:        seal.Suite,
 		Confidential: bd.Manifest.Confidential,
 		AllowTEE:     bd.Manifest.TEE.Allow,
+		MinTCB:       bd.Manifest.TEE.MinTCB,
 		IssuedAt:     c.now().UTC(),
 	}
 	signed, err := certs.Sign(c.identity, certs.DomainFunction, fc)
@@ -481,8 +482,8 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	if err := w.ValidAt(now); err != nil {
 		return nil, apierr.New(apierr.Forbidden, "%v", err)
 	}
-	if w.ManifestHash != c.ManifestHash() {
-		return nil, apierr.New(apierr.Forbidden, "worker was admitted under another manifest")
+	if err := c.stillAdmitted(w, req.Certificate); err != nil {
+		return nil, err
 	}
 	if !ed25519.Verify(w.SigningKey, KeyRequestMessage(req), req.Signature) {
 		return nil, apierr.New(apierr.Forbidden, "key request signature does not verify")
@@ -501,6 +502,11 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	if len(fc.AllowTEE) > 0 && !slices.Contains(fc.AllowTEE, w.TEE) {
 		return nil, apierr.New(apierr.TEEPolicy, "function policy does not accept TEE kind %q", w.TEE)
 	}
+	if min := fc.MinTCB[w.TEE]; min != "" {
+		if ok, err := attest.TCBAtLeast(w.TEE, w.TCB, min); err != nil || !ok {
+			return nil, apierr.New(apierr.TEEPolicy, "function policy wants %s TCB at least %s; the worker has %s", w.TEE, min, w.TCB)
+		}
+	}
 	fk, err := seal.DeriveFunctionKey(c.master, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
 	if err != nil {
 		return nil, err
@@ -516,4 +522,23 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	}
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
 	return wire.FunctionKeyResponse{Enc: enc, Sealed: ct}, nil
+}
+
+// stillAdmitted checks that a worker certificate is good under the current
+// manifest: issued under it, or issued under an earlier one and not revoked
+// by a change since (the worker re-admits when it hears of the change).
+func (c *Coordinator) stillAdmitted(w *certs.Worker, s certs.Signed) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := seal.SHA256Hex(s.Body)
+	if c.revoked[w.WorkerID] == h {
+		return apierr.New(apierr.Forbidden, "worker %s was revoked by a manifest change", w.WorkerID)
+	}
+	if w.ManifestHash == hex.EncodeToString(c.mhash[:]) {
+		return nil
+	}
+	if a, ok := c.workers[w.WorkerID]; ok && a.certHash == h {
+		return nil
+	}
+	return apierr.New(apierr.Forbidden, "worker was admitted under another manifest")
 }

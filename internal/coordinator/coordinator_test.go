@@ -34,6 +34,7 @@ type fixture struct {
 	backend *sim.Backend
 	root    ed25519.PrivateKey
 	now     time.Time
+	dir     string
 }
 
 func newRoot(t *testing.T) ed25519.PrivateKey {
@@ -56,7 +57,7 @@ func testdata(name string) []byte {
 	return b
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T, edits ...func(*Manifest)) *fixture {
 	t.Helper()
 	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
 	if err != nil {
@@ -77,12 +78,16 @@ func setup(t *testing.T) *fixture {
 	clock := func() time.Time { return f.now }
 	f.root = newRoot(t)
 	f.backend = sim.New(f.root, measurement, clock)
-	f.c, err = New(Config{Dir: t.TempDir(), TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
-		LedgerDir: t.TempDir(),
-		Manifest: Manifest{Version: 1, Workers: attest.Policy{
-			AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(f.backend.RootPublicKey())},
-			Measurements: []string{hex.EncodeToString(measurement)},
-		}}})
+	genesis := Manifest{Version: 1, Workers: attest.Policy{
+		AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(f.backend.RootPublicKey())},
+		Measurements: []string{hex.EncodeToString(measurement)},
+	}}
+	for _, e := range edits {
+		e(&genesis)
+	}
+	f.dir = t.TempDir()
+	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
+		LedgerDir: t.TempDir(), Manifest: genesis})
 	if err != nil {
 		t.Fatal(err)
 	}

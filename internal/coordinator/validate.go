@@ -15,6 +15,9 @@ import (
 // and computes the hash of the snapshot every invocation starts from, which
 // the function certificate then binds.
 func (c *Coordinator) inspectModule(ctx context.Context, ns string, m bundle.Manifest, codeHash string, wasm []byte) (sandbox.Inspection, error) {
+	if m.Runtime == bundle.RuntimeJS {
+		return c.inspectScript(ctx, ns, m, wasm)
+	}
 	ins, err := c.engine.Inspect(ctx, codeHash, wasm, SandboxLimits(m), SandboxSpec(ns, m))
 	switch {
 	case err == nil:

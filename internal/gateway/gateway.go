@@ -61,6 +61,8 @@ type Config struct {
 	// LedgerDir is the ledger's directory, served read-only under
 	// /v1/ledger/log/ (checkpoint and tiles); "" serves no ledger.
 	LedgerDir string
+	// Async enables async invocations, activations, sequences and triggers.
+	Async *bus.AsyncStores
 }
 
 // Gateway is an http.Handler.
@@ -74,6 +76,7 @@ type Gateway struct {
 	attMu   sync.Mutex
 	att     *wire.Attestation
 	attTime time.Time
+	pool    pool
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -115,6 +118,7 @@ func New(cfg Config) *Gateway {
 	g.handle("DELETE /v1/functions/{name}", true, g.deleteFunction)
 	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
 	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
+	g.asyncRoutes()
 	if cfg.LedgerDir != "" {
 		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
 		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -123,6 +127,8 @@ func New(cfg Config) *Gateway {
 		})
 		g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
 	}
+	g.handleManifest()
+	g.startScheduling()
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -195,18 +201,11 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) e
 }
 
 func (g *Gateway) attestation(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	g.attMu.Lock()
-	defer g.attMu.Unlock()
-	if g.att == nil || time.Since(g.attTime) > 30*time.Second {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		var a wire.Attestation
-		if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectAttestation, struct{}{}, &a); err != nil {
-			return err
-		}
-		g.att, g.attTime = &a, time.Now()
+	doc, err := g.coordinatorDoc(r.Context())
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, g.att)
+	writeJSON(w, http.StatusOK, doc)
 	return nil
 }
 
@@ -380,10 +379,24 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var rep wire.InvokeReply
-	if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectInvoke, req, &rep); err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		subject, err := g.pick(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		err = bus.Call(ctx, g.cfg.Conn, subject, req, &rep)
+		// A worker that stopped since its last advertisement (gone, or
+		// stopping): forget it and pick again. Nothing ran, so nothing is
+		// repeated.
+		if code := apierr.CodeOf(err); (code == apierr.NoWorker || code == apierr.Unavailable) && subject != bus.SubjectInvoke && attempt < 2 {
+			g.pool.forget(strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &rep, nil
 	}
-	return &rep, nil
 }
 
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -398,6 +411,11 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
 	if err != nil {
 		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+	}
+	if isAsync, err := queryAsync(r); err != nil {
+		return err
+	} else if isAsync {
+		return g.invokeAsync(w, r, p, name, v, body)
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.SealedContentType {
 		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)

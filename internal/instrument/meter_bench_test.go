@@ -61,7 +61,9 @@ func BenchmarkMetering(b *testing.B) {
 func benchRuntime(b *testing.B, wasm []byte) (wazero.Runtime, wazero.CompiledModule) {
 	b.Helper()
 	ctx := context.Background()
-	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
+	// The sandbox compiles every module with termination checks
+	// (WithCloseOnContextDone), metered or not: so does the baseline.
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
 	b.Cleanup(func() { r.Close(ctx) })
 	wasi_snapshot_preview1.MustInstantiate(ctx, r)
 	cm, err := r.CompileModule(ctx, wasm)

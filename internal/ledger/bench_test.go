@@ -9,6 +9,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +51,52 @@ func BenchmarkLedgerAppend(b *testing.B) {
 					}
 				}
 			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+		})
+	}
+	// As the coordinator appends: a worker's batch of receipts at a time
+	// (AppendAsync for each, then wait for all), with as many batches in
+	// flight as four workers keep (8 each), enough to fill a ledger batch
+	// while the previous one is written.
+	const senders, batch = 32, 256
+	for _, size := range []int{receiptSize, 2300} {
+		b.Run(fmt.Sprintf("batch=%d/entry=%dB", batch, size), func(b *testing.B) {
+			s, _ := signer(b, 1)
+			l, err := ledger.Open(context.Background(), ledger.Options{Dir: b.TempDir(), Signer: s, Logger: quietLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close(context.Background())
+			ctx := context.Background()
+			b.SetBytes(int64(size))
+			var next atomic.Int64
+			start := time.Now()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range senders {
+				wg.Go(func() {
+					futures := make([]ledger.Future, 0, batch)
+					for {
+						first := next.Add(batch) - batch
+						if first >= int64(b.N) {
+							return
+						}
+						futures = futures[:0]
+						for i := first; i < min(first+batch, int64(b.N)); i++ {
+							e := make([]byte, size)
+							binary.BigEndian.PutUint64(e, uint64(i))
+							futures = append(futures, l.AppendAsync(ctx, e))
+						}
+						for _, f := range futures {
+							if _, err := f(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
 		})
 	}

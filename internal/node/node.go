@@ -10,6 +10,8 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,6 +36,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/worker"
 )
 
@@ -56,6 +59,23 @@ type Options struct {
 	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
+	// Workers is the number of workers (default 1), each with its own NATS
+	// connection, keys and sandbox engine, all taking from the same
+	// invocation subject and async work queue.
+	Workers int
+	// Async, if set, edits worker i's async queue settings (tests use it
+	// for short ack waits and to observe attempts).
+	Async func(i int, c *worker.AsyncConfig)
+	// Manifest, if set, edits the genesis deployment manifest (tests add
+	// reference values for more TEE kinds).
+	Manifest func(*coordinator.Manifest)
+	// Verifier verifies hardware evidence (tests give one with offline collateral).
+	Verifier *attest.Verifier
+	// TEE, if set, replaces sim as the backend of the coordinator and the
+	// worker; Policy must then hold its reference values (the client's
+	// policy for the coordinator, and the genesis manifest's for workers).
+	TEE    tee.TEE
+	Policy *attest.Policy
 }
 
 // Node is a running single-process Cloister.
@@ -74,8 +94,31 @@ type Node struct {
 	stop    context.CancelFunc
 	coord   *coordinator.Coordinator
 
-	stopWorker context.CancelFunc
-	workerDone chan struct{}
+	workers []*workerHandle
+	// For AddWorker: the roles' context, the evidence verifier and logger,
+	// and whether workers run without accounting.
+	rctx         context.Context
+	verifier     *attest.Verifier
+	log          *slog.Logger
+	noAccounting bool
+}
+
+// workerHandle is one running worker.
+type workerHandle struct {
+	w    *worker.Worker
+	conn *nats.Conn
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// StopWorker stops a worker (by id) and waits for it.
+func (n *Node) StopWorker(id string) {
+	for _, h := range n.workers {
+		if h.w.ID() == id && h.stop != nil {
+			h.stop()
+			<-h.done
+		}
+	}
 }
 
 // Banner is the warning printed whenever the sim backend serves.
@@ -98,9 +141,24 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	backend, err := sim.Open(filepath.Join(dir, "sim"))
-	if err != nil {
-		return nil, fmt.Errorf("opening sim TEE: %w", err)
+	var backend tee.TEE
+	var policy attest.Policy
+	if o.TEE != nil {
+		if o.Policy == nil {
+			return nil, errors.New("node: Options.TEE needs Options.Policy")
+		}
+		backend, policy = o.TEE, *o.Policy
+	} else {
+		sb, err := sim.Open(filepath.Join(dir, "sim"))
+		if err != nil {
+			return nil, fmt.Errorf("opening sim TEE: %w", err)
+		}
+		backend = sb
+		policy = attest.Policy{
+			AllowTEE:     []tee.Kind{tee.KindSim},
+			SimRoots:     []string{hex.EncodeToString(sb.RootPublicKey())},
+			Measurements: []string{hex.EncodeToString(sb.Measurement())},
+		}
 	}
 	n := &Node{}
 	defer func() {
@@ -124,30 +182,31 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	workerNC, workerSt, err := connect("worker")
-	if err != nil {
-		return nil, err
-	}
 	gwNC, gwSt, err := connect("gateway")
 	if err != nil {
 		return nil, err
 	}
 
-	policy := attest.Policy{
-		AllowTEE:     []tee.Kind{tee.KindSim},
-		SimRoots:     []string{hex.EncodeToString(backend.RootPublicKey())},
-		Measurements: []string{hex.EncodeToString(backend.Measurement())},
-	}
 	// The coordinator validates modules with its own engine: roles share nothing.
 	coordEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	n.engines = append(n.engines, coordEngine)
+	adminKey, err := loadOrCreateAdminKey(filepath.Join(dir, AdminKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	genesis := coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h",
+		AdminKeys: []string{hex.EncodeToString(adminKey.Public().(ed25519.PublicKey))}}
+	if o.Manifest != nil {
+		o.Manifest(&genesis)
+	}
 	coord, err := coordinator.New(coordinator.Config{
 		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
 		LedgerDir: filepath.Join(dir, "ledger"),
-		Manifest:  coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h"},
+		Manifest:  genesis,
+		Verifier:  o.Verifier,
 	})
 	if err != nil {
 		return nil, err
@@ -161,28 +220,70 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// No on-disk compilation cache: the disk is untrusted, and native code
-	// read back from it would run inside the TEE unauthenticated.
-	workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
+	nWorkers := max(o.Workers, 1)
+	wks := make([]*worker.Worker, nWorkers)
+	for i := range nWorkers {
+		name := "worker"
+		if i > 0 {
+			name = fmt.Sprintf("worker-%d", i)
+		}
+		workerNC, workerSt, err := connect(name)
+		if err != nil {
+			return nil, err
+		}
+		workerAsync, err := bus.OpenAsync(ctx, workerSt.JS, 1)
+		if err != nil {
+			return nil, err
+		}
+		ac := &worker.AsyncConfig{Stores: workerAsync}
+		if o.Async != nil {
+			o.Async(i, ac)
+		}
+		// No on-disk compilation cache: the disk is untrusted, and native code
+		// read back from it would run inside the TEE unauthenticated.
+		workerEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log, Unmetered: o.NoAccounting})
+		if err != nil {
+			return nil, err
+		}
+		n.engines = append(n.engines, workerEngine)
+		reg := prometheus.Registerer(metrics)
+		if i > 0 {
+			reg = nil // one worker's metrics per process registry
+		}
+		wk, err := worker.New(worker.Config{
+			TEE: backend, CoordinatorPolicy: policy, Verifier: o.Verifier, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
+			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting, Async: ac,
+		})
+		if err != nil {
+			return nil, err
+		}
+		wks[i] = wk
+		n.workers = append(n.workers, &workerHandle{w: wk, conn: workerNC, done: make(chan struct{})})
+	}
+	gwAsync, err := bus.OpenAsync(ctx, gwSt.JS, 1)
 	if err != nil {
 		return nil, err
 	}
-	n.engines = append(n.engines, workerEngine)
-	wk, err := worker.New(worker.Config{
-		TEE: backend, CoordinatorPolicy: policy, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-		Logger: log, Metrics: metrics, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting,
-	})
-	if err != nil {
-		return nil, err
+	ready := func() error {
+		for _, wk := range wks {
+			if wk.Ready() {
+				return nil
+			}
+		}
+		return errors.New("worker not admitted yet")
 	}
 	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
-		LedgerDir: filepath.Join(dir, "ledger"),
-		Ready: func() error {
-			if !wk.Ready() {
-				return errors.New("worker not admitted yet")
-			}
-			return nil
-		}})
+		LedgerDir: filepath.Join(dir, "ledger"), Async: gwAsync, Ready: ready})
+	// Triggers run beside the gateway, on a connection of their own.
+	trigNC, trigSt, err := connect("triggers")
+	if err != nil {
+		return nil, err
+	}
+	trigAsync, err := bus.OpenAsync(ctx, trigSt.JS, 1)
+	if err != nil {
+		return nil, err
+	}
+	triggers := trigger.NewRunner(trigger.RunnerConfig{Conn: trigNC, Async: trigAsync, Logger: log})
 	if o.Wrap != nil {
 		handler = o.Wrap(handler)
 	}
@@ -200,15 +301,17 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop
 	n.g, rctx = errgroup.WithContext(rctx)
-	// The worker stops first (Close cancels it before the others), so that
-	// the receipts it signed reach the coordinator's ledger.
-	wctx, stopWorker := context.WithCancel(rctx)
-	n.stopWorker = stopWorker
-	workerDone := make(chan struct{})
-	n.workerDone = workerDone
+	// Workers stop first (Close cancels them before the others), so that
+	// the receipts they signed reach the coordinator's ledger.
 	n.coord = coord
+	n.rctx, n.verifier, n.log, n.noAccounting = rctx, o.Verifier, log, o.NoAccounting
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
-	n.g.Go(func() error { defer close(workerDone); return wk.Run(wctx) })
+	for _, h := range n.workers {
+		wctx, stopWorker := context.WithCancel(rctx)
+		h.stop = stopWorker
+		n.g.Go(func() error { defer close(h.done); return h.w.Run(wctx) })
+	}
+	n.g.Go(func() error { return triggers.Run(rctx) })
 	n.g.Go(func() error {
 		if err := n.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -216,7 +319,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil
 	})
 	deadline := time.After(30 * time.Second)
-	for !wk.Ready() {
+	for ready() != nil {
 		select {
 		case <-rctx.Done():
 			return nil, fmt.Errorf("starting: %w", n.g.Wait())
@@ -246,9 +349,11 @@ func (n *Node) Close() error {
 		err = n.srv.Shutdown(sctx)
 		cancel()
 	}
-	if n.stopWorker != nil {
-		n.stopWorker()
-		<-n.workerDone
+	for _, h := range n.workers {
+		if h.stop != nil {
+			h.stop()
+			<-h.done
+		}
 	}
 	if n.stop != nil {
 		n.stop()
@@ -313,5 +418,87 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 	return path, token, os.Rename(tmp, path)
 }
 
+// AdminKeyFile is the file in the data directory holding the manifest
+// admin key (an Ed25519 seed) whose public half is in the genesis manifest.
+const AdminKeyFile = "manifest-admin.key"
+
+func loadOrCreateAdminKey(path string) (ed25519.PrivateKey, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if len(b) != ed25519.SeedSize {
+			return nil, fmt.Errorf("manifest admin key %s: want %d bytes", path, ed25519.SeedSize)
+		}
+		return ed25519.NewKeyFromSeed(b), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading manifest admin key: %w", err)
+	}
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, k.Seed(), 0o600); err != nil {
+		return nil, fmt.Errorf("writing manifest admin key: %w", err)
+	}
+	return k, nil
+}
+
+// AddWorker starts one more worker in this process, on its own NATS
+// connection, with the given TEE, and returns once it is admitted. It stops
+// with the node, or earlier with StopWorker. Tests use it to build mixed
+// pools of TEE kinds.
+func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Worker, error) {
+	nc, err := n.nats.Connect("cloister-worker-" + id)
+	if err != nil {
+		return nil, err
+	}
+	n.conns = append(n.conns, nc)
+	st, err := bus.OpenStores(ctx, nc, 1, n.log)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := sandbox.New(ctx, sandbox.Config{Logger: n.log, Unmetered: n.noAccounting})
+	if err != nil {
+		return nil, err
+	}
+	n.engines = append(n.engines, eng)
+	coordPolicy := n.Policy
+	coordPolicy.ManifestHash = ""
+	wk, err := worker.New(worker.Config{ID: id, TEE: t, CoordinatorPolicy: coordPolicy, Verifier: n.verifier, Engine: eng,
+		Conn: nc, Stores: st, Logger: n.log, Ledger: !n.noAccounting})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(n.rctx)
+	h := &workerHandle{w: wk, conn: nc, stop: cancel, done: make(chan struct{})}
+	n.workers = append(n.workers, h)
+	errc := make(chan error, 1)
+	go func() { defer close(h.done); errc <- wk.Run(wctx) }()
+	deadline := time.After(30 * time.Second)
+	for !wk.Ready() {
+		select {
+		case err := <-errc:
+			return nil, fmt.Errorf("worker %s stopped: %w", id, err)
+		case <-deadline:
+			return nil, fmt.Errorf("worker %s was not admitted within 30s", id)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return wk, nil
+}
+
+// Coordinator returns the coordinator (tests change its manifest through it).
+func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
+
 // Bus returns the embedded NATS server (tests observe the bus through it).
 func (n *Node) Bus() *bus.Server { return n.nats }
+
+// KillWorker stops worker i abruptly, as a crash would: its NATS connection
+// closes at once, so nothing it holds is acknowledged or recorded, and its
+// run is cancelled. It does not wait for the worker's goroutines (Close does).
+func (n *Node) KillWorker(i int) {
+	h := n.workers[i]
+	h.conn.Close()
+	h.stop()
+}
+
+// WorkerID returns worker i's id.
+func (n *Node) WorkerID(i int) string { return n.workers[i].w.ID() }

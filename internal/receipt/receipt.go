@@ -79,7 +79,13 @@ type Receipt struct {
 	TEE              TEE       `json:"tee"`
 	WorkerID         string    `json:"worker_id"`
 	Time             time.Time `json:"time"`
-	Prev             string    `json:"prev,omitempty"`
+	// Prev is the entry hash (EntryHash of Entry) of the previous receipt
+	// of a sequence; empty for step 1 and for a single invocation.
+	Prev string `json:"prev,omitempty"`
+	// Sequence names the sequence this receipt is a step of, and Step its
+	// 1-based position; both empty outside a sequence.
+	Sequence string `json:"sequence,omitempty"`
+	Step     int    `json:"step,omitempty"`
 }
 
 // Signed is a receipt as it travels: the canonical bytes that were signed,

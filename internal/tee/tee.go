@@ -15,7 +15,8 @@ import (
 // Kind names a TEE technology as it appears in evidence, policies and receipts.
 type Kind string
 
-// The TEE kinds Cloister knows. Only KindSim has a backend in this build.
+// The TEE kinds Cloister knows. KindSim is a software stand-in (package
+// tee/sim); KindSEVSNP (tee/snp) and KindTDX (tee/tdx) are hardware backends.
 const (
 	KindSim    Kind = "sim"
 	KindSEVSNP Kind = "sev-snp"
@@ -24,6 +25,19 @@ const (
 
 // ErrUnsupported is returned for a TEE kind this build has no backend for.
 var ErrUnsupported = errors.New("tee: unsupported kind")
+
+// ErrNoSealKey is returned by SealKey on a TEE that cannot derive a sealing
+// key (TDX has no such primitive; SEV-SNP needs /dev/sev-guest for it).
+var ErrNoSealKey = errors.New("tee: this TEE cannot derive a sealing key")
+
+// Kinds lists every kind, strongest first as far as scheduling prefers.
+var Kinds = []Kind{KindSEVSNP, KindTDX, KindSim}
+
+// Hardware reports whether k is a hardware TEE (not sim).
+func (k Kind) Hardware() bool { return k == KindSEVSNP || k == KindTDX }
+
+// Valid reports whether k is a kind Cloister knows.
+func (k Kind) Valid() bool { return k == KindSim || k.Hardware() }
 
 // ReportDataSize is the number of caller-chosen bytes bound into evidence
 // (REPORT_DATA in SEV-SNP and TDX).

@@ -90,6 +90,8 @@ const (
 	ModeSession     = "session"
 	ModeSessionOpen = "session-open"
 	ModePlain       = "plain"
+	// ModeSequence runs a sequence: HPKE-sealed to its first step's key.
+	ModeSequence = "sequence"
 )
 
 // SealedRequest is the HTTP body of a confidential invocation
@@ -100,6 +102,9 @@ type SealedRequest struct {
 	Enc        []byte `json:"enc,omitempty"`
 	Ticket     []byte `json:"ticket,omitempty"`
 	Ciphertext []byte `json:"ct"`
+	// Steps are the steps of a sequence (mode "sequence"), in clear for
+	// routing; the HPKE info binds them, so they cannot be altered.
+	Steps []StepRef `json:"steps,omitempty"`
 }
 
 // SealedContentType marks a SealedRequest body.
@@ -113,6 +118,10 @@ type InvokeRequest struct {
 	Sealed    SealedRequest `json:"sealed"`
 	Plain     []byte        `json:"plain,omitempty"`
 	Mode      string        `json:"mode"`
+	// Activation is set on asynchronous invocations only: the request was
+	// sealed for the async path (seal.AsyncInfo) and may be delivered again
+	// for the same activation.
+	Activation string `json:"activation,omitempty"`
 }
 
 // InvokeReply travels back. Output is set only in plain mode; Ciphertext in
@@ -125,6 +134,15 @@ type InvokeReply struct {
 	TicketExpires time.Time       `json:"ticket_expires,omitzero"`
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
 	Error         *apierr.Error   `json:"error,omitempty"`
+	// Logs is what the function wrote on stderr: sealed to the caller like
+	// the output in the sealed modes. The synchronous HTTP API drops it;
+	// activation records keep it.
+	Logs []byte `json:"logs,omitempty"`
+	// Receipts is a sequence's receipt chain, step 1 first; Receipt is its
+	// last element. Step and StepCode name the step that failed.
+	Receipts []*receipt.Signed `json:"receipts,omitempty"`
+	Step     int               `json:"step,omitempty"`
+	StepCode apierr.Code       `json:"step_code,omitempty"`
 }
 
 // SealedResponse is the HTTP body answering a SealedRequest.
@@ -134,6 +152,8 @@ type SealedResponse struct {
 	Ticket        []byte          `json:"ticket,omitempty"`
 	TicketExpires time.Time       `json:"ticket_expires,omitzero"`
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
+	// Receipts is a sequence's receipt chain (step 1 first).
+	Receipts []*receipt.Signed `json:"receipts,omitempty"`
 }
 
 // MaxLedgerBatch is the most receipts one ledger append request may carry.
@@ -168,6 +188,11 @@ type ErrorBody struct {
 	Message string          `json:"message"`
 	Version int             `json:"version,omitempty"`
 	Receipt *receipt.Signed `json:"receipt,omitempty"`
+	// For sequence_step_failed: the failed step (1-based), its own code,
+	// and the receipt chain up to and including the failed step.
+	Step     int               `json:"step,omitempty"`
+	StepCode apierr.Code       `json:"step_code,omitempty"`
+	Receipts []*receipt.Signed `json:"receipts,omitempty"`
 }
 
 // FunctionInfo describes a function version over the API.
@@ -182,4 +207,47 @@ type FunctionInfo struct {
 	Created      time.Time       `json:"created"`
 	Manifest     json.RawMessage `json:"manifest,omitempty"`
 	Certificate  certs.Signed    `json:"certificate"`
+}
+
+// ManifestSignature is an admin's Ed25519 signature over a manifest
+// document's exact bytes (domain "cloister-manifest-v1\n").
+type ManifestSignature struct {
+	Key string `json:"key"` // hex public key
+	Sig []byte `json:"sig"`
+}
+
+// SignedManifest is a deployment manifest document with admin signatures.
+type SignedManifest struct {
+	Manifest   json.RawMessage     `json:"manifest"`
+	Signatures []ManifestSignature `json:"signatures,omitempty"`
+}
+
+// ManifestChange answers an accepted manifest change.
+type ManifestChange struct {
+	Version      int      `json:"version"`
+	ManifestHash string   `json:"manifest_sha256"`
+	Revoked      []string `json:"revoked_workers,omitempty"`
+}
+
+// ManifestHistory lists every manifest since the first, oldest first.
+type ManifestHistory struct {
+	Manifests []SignedManifest `json:"manifests"`
+}
+
+// WorkerStatus is a worker's advertisement for TEE-aware scheduling. The
+// certificate (signed by the coordinator) carries the TEE kind and TCB; the
+// rest is load information the gateway uses to pick among allowed workers.
+type WorkerStatus struct {
+	WorkerID    string       `json:"worker_id"`
+	Certificate certs.Signed `json:"certificate"`
+	Capacity    int          `json:"capacity"`
+	Free        int          `json:"free"`
+	// Warm lists loaded function versions as "namespace/name/version".
+	Warm []string `json:"warm,omitempty"`
+}
+
+// ResultToken carries an attestation-result token (a JWT, see package
+// artoken), served at GET /v1/attestation/token.
+type ResultToken struct {
+	Token string `json:"token"`
 }

@@ -40,6 +40,8 @@ type opened struct {
 
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
 	start := time.Now()
+	w.inflight.Add(1)
+	defer w.inflight.Add(-1)
 	var req wire.InvokeRequest
 	if err := json.Unmarshal(b, &req); err != nil {
 		return nil, apierr.New(apierr.BadRequest, "malformed invoke request")
@@ -61,8 +63,14 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 		// Receipts signed now would not verify; refuse until renewed.
 		return nil, apierr.New(apierr.Unavailable, "worker certificate is not valid; waiting for renewal")
 	}
+	if req.Mode == wire.ModeSequence {
+		return w.invokeSequence(ctx, req)
+	}
 	fn, err := w.function(ctx, req.Namespace, req.Name, req.Version)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTEEPolicy(w.cert.Load().cert, fn.fn); err != nil {
 		return nil, err
 	}
 	op, err := w.open(ctx, fn, req)
@@ -86,28 +94,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 		return nil, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem))
 	}
 	id := newInvocationID(w.now())
-	var res sandbox.Result
-	var runErr error
-	if fn.reactor != nil {
-		res, runErr = fn.reactor.Call(ctx, op.input)
-	} else {
-		res, runErr = fn.module.Run(ctx, sandbox.Invocation{
-			Name:  fn.fn.Name,
-			Stdin: op.input,
-			Meta: map[string]string{
-				"CLOISTER_NAMESPACE":     fn.fn.Namespace,
-				"CLOISTER_FUNCTION":      fn.fn.Name,
-				"CLOISTER_VERSION":       strconv.Itoa(fn.fn.Version),
-				"CLOISTER_INVOCATION_ID": id,
-				"CLOISTER_MODE":          req.Mode,
-			},
-			Caps: sandbox.Capabilities{
-				Clock:  fn.manifest.Capabilities.Clock,
-				Random: fn.manifest.Capabilities.Random,
-				Env:    fn.manifest.Capabilities.Env,
-			},
-		})
-	}
+	res, runErr := w.run(ctx, fn, op.input, id, req.Mode)
 	rep := &wire.InvokeReply{Version: fn.fn.Version}
 	var body []byte
 	status := "ok"
@@ -139,6 +126,11 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	}
 	w.logReceipt(ctx, rc)
 	rep.Receipt = rc
+	if req.Activation != "" {
+		if rep.Logs, err = sealLogs(op, res.Stderr); err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
 }
 
@@ -147,6 +139,9 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 	f := fn.fn
 	if req.Mode != wire.ModePlain && req.Sealed.Version != 0 && req.Sealed.Version != f.Version {
 		return nil, apierr.New(apierr.DecryptFailed, "request was sealed to version %d, not %d", req.Sealed.Version, f.Version)
+	}
+	if req.Activation != "" && req.Mode != wire.ModePlain && req.Mode != wire.ModeHPKE {
+		return nil, apierr.New(apierr.BadRequest, "mode %q cannot be queued; async invocations use hpke or plain", req.Mode)
 	}
 	switch req.Mode {
 	case wire.ModePlain:
@@ -157,11 +152,15 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 	case wire.ModeHPKE, wire.ModeSessionOpen:
 		s := req.Sealed
 		openSession := req.Mode == wire.ModeSessionOpen
-		sc, err := seal.OpenRequest(fn.key, seal.Info(f.Namespace, f.Name, f.Version, f.CodeHash), s.Enc, s.Ciphertext, openSession)
+		info := seal.Info(f.Namespace, f.Name, f.Version, f.CodeHash)
+		if req.Activation != "" {
+			info = seal.AsyncInfo(f.Namespace, f.Name, f.Version, f.CodeHash)
+		}
+		sc, err := seal.OpenRequest(fn.key, info, s.Enc, s.Ciphertext, openSession)
 		if err != nil {
 			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
 		}
-		p, err := w.checkPayload(ctx, fn, sc.Payload)
+		p, err := w.checkPayload(ctx, fn, sc.Payload, req.Activation)
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +192,7 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		if err != nil {
 			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
 		}
-		p, err := w.checkPayload(ctx, fn, pt)
+		p, err := w.checkPayload(ctx, fn, pt, "")
 		if err != nil {
 			return nil, err
 		}
@@ -206,10 +205,16 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 // checkPayload decodes the sealed payload and refuses stale or replayed
 // requests. The nonce is remembered in the replay bucket, which every
 // worker shares, so a replay is caught whichever worker it reaches.
-func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte) (seal.Payload, error) {
+//
+// An async request (activation != "") is remembered longer, with its
+// activation, in the async nonce bucket instead: see checkAsyncNonce.
+func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activation string) (seal.Payload, error) {
 	p, err := seal.DecodePayload(b)
 	if err != nil {
 		return p, apierr.New(apierr.BadRequest, "%v", err)
+	}
+	if activation != "" {
+		return p, w.checkAsyncNonce(ctx, fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version), p, activation)
 	}
 	if d := w.now().Sub(p.Time); d > maxSkew || d < -maxSkew {
 		return p, apierr.New(apierr.StaleRequest, "request time %s is more than %s from the worker's clock", p.Time.UTC().Format(time.RFC3339), maxSkew)
@@ -224,7 +229,44 @@ func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte) (seal.P
 	return p, nil
 }
 
+// run runs one invocation of fn in a fresh sandbox (the caller holds a
+// slot of fn.sem).
+func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode string) (sandbox.Result, error) {
+	if fn.script != nil {
+		in, err := jsInput(fn.script, input)
+		if err != nil {
+			return sandbox.Result{}, err
+		}
+		res, runErr := fn.reactor.Call(ctx, in)
+		return res, jsOutcome(&res, runErr, mode == wire.ModePlain)
+	}
+	if fn.reactor != nil {
+		return fn.reactor.Call(ctx, input)
+	}
+	return fn.module.Run(ctx, sandbox.Invocation{
+		Name:  fn.fn.Name,
+		Stdin: input,
+		Meta: map[string]string{
+			"CLOISTER_NAMESPACE":     fn.fn.Namespace,
+			"CLOISTER_FUNCTION":      fn.fn.Name,
+			"CLOISTER_VERSION":       strconv.Itoa(fn.fn.Version),
+			"CLOISTER_INVOCATION_ID": id,
+			"CLOISTER_MODE":          mode,
+		},
+		Caps: sandbox.Capabilities{
+			Clock:  fn.manifest.Capabilities.Clock,
+			Random: fn.manifest.Capabilities.Random,
+			Env:    fn.manifest.Capabilities.Env,
+		},
+	})
+}
+
 func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) (*receipt.Signed, error) {
+	return receipt.Sign(w.receiptFor(fn, id, mode, reqHash, body, status, inBytes, res), w.signKey, w.cert.Load().signed)
+}
+
+// receiptFor builds the unsigned receipt of one run.
+func (w *Worker) receiptFor(fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) *receipt.Receipt {
 	adm := w.cert.Load()
 	m := receipt.Metering{}
 	if res.Wall > 0 {
@@ -265,7 +307,7 @@ func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, stat
 		WorkerID:         adm.cert.WorkerID,
 		Time:             w.now().UTC(),
 	}
-	return receipt.Sign(r, w.signKey, adm.signed)
+	return r
 }
 
 func ptr[T any](v T) *T { return &v }

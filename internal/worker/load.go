@@ -30,6 +30,7 @@ type loaded struct {
 	manifest  bundle.Manifest
 	module    *sandbox.Module
 	reactor   *sandbox.Function // nil for commands
+	script    []byte            // a JavaScript function's script (its reactor runs the engine); nil otherwise
 	snapshot  string            // hash of the state every invocation starts from
 	key       hpke.PrivateKey
 	ticketKey []byte
@@ -100,6 +101,9 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if err != nil || fc.Namespace != ns || fc.Name != name || fc.Version != version {
 		return nil, apierr.New(apierr.BundleIntegrity, "registry record for %s/%s v%d is not certified by the coordinator", ns, name, version)
 	}
+	if err := checkTEEPolicy(adm.cert, fc); err != nil {
+		return nil, err
+	}
 	raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, rec.Object)
 	if err != nil {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d is missing from the object store", ns, name, version)
@@ -118,11 +122,11 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
 	}
 	lim := bd.Manifest.Limits
-	mod, err := w.cfg.Engine.Compile(ctx, bd.CodeHash, bd.Module, coordinator.SandboxLimits(bd.Manifest))
+	mod, script, err := w.compileBundle(ctx, bd)
 	if err != nil {
 		return nil, sandboxError(err)
 	}
-	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, sem: make(chan struct{}, lim.Concurrency), checked: w.now()}
+	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, script: script, sem: make(chan struct{}, lim.Concurrency), checked: w.now()}
 	if mod.ABI() == sandbox.ABIReactor {
 		spec := coordinator.SandboxSpec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1

@@ -45,16 +45,21 @@ type Config struct {
 	TEE tee.TEE
 	// CoordinatorPolicy is what the worker expects of the coordinator's evidence.
 	CoordinatorPolicy attest.Policy
-	Engine            *sandbox.Engine
-	Conn              *nats.Conn
-	Stores            *bus.Stores
+	// Verifier verifies the coordinator's hardware evidence (nil: collateral
+	// from the network, cached in memory).
+	Verifier *attest.Verifier
+	Engine   *sandbox.Engine
+	Conn     *nats.Conn
+	Stores   *bus.Stores
 	// Concurrency bounds invocations in flight on this worker.
 	Concurrency int
 	// PoolIdle is how long a function's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default; negative: never).
 	PoolIdle time.Duration
 	// Ledger sends every signed receipt to the coordinator's transparency log.
-	Ledger  bool
+	Ledger bool
+	// Async, if set, makes the worker take jobs from the async work queue.
+	Async   *AsyncConfig
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
 	Now     func() time.Time
@@ -73,6 +78,8 @@ type Worker struct {
 	fns       sync.Map // fnID → *loaded
 	loadGroup singleflight.Group
 	ready     atomic.Bool
+	revoked   atomic.Bool  // a manifest change dropped this worker
+	inflight  atomic.Int64 // invocations running, for advertisements
 
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -188,10 +195,26 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribing to deploy events: %w", err)
 	}
 	defer events.Unsubscribe()
+	if w.cfg.Async != nil {
+		actx, stopAsync := context.WithCancel(ctx)
+		asyncDone := make(chan struct{})
+		go func() {
+			defer close(asyncDone)
+			if err := w.runAsync(actx); err != nil {
+				w.log.Error("async queue stopped", "err", err)
+			}
+		}()
+		defer func() { stopAsync(); <-asyncDone }()
+	}
 	w.ready.Store(true)
+	stopScheduling, err := w.runScheduling(ctx)
+	if err != nil {
+		return err
+	}
 	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "concurrency", w.cfg.Concurrency)
 	defer func() {
 		w.ready.Store(false)
+		stopScheduling()
 		_ = sub.Drain()
 	}()
 	for {
@@ -240,7 +263,11 @@ func (w *Worker) admit(ctx context.Context) error {
 	if err := bus.Call(cctx, w.cfg.Conn, bus.SubjectAttestation, struct{}{}, &doc); err != nil {
 		return fmt.Errorf("fetching coordinator attestation: %w", err)
 	}
-	claims, err := attest.Verify(doc.Evidence, w.cfg.CoordinatorPolicy)
+	v := w.cfg.Verifier
+	if v == nil {
+		v = &attest.Verifier{Now: w.now}
+	}
+	claims, err := v.Verify(doc.Evidence, w.cfg.CoordinatorPolicy)
 	if err != nil {
 		return apierr.New(apierr.Forbidden, "coordinator evidence: %v", err)
 	}

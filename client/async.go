@@ -1,0 +1,256 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Activation is an activation record as the gateway stores it. It is
+// untrusted: ActivationResult verifies the receipt and opens the result.
+type Activation = wire.Activation
+
+// StepRef names a step of a sequence.
+type StepRef = wire.StepRef
+
+// Pending is an asynchronous invocation this client submitted: everything
+// needed later to verify the activation's receipt and open its result.
+// ResponseKey is a secret (it decrypts the result): keep a saved Pending
+// private.
+type Pending struct {
+	ActivationID string `json:"activationId"`
+	// Duplicate is set when the idempotency key was used before: the
+	// activation is the earlier one, whose result only the Pending of the
+	// first submission can open.
+	Duplicate    bool       `json:"duplicate,omitempty"`
+	Kind         string     `json:"kind"` // "function" or "sequence"
+	Namespace    string     `json:"namespace"`
+	Name         string     `json:"name"`
+	Version      int        `json:"version,omitempty"`
+	CodeHash     string     `json:"code_sha256,omitempty"`
+	SnapshotHash string     `json:"snapshot_sha256,omitempty"`
+	AllowTEE     []tee.Kind `json:"allow_tee,omitempty"`
+	Mode         string     `json:"mode"`
+	RequestHash  string     `json:"request_sha256"`
+	ResponseKey  []byte     `json:"response_key,omitempty"`
+	// Steps are a sequence's resolved steps.
+	Steps []StepRef `json:"steps,omitempty"`
+}
+
+// AsyncOptions configure InvokeAsync.
+type AsyncOptions struct {
+	// Version is the function version; 0 means the latest.
+	Version int
+	// Plaintext queues the input unsealed (confidential: optional only).
+	Plaintext bool
+	// IdempotencyKey, if set, makes the submission idempotent in the
+	// namespace: submitting again returns the first activation.
+	IdempotencyKey string
+}
+
+func idemHeader(key string) http.Header {
+	if key == "" {
+		return nil
+	}
+	return http.Header{"Idempotency-Key": {key}}
+}
+
+// InvokeAsync queues an invocation and returns at once. The request is
+// sealed end to end for the async path (seal.AsyncInfo); the result will be
+// sealed to this client under a key only the returned Pending holds.
+func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o AsyncOptions) (*Pending, error) {
+	path := "/v1/functions/" + url.PathEscape(name) + "/invoke?async=true"
+	var acc wire.Accepted
+	if o.Plaintext {
+		if o.Version != 0 {
+			path += "&version=" + strconv.Itoa(o.Version)
+		}
+		if err := c.doHeader(ctx, http.MethodPost, path, input, "application/octet-stream", idemHeader(o.IdempotencyKey), &acc); err != nil {
+			return nil, err
+		}
+		return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: c.ns, Name: name,
+			Version: o.Version, Mode: wire.ModePlain, RequestHash: seal.SHA256Hex(input)}, nil
+	}
+	fn, err := c.Function(ctx, name, o.Version)
+	if err != nil {
+		return nil, err
+	}
+	payload := seal.NewPayload(input, c.now()).Encode()
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.AsyncInfo(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	if err != nil {
+		return nil, err
+	}
+	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
+	if err := c.postJSON(ctx, path, sr, wire.SealedContentType, idemHeader(o.IdempotencyKey), &acc); err != nil {
+		return nil, err
+	}
+	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
+		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,
+		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: cc.ResponseKey}, nil
+}
+
+// Activation returns an activation record (unverified).
+func (c *Client) Activation(ctx context.Context, id string) (*Activation, error) {
+	var a Activation
+	if err := c.do(ctx, http.MethodGet, "/v1/activations/"+url.PathEscape(id), nil, "", &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Activations lists the namespace's activations, newest first; name, if
+// set, keeps one function's or sequence's.
+func (c *Client) Activations(ctx context.Context, limit int, name string) ([]*Activation, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if name != "" {
+		q.Set("name", name)
+	}
+	var out struct {
+		Activations []*Activation `json:"activations"`
+	}
+	path := "/v1/activations"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	if err := c.do(ctx, http.MethodGet, path, nil, "", &out); err != nil {
+		return nil, err
+	}
+	return out.Activations, nil
+}
+
+// activationResult is the body of GET /v1/activations/{id}/result.
+type activationResult struct {
+	ActivationID string                  `json:"activationId"`
+	Status       string                  `json:"status"`
+	Version      int                     `json:"version"`
+	Mode         string                  `json:"mode"`
+	Response     wire.ActivationResponse `json:"response"`
+	Receipt      *receipt.Signed         `json:"receipt,omitempty"`
+	Receipts     []*receipt.Signed       `json:"receipts,omitempty"`
+}
+
+// ErrPending is returned (wrapped in *Error, code activation_pending) while
+// an activation has not finished.
+var ErrPending = errors.New("activation not finished")
+
+// ActivationResult fetches a finished activation's result, verifies its
+// receipt (or receipt chain) against what p expects, and opens the sealed
+// result. A function failure comes back as *Error with its verified
+// receipt; an unfinished activation as *Error with code activation_pending.
+func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, error) {
+	var ar activationResult
+	if err := c.do(ctx, http.MethodGet, "/v1/activations/"+url.PathEscape(p.ActivationID)+"/result", nil, "", &ar); err != nil {
+		return nil, err
+	}
+	if ar.ActivationID != p.ActivationID {
+		return nil, fmt.Errorf("%w: result is for activation %s", ErrVerification, ar.ActivationID)
+	}
+	resp := ar.Response
+	if !resp.Success && ar.Receipt == nil {
+		e := &Error{Status: http.StatusOK, Code: string(apierr.Internal), Message: "activation failed without a result"}
+		if resp.Error != nil {
+			e.Code, e.Message = string(resp.Error.Code), resp.Error.Message
+		}
+		return nil, e
+	}
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Kind == "sequence" {
+		return c.finishSequence(ctx, p, resp.Result, ar.Receipts, resp.Success, errorBody(resp))
+	}
+	exp := receipt.Expect{Namespace: p.Namespace, Function: p.Name, Version: p.Version, CodeHash: p.CodeHash,
+		SnapshotHash: p.SnapshotHash, RequestHash: p.RequestHash}
+	if resp.Success {
+		exp.ResponseHash = seal.SHA256Hex(resp.Result)
+	}
+	v, err := c.receipts().Verify(ar.Receipt, exp)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	fn := &Function{AllowTEE: p.AllowTEE}
+	if err := checkWorkerPolicy(fn, v.Worker); err != nil {
+		return nil, err
+	}
+	if !resp.Success {
+		code := errorBody(resp).Code
+		if v.Receipt.Status != string(code) {
+			return nil, fmt.Errorf("%w: receipt status %q differs from error %q", ErrVerification, v.Receipt.Status, code)
+		}
+		return nil, &Error{Status: code.Status(), Code: string(code), Message: errorBody(resp).Message, Receipt: v.Receipt}
+	}
+	if v.Receipt.Status != "ok" {
+		return nil, fmt.Errorf("%w: receipt status %q on a successful activation", ErrVerification, v.Receipt.Status)
+	}
+	out := resp.Result
+	if p.Mode != wire.ModePlain {
+		if out, err = seal.OpenSymmetric(p.ResponseKey, seal.AADResponse, []byte(p.RequestHash), resp.Result); err != nil {
+			return nil, fmt.Errorf("%w: result: %w", ErrVerification, err)
+		}
+	}
+	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: v.Receipt, SignedReceipt: ar.Receipt, Worker: v.Worker,
+		Attestation: a, Mode: p.Mode}, nil
+}
+
+func errorBody(r wire.ActivationResponse) wire.ErrorBody {
+	b := wire.ErrorBody{Code: apierr.Internal, Step: r.Step, StepCode: r.StepCode}
+	if r.Error != nil {
+		b.Code, b.Message = r.Error.Code, r.Error.Message
+	}
+	return b
+}
+
+// WaitActivation polls ActivationResult every interval until the
+// activation finishes or ctx ends.
+func (c *Client) WaitActivation(ctx context.Context, p *Pending, interval time.Duration) (*Result, error) {
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	for {
+		res, err := c.ActivationResult(ctx, p)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != string(apierr.ActivationPending) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// ActivationLogs returns an activation's platform log lines and the
+// function's own logs, opened with p's key when they are sealed (p may be
+// nil: then sealed logs are not returned).
+func (c *Client) ActivationLogs(ctx context.Context, id string, p *Pending) ([]string, []byte, error) {
+	var out struct {
+		Logs       []string `json:"logs"`
+		SealedLogs []byte   `json:"sealed_logs"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/activations/"+url.PathEscape(id)+"/logs", nil, "", &out); err != nil {
+		return nil, nil, err
+	}
+	if len(out.SealedLogs) == 0 || p == nil || p.ResponseKey == nil {
+		return out.Logs, nil, nil
+	}
+	fl, err := seal.OpenSymmetric(p.ResponseKey, seal.AADLogs, []byte(p.RequestHash), out.SealedLogs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: logs: %w", ErrVerification, err)
+	}
+	return out.Logs, fl, nil
+}

@@ -1,0 +1,198 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Sequence is a stored sequence definition.
+type Sequence = wire.Sequence
+
+func (c *Client) postJSON(ctx context.Context, path string, v any, ctype string, hdr http.Header, out any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.doHeader(ctx, http.MethodPost, path, b, ctype, hdr, out)
+}
+
+// PutSequence creates or replaces a sequence: a function made of the
+// functions in steps (Version 0 = the latest at each invocation).
+func (c *Client) PutSequence(ctx context.Context, name string, steps []StepRef) (*Sequence, error) {
+	b, _ := json.Marshal(map[string]any{"steps": steps})
+	var s Sequence
+	if err := c.do(ctx, http.MethodPut, "/v1/sequences/"+url.PathEscape(name), b, "application/json", &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// GetSequence returns a sequence definition.
+func (c *Client) GetSequence(ctx context.Context, name string) (*Sequence, error) {
+	var s Sequence
+	if err := c.do(ctx, http.MethodGet, "/v1/sequences/"+url.PathEscape(name), nil, "", &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Sequences lists the namespace's sequences.
+func (c *Client) Sequences(ctx context.Context) ([]*Sequence, error) {
+	var out struct {
+		Sequences []*Sequence `json:"sequences"`
+	}
+	return out.Sequences, c.do(ctx, http.MethodGet, "/v1/sequences", nil, "", &out)
+}
+
+// DeleteSequence removes a sequence.
+func (c *Client) DeleteSequence(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sequences/"+url.PathEscape(name), nil, "", nil)
+}
+
+// sealSequence resolves a sequence's steps to verified function
+// certificates and seals input to the first step's key under an info that
+// binds every step.
+func (c *Client) sealSequence(ctx context.Context, name string, input []byte, async bool) (*Pending, wire.SealedRequest, error) {
+	def, err := c.GetSequence(ctx, name)
+	if err != nil {
+		return nil, wire.SealedRequest{}, err
+	}
+	if len(def.Steps) == 0 {
+		return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q has no steps", ErrVerification, name)
+	}
+	p := &Pending{Kind: "sequence", Name: name, Mode: wire.ModeSequence}
+	info := make([]seal.SequenceStep, len(def.Steps))
+	var first *Function
+	for i, s := range def.Steps {
+		fn, err := c.Function(ctx, s.Name, s.Version)
+		if err != nil {
+			return nil, wire.SealedRequest{}, fmt.Errorf("step %d (%s): %w", i+1, s.Name, err)
+		}
+		if i == 0 {
+			first, p.Namespace = fn, fn.Namespace
+		} else if fn.Namespace != p.Namespace {
+			return nil, wire.SealedRequest{}, fmt.Errorf("%w: step %d is in namespace %q, step 1 in %q", ErrVerification, i+1, fn.Namespace, p.Namespace)
+		}
+		info[i] = seal.SequenceStep{Name: fn.Name, Version: fn.Version, CodeHash: fn.CodeHash}
+		p.Steps = append(p.Steps, StepRef{Name: fn.Name, Version: fn.Version, CodeHash: fn.CodeHash})
+	}
+	payload := seal.NewPayload(input, c.now()).Encode()
+	cc, err := seal.SealRequest(first.hpkeKey, seal.SequenceInfo(async, p.Namespace, name, info), payload, false)
+	if err != nil {
+		return nil, wire.SealedRequest{}, err
+	}
+	sr := wire.SealedRequest{Mode: wire.ModeSequence, Enc: cc.Enc, Ciphertext: cc.Ciphertext, Steps: p.Steps}
+	p.RequestHash = seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext)
+	p.ResponseKey = cc.ResponseKey
+	return p, sr, nil
+}
+
+// InvokeSequence runs a sequence once. Every step runs in one attested
+// worker; the intermediate outputs never leave it. The output is returned
+// after the whole receipt chain verified: one receipt per step, each
+// naming the one before.
+func (c *Client) InvokeSequence(ctx context.Context, name string, input []byte) (*Result, error) {
+	p, sr, err := c.sealSequence(ctx, name, input, false)
+	if err != nil {
+		return nil, err
+	}
+	var resp wire.SealedResponse
+	err = c.postJSON(ctx, "/v1/sequences/"+url.PathEscape(name)+"/invoke", sr, wire.SealedContentType, nil, &resp)
+	if err != nil {
+		var e *apiError
+		if !errors.As(err, &e) {
+			return nil, err
+		}
+		if e.body.Code != apierr.SequenceStepFailed {
+			return nil, &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
+		}
+		return c.finishSequence(ctx, p, nil, e.body.Receipts, false, e.body)
+	}
+	return c.finishSequence(ctx, p, resp.Ciphertext, resp.Receipts, true, wire.ErrorBody{})
+}
+
+// InvokeSequenceAsync queues a sequence invocation (see InvokeAsync).
+func (c *Client) InvokeSequenceAsync(ctx context.Context, name string, input []byte, idempotencyKey string) (*Pending, error) {
+	p, sr, err := c.sealSequence(ctx, name, input, true)
+	if err != nil {
+		return nil, err
+	}
+	var acc wire.Accepted
+	if err := c.postJSON(ctx, "/v1/sequences/"+url.PathEscape(name)+"/invoke?async=true", sr, wire.SealedContentType, idemHeader(idempotencyKey), &acc); err != nil {
+		var e *apiError
+		if errors.As(err, &e) {
+			return nil, &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
+		}
+		return nil, err
+	}
+	p.ActivationID, p.Duplicate = acc.ActivationID, acc.Duplicate
+	return p, nil
+}
+
+// finishSequence verifies a sequence's receipt chain against the steps the
+// request was sealed for, then opens the output (success) or returns the
+// failed step as *Error.
+func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chain []*receipt.Signed, ok bool, eb wire.ErrorBody) (*Result, error) {
+	a, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first := p.Steps[0]
+	last := receipt.Expect{}
+	if ok {
+		if len(chain) != len(p.Steps) {
+			return nil, fmt.Errorf("%w: %d receipts for %d steps", ErrVerification, len(chain), len(p.Steps))
+		}
+		last.ResponseHash = seal.SHA256Hex(ct)
+	} else if len(chain) == 0 || len(chain) > len(p.Steps) {
+		return nil, &Error{Status: eb.Code.Status(), Code: string(eb.Code), Message: eb.Message, Step: eb.Step, StepCode: string(eb.StepCode)}
+	}
+	vs, err := c.receipts().VerifyChain(chain, receipt.Expect{Namespace: p.Namespace, Function: first.Name, Version: first.Version,
+		CodeHash: first.CodeHash, RequestHash: p.RequestHash}, last)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	rcs := make([]*Receipt, len(vs))
+	for i, v := range vs {
+		s := p.Steps[i]
+		r := v.Receipt
+		if r.Sequence != p.Name || r.Function != s.Name || r.FunctionVersion != s.Version || r.CodeHash != s.CodeHash || r.Mode != wire.ModeSequence {
+			return nil, fmt.Errorf("%w: receipt %d is for %s v%d of %q, not step %s v%d", ErrVerification, i+1, r.Function, r.FunctionVersion, r.Sequence, s.Name, s.Version)
+		}
+		rcs[i] = r
+	}
+	lastV := vs[len(vs)-1]
+	if !ok {
+		e := &Error{Status: eb.Code.Status(), Code: string(eb.Code), Message: eb.Message, Step: eb.Step, StepCode: string(eb.StepCode), Chain: rcs}
+		failed := lastV.Receipt
+		switch {
+		case eb.Step == len(vs) && failed.Status == string(eb.StepCode):
+			e.Receipt = failed // the failed step ran and its receipt says how it failed
+		case eb.Step == len(vs)+1 && failed.Status == "ok":
+			// the failed step never ran (its input was refused)
+		default:
+			return nil, fmt.Errorf("%w: step %d failed with %s, but the chain ends at step %d with status %q", ErrVerification, eb.Step, eb.StepCode, len(vs), failed.Status)
+		}
+		return nil, e
+	}
+	for i, v := range vs {
+		if v.Receipt.Status != "ok" {
+			return nil, fmt.Errorf("%w: step %d's receipt says %q on a successful sequence", ErrVerification, i+1, v.Receipt.Status)
+		}
+	}
+	out, err := seal.OpenSymmetric(p.ResponseKey, seal.AADResponse, []byte(p.RequestHash), ct)
+	if err != nil {
+		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
+	}
+	return &Result{Output: out, Version: lastV.Receipt.FunctionVersion, Receipt: lastV.Receipt, SignedReceipt: chain[len(chain)-1],
+		Worker: lastV.Worker, Attestation: a, Mode: wire.ModeSequence, Chain: chain}, nil
+}

@@ -1,0 +1,280 @@
+// Package async queues asynchronous invocations and keeps their activation
+// records: the JetStream work queue (at-least-once delivery, a message id
+// per activation for publish deduplication, idempotency keys per
+// namespace), the activation records in a KV bucket with compare-and-set
+// updates (so an activation completes once even when two workers ran it),
+// and the dead-letter subject.
+//
+// Everything here lives in untrusted storage. A job carries the sealed
+// request as the client made it, and a record the result sealed to the
+// caller; this package never sees a confidential plaintext.
+package async
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Limits.
+const (
+	// MaxIdempotencyKey bounds an idempotency key's length.
+	MaxIdempotencyKey = 256
+	// MaxList bounds one page of activations.
+	MaxList = 200
+	// MaxLogLines bounds the platform log lines of a record.
+	MaxLogLines = 64
+)
+
+// ErrFinal is returned by Update when the record is already final: the
+// activation completed (possibly on another worker) and must not change.
+var ErrFinal = errors.New("async: activation already final")
+
+// Store reads and writes activation records and queues jobs.
+type Store struct {
+	st  *bus.AsyncStores
+	now func() time.Time
+}
+
+// NewStore returns a Store over the async stores; now may be nil.
+func NewStore(st *bus.AsyncStores, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{st: st, now: now}
+}
+
+// NewID returns a new activation id: 16 bytes, 8 of Unix nanoseconds (so
+// ids sort by time) and 8 random, as 32 lower-case hex digits (the shape of
+// an OpenWhisk activation id).
+func NewID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidID reports whether id has the shape of an activation id.
+func ValidID(id string) bool {
+	return len(id) == 32 && strings.Trim(id, "0123456789abcdef") == ""
+}
+
+func recordKey(ns, id string) string { return "a." + ns + "." + id }
+
+func idemKey(ns, key string) string {
+	h := sha256.Sum256([]byte(key))
+	return "i." + ns + "." + hex.EncodeToString(h[:])
+}
+
+// Millis is t in milliseconds since the Unix epoch.
+func Millis(t time.Time) int64 { return t.UnixMilli() }
+
+// LogLine formats a platform log line.
+func LogLine(t time.Time, format string, args ...any) string {
+	return t.UTC().Format(time.RFC3339Nano) + " " + fmt.Sprintf(format, args...)
+}
+
+// Submission is what Submit needs beyond the request.
+type Submission struct {
+	Request        wire.InvokeRequest
+	Kind           string // "function" or "sequence"
+	IdempotencyKey string
+	Trigger, Rule  string
+}
+
+// Submit creates the activation record (status queued) and queues the job.
+// With an idempotency key that was used before in the namespace, it queues
+// nothing and returns the earlier activation with Duplicate set.
+func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, error) {
+	ns := sub.Request.Namespace
+	if len(sub.IdempotencyKey) > MaxIdempotencyKey {
+		return wire.Accepted{}, apierr.New(apierr.BadRequest, "idempotency key over %d bytes", MaxIdempotencyKey)
+	}
+	now := s.now()
+	id := NewID(now)
+	if sub.IdempotencyKey != "" {
+		k := idemKey(ns, sub.IdempotencyKey)
+		if _, err := s.st.Activations.Create(ctx, k, []byte(id)); err != nil {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+			}
+			e, err := s.st.Activations.Get(ctx, k)
+			if err != nil || !ValidID(string(e.Value())) {
+				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+			}
+			return wire.Accepted{ActivationID: string(e.Value()), Duplicate: true}, nil
+		}
+	}
+	undo := func() {
+		bg := context.WithoutCancel(ctx)
+		_ = s.st.Activations.Delete(bg, recordKey(ns, id))
+		if sub.IdempotencyKey != "" {
+			_ = s.st.Activations.Delete(bg, idemKey(ns, sub.IdempotencyKey))
+		}
+	}
+	rec := wire.Activation{
+		ActivationID: id, Namespace: ns, Name: sub.Request.Name, Version: sub.Request.Version, Kind: sub.Kind,
+		Mode: sub.Request.Mode, Status: wire.StatusQueued, Submitted: Millis(now), IdempotencyKey: sub.IdempotencyKey,
+		Trigger: sub.Trigger, Rule: sub.Rule, Logs: []string{LogLine(now, "queued")},
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return wire.Accepted{}, err
+	}
+	if _, err := s.st.Activations.Create(ctx, recordKey(ns, id), b); err != nil {
+		undo()
+		return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	req := sub.Request
+	req.Activation = id
+	job, err := json.Marshal(wire.AsyncJob{Activation: id, Request: req, Submitted: now.UTC()})
+	if err != nil {
+		undo()
+		return wire.Accepted{}, err
+	}
+	if len(job) > bus.MaxPayload-64<<10 {
+		undo()
+		return wire.Accepted{}, apierr.New(apierr.PayloadTooLarge, "queued invocation would be %d bytes; the queue takes at most %d", len(job), bus.MaxPayload-64<<10)
+	}
+	if _, err := s.st.JS.Publish(ctx, bus.SubjectAsyncPrefix+ns, job, jetstream.WithMsgID(id)); err != nil {
+		undo()
+		return wire.Accepted{}, apierr.New(apierr.Unavailable, "queueing the invocation failed")
+	}
+	return wire.Accepted{ActivationID: id}, nil
+}
+
+// Get returns a record and its revision; apierr NotFound if there is none.
+func (s *Store) Get(ctx context.Context, ns, id string) (*wire.Activation, uint64, error) {
+	if !ValidID(id) {
+		return nil, 0, apierr.New(apierr.BadRequest, "activation id must be 32 lower-case hex digits")
+	}
+	e, err := s.st.Activations.Get(ctx, recordKey(ns, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, apierr.New(apierr.NotFound, "activation %s not found in namespace %q", id, ns)
+	}
+	if err != nil {
+		return nil, 0, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	var a wire.Activation
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		return nil, 0, apierr.New(apierr.Internal, "corrupt activation record %s", id)
+	}
+	return &a, e.Revision(), nil
+}
+
+// Update applies fn to the record with compare-and-set, retrying when
+// another writer got there first. fn sees the latest record; if the record
+// is final, Update returns ErrFinal without calling fn.
+func (s *Store) Update(ctx context.Context, ns, id string, fn func(*wire.Activation) error) (*wire.Activation, error) {
+	for range 20 {
+		a, rev, err := s.Get(ctx, ns, id)
+		if err != nil {
+			return nil, err
+		}
+		if wire.FinalStatus(a.Status) {
+			return a, ErrFinal
+		}
+		if err := fn(a); err != nil {
+			return a, err
+		}
+		if len(a.Logs) > MaxLogLines {
+			a.Logs = append(a.Logs[:1:1], a.Logs[len(a.Logs)-MaxLogLines+1:]...)
+		}
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.st.Activations.Update(ctx, recordKey(ns, id), b, rev); err == nil {
+			return a, nil
+		} else if !isWrongRevision(err) {
+			return nil, apierr.New(apierr.Unavailable, "activation store unavailable")
+		}
+	}
+	return nil, apierr.New(apierr.Unavailable, "activation record %s is contended", id)
+}
+
+func isWrongRevision(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// ListOptions filter List.
+type ListOptions struct {
+	Limit int
+	// Name keeps only activations of this function or sequence.
+	Name string
+}
+
+// List returns a namespace's activations, newest first.
+func (s *Store) List(ctx context.Context, ns string, o ListOptions) ([]*wire.Activation, error) {
+	if o.Limit <= 0 {
+		o.Limit = 30
+	}
+	o.Limit = min(o.Limit, MaxList)
+	lister, err := s.st.Activations.ListKeysFiltered(ctx, "a."+ns+".*")
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	slices.Reverse(keys)
+	out := []*wire.Activation{}
+	for i, k := range keys {
+		if len(out) == o.Limit || i >= 20*MaxList {
+			break
+		}
+		a, _, err := s.Get(ctx, ns, strings.TrimPrefix(k, "a."+ns+"."))
+		if apierr.CodeOf(err) == apierr.NotFound {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if o.Name != "" && a.Name != o.Name {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// DeadLetter publishes d on the dead-letter subject of its namespace.
+func (s *Store) DeadLetter(ctx context.Context, d wire.DeadLetter) error {
+	if d.Time.IsZero() {
+		d.Time = s.now().UTC()
+	}
+	ns := d.Namespace
+	if !bundle.ValidName(ns) {
+		ns = "_"
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(bus.SubjectDeadPrefix + ns)
+	m.Data = b
+	m.Header.Set(bus.HeaderDeadReason, string(d.Code))
+	if _, err := s.st.JS.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publishing dead letter: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/artoken"
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/strictjson"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// Manifest is the deployment manifest: the reference values per TEE kind
+// that workers must match to join, how long their certificates last, and
+// the admin keys that may sign the next manifest. Its sha256 is bound into
+// the coordinator's evidence, so a client that pins it knows exactly which
+// workers may serve it.
+type Manifest struct {
+	// Version counts changes: each accepted manifest has the previous one's
+	// version plus one.
+	Version int `json:"version"`
+	// Workers holds the reference values per TEE kind (sim measurements,
+	// sev_snp and tdx sections) and which kinds are allowed.
+	Workers attest.Policy `json:"workers"`
+	CertTTL string        `json:"cert_ttl"`
+	// AdminKeys are hex Ed25519 public keys; a change needs a signature by one of them.
+	AdminKeys []string `json:"admin_keys,omitempty"`
+	// Previous is sha256 of the manifest this one replaces ("" for the first).
+	Previous string `json:"previous,omitempty"`
+}
+
+// Validate checks the manifest.
+func (m Manifest) Validate() error {
+	if m.Version < 1 {
+		return fmt.Errorf("manifest version %d: want 1 or more", m.Version)
+	}
+	if err := m.Workers.Validate(); err != nil {
+		return fmt.Errorf("manifest workers policy: %w", err)
+	}
+	if _, err := m.certTTL(); err != nil {
+		return err
+	}
+	for _, k := range m.AdminKeys {
+		if b, err := hex.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
+			return fmt.Errorf("manifest admin key %q is not a hex Ed25519 public key", k)
+		}
+	}
+	return nil
+}
+
+func (m Manifest) certTTL() (time.Duration, error) {
+	if m.CertTTL == "" {
+		return time.Hour, nil
+	}
+	d, err := time.ParseDuration(m.CertTTL)
+	if err != nil || d < time.Minute {
+		return 0, fmt.Errorf("manifest cert_ttl %q: want a duration of at least 1m", m.CertTTL)
+	}
+	return d, nil
+}
+
+// manifestDomain separates manifest signatures from every other signature.
+const manifestDomain = "cloister-manifest-v1\n"
+
+// SignManifest signs the exact bytes of a manifest document with an admin key.
+func SignManifest(raw []byte, key ed25519.PrivateKey) wire.ManifestSignature {
+	return wire.ManifestSignature{
+		Key: hex.EncodeToString(key.Public().(ed25519.PublicKey)),
+		Sig: ed25519.Sign(key, append([]byte(manifestDomain), raw...)),
+	}
+}
+
+// ManifestHash is the hex sha256 of a manifest document's bytes.
+func ManifestHash(raw []byte) string {
+	h := sha256.Sum256(raw)
+	return hex.EncodeToString(h[:])
+}
+
+// Errors of a manifest change.
+var (
+	ErrManifestSignature = errors.New("coordinator: manifest change is not signed by an admin key of the current manifest")
+	ErrManifestSequence  = errors.New("coordinator: manifest change does not follow the current manifest")
+)
+
+// checkSuccessor verifies that next may replace cur: it is valid, follows
+// it by one version and by hash, and an admin key of cur signed it.
+func checkSuccessor(cur Manifest, curHash string, next wire.SignedManifest) (Manifest, error) {
+	var m Manifest
+	// The document is hashed and signed as bytes, and JSON encoders compact
+	// what they carry: only compact documents keep their bytes on the way.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, next.Manifest); err != nil || !bytes.Equal(compact.Bytes(), next.Manifest) {
+		return m, apierr.New(apierr.InvalidManifest, "the manifest must be compact JSON (as json.Marshal writes it)")
+	}
+	if err := strictjson.Unmarshal(next.Manifest, &m); err != nil {
+		return m, apierr.New(apierr.InvalidManifest, "parsing the manifest: %v", err)
+	}
+	if err := m.Validate(); err != nil {
+		return m, apierr.New(apierr.InvalidManifest, "%v", err)
+	}
+	if m.Version != cur.Version+1 || m.Previous != curHash {
+		return m, apierr.New(apierr.Conflict, "%v: it has version %d and previous %s; the current manifest is version %d with hash %s",
+			ErrManifestSequence, m.Version, short(m.Previous), cur.Version, short(curHash))
+	}
+	msg := append([]byte(manifestDomain), next.Manifest...)
+	for _, s := range next.Signatures {
+		if !slices.Contains(cur.AdminKeys, s.Key) {
+			continue
+		}
+		k, _ := hex.DecodeString(s.Key)
+		if len(k) == ed25519.PublicKeySize && ed25519.Verify(k, msg, s.Sig) {
+			return m, nil
+		}
+	}
+	if len(cur.AdminKeys) == 0 {
+		return m, apierr.New(apierr.Forbidden, "%v: the current manifest names no admin keys, so it cannot be changed", ErrManifestSignature)
+	}
+	return m, apierr.New(apierr.Forbidden, "%v", ErrManifestSignature)
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// history is the manifest history on disk: DIR/manifests/NNNNNN.json, one
+// signed manifest per version. It is public data; its integrity comes from
+// the hash chain and the admin signatures, which load re-checks.
+func historyDir(dir string) string { return filepath.Join(dir, "manifests") }
+
+func loadHistory(dir string) ([]wire.SignedManifest, error) {
+	ents, err := os.ReadDir(historyDir(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest history: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".json") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	var out []wire.SignedManifest
+	var cur Manifest
+	for i, n := range names {
+		b, err := os.ReadFile(filepath.Join(historyDir(dir), n))
+		if err != nil {
+			return nil, fmt.Errorf("reading manifest history: %w", err)
+		}
+		var sm wire.SignedManifest
+		if err := json.Unmarshal(b, &sm); err != nil {
+			return nil, fmt.Errorf("manifest history %s: %w", n, err)
+		}
+		if i == 0 {
+			if err := strictjson.Unmarshal(sm.Manifest, &cur); err != nil {
+				return nil, fmt.Errorf("manifest history %s: %w", n, err)
+			}
+		} else {
+			next, err := checkSuccessor(cur, ManifestHash(out[i-1].Manifest), sm)
+			if err != nil {
+				return nil, fmt.Errorf("manifest history %s does not follow its predecessor: %w", n, err)
+			}
+			cur = next
+		}
+		out = append(out, sm)
+	}
+	return out, nil
+}
+
+func writeHistory(dir string, m Manifest, sm wire.SignedManifest) error {
+	if err := os.MkdirAll(historyDir(dir), 0o700); err != nil {
+		return fmt.Errorf("creating manifest history: %w", err)
+	}
+	b, err := json.Marshal(sm) // not indented: the manifest's bytes must not change
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(historyDir(dir), fmt.Sprintf("%06d.json", m.Version))
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("writing manifest history: %w", err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// initManifest loads the manifest history, or starts one from the
+// configured genesis manifest. A history whose first manifest differs from
+// the configured one (a new deployment in the same directory) is moved
+// aside and a new history begins.
+func (c *Coordinator) initManifest(dir string, genesis Manifest) error {
+	raw, err := json.Marshal(genesis)
+	if err != nil {
+		return err
+	}
+	hist, err := loadHistory(dir)
+	if err != nil {
+		return err
+	}
+	if len(hist) > 0 && ManifestHash(hist[0].Manifest) != ManifestHash(raw) {
+		aside := historyDir(dir) + "." + time.Now().UTC().Format("20060102T150405")
+		c.log.Warn("the configured manifest differs from the stored history; starting a new history", "old_history", aside)
+		if err := os.Rename(historyDir(dir), aside); err != nil {
+			return fmt.Errorf("moving the old manifest history aside: %w", err)
+		}
+		hist = nil
+	}
+	if len(hist) == 0 {
+		sm := wire.SignedManifest{Manifest: raw}
+		if err := writeHistory(dir, genesis, sm); err != nil {
+			return err
+		}
+		hist = []wire.SignedManifest{sm}
+	}
+	last := hist[len(hist)-1]
+	var m Manifest
+	if err := strictjson.Unmarshal(last.Manifest, &m); err != nil {
+		return err
+	}
+	c.history = hist
+	c.setManifest(m, last.Manifest)
+	return nil
+}
+
+// setManifest installs m. Callers hold c.mu or are constructing c.
+func (c *Coordinator) setManifest(m Manifest, raw []byte) {
+	c.m = m
+	c.manifest = append([]byte(nil), raw...)
+	c.mhash = sha256.Sum256(raw)
+	c.attCache = nil
+}
+
+// Manifest returns the current manifest and its document bytes.
+func (c *Coordinator) Manifest() (Manifest, []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m, append([]byte(nil), c.manifest...)
+}
+
+// SetManifest applies a signed manifest change: it must follow the current
+// manifest and carry a signature by one of its admin keys. Admitted workers
+// whose evidence no longer satisfies the new reference values are revoked:
+// they leave the attestation document and get no more keys.
+func (c *Coordinator) SetManifest(ctx context.Context, sm wire.SignedManifest) (*wire.ManifestChange, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, err := checkSuccessor(c.m, hex.EncodeToString(c.mhash[:]), sm)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeHistory(c.dir, m, sm); err != nil {
+		return nil, err
+	}
+	c.history = append(c.history, sm)
+	c.setManifest(m, sm.Manifest)
+	change := &wire.ManifestChange{Version: m.Version, ManifestHash: hex.EncodeToString(c.mhash[:])}
+	for id, w := range c.workers {
+		if w.claims == nil {
+			continue
+		}
+		if err := attest.Validate(w.claims, m.Workers, w.reportData, c.now()); err != nil {
+			delete(c.workers, id)
+			c.revoked[id] = w.certHash
+			change.Revoked = append(change.Revoked, id)
+			c.log.Warn("revoked worker: the new manifest drops its reference values", "worker", id, "err", err)
+		}
+	}
+	slices.Sort(change.Revoked)
+	c.log.Info("manifest changed", "version", m.Version, "manifest_sha256", change.ManifestHash, "revoked", len(change.Revoked))
+	if c.nc != nil {
+		if b, err := json.Marshal(change); err == nil {
+			_ = c.nc.Publish(bus.SubjectManifestChanged, b)
+		}
+	}
+	return change, nil
+}
+
+// History returns every manifest since the first, oldest first.
+func (c *Coordinator) History() []wire.SignedManifest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.history)
+}
+
+func (c *Coordinator) handleManifestSet(ctx context.Context, b []byte) (any, error) {
+	var sm wire.SignedManifest
+	if err := json.Unmarshal(b, &sm); err != nil || len(sm.Manifest) == 0 {
+		return nil, apierr.New(apierr.BadRequest, "malformed signed manifest")
+	}
+	return c.SetManifest(ctx, sm)
+}
+
+func (c *Coordinator) handleManifestHistory(ctx context.Context, _ []byte) (any, error) {
+	return wire.ManifestHistory{Manifests: c.History()}, nil
+}
+
+// TokenTTL is how long an attestation-result token is valid (seed 003: 60 s).
+const TokenTTL = 60 * time.Second
+
+// ResultToken issues an attestation-result token (package artoken): the
+// coordinator's own claims, the manifest its evidence binds and the
+// workers it has admitted, signed by its identity key, valid for TokenTTL.
+func (c *Coordinator) ResultToken() (string, error) {
+	doc, err := c.Attestation()
+	if err != nil {
+		return "", err
+	}
+	now := c.now()
+	jti := make([]byte, 12)
+	rand.Read(jti)
+	cl := artoken.Claims{
+		Issuer: artoken.Issuer, Subject: hex.EncodeToString(c.IdentityKey()),
+		IssuedAt: now.Unix(), Expires: now.Add(TokenTTL).Unix(), ID: hex.EncodeToString(jti),
+		Profile: artoken.Profile, Status: "affirming",
+		TEE: c.tee.Kind(), TCB: attest.EvidenceTCB(doc.Evidence), Measurement: hex.EncodeToString(c.tee.Measurement()),
+		ManifestHash: doc.ManifestHash, EvidenceHash: ManifestHash(doc.Evidence.Raw),
+	}
+	for _, s := range doc.Workers {
+		if w, err := certs.OpenWorker(s, c.IdentityKey()); err == nil {
+			cl.Workers = append(cl.Workers, artoken.Worker{ID: w.WorkerID, TEE: w.TEE, TCB: w.TCB, Measurement: w.Measurement, NotAfter: w.NotAfter})
+		}
+	}
+	return artoken.Issue(c.identity, cl)
+}
+
+func (c *Coordinator) handleResultToken(ctx context.Context, _ []byte) (any, error) {
+	t, err := c.ResultToken()
+	if err != nil {
+		return nil, err
+	}
+	return wire.ResultToken{Token: t}, nil
+}

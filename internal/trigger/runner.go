@@ -1,0 +1,153 @@
+package trigger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/async"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	Conn   *nats.Conn
+	Async  *bus.AsyncStores
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Runner watches the triggers bucket and keeps one cron loop or subject
+// subscription per trigger. Several runners may run (one per gateway):
+// cron fires are idempotent per scheduled time, and subject subscriptions
+// share a queue group, so each event fires once.
+type Runner struct {
+	cfg   RunnerConfig
+	log   *slog.Logger
+	store *Store
+	queue *async.Store
+
+	mu      sync.Mutex
+	running map[string]func() // trigger key → stop
+}
+
+// NewRunner returns a runner.
+func NewRunner(cfg RunnerConfig) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger.WithGroup("triggers"), store: NewStore(cfg.Async.Triggers),
+		queue: async.NewStore(cfg.Async, cfg.Now), running: map[string]func(){}}
+}
+
+// Run serves until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	w, err := r.cfg.Async.Triggers.WatchFiltered(ctx, []string{"t.>"})
+	if err != nil {
+		return fmt.Errorf("watching triggers: %w", err)
+	}
+	defer w.Stop()
+	defer func() {
+		r.mu.Lock()
+		for k, stop := range r.running {
+			stop()
+			delete(r.running, k)
+		}
+		r.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				continue // the initial values are all delivered
+			}
+			r.apply(ctx, e)
+		}
+	}
+}
+
+func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if stop, ok := r.running[e.Key()]; ok {
+		stop()
+		delete(r.running, e.Key())
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		return
+	}
+	var t wire.Trigger
+	if err := json.Unmarshal(e.Value(), &t); err != nil || Validate(&t) != nil || e.Key() != TriggerKey(t.Namespace, t.Name) {
+		r.log.Warn("ignoring a malformed trigger record", "key", e.Key())
+		return
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	switch {
+	case t.Cron != "":
+		sched, _ := ParseCron(t.Cron)
+		done := make(chan struct{})
+		go func() { defer close(done); r.cron(tctx, &t, sched) }()
+		r.running[e.Key()] = func() { cancel(); <-done }
+	case t.Subject != "":
+		sub, err := r.cfg.Conn.QueueSubscribe(t.Subject, bus.TriggerQueue, func(m *nats.Msg) {
+			key := ""
+			if id := m.Header.Get(nats.MsgIdHdr); id != "" {
+				key = "msg/" + id
+			}
+			r.fire(tctx, &t, m.Data, key)
+		})
+		if err != nil {
+			cancel()
+			r.log.Warn("subscribing a trigger", "trigger", t.Name, "subject", t.Subject, "err", err)
+			return
+		}
+		r.running[e.Key()] = func() { cancel(); _ = sub.Unsubscribe() }
+	default:
+		cancel() // fired over the API only
+	}
+}
+
+func (r *Runner) cron(ctx context.Context, t *wire.Trigger, s *Schedule) {
+	for {
+		next := s.Next(r.cfg.Now())
+		if next.IsZero() {
+			r.log.Warn("cron schedule never fires", "trigger", t.Name, "cron", t.Cron)
+			return
+		}
+		timer := time.NewTimer(next.Sub(r.cfg.Now()))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		r.fire(ctx, t, CronPayload(t, next), "cron/"+strconv.FormatInt(next.Unix(), 10))
+	}
+}
+
+func (r *Runner) fire(ctx context.Context, t *wire.Trigger, payload []byte, key string) {
+	f, err := Fire(ctx, r.store, r.queue, t, payload, key)
+	if err != nil {
+		r.log.Warn("firing trigger", "namespace", t.Namespace, "trigger", t.Name, "err", err)
+	}
+	if len(f.Activations) > 0 {
+		r.log.Debug("trigger fired", "namespace", t.Namespace, "trigger", t.Name, "activations", strings.Join(f.Activations, ","))
+	}
+}
