@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -20,14 +21,15 @@ import (
 //     instance initialised once, as the sandbox calls a reactor.
 //
 // Each has plain (the module as Prepare leaves it) and instrumented
-// (PrepareMetered, with unlimited fuel) sub-benchmarks; the overhead is
-// the ratio of their median times over several runs:
+// (PrepareMetered, with unlimited fuel) sub-benchmarks, and interleaved,
+// which alternates the two op by op and reports the instrumented one's
+// overhead-% (a change in the machine's load falls on both alike):
 //
-//	go test ./internal/instrument/ -run '^$' -bench BenchmarkMetering -count 10
+//	go test ./internal/instrument/ -run '^$' -bench BenchmarkMetering -benchtime 10s -count 3
 //
-// Each instrumented sub-benchmark reports instrs/op, the count. On a
-// shared machine the times are noisy: take medians, and compare runs made
-// together.
+// Both are compiled as the sandbox compiles every module, with wazero's
+// termination checks. Each instrumented sub-benchmark reports instrs/op,
+// the count.
 func BenchmarkMetering(b *testing.B) {
 	ctx := context.Background()
 	mib := make([]byte, 1<<20)
@@ -38,10 +40,11 @@ func BenchmarkMetering(b *testing.B) {
 	for _, bm := range []struct {
 		name string
 		path string
-		run  func(b *testing.B, wasm []byte)
+		op   func(b *testing.B, wasm []byte) func() int64
+		size int
 	}{
-		{"sha256", sha256C, func(b *testing.B, wasm []byte) { benchCommand(b, wasm, string(mib)) }},
-		{"go", reactorGo, func(b *testing.B, wasm []byte) { benchReactor(b, wasm, request) }},
+		{"sha256", sha256C, func(b *testing.B, wasm []byte) func() int64 { return commandOp(b, wasm, string(mib)) }, len(mib)},
+		{"go", reactorGo, func(b *testing.B, wasm []byte) func() int64 { return reactorOp(b, wasm, request) }, len(request)},
 	} {
 		in := readFile(b, bm.path)
 		plain, _, err := Prepare(ctx, in)
@@ -52,8 +55,9 @@ func BenchmarkMetering(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(bm.name+"/plain", func(b *testing.B) { bm.run(b, plain) })
-		b.Run(bm.name+"/instrumented", func(b *testing.B) { bm.run(b, metered) })
+		b.Run(bm.name+"/plain", func(b *testing.B) { benchOp(b, bm.op(b, plain), bm.size) })
+		b.Run(bm.name+"/instrumented", func(b *testing.B) { benchOp(b, bm.op(b, metered), bm.size) })
+		b.Run(bm.name+"/interleaved", func(b *testing.B) { benchInterleaved(b, bm.op(b, plain), bm.op(b, metered)) })
 	}
 }
 
@@ -80,12 +84,13 @@ func reportCount(b *testing.B, mod api.Module, total *int64) {
 	}
 }
 
-func benchCommand(b *testing.B, wasm []byte, stdin string) {
+// commandOp returns one run of a command module: instantiate with stdin,
+// run _start, check the digest's length. It returns the instruction count
+// (0 if the module is not metered).
+func commandOp(b *testing.B, wasm []byte, stdin string) func() int64 {
 	ctx := context.Background()
 	r, cm := benchRuntime(b, wasm)
-	var count int64
-	b.SetBytes(int64(len(stdin)))
-	for b.Loop() {
+	return func() int64 {
 		var out strings.Builder
 		mod, err := r.InstantiateModule(ctx, cm, wazero.NewModuleConfig().
 			WithName("").
@@ -94,18 +99,18 @@ func benchCommand(b *testing.B, wasm []byte, stdin string) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer mod.Close(ctx)
 		if out.Len() != 65 {
 			b.Fatalf("stdout %q", out.String())
 		}
-		reportCount(b, mod, &count)
-		mod.Close(ctx)
-	}
-	if count > 0 {
-		b.ReportMetric(float64(count)/float64(b.N), "instrs/op")
+		var n int64
+		reportCount(b, mod, &n)
+		return n
 	}
 }
 
-func benchReactor(b *testing.B, wasm []byte, request string) {
+// reactorOp returns one call of a reactor's cloister_handle with request.
+func reactorOp(b *testing.B, wasm []byte, request string) func() int64 {
 	ctx := context.Background()
 	r, cm := benchRuntime(b, wasm)
 	g := &guest{}
@@ -126,9 +131,7 @@ func benchReactor(b *testing.B, wasm []byte, request string) {
 	handle := mod.ExportedFunction("cloister_handle")
 	counter, _ := mod.ExportedGlobal(CounterExport).(api.MutableGlobal)
 	g.input = []byte(request)
-	b.SetBytes(int64(len(request)))
-	var count int64
-	for b.Loop() {
+	return func() int64 {
 		g.output.Reset()
 		if counter != nil {
 			counter.Set(0)
@@ -137,14 +140,45 @@ func benchReactor(b *testing.B, wasm []byte, request string) {
 		if err != nil || res[0] != 0 {
 			b.Fatalf("cloister_handle: %v %v", res, err)
 		}
-		reportCount(b, mod, &count)
+		if !strings.HasPrefix(g.output.String(), `{"words":`) {
+			b.Fatalf("response %.100q", g.output.String())
+		}
+		var n int64
+		reportCount(b, mod, &n)
+		return n
 	}
-	if !strings.HasPrefix(g.output.String(), `{"words":`) {
-		b.Fatalf("response %.100q", g.output.String())
+}
+
+// benchOp times op, reporting the mean instruction count.
+func benchOp(b *testing.B, op func() int64, bytes int) {
+	b.SetBytes(int64(bytes))
+	var count int64
+	for b.Loop() {
+		count += op()
 	}
 	if count > 0 {
 		b.ReportMetric(float64(count)/float64(b.N), "instrs/op")
 	}
+}
+
+// benchInterleaved alternates plain and metered, timing each, so that a
+// change in the machine's load falls on both alike, and reports the
+// metered one's overhead.
+func benchInterleaved(b *testing.B, plain, metered func() int64) {
+	var tp, tm time.Duration
+	for i := 0; b.Loop(); i++ {
+		first, second, t1, t2 := plain, metered, &tp, &tm
+		if i%2 == 1 {
+			first, second, t1, t2 = metered, plain, &tm, &tp
+		}
+		start := time.Now()
+		first()
+		mid := time.Now()
+		second()
+		*t1 += mid.Sub(start)
+		*t2 += time.Since(mid)
+	}
+	b.ReportMetric(100*(float64(tm)/float64(tp)-1), "overhead-%")
 }
 
 // BenchmarkInstrumentPass meters hello-go.wasm, a 3.3 MB Go wasip1 module:
