@@ -87,7 +87,7 @@ type Node struct {
 	// WskpropsPath is DATA/wskprops: the OpenWhisk client settings
 	// (APIHOST, AUTH, NAMESPACE) in .wskprops format.
 	WskpropsPath string
-	Policy     attest.Policy
+	Policy       attest.Policy
 
 	nats    *bus.Server
 	conns   []*nats.Conn

@@ -80,8 +80,8 @@ type Activation struct {
 	Mode    string `json:"mode"`
 	// Trust is "gateway-trusted" for a plaintext invocation: the gateway
 	// saw its input and output (as the receipt's trust field says).
-	Trust string `json:"trust,omitempty"`
-	Status  string `json:"status"`
+	Trust  string `json:"trust,omitempty"`
+	Status string `json:"status"`
 	// Submitted, Start and End are milliseconds since the Unix epoch;
 	// Duration is End - Start in milliseconds.
 	Submitted int64              `json:"submitted"`

@@ -98,8 +98,7 @@ const (
 // and receipts: the gateway saw the data.
 const TrustGatewayTrusted = receipt.TrustGatewayTrusted
 
-const (
-)
+const ()
 
 // SealedRequest is the HTTP body of a confidential invocation
 // (Content-Type application/vnd.cloister.sealed+json).
