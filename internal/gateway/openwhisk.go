@@ -719,6 +719,7 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 		Mode: wire.ModePlain, Trust: wire.TrustGatewayTrusted, Status: wire.StatusRunning, Submitted: async.Millis(now),
 		Start: async.Millis(now), Logs: []string{}}
 	recs := make([]*registry.Record, len(seq.Steps))
+	defaults := make([][]OWKeyValue, len(seq.Steps))
 	timeout := 30 * time.Second
 	for i, s := range seq.Steps {
 		rec, err := g.lookup(ctx, seq.Namespace, s.Name, s.Version)
@@ -732,6 +733,11 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 		_ = json.Unmarshal(rec.Manifest, &m)
 		timeout += time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 5*time.Second
 		recs[i] = rec
+		meta, err := g.owMeta(ctx, actionMetaKey(seq.Namespace, s.Name))
+		if err != nil {
+			return "", err
+		}
+		defaults[i] = meta.Parameters
 	}
 	if err := st.Record(ctx, a); err != nil {
 		return "", err
@@ -739,7 +745,7 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	go func() {
 		defer cancel()
-		resp, steps := g.owRunSteps(bg, st, seq, recs, params)
+		resp, steps := g.owRunSteps(bg, st, seq, recs, defaults, params)
 		_, err := st.Update(context.WithoutCancel(bg), seq.Namespace, a.ActivationID, func(x *wire.Activation) error {
 			end := time.Now()
 			x.Logs = steps
@@ -756,12 +762,17 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 }
 
 // owRunSteps runs the steps and returns the sequence's response and its
-// logs (the steps' activation ids, as OpenWhisk lists them).
-func (g *Gateway) owRunSteps(ctx context.Context, st *async.Store, seq *wire.Sequence, recs []*registry.Record, input []byte) (wire.ActivationResponse, []string) {
+// logs (the steps' activation ids, as OpenWhisk lists them). Each step's
+// default parameters go under its input, as in OpenWhisk.
+func (g *Gateway) owRunSteps(ctx context.Context, st *async.Store, seq *wire.Sequence, recs []*registry.Record, defaults [][]OWKeyValue, input []byte) (wire.ActivationResponse, []string) {
 	logs := []string{}
 	for i, rec := range recs {
+		in, err := owParams(input, defaults[i])
+		if err != nil {
+			return failed(i+1, apierr.New(apierr.BadRequest, "the input of step %d (%s) is not a JSON object", i+1, rec.Function.Name)), logs
+		}
 		acc, err := st.Submit(ctx, async.Submission{Kind: "function",
-			Request: wire.InvokeRequest{Namespace: seq.Namespace, Name: rec.Function.Name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: input}})
+			Request: wire.InvokeRequest{Namespace: seq.Namespace, Name: rec.Function.Name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: in}})
 		if err != nil {
 			return failed(i+1, apierr.From(err)), logs
 		}
