@@ -75,6 +75,9 @@ func TestMain(m *testing.M) {
 		_, _ = waitLedger(context.Background(), cold.hc, cold.node.URL, 2*time.Second, time.Minute)
 		closers = append(closers, cold.close)
 	}
+	if ycsbShared != nil {
+		closers = append(closers, func() error { ycsbShared.close(); return nil })
+	}
 	for _, close := range closers {
 		if err := close(); err != nil {
 			fmt.Fprintln(os.Stderr, "closing bench node:", err)

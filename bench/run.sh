@@ -7,6 +7,11 @@
 #   bench/run.sh coldstart            # BenchmarkColdStart, -benchtime 10x -count 3
 #   bench/run.sh reset                # BenchmarkReset (internal/sandbox), -count 3:
 #                                     # 2000x, and 20x for go-reactor/fresh
+#   bench/run.sh ycsb                 # BenchmarkYCSB, -benchtime 20000x -count 3, 16 clients
+#                                     # (-ycsb.conc N, -ycsb.records N); raw output only
+#   bench/run.sh accounting           # BenchmarkAccounting: metering + ledger off/on, same run
+#   bench/run.sh metering             # BenchmarkMetering and BenchmarkInstrumentPass (internal/instrument)
+#   bench/run.sh ledger               # BenchmarkLedgerAppend and BenchmarkAudit (internal/ledger)
 #
 # Extra arguments go to the test binary. Run it on a quiet machine: the
 # node, the clients and the native server share the same cores.
@@ -14,7 +19,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger) what=$1; shift ;;
 esac
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -42,7 +47,25 @@ reset)
 	go test -run '^$' -bench 'BenchmarkReset/go-reactor/fresh' -benchtime 20x -count 3 ./internal/sandbox/ "$@" | tee -a "$out"
 	bench=BenchmarkReset
 	;;
+accounting)
+	go test -run '^$' -bench BenchmarkAccounting -benchtime "${BENCHTIME:-12000x}" -count "${COUNT:-3}" ./bench/ "$@" | tee "$out"
+	bench=
+	;;
+metering)
+	go test -run '^$' -bench 'BenchmarkMetering|BenchmarkInstrumentPass' -count "${COUNT:-5}" ./internal/instrument/ "$@" | tee "$out"
+	bench=
+	;;
+ledger)
+	go test -run '^$' -bench BenchmarkLedgerAppend -benchtime "${BENCHTIME:-200000x}" -count "${COUNT:-3}" ./internal/ledger/ "$@" 2>/dev/null | tee "$out"
+	CLOISTER_LEDGER_AUDIT_N=${AUDIT_N:-1000000} go test -run '^$' -bench BenchmarkAudit -benchtime 1x -timeout 30m ./internal/ledger/ "$@" 2>/dev/null | tee -a "$out"
+	bench=
+	;;
+ycsb)
+	go test -run '^$' -bench BenchmarkYCSB -benchtime "${BENCHTIME:-20000x}" -count "${COUNT:-3}" -timeout 30m ./bench/ "$@" | tee "$out"
+	bench=
+	;;
 esac
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (after)"
 echo
+[ -n "$bench" ] || exit 0
 go run ./bench/cmd/benchtable -bench "$bench" < "$out"

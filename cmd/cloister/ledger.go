@@ -4,19 +4,17 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/ledger"
+	"github.com/cloister-faas/cloister/internal/ledger/billing"
 	"github.com/cloister-faas/cloister/internal/receipt"
 )
 
@@ -86,20 +84,6 @@ func ledgerVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-// billLine is one line of the bill.
-type billLine struct {
-	Namespace    string `json:"namespace"`
-	Function     string `json:"function"`
-	Invocations  uint64 `json:"invocations"`
-	Failed       uint64 `json:"failed"`
-	Instructions uint64 `json:"instructions"`
-	WallNanos    int64  `json:"wall_ns"`
-	CPUNanos     int64  `json:"cpu_ns"`
-	InputBytes   int64  `json:"input_bytes"`
-	OutputBytes  int64  `json:"output_bytes"`
-	PeakPages    uint32 `json:"peak_memory_pages"`
-}
-
 func ledgerAudit(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ledger audit", flag.ContinueOnError)
 	from := fs.Uint64("from", 0, "first log index to replay")
@@ -112,85 +96,37 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	v := receipt.NewVerifier(a.IdentityKey)
-	var mu sync.Mutex
-	bill := map[string]*billLine{}
-	check := func(_ uint64, entry []byte) error {
-		var s receipt.Signed
-		if err := json.Unmarshal(entry, &s); err != nil {
-			return fmt.Errorf("not a signed receipt: %w", err)
-		}
-		vr, err := v.Verify(&s, receipt.Expect{})
-		if err != nil {
-			return err
-		}
-		rc := vr.Receipt
-		mu.Lock()
-		defer mu.Unlock()
-		k := rc.Namespace + "/" + rc.Function
-		u := bill[k]
-		if u == nil {
-			u = &billLine{Namespace: rc.Namespace, Function: rc.Function}
-			bill[k] = u
-		}
-		u.Invocations++
-		if rc.Status != "ok" {
-			u.Failed++
-		}
-		m := rc.Metering
-		if m.Instructions != nil {
-			u.Instructions += *m.Instructions
-		}
-		if m.WallNanos != nil {
-			u.WallNanos += *m.WallNanos
-		}
-		if m.CPUNanos != nil {
-			u.CPUNanos += *m.CPUNanos
-		}
-		if m.InputBytes != nil {
-			u.InputBytes += *m.InputBytes
-		}
-		if m.OutputBytes != nil {
-			u.OutputBytes += *m.OutputBytes
-		}
-		if m.PeakMemoryPages != nil {
-			u.PeakPages = max(u.PeakPages, *m.PeakMemoryPages)
-		}
-		return nil
-	}
+	auditor := billing.NewAuditor(receipt.NewVerifier(a.IdentityKey))
 	var progress ledger.ProgressFunc
 	if isTerminal(os.Stderr) {
 		progress = func(done, total uint64) { fmt.Fprintf(os.Stderr, "\r  audited %d of %d entries", done, total) }
 	}
-	rep, auditErr := r.Audit(ctx, *from, check, progress)
+	rep, auditErr := r.Audit(ctx, *from, auditor.Check, progress)
 	if progress != nil {
 		fmt.Fprintln(os.Stderr)
 	}
 	if rep == nil || rep.Checkpoint == nil {
 		return &codedError{code: exitVerify, err: fmt.Errorf("ledger audit: %w", auditErr)}
 	}
-	lines := make([]*billLine, 0, len(bill))
-	for _, u := range bill {
-		lines = append(lines, u)
-	}
-	sort.Slice(lines, func(i, j int) bool {
-		return lines[i].Namespace+"/"+lines[i].Function < lines[j].Namespace+"/"+lines[j].Function
-	})
+	lines := auditor.Bill()
+	ndups, dups := auditor.Duplicates()
 	switch {
 	case *asJSON:
 		out := map[string]any{"checkpoint_size": rep.Checkpoint.Size, "from": rep.From, "entries": rep.Entries,
-			"root_matches": rep.RootMatches, "problems": rep.Problems, "counts": rep.Counts, "bill": lines, "ok": auditErr == nil}
+			"root_matches": rep.RootMatches, "problems": rep.Problems, "counts": rep.Counts, "bill": lines,
+			"duplicates": ndups, "duplicate_entries": dups, "ok": auditErr == nil}
 		if err := printJSON(out); err != nil {
 			return err
 		}
 	case *asCSV:
 		w := csv.NewWriter(os.Stdout)
-		w.Write([]string{"namespace", "function", "invocations", "failed", "instructions", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages"})
+		w.Write([]string{"namespace", "function", "invocations", "failed", "instructions", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages", "duplicates"})
 		for _, u := range lines {
 			w.Write([]string{u.Namespace, u.Function, strconv.FormatUint(u.Invocations, 10), strconv.FormatUint(u.Failed, 10),
 				strconv.FormatUint(u.Instructions, 10),
 				strconv.FormatInt(u.WallNanos, 10), strconv.FormatInt(u.CPUNanos, 10), strconv.FormatInt(u.InputBytes, 10),
-				strconv.FormatInt(u.OutputBytes, 10), strconv.FormatUint(uint64(u.PeakPages), 10)})
+				strconv.FormatInt(u.OutputBytes, 10), strconv.FormatUint(uint64(u.PeakPages), 10),
+				strconv.FormatUint(u.Duplicates, 10)})
 		}
 		w.Flush()
 		if err := w.Error(); err != nil {
@@ -206,6 +142,10 @@ func ledgerAudit(ctx context.Context, args []string) error {
 				float64(u.WallNanos)/1e6, float64(u.CPUNanos)/1e6, u.InputBytes, u.OutputBytes, u.PeakPages)
 		}
 		tw.Flush()
+		fmt.Printf("duplicates: %d (entries that repeat a receipt logged before; each receipt is billed once)\n", ndups)
+		for _, d := range dups {
+			fmt.Printf("DUPLICATE at %d repeats the receipt at %d\n", d.Index, d.First)
+		}
 		for _, p := range rep.Problems {
 			fmt.Printf("PROBLEM %s at %d (+%d): %s\n", ledger.ClassName(p.Class), p.Index, p.Count, p.Detail)
 		}

@@ -43,6 +43,14 @@ const (
 	NoWorker             Code = "no_worker"
 	Unavailable          Code = "unavailable"
 	Internal             Code = "internal"
+	// StateIntegrity: the untrusted store returned state that is not the
+	// function's current committed state (rollback, swap or replay).
+	StateIntegrity Code = "state_integrity"
+	// StateQuota: a state write would exceed the function's key count or
+	// total bytes.
+	StateQuota Code = "state_quota"
+	// StateValueTooLarge: a state value is over the value size limit.
+	StateValueTooLarge Code = "state_value_too_large"
 	// ActivationPending: the activation has not finished yet; ask again later.
 	ActivationPending Code = "activation_pending"
 	// SequenceStepFailed: a step of a sequence failed; the answer names the
@@ -82,6 +90,9 @@ var status = map[Code]int{
 	NoWorker:             http.StatusServiceUnavailable,
 	Unavailable:          http.StatusServiceUnavailable,
 	Internal:             http.StatusInternalServerError,
+	StateIntegrity:       http.StatusBadGateway,
+	StateQuota:           http.StatusInsufficientStorage,
+	StateValueTooLarge:   http.StatusRequestEntityTooLarge,
 	ActivationPending:    http.StatusConflict,
 	SequenceStepFailed:   http.StatusUnprocessableEntity,
 	InvalidTrigger:       http.StatusBadRequest,

@@ -78,6 +78,9 @@ type Capabilities struct {
 	Clock  bool              `json:"clock,omitempty"`
 	Random bool              `json:"random,omitempty"`
 	Env    map[string]string `json:"env,omitempty"`
+	// State grants the sealed key-value state (docs/state.md): the kv_*
+	// host functions. Without it they return -5 (denied).
+	State bool `json:"state,omitempty"`
 }
 
 // TEEPolicy names the TEE kinds that may run the function.

@@ -35,6 +35,9 @@ const (
 	// SubjectLedgerAppend carries a signed receipt from a worker to the
 	// coordinator, which verifies it and appends it to the ledger.
 	SubjectLedgerAppend = "cloister.coord.ledger.append"
+	// SubjectStateAnchor carries sealed batches of state operations from
+	// a worker to the coordinator's state anchor (internal/state).
+	SubjectStateAnchor = "cloister.coord.state"
 	// SubjectManifestSet carries a signed manifest change (wire.SignedManifest).
 	SubjectManifestSet = "cloister.coord.manifest.set"
 	// SubjectManifestHistory answers every manifest since the first.
@@ -67,6 +70,12 @@ const (
 	// BucketLedger maps a receipt's entry hash to its log index. It is an
 	// untrusted hint: inclusion proofs verify the answer.
 	BucketLedger = "cloister_ledger"
+	// BucketState holds functions' sealed state values (internal/state).
+	// It keeps a few revisions per key, so that a write that was stored but
+	// never committed does not hide the committed one.
+	BucketState = "cloister_state"
+	// StateHistory is how many revisions of a state key the bucket keeps.
+	StateHistory = 8
 )
 
 // ReplayWindow is how long a request nonce is remembered; requests older than
@@ -170,6 +179,7 @@ type Stores struct {
 	Auth     jetstream.KeyValue
 	Replay   jetstream.KeyValue
 	Ledger   jetstream.KeyValue
+	State    jetstream.KeyValue
 	Bundles  jetstream.ObjectStore
 }
 
@@ -213,6 +223,9 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 		return nil, err
 	}
 	if s.Ledger, err = kv(BucketLedger, 0, 1); err != nil {
+		return nil, err
+	}
+	if s.State, err = kv(BucketState, 0, StateHistory); err != nil {
 		return nil, err
 	}
 	s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{

@@ -38,6 +38,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
+	fnstate "github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -54,6 +55,11 @@ type Config struct {
 	Engine *sandbox.Engine
 	// LedgerDir holds the transparency log of receipts; "" disables it.
 	LedgerDir string
+	// StateLimits bound each function's sealed state (zero: the defaults).
+	StateLimits fnstate.Limits
+	// StateLease is the length of workers' read leases on state (0: the
+	// default, 2 s; negative: no leases). See docs/state.md.
+	StateLease time.Duration
 	// Verifier verifies workers' hardware evidence (nil: collateral from
 	// the network, cached in memory).
 	Verifier *attest.Verifier
@@ -76,6 +82,7 @@ type Coordinator struct {
 	receipts *receipt.Verifier
 	js       jetstream.JetStream
 	recent   *recentIndex
+	anchor   *fnstate.Anchor
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -150,9 +157,14 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
+	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(cfg.Dir, "state"), Master: c.master,
+		Limits: cfg.StateLimits, Lease: cfg.StateLease, Logger: cfg.Logger}); err != nil {
+		return nil, fmt.Errorf("opening the state anchor: %w", err)
+	}
 	if cfg.LedgerDir != "" {
 		signer, verifier, err := ledger.NewSigner(LedgerOrigin, c.identity)
 		if err != nil {
+			c.anchor.Close()
 			return nil, err
 		}
 		// Workers send receipts in signed batches, several in flight, so
@@ -160,6 +172,7 @@ func New(cfg Config) (*Coordinator, error) {
 		// and keeps the writes (and fsyncs) per receipt few.
 		if c.ledger, err = ledger.Open(context.Background(), ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier,
 			Logger: cfg.Logger}); err != nil {
+			c.anchor.Close()
 			return nil, fmt.Errorf("opening the ledger: %w", err)
 		}
 	}
@@ -169,12 +182,14 @@ func New(cfg Config) (*Coordinator, error) {
 // LedgerOrigin is the origin line of the ledger's checkpoints.
 const LedgerOrigin = "cloister/ledger"
 
-// Close releases the ledger, flushing what was appended.
+// Close releases the ledger, flushing what was appended, and the state
+// anchor's log.
 func (c *Coordinator) Close(ctx context.Context) error {
+	err := c.anchor.Close()
 	if c.ledger != nil {
-		return c.ledger.Close(ctx)
+		err = errors.Join(err, c.ledger.Close(ctx))
 	}
-	return nil
+	return err
 }
 
 func loadState(dir string, t tee.TEE) (*state, error) {
@@ -254,6 +269,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		bus.SubjectManifestSet:     c.handleManifestSet,
 		bus.SubjectManifestHistory: c.handleManifestHistory,
 		bus.SubjectResultToken:     c.handleResultToken,
+		bus.SubjectStateAnchor:     c.handleStateAnchor,
 	}
 	if c.ledger != nil {
 		handlers[bus.SubjectLedgerAppend] = c.handleLedgerAppend
@@ -264,6 +280,9 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		if subj == bus.SubjectLedgerAppend {
 			// Appends wait for their batch to be durable: many in flight.
 			limit = 2048
+		}
+		if subj == bus.SubjectStateAnchor {
+			limit = 256
 		}
 		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, limit, c.log, h)
 		if err != nil {
@@ -520,8 +539,12 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	if err != nil {
 		return nil, apierr.New(apierr.Forbidden, "sealing key to worker: %v", err)
 	}
+	resp := wire.FunctionKeyResponse{Enc: enc, Sealed: ct}
+	if resp.StateEnc, resp.StateSealed, err = c.sealStateKey(w, fc); err != nil {
+		return nil, apierr.New(apierr.Forbidden, "sealing state key to worker: %v", err)
+	}
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)
-	return wire.FunctionKeyResponse{Enc: enc, Sealed: ct}, nil
+	return resp, nil
 }
 
 // stillAdmitted checks that a worker certificate is good under the current

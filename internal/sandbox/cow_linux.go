@@ -152,6 +152,11 @@ func (m *cowMemory) free() {
 	}
 }
 
+// dropNext makes the next reset drop the private pages rather than copy
+// them back: after instantiation, whose data segments wrote pages the
+// guest may never write again.
+func (m *cowMemory) dropNext() { m.resets = trimEvery }
+
 // errNotResettable means the memory cannot be put back exactly.
 var errNotResettable = errors.New("the sandbox cannot be reset exactly")
 

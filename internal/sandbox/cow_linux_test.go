@@ -69,6 +69,15 @@ func TestCOWMemoryReset(t *testing.T) {
 	if !bytes.Equal(mem, snap) {
 		t.Fatal("memory differs from the snapshot after a trim")
 	}
+	// dropNext (after instantiation) drops rather than copies back.
+	mem[5*4096] = 9
+	m.dropNext()
+	if _, err := m.reset(); err != nil {
+		t.Fatal(err)
+	}
+	if regions, _ := scanDirty(nil, mem); len(regions) != 0 || !bytes.Equal(mem, snap) {
+		t.Errorf("private pages after dropNext and a reset: %v", regions)
+	}
 	// More private pages than copyBackMaxPages are dropped at once.
 	big := make([]byte, (copyBackMaxPages+8)*int(hostPage))
 	img2, err := newImage(big)

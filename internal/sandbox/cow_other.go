@@ -56,6 +56,8 @@ func (m *cowMemory) reallocate(size uint64) []byte {
 
 func (m *cowMemory) free() { m.buf = nil }
 
+func (m *cowMemory) dropNext() {}
+
 var errNotResettable = errors.New("the sandbox cannot be reset exactly")
 
 func (m *cowMemory) reset() (int, error) {

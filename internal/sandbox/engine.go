@@ -335,7 +335,8 @@ func compileGuarded(ctx context.Context, r wazero.Runtime, wasm []byte) (compile
 // link and returns its ABI. A reactor exports cloister_handle ([] -> [i32]),
 // and may export _initialize and cloister_init ([] -> []); a command exports
 // _start ([] -> []). Imports must be wasi_snapshot_preview1 functions, or
-// for a reactor the cloister host functions, with their exact signatures,
+// for a reactor the cloister host functions (for a command only the state
+// functions kv_*), with their exact signatures,
 // and a module that imports anything needs a memory for it to work on.
 func (e *Engine) checkABI(compiled wazero.CompiledModule, shape moduleShape) (ABI, error) {
 	exports := compiled.ExportedFunctions()
@@ -365,7 +366,7 @@ func (e *Engine) checkABI(compiled wazero.CompiledModule, shape moduleShape) (AB
 			if want, ok = e.wasi[name]; !ok {
 				return "", fmt.Errorf("%w: imports unknown WASI function %s", ErrInvalidModule, quoteName(name))
 			}
-		case module == HostModule && abi == ABIReactor:
+		case module == HostModule && (abi == ABIReactor || kvImports[name]):
 			if want, ok = e.host[name]; !ok {
 				return "", fmt.Errorf("%w: imports unknown %s function %s", ErrInvalidModule, HostModule, quoteName(name))
 			}

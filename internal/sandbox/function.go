@@ -386,7 +386,11 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 		return fail(fmt.Errorf("%w: metering globals missing", ErrInvalidModule))
 	}
 	// Instantiation wrote the data segments and initial globals: put the
-	// snapshot back.
+	// snapshot back, dropping those pages rather than copying them back
+	// on every reset.
+	if s.mem != nil {
+		s.mem.dropNext()
+	}
 	if err := f.restore(s); err != nil {
 		return fail(err)
 	}
@@ -490,7 +494,7 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 
 	st := &s.st
 	s.out = boundedBuffer{limit: m.limits.MaxOutput, onOverflow: s.out.onOverflow}
-	*st = callState{input: input, output: &s.out}
+	*st = callState{input: input, output: &s.out, kv: kvFrom(ctx), abort: s.cctx.abort}
 	disarm := s.cctx.arm(ctx, m.limits.Timeout)
 
 	runtime.LockOSThread()
@@ -510,6 +514,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()
 	disarm()
+	// The call's state handle and the last value it read go with it.
+	st.kv, st.lastKey, st.lastVal = nil, nil, nil
 	if ok0 && ok1 {
 		res.CPU, res.CPUMeasured = cpu1-cpu0, true
 	}
@@ -525,6 +531,8 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 
 	var outErr error
 	switch {
+	case st.kvErr != nil:
+		outErr = fmt.Errorf("%w: %w", ErrState, st.kvErr)
 	case st.output.overflowed:
 		outErr = fmt.Errorf("%w: response exceeded %d bytes", ErrOutputTooLarge, m.limits.MaxOutput)
 	case callErr != nil && fuelOut:

@@ -169,6 +169,9 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	defer abort(nil)
 
 	stdout := &boundedBuffer{limit: m.limits.MaxOutput, onOverflow: func() { abort(ErrOutputTooLarge) }}
+	// A command reaches only the state host functions (kv_*).
+	st := &callState{kv: kvFrom(ctx), abort: abort}
+	ctx = context.WithValue(ctx, callStateKey{}, st)
 	stderr := &truncatingBuffer{limit: m.limits.MaxLog}
 	cfg := m.base.
 		WithStdin(bytes.NewReader(inv.Stdin)).
@@ -199,6 +202,10 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	res.Stdout = stdout.buf
 	res.Stderr = stderr.buf
 	res.StderrTruncated = stderr.truncated
+	res.HostCalls = st.calls
+	if st.kvErr != nil {
+		return res, fmt.Errorf("%w: %w", ErrState, st.kvErr)
+	}
 	if out.fuelOut && out.err != nil && !stdout.overflowed {
 		return res, fmt.Errorf("%w: the budget of %d instructions ran out", ErrFuelExhausted, m.limits.Fuel)
 	}

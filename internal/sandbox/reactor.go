@@ -45,6 +45,14 @@ type callState struct {
 	// tainted is set when the guest changed host-side state a reset does
 	// not restore (it tried to close or renumber a standard descriptor).
 	tainted bool
+	// kv is the function's state for this call (nil: none); kvErr the
+	// state error that failed the call; abort stops the guest.
+	kv    KV
+	kvErr error
+	abort context.CancelCauseFunc
+	// lastKey and lastVal are the last kv_get's, for a retry with a bigger
+	// buffer. They belong to the call and go with it.
+	lastKey, lastVal []byte
 }
 
 // errnoBadf is WASI's EBADF.
@@ -99,7 +107,7 @@ func stateOf(ctx context.Context) *callState {
 func instantiateHost(ctx context.Context, r wazero.Runtime) (api.Module, error) {
 	i32 := api.ValueTypeI32
 	fail := uint64(0xFFFFFFFF) // -1 as i32
-	return r.NewHostModuleBuilder(HostModule).
+	return addKVFunctions(r.NewHostModuleBuilder(HostModule)).
 		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {
 		st := stateOf(ctx)
 		if st == nil {

@@ -82,6 +82,10 @@ type FunctionKeyRequest struct {
 type FunctionKeyResponse struct {
 	Enc    []byte `json:"enc"`
 	Sealed []byte `json:"sealed"`
+	// StateEnc and StateSealed hold the function's state key (for
+	// internal/state), sealed the same way under its own info.
+	StateEnc    []byte `json:"state_enc,omitempty"`
+	StateSealed []byte `json:"state_sealed,omitempty"`
 }
 
 // Invocation modes.

@@ -232,6 +232,9 @@ func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activat
 // run runs one invocation of fn in a fresh sandbox (the caller holds a
 // slot of fn.sem).
 func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode string) (sandbox.Result, error) {
+	if fn.state != nil {
+		ctx = sandbox.WithKV(ctx, stateKV{fn.state})
+	}
 	if fn.script != nil {
 		in, err := jsInput(fn.script, input)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -34,6 +35,7 @@ type loaded struct {
 	snapshot  string            // hash of the state every invocation starts from
 	key       hpke.PrivateKey
 	ticketKey []byte
+	state     *state.Function // nil unless the manifest grants state
 	sem       chan struct{}
 	checked   time.Time
 }
@@ -143,9 +145,17 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 		}
 		return nil, apierr.New(apierr.BundleIntegrity, "the snapshot of %s/%s v%d (%s) differs from the certified %s: init is not deterministic", ns, name, version, l.snapshot, fc.SnapshotHash)
 	}
-	if l.key, err = w.fetchKey(ctx, adm, fc); err != nil {
+	var stateKey []byte
+	if l.key, stateKey, err = w.fetchKey(ctx, adm, fc); err != nil {
 		l.close()
 		return nil, err
+	}
+	defer clear(stateKey)
+	if bd.Manifest.Capabilities.State {
+		if l.state, err = w.state.Function(ns, name, stateKey); err != nil {
+			l.close()
+			return nil, err
+		}
 	}
 	if l.ticketKey, err = seal.TicketKey(l.key); err != nil {
 		l.close()
@@ -165,29 +175,40 @@ func (l *loaded) close() {
 
 // fetchKey asks the coordinator for the function's HPKE key, sealed to this
 // worker's key-exchange key, and checks it against the certificate.
-func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Function) (hpke.PrivateKey, error) {
+// The state key comes with it: it has no certificate to check against,
+// but it arrives sealed to this worker's attested key under its own info,
+// and a wrong one authenticates nothing at the coordinator's anchor.
+func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Function) (hpke.PrivateKey, []byte, error) {
 	req := wire.FunctionKeyRequest{Certificate: adm.signed, Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, Time: w.now().UTC()}
 	req.Signature = ed25519.Sign(w.signKey, coordinator.KeyRequestMessage(req))
 	var resp wire.FunctionKeyResponse
 	if err := bus.Call(ctx, w.cfg.Conn, bus.SubjectFunctionKey, req, &resp); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kb, err := seal.OpenFrom(w.kexKey, coordinator.KeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name, fc.Version), resp.Enc, resp.Sealed)
 	if err != nil {
-		return nil, apierr.New(apierr.Internal, "function key release could not be opened")
+		return nil, nil, apierr.New(apierr.Internal, "function key release could not be opened")
 	}
 	defer clear(kb)
 	k, err := seal.ParsePrivateKey(kb)
 	if err != nil || !bytes.Equal(seal.PublicKeyBytes(k), fc.HPKEKey) {
-		return nil, apierr.New(apierr.Internal, "released function key does not match its certificate")
+		return nil, nil, apierr.New(apierr.Internal, "released function key does not match its certificate")
 	}
-	return k, nil
+	sk, err := seal.OpenFrom(w.kexKey, coordinator.StateKeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name), resp.StateEnc, resp.StateSealed)
+	if err != nil || len(sk) != state.KeySize {
+		return nil, nil, apierr.New(apierr.Internal, "state key release could not be opened")
+	}
+	return k, sk, nil
 }
 
 // sandboxError maps sandbox errors to API errors.
 func sandboxError(err error) error {
 	var code apierr.Code
 	switch {
+	case errors.Is(err, state.ErrIntegrity):
+		code = apierr.StateIntegrity
+	case errors.Is(err, sandbox.ErrState):
+		code = apierr.Unavailable
 	case errors.Is(err, sandbox.ErrOutputTooLarge):
 		code = apierr.OutputTooLarge
 	case errors.Is(err, sandbox.ErrMemoryLimit):

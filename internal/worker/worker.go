@@ -34,6 +34,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -81,6 +82,8 @@ type Worker struct {
 	revoked   atomic.Bool  // a manifest change dropped this worker
 	inflight  atomic.Int64 // invocations running, for advertisements
 
+	state *state.Store
+
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	appends     chan *receipt.Signed
@@ -117,8 +120,13 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	st, err := state.NewStore(state.Options{KV: cfg.Stores.State,
+		Anchor: state.BusTransport{Conn: cfg.Conn}, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	w := &Worker{
-		cfg: cfg, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
+		cfg: cfg, state: st, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
 		appends: make(chan *receipt.Signed, ledgerQueue), ledger: newLedgerMetrics(),
 		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -150,6 +158,7 @@ func (w *Worker) Ready() bool { return w.ready.Load() }
 // Run admits the worker, serves invocations and renews the certificate
 // before it expires, until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.state.Close()
 	if err := w.admitWithRetry(ctx); err != nil {
 		return err
 	}

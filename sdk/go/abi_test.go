@@ -17,9 +17,10 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
-// buildGuest builds testdata/guest as a wasip1 reactor, the way
-// scripts/fixtures.sh builds examples/reactor-go, and returns the module.
-func buildGuest(t *testing.T) []byte {
+// buildGuest builds pkg (./testdata/guest or ./testdata/kvguest) as a
+// wasip1 reactor, the way scripts/fixtures.sh builds examples/reactor-go,
+// and returns the module.
+func buildGuest(t *testing.T, pkg string) []byte {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a wasip1 module with the go command")
@@ -30,10 +31,10 @@ func buildGuest(t *testing.T) []byte {
 	}
 	out := filepath.Join(t.TempDir(), "guest.wasm")
 	cmd := exec.Command(goCmd, "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false",
-		"-o", out, "./testdata/guest")
+		"-o", out, pkg)
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building testdata/guest: %v\n%s", err, b)
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
 	}
 	wasm, err := os.ReadFile(out)
 	if err != nil {
@@ -126,7 +127,7 @@ func (g *guest) handle(t *testing.T, input []byte) (output []byte, code int32, s
 // outcomes. The cases share one instance, in order: a panic must not break
 // the calls after it.
 func TestABI(t *testing.T) {
-	wasm := buildGuest(t)
+	wasm := buildGuest(t, "./testdata/guest")
 	g := newGuest(t, wasm, nil)
 
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB

@@ -1,0 +1,291 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/state"
+	"github.com/cloister-faas/cloister/internal/worker"
+)
+
+var (
+	ycsbConc    = flag.Int("ycsb.conc", 16, "concurrent invocations in each BenchmarkYCSB sub-benchmark")
+	ycsbRecords = flag.Int("ycsb.records", 10000, "keys loaded before BenchmarkYCSB")
+)
+
+// ycsbValueSize is the size of every value (YCSB's default record: 10
+// fields of 100 bytes, here one 1 KB value).
+const ycsbValueSize = 1024
+
+// kvWasm is the reactor that drives the kv_* host functions.
+const kvWasm = "../internal/sandbox/testdata/kv.wasm"
+
+// ycsbEnv is one embedded NATS server (JetStream file store), the state
+// anchor served on the bus as the coordinator serves it, a worker-side
+// sealed store and an unsealed one over the same bucket, and the kv
+// reactor.
+type ycsbEnv struct {
+	srv      *bus.Server
+	conns    []*nats.Conn
+	anchor   *state.Anchor
+	sealed   *state.Store
+	unsealed *state.Store
+	engine   *sandbox.Engine
+	fn       *sandbox.Function
+	kv       map[bool]sandbox.KV // by sealed
+	sf       *state.Function
+	cancel   context.CancelFunc
+	dir      string
+}
+
+var (
+	ycsbOnce   sync.Once
+	ycsbShared *ycsbEnv
+	ycsbErr    error
+)
+
+func (e *ycsbEnv) close() {
+	e.cancel()
+	if e.fn != nil {
+		e.fn.Close()
+	}
+	if e.engine != nil {
+		e.engine.Close(context.Background())
+	}
+	for _, s := range []*state.Store{e.sealed, e.unsealed} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	for _, c := range e.conns {
+		c.Close()
+	}
+	if e.anchor != nil {
+		e.anchor.Close()
+	}
+	if e.srv != nil {
+		e.srv.Shutdown()
+	}
+	os.RemoveAll(e.dir)
+}
+
+func setupYCSB() (*ycsbEnv, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	dir, err := os.MkdirTemp("", "cloister-ycsb-")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	e := &ycsbEnv{cancel: cancel, dir: dir, kv: map[bool]sandbox.KV{}}
+	fail := func(err error) (*ycsbEnv, error) { e.close(); return nil, err }
+	log := slog.New(slog.DiscardHandler)
+	if e.srv, err = bus.StartServer(bus.ServerOptions{Dir: filepath.Join(dir, "nats")}); err != nil {
+		return fail(err)
+	}
+	connect := func(name string) (*nats.Conn, *bus.Stores, error) {
+		nc, err := e.srv.Connect(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.conns = append(e.conns, nc)
+		st, err := bus.OpenStores(ctx, nc, 1, log)
+		return nc, st, err
+	}
+	coordNC, _, err := connect("coordinator")
+	if err != nil {
+		return fail(err)
+	}
+	workerNC, workerSt, err := connect("worker")
+	if err != nil {
+		return fail(err)
+	}
+	master := make([]byte, 32)
+	copy(master, "ycsb benchmark master secret....")
+	if e.anchor, err = state.OpenAnchor(state.AnchorConfig{Dir: filepath.Join(dir, "anchor"), Master: master, Logger: log}); err != nil {
+		return fail(err)
+	}
+	// The coordinator's handler (internal/coordinator/state.go), minus
+	// the error mapping.
+	if _, err := bus.Serve(ctx, coordNC, bus.SubjectStateAnchor, bus.CoordinatorQueue, 256, log, func(_ context.Context, b []byte) (any, error) {
+		var req state.AnchorRequest
+		if err := json.Unmarshal(b, &req); err != nil {
+			return nil, err
+		}
+		return e.anchor.Handle(&req)
+	}); err != nil {
+		return fail(err)
+	}
+	if e.sealed, err = state.NewStore(state.Options{KV: workerSt.State, Anchor: state.BusTransport{Conn: workerNC}, Logger: log}); err != nil {
+		return fail(err)
+	}
+	if e.unsealed, err = state.NewStore(state.Options{KV: workerSt.State, Unsealed: true, Logger: log}); err != nil {
+		return fail(err)
+	}
+	key, _ := state.DeriveKey(master, "bench", "ycsb")
+	sf, err := e.sealed.Function("bench", "ycsb", key)
+	if err != nil {
+		return fail(err)
+	}
+	uf, err := e.unsealed.Function("bench", "ycsb", nil)
+	if err != nil {
+		return fail(err)
+	}
+	e.sf = sf
+	e.kv[true], e.kv[false] = worker.NewStateKV(sf), worker.NewStateKV(uf)
+	if e.engine, err = sandbox.New(ctx, sandbox.Config{Logger: log}); err != nil {
+		return fail(err)
+	}
+	wasm, err := os.ReadFile(kvWasm)
+	if err != nil {
+		return fail(err)
+	}
+	m, err := e.engine.Compile(ctx, "kv", wasm, sandbox.Limits{})
+	if err != nil {
+		return fail(err)
+	}
+	if e.fn, err = m.NewFunction(ctx, sandbox.FunctionSpec{MaxSandboxes: 256, IdleTimeout: -1}); err != nil {
+		return fail(err)
+	}
+	// Load the records, sealed and unsealed.
+	for _, sealed := range []bool{false, true} {
+		var next int64
+		var mu sync.Mutex
+		if _, err := runLoad(ctx, *ycsbRecords, *ycsbConc, func(ctx context.Context) error {
+			mu.Lock()
+			i := next
+			next++
+			mu.Unlock()
+			return e.update(ctx, sealed, int(i), 'a')
+		}); err != nil {
+			return fail(fmt.Errorf("loading (sealed %v): %w", sealed, err))
+		}
+	}
+	return e, nil
+}
+
+func ycsbKey(i int) string { return "user" + strconv.Itoa(i) }
+
+// ycsbValue is 1 KB: the key, a '|', then fill.
+func ycsbValue(key string, fill byte) []byte {
+	v := bytes.Repeat([]byte{fill}, ycsbValueSize)
+	copy(v, key+"|")
+	return v
+}
+
+func (e *ycsbEnv) invoke(ctx context.Context, sealed bool, in []byte) (int32, []byte, error) {
+	res, err := e.fn.Call(sandbox.WithKV(ctx, e.kv[sealed]), in)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(res.Stdout) < 4 {
+		return 0, nil, fmt.Errorf("short response")
+	}
+	return int32(binary.LittleEndian.Uint32(res.Stdout)), res.Stdout[4:], nil
+}
+
+func (e *ycsbEnv) read(ctx context.Context, sealed bool, i int) error {
+	key := ycsbKey(i)
+	c, v, err := e.invoke(ctx, sealed, append([]byte{'g', byte(len(key))}, key...))
+	if err != nil {
+		return err
+	}
+	if c != ycsbValueSize || len(v) != ycsbValueSize || !bytes.HasPrefix(v, []byte(key+"|")) {
+		return fmt.Errorf("read %s: code %d, %d bytes", key, c, len(v))
+	}
+	return nil
+}
+
+func (e *ycsbEnv) update(ctx context.Context, sealed bool, i int, fill byte) error {
+	key := ycsbKey(i)
+	in := append([]byte{'p', byte(len(key))}, key...)
+	c, _, err := e.invoke(ctx, sealed, append(in, ycsbValue(key, fill)...))
+	if err != nil {
+		return err
+	}
+	if c != 0 {
+		return fmt.Errorf("update %s: code %d", key, c)
+	}
+	return nil
+}
+
+// BenchmarkYCSB runs YCSB's core workloads A (50% reads, 50% updates), B
+// (95/5) and C (reads only) over 10,000 records of 1 KB, each through the
+// kv reactor (one invocation per operation, in a sandbox reset between
+// calls) on the sealed state and, just before, on the same bucket with
+// sealing off (plaintext values, no anchor, no integrity checks). Keys
+// follow a Zipfian distribution (math/rand's, s = 1.01; YCSB's is θ = 0.99).
+// The sealed sub-benchmarks report sealed/unsealed, their throughput over
+// that of the unsealed run just before them.
+func BenchmarkYCSB(b *testing.B) {
+	ycsbOnce.Do(func() { ycsbShared, ycsbErr = setupYCSB() })
+	if ycsbErr != nil {
+		b.Fatal(ycsbErr)
+	}
+	e := ycsbShared
+	workloads := []struct {
+		name  string
+		reads float64
+	}{{"A", 0.5}, {"B", 0.95}, {"C", 1}}
+	for _, w := range workloads {
+		var unsealedRate float64
+		for _, sealed := range []bool{false, true} {
+			name := w.name + "/unsealed"
+			if sealed {
+				name = w.name + "/sealed"
+			}
+			b.Run(name, func(b *testing.B) {
+				var mu sync.Mutex
+				rng := rand.New(rand.NewPCG(1, 2))
+				zipf := rand.NewZipf(rand.New(rand.NewPCG(3, 4)), 1.01, 1, uint64(*ycsbRecords-1))
+				anchor0 := e.anchorRequests(sealed)
+				b.ResetTimer()
+				l, err := runLoad(context.Background(), b.N, *ycsbConc, func(ctx context.Context) error {
+					mu.Lock()
+					i, r := int(zipf.Uint64()), rng.Float64()
+					mu.Unlock()
+					if r < w.reads {
+						return e.read(ctx, sealed, i)
+					}
+					return e.update(ctx, sealed, i, byte('b'+i%20))
+				})
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(l.throughput(), "ops/s")
+				b.ReportMetric(ms(percentile(l.lat, 50)), "p50-ms")
+				b.ReportMetric(ms(percentile(l.lat, 99)), "p99-ms")
+				if sealed {
+					b.ReportMetric(float64(e.anchorRequests(true)-anchor0)/float64(b.N), "anchor-batches/op")
+					if unsealedRate > 0 {
+						b.ReportMetric(l.throughput()/unsealedRate, "sealed/unsealed")
+					}
+				} else {
+					unsealedRate = l.throughput()
+				}
+			})
+		}
+	}
+}
+
+func (e *ycsbEnv) anchorRequests(sealed bool) uint64 {
+	if !sealed {
+		return 0
+	}
+	return e.sf.AnchorRequests.Load()
+}
