@@ -133,6 +133,9 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 		Mode: sub.Request.Mode, Status: wire.StatusQueued, Submitted: Millis(now), IdempotencyKey: sub.IdempotencyKey,
 		Trigger: sub.Trigger, Rule: sub.Rule, Logs: []string{LogLine(now, "queued")},
 	}
+	if rec.Mode == wire.ModePlain {
+		rec.Trust = wire.TrustGatewayTrusted
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return wire.Accepted{}, err
@@ -275,6 +278,64 @@ func (s *Store) DeadLetter(ctx context.Context, d wire.DeadLetter) error {
 	m.Header.Set(bus.HeaderDeadReason, string(d.Code))
 	if _, err := s.st.JS.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publishing dead letter: %w", err)
+	}
+	return nil
+}
+
+// Wait returns the record once it is final, or the latest record when ctx
+// ends first (with no error: the caller decides what a pending activation
+// means). It watches the record's key, so it costs no polling.
+func (s *Store) Wait(ctx context.Context, ns, id string) (*wire.Activation, error) {
+	if !ValidID(id) {
+		return nil, apierr.New(apierr.BadRequest, "activation id must be 32 lower-case hex digits")
+	}
+	w, err := s.st.Activations.Watch(ctx, recordKey(ns, id))
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	defer func() { _ = w.Stop() }()
+	var last *wire.Activation
+	for {
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				a, _, err := s.Get(context.WithoutCancel(ctx), ns, id)
+				return a, err
+			}
+			return last, nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				a, _, err := s.Get(context.WithoutCancel(ctx), ns, id)
+				return a, err
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var a wire.Activation
+			if err := json.Unmarshal(e.Value(), &a); err != nil {
+				return nil, apierr.New(apierr.Internal, "corrupt activation record %s", id)
+			}
+			last = &a
+			if wire.FinalStatus(a.Status) {
+				return last, nil
+			}
+		}
+	}
+}
+
+// Record stores a finished activation that was not queued: a sequence
+// the gateway ran step by step for a plaintext (gateway-trusted) client.
+// Its id must be new.
+func (s *Store) Record(ctx context.Context, a *wire.Activation) error {
+	if !ValidID(a.ActivationID) || !bundle.ValidName(a.Namespace) {
+		return apierr.New(apierr.BadRequest, "malformed activation record")
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	if _, err := s.st.Activations.Create(ctx, recordKey(a.Namespace, a.ActivationID), b); err != nil {
+		return apierr.New(apierr.Unavailable, "activation store unavailable")
 	}
 	return nil
 }

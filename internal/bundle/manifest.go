@@ -51,7 +51,15 @@ type Manifest struct {
 	Limits       Limits       `json:"limits"`
 	Capabilities Capabilities `json:"capabilities"`
 	TEE          TEEPolicy    `json:"tee"`
+	// Deployer is empty when the owner built and signed the bundle, and
+	// DeployerGatewayTrusted when the gateway did, from source an OpenWhisk
+	// client sent, with its per-namespace key (docs/openwhisk.md).
+	Deployer string `json:"deployer,omitempty"`
 }
+
+// DeployerGatewayTrusted marks a bundle the gateway built and signed for an
+// OpenWhisk client: trusting it means trusting the gateway.
+const DeployerGatewayTrusted = "gateway-trusted"
 
 // Limits bound every invocation of the function.
 type Limits struct {
@@ -145,6 +153,8 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: abi %q is not supported for runtime wasm (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
 	case m.Runtime == RuntimeJS && m.ABI != ABIJS:
 		return fmt.Errorf("%w: abi %q is not supported for runtime js (want %s)", ErrManifest, m.ABI, ABIJS)
+	case m.Deployer != "" && m.Deployer != DeployerGatewayTrusted:
+		return fmt.Errorf("%w: deployer %q must be empty or %q", ErrManifest, m.Deployer, DeployerGatewayTrusted)
 	case m.Confidential != ConfidentialRequired && m.Confidential != ConfidentialOptional:
 		return fmt.Errorf("%w: confidential %q must be required or optional", ErrManifest, m.Confidential)
 	case m.Limits.MemoryPages > MaxMemoryPages:

@@ -38,6 +38,11 @@ const (
 	BucketTriggers = "cloister_triggers"
 	// BucketSequences holds sequence definitions ("s.<ns>.<name>").
 	BucketSequences = "cloister_sequences"
+	// BucketOpenWhisk holds what the OpenWhisk-compatible API keeps beside
+	// a function, trigger or sequence: default parameters and annotations
+	// ("a.<ns>.<name>", "t.<ns>.<name>"), and the gateway's per-namespace
+	// deploy keys ("k.<ns>"). See docs/openwhisk.md.
+	BucketOpenWhisk = "cloister_openwhisk"
 )
 
 // AsyncNonceWindow is how long an async request's nonce is remembered.
@@ -58,6 +63,7 @@ type AsyncStores struct {
 	Nonces      jetstream.KeyValue
 	Triggers    jetstream.KeyValue
 	Sequences   jetstream.KeyValue
+	OpenWhisk   jetstream.KeyValue
 }
 
 // OpenAsync creates (or opens) the async streams and buckets.
@@ -101,6 +107,9 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int) (*Asyn
 		return nil, err
 	}
 	if s.Sequences, err = kv(BucketSequences, 0); err != nil {
+		return nil, err
+	}
+	if s.OpenWhisk, err = kv(BucketOpenWhisk, 0); err != nil {
 		return nil, err
 	}
 	return s, nil

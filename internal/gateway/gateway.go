@@ -72,6 +72,8 @@ type Gateway struct {
 	reg  *registry.Registry
 	auth *authCache
 	mux  *http.ServeMux
+	// deployKeys sign the bundles built for OpenWhisk clients.
+	deployKeys deployKeys
 
 	attMu   sync.Mutex
 	att     *wire.Attestation
@@ -119,6 +121,7 @@ func New(cfg Config) *Gateway {
 	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
 	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
 	g.asyncRoutes()
+	g.owRoutes()
 	if cfg.LedgerDir != "" {
 		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
 		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -344,31 +347,40 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if len(body) == 0 {
 		return apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
 	}
+	fi, err := g.register(r.Context(), p.Namespace, name, body)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, fi)
+	return nil
+}
+
+// register stores a bundle and asks the coordinator to register it.
+func (g *Gateway) register(ctx context.Context, ns, name string, body []byte) (wire.FunctionInfo, error) {
 	// Bundles are stored by content hash; an identical upload reuses the
 	// object, which then must not be removed if this registration fails.
-	obj := p.Namespace + "/" + name + "/" + bundle.Hash(body)
+	obj := ns + "/" + name + "/" + bundle.Hash(body)
 	digest := sha256.Sum256(body)
-	info, statErr := g.cfg.Stores.Bundles.GetInfo(r.Context(), obj)
+	info, statErr := g.cfg.Stores.Bundles.GetInfo(ctx, obj)
 	// Reuse a stored object only if its content really has that hash.
 	existed := statErr == nil && info.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(digest[:])
 	if !existed {
-		if _, err := g.cfg.Stores.Bundles.PutBytes(r.Context(), obj, body); err != nil {
-			return apierr.New(apierr.Unavailable, "storing bundle: %v", err)
+		if _, err := g.cfg.Stores.Bundles.PutBytes(ctx, obj, body); err != nil {
+			return wire.FunctionInfo{}, apierr.New(apierr.Unavailable, "storing bundle: %v", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var fi wire.FunctionInfo
-	err = bus.Call(ctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: p.Namespace, Name: name, Object: obj}, &fi)
+	err := bus.Call(cctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: name, Object: obj}, &fi)
 	if err != nil {
 		if !existed {
-			_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(r.Context()), obj)
+			_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj)
 		}
-		return err
+		return wire.FunctionInfo{}, err
 	}
 	fi.Latest = fi.Version
-	writeJSON(w, http.StatusCreated, fi)
-	return nil
+	return fi, nil
 }
 
 // route forwards an invocation to a worker and waits for its reply.

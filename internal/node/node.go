@@ -84,7 +84,10 @@ type Node struct {
 	Token      string
 	PolicyPath string
 	EnvPath    string
-	Policy     attest.Policy
+	// WskpropsPath is DATA/wskprops: the OpenWhisk client settings
+	// (APIHOST, AUTH, NAMESPACE) in .wskprops format.
+	WskpropsPath string
+	Policy       attest.Policy
 
 	nats    *bus.Server
 	conns   []*nats.Conn
@@ -333,6 +336,9 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if n.EnvPath, n.Token, err = writeClientEnv(ctx, dir, n.URL, n.PolicyPath, gwSt); err != nil {
 		return nil, err
 	}
+	if n.WskpropsPath, err = writeWskprops(dir, n.URL, n.Token, "default"); err != nil {
+		return nil, err
+	}
 	log.Info("cloister is up", "url", n.URL, "tee", backend.Kind(), "data", dir)
 	return n, nil
 }
@@ -502,3 +508,18 @@ func (n *Node) KillWorker(i int) {
 
 // WorkerID returns worker i's id.
 func (n *Node) WorkerID(i int) string { return n.workers[i].w.ID() }
+
+// writeWskprops writes DATA/wskprops for OpenWhisk's wsk and npm client:
+// APIHOST=, AUTH= (uuid:key) and NAMESPACE= (omitted when "_").
+func writeWskprops(dir, url, token, ns string) (string, error) {
+	path := filepath.Join(dir, "wskprops")
+	body := fmt.Sprintf("APIHOST=%s\nAUTH=%s\n", url, gateway.OpenWhiskAuth(token))
+	if ns != "_" {
+		body += "NAMESPACE=" + ns + "\n"
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		return "", fmt.Errorf("writing wskprops: %w", err)
+	}
+	return path, os.Rename(tmp, path)
+}

@@ -620,7 +620,7 @@ func TestNoCompiledCodeOnDisk(t *testing.T) {
 	if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "ledger": true, "policy.json": true, "client.env": true,
+	allowed := map[string]bool{"nats": true, "coordinator": true, "sim": true, "ledger": true, "policy.json": true, "client.env": true, "wskprops": true,
 		node.AdminKeyFile: true}
 	entries, err := os.ReadDir(e.dir)
 	if err != nil {

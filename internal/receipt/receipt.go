@@ -86,7 +86,15 @@ type Receipt struct {
 	// 1-based position; both empty outside a sequence.
 	Sequence string `json:"sequence,omitempty"`
 	Step     int    `json:"step,omitempty"`
+	// Trust is TrustGatewayTrusted for a plaintext invocation (mode
+	// "plain"): the gateway saw the input and the output, so the receipt
+	// proves what ran, not that the data stayed confidential. Empty for
+	// the sealed modes. Verify refuses any other combination.
+	Trust string `json:"trust,omitempty"`
 }
+
+// TrustGatewayTrusted marks a receipt of a plaintext invocation.
+const TrustGatewayTrusted = "gateway-trusted"
 
 // Signed is a receipt as it travels: the canonical bytes that were signed,
 // the worker's signature, and the worker's certificate.
@@ -205,6 +213,9 @@ func check(s *Signed, w *certs.Worker, exp Expect) (*Verified, error) {
 	}
 	if r.Version != Version {
 		return nil, fmt.Errorf("%w: version %d", ErrMalformed, r.Version)
+	}
+	if (r.Mode == "plain") != (r.Trust == TrustGatewayTrusted) || (r.Trust != "" && r.Trust != TrustGatewayTrusted) {
+		return nil, fmt.Errorf("%w: mode %q with trust %q (a plaintext invocation, and only one, is %q)", ErrMalformed, r.Mode, r.Trust, TrustGatewayTrusted)
 	}
 	if err := w.ValidAt(r.Time); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChain, err)

@@ -429,3 +429,29 @@ func TestVerifierCache(t *testing.T) {
 		t.Errorf("tampered receipt under a cached certificate: got %v, want ErrSignature", err)
 	}
 }
+
+// TestTrustField checks that a plaintext receipt says gateway-trusted and
+// that no other receipt does: a worker (or anyone re-signing) cannot pass a
+// plaintext invocation off as confidential, nor the other way round.
+func TestTrustField(t *testing.T) {
+	for _, tc := range []struct {
+		mode, trust string
+		ok          bool
+	}{
+		{"plain", receipt.TrustGatewayTrusted, true},
+		{"plain", "", false},
+		{"hpke", "", true},
+		{"hpke", receipt.TrustGatewayTrusted, false},
+		{"plain", "confidential", false},
+	} {
+		r := testReceipt()
+		r.Mode, r.Trust = tc.mode, tc.trust
+		_, err := receipt.Verify(signReceipt(t, r), pub(1), expect())
+		if (err == nil) != tc.ok {
+			t.Errorf("mode %q trust %q: got %v, want ok=%v", tc.mode, tc.trust, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, receipt.ErrMalformed) {
+			t.Errorf("mode %q trust %q: got %v, want ErrMalformed", tc.mode, tc.trust, err)
+		}
+	}
+}

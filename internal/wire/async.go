@@ -78,7 +78,10 @@ type Activation struct {
 	Version int    `json:"version"`
 	Kind    string `json:"kind"` // "function" or "sequence"
 	Mode    string `json:"mode"`
-	Status  string `json:"status"`
+	// Trust is "gateway-trusted" for a plaintext invocation: the gateway
+	// saw its input and output (as the receipt's trust field says).
+	Trust  string `json:"trust,omitempty"`
+	Status string `json:"status"`
 	// Submitted, Start and End are milliseconds since the Unix epoch;
 	// Duration is End - Start in milliseconds.
 	Submitted int64              `json:"submitted"`

@@ -98,6 +98,12 @@ const (
 	ModeSequence = "sequence"
 )
 
+// TrustGatewayTrusted marks a plaintext invocation in activation records
+// and receipts: the gateway saw the data.
+const TrustGatewayTrusted = receipt.TrustGatewayTrusted
+
+const ()
+
 // SealedRequest is the HTTP body of a confidential invocation
 // (Content-Type application/vnd.cloister.sealed+json).
 type SealedRequest struct {
