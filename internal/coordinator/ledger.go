@@ -69,10 +69,7 @@ func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) (any, er
 	if len(req.Receipts) == 0 || len(req.Receipts) > wire.MaxLedgerBatch {
 		return nil, apierr.New(apierr.BadRequest, "a ledger append carries 1 to %d receipts, not %d", wire.MaxLedgerBatch, len(req.Receipts))
 	}
-	entries := make([][]byte, len(req.Receipts))
-	for i, e := range req.Receipts {
-		entries[i] = e
-	}
+	entries := req.Receipts
 	if _, err := c.receipts.VerifyBatch(req.WorkerCert, entries, req.Signature, c.now()); err != nil {
 		return nil, apierr.New(apierr.Forbidden, "refusing to log a batch that does not verify: %v", err)
 	}

@@ -124,7 +124,7 @@ func TestLedgerAppendBatch(t *testing.T) {
 	if got, err := call(other.Certificate, ob, receipt.SignBatch(ob, otherKey)); err != nil || len(got.Indices) != 1 || got.Indices[0] != 5 {
 		t.Errorf("another worker's batch: %v %+v", err, got)
 	}
-	for _, bad := range []any{wire.LedgerAppendRequest{}, "not a batch", wire.LedgerAppendRequest{Receipts: make([]json.RawMessage, wire.MaxLedgerBatch+1)}} {
+	for _, bad := range []any{wire.LedgerAppendRequest{}, "not a batch", wire.LedgerAppendRequest{Receipts: make([][]byte, wire.MaxLedgerBatch+1)}} {
 		var resp wire.LedgerAppendResponse
 		if err := bus.Call(context.Background(), f.nc, bus.SubjectLedgerAppend, bad, &resp); codeOf(err) != apierr.BadRequest {
 			t.Errorf("append %T: got %v, want bad_request", bad, err)

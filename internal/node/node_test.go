@@ -752,7 +752,7 @@ func TestReceiptsReachTheLedger(t *testing.T) {
 	forged.Receipt = bytes.Replace(bytes.Clone(forged.Receipt), []byte(`"status":"ok"`), []byte(`"status":"xx"`), 1)
 	fb, _ := forged.Entry()
 	gb, _ := signed[0].Entry()
-	req := wire.LedgerAppendRequest{WorkerCert: signed[0].WorkerCert, Receipts: []json.RawMessage{gb, fb}, Signature: make([]byte, 64)}
+	req := wire.LedgerAppendRequest{WorkerCert: signed[0].WorkerCert, Receipts: [][]byte{gb, fb}, Signature: make([]byte, 64)}
 	if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, req, nil); apierrCode(err) != "forbidden" {
 		t.Errorf("logging a batch with a forged receipt: got %v, want forbidden", err)
 	}

@@ -173,9 +173,9 @@ const MaxLedgerBatch = 1024
 // Entry bytes) from a worker to the coordinator's ledger, with the worker's
 // certificate and its signature over the batch (receipt.SignBatch).
 type LedgerAppendRequest struct {
-	WorkerCert certs.Signed      `json:"worker_cert"`
-	Receipts   []json.RawMessage `json:"receipts"`
-	Signature  []byte            `json:"sig"`
+	WorkerCert certs.Signed `json:"worker_cert"`
+	Receipts   [][]byte     `json:"receipts"`
+	Signature  []byte       `json:"sig"`
 }
 
 // LedgerAppendResponse is the coordinator's answer to a ledger append: the

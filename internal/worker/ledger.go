@@ -3,7 +3,6 @@ package worker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -102,7 +101,7 @@ func (w *Worker) runAppenders(ctx context.Context, stop <-chan struct{}) chan st
 // ledgerBatch is receipts signed under one worker certificate.
 type ledgerBatch struct {
 	cert    certs.Signed
-	entries []json.RawMessage
+	entries [][]byte
 }
 
 // fillBatch starts a batch with first and adds what is queued, without
@@ -110,7 +109,7 @@ type ledgerBatch struct {
 // certificate (the worker renewed it) ends the batch and is returned to
 // start the next.
 func (w *Worker) fillBatch(first *receipt.Signed) (*ledgerBatch, *receipt.Signed) {
-	b := &ledgerBatch{cert: first.WorkerCert, entries: make([]json.RawMessage, 0, 16)}
+	b := &ledgerBatch{cert: first.WorkerCert, entries: make([][]byte, 0, 16)}
 	size := 0
 	add := func(s *receipt.Signed) {
 		e, err := s.Entry()
@@ -143,11 +142,8 @@ func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 	if len(b.entries) == 0 {
 		return
 	}
-	entries := make([][]byte, len(b.entries))
-	for i, e := range b.entries {
-		entries[i] = e
-	}
-	req := wire.LedgerAppendRequest{WorkerCert: b.cert, Receipts: b.entries, Signature: receipt.SignBatch(entries, w.signKey)}
+	entries := b.entries
+	req := wire.LedgerAppendRequest{WorkerCert: b.cert, Receipts: entries, Signature: receipt.SignBatch(entries, w.signKey)}
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
