@@ -138,7 +138,7 @@ func addKVFunctions(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 				}
 				return
 			}
-			stack[0] = f(ctx, mod, st, kv, stack)
+			stack[0] = f(ctx, mod, st, offThread{kv}, stack)
 		}), ps, []api.ValueType{i32}).Export(name)
 	}
 	fn("kv_get", 4, func(ctx context.Context, mod api.Module, st *callState, kv KV, s []uint64) uint64 {
@@ -250,4 +250,55 @@ func addKVFunctions(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 		return uint64(uint32(len(out)))
 	})
 	return b
+}
+
+// offThread runs a KV's operations on a goroutine of their own while the
+// guest's goroutine waits. The guest's goroutine holds its OS thread
+// (runtime.LockOSThread, for CPU metering), and each time a goroutine
+// locked to a thread blocks, the Go runtime hands its processor to another
+// thread and later hands it back (two thread wake-ups). A state operation
+// may block several times (a sealed write stores its value, then commits
+// it at the anchor, and may wait for a lock); off the locked thread those
+// blocks are ordinary goroutine switches, and the locked thread blocks
+// once, on the result. The guest is paused meanwhile, so nothing runs
+// concurrently with it; the time spent is wall time of the call, not CPU
+// time of its thread.
+type offThread struct{ kv KV }
+
+// run calls fn on a new goroutine and waits for it; a panic in fn is
+// raised again in the caller.
+func (o offThread) run(fn func()) {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		fn()
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
+func (o offThread) Get(ctx context.Context, key []byte) (v []byte, ok bool, err error) {
+	o.run(func() { v, ok, err = o.kv.Get(ctx, key) })
+	return
+}
+
+func (o offThread) Put(ctx context.Context, key, value []byte) (err error) {
+	o.run(func() { err = o.kv.Put(ctx, key, value) })
+	return
+}
+
+func (o offThread) Delete(ctx context.Context, key []byte) (ok bool, err error) {
+	o.run(func() { ok, err = o.kv.Delete(ctx, key) })
+	return
+}
+
+func (o offThread) CompareAndSwap(ctx context.Context, key, oldValue []byte, oldPresent bool, newValue []byte, newPresent bool) (ok bool, err error) {
+	o.run(func() { ok, err = o.kv.CompareAndSwap(ctx, key, oldValue, oldPresent, newValue, newPresent) })
+	return
+}
+
+func (o offThread) List(ctx context.Context, prefix, start []byte, limit int) (keys [][]byte, more bool, err error) {
+	o.run(func() { keys, more, err = o.kv.List(ctx, prefix, start, limit) })
+	return
 }

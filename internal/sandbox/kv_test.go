@@ -3,12 +3,15 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memKV is an in-memory KV for the host-function tests.
@@ -196,4 +199,53 @@ func TestCommandUsesKV(t *testing.T) {
 	if _, err := m.Run(ctx, Invocation{}); !errors.Is(err, ErrExit) {
 		t.Fatalf("run without state: %v", err)
 	}
+}
+
+// burnKV spends CPU in Get, measured on its own thread.
+type burnKV struct {
+	*memKV
+	burned time.Duration
+}
+
+func (k *burnKV) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c0, ok0 := threadCPU()
+	h := sha256.Sum256(key)
+	for range 200_000 {
+		h = sha256.Sum256(h[:])
+	}
+	c1, ok1 := threadCPU()
+	if ok0 && ok1 {
+		k.burned = c1 - c0
+	}
+	return k.memKV.Get(ctx, key)
+}
+
+// TestKVRunsOffTheGuestThread checks that state operations run off the
+// guest's locked thread: the CPU they spend is not the call's CPU time
+// (and, the point of it, the locked thread blocks once per operation).
+func TestKVRunsOffTheGuestThread(t *testing.T) {
+	_, f := newReactor(t, "testdata/kv.wasm", Limits{}, FunctionSpec{})
+	kv := &burnKV{memKV: newMemKV()}
+	res, err := f.Call(WithKV(context.Background(), kv), req('g', "a", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.CPUMeasured || kv.burned == 0 {
+		t.Skip("per-thread CPU time is not measured on this platform")
+	}
+	if res.CPU >= kv.burned/2 {
+		t.Fatalf("the call's thread spent %v, the state operation %v: the operation ran on the guest's thread", res.CPU, kv.burned)
+	}
+}
+
+func TestOffThreadPanics(t *testing.T) {
+	defer func() {
+		if p := recover(); p != "boom" {
+			t.Fatalf("recovered %v, want the KV's panic", p)
+		}
+	}()
+	offThread{}.run(func() { panic("boom") })
+	t.Fatal("no panic")
 }
