@@ -1267,7 +1267,6 @@ func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal
 	return nil
 }
 
-
 func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	st, err := g.triggerStore()
 	if err != nil {
@@ -1284,7 +1283,6 @@ func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Princip
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-
 
 // owSetRuleStatus enables or disables a rule: POST {"status": "active"|"inactive"}.
 func (g *Gateway) owSetRuleStatus(w http.ResponseWriter, r *http.Request, p *Principal) error {
