@@ -42,13 +42,21 @@ func (g *Gateway) asyncRoutes() {
 	g.handle("POST /v1/sequences/{name}/invoke", true, g.invokeSequence)
 	g.handle("GET /v1/triggers", true, g.listTriggers)
 	g.handle("PUT /v1/triggers/{name}", true, g.putTrigger)
-	g.handle("GET /v1/triggers/{name}", true, g.getTrigger)
-	g.handle("DELETE /v1/triggers/{name}", true, g.deleteTrigger)
+	g.handle("GET /v1/triggers/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		return st.GetTrigger(ctx, ns, name)
+	}))
+	g.handle("DELETE /v1/triggers/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		return map[string]string{"deleted": name}, st.DeleteTrigger(ctx, ns, name)
+	}))
 	g.handle("POST /v1/triggers/{name}/fire", true, g.fireTrigger)
 	g.handle("GET /v1/rules", true, g.listRules)
 	g.handle("PUT /v1/rules/{name}", true, g.putRule)
-	g.handle("GET /v1/rules/{name}", true, g.getRule)
-	g.handle("DELETE /v1/rules/{name}", true, g.deleteRule)
+	g.handle("GET /v1/rules/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		return st.GetRule(ctx, ns, name)
+	}))
+	g.handle("DELETE /v1/rules/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		return map[string]string{"deleted": name}, st.DeleteRule(ctx, ns, name)
+	}))
 }
 
 func (g *Gateway) asyncStore() (*async.Store, error) {
@@ -65,6 +73,28 @@ func pathName(r *http.Request) (string, error) {
 		return "", apierr.New(apierr.InvalidTrigger, "invalid name %q: use lower-case letters, digits, '-' and '_'", n)
 	}
 	return n, nil
+}
+
+// onNamed serves a request on the trigger or rule named in the path: do
+// gets the store, the caller's namespace and the name, and its answer is
+// written as JSON.
+func (g *Gateway) onNamed(do func(ctx context.Context, st *trigger.Store, ns, name string) (any, error)) func(http.ResponseWriter, *http.Request, *Principal) error {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) error {
+		st, err := g.triggerStore()
+		if err != nil {
+			return err
+		}
+		name, err := pathName(r)
+		if err != nil {
+			return err
+		}
+		v, err := do(r.Context(), st, p.Namespace, name)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	}
 }
 
 func (g *Gateway) triggerStore() (*trigger.Store, error) {
@@ -441,39 +471,6 @@ func (g *Gateway) putTrigger(w http.ResponseWriter, r *http.Request, p *Principa
 	return nil
 }
 
-func (g *Gateway) getTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	t, err := st.GetTrigger(r.Context(), p.Namespace, name)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
-}
-
-func (g *Gateway) deleteTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	if err := st.DeleteTrigger(r.Context(), p.Namespace, name); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
-	return nil
-}
-
 func (g *Gateway) listTriggers(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	st, err := g.triggerStore()
 	if err != nil {
@@ -542,39 +539,6 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request, p *Principal) 
 		return err
 	}
 	writeJSON(w, http.StatusOK, ru)
-	return nil
-}
-
-func (g *Gateway) getRule(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	ru, err := st.GetRule(r.Context(), p.Namespace, name)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, ru)
-	return nil
-}
-
-func (g *Gateway) deleteRule(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	if err := st.DeleteRule(r.Context(), p.Namespace, name); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 	return nil
 }
 

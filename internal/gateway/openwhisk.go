@@ -143,8 +143,20 @@ func (g *Gateway) owRoutes() {
 	g.owHandle("POST "+p+"triggers/{name}", g.owFireTrigger)
 	g.owHandle("GET "+p+"rules", g.owListRules)
 	g.owHandle("PUT "+p+"rules/{name}", g.owPutRule)
-	g.owHandle("GET "+p+"rules/{name}", g.owGetRule)
-	g.owHandle("DELETE "+p+"rules/{name}", g.owDeleteRule)
+	g.owHandle("GET "+p+"rules/{name}", g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		ru, err := st.GetRule(ctx, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		return owRule(ru), nil
+	}))
+	g.owHandle("DELETE "+p+"rules/{name}", g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+		ru, err := st.GetRule(ctx, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		return owRule(ru), st.DeleteRule(ctx, ns, name)
+	}))
 	g.owHandle("POST "+p+"rules/{name}", g.owSetRuleStatus)
 	g.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		owErr(w, apierr.New(apierr.NotFound, "The requested resource does not exist (no OpenWhisk route for %s %s; packages, APIs and web actions are not served).", r.Method, r.URL.Path))
@@ -1255,23 +1267,6 @@ func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal
 	return nil
 }
 
-func (g *Gateway) owGetRule(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	ru, err := st.GetRule(r.Context(), p.Namespace, name)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, owRule(ru))
-	return nil
-}
-
 func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	st, err := g.triggerStore()
 	if err != nil {
@@ -1286,26 +1281,6 @@ func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Princip
 		out = append(out, owRule(ru))
 	}
 	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (g *Gateway) owDeleteRule(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
-	if err != nil {
-		return err
-	}
-	ru, err := st.GetRule(r.Context(), p.Namespace, name)
-	if err != nil {
-		return err
-	}
-	if err := st.DeleteRule(r.Context(), p.Namespace, name); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, owRule(ru))
 	return nil
 }
 
