@@ -125,7 +125,11 @@ func New(cfg Config) *Gateway {
 	if cfg.LedgerDir != "" {
 		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
 		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-			files.ServeHTTP(w, r)
+			nf := &notFoundJSON{ResponseWriter: w}
+			files.ServeHTTP(nf, r)
+			if nf.notFound {
+				return apierr.New(apierr.NotFound, "%s is not in the ledger", strings.TrimPrefix(r.URL.Path, "/v1/ledger/log/"))
+			}
 			return nil
 		})
 		g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
@@ -172,6 +176,30 @@ func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
 		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
 		g.latency.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 	})
+}
+
+// notFoundJSON passes a response through unless its status is 404, whose
+// plain-text body it drops, so that the caller can answer with the API's
+// JSON error instead.
+type notFoundJSON struct {
+	http.ResponseWriter
+	notFound bool
+}
+
+func (n *notFoundJSON) WriteHeader(status int) {
+	if status == http.StatusNotFound {
+		n.notFound = true
+		n.Header().Set("Cache-Control", "no-store")
+		return
+	}
+	n.ResponseWriter.WriteHeader(status)
+}
+
+func (n *notFoundJSON) Write(b []byte) (int, error) {
+	if n.notFound {
+		return len(b), nil
+	}
+	return n.ResponseWriter.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -742,6 +742,20 @@ func TestReceiptsReachTheLedger(t *testing.T) {
 		t.Fatalf("audit: %v (root matches %v, %d entries checked)", err, rep != nil && rep.RootMatches, seen)
 	}
 
+	// A path that is not in the log gets the API's JSON error.
+	hreq, _ := http.NewRequest("GET", e.n.URL+"/v1/ledger/log/tile/entries/x999/999", nil)
+	hreq.Header.Set("Authorization", "Bearer "+e.n.Token)
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body apierr.Error
+	derr := json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || derr != nil || body.Code != apierr.NotFound || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("missing ledger path: %d %v %+v %q", resp.StatusCode, derr, body, resp.Header.Get("Cache-Control"))
+	}
+
 	// A host that tries to log a forged receipt is refused.
 	nc, err := e.n.Bus().Connect("evil-host")
 	if err != nil {
