@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cloister-faas/cloister/client"
@@ -128,19 +127,13 @@ func cmdActivations(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(list)
-		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ACTIVATION\tNAME\tVERSION\tSTATUS\tSTART\tDURATION\tATTEMPTS\tTRIGGER")
-		for _, a := range list {
+		return printList(list, *asJSON, "ACTIVATION\tNAME\tVERSION\tSTATUS\tSTART\tDURATION\tATTEMPTS\tTRIGGER", func(a *client.Activation) string {
 			start := "-"
 			if a.Start > 0 {
 				start = time.UnixMilli(a.Start).UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%dms\t%d\t%s\n", a.ActivationID, a.Name, a.Version, a.Status, start, a.Duration, a.Attempts, a.Trigger)
-		}
-		return tw.Flush()
+			return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%dms\t%d\t%s", a.ActivationID, a.Name, a.Version, a.Status, start, a.Duration, a.Attempts, a.Trigger)
+		})
 	case "get", "result", "logs":
 	default:
 		return usageErr(use)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/cloister-faas/cloister/client"
 )
@@ -37,15 +36,9 @@ func cmdTrigger(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(l)
-		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TRIGGER\tCRON\tSUBJECT")
-		for _, t := range l {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Cron, t.Subject)
-		}
-		return tw.Flush()
+		return printList(l, *asJSON, "TRIGGER\tCRON\tSUBJECT", func(t *client.Trigger) string {
+			return fmt.Sprintf("%s\t%s\t%s", t.Name, t.Cron, t.Subject)
+		})
 	}
 	if len(pos) != 1 {
 		return usageErr(use)
@@ -126,15 +119,9 @@ func cmdRule(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(l)
-		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "RULE\tTRIGGER\tFUNCTION\tVERSION\tACTIVE")
-		for _, r := range l {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", r.Name, r.Trigger, r.Function, versionLabel(r.Version), r.Active)
-		}
-		return tw.Flush()
+		return printList(l, *asJSON, "RULE\tTRIGGER\tFUNCTION\tVERSION\tACTIVE", func(r *client.Rule) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%v", r.Name, r.Trigger, r.Function, versionLabel(r.Version), r.Active)
+		})
 	}
 	if len(pos) != 1 {
 		return usageErr(use)

@@ -36,6 +36,20 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// printList prints l as JSON, or as a table: header (tab-separated
+// columns), then row(item) for each item.
+func printList[T any](l []T, asJSON bool, header string, row func(T) string) error {
+	if asJSON {
+		return printJSON(l)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, v := range l {
+		fmt.Fprintln(tw, row(v))
+	}
+	return tw.Flush()
+}
+
 func fnDeploy(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fn deploy", flag.ContinueOnError)
 	manifestPath := fs.String("manifest", "", "function manifest (JSON); defaults apply where absent")

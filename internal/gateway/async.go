@@ -80,11 +80,7 @@ func pathName(r *http.Request) (string, error) {
 // written as JSON.
 func (g *Gateway) onNamed(do func(ctx context.Context, st *trigger.Store, ns, name string) (any, error)) func(http.ResponseWriter, *http.Request, *Principal) error {
 	return func(w http.ResponseWriter, r *http.Request, p *Principal) error {
-		st, err := g.triggerStore()
-		if err != nil {
-			return err
-		}
-		name, err := pathName(r)
+		st, name, err := g.namedInStore(r)
 		if err != nil {
 			return err
 		}
@@ -95,6 +91,19 @@ func (g *Gateway) onNamed(do func(ctx context.Context, st *trigger.Store, ns, na
 		writeJSON(w, http.StatusOK, v)
 		return nil
 	}
+}
+
+// namedInStore returns the trigger store and the name in the request's path.
+func (g *Gateway) namedInStore(r *http.Request) (*trigger.Store, string, error) {
+	st, err := g.triggerStore()
+	if err != nil {
+		return nil, "", err
+	}
+	name, err := pathName(r)
+	if err != nil {
+		return nil, "", err
+	}
+	return st, name, nil
 }
 
 func (g *Gateway) triggerStore() (*trigger.Store, error) {
@@ -487,11 +496,7 @@ func (g *Gateway) listTriggers(w http.ResponseWriter, r *http.Request, p *Princi
 // fireTrigger fires a trigger with the request body as the event (the
 // trigger's stored payload if the body is empty).
 func (g *Gateway) fireTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
+	st, name, err := g.namedInStore(r)
 	if err != nil {
 		return err
 	}

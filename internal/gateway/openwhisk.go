@@ -1050,11 +1050,7 @@ func (g *Gateway) owTrigger(ctx context.Context, ns, name string) (*OWTrigger, *
 }
 
 func (g *Gateway) owPutTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
+	st, name, err := g.namedInStore(r)
 	if err != nil {
 		return err
 	}
@@ -1133,11 +1129,7 @@ func (g *Gateway) owListTriggers(w http.ResponseWriter, r *http.Request, p *Prin
 }
 
 func (g *Gateway) owDeleteTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
+	st, name, err := g.namedInStore(r)
 	if err != nil {
 		return err
 	}
@@ -1214,11 +1206,7 @@ func owRule(ru *wire.Rule) *OWRule {
 }
 
 func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
+	st, name, err := g.namedInStore(r)
 	if err != nil {
 		return err
 	}
@@ -1286,11 +1274,7 @@ func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Princip
 
 // owSetRuleStatus enables or disables a rule: POST {"status": "active"|"inactive"}.
 func (g *Gateway) owSetRuleStatus(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.triggerStore()
-	if err != nil {
-		return err
-	}
-	name, err := pathName(r)
+	st, name, err := g.namedInStore(r)
 	if err != nil {
 		return err
 	}

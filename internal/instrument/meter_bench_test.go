@@ -184,41 +184,14 @@ func benchInterleaved(b *testing.B, plain, metered func() int64) {
 // BenchmarkInstrumentPass meters hello-go.wasm, a 3.3 MB Go wasip1 module:
 // the whole of PrepareMetered, wazero's validation of the output included.
 func BenchmarkInstrumentPass(b *testing.B) {
-	in := readFile(b, helloGo)
-	ctx := context.Background()
-	b.SetBytes(int64(len(in)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, _, err := PrepareMetered(ctx, in); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchGoPass(b, func(ctx context.Context, in []byte) error {
+		_, _, _, err := PrepareMetered(ctx, in)
+		return err
+	})
 }
 
 // BenchmarkInstrumentPassRewrite is the pass alone on hello-go.wasm,
 // without wazero's validation: decode, export, scan, meter and encode.
 func BenchmarkInstrumentPassRewrite(b *testing.B) {
-	in := readFile(b, helloGo)
-	ctx := context.Background()
-	b.SetBytes(int64(len(in)))
-	b.ReportAllocs()
-	for b.Loop() {
-		m, err := Decode(ctx, in)
-		if err != nil {
-			b.Fatal(err)
-		}
-		info, err := ExportMutableGlobals(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := ScanCode(ctx, m, info); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := Meter(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := m.Encode(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchGoPass(b, func(ctx context.Context, in []byte) error { return rewriteOnly(ctx, in, true) })
 }
