@@ -27,6 +27,15 @@ type Handler func(ctx context.Context, req []byte) (any, error)
 // in its own goroutine, bounded by limit (0 = unbounded); ctx ends the
 // subscription's handlers.
 func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h Handler) (*nats.Subscription, error) {
+	return serve(ctx, nc, subject, queue, limit, func(m *nats.Msg) { Respond(ctx, m, log, h) }, func(m *nats.Msg, e *apierr.Error) {
+		out, _ := json.Marshal(reply{Error: e})
+		_ = m.Respond(out)
+	})
+}
+
+// serve runs respond for each message of subject in its own goroutine,
+// bounded by limit; refuse answers a message that arrives once ctx ended.
+func serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, respond func(*nats.Msg), refuse func(*nats.Msg, *apierr.Error)) (*nats.Subscription, error) {
 	var sem chan struct{}
 	if limit > 0 {
 		sem = make(chan struct{}, limit)
@@ -38,8 +47,7 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 			case <-ctx.Done():
 				// Say so rather than let the caller wait for its timeout:
 				// nothing ran, so the caller may go elsewhere.
-				out, _ := json.Marshal(reply{Error: apierr.New(apierr.Unavailable, "the service on %s is stopping", subject)})
-				_ = m.Respond(out)
+				refuse(m, apierr.New(apierr.Unavailable, "the service on %s is stopping", subject))
 				return
 			}
 		}
@@ -47,7 +55,7 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 			if sem != nil {
 				defer func() { <-sem }()
 			}
-			Respond(ctx, m, log, h)
+			respond(m)
 		}()
 	})
 	if err != nil {
@@ -85,16 +93,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	if err != nil {
 		return fmt.Errorf("encoding request: %w", err)
 	}
-	m, err := nc.RequestWithContext(ctx, subject, b)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders) && (subject == SubjectInvoke || strings.HasPrefix(subject, SubjectInvokeWorker)):
-		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
-	case errors.Is(err, nats.ErrNoResponders):
-		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return apierr.New(apierr.Timeout, "no answer on %s in time", subject)
-	case err != nil:
-		return apierr.New(apierr.Unavailable, "bus request to %s failed", subject)
+	m, err := request(ctx, nc, subject, b)
+	if err != nil {
+		return err
 	}
 	var rep reply
 	if err := json.Unmarshal(m.Data, &rep); err != nil {
@@ -110,4 +111,72 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		return apierr.New(apierr.Internal, "malformed result on %s", subject)
 	}
 	return nil
+}
+
+// request sends b to subject and maps transport failures to API errors.
+func request(ctx context.Context, nc *nats.Conn, subject string, b []byte) (*nats.Msg, error) {
+	m, err := nc.RequestWithContext(ctx, subject, b)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders) && (subject == SubjectInvoke || strings.HasPrefix(subject, SubjectInvokeWorker)):
+		return nil, apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return nil, apierr.New(apierr.Timeout, "no answer on %s in time", subject)
+	case err != nil:
+		return nil, apierr.New(apierr.Unavailable, "bus request to %s failed", subject)
+	}
+	return m, nil
+}
+
+// HeaderError carries a BytesHandler's error (an apierr.Error in JSON) on
+// its reply, whose body is then empty.
+const HeaderError = "Cloister-Error"
+
+// BytesHandler answers one request with bytes in its own encoding, for the
+// hot paths (ledger appends, state anchoring) where a JSON envelope around
+// binary data costs more than the work. Errors are as for Handler.
+type BytesHandler func(ctx context.Context, req []byte) ([]byte, error)
+
+// ServeBytes is Serve for a BytesHandler; callers use CallBytes.
+func ServeBytes(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h BytesHandler) (*nats.Subscription, error) {
+	respondErr := func(m *nats.Msg, e *apierr.Error) {
+		b, _ := json.Marshal(e)
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(HeaderError, string(b))
+		if err := m.RespondMsg(r); err != nil {
+			log.Warn("sending reply", "subject", m.Subject, "err", err)
+		}
+	}
+	return serve(ctx, nc, subject, queue, limit, func(m *nats.Msg) {
+		out, err := h(ctx, m.Data)
+		if err != nil {
+			var ae *apierr.Error
+			if !errors.As(err, &ae) {
+				log.Error("handler failed", "subject", m.Subject, "err", err)
+			}
+			respondErr(m, apierr.From(err))
+			return
+		}
+		if err := m.Respond(out); err != nil {
+			log.Warn("sending reply", "subject", m.Subject, "err", err)
+		}
+	}, respondErr)
+}
+
+// CallBytes sends req to a ServeBytes handler on subject and returns its
+// answer. Errors are as for Call.
+func CallBytes(ctx context.Context, nc *nats.Conn, subject string, req []byte) ([]byte, error) {
+	m, err := request(ctx, nc, subject, req)
+	if err != nil {
+		return nil, err
+	}
+	if e := m.Header.Get(HeaderError); e != "" {
+		var ae apierr.Error
+		if err := json.Unmarshal([]byte(e), &ae); err != nil || ae.Code == "" {
+			return nil, apierr.New(apierr.Internal, "malformed error reply on %s", subject)
+		}
+		return nil, &ae
+	}
+	return m.Data, nil
 }
