@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,24 +62,32 @@ func BenchmarkAccounting(b *testing.B) {
 	b.Run("interleaved", func(b *testing.B) {
 		const rounds = 6
 		n := max(b.N/rounds, 1)
-		var total [2]time.Duration
+		var total, cpu [2]time.Duration
 		for _, on := range []bool{false, true} {
 			warmAccounting(b, envs[on], on)
 		}
 		b.ResetTimer()
 		for r := range rounds {
 			on := r%2 == 1
+			cpu0 := processCPU()
 			elapsed, _, err := accountedLoad(b.Context(), envs[on], on, n)
 			if err != nil {
 				b.Fatal(err)
 			}
 			total[r%2] += elapsed
+			cpu[r%2] += processCPU() - cpu0
 		}
 		b.StopTimer()
 		off, on := float64(n*rounds/2)/total[0].Seconds(), float64(n*rounds/2)/total[1].Seconds()
 		b.ReportMetric(off, "off-req/s")
 		b.ReportMetric(on, "on-req/s")
 		b.ReportMetric(on/off, "on/off")
+		// CPU per request (clients and node together, this process): on a
+		// machine shared with other work it moves less than throughput.
+		offCPU, onCPU := cpu[0].Seconds()*1e6/float64(n*rounds/2), cpu[1].Seconds()*1e6/float64(n*rounds/2)
+		b.ReportMetric(offCPU, "off-cpu-us/op")
+		b.ReportMetric(onCPU, "on-cpu-us/op")
+		b.ReportMetric(offCPU/onCPU, "cpu-off/on")
 	})
 }
 
@@ -126,4 +135,13 @@ func accountedLoad(ctx context.Context, e *env, on bool, n int) (time.Duration, 
 		}
 	}
 	return time.Since(start), l.lat, nil
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -32,9 +32,13 @@ const (
 	// (wire.Deployed) so that workers can load it and pre-warm its pool
 	// before the first request.
 	SubjectDeployed = "cloister.events.deployed"
-	// SubjectLedgerAppend carries a signed receipt from a worker to the
-	// coordinator, which verifies it and appends it to the ledger.
+	// SubjectLedgerAppend carries a batch of signed receipts from a worker
+	// to the coordinator, which verifies it and appends it to the ledger
+	// (binary, see wire.LedgerAppendRequest; ServeBytes/CallBytes).
 	SubjectLedgerAppend = "cloister.coord.ledger.append"
+	// SubjectLedgerLookup asks the coordinator for the log index of a
+	// receipt by the sha256 of its entry (32 bytes; the answer is 8).
+	SubjectLedgerLookup = "cloister.coord.ledger.lookup"
 	// SubjectStateAnchor carries sealed batches of state operations from
 	// a worker to the coordinator's state anchor (internal/state).
 	SubjectStateAnchor = "cloister.coord.state"
@@ -67,9 +71,6 @@ const (
 	BucketAuth     = "cloister_auth"
 	BucketReplay   = "cloister_replay"
 	BucketBundles  = "cloister_bundles"
-	// BucketLedger maps a receipt's entry hash to its log index. It is an
-	// untrusted hint: inclusion proofs verify the answer.
-	BucketLedger = "cloister_ledger"
 	// BucketState holds functions' sealed state values (internal/state).
 	// It keeps a few revisions per key, so that a write that was stored but
 	// never committed does not hide the committed one.
@@ -178,19 +179,8 @@ type Stores struct {
 	Registry jetstream.KeyValue
 	Auth     jetstream.KeyValue
 	Replay   jetstream.KeyValue
-	Ledger   jetstream.KeyValue
 	State    jetstream.KeyValue
 	Bundles  jetstream.ObjectStore
-}
-
-// LedgerLookupKey is the key, in BucketLedger, of the log index of the
-// entry whose hash is entryHash (hex sha256).
-func LedgerLookupKey(entryHash string) string { return "r." + entryHash }
-
-// LedgerLookupSubject is the subject that stores LedgerLookupKey, for
-// publishing to the bucket without a round trip per key.
-func LedgerLookupSubject(entryHash string) string {
-	return "$KV." + BucketLedger + "." + LedgerLookupKey(entryHash)
 }
 
 // OpenStores creates (or opens) the buckets. replicas is 1 for an embedded
@@ -220,9 +210,6 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 		return nil, err
 	}
 	if s.Replay, err = kv(BucketReplay, ReplayWindow, 1); err != nil {
-		return nil, err
-	}
-	if s.Ledger, err = kv(BucketLedger, 0, 1); err != nil {
 		return nil, err
 	}
 	if s.State, err = kv(BucketState, 0, StateHistory); err != nil {

@@ -81,7 +81,6 @@ type Coordinator struct {
 	ledger   *ledger.Log
 	receipts *receipt.Verifier
 	js       jetstream.JetStream
-	recent   *recentIndex
 	anchor   *fnstate.Anchor
 	log      *slog.Logger
 	now      func() time.Time
@@ -148,7 +147,6 @@ func New(cfg Config) (*Coordinator, error) {
 		bundles:  cfg.Stores.Bundles,
 		engine:   cfg.Engine,
 		js:       cfg.Stores.JS,
-		recent:   newRecentIndex(recentLogged),
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
 		workers:  map[string]admitted{},
@@ -271,16 +269,9 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		bus.SubjectResultToken:     c.handleResultToken,
 		bus.SubjectStateAnchor:     c.handleStateAnchor,
 	}
-	if c.ledger != nil {
-		handlers[bus.SubjectLedgerAppend] = c.handleLedgerAppend
-	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
 		limit := 64
-		if subj == bus.SubjectLedgerAppend {
-			// Appends wait for their batch to be durable: many in flight.
-			limit = 2048
-		}
 		if subj == bus.SubjectStateAnchor {
 			limit = 256
 		}
@@ -289,6 +280,16 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 			return err
 		}
 		subs = append(subs, s)
+	}
+	if c.ledger != nil {
+		// Appends wait for their batch to be durable: many in flight.
+		for subj, h := range map[string]bus.BytesHandler{bus.SubjectLedgerAppend: c.handleLedgerAppend, bus.SubjectLedgerLookup: c.handleLedgerLookup} {
+			s, err := bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, 2048, c.log, h)
+			if err != nil {
+				return err
+			}
+			subs = append(subs, s)
+		}
 	}
 	c.log.Info("coordinator serving", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash())
 	<-ctx.Done()

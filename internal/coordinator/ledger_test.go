@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -53,9 +55,16 @@ func TestLedgerAppendBatch(t *testing.T) {
 		for _, e := range entries {
 			req.Receipts = append(req.Receipts, e)
 		}
+		body, err := req.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectLedgerAppend, body)
+		if err != nil {
+			return nil, err
+		}
 		var resp wire.LedgerAppendResponse
-		err := bus.Call(context.Background(), f.nc, bus.SubjectLedgerAppend, req, &resp)
-		return &resp, err
+		return &resp, resp.UnmarshalBinary(out)
 	}
 	resp, key, err := f.admit(f.backend, nil)
 	if err != nil {
@@ -124,10 +133,30 @@ func TestLedgerAppendBatch(t *testing.T) {
 	if got, err := call(other.Certificate, ob, receipt.SignBatch(ob, otherKey)); err != nil || len(got.Indices) != 1 || got.Indices[0] != 5 {
 		t.Errorf("another worker's batch: %v %+v", err, got)
 	}
-	for _, bad := range []any{wire.LedgerAppendRequest{}, "not a batch", wire.LedgerAppendRequest{Receipts: make([][]byte, wire.MaxLedgerBatch+1)}} {
-		var resp wire.LedgerAppendResponse
-		if err := bus.Call(context.Background(), f.nc, bus.SubjectLedgerAppend, bad, &resp); codeOf(err) != apierr.BadRequest {
-			t.Errorf("append %T: got %v, want bad_request", bad, err)
+	empty, _ := (&wire.LedgerAppendRequest{}).MarshalBinary()
+	good, _ := (&wire.LedgerAppendRequest{WorkerCert: cert, Receipts: batch, Signature: receipt.SignBatch(batch, key)}).MarshalBinary()
+	for name, bad := range map[string][]byte{
+		"no receipts": empty, "JSON": []byte(`{"receipts":[]}`), "truncated": good[:len(good)-3], "nothing": nil,
+	} {
+		if _, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectLedgerAppend, bad); codeOf(err) != apierr.BadRequest {
+			t.Errorf("append %s: got %v, want bad_request", name, err)
 		}
+	}
+
+	// Lookups by entry hash answer the first index, and not_found for
+	// what was never logged.
+	for i, e := range batch {
+		sum := sha256.Sum256(e)
+		out, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectLedgerLookup, sum[:])
+		if err != nil || len(out) != 8 || binary.BigEndian.Uint64(out) != uint64(i) {
+			t.Errorf("lookup of receipt %d: %x %v", i, out, err)
+		}
+	}
+	missing := sha256.Sum256([]byte("never logged"))
+	if _, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectLedgerLookup, missing[:]); codeOf(err) != apierr.NotFound {
+		t.Errorf("lookup of a receipt never logged: %v, want not_found", err)
+	}
+	if _, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectLedgerLookup, []byte("short")); codeOf(err) != apierr.BadRequest {
+		t.Errorf("lookup of a short hash: %v, want bad_request", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -539,22 +541,23 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 	return nil
 }
 
-// ledgerLookup finds the log index of a receipt by the hash of its entry.
-// The answer is a hint from untrusted storage; clients verify an inclusion
-// proof for it against a checkpoint signed by the coordinator.
+// ledgerLookup finds the log index of a receipt by the hash of its entry,
+// from the coordinator's index. The answer is a hint; clients verify an
+// inclusion proof for it against a checkpoint signed by the coordinator.
 func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	h := r.PathValue("hash")
-	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+	sum, err := hex.DecodeString(h)
+	if len(h) != 64 || err != nil || strings.ToLower(h) != h {
 		return apierr.New(apierr.BadRequest, "receipt hash must be 64 lower-case hex digits (sha256 of the receipt entry)")
 	}
-	e, err := g.cfg.Stores.Ledger.Get(r.Context(), bus.LedgerLookupKey(h))
+	b, err := bus.CallBytes(r.Context(), g.cfg.Conn, bus.SubjectLedgerLookup, sum)
 	if err != nil {
-		return apierr.New(apierr.NotFound, "receipt %s is not in the ledger yet", h)
+		return err
 	}
-	idx, err := strconv.ParseUint(string(e.Value()), 10, 64)
-	if err != nil {
-		return apierr.New(apierr.Internal, "corrupt ledger index")
+	if len(b) != 8 {
+		return apierr.New(apierr.Internal, "malformed ledger index")
 	}
+	idx := binary.BigEndian.Uint64(b)
 	writeJSON(w, http.StatusOK, wire.LedgerLookup{EntryHash: h, Index: idx})
 	return nil
 }

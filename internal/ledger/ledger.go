@@ -20,6 +20,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,7 @@ type Log struct {
 	log      *slog.Logger
 	add      tessera.AddFn
 	lr       tessera.LogReader
+	index    *hashIndex
 	shutdown func(context.Context) error
 	cancel   context.CancelFunc
 	poll     time.Duration
@@ -174,6 +176,18 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("opening ledger appender: %w", err)
 	}
+	size, err := lr.IntegratedSize(ctx)
+	if err != nil {
+		_ = shutdown(ctx)
+		cancel()
+		return nil, fmt.Errorf("opening ledger: reading its size: %w", err)
+	}
+	index, rebuilt, err := openIndex(ctx, dir, DirSource(dir), size)
+	if err != nil {
+		_ = shutdown(ctx)
+		cancel()
+		return nil, fmt.Errorf("opening ledger: %w", err)
+	}
 	openDirs[dir] = true
 	l := &Log{
 		Reader:   NewReader(DirSource(dir), opts.Verifier, opts.Origin),
@@ -181,12 +195,12 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		log:      opts.Logger.WithGroup("ledger"),
 		add:      app.Add,
 		lr:       lr,
+		index:    index,
 		shutdown: shutdown,
 		cancel:   cancel,
 		poll:     min(opts.CheckpointInterval/4, 50*time.Millisecond),
 	}
-	size, _ := lr.IntegratedSize(ctx)
-	l.log.Info("ledger open", "dir", dir, "origin", opts.Origin, "size", size,
+	l.log.Info("ledger open", "dir", dir, "origin", opts.Origin, "size", size, "index_rebuilt", rebuilt,
 		"batch_max_size", opts.BatchMaxSize, "batch_max_age", opts.BatchMaxAge, "checkpoint_interval", opts.CheckpointInterval)
 	return l, nil
 }
@@ -200,7 +214,8 @@ func (l *Log) Dir() string { return l.dir }
 type Future func() (uint64, error)
 
 // AppendAsync queues entry for the next batch and returns at once. The
-// entry is appended only if the future resolves to an index.
+// entry is appended only if the future resolves to an index; once it has,
+// Lookup finds the entry by its hash.
 func (l *Log) AppendAsync(ctx context.Context, entry []byte) Future {
 	if len(entry) > MaxEntrySize {
 		err := fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, len(entry), MaxEntrySize)
@@ -211,15 +226,27 @@ func (l *Log) AppendAsync(ctx context.Context, entry []byte) Future {
 	if l.closed {
 		return func() (uint64, error) { return 0, ErrClosed }
 	}
+	sum := sha256.Sum256(entry)
 	f := l.add(ctx, tessera.NewEntry(entry))
-	return func() (uint64, error) {
+	return sync.OnceValues(func() (uint64, error) {
 		idx, err := f()
 		if err != nil {
 			return 0, fmt.Errorf("appending to ledger: %w", err)
 		}
+		if err := l.index.record(idx.Index, sum); err != nil {
+			// The entry is logged; only the lookup by hash misses it
+			// until the next Open rebuilds the record.
+			l.log.Warn("indexing a ledger entry", "index", idx.Index, "err", err)
+		}
 		return idx.Index, nil
-	}
+	})
 }
+
+// Lookup returns the index of the first logged entry whose sha256 is sum,
+// among those whose append future resolved (in this process or before the
+// last Open). Like the log's files it is a hint to check with an inclusion
+// proof.
+func (l *Log) Lookup(sum [sha256.Size]byte) (uint64, bool) { return l.index.lookup(sum) }
 
 // Append adds entry to the log and returns its index once it is durably
 // sequenced: with the POSIX driver, the entry bundle, the Merkle tiles and
@@ -292,6 +319,7 @@ func (l *Log) Close(ctx context.Context) error {
 	l.mu.Unlock()
 	err := l.shutdown(ctx)
 	l.cancel()
+	err = errors.Join(err, l.index.close())
 	openMu.Lock()
 	delete(openDirs, l.dir)
 	openMu.Unlock()

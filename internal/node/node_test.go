@@ -767,12 +767,16 @@ func TestReceiptsReachTheLedger(t *testing.T) {
 	fb, _ := forged.Entry()
 	gb, _ := signed[0].Entry()
 	req := wire.LedgerAppendRequest{WorkerCert: signed[0].WorkerCert, Receipts: [][]byte{gb, fb}, Signature: make([]byte, 64)}
-	if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, req, nil); apierrCode(err) != "forbidden" {
+	batch, err := req.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.CallBytes(ctx, nc, bus.SubjectLedgerAppend, batch); apierrCode(err) != "forbidden" {
 		t.Errorf("logging a batch with a forged receipt: got %v, want forbidden", err)
 	}
-	for _, bad := range []any{wire.LedgerAppendRequest{}, "not a batch"} {
-		if err := bus.Call(ctx, nc, bus.SubjectLedgerAppend, bad, nil); apierrCode(err) != "bad_request" {
-			t.Errorf("ledger append %v: got %v, want bad_request", bad, err)
+	for _, bad := range [][]byte{nil, []byte("not a batch"), batch[:len(batch)-1]} {
+		if _, err := bus.CallBytes(ctx, nc, bus.SubjectLedgerAppend, bad); apierrCode(err) != "bad_request" {
+			t.Errorf("ledger append %q: got %v, want bad_request", bad, err)
 		}
 	}
 }

@@ -144,14 +144,22 @@ func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 	}
 	entries := b.entries
 	req := wire.LedgerAppendRequest{WorkerCert: b.cert, Receipts: entries, Signature: receipt.SignBatch(entries, w.signKey)}
+	body, err := req.MarshalBinary()
+	if err != nil {
+		w.ledger.failed.Add(float64(len(entries)))
+		w.log.Error("encoding a ledger batch", "receipts", len(entries), "err", err)
+		return
+	}
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		var resp wire.LedgerAppendResponse
-		err := bus.Call(cctx, w.cfg.Conn, bus.SubjectLedgerAppend, req, &resp)
+		out, err := bus.CallBytes(cctx, w.cfg.Conn, bus.SubjectLedgerAppend, body)
 		cancel()
-		if err == nil && len(resp.Indices) != len(entries) {
-			err = fmt.Errorf("the coordinator answered %d indices for %d receipts", len(resp.Indices), len(entries))
+		if err == nil {
+			if err = resp.UnmarshalBinary(out); err == nil && len(resp.Indices) != len(entries) {
+				err = fmt.Errorf("the coordinator answered %d indices for %d receipts", len(resp.Indices), len(entries))
+			}
 		}
 		if err == nil {
 			w.ledger.appended.Add(float64(len(entries)))
