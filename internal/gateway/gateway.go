@@ -33,6 +33,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -74,6 +75,8 @@ type Gateway struct {
 	reg  *registry.Registry
 	auth *authCache
 	mux  *http.ServeMux
+	// certs opens the workers' certificates that scheduling checks per request.
+	certs certs.WorkerCache
 	// deployKeys sign the bundles built for OpenWhisk clients.
 	deployKeys deployKeys
 

@@ -128,7 +128,7 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 	}
 	admitted := map[string]string{}
 	for _, s := range doc.Workers {
-		if w, err := certs.OpenWorker(s, doc.IdentityKey); err == nil {
+		if w, err := g.certs.Open(s, doc.IdentityKey); err == nil {
 			admitted[w.WorkerID] = seal.SHA256Hex(s.Body)
 		}
 	}
@@ -146,7 +146,7 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 		if _, ok := admitted[wid]; !ok {
 			continue
 		}
-		w, err := certs.OpenWorker(pw.st.Certificate, doc.IdentityKey)
+		w, err := g.certs.Open(pw.st.Certificate, doc.IdentityKey)
 		if err != nil || w.WorkerID != wid || w.ValidAt(now) != nil {
 			continue
 		}

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/certs"
@@ -159,7 +158,7 @@ func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, er
 // and used for many receipts). It is safe for concurrent use.
 type Verifier struct {
 	coordinator ed25519.PublicKey
-	workers     sync.Map // sha256(body ‖ sig) → *certs.Worker
+	workers     certs.WorkerCache
 }
 
 // NewVerifier returns a Verifier for a coordinator key.
@@ -173,18 +172,7 @@ func (v *Verifier) Verify(s *Signed, exp Expect) (*Verified, error) {
 // openWorker opens a worker certificate, from the cache if it was opened
 // before.
 func (v *Verifier) openWorker(c certs.Signed, key ed25519.PublicKey) (*certs.Worker, error) {
-	h := sha256.New()
-	h.Write(c.Body)
-	h.Write(c.Signature)
-	k := string(h.Sum(nil))
-	if w, ok := v.workers.Load(k); ok {
-		return w.(*certs.Worker), nil
-	}
-	w, err := certs.OpenWorker(c, key)
-	if err == nil {
-		v.workers.Store(k, w)
-	}
-	return w, err
+	return v.workers.Open(c, key)
 }
 
 func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker func(certs.Signed, ed25519.PublicKey) (*certs.Worker, error)) (*Verified, error) {
