@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -26,26 +25,11 @@ func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) ([]byte,
 	if _, err := c.receipts.VerifyBatch(req.WorkerCert, entries, req.Signature, c.now()); err != nil {
 		return nil, apierr.New(apierr.Forbidden, "refusing to log a batch that does not verify: %v", err)
 	}
-	indices := make([]uint64, len(entries))
-	futures := make([]ledger.Future, len(entries))
-	for i, e := range entries {
-		if idx, ok := c.ledger.Lookup(sha256.Sum256(e)); ok {
-			indices[i] = idx
-			continue
-		}
-		futures[i] = c.ledger.AppendAsync(ctx, e)
-	}
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		idx, err := f()
-		if err != nil {
-			// What was sequenced is indexed: the worker's retry gets the
-			// same indices.
-			return nil, fmt.Errorf("appending to the ledger: %w", err)
-		}
-		indices[i] = idx
+	indices, err := c.ledger.AppendBatch(ctx, entries)
+	if err != nil {
+		// What was sequenced is indexed: the worker's retry gets the same
+		// indices.
+		return nil, fmt.Errorf("appending to the ledger: %w", err)
 	}
 	return (&wire.LedgerAppendResponse{Indices: indices}).MarshalBinary()
 }

@@ -133,15 +133,29 @@ func (x *hashIndex) recordIs(i uint64, s [sha256.Size]byte) bool {
 	return n == sha256.Size && r == s
 }
 
-// record stores that entry i hashes to s: in the file first, so that a
-// lookup that finds it in memory can confirm it.
-func (x *hashIndex) record(i uint64, s [sha256.Size]byte) error {
-	if _, err := x.f.WriteAt(s[:], int64(i*sha256.Size)); err != nil {
-		return fmt.Errorf("recording entry %d in the index: %w", i, err)
+// record stores that entry indices[k] hashes to sums[k]: in the file
+// first (one write per run of consecutive indices), so that a lookup that
+// finds it in memory can confirm it.
+func (x *hashIndex) record(indices []uint64, sums [][sha256.Size]byte) error {
+	for start := 0; start < len(indices); {
+		end := start + 1
+		for end < len(indices) && indices[end] == indices[end-1]+1 {
+			end++
+		}
+		run := make([]byte, 0, (end-start)*sha256.Size)
+		for _, s := range sums[start:end] {
+			run = append(run, s[:]...)
+		}
+		if _, err := x.f.WriteAt(run, int64(indices[start]*sha256.Size)); err != nil {
+			return fmt.Errorf("recording entries %d to %d in the index: %w", indices[start], indices[end-1], err)
+		}
+		start = end
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.add(s, i)
+	for k, i := range indices {
+		x.add(sums[k], i)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -75,5 +76,32 @@ func TestLookupByHash(t *testing.T) {
 				want[i] = e
 			}
 		})
+	}
+}
+
+func TestAppendBatch(t *testing.T) {
+	l := openLog(t, t.TempDir(), 1)
+	defer closeLog(t, l)
+	ctx := context.Background()
+	a, b, c := entry("x", 1), entry("x", 2), entry("x", 3)
+	got, err := l.AppendBatch(ctx, [][]byte{a, b, a})
+	if err != nil || len(got) != 3 || got[0] != 0 || got[1] != 1 || got[2] != 0 {
+		t.Fatalf("first batch: %v %v, want [0 1 0]", got, err)
+	}
+	// A retried batch keeps its indices; only what is new is logged.
+	got, err = l.AppendBatch(ctx, [][]byte{b, c, a})
+	if err != nil || got[0] != 1 || got[1] != 2 || got[2] != 0 {
+		t.Fatalf("retried batch: %v %v, want [1 2 0]", got, err)
+	}
+	if size, _ := l.IntegratedSize(ctx); size != 3 {
+		t.Fatalf("log size %d, want 3", size)
+	}
+	wantIndexed(t, l, map[uint64][]byte{0: a, 1: b, 2: c})
+	// A batch with an entry too large logs nothing.
+	if _, err := l.AppendBatch(ctx, [][]byte{entry("x", 4), make([]byte, ledger.MaxEntrySize+1)}); !errors.Is(err, ledger.ErrEntryTooLarge) {
+		t.Fatalf("oversized entry: %v", err)
+	}
+	if size, _ := l.IntegratedSize(ctx); size != 3 {
+		t.Fatalf("log size %d after a refused batch, want 3", size)
 	}
 }

@@ -217,29 +217,105 @@ type Future func() (uint64, error)
 // entry is appended only if the future resolves to an index; once it has,
 // Lookup finds the entry by its hash.
 func (l *Log) AppendAsync(ctx context.Context, entry []byte) Future {
-	if len(entry) > MaxEntrySize {
-		err := fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, len(entry), MaxEntrySize)
+	e, sum, err := prepare(entry)
+	var f tessera.IndexFuture
+	if err == nil {
+		f, err = l.queue(ctx, e)
+	}
+	if err != nil {
 		return func() (uint64, error) { return 0, err }
 	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return func() (uint64, error) { return 0, ErrClosed }
-	}
-	sum := sha256.Sum256(entry)
-	f := l.add(ctx, tessera.NewEntry(entry))
 	return sync.OnceValues(func() (uint64, error) {
 		idx, err := f()
 		if err != nil {
 			return 0, fmt.Errorf("appending to ledger: %w", err)
 		}
-		if err := l.index.record(idx.Index, sum); err != nil {
-			// The entry is logged; only the lookup by hash misses it
-			// until the next Open rebuilds the record.
-			l.log.Warn("indexing a ledger entry", "index", idx.Index, "err", err)
-		}
+		l.record([]uint64{idx.Index}, [][sha256.Size]byte{sum})
 		return idx.Index, nil
 	})
+}
+
+// prepare checks entry's size and hashes it. Tessera's identity hash is
+// sha256 of the entry: the index's key.
+func prepare(entry []byte) (*tessera.Entry, [sha256.Size]byte, error) {
+	if len(entry) > MaxEntrySize {
+		return nil, [sha256.Size]byte{}, fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, len(entry), MaxEntrySize)
+	}
+	e := tessera.NewEntry(entry)
+	return e, [sha256.Size]byte(e.Identity()), nil
+}
+
+// queue hands e to tessera's next batch.
+func (l *Log) queue(ctx context.Context, e *tessera.Entry) (tessera.IndexFuture, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	return l.add(ctx, e), nil
+}
+
+// AppendBatch appends entries that are not in the log yet and returns
+// every entry's index once all are durably sequenced (see Append): an
+// entry already logged (a retried batch) keeps its first index. It is
+// AppendAsync and Lookup for many entries, with one index write per run
+// of consecutive indices. On error, entries may have been appended.
+func (l *Log) AppendBatch(ctx context.Context, entries [][]byte) ([]uint64, error) {
+	prepared := make([]*tessera.Entry, len(entries))
+	sums := make([][sha256.Size]byte, len(entries))
+	for i, entry := range entries {
+		var err error
+		if prepared[i], sums[i], err = prepare(entry); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	indices := make([]uint64, len(entries))
+	futures := make([]tessera.IndexFuture, len(entries))
+	same := map[[sha256.Size]byte]int{} // first position of each entry in the batch
+	for i, e := range prepared {
+		if idx, ok := l.index.lookup(sums[i]); ok {
+			indices[i] = idx
+			continue
+		}
+		if _, ok := same[sums[i]]; ok {
+			continue
+		}
+		same[sums[i]] = i
+		var err error
+		if futures[i], err = l.queue(ctx, e); err != nil {
+			return nil, err
+		}
+	}
+	var newIdx []uint64
+	var newSums [][sha256.Size]byte
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		idx, err := f()
+		if err != nil {
+			// What was sequenced is indexed: a retry gets the same indices.
+			l.record(newIdx, newSums)
+			return nil, fmt.Errorf("appending to ledger: %w", err)
+		}
+		indices[i] = idx.Index
+		newIdx, newSums = append(newIdx, idx.Index), append(newSums, sums[i])
+	}
+	for i := range entries {
+		if first, ok := same[sums[i]]; ok && first != i {
+			indices[i] = indices[first]
+		}
+	}
+	l.record(newIdx, newSums)
+	return indices, nil
+}
+
+// record indexes sequenced entries. A failure costs only lookups, until the
+// next Open rebuilds the records from the log.
+func (l *Log) record(indices []uint64, sums [][sha256.Size]byte) {
+	if err := l.index.record(indices, sums); err != nil {
+		l.log.Warn("indexing ledger entries", "err", err)
+	}
 }
 
 // Lookup returns the index of the first logged entry whose sha256 is sum,
