@@ -55,7 +55,7 @@ func BenchmarkLedgerAppend(b *testing.B) {
 		})
 	}
 	// As the coordinator appends: a worker's batch of receipts at a time
-	// (AppendAsync for each, then wait for all), with as many batches in
+	// (AppendBatch), with as many batches in
 	// flight as four workers keep (8 each), enough to fill a ledger batch
 	// while the previous one is written.
 	const senders, batch = 32, 256
@@ -75,23 +75,21 @@ func BenchmarkLedgerAppend(b *testing.B) {
 			var wg sync.WaitGroup
 			for range senders {
 				wg.Go(func() {
-					futures := make([]ledger.Future, 0, batch)
+					entries := make([][]byte, 0, batch)
 					for {
 						first := next.Add(batch) - batch
 						if first >= int64(b.N) {
 							return
 						}
-						futures = futures[:0]
+						entries = entries[:0]
 						for i := first; i < min(first+batch, int64(b.N)); i++ {
 							e := make([]byte, size)
 							binary.BigEndian.PutUint64(e, uint64(i))
-							futures = append(futures, l.AppendAsync(ctx, e))
+							entries = append(entries, e)
 						}
-						for _, f := range futures {
-							if _, err := f(); err != nil {
-								b.Error(err)
-								return
-							}
+						if _, err := l.AppendBatch(ctx, entries); err != nil {
+							b.Error(err)
+							return
 						}
 					}
 				})
