@@ -23,7 +23,7 @@ const ledgerQueue = 4096
 // waits for its batch to be durable (up to the ledger's batch age), and
 // meanwhile the queue fills the next: throughput is about ledgerSenders ×
 // ledgerBatch / batch age, with one bus request per batch.
-const ledgerSenders = 16
+const ledgerSenders = 32
 
 // ledgerBatchMax and ledgerBatchBytes bound one append request (the bus's
 // payload limit is 1 MiB).
