@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -119,14 +118,10 @@ func setupYCSB() (*ycsbEnv, error) {
 	if e.anchor, err = state.OpenAnchor(state.AnchorConfig{Dir: filepath.Join(dir, "anchor"), Master: master, Logger: log}); err != nil {
 		return fail(err)
 	}
-	// The coordinator's handler (internal/coordinator/state.go), minus
-	// the error mapping.
-	if _, err := bus.Serve(ctx, coordNC, bus.SubjectStateAnchor, bus.CoordinatorQueue, 256, log, func(_ context.Context, b []byte) (any, error) {
-		var req state.AnchorRequest
-		if err := json.Unmarshal(b, &req); err != nil {
-			return nil, err
-		}
-		return e.anchor.Handle(&req)
+	// The coordinator's handler (internal/coordinator/state.go,
+	// handleStateAnchorBytes), minus the error mapping.
+	if _, err := bus.ServeBytes(ctx, coordNC, bus.SubjectStateAnchor, bus.CoordinatorQueue, 256, log, func(_ context.Context, b []byte) ([]byte, error) {
+		return e.anchor.HandleBinary(b)
 	}); err != nil {
 		return fail(err)
 	}

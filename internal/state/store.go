@@ -156,6 +156,8 @@ type pending struct {
 func (f *Function) batcher() {
 	ctx := f.s.ctx
 	batch := make([]*pending, 0, maxBatch)
+	var t timeouts
+	defer t.stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -173,11 +175,44 @@ func (f *Function) batcher() {
 				break fill
 			}
 		}
-		f.send(ctx, batch)
+		f.send(ctx, t.get(ctx), batch)
 	}
 }
 
-func (f *Function) send(ctx context.Context, batch []*pending) {
+// Every anchor request times out after anchorTimeout, give or take
+// timeoutReuse.
+const (
+	anchorTimeout = 10 * time.Second
+	timeoutReuse  = time.Second
+)
+
+// timeouts hands a batcher a context that ends anchorTimeout after it was
+// made, and makes a new one every timeoutReuse: a timer per batch costs
+// more than the batch's encoding.
+type timeouts struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	made   time.Time
+}
+
+func (t *timeouts) get(parent context.Context) context.Context {
+	if now := time.Now(); t.ctx == nil || now.Sub(t.made) >= timeoutReuse {
+		t.stop()
+		t.ctx, t.cancel = context.WithTimeout(parent, anchorTimeout)
+		t.made = now
+	}
+	return t.ctx
+}
+
+func (t *timeouts) stop() {
+	if t.cancel != nil {
+		t.cancel()
+	}
+}
+
+// send sends batch to the anchor, cctx bounding the exchange, and hands
+// each operation its result; ctx is the store's.
+func (f *Function) send(ctx, cctx context.Context, batch []*pending) {
 	finish := func(err error) {
 		for _, p := range batch {
 			p.err = err
@@ -200,15 +235,14 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 		leaseAt = len(ops) - 1
 	}
 	leasing := leaseAt >= 0
-	nonce, sealed, err := f.k.sealMessage(requestAAD(f.ns, f.name), ops)
+	pt, err := appendOps(make([]byte, 0, 128*len(ops)), ops)
 	if err != nil {
 		f.lease.granted(leasing, sent, 0)
 		finish(err)
 		return
 	}
+	nonce, sealed := f.k.sealMessage(requestAAD(f.ns, f.name), pt)
 	f.AnchorRequests.Add(1)
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	rep, err := f.s.o.Anchor.Exchange(cctx, &AnchorRequest{Namespace: f.ns, Name: f.name, Nonce: nonce, Sealed: sealed})
 	if err != nil {
 		f.lease.granted(leasing, sent, 0)
@@ -219,8 +253,12 @@ func (f *Function) send(ctx context.Context, batch []*pending) {
 		finish(fmt.Errorf("%w: anchor: %v", ErrUnavailable, err))
 		return
 	}
+	pt, err = f.k.openMessage(replyAAD(f.ns, f.name, nonce), rep.Nonce, rep.Sealed)
 	var results []result
-	if err := f.k.openMessage(replyAAD(f.ns, f.name, nonce), rep.Nonce, rep.Sealed, &results); err != nil || len(results) != len(ops) {
+	if err == nil {
+		results, err = decodeResults(pt)
+	}
+	if err != nil || len(results) != len(ops) {
 		f.lease.granted(leasing, sent, 0)
 		finish(&IntegrityError{Function: f.id, Kind: KindAnchor, Detail: "the anchor's reply does not authenticate for this request"})
 		return
@@ -556,13 +594,26 @@ const notOnTop = ^uint64(0)
 // maxHints bounds the hints a handle keeps.
 const maxHints = 2 * DefaultMaxKeys
 
+// remember records what the handle saw of key, unless it already knows of
+// a newer version: a read that learned of an older commit and finishes
+// after a newer one must not send the next write after a superseded
+// revision (a wasted round trip to the bucket and the anchor).
 func (f *Function) remember(key []byte, rev, version uint64) {
 	if f.hintCount.Load() > maxHints {
 		f.hints.Clear()
 		f.hintCount.Store(0)
 	}
-	if _, loaded := f.hints.Swap(string(key), hint{rev, version}); !loaded {
-		f.hintCount.Add(1)
+	h := hint{rev, version}
+	k := string(key)
+	for {
+		old, loaded := f.hints.LoadOrStore(k, h)
+		if !loaded {
+			f.hintCount.Add(1)
+			return
+		}
+		if old.(hint).version > version || f.hints.CompareAndSwap(k, old, h) {
+			return
+		}
 	}
 }
 
