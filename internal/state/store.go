@@ -481,7 +481,8 @@ func (f *Function) check(ctx context.Context, key []byte, name string, e *entry,
 	if kerr == nil {
 		env = latest.Value()
 	}
-	v, ok, err := f.verify(ctx, key, name, e, env, mode)
+	onTop := kerr == nil && e != nil && bytes.Equal(digest(env), e.Digest)
+	v, ok, err := f.verify(ctx, key, name, e, env, onTop, mode)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -492,7 +493,7 @@ func (f *Function) check(ctx context.Context, key []byte, name string, e *entry,
 	switch {
 	case kerr != nil && e == nil:
 		top.Rev = 0 // nothing stored: a write creates the key
-	case kerr == nil && e != nil && bytes.Equal(digest(env), e.Digest):
+	case onTop:
 		top.Rev = latest.Revision()
 		f.remember(key, top.Rev, e.Version)
 	default:
@@ -502,9 +503,10 @@ func (f *Function) check(ctx context.Context, key []byte, name string, e *entry,
 }
 
 // verify checks what the bucket returned for key against the anchor's
-// entry e, and returns the committed value.
-func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry, env []byte, mode readMode) ([]byte, bool, error) {
-	if env != nil && e != nil && bytes.Equal(digest(env), e.Digest) {
+// entry e, and returns the committed value. onTop reports whether env is
+// the envelope e names (its digest is e's).
+func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry, env []byte, onTop bool, mode readMode) ([]byte, bool, error) {
+	if onTop {
 		if e.Deleted {
 			return nil, false, nil
 		}
