@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 )
@@ -202,23 +201,15 @@ func appendLogRecord(b []byte, fn string, changes []change) ([]byte, error) {
 		}
 		b = appendBytes(b, c.Key)
 		e := c.Entry
+		b = appendBool(b, e != nil)
 		if e == nil {
-			b = append(b, 0)
 			continue
 		}
-		if len(e.Digest) > maxDigestBytes || e.Size < 0 || e.Size > math.MaxInt32 {
-			return nil, errMalformed
+		var err error
+		if b, err = appendEntry(b, e); err != nil {
+			return nil, err
 		}
-		b = append(b, 1)
-		b = binary.AppendUvarint(b, e.Version)
-		b = binary.AppendUvarint(b, e.Rev)
-		b = appendBytes(b, e.Digest)
-		b = binary.AppendUvarint(b, uint64(e.Size))
-		del := byte(0)
-		if e.Deleted {
-			del = 1
-		}
-		b = append(b, del)
+		b = appendBool(b, e.Deleted)
 	}
 	return b, nil
 }
@@ -242,19 +233,9 @@ func decodeLogRecord(pt []byte) (logRecord, error) {
 	for i := range rec.Changes {
 		c := &rec.Changes[i]
 		c.Key = d.bytes(MaxKeyBytes)
-		switch d.byte() {
-		case 0:
-		case 1:
-			c.Entry = &entry{Version: d.uvarint(), Rev: d.uvarint(), Digest: d.bytes(maxDigestBytes), Size: d.int()}
-			switch d.byte() {
-			case 0:
-			case 1:
-				c.Entry.Deleted = true
-			default:
-				return rec, errMalformed
-			}
-		default:
-			return rec, errMalformed
+		if d.bool() {
+			c.Entry = d.entry()
+			c.Entry.Deleted = d.bool()
 		}
 		if d.err != nil {
 			return rec, errMalformed

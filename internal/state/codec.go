@@ -114,6 +114,25 @@ func (r *AnchorReply) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// appendEntry appends an entry's version, revision, digest and size (not
+// whether it is deleted).
+func appendEntry(b []byte, e *entry) ([]byte, error) {
+	if len(e.Digest) > maxDigestBytes || e.Size < 0 || e.Size > math.MaxInt32 {
+		return nil, errMalformed
+	}
+	b = binary.AppendUvarint(b, e.Version)
+	b = binary.AppendUvarint(b, e.Rev)
+	b = appendBytes(b, e.Digest)
+	return binary.AppendUvarint(b, uint64(e.Size)), nil
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
 func appendBytes(b, s []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -140,11 +159,7 @@ func appendOps(b []byte, ops []op) ([]byte, error) {
 		b = appendBytes(b, o.Prefix)
 		b = appendBytes(b, o.Start)
 		b = binary.AppendUvarint(b, uint64(o.Limit))
-		tomb := byte(0)
-		if o.Tomb {
-			tomb = 1
-		}
-		b = append(b, tomb)
+		b = appendBool(b, o.Tomb)
 		b = appendBytes(b, []byte(o.Holder))
 	}
 	return b, nil
@@ -179,13 +194,7 @@ func decodeOps(b []byte) ([]op, error) {
 		o.Prefix = d.bytes(MaxKeyBytes)
 		o.Start = d.bytes(MaxKeyBytes)
 		o.Limit = d.int()
-		switch d.byte() {
-		case 0:
-		case 1:
-			o.Tomb = true
-		default:
-			return nil, errMalformed
-		}
+		o.Tomb = d.bool()
 		o.Holder = string(d.bytes(maxHolderBytes))
 		if d.err != nil {
 			return nil, errMalformed
@@ -208,9 +217,6 @@ func appendResults(b []byte, results []result) ([]byte, error) {
 		}
 		var flags byte
 		if e := r.Entry; e != nil {
-			if len(e.Digest) > maxDigestBytes || e.Size < 0 || e.Size > math.MaxInt32 {
-				return nil, errMalformed
-			}
 			flags |= flagEntry
 			if e.Deleted {
 				flags |= flagDeleted
@@ -220,11 +226,11 @@ func appendResults(b []byte, results []result) ([]byte, error) {
 			flags |= flagMore
 		}
 		b = append(b, st, flags)
-		if e := r.Entry; e != nil {
-			b = binary.AppendUvarint(b, e.Version)
-			b = binary.AppendUvarint(b, e.Rev)
-			b = appendBytes(b, e.Digest)
-			b = binary.AppendUvarint(b, uint64(e.Size))
+		if r.Entry != nil {
+			var err error
+			if b, err = appendEntry(b, r.Entry); err != nil {
+				return nil, err
+			}
 		}
 		b = binary.AppendUvarint(b, uint64(len(r.Keys)))
 		for _, k := range r.Keys {
@@ -261,8 +267,8 @@ func decodeResults(b []byte) ([]result, error) {
 		r.Status = statusNames[st]
 		r.More = flags&flagMore != 0
 		if flags&flagEntry != 0 {
-			r.Entry = &entry{Version: d.uvarint(), Rev: d.uvarint(), Digest: d.bytes(maxDigestBytes), Size: d.int(),
-				Deleted: flags&flagDeleted != 0}
+			r.Entry = d.entry()
+			r.Entry.Deleted = flags&flagDeleted != 0
 		}
 		if nk := d.count(maxList); nk > 0 {
 			if nk > len(d.b) {
@@ -357,6 +363,23 @@ func (d *decoder) int64() int64 {
 		return 0
 	}
 	return int64(v)
+}
+
+// entry reads what appendEntry wrote.
+func (d *decoder) entry() *entry {
+	return &entry{Version: d.uvarint(), Rev: d.uvarint(), Digest: d.bytes(maxDigestBytes), Size: d.int()}
+}
+
+// bool reads a byte that must be 0 or 1.
+func (d *decoder) bool() bool {
+	switch d.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	d.fail()
+	return false
 }
 
 // bytes reads a byte string of at most limit bytes; an empty one is nil.
