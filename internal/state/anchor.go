@@ -73,7 +73,7 @@ type Anchor struct {
 	master []byte
 	limits Limits
 	log    *slog.Logger
-	keys   sync.Map // "ns/name" → *keys
+	keys   sync.Map // fnID → *keys, for valid names only
 
 	lease   time.Duration
 	now     func() time.Time
@@ -161,10 +161,17 @@ func (a *Anchor) fn(id string) *index {
 	return x
 }
 
+// fnID names a function in the anchor's caches.
+type fnID struct{ ns, name string }
+
+// keysFor returns the keys of function (ns, name). A function is cached
+// only once its names were found valid, so a hit needs no check.
 func (a *Anchor) keysFor(ns, name string) (*keys, error) {
-	id := ns + "/" + name
-	if k, ok := a.keys.Load(id); ok {
+	if k, ok := a.keys.Load(fnID{ns, name}); ok {
 		return k.(*keys), nil
+	}
+	if !bundle.ValidName(ns) || !bundle.ValidName(name) {
+		return nil, fmt.Errorf("%w: invalid function name", ErrBadRequest)
 	}
 	sk, err := DeriveKey(a.master, ns, name)
 	if err != nil {
@@ -175,7 +182,7 @@ func (a *Anchor) keysFor(ns, name string) (*keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.keys.Store(id, k)
+	a.keys.Store(fnID{ns, name}, k)
 	return k, nil
 }
 
@@ -183,22 +190,23 @@ func (a *Anchor) keysFor(ns, name string) (*keys, error) {
 // authenticate under the function's state key.
 var ErrBadRequest = errors.New("state anchor: request refused")
 
+// ErrMalformedRequest means an anchor request on the wire does not decode.
+var ErrMalformedRequest = errors.New("state anchor: malformed request")
+
 // Handle answers one request: it applies the batch's operations in order
 // and makes its changes durable in the log before it answers.
 func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
-	if !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) {
-		return nil, fmt.Errorf("%w: invalid function name", ErrBadRequest)
-	}
 	k, err := a.keysFor(req.Namespace, req.Name)
 	if err != nil {
 		return nil, err
 	}
-	var ops []op
-	if err := k.openMessage(requestAAD(req.Namespace, req.Name), req.Nonce, req.Sealed, &ops); err != nil {
+	pt, err := k.openMessage(requestAAD(req.Namespace, req.Name), req.Nonce, req.Sealed)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	if len(ops) == 0 || len(ops) > maxBatch {
-		return nil, fmt.Errorf("%w: batch of %d operations", ErrBadRequest, len(ops))
+	ops, err := decodeOps(pt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	id := req.Namespace + "/" + req.Name
 	a.mu.Lock()
@@ -229,11 +237,28 @@ func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
 		}
 	}
 	a.mu.Unlock()
-	nonce, sealed, err := k.sealMessage(replyAAD(req.Namespace, req.Name, req.Nonce), results)
+	out, err := appendResults(make([]byte, 0, 64*len(results)), results)
 	if err != nil {
 		return nil, err
 	}
+	nonce, sealed := k.sealMessage(replyAAD(req.Namespace, req.Name, req.Nonce), out)
 	return &AnchorReply{Nonce: nonce, Sealed: sealed}, nil
+}
+
+// HandleBinary is Handle for a request in its wire encoding
+// (AnchorRequest.AppendBinary), answered in the reply's; it is what the
+// coordinator serves on the bus. A request that does not decode is
+// ErrMalformedRequest.
+func (a *Anchor) HandleBinary(b []byte) ([]byte, error) {
+	var req AnchorRequest
+	if err := req.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedRequest, err)
+	}
+	rep, err := a.Handle(&req)
+	if err != nil {
+		return nil, err
+	}
+	return rep.AppendBinary(make([]byte, 0, 1+nonceSize+len(rep.Sealed)))
 }
 
 // apply runs one operation on x. Changes are recorded in changes (for the

@@ -122,8 +122,8 @@ func (l *anchorLog) replay(apply func(fn string, changes []change)) (int64, erro
 		if err != nil {
 			return off, nil
 		}
-		var rec logRecord
-		if err := json.Unmarshal(pt, &rec); err != nil {
+		rec, err := decodeLogRecord(pt)
+		if err != nil {
 			return 0, fmt.Errorf("state anchor log: record %d is malformed", l.seq)
 		}
 		apply(rec.Function, rec.Changes)
@@ -140,7 +140,7 @@ func (l *anchorLog) append(fn string, changes []change) error {
 	if l.f == nil {
 		return ErrClosed
 	}
-	pt, err := json.Marshal(logRecord{Function: fn, Changes: changes})
+	pt, err := appendLogRecord(make([]byte, 0, 64+len(fn)+96*len(changes)), fn, changes)
 	if err != nil {
 		return err
 	}
@@ -173,4 +173,76 @@ func (l *anchorLog) close() error {
 	}
 	l.f = nil
 	return err
+}
+
+// A record's plaintext is binary (it used to be JSON, which replay still
+// reads: a JSON record starts with '{'):
+//
+//	0xC1 ‖ function ‖ count ‖ count × (key ‖ has entry (1) ‖ [version ‖ rev ‖ digest ‖ size ‖ deleted (1)])
+//
+// with the integers and lengths as uvarints, as in the anchor protocol
+// (codec.go), and the same strict decoding.
+const (
+	tagLogRecord = 0xC1
+	// maxFunctionID bounds a record's function ("namespace/name").
+	maxFunctionID = 256
+)
+
+func appendLogRecord(b []byte, fn string, changes []change) ([]byte, error) {
+	if len(fn) > maxFunctionID {
+		return nil, errMalformed
+	}
+	b = append(b, tagLogRecord)
+	b = appendBytes(b, []byte(fn))
+	b = binary.AppendUvarint(b, uint64(len(changes)))
+	for _, c := range changes {
+		if len(c.Key) > MaxKeyBytes {
+			return nil, errMalformed
+		}
+		b = appendBytes(b, c.Key)
+		e := c.Entry
+		b = appendBool(b, e != nil)
+		if e == nil {
+			continue
+		}
+		var err error
+		if b, err = appendEntry(b, e); err != nil {
+			return nil, err
+		}
+		b = appendBool(b, e.Deleted)
+	}
+	return b, nil
+}
+
+func decodeLogRecord(pt []byte) (logRecord, error) {
+	var rec logRecord
+	if len(pt) > 0 && pt[0] == '{' {
+		err := json.Unmarshal(pt, &rec)
+		return rec, err
+	}
+	d := decoder{b: pt}
+	if d.byte() != tagLogRecord {
+		return rec, errMalformed
+	}
+	rec.Function = string(d.bytes(maxFunctionID))
+	n := d.count(maxBatch)
+	if d.err != nil || n > len(d.b)/2 {
+		return rec, errMalformed
+	}
+	rec.Changes = make([]change, n)
+	for i := range rec.Changes {
+		c := &rec.Changes[i]
+		c.Key = d.bytes(MaxKeyBytes)
+		if d.bool() {
+			c.Entry = d.entry()
+			c.Entry.Deleted = d.bool()
+		}
+		if d.err != nil {
+			return rec, errMalformed
+		}
+	}
+	if len(d.b) != 0 {
+		return rec, errMalformed
+	}
+	return rec, nil
 }

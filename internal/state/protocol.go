@@ -2,7 +2,6 @@ package state
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 )
 
@@ -97,26 +96,22 @@ func replyAAD(ns, name string, reqNonce []byte) []byte {
 
 var errAnchorMessage = errors.New("anchor message does not authenticate")
 
-func (k *keys) sealMessage(aad []byte, v any) (nonce, sealed []byte, err error) {
-	pt, err := json.Marshal(v)
-	if err != nil {
-		return nil, nil, err
-	}
+// sealMessage seals the plaintext pt of an anchor message under a fresh
+// random nonce.
+func (k *keys) sealMessage(aad, pt []byte) (nonce, sealed []byte) {
 	nonce = make([]byte, nonceSize)
 	rand.Read(nonce)
-	return nonce, k.anchor.Seal(nil, nonce, pt, aad), nil
+	return nonce, k.anchor.Seal(pt[:0], nonce, pt, aad)
 }
 
-func (k *keys) openMessage(aad, nonce, sealed []byte, v any) error {
+// openMessage authenticates an anchor message and returns its plaintext.
+func (k *keys) openMessage(aad, nonce, sealed []byte) ([]byte, error) {
 	if len(nonce) != nonceSize {
-		return errAnchorMessage
+		return nil, errAnchorMessage
 	}
 	pt, err := k.anchor.Open(nil, nonce, sealed, aad)
 	if err != nil {
-		return errAnchorMessage
+		return nil, errAnchorMessage
 	}
-	if err := json.Unmarshal(pt, v); err != nil {
-		return errAnchorMessage
-	}
-	return nil
+	return pt, nil
 }

@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // KeySize is the size of a function's state key.
@@ -28,6 +30,7 @@ type keys struct {
 	value  cipher.AEAD // seals values
 	anchor cipher.AEAD // seals messages to and from the anchor
 	name   []byte      // HMAC key for the names of keys in the bucket
+	macs   sync.Pool   // of HMAC-SHA256 under name
 }
 
 func newKeys(stateKey []byte) (*keys, error) {
@@ -66,9 +69,16 @@ func newKeys(stateKey []byte) (*keys, error) {
 // clear (they are public in the registry) and an HMAC of the key, so that
 // the host does not learn key names.
 func (k *keys) storeKey(ns, name string, key []byte) string {
-	m := hmac.New(sha256.New, k.name)
+	m, _ := k.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, k.name)
+	}
+	m.Reset()
 	m.Write(key)
-	return "s." + ns + "." + name + "." + hex.EncodeToString(m.Sum(nil)[:24])
+	var sum [sha256.Size]byte
+	m.Sum(sum[:0])
+	k.macs.Put(m)
+	return "s." + ns + "." + name + "." + hex.EncodeToString(sum[:24])
 }
 
 // The envelope of a sealed value in the bucket:

@@ -376,7 +376,8 @@ func TestAnchorRefusesWrongKey(t *testing.T) {
 // anchorErr sends a request sealed with key straight to the anchor.
 func (e *env) anchorErr(key []byte) error {
 	k, _ := newKeys(key)
-	nonce, sealed, _ := k.sealMessage(requestAAD("ns", "fn"), []op{{Kind: opGet, Key: []byte("k")}})
+	pt, _ := appendOps(nil, []op{{Kind: opGet, Key: []byte("k")}})
+	nonce, sealed := k.sealMessage(requestAAD("ns", "fn"), pt)
 	_, err := e.anchor.Handle(&AnchorRequest{Namespace: "ns", Name: "fn", Nonce: nonce, Sealed: sealed})
 	return err
 }
