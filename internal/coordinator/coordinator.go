@@ -273,29 +273,32 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		bus.SubjectManifestSet:     c.handleManifestSet,
 		bus.SubjectManifestHistory: c.handleManifestHistory,
 		bus.SubjectResultToken:     c.handleResultToken,
-		bus.SubjectStateAnchor:     c.handleStateAnchor,
 	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
-		limit := 64
-		if subj == bus.SubjectStateAnchor {
-			limit = 256
-		}
-		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, limit, c.log, h)
+		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, 64, c.log, h)
 		if err != nil {
 			return err
 		}
 		subs = append(subs, s)
 	}
+	// The hot paths travel in binary without a JSON envelope.
+	type bytesHandler struct {
+		h     bus.BytesHandler
+		limit int
+	}
+	hot := map[string]bytesHandler{bus.SubjectStateAnchor: {c.handleStateAnchor, 256}}
 	if c.ledger != nil {
 		// Appends wait for their batch to be durable: many in flight.
-		for subj, h := range map[string]bus.BytesHandler{bus.SubjectLedgerAppend: c.handleLedgerAppend, bus.SubjectLedgerLookup: c.handleLedgerLookup} {
-			s, err := bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, 2048, c.log, h)
-			if err != nil {
-				return err
-			}
-			subs = append(subs, s)
+		hot[bus.SubjectLedgerAppend] = bytesHandler{c.handleLedgerAppend, 2048}
+		hot[bus.SubjectLedgerLookup] = bytesHandler{c.handleLedgerLookup, 256}
+	}
+	for subj, h := range hot {
+		s, err := bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, h.limit, c.log, h.h)
+		if err != nil {
+			return err
 		}
+		subs = append(subs, s)
 	}
 	c.log.Info("coordinator serving", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash())
 	<-ctx.Done()

@@ -2,13 +2,9 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/seal"
 	fnstate "github.com/cloister-faas/cloister/internal/state"
@@ -32,42 +28,16 @@ func (c *Coordinator) sealStateKey(w *certs.Worker, fc *certs.Function) (enc, se
 	return seal.SealTo(w.KeyExchange, StateKeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name), sk)
 }
 
-// serve subscribes h to subj in the coordinator's queue group, except
-// the state anchor, which is served in its binary wire encoding without a
-// JSON envelope (bus.ServeBytes, handleStateAnchorBytes).
-func (c *Coordinator) serve(ctx context.Context, nc *nats.Conn, subj string, limit int, h bus.Handler) (*nats.Subscription, error) {
-	if subj == bus.SubjectStateAnchor {
-		return bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, limit, c.log, c.handleStateAnchorBytes)
-	}
-	return bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, limit, c.log, h)
-}
-
-// handleStateAnchorBytes answers a worker's sealed batch of state
-// operations (internal/state) in the anchor's wire encoding. The batch
-// authenticates under the function's state key, which only the
-// coordinator and the workers it released it to hold.
-func (c *Coordinator) handleStateAnchorBytes(_ context.Context, b []byte) ([]byte, error) {
+// handleStateAnchor answers a worker's sealed batch of state operations
+// (internal/state) in the anchor's wire encoding. The batch authenticates
+// under the function's state key, which only the coordinator and the
+// workers it released it to hold.
+func (c *Coordinator) handleStateAnchor(_ context.Context, b []byte) ([]byte, error) {
 	out, err := c.anchor.HandleBinary(b)
 	if err != nil {
 		return nil, stateAnchorError(err)
 	}
 	return out, nil
-}
-
-// handleStateAnchor is handleStateAnchorBytes for bus.Serve: the answer
-// travels as JSON in the bus's JSON envelope, which the worker's
-// transport also accepts. It takes a request in the wire encoding or in
-// JSON.
-func (c *Coordinator) handleStateAnchor(_ context.Context, b []byte) (any, error) {
-	var req fnstate.AnchorRequest
-	if err := req.UnmarshalBinary(b); err != nil && json.Unmarshal(b, &req) != nil {
-		return nil, apierr.New(apierr.BadRequest, "malformed state request")
-	}
-	rep, err := c.anchor.Handle(&req)
-	if err != nil {
-		return nil, stateAnchorError(err)
-	}
-	return rep, nil
 }
 
 // stateAnchorError maps the anchor's errors to API errors.

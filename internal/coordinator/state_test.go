@@ -32,38 +32,14 @@ func putGet(t *testing.T, f *fixture, anchor fnstate.Transport) {
 	}
 }
 
-// TestStateAnchorServedRaw serves the anchor as serve does (bus.ServeBytes),
-// on a bus of its own, and runs a worker's store over it.
-func TestStateAnchorServedRaw(t *testing.T) {
+// TestStateAnchorServed runs a worker's store against the coordinator as
+// Serve serves it: in the wire encoding without a JSON envelope, a
+// malformed request refused with the code of a malformed request.
+func TestStateAnchorServed(t *testing.T) {
 	f := setup(t)
-	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := srv.Connect("coordinator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := f.c.serve(ctx, nc, bus.SubjectStateAnchor, 8, nil); err != nil {
-		t.Fatal(err)
-	}
-	// Served raw: a malformed request is refused in the error header,
-	// with the code of a malformed request.
-	_, err = bus.CallBytes(ctx, nc, bus.SubjectStateAnchor, []byte("{}"))
+	_, err := bus.CallBytes(context.Background(), f.nc, bus.SubjectStateAnchor, []byte("{}"))
 	if codeOf(err) != apierr.BadRequest {
 		t.Fatalf("malformed request: got %v, want %s", err, apierr.BadRequest)
 	}
-	putGet(t, f, fnstate.BusTransport{Conn: nc})
-}
-
-// TestStateAnchorServed runs a worker's store against the coordinator as
-// Serve serves it (raw through serve, or with bus.Serve: the worker's
-// transport takes both answers).
-func TestStateAnchorServed(t *testing.T) {
-	f := setup(t)
 	putGet(t, f, fnstate.BusTransport{Conn: f.nc})
 }

@@ -177,73 +177,54 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 }
 
-// TestBusTransport runs the store over the bus: the anchor served raw
-// (bus.ServeBytes, as the coordinator serves it) and, for a coordinator
-// that still serves it with bus.Serve, in a JSON envelope.
+// TestBusTransport runs the store over the bus, the anchor served as the
+// coordinator serves it (bus.ServeBytes, the wire encoding both ways).
 func TestBusTransport(t *testing.T) {
-	for _, raw := range []bool{true, false} {
-		t.Run(map[bool]string{true: "raw", false: "json envelope"}[raw], func(t *testing.T) {
-			e := newEnv(t, Limits{})
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			nc, err := e.srv.Connect("coordinator")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			if raw {
-				_, err = bus.ServeBytes(ctx, nc, bus.SubjectStateAnchor, bus.CoordinatorQueue, 8, quiet(), func(_ context.Context, b []byte) ([]byte, error) {
-					out, err := e.anchor.HandleBinary(b)
-					if errors.Is(err, ErrBadRequest) {
-						return nil, apierr.New(apierr.Forbidden, "state request refused")
-					}
-					return out, err
-				})
-			} else {
-				_, err = bus.Serve(ctx, nc, bus.SubjectStateAnchor, bus.CoordinatorQueue, 8, quiet(), func(_ context.Context, b []byte) (any, error) {
-					var req AnchorRequest
-					if err := req.UnmarshalBinary(b); err != nil {
-						return nil, err
-					}
-					rep, err := e.anchor.Handle(&req)
-					if errors.Is(err, ErrBadRequest) {
-						return nil, apierr.New(apierr.Forbidden, "state request refused")
-					}
-					return rep, err
-				})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			wc, err := e.srv.Connect("worker")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer wc.Close()
-			s, err := NewStore(Options{KV: e.kv, Anchor: BusTransport{Conn: wc}, Logger: quiet()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			k, _ := DeriveKey(e.master, "ns", "fn")
-			f, _ := s.Function("ns", "fn", k)
-			mustPut(t, f, "a", "1")
-			wantValue(t, f, "a", "1")
-			if ok, err := f.CompareAndSwap(ctx, []byte("a"), []byte("1"), true, nil, false); !ok || err != nil {
-				t.Fatalf("cas delete: %v, %v", ok, err)
-			}
-			if keys, _, err := f.List(ctx, nil, nil, 10); err != nil || len(keys) != 0 {
-				t.Fatalf("list = %q, %v; want none", keys, err)
-			}
-			// A wrong state key is refused at the anchor, and the refusal
-			// reaches the worker as the coordinator's error.
-			wrong, _ := s.Function("ns", "fn", bytes.Repeat([]byte{1}, KeySize))
-			err = wrong.Put(ctx, []byte("a"), []byte("2"))
-			var ae *apierr.Error
-			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "refused") {
-				t.Fatalf("put with a wrong key: %v (%v), want the anchor's refusal", err, errors.As(err, &ae))
-			}
-		})
+	e := newEnv(t, Limits{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc, err := e.srv.Connect("coordinator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_, err = bus.ServeBytes(ctx, nc, bus.SubjectStateAnchor, bus.CoordinatorQueue, 8, quiet(), func(_ context.Context, b []byte) ([]byte, error) {
+		out, err := e.anchor.HandleBinary(b)
+		if errors.Is(err, ErrBadRequest) {
+			return nil, apierr.New(apierr.Forbidden, "state request refused")
+		}
+		return out, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := e.srv.Connect("worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	s, err := NewStore(Options{KV: e.kv, Anchor: BusTransport{Conn: wc}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	f, _ := s.Function("ns", "fn", k)
+	mustPut(t, f, "a", "1")
+	wantValue(t, f, "a", "1")
+	if ok, err := f.CompareAndSwap(ctx, []byte("a"), []byte("1"), true, nil, false); !ok || err != nil {
+		t.Fatalf("cas delete: %v, %v", ok, err)
+	}
+	if keys, _, err := f.List(ctx, nil, nil, 10); err != nil || len(keys) != 0 {
+		t.Fatalf("list = %q, %v; want none", keys, err)
+	}
+	// A wrong state key is refused at the anchor, and the refusal
+	// reaches the worker as the coordinator's error.
+	wrong, _ := s.Function("ns", "fn", bytes.Repeat([]byte{1}, KeySize))
+	err = wrong.Put(ctx, []byte("a"), []byte("2"))
+	var ae *apierr.Error
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("put with a wrong key: %v (%v), want the anchor's refusal", err, errors.As(err, &ae))
 	}
 }
 

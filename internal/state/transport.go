@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/nats-io/nats.go"
 
@@ -28,28 +27,9 @@ func (t BusTransport) Exchange(ctx context.Context, req *AnchorRequest) (*Anchor
 	return decodeReply(out, bus.SubjectStateAnchor)
 }
 
-// decodeReply decodes the anchor's answer: the reply's wire encoding, or,
-// from a coordinator that serves the anchor with bus.Serve, a JSON
-// envelope around a JSON AnchorReply (see the coordinator's
-// handleStateAnchor).
+// decodeReply decodes the anchor's answer in the wire encoding.
 func decodeReply(b []byte, subject string) (*AnchorReply, error) {
 	var rep AnchorReply
-	if len(b) > 0 && b[0] == '{' {
-		var env struct {
-			Error  *apierr.Error   `json:"error"`
-			Result json.RawMessage `json:"result"`
-		}
-		if err := json.Unmarshal(b, &env); err != nil {
-			return nil, apierr.New(apierr.Internal, "malformed reply on %s", subject)
-		}
-		if env.Error != nil {
-			return nil, env.Error
-		}
-		if err := json.Unmarshal(env.Result, &rep); err != nil {
-			return nil, apierr.New(apierr.Internal, "malformed result on %s", subject)
-		}
-		return &rep, nil
-	}
 	if err := rep.UnmarshalBinary(b); err != nil {
 		return nil, apierr.New(apierr.Internal, "malformed result on %s", subject)
 	}
