@@ -142,4 +142,3 @@ func accountedLoad(ctx context.Context, e *env, on bool, n int) (time.Duration, 
 	}
 	return elapsed, l.lat, nil
 }
-
