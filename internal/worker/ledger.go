@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,11 +20,18 @@ import (
 // invocations down rather than dropping receipts.
 const ledgerQueue = 4096
 
-// ledgerSenders is how many batches are in flight to the coordinator. Each
-// waits for its batch to be durable (up to the ledger's batch age), and
-// meanwhile the queue fills the next: throughput is about ledgerSenders ×
-// ledgerBatch / batch age, with one bus request per batch.
-const ledgerSenders = 32
+// ledgerInFlight bounds the batches sent to the coordinator and not yet
+// acknowledged. Each waits for its batch to be durable (up to the ledger's
+// batch age, coordinator.LedgerBatchAge); the bound is there for a ledger
+// that stops answering, not for throughput: at the ledger's batch age and
+// ledgerLinger it allows hundreds of thousands of receipts per second.
+const ledgerInFlight = 256
+
+// ledgerLinger is how long a batch waits for more receipts after its first
+// before it is sent: one bus request per 10 ms at most, under load, rather
+// than one per receipt. A receipt thus waits at most this plus the
+// ledger's batch age to be logged.
+const ledgerLinger = 10 * time.Millisecond
 
 // ledgerBatchMax and ledgerBatchBytes bound one append request (the bus's
 // payload limit is 1 MiB).
@@ -60,40 +68,43 @@ func (w *Worker) logReceipt(ctx context.Context, s *receipt.Signed) {
 	}
 }
 
-// runAppenders sends queued receipts to the coordinator in batches. Once
-// stop is closed they log what is still queued and return (done is closed
-// then). The queue itself is never closed, so a late invocation cannot panic.
+// runAppenders sends queued receipts to the coordinator in batches, each
+// in its own goroutine (up to ledgerInFlight), so that a receipt never
+// waits for another batch to be acknowledged before it is sent. Once stop
+// is closed it sends what is still queued, waits for every batch in
+// flight and closes the returned channel. The queue itself is never
+// closed, so a late invocation cannot panic.
 func (w *Worker) runAppenders(ctx context.Context, stop <-chan struct{}) chan struct{} {
 	done := make(chan struct{})
-	finished := make(chan struct{}, ledgerSenders)
-	for range ledgerSenders {
-		go func() {
-			defer func() { finished <- struct{}{} }()
-			var next *receipt.Signed // a receipt that did not fit the last batch
-			for {
-				first := next
-				if first == nil {
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		slots := make(chan struct{}, ledgerInFlight)
+		var next *receipt.Signed // a receipt that did not fit the last batch
+		for {
+			first := next
+			stopping := false
+			if first == nil {
+				select {
+				case first = <-w.appends:
+				case <-stop:
+					stopping = true
 					select {
 					case first = <-w.appends:
-					case <-stop:
-						select {
-						case first = <-w.appends:
-						default:
-							return
-						}
+					default:
+						return
 					}
 				}
-				var b *ledgerBatch
-				b, next = w.fillBatch(first)
-				w.appendBatch(ctx, b)
 			}
-		}()
-	}
-	go func() {
-		for range ledgerSenders {
-			<-finished
+			var b *ledgerBatch
+			b, next = w.fillBatch(first, stop, stopping)
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				w.appendBatch(ctx, b)
+			})
 		}
-		close(done)
 	}()
 	return done
 }
@@ -104,11 +115,11 @@ type ledgerBatch struct {
 	entries [][]byte
 }
 
-// fillBatch starts a batch with first and adds what is queued, without
-// waiting, up to the batch's bounds. A queued receipt signed under another
-// certificate (the worker renewed it) ends the batch and is returned to
-// start the next.
-func (w *Worker) fillBatch(first *receipt.Signed) (*ledgerBatch, *receipt.Signed) {
+// fillBatch starts a batch with first and adds what is queued or arrives
+// within ledgerLinger (not waiting once stop is closed), up to the
+// batch's bounds. A queued receipt signed under another certificate (the
+// worker renewed it) ends the batch and is returned to start the next.
+func (w *Worker) fillBatch(first *receipt.Signed, stop <-chan struct{}, stopping bool) (*ledgerBatch, *receipt.Signed) {
 	b := &ledgerBatch{cert: first.WorkerCert, entries: make([][]byte, 0, 16)}
 	size := 0
 	add := func(s *receipt.Signed) {
@@ -122,16 +133,33 @@ func (w *Worker) fillBatch(first *receipt.Signed) (*ledgerBatch, *receipt.Signed
 		size += len(e)
 	}
 	add(first)
+	var linger <-chan time.Time
+	if !stopping {
+		t := time.NewTimer(ledgerLinger)
+		defer t.Stop()
+		linger = t.C
+	}
 	for len(b.entries) < ledgerBatchMax && size < ledgerBatchBytes {
+		var s *receipt.Signed
 		select {
-		case s := <-w.appends:
-			if !bytes.Equal(s.WorkerCert.Signature, b.cert.Signature) {
-				return b, s
-			}
-			add(s)
+		case s = <-w.appends:
 		default:
-			return b, nil
+			select {
+			case s = <-w.appends:
+			case <-linger:
+				return b, nil
+			case <-stop:
+				if !stopping {
+					stopping, linger = true, nil
+					continue
+				}
+				return b, nil
+			}
 		}
+		if !bytes.Equal(s.WorkerCert.Signature, b.cert.Signature) {
+			return b, s
+		}
+		add(s)
 	}
 	return b, nil
 }
