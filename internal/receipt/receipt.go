@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -104,8 +105,31 @@ type Signed struct {
 }
 
 // Entry is the ledger entry of a signed receipt: its canonical JSON
-// encoding (fields in declaration order), the same bytes whoever encodes it.
-func (s *Signed) Entry() ([]byte, error) { return json.Marshal(s) }
+// encoding (fields in declaration order), the same bytes whoever encodes
+// it. It writes exactly what json.Marshal(s) writes (byte slices as
+// standard base64, which needs no escaping), without reflection: every
+// receipt is encoded for the ledger.
+func (s *Signed) Entry() ([]byte, error) {
+	b64 := base64.StdEncoding
+	n := len(`{"receipt":"","sig":"","worker_cert":{"body":"","sig":""}}`) + b64.EncodedLen(len(s.Receipt)) +
+		b64.EncodedLen(len(s.Signature)) + b64.EncodedLen(len(s.WorkerCert.Body)) + b64.EncodedLen(len(s.WorkerCert.Signature))
+	b := make([]byte, 0, n)
+	field := func(prefix string, v []byte) {
+		b = append(b, prefix...)
+		if v == nil {
+			b = append(b, "null"...)
+			return
+		}
+		b = append(b, '"')
+		b = b64.AppendEncode(b, v)
+		b = append(b, '"')
+	}
+	field(`{"receipt":`, s.Receipt)
+	field(`,"sig":`, s.Signature)
+	field(`,"worker_cert":{"body":`, s.WorkerCert.Body)
+	field(`,"sig":`, s.WorkerCert.Signature)
+	return append(b, "}}"...), nil
+}
 
 // EntryHash is hex sha256 of Entry: the key clients look a receipt up by.
 func EntryHash(entry []byte) string {

@@ -455,3 +455,38 @@ func TestTrustField(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryIsJSON: Entry writes what json.Marshal writes, for empty, nil
+// and binary fields alike.
+func TestEntryIsJSON(t *testing.T) {
+	bin := make([]byte, 300)
+	for i := range bin {
+		bin[i] = byte(i * 7)
+	}
+	for _, s := range []*receipt.Signed{
+		{},
+		{Receipt: []byte{}, Signature: []byte{}},
+		{Receipt: []byte(`{"v":1,"x":"<&>"}`), Signature: bin[:64], WorkerCert: certs.Signed{Body: bin, Signature: bin[:63]}},
+		{Receipt: bin[:1], Signature: bin[:2], WorkerCert: certs.Signed{Body: bin[:3]}},
+	} {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Entry()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("Entry:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+func FuzzEntryIsJSON(f *testing.F) {
+	f.Add([]byte("r"), []byte("s"), []byte("b"), []byte("c"))
+	f.Fuzz(func(t *testing.T, r, s, b, c []byte) {
+		sg := &receipt.Signed{Receipt: r, Signature: s, WorkerCert: certs.Signed{Body: b, Signature: c}}
+		want, _ := json.Marshal(sg)
+		if got, _ := sg.Entry(); !bytes.Equal(got, want) {
+			t.Fatalf("Entry %s, json.Marshal %s", got, want)
+		}
+	})
+}

@@ -28,10 +28,10 @@ const ledgerQueue = 4096
 const ledgerInFlight = 256
 
 // ledgerLinger is how long a batch waits for more receipts after its first
-// before it is sent: one bus request per 10 ms at most, under load, rather
-// than one per receipt. A receipt thus waits at most this plus the
-// ledger's batch age to be logged.
-const ledgerLinger = 10 * time.Millisecond
+// before it is sent, so that under load one bus request (one signature,
+// one check at the coordinator) carries many receipts. A receipt thus
+// waits at most this plus the ledger's batch age to be logged.
+const ledgerLinger = 20 * time.Millisecond
 
 // ledgerBatchMax and ledgerBatchBytes bound one append request (the bus's
 // payload limit is 1 MiB).
