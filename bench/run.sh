@@ -48,7 +48,7 @@ reset)
 	bench=BenchmarkReset
 	;;
 accounting)
-	go test -run '^$' -bench BenchmarkAccounting -benchtime "${BENCHTIME:-12000x}" -count "${COUNT:-3}" ./bench/ "$@" | tee "$out"
+	go test -run '^$' -bench 'BenchmarkAccounting/interleaved' -benchtime "${BENCHTIME:-60000x}" -count "${COUNT:-3}" -timeout 30m ./bench/ "$@" | tee "$out"
 	bench=
 	;;
 metering)
