@@ -11,21 +11,13 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 func open(t *testing.T) (*Store, *bus.AsyncStores) {
 	t.Helper()
-	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := bustest.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

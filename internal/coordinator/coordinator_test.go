@@ -18,6 +18,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -59,16 +60,7 @@ func testdata(name string) []byte {
 
 func setup(t *testing.T, edits ...func(*Manifest)) *fixture {
 	t.Helper()
-	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := bustest.Connect(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := bus.OpenStores(context.Background(), nc, 1, log)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -60,16 +61,7 @@ func (f *fakeLedger) handle(key ed25519.PrivateKey) bus.BytesHandler {
 // batch in flight to be acknowledged, each exactly once, a batch never
 // mixing certificates; stopping sends what is queued and waits for it.
 func TestLedgerAppenders(t *testing.T) {
-	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := bustest.Connect(t)
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
