@@ -140,11 +140,19 @@ type Function struct {
 	holder       string // names this handle's read lease at the anchor
 	lease        lease
 	hints        sync.Map // string(key) → hint
+	writing      sync.Map // string(key) → *writing
 	// stripes serialise this handle's writes of a key, so that a worker
 	// stacks at most one uncommitted revision on a key at a time.
 	stripes        [64]sync.Mutex
 	hintCount      atomic.Int64
 	AnchorRequests atomic.Uint64 // batches sent, for tests and benchmarks
+}
+
+// writing is a write of this handle that is in the bucket and whose
+// commit the anchor has not answered yet.
+type writing struct {
+	digest []byte
+	done   chan struct{} // closed once the answer is in the lease
 }
 
 type pending struct {
@@ -443,7 +451,12 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 			// bucket is read after it, as in readAfter.
 			f.renew()
 			latest, kerr := f.s.o.KV.Get(ctx, name)
-			v, found, top, err := f.check(ctx, key, name, e, latest, kerr, readAfter)
+			var d []byte
+			if kerr == nil {
+				d = digest(latest.Value())
+				e = f.afterOwnWrite(ctx, key, e, d)
+			}
+			v, found, top, err := f.check(ctx, key, name, e, latest, d, kerr, readAfter)
 			if errors.Is(err, errMovedOn) {
 				return nil, false, nil, errReread
 			}
@@ -471,20 +484,56 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 	if mode == readAfter {
 		latest, kerr = f.s.o.KV.Get(ctx, name)
 	}
-	return f.check(ctx, key, name, res.Entry, latest, kerr, mode)
+	return f.check(ctx, key, name, res.Entry, latest, nil, kerr, mode)
+}
+
+// afterOwnWrite returns the entry to check the newest revision of key,
+// whose envelope's digest is d, against, in a read under the lease: e, the
+// cached entry, unless the revision is not e's but a write of this handle
+// that the anchor has committed since e was looked up, or is committing now
+// (then it waits for the answer). It then returns the write's entry, so that
+// the read returns the envelope it already holds instead of reading the
+// committed revision from the bucket again. That write committed during
+// the read, so its value is as linearizable an answer as e's; and the
+// envelope is still checked against the entry (digest, authentication,
+// version) as any other.
+func (f *Function) afterOwnWrite(ctx context.Context, key []byte, e *entry, d []byte) *entry {
+	if e != nil && bytes.Equal(d, e.Digest) {
+		return e
+	}
+	if ne, ok := f.lease.lookup(key); ok && ne != nil && bytes.Equal(ne.Digest, d) {
+		return ne
+	}
+	wv, ok := f.writing.Load(string(key))
+	if !ok || !bytes.Equal(d, wv.(*writing).digest) {
+		return e
+	}
+	select {
+	case <-wv.(*writing).done:
+	case <-ctx.Done():
+		return e
+	}
+	if ne, ok := f.lease.lookup(key); ok && ne != nil && bytes.Equal(ne.Digest, d) {
+		return ne
+	}
+	return e
 }
 
 // check verifies what the bucket returned (latest, kerr) against the
-// entry e, and returns the value, whether it exists, and what is on top.
-func (f *Function) check(ctx context.Context, key []byte, name string, e *entry, latest jetstream.KeyValueEntry, kerr error, mode readMode) ([]byte, bool, *entry, error) {
+// entry e, and returns the value, whether it exists, and what is on top. d
+// is the digest of latest's value, if the caller computed it already.
+func (f *Function) check(ctx context.Context, key []byte, name string, e *entry, latest jetstream.KeyValueEntry, d []byte, kerr error, mode readMode) ([]byte, bool, *entry, error) {
 	if kerr != nil && !errors.Is(kerr, jetstream.ErrKeyNotFound) {
 		return nil, false, nil, unavailable(kerr)
 	}
 	var env []byte
 	if kerr == nil {
 		env = latest.Value()
+		if d == nil {
+			d = digest(env)
+		}
 	}
-	onTop := kerr == nil && e != nil && bytes.Equal(digest(env), e.Digest)
+	onTop := kerr == nil && e != nil && bytes.Equal(d, e.Digest)
 	v, ok, err := f.verify(ctx, key, name, e, env, onTop, mode)
 	if err != nil {
 		return nil, false, nil, err
@@ -689,6 +738,8 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		co := op{Kind: kind, Key: key, Version: v, Expect: expect, Rev: rev, Digest: digest(env), Size: len(value),
 			Tomb: tomb && kind == opCAS, Holder: f.holder}
 		gen, running := f.lease.generation()
+		w := &writing{digest: co.Digest, done: make(chan struct{})}
+		f.writing.Store(string(key), w)
 		res, err := f.call(ctx, co)
 		for err == nil && res.Status == stRetry {
 			// Another worker's read lease runs: wait for it to end.
@@ -698,6 +749,7 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 			}
 		}
 		if err != nil {
+			f.wrote(key, w)
 			return res, false, err
 		}
 		if res.Status == stOK {
@@ -707,9 +759,11 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 				ne = res.Entry // nothing was deleted: the anchor kept what it had
 			}
 			f.lease.store(key, ne, gen, running)
+			f.wrote(key, w)
 			return res, true, nil
 		}
 		f.lease.store(key, res.Entry, gen, running)
+		f.wrote(key, w)
 		// Lost at the anchor (rare: the chain makes conflicts unlikely).
 		// Put the committed envelope back on top of ours, so that the
 		// chain's newest revision is the committed one again.
@@ -726,6 +780,13 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		known = false
 	}
 	return result{}, false, fmt.Errorf("%w: the write kept conflicting with others", ErrUnavailable)
+}
+
+// wrote ends w, the record of a write of key, once the anchor's answer is
+// in the lease.
+func (f *Function) wrote(key []byte, w *writing) {
+	f.writing.CompareAndDelete(string(key), w)
+	close(w.done)
 }
 
 // withdraw stores the committed envelope e again, after our uncommitted
