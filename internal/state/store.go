@@ -139,12 +139,14 @@ type Function struct {
 	lastVersion  atomic.Uint64
 	holder       string // names this handle's read lease at the anchor
 	lease        lease
-	hints        sync.Map // string(key) → hint
-	writing      sync.Map // string(key) → *writing
+	// known holds, by key, its name in the bucket and what this handle
+	// last saw of it (a hint).
+	knownMu sync.Mutex
+	known   map[string]*keyInfo
+	writing sync.Map // string(key) → *writing
 	// stripes serialise this handle's writes of a key, so that a worker
 	// stacks at most one uncommitted revision on a key at a time.
 	stripes        [64]sync.Mutex
-	hintCount      atomic.Int64
 	AnchorRequests atomic.Uint64 // batches sent, for tests and benchmarks
 }
 
@@ -444,7 +446,7 @@ var (
 )
 
 func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]byte, bool, *entry, error) {
-	name := f.k.storeKey(f.ns, f.name, key)
+	name, _, _ := f.lookupKey(key)
 	if mode == readTogether {
 		if e, ok := f.lease.lookup(key); ok {
 			// Under the read lease the cached entry is current: the
@@ -645,29 +647,67 @@ type hint struct{ rev, version uint64 }
 // notOnTop marks a read whose committed revision is not the newest.
 const notOnTop = ^uint64(0)
 
-// maxHints bounds the hints a handle keeps.
+// maxHints bounds the keys whose names and hints a handle keeps.
 const maxHints = 2 * DefaultMaxKeys
+
+// keyInfo is what a handle keeps of a key: its name in the bucket (an HMAC,
+// computed once) and its hint, if any.
+type keyInfo struct {
+	name   string
+	h      hint
+	hinted bool
+}
+
+// lookupKey returns key's name in the bucket and its hint, if any.
+func (f *Function) lookupKey(key []byte) (string, hint, bool) {
+	f.knownMu.Lock()
+	if ki, ok := f.known[string(key)]; ok {
+		f.knownMu.Unlock()
+		return ki.name, ki.h, ki.hinted
+	}
+	f.knownMu.Unlock()
+	name := f.k.storeKey(f.ns, f.name, key)
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	if ki, ok := f.known[string(key)]; ok {
+		return ki.name, ki.h, ki.hinted
+	}
+	f.keepLocked(key, &keyInfo{name: name})
+	return name, hint{}, false
+}
+
+// keepLocked adds ki as key's. f.knownMu is held.
+func (f *Function) keepLocked(key []byte, ki *keyInfo) {
+	if f.known == nil || len(f.known) >= maxHints {
+		f.known = map[string]*keyInfo{}
+	}
+	f.known[string(key)] = ki
+}
 
 // remember records what the handle saw of key, unless it already knows of
 // a newer version: a read that learned of an older commit and finishes
 // after a newer one must not send the next write after a superseded
 // revision (a wasted round trip to the bucket and the anchor).
 func (f *Function) remember(key []byte, rev, version uint64) {
-	if f.hintCount.Load() > maxHints {
-		f.hints.Clear()
-		f.hintCount.Store(0)
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	ki, ok := f.known[string(key)]
+	if !ok {
+		ki = &keyInfo{name: f.k.storeKey(f.ns, f.name, key)}
+		f.keepLocked(key, ki)
 	}
-	h := hint{rev, version}
-	k := string(key)
-	for {
-		old, loaded := f.hints.LoadOrStore(k, h)
-		if !loaded {
-			f.hintCount.Add(1)
-			return
-		}
-		if old.(hint).version > version || f.hints.CompareAndSwap(k, old, h) {
-			return
-		}
+	if ki.hinted && ki.h.version > version {
+		return
+	}
+	ki.h, ki.hinted = hint{rev, version}, true
+}
+
+// forget drops key's hint.
+func (f *Function) forget(key []byte) {
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	if ki, ok := f.known[string(key)]; ok {
+		ki.hinted = false
 	}
 }
 
@@ -685,19 +725,20 @@ func (f *Function) remember(key []byte, rev, version uint64) {
 // For the other kinds top is nil and commit retries until its version is
 // the newest.
 func (f *Function) commit(ctx context.Context, kind string, key, value []byte, tomb bool, top *entry) (result, bool, error) {
-	name := f.k.storeKey(f.ns, f.name, key)
+	name, _, _ := f.lookupKey(key)
 	stripe := &f.stripes[crc32.ChecksumIEEE(key)%uint32(len(f.stripes))]
 	stripe.Lock()
 	defer stripe.Unlock()
-	var after, floor, expect uint64 // the revision to follow and its version
+	_, h, hinted := f.lookupKey(key) // after the lock: this handle's last write of key is over
+	var after, floor, expect uint64  // the revision to follow and its version
 	known := false
 	if top != nil {
 		expect, floor = top.Version, top.Version
 		if top.Rev != notOnTop {
 			after, known = top.Rev, true
 		}
-	} else if h, ok := f.hints.Load(string(key)); ok {
-		after, floor, known = h.(hint).rev, h.(hint).version, true
+	} else if hinted {
+		after, floor, known = h.rev, h.version, true
 	}
 	var flags byte
 	if tomb {
@@ -767,7 +808,7 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		// Lost at the anchor (rare: the chain makes conflicts unlikely).
 		// Put the committed envelope back on top of ours, so that the
 		// chain's newest revision is the committed one again.
-		f.hints.Delete(string(key))
+		f.forget(key)
 		if err := f.withdraw(ctx, key, name, rev, res.Entry); err != nil {
 			return result{}, false, err
 		}
