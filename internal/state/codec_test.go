@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
 )
@@ -414,3 +416,21 @@ func FuzzDecodeLogRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestPipelineDefault: one anchor batch of a function in flight at a time
+// unless the options say otherwise (bench/README.md: fewer, bigger batches).
+func TestPipelineDefault(t *testing.T) {
+	for _, c := range []struct{ set, want int }{{0, 1}, {3, 3}} {
+		s, err := NewStore(Options{KV: nopKV{}, Anchor: LocalTransport{}, Pipeline: c.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if s.o.Pipeline != c.want {
+			t.Fatalf("Pipeline %d: got %d, want %d", c.set, s.o.Pipeline, c.want)
+		}
+	}
+}
+
+// nopKV stands for a bucket that is never used.
+type nopKV struct{ jetstream.KeyValue }

@@ -46,10 +46,10 @@ type Options struct {
 	// MaxValueBytes bounds a value; 0 means DefaultMaxValueBytes.
 	MaxValueBytes int
 	// Pipeline is how many anchor batches of one function may be in
-	// flight at once; 0 means 2. Fewer batches in flight make bigger
-	// batches: in BenchmarkYCSB A, 2 sent 0.30 anchor requests per
-	// operation where 4 sent 0.42, for less CPU per operation and a
-	// lower p99 (bench/README.md).
+	// flight at once; 0 means 1. Fewer batches in flight make bigger
+	// batches: in BenchmarkYCSB A, 1 sent 0.20 anchor requests per
+	// operation where 2 sent 0.30 and 4 sent 0.42, for less CPU per
+	// operation and no worse p50 or p99 (bench/README.md).
 	Pipeline int
 	Logger   *slog.Logger
 }
@@ -78,7 +78,7 @@ func NewStore(o Options) (*Store, error) {
 		o.MaxValueBytes = DefaultMaxValueBytes
 	}
 	if o.Pipeline <= 0 {
-		o.Pipeline = 2
+		o.Pipeline = 1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
