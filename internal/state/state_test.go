@@ -689,3 +689,47 @@ func TestReadAfterOwnWrite(t *testing.T) {
 	_, _, err = f.Get(context.Background(), []byte("k"))
 	wantIntegrity(t, err, KindRollback)
 }
+
+// TestReadDoesNotWaitForHeldWrite: a read that finds on top its handle's
+// own write, which the anchor holds back for another worker's lease, does
+// not wait for it: it returns the committed value at once.
+func TestReadDoesNotWaitForHeldWrite(t *testing.T) {
+	e := newEnv(t, Limits{})
+	a := e.fn(t, "ns", "fn")
+	mustPut(t, a, "k", "1")
+	mustPut(t, a, "k", "2") // a's lease runs, the entry is cached
+	s2, err := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	b, _ := s2.Function("ns", "fn", k)
+	wantValue(t, b, "k", "2") // b takes a lease too
+	putErr := make(chan error, 1)
+	go func() { putErr <- a.Put(context.Background(), []byte("k"), []byte("3")) }()
+	for { // until the anchor has told a's write to wait for b's lease
+		if w, ok := a.writing.Load("k"); ok {
+			select {
+			case <-w.(*writing).waits:
+			default:
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, ok := a.lease.lookup([]byte("k")); !ok {
+		t.Skip("a's lease ended before the read (a very slow machine)")
+	}
+	wantValue(t, a, "k", "2")
+	select {
+	case err := <-putErr:
+		t.Fatalf("the write returned (%v) before the read: it was not held", err)
+	default:
+	}
+	if err := <-putErr; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -155,6 +155,10 @@ type Function struct {
 type writing struct {
 	digest []byte
 	done   chan struct{} // closed once the answer is in the lease
+	// waits is closed when the anchor tells the write to wait for another
+	// worker's lease: a read then does not wait for it.
+	waits   chan struct{}
+	waiting bool // waits is closed; for the writer only
 }
 
 type pending struct {
@@ -493,7 +497,8 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 // whose envelope's digest is d, against, in a read under the lease: e, the
 // cached entry, unless the revision is not e's but a write of this handle
 // that the anchor has committed since e was looked up, or is committing now
-// (then it waits for the answer). It then returns the write's entry, so that
+// (then it waits for the answer, unless the anchor holds the write back for
+// another worker's lease). It then returns the write's entry, so that
 // the read returns the envelope it already holds instead of reading the
 // committed revision from the bucket again. That write committed during
 // the read, so its value is as linearizable an answer as e's; and the
@@ -512,6 +517,8 @@ func (f *Function) afterOwnWrite(ctx context.Context, key []byte, e *entry, d []
 	}
 	select {
 	case <-wv.(*writing).done:
+	case <-wv.(*writing).waits:
+		return e // the commit waits for another worker's lease: read the committed revision
 	case <-ctx.Done():
 		return e
 	}
@@ -779,11 +786,15 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		co := op{Kind: kind, Key: key, Version: v, Expect: expect, Rev: rev, Digest: digest(env), Size: len(value),
 			Tomb: tomb && kind == opCAS, Holder: f.holder}
 		gen, running := f.lease.generation()
-		w := &writing{digest: co.Digest, done: make(chan struct{})}
+		w := &writing{digest: co.Digest, done: make(chan struct{}), waits: make(chan struct{})}
 		f.writing.Store(string(key), w)
 		res, err := f.call(ctx, co)
 		for err == nil && res.Status == stRetry {
 			// Another worker's read lease runs: wait for it to end.
+			if !w.waiting {
+				w.waiting = true
+				close(w.waits)
+			}
 			if err = sleep(ctx, min(time.Duration(res.RetryMS)*time.Millisecond, 5*time.Second)); err == nil {
 				gen, running = f.lease.generation()
 				res, err = f.call(ctx, co)
