@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
 )
@@ -286,15 +288,51 @@ func FuzzAnchorWire(f *testing.F) {
 }
 
 func TestRememberKeepsNewest(t *testing.T) {
-	f := &Function{}
+	k, err := newKeys(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Function{k: k, ns: "ns", name: "fn"}
+	hintOf := func() hint {
+		_, h, ok := f.lookupKey([]byte("k"))
+		if !ok {
+			t.Fatal("no hint")
+		}
+		return h
+	}
 	f.remember([]byte("k"), 5, 50)
 	f.remember([]byte("k"), 3, 30) // a read that learned of an older commit
-	if h, _ := f.hints.Load("k"); h.(hint) != (hint{5, 50}) {
+	if h := hintOf(); h != (hint{5, 50}) {
 		t.Fatalf("hint = %+v, want {5 50}", h)
 	}
 	f.remember([]byte("k"), 6, 60)
-	if h, _ := f.hints.Load("k"); h.(hint) != (hint{6, 60}) {
+	if h := hintOf(); h != (hint{6, 60}) {
 		t.Fatalf("hint = %+v, want {6 60}", h)
+	}
+	f.forget([]byte("k"))
+	if _, _, ok := f.lookupKey([]byte("k")); ok {
+		t.Fatal("a forgotten hint is still used")
+	}
+}
+
+// TestKeyNamesCached: a handle computes a key's name in the bucket (an
+// HMAC) once and keeps it with the key's hint.
+func TestKeyNamesCached(t *testing.T) {
+	k, err := newKeys(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Function{k: k, ns: "ns", name: "fn"}
+	want := k.storeKey("ns", "fn", []byte("k"))
+	if name, _, hinted := f.lookupKey([]byte("k")); name != want || hinted {
+		t.Fatalf("lookupKey = %q, %v; want %q, no hint", name, hinted, want)
+	}
+	if ki := f.known["k"]; ki == nil || ki.name != want {
+		t.Fatal("the name is not kept")
+	}
+	f.known["k"].name = "kept"
+	if name, _, _ := f.lookupKey([]byte("k")); name != "kept" {
+		t.Fatalf("the name was computed again: %q", name)
 	}
 }
 
@@ -378,3 +416,21 @@ func FuzzDecodeLogRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestPipelineDefault: one anchor batch of a function in flight at a time
+// unless the options say otherwise (bench/README.md: fewer, bigger batches).
+func TestPipelineDefault(t *testing.T) {
+	for _, c := range []struct{ set, want int }{{0, 1}, {3, 3}} {
+		s, err := NewStore(Options{KV: nopKV{}, Anchor: LocalTransport{}, Pipeline: c.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if s.o.Pipeline != c.want {
+			t.Fatalf("Pipeline %d: got %d, want %d", c.set, s.o.Pipeline, c.want)
+		}
+	}
+}
+
+// nopKV stands for a bucket that is never used.
+type nopKV struct{ jetstream.KeyValue }

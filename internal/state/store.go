@@ -46,10 +46,10 @@ type Options struct {
 	// MaxValueBytes bounds a value; 0 means DefaultMaxValueBytes.
 	MaxValueBytes int
 	// Pipeline is how many anchor batches of one function may be in
-	// flight at once; 0 means 2. Fewer batches in flight make bigger
-	// batches: in BenchmarkYCSB A, 2 sent 0.30 anchor requests per
-	// operation where 4 sent 0.42, for less CPU per operation and a
-	// lower p99 (bench/README.md).
+	// flight at once; 0 means 1. Fewer batches in flight make bigger
+	// batches: in BenchmarkYCSB A, 1 sent 0.20 anchor requests per
+	// operation where 2 sent 0.30 and 4 sent 0.42, for less CPU per
+	// operation and no worse p50 or p99 (bench/README.md).
 	Pipeline int
 	Logger   *slog.Logger
 }
@@ -78,7 +78,7 @@ func NewStore(o Options) (*Store, error) {
 		o.MaxValueBytes = DefaultMaxValueBytes
 	}
 	if o.Pipeline <= 0 {
-		o.Pipeline = 2
+		o.Pipeline = 1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -139,12 +139,26 @@ type Function struct {
 	lastVersion  atomic.Uint64
 	holder       string // names this handle's read lease at the anchor
 	lease        lease
-	hints        sync.Map // string(key) → hint
+	// known holds, by key, its name in the bucket and what this handle
+	// last saw of it (a hint).
+	knownMu sync.Mutex
+	known   map[string]*keyInfo
+	writing sync.Map // string(key) → *writing
 	// stripes serialise this handle's writes of a key, so that a worker
 	// stacks at most one uncommitted revision on a key at a time.
 	stripes        [64]sync.Mutex
-	hintCount      atomic.Int64
 	AnchorRequests atomic.Uint64 // batches sent, for tests and benchmarks
+}
+
+// writing is a write of this handle that is in the bucket and whose
+// commit the anchor has not answered yet.
+type writing struct {
+	digest []byte
+	done   chan struct{} // closed once the answer is in the lease
+	// waits is closed when the anchor tells the write to wait for another
+	// worker's lease: a read then does not wait for it.
+	waits   chan struct{}
+	waiting bool // waits is closed; for the writer only
 }
 
 type pending struct {
@@ -436,14 +450,19 @@ var (
 )
 
 func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]byte, bool, *entry, error) {
-	name := f.k.storeKey(f.ns, f.name, key)
+	name, _, _ := f.lookupKey(key)
 	if mode == readTogether {
 		if e, ok := f.lease.lookup(key); ok {
 			// Under the read lease the cached entry is current: the
 			// bucket is read after it, as in readAfter.
 			f.renew()
 			latest, kerr := f.s.o.KV.Get(ctx, name)
-			v, found, top, err := f.check(ctx, key, name, e, latest, kerr, readAfter)
+			var d []byte
+			if kerr == nil {
+				d = digest(latest.Value())
+				e = f.afterOwnWrite(ctx, key, e, d)
+			}
+			v, found, top, err := f.check(ctx, key, name, e, latest, d, kerr, readAfter)
 			if errors.Is(err, errMovedOn) {
 				return nil, false, nil, errReread
 			}
@@ -471,20 +490,59 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 	if mode == readAfter {
 		latest, kerr = f.s.o.KV.Get(ctx, name)
 	}
-	return f.check(ctx, key, name, res.Entry, latest, kerr, mode)
+	return f.check(ctx, key, name, res.Entry, latest, nil, kerr, mode)
+}
+
+// afterOwnWrite returns the entry to check the newest revision of key,
+// whose envelope's digest is d, against, in a read under the lease: e, the
+// cached entry, unless the revision is not e's but a write of this handle
+// that the anchor has committed since e was looked up, or is committing now
+// (then it waits for the answer, unless the anchor holds the write back for
+// another worker's lease). It then returns the write's entry, so that
+// the read returns the envelope it already holds instead of reading the
+// committed revision from the bucket again. That write committed during
+// the read, so its value is as linearizable an answer as e's; and the
+// envelope is still checked against the entry (digest, authentication,
+// version) as any other.
+func (f *Function) afterOwnWrite(ctx context.Context, key []byte, e *entry, d []byte) *entry {
+	if e != nil && bytes.Equal(d, e.Digest) {
+		return e
+	}
+	if ne, ok := f.lease.lookup(key); ok && ne != nil && bytes.Equal(ne.Digest, d) {
+		return ne
+	}
+	wv, ok := f.writing.Load(string(key))
+	if !ok || !bytes.Equal(d, wv.(*writing).digest) {
+		return e
+	}
+	select {
+	case <-wv.(*writing).done:
+	case <-wv.(*writing).waits:
+		return e // the commit waits for another worker's lease: read the committed revision
+	case <-ctx.Done():
+		return e
+	}
+	if ne, ok := f.lease.lookup(key); ok && ne != nil && bytes.Equal(ne.Digest, d) {
+		return ne
+	}
+	return e
 }
 
 // check verifies what the bucket returned (latest, kerr) against the
-// entry e, and returns the value, whether it exists, and what is on top.
-func (f *Function) check(ctx context.Context, key []byte, name string, e *entry, latest jetstream.KeyValueEntry, kerr error, mode readMode) ([]byte, bool, *entry, error) {
+// entry e, and returns the value, whether it exists, and what is on top. d
+// is the digest of latest's value, if the caller computed it already.
+func (f *Function) check(ctx context.Context, key []byte, name string, e *entry, latest jetstream.KeyValueEntry, d []byte, kerr error, mode readMode) ([]byte, bool, *entry, error) {
 	if kerr != nil && !errors.Is(kerr, jetstream.ErrKeyNotFound) {
 		return nil, false, nil, unavailable(kerr)
 	}
 	var env []byte
 	if kerr == nil {
 		env = latest.Value()
+		if d == nil {
+			d = digest(env)
+		}
 	}
-	onTop := kerr == nil && e != nil && bytes.Equal(digest(env), e.Digest)
+	onTop := kerr == nil && e != nil && bytes.Equal(d, e.Digest)
 	v, ok, err := f.verify(ctx, key, name, e, env, onTop, mode)
 	if err != nil {
 		return nil, false, nil, err
@@ -596,29 +654,67 @@ type hint struct{ rev, version uint64 }
 // notOnTop marks a read whose committed revision is not the newest.
 const notOnTop = ^uint64(0)
 
-// maxHints bounds the hints a handle keeps.
+// maxHints bounds the keys whose names and hints a handle keeps.
 const maxHints = 2 * DefaultMaxKeys
+
+// keyInfo is what a handle keeps of a key: its name in the bucket (an HMAC,
+// computed once) and its hint, if any.
+type keyInfo struct {
+	name   string
+	h      hint
+	hinted bool
+}
+
+// lookupKey returns key's name in the bucket and its hint, if any.
+func (f *Function) lookupKey(key []byte) (string, hint, bool) {
+	f.knownMu.Lock()
+	if ki, ok := f.known[string(key)]; ok {
+		f.knownMu.Unlock()
+		return ki.name, ki.h, ki.hinted
+	}
+	f.knownMu.Unlock()
+	name := f.k.storeKey(f.ns, f.name, key)
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	if ki, ok := f.known[string(key)]; ok {
+		return ki.name, ki.h, ki.hinted
+	}
+	f.keepLocked(key, &keyInfo{name: name})
+	return name, hint{}, false
+}
+
+// keepLocked adds ki as key's. f.knownMu is held.
+func (f *Function) keepLocked(key []byte, ki *keyInfo) {
+	if f.known == nil || len(f.known) >= maxHints {
+		f.known = map[string]*keyInfo{}
+	}
+	f.known[string(key)] = ki
+}
 
 // remember records what the handle saw of key, unless it already knows of
 // a newer version: a read that learned of an older commit and finishes
 // after a newer one must not send the next write after a superseded
 // revision (a wasted round trip to the bucket and the anchor).
 func (f *Function) remember(key []byte, rev, version uint64) {
-	if f.hintCount.Load() > maxHints {
-		f.hints.Clear()
-		f.hintCount.Store(0)
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	ki, ok := f.known[string(key)]
+	if !ok {
+		ki = &keyInfo{name: f.k.storeKey(f.ns, f.name, key)}
+		f.keepLocked(key, ki)
 	}
-	h := hint{rev, version}
-	k := string(key)
-	for {
-		old, loaded := f.hints.LoadOrStore(k, h)
-		if !loaded {
-			f.hintCount.Add(1)
-			return
-		}
-		if old.(hint).version > version || f.hints.CompareAndSwap(k, old, h) {
-			return
-		}
+	if ki.hinted && ki.h.version > version {
+		return
+	}
+	ki.h, ki.hinted = hint{rev, version}, true
+}
+
+// forget drops key's hint.
+func (f *Function) forget(key []byte) {
+	f.knownMu.Lock()
+	defer f.knownMu.Unlock()
+	if ki, ok := f.known[string(key)]; ok {
+		ki.hinted = false
 	}
 }
 
@@ -636,19 +732,20 @@ func (f *Function) remember(key []byte, rev, version uint64) {
 // For the other kinds top is nil and commit retries until its version is
 // the newest.
 func (f *Function) commit(ctx context.Context, kind string, key, value []byte, tomb bool, top *entry) (result, bool, error) {
-	name := f.k.storeKey(f.ns, f.name, key)
+	name, _, _ := f.lookupKey(key)
 	stripe := &f.stripes[crc32.ChecksumIEEE(key)%uint32(len(f.stripes))]
 	stripe.Lock()
 	defer stripe.Unlock()
-	var after, floor, expect uint64 // the revision to follow and its version
+	_, h, hinted := f.lookupKey(key) // after the lock: this handle's last write of key is over
+	var after, floor, expect uint64  // the revision to follow and its version
 	known := false
 	if top != nil {
 		expect, floor = top.Version, top.Version
 		if top.Rev != notOnTop {
 			after, known = top.Rev, true
 		}
-	} else if h, ok := f.hints.Load(string(key)); ok {
-		after, floor, known = h.(hint).rev, h.(hint).version, true
+	} else if hinted {
+		after, floor, known = h.rev, h.version, true
 	}
 	var flags byte
 	if tomb {
@@ -689,15 +786,22 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		co := op{Kind: kind, Key: key, Version: v, Expect: expect, Rev: rev, Digest: digest(env), Size: len(value),
 			Tomb: tomb && kind == opCAS, Holder: f.holder}
 		gen, running := f.lease.generation()
+		w := &writing{digest: co.Digest, done: make(chan struct{}), waits: make(chan struct{})}
+		f.writing.Store(string(key), w)
 		res, err := f.call(ctx, co)
 		for err == nil && res.Status == stRetry {
 			// Another worker's read lease runs: wait for it to end.
+			if !w.waiting {
+				w.waiting = true
+				close(w.waits)
+			}
 			if err = sleep(ctx, min(time.Duration(res.RetryMS)*time.Millisecond, 5*time.Second)); err == nil {
 				gen, running = f.lease.generation()
 				res, err = f.call(ctx, co)
 			}
 		}
 		if err != nil {
+			f.wrote(key, w)
 			return res, false, err
 		}
 		if res.Status == stOK {
@@ -707,13 +811,15 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 				ne = res.Entry // nothing was deleted: the anchor kept what it had
 			}
 			f.lease.store(key, ne, gen, running)
+			f.wrote(key, w)
 			return res, true, nil
 		}
 		f.lease.store(key, res.Entry, gen, running)
+		f.wrote(key, w)
 		// Lost at the anchor (rare: the chain makes conflicts unlikely).
 		// Put the committed envelope back on top of ours, so that the
 		// chain's newest revision is the committed one again.
-		f.hints.Delete(string(key))
+		f.forget(key)
 		if err := f.withdraw(ctx, key, name, rev, res.Entry); err != nil {
 			return result{}, false, err
 		}
@@ -726,6 +832,13 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		known = false
 	}
 	return result{}, false, fmt.Errorf("%w: the write kept conflicting with others", ErrUnavailable)
+}
+
+// wrote ends w, the record of a write of key, once the anchor's answer is
+// in the lease.
+func (f *Function) wrote(key []byte, w *writing) {
+	f.writing.CompareAndDelete(string(key), w)
+	close(w.done)
 }
 
 // withdraw stores the committed envelope e again, after our uncommitted
