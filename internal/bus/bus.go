@@ -72,11 +72,13 @@ const (
 	BucketReplay   = "cloister_replay"
 	BucketBundles  = "cloister_bundles"
 	// BucketState holds functions' sealed state values (internal/state).
-	// It keeps a few revisions per key, so that a write that was stored but
-	// never committed does not hide the committed one.
+	// It keeps StateHistory revisions per key (JetStream's maximum), so
+	// that writes stored but never committed (a compare-and-set the anchor
+	// refused, a writer that crashed) do not push the committed one out.
 	BucketState = "cloister_state"
-	// StateHistory is how many revisions of a state key the bucket keeps.
-	StateHistory = 8
+	// StateHistory is how many revisions of a state key the bucket keeps:
+	// at most 64 KB per 1 KB key, for keys written that often.
+	StateHistory = 64
 )
 
 // ReplayWindow is how long a request nonce is remembered; requests older than

@@ -313,6 +313,22 @@ func TestMissingDetected(t *testing.T) {
 	wantIntegrity(t, err, KindMissing)
 }
 
+// The host removes the committed revision and leaves a newer, uncommitted
+// write on top, as if writers had pushed the committed one out of the
+// history: the read retries, then reports it missing.
+func TestMissingUnderNewerWriteDetected(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f := e.fn(t, "ns", "fn")
+	mustPut(t, f, "k", "v")
+	name := f.k.storeKey(f.ns, f.name, []byte("k"))
+	if err := e.kv.Purge(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	e.tamper(t, f, "k", f.k.seal(f.ns, f.name, []byte("k"), f.nextVersion(0), 0, []byte("orphan")))
+	_, _, err := f.Get(context.Background(), []byte("k"))
+	wantIntegrity(t, err, KindMissing)
+}
+
 // A write stored but never committed (its worker crashed) hides nothing.
 func TestUncommittedWriteIgnored(t *testing.T) {
 	e := newEnv(t, Limits{})

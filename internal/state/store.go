@@ -405,6 +405,11 @@ func (f *Function) get(ctx context.Context, key []byte) ([]byte, bool, *entry, e
 			mode = readAfter
 			continue
 		case errors.Is(err, errMovedOn):
+			if attempt >= maxMovedOn {
+				// Honest writers cannot push the committed revision out
+				// of the history this many times in a row: it is gone.
+				return nil, false, nil, f.integrity(KindMissing, "the committed value is gone from the store")
+			}
 			mode = readAfter
 			if attempt >= 2 {
 				mode = readBefore
@@ -438,6 +443,11 @@ const (
 	// value proves nothing, and the read relies on the exact revision.
 	readBefore
 )
+
+// maxMovedOn bounds the reads that find newer writes on top and the
+// committed revision pushed out of the bucket's history before the read
+// concludes that the host removed it.
+const maxMovedOn = 8
 
 var (
 	// errMovedOn means the committed revision a read was told of was
@@ -608,7 +618,7 @@ func (f *Function) verify(ctx context.Context, key []byte, name string, e *entry
 	}
 	got, err := f.s.o.KV.GetRevision(ctx, name, e.Rev)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if newer && mode != readBefore {
+		if newer {
 			return nil, false, errMovedOn
 		}
 		return nil, false, f.integrity(KindMissing, "the committed value is gone from the store")
