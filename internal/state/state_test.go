@@ -749,3 +749,30 @@ func TestReadDoesNotWaitForHeldWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOneHandleConcurrently reads and writes the same keys from many
+// goroutines through one handle, as a worker's concurrent invocations do
+// (its key cache and hints are shared; CI runs this with -race).
+func TestOneHandleConcurrently(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f := e.fn(t, "ns", "fn")
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				k := []byte(strconv.Itoa(i % 4))
+				if (g+i)%2 == 0 {
+					if err := f.Put(ctx, k, []byte(strconv.Itoa(g))); err != nil {
+						t.Error(err)
+						return
+					}
+				} else if _, _, err := f.Get(ctx, k); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

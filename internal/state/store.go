@@ -679,8 +679,9 @@ type keyInfo struct {
 func (f *Function) lookupKey(key []byte) (string, hint, bool) {
 	f.knownMu.Lock()
 	if ki, ok := f.known[string(key)]; ok {
+		name, h, hinted := ki.name, ki.h, ki.hinted
 		f.knownMu.Unlock()
-		return ki.name, ki.h, ki.hinted
+		return name, h, hinted
 	}
 	f.knownMu.Unlock()
 	name := f.k.storeKey(f.ns, f.name, key)
