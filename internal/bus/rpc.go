@@ -61,6 +61,12 @@ func serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
 	}
+	// Once Serve returns, the server knows of the subscription: a request
+	// from another connection finds it.
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
+	}
 	return sub, nil
 }
 
