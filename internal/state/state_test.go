@@ -100,6 +100,26 @@ func (e *env) fn(t testing.TB, ns, name string) *Function {
 	return f
 }
 
+// otherWorker returns a handle on ns/name in a store of its own, as
+// another worker has; the store closes with the test.
+func (e *env) otherWorker(t testing.TB, ns, name string) *Function {
+	t.Helper()
+	s, err := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	k, err := DeriveKey(e.master, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Function(ns, name, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // raw returns the envelope the bucket holds for key (latest revision).
 func (e *env) raw(t *testing.T, f *Function, key string) []byte {
 	t.Helper()
@@ -563,13 +583,7 @@ func TestLeaseHoldsOffOtherWriters(t *testing.T) {
 	if _, ok := a.lease.lookup([]byte("k")); !ok {
 		t.Fatal("the entry is not cached under the lease")
 	}
-	s2, err := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	k, _ := DeriveKey(e.master, "ns", "fn")
-	b, _ := s2.Function("ns", "fn", k)
+	b := e.otherWorker(t, "ns", "fn")
 	if err := b.Put(context.Background(), []byte("k"), []byte("new")); err != nil {
 		t.Fatal(err)
 	}
@@ -714,13 +728,7 @@ func TestReadDoesNotWaitForHeldWrite(t *testing.T) {
 	a := e.fn(t, "ns", "fn")
 	mustPut(t, a, "k", "1")
 	mustPut(t, a, "k", "2") // a's lease runs, the entry is cached
-	s2, err := NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	k, _ := DeriveKey(e.master, "ns", "fn")
-	b, _ := s2.Function("ns", "fn", k)
+	b := e.otherWorker(t, "ns", "fn")
 	wantValue(t, b, "k", "2") // b takes a lease too
 	putErr := make(chan error, 1)
 	go func() { putErr <- a.Put(context.Background(), []byte("k"), []byte("3")) }()

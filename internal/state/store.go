@@ -743,12 +743,11 @@ func (f *Function) forget(key []byte) {
 // For the other kinds top is nil and commit retries until its version is
 // the newest.
 func (f *Function) commit(ctx context.Context, kind string, key, value []byte, tomb bool, top *entry) (result, bool, error) {
-	name, _, _ := f.lookupKey(key)
 	stripe := &f.stripes[crc32.ChecksumIEEE(key)%uint32(len(f.stripes))]
 	stripe.Lock()
 	defer stripe.Unlock()
-	_, h, hinted := f.lookupKey(key) // after the lock: this handle's last write of key is over
-	var after, floor, expect uint64  // the revision to follow and its version
+	name, h, hinted := f.lookupKey(key) // after the lock: this handle's last write of key is over
+	var after, floor, expect uint64     // the revision to follow and its version
 	known := false
 	if top != nil {
 		expect, floor = top.Version, top.Version
