@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 var (
 	ycsbConc    = flag.Int("ycsb.conc", 16, "concurrent invocations in each BenchmarkYCSB sub-benchmark")
+	ycsbPipe    = flag.Int("ycsb.pipeline", 1, "anchor batches in flight per function (state.Options.Pipeline) in BenchmarkYCSB")
 	ycsbRecords = flag.Int("ycsb.records", 10000, "keys loaded before BenchmarkYCSB")
 )
 
@@ -48,7 +50,8 @@ type ycsbEnv struct {
 	unsealed *state.Store
 	engine   *sandbox.Engine
 	fn       *sandbox.Function
-	kv       map[bool]sandbox.KV // by sealed
+	kv       map[bool]sandbox.KV  // by sealed
+	bucket   map[bool]*countingKV // by sealed: counts the stores' bucket operations
 	sf       *state.Function
 	cancel   context.CancelFunc
 	dir      string
@@ -127,10 +130,11 @@ func setupYCSB() (*ycsbEnv, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if e.sealed, err = state.NewStore(state.Options{KV: workerSt.State, Anchor: state.BusTransport{Conn: workerNC}, Logger: log}); err != nil {
+	e.bucket = map[bool]*countingKV{true: {KeyValue: workerSt.State}, false: {KeyValue: workerSt.State}}
+	if e.sealed, err = state.NewStore(state.Options{KV: e.bucket[true], Anchor: state.BusTransport{Conn: workerNC}, Logger: log, Pipeline: *ycsbPipe}); err != nil {
 		return fail(err)
 	}
-	if e.unsealed, err = state.NewStore(state.Options{KV: workerSt.State, Unsealed: true, Logger: log}); err != nil {
+	if e.unsealed, err = state.NewStore(state.Options{KV: e.bucket[false], Unsealed: true, Logger: log}); err != nil {
 		return fail(err)
 	}
 	key, _ := state.DeriveKey(master, "bench", "ycsb")
@@ -249,19 +253,28 @@ func BenchmarkYCSB(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				var mu sync.Mutex
+				var reads, updates, readNS, updateNS atomic.Int64
 				rng := rand.New(rand.NewPCG(1, 2))
 				zipf := rand.NewZipf(rand.New(rand.NewPCG(3, 4)), 1.01, 1, uint64(*ycsbRecords-1))
-				anchor0 := e.anchorRequests(sealed)
+				anchor0, combined0 := e.anchorRequests(sealed), e.sf.PutsCombined.Load()
+				reads0, writes0 := e.bucket[sealed].reads.Load(), e.bucket[sealed].writes.Load()
 				cpu0 := processCPU()
 				b.ResetTimer()
 				l, err := runLoad(context.Background(), b.N, *ycsbConc, func(ctx context.Context) error {
 					mu.Lock()
 					i, r := int(zipf.Uint64()), rng.Float64()
 					mu.Unlock()
+					t0 := time.Now()
 					if r < w.reads {
-						return e.read(ctx, sealed, i)
+						err := e.read(ctx, sealed, i)
+						readNS.Add(int64(time.Since(t0)))
+						reads.Add(1)
+						return err
 					}
-					return e.update(ctx, sealed, i, byte('b'+i%20))
+					err := e.update(ctx, sealed, i, byte('b'+i%20))
+					updateNS.Add(int64(time.Since(t0)))
+					updates.Add(1)
+					return err
 				})
 				b.StopTimer()
 				cpu := (processCPU() - cpu0).Seconds() * 1e6 / float64(b.N)
@@ -269,11 +282,20 @@ func BenchmarkYCSB(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportMetric(cpu, "cpu-µs/op")
+				b.ReportMetric(float64(e.bucket[sealed].reads.Load()-reads0)/float64(b.N), "bucket-reads/op")
+				b.ReportMetric(float64(e.bucket[sealed].writes.Load()-writes0)/float64(b.N), "bucket-writes/op")
 				b.ReportMetric(l.throughput(), "ops/s")
 				b.ReportMetric(ms(percentile(l.lat, 50)), "p50-ms")
 				b.ReportMetric(ms(percentile(l.lat, 99)), "p99-ms")
+				if n := reads.Load(); n > 0 {
+					b.ReportMetric(float64(readNS.Load())/float64(n)/1e6, "read-mean-ms")
+				}
+				if n := updates.Load(); n > 0 {
+					b.ReportMetric(float64(updateNS.Load())/float64(n)/1e6, "update-mean-ms")
+				}
 				if sealed {
 					b.ReportMetric(float64(e.anchorRequests(true)-anchor0)/float64(b.N), "anchor-batches/op")
+					b.ReportMetric(float64(e.sf.PutsCombined.Load()-combined0)/float64(b.N), "puts-combined/op")
 					if unsealedRate > 0 {
 						b.ReportMetric(l.throughput()/unsealedRate, "sealed/unsealed")
 						b.ReportMetric(unsealedCPU/cpu, "sealed/unsealed-cpu")

@@ -146,8 +146,13 @@ type Function struct {
 	writing sync.Map // string(key) → *writing
 	// stripes serialise this handle's writes of a key, so that a worker
 	// stacks at most one uncommitted revision on a key at a time.
-	stripes        [64]sync.Mutex
+	stripes [64]sync.Mutex
+	// puts holds the keys this handle is putting, and the puts waiting
+	// for them (puts.go).
+	putsMu         sync.Mutex
+	puts           map[string]*keyPuts
 	AnchorRequests atomic.Uint64 // batches sent, for tests and benchmarks
+	PutsCombined   atomic.Uint64 // puts whose value another put of the same key replaced
 }
 
 // writing is a write of this handle that is in the bucket and whose
@@ -955,8 +960,7 @@ func (f *Function) Put(ctx context.Context, key, value []byte) error {
 		}
 		return nil
 	}
-	_, _, err := f.commit(ctx, opPut, key, value, false, nil)
-	return err
+	return f.put(ctx, key, value)
 }
 
 // Delete removes key and reports whether it existed.

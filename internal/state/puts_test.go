@@ -1,0 +1,181 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// heldPuts starts a put of "k" whose commit the gate holds, then the puts
+// of vals, and returns once they all wait behind it; results gives every
+// put's outcome, the held one's first.
+func heldPuts(t *testing.T, f *Function, tr *gatedTransport, vals ...string) (release func(), results func() []error) {
+	t.Helper()
+	gate := make(chan struct{})
+	tr.mu.Lock()
+	tr.gate = gate
+	tr.mu.Unlock()
+	errs := make([]chan error, len(vals)+1)
+	for i := range errs {
+		errs[i] = make(chan error, 1)
+	}
+	go func() { errs[0] <- f.Put(context.Background(), []byte("k"), []byte("held")) }()
+	<-tr.entered // stored, its commit held
+	for i, v := range vals {
+		go func() { errs[i+1] <- f.Put(context.Background(), []byte("k"), []byte(v)) }()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			f.putsMu.Lock()
+			g := f.puts["k"].next
+			n := 0
+			if g != nil {
+				n = g.n
+			}
+			f.putsMu.Unlock()
+			if n == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("put %q did not join the group", v)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	release = func() {
+		tr.mu.Lock()
+		tr.gate = nil
+		tr.mu.Unlock()
+		close(gate)
+	}
+	results = func() []error {
+		out := make([]error, len(errs))
+		for i, c := range errs {
+			out[i] = <-c
+		}
+		return out
+	}
+	return release, results
+}
+
+func gatedFunction(t *testing.T, e *env) (*Function, *gatedTransport) {
+	t.Helper()
+	tr := &gatedTransport{inner: LocalTransport{e.anchor}, entered: make(chan struct{}, 1)}
+	s, err := NewStore(Options{KV: e.kv, Anchor: tr, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	f, err := s.Function("ns", "fn", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, tr
+}
+
+// storedValues opens every revision the bucket holds of key.
+func storedValues(t *testing.T, e *env, f *Function, key string) []string {
+	t.Helper()
+	hist, err := e.kv.History(context.Background(), f.k.storeKey(f.ns, f.name, []byte(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, h := range hist {
+		_, _, v, err := f.k.open(f.ns, f.name, []byte(key), h.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(v))
+	}
+	return out
+}
+
+// TestPutsCombined: puts of a key that arrive while the handle writes it
+// wait as one group, which writes its last value once; every put returns
+// success, and the values in between are never stored.
+func TestPutsCombined(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f, tr := gatedFunction(t, e)
+	mustPut(t, f, "k", "0")
+	release, results := heldPuts(t, f, tr, "a", "b", "c")
+	release()
+	for i, err := range results() {
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	wantValue(t, f, "k", "c")
+	if n := f.PutsCombined.Load(); n != 2 {
+		t.Fatalf("PutsCombined = %d, want 2", n)
+	}
+	if got, want := storedValues(t, e, f, "k"), []string{"0", "held", "c"}; !slices.Equal(got, want) {
+		t.Fatalf("the bucket holds %q, want %q", got, want)
+	}
+	// Idle again: a put is written on its own.
+	mustPut(t, f, "k", "d")
+	wantValue(t, f, "k", "d")
+	f.putsMu.Lock()
+	busy := len(f.puts)
+	f.putsMu.Unlock()
+	if busy != 0 {
+		t.Fatalf("%d keys still marked busy", busy)
+	}
+}
+
+// TestPutsCombinedQuota: when the group's write fails for its value (the
+// function's byte quota), the other puts of the group are written on
+// their own, and only the one whose value failed reports the error.
+func TestPutsCombinedQuota(t *testing.T) {
+	e := newEnv(t, Limits{MaxBytes: 100})
+	f, tr := gatedFunction(t, e)
+	mustPut(t, f, "k", "0")
+	big := string(make([]byte, 200))
+	release, results := heldPuts(t, f, tr, "small", big)
+	release()
+	errs := results()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("held put: %v; small put: %v; want both written", errs[0], errs[1])
+	}
+	if !errors.Is(errs[2], ErrQuota) {
+		t.Fatalf("big put: %v, want ErrQuota", errs[2])
+	}
+	wantValue(t, f, "k", "small")
+	if n := f.PutsCombined.Load(); n != 0 {
+		t.Fatalf("PutsCombined = %d, want 0", n)
+	}
+}
+
+// TestPutCallerGivesUp: a put that stops waiting for its group returns
+// its context's error, and the group is still written.
+func TestPutCallerGivesUp(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f, tr := gatedFunction(t, e)
+	mustPut(t, f, "k", "0")
+	release, results := heldPuts(t, f, tr, "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- f.Put(ctx, []byte("k"), []byte("b")) }()
+	for {
+		f.putsMu.Lock()
+		n := f.puts["k"].next.n
+		f.putsMu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("put that gave up: %v", err)
+	}
+	release()
+	for i, err := range results() {
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	// The last value to join is written, whether or not its caller waited.
+	wantValue(t, f, "k", "b")
+}
