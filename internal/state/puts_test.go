@@ -179,3 +179,27 @@ func TestPutCallerGivesUp(t *testing.T) {
 	// The last value to join is written, whether or not its caller waited.
 	wantValue(t, f, "k", "b")
 }
+
+// TestKeyLocks: a handle's writes of one key wait for each other; writes
+// of different keys do not, and a key's lock goes when no write holds it.
+func TestKeyLocks(t *testing.T) {
+	e := newEnv(t, Limits{})
+	f := e.fn(t, "ns", "fn")
+	unlockA := f.lockKey([]byte("a"))
+	f.lockKey([]byte("b"))() // another key: not held up
+	second := make(chan func())
+	go func() { second <- f.lockKey([]byte("a")) }()
+	select {
+	case <-second:
+		t.Fatal("a second write of a key did not wait for the first")
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlockA()
+	(<-second)()
+	f.writersMu.Lock()
+	n := len(f.writers)
+	f.writersMu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d key locks left", n)
+	}
+}

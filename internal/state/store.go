@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"slices"
 	"strings"
@@ -144,9 +143,11 @@ type Function struct {
 	knownMu sync.Mutex
 	known   map[string]*keyInfo
 	writing sync.Map // string(key) → *writing
-	// stripes serialise this handle's writes of a key, so that a worker
-	// stacks at most one uncommitted revision on a key at a time.
-	stripes [64]sync.Mutex
+	// writers serialise this handle's writes of a key, so that a worker
+	// stacks at most one uncommitted revision on a key at a time (and
+	// writes of different keys never wait for each other).
+	writersMu sync.Mutex
+	writers   map[string]*keyWriter
 	// puts holds the keys this handle is putting, and the puts waiting
 	// for them (puts.go).
 	putsMu         sync.Mutex
@@ -748,9 +749,7 @@ func (f *Function) forget(key []byte) {
 // For the other kinds top is nil and commit retries until its version is
 // the newest.
 func (f *Function) commit(ctx context.Context, kind string, key, value []byte, tomb bool, top *entry) (result, bool, error) {
-	stripe := &f.stripes[crc32.ChecksumIEEE(key)%uint32(len(f.stripes))]
-	stripe.Lock()
-	defer stripe.Unlock()
+	defer f.lockKey(key)()
 	name, h, hinted := f.lookupKey(key) // after the lock: this handle's last write of key is over
 	var after, floor, expect uint64     // the revision to follow and its version
 	known := false
@@ -847,6 +846,37 @@ func (f *Function) commit(ctx context.Context, kind string, key, value []byte, t
 		known = false
 	}
 	return result{}, false, fmt.Errorf("%w: the write kept conflicting with others", ErrUnavailable)
+}
+
+// keyWriter is the lock of a key's writes, and how many hold or wait for it.
+type keyWriter struct {
+	sync.Mutex
+	refs int
+}
+
+// lockKey waits until no other write of key by this handle runs, and
+// returns the function that ends this one.
+func (f *Function) lockKey(key []byte) (unlock func()) {
+	f.writersMu.Lock()
+	w, ok := f.writers[string(key)]
+	if !ok {
+		if f.writers == nil {
+			f.writers = map[string]*keyWriter{}
+		}
+		w = &keyWriter{}
+		f.writers[string(key)] = w
+	}
+	w.refs++
+	f.writersMu.Unlock()
+	w.Lock()
+	return func() {
+		w.Unlock()
+		f.writersMu.Lock()
+		if w.refs--; w.refs == 0 {
+			delete(f.writers, string(key))
+		}
+		f.writersMu.Unlock()
+	}
 }
 
 // wrote ends w, the record of a write of key, once the anchor's answer is
