@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +249,23 @@ func TestOffThreadPanics(t *testing.T) {
 	}()
 	offThread{}.run(func() { panic("boom") })
 	t.Fatal("no panic")
+}
+
+// TestOffThreadReusesWorkers: operations run on kept goroutines, whose
+// stacks have grown already, not on a new goroutine each.
+func TestOffThreadReusesWorkers(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		var id string
+		offThread{}.run(func() {
+			buf := make([]byte, 64)
+			id = strings.Fields(string(buf[:runtime.Stack(buf, false)]))[1] // "goroutine N [running]:"
+		})
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		time.Sleep(time.Millisecond) // let the worker wait for the next job
+	}
+	t.Fatalf("100 operations ran on %d different goroutines", len(seen))
 }
