@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -224,16 +225,117 @@ func (e *ycsbEnv) update(ctx context.Context, sealed bool, i int, fill byte) err
 	return nil
 }
 
+// ycsbRun is one workload in one mode (sealed or not): its key and
+// operation sequence, and what its operations measured so far.
+type ycsbRun struct {
+	e      *ycsbEnv
+	sealed bool
+	reads  float64 // the share of reads
+
+	mu   sync.Mutex
+	rng  *rand.Rand
+	zipf *rand.Zipf
+
+	elapsed, cpu     time.Duration
+	lat              []time.Duration
+	nReads, nUpdates atomic.Int64
+	readNS, updateNS atomic.Int64
+	anchor, combined uint64
+	bucketR, bucketW uint64
+	n                int
+}
+
+func (e *ycsbEnv) newRun(sealed bool, reads float64) *ycsbRun {
+	// Both modes draw the same keys and operations.
+	return &ycsbRun{e: e, sealed: sealed, reads: reads,
+		rng:  rand.New(rand.NewPCG(1, 2)),
+		zipf: rand.NewZipf(rand.New(rand.NewPCG(3, 4)), 1.01, 1, uint64(*ycsbRecords-1))}
+}
+
+// run performs n more operations with the benchmark's clients.
+func (r *ycsbRun) run(n int) error {
+	e := r.e
+	anchor0, combined0 := e.anchorRequests(r.sealed), e.sf.PutsCombined.Load()
+	reads0, writes0 := e.bucket[r.sealed].reads.Load(), e.bucket[r.sealed].writes.Load()
+	cpu0 := processCPU()
+	l, err := runLoad(context.Background(), n, *ycsbConc, func(ctx context.Context) error {
+		r.mu.Lock()
+		i, x := int(r.zipf.Uint64()), r.rng.Float64()
+		r.mu.Unlock()
+		t0 := time.Now()
+		if x < r.reads {
+			err := e.read(ctx, r.sealed, i)
+			r.readNS.Add(int64(time.Since(t0)))
+			r.nReads.Add(1)
+			return err
+		}
+		err := e.update(ctx, r.sealed, i, byte('b'+i%20))
+		r.updateNS.Add(int64(time.Since(t0)))
+		r.nUpdates.Add(1)
+		return err
+	})
+	r.cpu += processCPU() - cpu0
+	if err != nil {
+		return err
+	}
+	r.elapsed += l.elapsed
+	r.lat = append(r.lat, l.lat...)
+	r.n += n
+	if r.sealed {
+		r.anchor += e.anchorRequests(true) - anchor0
+		r.combined += e.sf.PutsCombined.Load() - combined0
+	}
+	r.bucketR += e.bucket[r.sealed].reads.Load() - reads0
+	r.bucketW += e.bucket[r.sealed].writes.Load() - writes0
+	return nil
+}
+
+func (r *ycsbRun) throughput() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+// cpuPerOp is the process's CPU time per operation, in µs.
+func (r *ycsbRun) cpuPerOp() float64 { return r.cpu.Seconds() * 1e6 / float64(r.n) }
+
+// report reports r's measures, their names prefixed with prefix.
+func (r *ycsbRun) report(b *testing.B, prefix string) {
+	slices.Sort(r.lat)
+	per := func(v uint64) float64 { return float64(v) / float64(r.n) }
+	b.ReportMetric(r.cpuPerOp(), prefix+"cpu-µs/op")
+	b.ReportMetric(r.throughput(), prefix+"ops/s")
+	b.ReportMetric(ms(percentile(r.lat, 50)), prefix+"p50-ms")
+	b.ReportMetric(ms(percentile(r.lat, 99)), prefix+"p99-ms")
+	if n := r.nReads.Load(); n > 0 {
+		b.ReportMetric(float64(r.readNS.Load())/float64(n)/1e6, prefix+"read-mean-ms")
+	}
+	if n := r.nUpdates.Load(); n > 0 {
+		b.ReportMetric(float64(r.updateNS.Load())/float64(n)/1e6, prefix+"update-mean-ms")
+	}
+	b.ReportMetric(per(r.bucketR), prefix+"bucket-reads/op")
+	b.ReportMetric(per(r.bucketW), prefix+"bucket-writes/op")
+	if r.sealed {
+		b.ReportMetric(per(r.anchor), prefix+"anchor-batches/op")
+		b.ReportMetric(per(r.combined), prefix+"puts-combined/op")
+	}
+}
+
+// ycsbRounds is how many times the interleaved sub-benchmarks alternate
+// the two modes.
+const ycsbRounds = 10
+
 // BenchmarkYCSB runs YCSB's core workloads A (50% reads, 50% updates), B
 // (95/5) and C (reads only) over 10,000 records of 1 KB, each through the
 // kv reactor (one invocation per operation, in a sandbox reset between
-// calls) on the sealed state and, just before, on the same bucket with
-// sealing off (plaintext values, no anchor, no integrity checks). Keys
-// follow a Zipfian distribution (math/rand's, s = 1.01; YCSB's is θ = 0.99).
-// The sealed sub-benchmarks report sealed/unsealed, their throughput over
-// that of the unsealed run just before them, and sealed/unsealed-cpu, the
-// process's CPU time per operation unsealed over that sealed (less
-// sensitive than throughput to other work on a shared machine).
+// calls) on the sealed state and on the same bucket with sealing off
+// (plaintext values, no anchor, no integrity checks). Keys follow a
+// Zipfian distribution (math/rand's, s = 1.01; YCSB's is θ = 0.99).
+//
+// For each workload, "unsealed" and then "sealed" run b.N operations each;
+// "sealed" reports sealed/unsealed, its throughput over that of the
+// unsealed run just before it, and sealed/unsealed-cpu, the process's CPU
+// time per operation unsealed over that sealed (less sensitive than
+// throughput to other work on a shared machine). "interleaved" runs b.N
+// operations in each mode in ycsbRounds alternating rounds, so that drift
+// (the machine's other work, the bucket's growth, the heap) falls on both
+// modes alike, and reports the same ratios over the sums.
 func BenchmarkYCSB(b *testing.B) {
 	ycsbOnce.Do(func() { ycsbShared, ycsbErr = setupYCSB() })
 	if ycsbErr != nil {
@@ -244,67 +346,55 @@ func BenchmarkYCSB(b *testing.B) {
 		name  string
 		reads float64
 	}{{"A", 0.5}, {"B", 0.95}, {"C", 1}}
+	ratios := func(b *testing.B, sealed, unsealed *ycsbRun) {
+		b.ReportMetric(sealed.throughput()/unsealed.throughput(), "sealed/unsealed")
+		b.ReportMetric(unsealed.cpuPerOp()/sealed.cpuPerOp(), "sealed/unsealed-cpu")
+	}
 	for _, w := range workloads {
-		var unsealedRate, unsealedCPU float64
+		var unsealed *ycsbRun
 		for _, sealed := range []bool{false, true} {
 			name := w.name + "/unsealed"
 			if sealed {
 				name = w.name + "/sealed"
 			}
 			b.Run(name, func(b *testing.B) {
-				var mu sync.Mutex
-				var reads, updates, readNS, updateNS atomic.Int64
-				rng := rand.New(rand.NewPCG(1, 2))
-				zipf := rand.NewZipf(rand.New(rand.NewPCG(3, 4)), 1.01, 1, uint64(*ycsbRecords-1))
-				anchor0, combined0 := e.anchorRequests(sealed), e.sf.PutsCombined.Load()
-				reads0, writes0 := e.bucket[sealed].reads.Load(), e.bucket[sealed].writes.Load()
-				cpu0 := processCPU()
+				r := e.newRun(sealed, w.reads)
 				b.ResetTimer()
-				l, err := runLoad(context.Background(), b.N, *ycsbConc, func(ctx context.Context) error {
-					mu.Lock()
-					i, r := int(zipf.Uint64()), rng.Float64()
-					mu.Unlock()
-					t0 := time.Now()
-					if r < w.reads {
-						err := e.read(ctx, sealed, i)
-						readNS.Add(int64(time.Since(t0)))
-						reads.Add(1)
-						return err
-					}
-					err := e.update(ctx, sealed, i, byte('b'+i%20))
-					updateNS.Add(int64(time.Since(t0)))
-					updates.Add(1)
-					return err
-				})
+				err := r.run(b.N)
 				b.StopTimer()
-				cpu := (processCPU() - cpu0).Seconds() * 1e6 / float64(b.N)
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(cpu, "cpu-µs/op")
-				b.ReportMetric(float64(e.bucket[sealed].reads.Load()-reads0)/float64(b.N), "bucket-reads/op")
-				b.ReportMetric(float64(e.bucket[sealed].writes.Load()-writes0)/float64(b.N), "bucket-writes/op")
-				b.ReportMetric(l.throughput(), "ops/s")
-				b.ReportMetric(ms(percentile(l.lat, 50)), "p50-ms")
-				b.ReportMetric(ms(percentile(l.lat, 99)), "p99-ms")
-				if n := reads.Load(); n > 0 {
-					b.ReportMetric(float64(readNS.Load())/float64(n)/1e6, "read-mean-ms")
-				}
-				if n := updates.Load(); n > 0 {
-					b.ReportMetric(float64(updateNS.Load())/float64(n)/1e6, "update-mean-ms")
-				}
-				if sealed {
-					b.ReportMetric(float64(e.anchorRequests(true)-anchor0)/float64(b.N), "anchor-batches/op")
-					b.ReportMetric(float64(e.sf.PutsCombined.Load()-combined0)/float64(b.N), "puts-combined/op")
-					if unsealedRate > 0 {
-						b.ReportMetric(l.throughput()/unsealedRate, "sealed/unsealed")
-						b.ReportMetric(unsealedCPU/cpu, "sealed/unsealed-cpu")
-					}
-				} else {
-					unsealedRate, unsealedCPU = l.throughput(), cpu
+				r.report(b, "")
+				if !sealed {
+					unsealed = r
+				} else if unsealed != nil {
+					ratios(b, r, unsealed)
 				}
 			})
 		}
+		b.Run(w.name+"/interleaved", func(b *testing.B) {
+			runs := [2]*ycsbRun{e.newRun(false, w.reads), e.newRun(true, w.reads)}
+			b.ResetTimer()
+			for round := range ycsbRounds {
+				n := b.N / ycsbRounds
+				if round < b.N%ycsbRounds {
+					n++ // b.N in all
+				}
+				for _, r := range runs {
+					if n == 0 {
+						continue
+					}
+					if err := r.run(n); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.StopTimer()
+			runs[0].report(b, "unsealed-")
+			runs[1].report(b, "sealed-")
+			ratios(b, runs[1], runs[0])
+		})
 	}
 }
 
