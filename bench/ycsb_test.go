@@ -132,10 +132,10 @@ func setupYCSB() (*ycsbEnv, error) {
 		return fail(err)
 	}
 	e.bucket = map[bool]*countingKV{true: {KeyValue: workerSt.State}, false: {KeyValue: workerSt.State}}
-	if e.sealed, err = state.NewStore(state.Options{KV: e.bucket[true], Anchor: state.BusTransport{Conn: workerNC}, Logger: log, Pipeline: *ycsbPipe}); err != nil {
+	if e.sealed, err = state.NewStore(state.Options{KV: e.bucket[true], Conn: workerNC, Anchor: state.BusTransport{Conn: workerNC}, Logger: log, Pipeline: *ycsbPipe}); err != nil {
 		return fail(err)
 	}
-	if e.unsealed, err = state.NewStore(state.Options{KV: e.bucket[false], Unsealed: true, Logger: log}); err != nil {
+	if e.unsealed, err = state.NewStore(state.Options{KV: e.bucket[false], Conn: workerNC, Unsealed: true, Logger: log}); err != nil {
 		return fail(err)
 	}
 	key, _ := state.DeriveKey(master, "bench", "ycsb")
@@ -256,7 +256,7 @@ func (e *ycsbEnv) newRun(sealed bool, reads float64) *ycsbRun {
 func (r *ycsbRun) run(n int) error {
 	e := r.e
 	anchor0, combined0 := e.anchorRequests(r.sealed), e.sf.PutsCombined.Load()
-	reads0, writes0 := e.bucket[r.sealed].reads.Load(), e.bucket[r.sealed].writes.Load()
+	reads0, writes0 := e.bucketReads(r.sealed), e.bucket[r.sealed].writes.Load()
 	cpu0 := processCPU()
 	l, err := runLoad(context.Background(), n, *ycsbConc, func(ctx context.Context) error {
 		r.mu.Lock()
@@ -285,7 +285,7 @@ func (r *ycsbRun) run(n int) error {
 		r.anchor += e.anchorRequests(true) - anchor0
 		r.combined += e.sf.PutsCombined.Load() - combined0
 	}
-	r.bucketR += e.bucket[r.sealed].reads.Load() - reads0
+	r.bucketR += e.bucketReads(r.sealed) - reads0
 	r.bucketW += e.bucket[r.sealed].writes.Load() - writes0
 	return nil
 }
@@ -408,6 +408,15 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bucketReads counts the reads of the bucket by the store of one mode.
+func (e *ycsbEnv) bucketReads(sealed bool) uint64 {
+	st := e.unsealed
+	if sealed {
+		st = e.sealed
+	}
+	return e.bucket[sealed].reads.Load() + st.DirectReads.Load()
 }
 
 func (e *ycsbEnv) anchorRequests(sealed bool) uint64 {

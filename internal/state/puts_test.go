@@ -203,3 +203,64 @@ func TestKeyLocks(t *testing.T) {
 		t.Fatalf("%d key locks left", n)
 	}
 }
+
+// TestDirectReads: with a connection, reads take the value alone in a
+// direct get (no headers, so no revision); the committed revision then
+// comes from the anchor's entry, so the next write needs no lookup; a
+// delete marker on top hides nothing, a purged key reads as missing; an
+// unsealed store reads the same way.
+func TestDirectReads(t *testing.T) {
+	e := newEnv(t, Limits{})
+	kv := &countingKV{KeyValue: e.kv, got: make(chan struct{}, 1)}
+	s, err := NewStore(Options{KV: kv, Conn: e.nc, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	f, _ := s.Function("ns", "fn", k)
+	ctx := context.Background()
+	if _, ok, err := f.Get(ctx, []byte("k")); ok || err != nil {
+		t.Fatalf("never written: %v, %v", ok, err)
+	}
+	mustPut(t, f, "k", "1") // a new key: the write looks it up
+	gets := kv.gets.Load()
+	f.forget([]byte("k")) // only the read can tell the next write where to go
+	wantValue(t, f, "k", "1")
+	mustPut(t, f, "k", "2")
+	wantValue(t, f, "k", "2")
+	if n := kv.gets.Load() - gets; n != 0 {
+		t.Fatalf("%d reads through the KV interface (a write looked its key up)", n)
+	}
+	if n := s.DirectReads.Load(); n < 3 {
+		t.Fatalf("%d direct reads", n)
+	}
+	// A delete marker the host put on top (an empty value without its
+	// headers) hides nothing: the committed revision is read.
+	name := f.k.storeKey(f.ns, f.name, []byte("k"))
+	if err := e.kv.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, f, "k", "2")
+	if err := e.kv.Purge(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Get(ctx, []byte("k"))
+	wantIntegrity(t, err, KindMissing)
+
+	u, err := NewStore(Options{KV: e.kv, Conn: e.nc, Unsealed: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	uf, _ := u.Function("ns", "fn", nil)
+	if _, ok, err := uf.Get(ctx, []byte("k")); ok || err != nil {
+		t.Fatalf("unsealed, never written: %v, %v", ok, err)
+	}
+	if err := uf.Put(ctx, []byte("k"), []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := uf.Get(ctx, []byte("k")); string(v) != "plain" || !ok || err != nil {
+		t.Fatalf("unsealed read = %q, %v, %v", v, ok, err)
+	}
+}

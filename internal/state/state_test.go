@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/bus"
@@ -25,6 +26,7 @@ type env struct {
 	dir    string
 	srv    *bus.Server
 	kv     jetstream.KeyValue
+	nc     *nats.Conn
 	master []byte
 	anchor *Anchor
 	store  *Store
@@ -63,11 +65,13 @@ func (e *env) start(t testing.TB, limits Limits) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.kv = st.State
+	e.kv, e.nc = st.State, nc
 	if e.anchor, err = OpenAnchor(AnchorConfig{Dir: filepath.Join(e.dir, "anchor"), Master: e.master, Limits: limits, Lease: e.lease, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
-	if e.store, err = NewStore(Options{KV: e.kv, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
+	// The main store reads with direct gets, as the worker's does; the
+	// other stores of the tests read through the KV interface.
+	if e.store, err = NewStore(Options{KV: e.kv, Conn: nc, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -641,10 +645,12 @@ func (t *gatedTransport) Exchange(ctx context.Context, req *AnchorRequest) (*Anc
 type countingKV struct {
 	jetstream.KeyValue
 	revReads atomic.Int64
+	gets     atomic.Int64
 	got      chan struct{}
 }
 
 func (k *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	k.gets.Add(1)
 	en, err := k.KeyValue.Get(ctx, key)
 	select {
 	case k.got <- struct{}{}:

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -36,6 +37,11 @@ func (t LocalTransport) Exchange(_ context.Context, req *AnchorRequest) (*Anchor
 type Options struct {
 	// KV is the bucket that holds the values (untrusted).
 	KV jetstream.KeyValue
+	// Conn, if set, is the connection to the NATS server that holds KV:
+	// reads of a key's newest value are then JetStream direct gets of the
+	// value alone, without the headers stored with it (direct.go). (An
+	// Unsealed store then reads an empty value as absent.)
+	Conn *nats.Conn
 	// Anchor reaches the anchor. Required unless Unsealed.
 	Anchor Transport
 	// Unsealed stores values in the clear, with no anchor and no integrity
@@ -63,6 +69,9 @@ type Store struct {
 
 	mu  sync.Mutex
 	fns map[string]*Function
+
+	direct      string        // the subject prefix of direct gets, if Options.Conn
+	DirectReads atomic.Uint64 // direct gets made, for benchmarks
 }
 
 // NewStore returns a store over o.KV.
@@ -83,7 +92,12 @@ func NewStore(o Options) (*Store, error) {
 		o.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{o: o, log: o.Logger.WithGroup("state"), ctx: ctx, cancel: cancel, fns: map[string]*Function{}}, nil
+	s := &Store{o: o, log: o.Logger.WithGroup("state"), ctx: ctx, cancel: cancel, fns: map[string]*Function{}}
+	if o.Conn != nil {
+		b := o.KV.Bucket()
+		s.direct = "$JS.API.DIRECT.GET.KV_" + b + ".$KV." + b + "."
+	}
+	return s, nil
 }
 
 // Close stops the store's batching goroutines. Operations in flight fail
@@ -381,6 +395,18 @@ func unavailable(err error) error { return fmt.Errorf("%w: %v", ErrUnavailable, 
 
 // Get returns the current value of key and whether it exists.
 func (f *Function) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	if f.k == nil { // unsealed: the value alone, as a sealed read takes it
+		if err := f.checkKey(key); err != nil {
+			return nil, false, err
+		}
+		e, err := f.newest(ctx, f.plainName(key))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, false, nil
+		} else if err != nil {
+			return nil, false, unavailable(err)
+		}
+		return e.Value(), true, nil
+	}
 	v, ok, _, err := f.get(ctx, key)
 	return v, ok, err
 }
@@ -472,7 +498,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 			// Under the read lease the cached entry is current: the
 			// bucket is read after it, as in readAfter.
 			f.renew()
-			latest, kerr := f.s.o.KV.Get(ctx, name)
+			latest, kerr := f.newest(ctx, name)
 			var d []byte
 			if kerr == nil {
 				d = digest(latest.Value())
@@ -493,7 +519,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 		return nil, false, nil, err
 	}
 	if mode != readAfter {
-		latest, kerr = f.s.o.KV.Get(ctx, name)
+		latest, kerr = f.newest(ctx, name)
 	}
 	res, err := f.await(ctx, p)
 	if err != nil {
@@ -504,7 +530,7 @@ func (f *Function) getOnce(ctx context.Context, key []byte, mode readMode) ([]by
 	}
 	f.lease.store(key, res.Entry, gen, running)
 	if mode == readAfter {
-		latest, kerr = f.s.o.KV.Get(ctx, name)
+		latest, kerr = f.newest(ctx, name)
 	}
 	return f.check(ctx, key, name, res.Entry, latest, nil, kerr, mode)
 }
@@ -571,7 +597,9 @@ func (f *Function) check(ctx context.Context, key []byte, name string, e *entry,
 	case kerr != nil && e == nil:
 		top.Rev = 0 // nothing stored: a write creates the key
 	case onTop:
-		top.Rev = latest.Revision()
+		if top.Rev = latest.Revision(); top.Rev == 0 {
+			top.Rev = e.Rev // read without its revision: the committed one's
+		}
 		f.remember(key, top.Rev, e.Version)
 	default:
 		top.Rev = notOnTop

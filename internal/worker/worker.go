@@ -120,7 +120,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.NewStore(state.Options{KV: cfg.Stores.State,
+	st, err := state.NewStore(state.Options{KV: cfg.Stores.State, Conn: cfg.Conn,
 		Anchor: state.BusTransport{Conn: cfg.Conn}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
