@@ -21,7 +21,7 @@ import (
 func BenchmarkStore(b *testing.B) {
 	e := newEnv(b, Limits{})
 	k, _ := DeriveKey(e.master, "ns", "fn")
-	unsealed, err := NewStore(Options{KV: e.kv, Unsealed: true, Logger: quiet()})
+	unsealed, err := NewStore(Options{KV: e.kv, Conn: e.nc, Unsealed: true, Logger: quiet()})
 	if err != nil {
 		b.Fatal(err)
 	}
