@@ -265,7 +265,7 @@ func addKVFunctions(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 // concurrently with it; the time spent is wall time of the call, not CPU
 // time of its thread.
 //
-// The goroutines are kept (offWorkers): a new goroutine starts with a small
+// The goroutines are kept (offWorker): a new goroutine starts with a small
 // stack, and a sealed operation's calls are deep enough to grow it, a copy
 // of the whole stack, on every call (in BenchmarkYCSB C, 6% of the CPU).
 type offThread struct{ kv KV }
