@@ -264,3 +264,29 @@ func TestDirectReads(t *testing.T) {
 		t.Fatalf("unsealed read = %q, %v, %v", v, ok, err)
 	}
 }
+
+// TestDirectReadUnavailable: a direct read that cannot reach the server
+// fails with ErrUnavailable, sealed or not, and the stores with a working
+// connection keep serving.
+func TestDirectReadUnavailable(t *testing.T) {
+	e := newEnv(t, Limits{})
+	mustPut(t, e.fn(t, "ns", "fn"), "k", "v")
+	nc, err := e.srv.Connect("closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	k, _ := DeriveKey(e.master, "ns", "fn")
+	for _, unsealed := range []bool{false, true} {
+		s, err := NewStore(Options{KV: e.kv, Conn: nc, Unsealed: unsealed, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := s.Function("ns", "fn", k)
+		if _, _, err := f.Get(context.Background(), []byte("k")); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("unsealed %v: read over a closed connection: %v, want ErrUnavailable", unsealed, err)
+		}
+		s.Close()
+	}
+	wantValue(t, e.fn(t, "ns", "fn"), "k", "v")
+}
