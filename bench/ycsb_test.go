@@ -348,10 +348,6 @@ func BenchmarkYCSB(b *testing.B) {
 		name  string
 		reads float64
 	}{{"A", 0.5}, {"B", 0.95}, {"C", 1}}
-	ratios := func(b *testing.B, sealed, unsealed *ycsbRun) {
-		b.ReportMetric(sealed.throughput()/unsealed.throughput(), "sealed/unsealed")
-		b.ReportMetric(unsealed.cpuPerOp()/sealed.cpuPerOp(), "sealed/unsealed-cpu")
-	}
 	for _, w := range workloads {
 		for _, sealed := range []bool{false, true} {
 			name := w.name + "/unsealed"
@@ -389,7 +385,8 @@ func BenchmarkYCSB(b *testing.B) {
 			b.StopTimer()
 			runs[0].report(b, "unsealed-")
 			runs[1].report(b, "sealed-")
-			ratios(b, runs[1], runs[0])
+			b.ReportMetric(runs[1].throughput()/runs[0].throughput(), "sealed/unsealed")
+			b.ReportMetric(runs[0].cpuPerOp()/runs[1].cpuPerOp(), "sealed/unsealed-cpu")
 		})
 	}
 }
