@@ -513,7 +513,7 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 	res.Wall = time.Since(start)
 	cpu1, ok1 := threadCPU()
 	runtime.UnlockOSThread()
-	disarm()
+	stopped := disarm() != nil
 	// The call's state handle and the last value it read go with it.
 	st.kv, st.lastKey, st.lastVal = nil, nil, nil
 	if ok0 && ok1 {
@@ -544,9 +544,13 @@ func (f *Function) Call(ctx context.Context, input []byte) (Result, error) {
 		outErr = fmt.Errorf("%w: %s returned %d", ErrExit, ExportHandle, res.ExitCode)
 	}
 	// A call that trapped, timed out or overflowed may have stopped
-	// anywhere: discard the sandbox. A clean return, even with an error
-	// code, leaves a consistent instance that a reset makes exact.
-	f.put(s, callErr == nil && !st.output.overflowed && !st.tainted)
+	// anywhere: discard the sandbox. So is one whose context was stopped
+	// (a state error, the caller gone) even if the guest returned cleanly:
+	// wazero's watcher may close the module just after the return, and a
+	// closed module fails every later call with a cancelled exit code. A
+	// clean return, even with an error code, leaves a consistent instance
+	// that a reset makes exact.
+	f.put(s, callErr == nil && !stopped && !st.output.overflowed && !st.tainted)
 	return res, outErr
 }
 
