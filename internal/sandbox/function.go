@@ -458,7 +458,7 @@ func (f *Function) get(ctx context.Context) (*sandbox, bool, error) {
 // put resets a sandbox and returns it to the pool, or discards it when a
 // reset cannot be exact. Unclean state is never served.
 func (f *Function) put(s *sandbox, reusable bool) {
-	if reusable {
+	if reusable && !s.inst.IsClosed() {
 		if err := f.restore(s); err == nil {
 			f.resets.Add(1)
 			f.mu.Lock()
