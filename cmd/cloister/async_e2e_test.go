@@ -40,6 +40,10 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	if strings.TrimSpace(r.stdout) != id || !strings.Contains(r.stderr, "seen before") {
 		t.Fatalf("idempotent resubmission: %q / %q", r.stdout, r.stderr)
 	}
+	// The same key for another function is a mistake, not a duplicate.
+	if r := s.cli("invoke", "sha", "--async", "--data", "abc", "--idempotency-key", "k1"); r.code != 1 || !strings.Contains(r.stderr, "idempotency_conflict") || !strings.Contains(r.stderr, id) {
+		t.Fatalf("idempotency key reused for another function: exit %d %q / %q", r.code, r.stdout, r.stderr)
+	}
 	r = s.mustCLI("activations", "list", "--json")
 	var list []map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0]["activationId"] != id || list[0]["status"] != "success" {

@@ -53,6 +53,9 @@ const (
 	StateValueTooLarge Code = "state_value_too_large"
 	// ActivationPending: the activation has not finished yet; ask again later.
 	ActivationPending Code = "activation_pending"
+	// IdempotencyConflict: an idempotency key already queued an invocation
+	// of another function or sequence in the namespace.
+	IdempotencyConflict Code = "idempotency_conflict"
 	// SequenceStepFailed: a step of a sequence failed; the answer names the
 	// step (1-based) and its own code.
 	SequenceStepFailed Code = "sequence_step_failed"
@@ -94,6 +97,7 @@ var status = map[Code]int{
 	StateQuota:           http.StatusInsufficientStorage,
 	StateValueTooLarge:   http.StatusRequestEntityTooLarge,
 	ActivationPending:    http.StatusConflict,
+	IdempotencyConflict:  http.StatusConflict,
 	SequenceStepFailed:   http.StatusUnprocessableEntity,
 	InvalidTrigger:       http.StatusBadRequest,
 }

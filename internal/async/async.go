@@ -118,7 +118,17 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 			if err != nil || !ValidID(string(e.Value())) {
 				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
 			}
-			return wire.Accepted{ActivationID: string(e.Value()), Duplicate: true}, nil
+			earlier := string(e.Value())
+			// The key stands for one invocation: reusing it for another
+			// function is a mistake to report, not to answer with an
+			// activation of something else. (The input is sealed, so the
+			// name and kind are all that can be compared.) A record not
+			// written yet, by a submission still in progress, is not
+			// checked.
+			if rec, _, err := s.Get(ctx, ns, earlier); err == nil && (rec.Name != sub.Request.Name || rec.Kind != sub.Kind) {
+				return wire.Accepted{}, apierr.New(apierr.IdempotencyConflict, "idempotency key already used for %s %q (activation %s)", rec.Kind, rec.Name, earlier)
+			}
+			return wire.Accepted{ActivationID: earlier, Duplicate: true}, nil
 		}
 	}
 	undo := func() {
