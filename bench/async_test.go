@@ -17,7 +17,7 @@ const seqName = "bench-seq3"
 // asyncModes are the modes of BenchmarkAsyncAndSequence, each beside the
 // synchronous mode it is compared with in the same run.
 func (e *env) asyncModes(tb testing.TB) []mode {
-	if _, err := e.c.PutSequence(tb.Context(), seqName, []client.StepRef{{Name: fnName}, {Name: fnName}, {Name: fnName}}); err != nil {
+	if _, err := e.c.PutSequence(tb.Context(), seqName, []client.StepRef{{Name: fnName}, {Name: fnName}, {Name: fnName}}, e.owner); err != nil {
 		tb.Fatalf("defining the sequence: %v", err)
 	}
 	hpke := func(ctx context.Context) error {

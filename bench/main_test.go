@@ -48,6 +48,7 @@ type env struct {
 	c      *client.Client
 	sess   *client.Session // with the echo command
 	rsess  *client.Session // with the reactor echo
+	owner  ed25519.PrivateKey
 }
 
 var (
@@ -115,6 +116,9 @@ func transport(conc int) *http.Transport {
 
 func start(ctx context.Context, conc int, opts node.Options) (e *env, err error) {
 	e = &env{}
+	if _, e.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			_ = e.close()
@@ -170,10 +174,6 @@ func (e *env) deploy(ctx context.Context, conc int, name, file, abi string) erro
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", file, err)
 	}
-	_, owner, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
 	m := bundle.DefaultManifest(name)
 	m.ABI = abi
 	m.Confidential = bundle.ConfidentialOptional
@@ -181,7 +181,7 @@ func (e *env) deploy(ctx context.Context, conc int, name, file, abi string) erro
 	if m.Version, err = e.c.NextVersion(ctx, name); err != nil {
 		return fmt.Errorf("getting next version of %s: %w", name, err)
 	}
-	b, err := bundle.Build(m, wasm, owner)
+	b, err := bundle.Build(m, wasm, e.owner)
 	if err != nil {
 		return fmt.Errorf("building bundle of %s: %w", name, err)
 	}

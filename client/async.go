@@ -43,8 +43,10 @@ type Pending struct {
 	Mode         string     `json:"mode"`
 	RequestHash  string     `json:"request_sha256"`
 	ResponseKey  []byte     `json:"response_key,omitempty"`
-	// Steps are a sequence's resolved steps.
-	Steps []StepRef `json:"steps,omitempty"`
+	// Steps are a sequence's resolved steps; Signer the owner key that
+	// signed its definition (none: unsigned).
+	Steps  []StepRef `json:"steps,omitempty"`
+	Signer []byte    `json:"sequence_signer,omitempty"`
 }
 
 // AsyncOptions configure InvokeAsync.

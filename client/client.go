@@ -331,7 +331,9 @@ type Function struct {
 	BundleHash   string
 	Confidential string
 	AllowTEE     []tee.Kind
-	hpkeKey      []byte
+	// OwnerKey is the key that signed the function's bundle.
+	OwnerKey ed25519.PublicKey
+	hpkeKey  []byte
 }
 
 // Function fetches and verifies the certificate of a function version
@@ -369,7 +371,7 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 		return nil, fmt.Errorf("%w: function is signed by owner %x, which is not pinned", ErrVerification, fc.OwnerKey)
 	}
 	fn := &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
-		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, hpkeKey: fc.HPKEKey}
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey}
 	c.mu.Lock()
 	if c.fns != nil {
 		c.fns[key] = cachedFunction{fn: fn, exp: c.now().Add(c.ttl)}
@@ -397,6 +399,10 @@ type Result struct {
 	// Chain is a sequence's verified receipt chain, step 1 first; Receipt
 	// and SignedReceipt are its last step.
 	Chain []*SignedReceipt
+	// SequenceSigner is the owner key that signed the sequence's
+	// definition, nil if the definition was unsigned (the steps were then
+	// the gateway's word; see sealSequence).
+	SequenceSigner ed25519.PublicKey
 }
 
 // InvokeOptions select the version and the mode.

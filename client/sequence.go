@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net/url"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -26,9 +29,20 @@ func (c *Client) postJSON(ctx context.Context, path string, v any, ctype string,
 }
 
 // PutSequence creates or replaces a sequence: a function made of the
-// functions in steps (Version 0 = the latest at each invocation).
-func (c *Client) PutSequence(ctx context.Context, name string, steps []StepRef) (*Sequence, error) {
-	b, _ := json.Marshal(map[string]any{"steps": steps})
+// functions in steps (Version 0 = the latest at each invocation). Unless
+// owner is nil, it signs the definition with the owner's key, which must be
+// the key that signed every step's bundle; clients then run the sequence
+// only as signed, and clients that pin owner keys run no other.
+func (c *Client) PutSequence(ctx context.Context, name string, steps []StepRef, owner ed25519.PrivateKey) (*Sequence, error) {
+	body := map[string]any{"steps": steps}
+	if owner != nil {
+		sig, err := bundle.SignSequence(owner, name, sequenceSteps(steps))
+		if err != nil {
+			return nil, err
+		}
+		body["signer"], body["signature"] = owner.Public(), sig
+	}
+	b, _ := json.Marshal(body)
 	var s Sequence
 	if err := c.do(ctx, http.MethodPut, "/v1/sequences/"+url.PathEscape(name), b, "application/json", &s); err != nil {
 		return nil, err
@@ -69,13 +83,32 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 	if len(def.Steps) == 0 {
 		return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q has no steps", ErrVerification, name)
 	}
+	// The gateway serves the definition. Signed, it must be the owner's
+	// (checked here) and every step a function of that owner (checked
+	// below, against the certificates). Unsigned, the steps are the
+	// gateway's word: the receipts show which ran, and a client that pins
+	// owner keys refuses it.
+	signed := def.Signer != nil || def.Signature != nil
+	if signed {
+		if err := bundle.VerifySequence(def.Signer, def.Signature, name, sequenceSteps(def.Steps)); err != nil {
+			return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q: %w", ErrVerification, name, err)
+		}
+	} else if len(c.owners) > 0 {
+		return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q is not signed by an owner, and this client pins owner keys", ErrVerification, name)
+	}
 	p := &Pending{Kind: "sequence", Name: name, Mode: wire.ModeSequence}
+	if signed {
+		p.Signer = bytes.Clone(def.Signer)
+	}
 	info := make([]seal.SequenceStep, len(def.Steps))
 	var first *Function
 	for i, s := range def.Steps {
 		fn, err := c.Function(ctx, s.Name, s.Version)
 		if err != nil {
 			return nil, wire.SealedRequest{}, fmt.Errorf("step %d (%s): %w", i+1, s.Name, err)
+		}
+		if signed && !fn.OwnerKey.Equal(ed25519.PublicKey(def.Signer)) {
+			return nil, wire.SealedRequest{}, fmt.Errorf("%w: step %d (%s) is signed by owner %x, the sequence by %x", ErrVerification, i+1, s.Name, fn.OwnerKey, def.Signer)
 		}
 		if i == 0 {
 			first, p.Namespace = fn, fn.Namespace
@@ -194,5 +227,22 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
 	}
 	return &Result{Output: out, Version: lastV.Receipt.FunctionVersion, Receipt: lastV.Receipt, SignedReceipt: chain[len(chain)-1],
-		Worker: lastV.Worker, Attestation: a, Mode: wire.ModeSequence, Chain: chain}, nil
+		Worker: lastV.Worker, Attestation: a, Mode: wire.ModeSequence, Chain: chain, SequenceSigner: signerKey(p.Signer)}, nil
+}
+
+// signerKey is a sequence's signer as a key (nil: unsigned).
+func signerKey(b []byte) ed25519.PublicKey {
+	if b == nil {
+		return nil
+	}
+	return ed25519.PublicKey(b)
+}
+
+// sequenceSteps are the steps as an owner signs them.
+func sequenceSteps(steps []StepRef) []bundle.SequenceStep {
+	out := make([]bundle.SequenceStep, len(steps))
+	for i, s := range steps {
+		out[i] = bundle.SequenceStep{Name: s.Name, Version: s.Version}
+	}
+	return out
 }

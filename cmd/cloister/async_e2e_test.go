@@ -65,12 +65,24 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	}
 
 	// A sequence is invoked like a function; its receipt chain verifies.
-	s.mustCLI("seq", "create", "pipe", "sha", "sha@1")
+	// The owner key signs the definition.
+	if r := s.mustCLI("seq", "create", "pipe", "sha", "sha@1"); !strings.Contains(r.stdout, "sha@latest → sha@v1  (signed by owner ") {
+		t.Fatalf("seq create: %q", r.stdout)
+	}
 	chain := filepath.Join(dir, "chain.json")
 	r = s.mustCLI("invoke", "pipe", "--data", "abc", "--receipt-out", chain)
 	// sha256(hex(sha256("abc")) + "\n"?) is what two sha steps produce; check the shape.
-	if len(strings.TrimSpace(r.stdout)) != 64 || !strings.Contains(r.stderr, "all 2 step receipts verified") {
+	if len(strings.TrimSpace(r.stdout)) != 64 || !strings.Contains(r.stderr, "all 2 step receipts verified") || !strings.Contains(r.stderr, "definition signed by owner") {
 		t.Fatalf("sequence invoke: %q / %q", r.stdout, r.stderr)
+	}
+	if r := s.mustCLI("seq", "create", "loose", "sha", "--unsigned"); !strings.Contains(r.stdout, "(unsigned)") {
+		t.Fatalf("seq create --unsigned: %q", r.stdout)
+	}
+	if r := s.mustCLI("invoke", "loose", "--data", "abc"); !strings.Contains(r.stderr, "definition UNSIGNED") {
+		t.Fatalf("unsigned sequence invoke: %q", r.stderr)
+	}
+	if r := s.cli("seq", "create", "nokey", "sha", "--key", filepath.Join(dir, "missing.key")); r.code != 1 || !strings.Contains(r.stderr, "--unsigned") {
+		t.Fatalf("seq create without a key: exit %d %q", r.code, r.stderr)
 	}
 	r = s.mustCLI("receipt", "verify", chain)
 	if !strings.Contains(r.stdout, "receipt chain verified: 2 steps") {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -176,12 +178,14 @@ func versionLabel(v int) string {
 }
 
 func cmdSeq(ctx context.Context, args []string) error {
-	const use = "usage: cloister seq create NAME STEP[@VERSION]... | list | get NAME | delete NAME"
+	const use = "usage: cloister seq create NAME STEP[@VERSION]... [--key F | --unsigned] | list | get NAME | delete NAME"
 	if len(args) == 0 {
 		return usageErr(use)
 	}
 	fs := flag.NewFlagSet("seq "+args[0], flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
+	keyPath := fs.String("key", defaultKeyPath(), "create: the owner key that signs the definition (the key that signed the steps)")
+	unsigned := fs.Bool("unsigned", false, "create: store the definition unsigned (clients that pin owner keys will not run it)")
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -200,7 +204,7 @@ func cmdSeq(ctx context.Context, args []string) error {
 			return printJSON(l)
 		}
 		for _, s := range l {
-			fmt.Printf("%s: %s\n", s.Name, stepsString(s.Steps))
+			fmt.Printf("%s: %s  (%s)\n", s.Name, stepsString(s.Steps), signedBy(s))
 		}
 		return nil
 	case args[0] == "create" && len(pos) >= 2:
@@ -215,14 +219,20 @@ func cmdSeq(ctx context.Context, args []string) error {
 			}
 			steps = append(steps, s)
 		}
-		s, err := c.PutSequence(ctx, pos[0], steps)
+		var key ed25519.PrivateKey
+		if !*unsigned {
+			if key, err = loadKey(*keyPath); err != nil {
+				return fmt.Errorf("%w (or create it with --unsigned)", err)
+			}
+		}
+		s, err := c.PutSequence(ctx, pos[0], steps, key)
 		if err != nil {
 			return err
 		}
 		if *asJSON {
 			return printJSON(s)
 		}
-		fmt.Printf("sequence %s: %s\n", s.Name, stepsString(s.Steps))
+		fmt.Printf("sequence %s: %s  (%s)\n", s.Name, stepsString(s.Steps), signedBy(s))
 		return nil
 	case args[0] == "get" && len(pos) == 1:
 		s, err := c.GetSequence(ctx, pos[0])
@@ -238,6 +248,15 @@ func cmdSeq(ctx context.Context, args []string) error {
 		return nil
 	}
 	return usageErr(use)
+}
+
+// signedBy says who signed a sequence definition, as stored (the client
+// verifies it when it invokes the sequence).
+func signedBy(s *client.Sequence) string {
+	if s.Signer == nil {
+		return "unsigned"
+	}
+	return "signed by owner " + short(hex.EncodeToString(s.Signer))
 }
 
 func stepsString(steps []client.StepRef) string {

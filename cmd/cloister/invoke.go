@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -99,6 +100,11 @@ func summary(r *client.Result) string {
 		short(r.Worker.Measurement), short(r.Receipt.InvocationID), r.Mode)
 	if len(r.Chain) > 0 {
 		fmt.Fprintf(&b, "; sequence %s: all %d step receipts verified and chained", r.Receipt.Sequence, len(r.Chain))
+		if r.SequenceSigner != nil {
+			fmt.Fprintf(&b, ", definition signed by owner %s", short(hex.EncodeToString(r.SequenceSigner)))
+		} else {
+			b.WriteString(", definition UNSIGNED (the gateway's word; pin owner keys with CLOISTER_OWNERS to refuse it)")
+		}
 	}
 	if r.Attestation.Warning != "" {
 		fmt.Fprintf(&b, "\nWARNING: %s", r.Attestation.Warning)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -308,7 +309,9 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 		return apierr.New(apierr.Unavailable, "sequences are not enabled on this gateway")
 	}
 	var def struct {
-		Steps []wire.StepRef `json:"steps"`
+		Steps     []wire.StepRef `json:"steps"`
+		Signer    []byte         `json:"signer"`
+		Signature []byte         `json:"signature"`
 	}
 	if err := readDefinition(w, r, &def); err != nil {
 		return err
@@ -320,16 +323,31 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 		return apierr.New(apierr.Conflict, "a function named %q exists; a sequence needs a name of its own", name)
 	}
 	steps := make([]wire.StepRef, len(def.Steps))
+	signed := make([]bundle.SequenceStep, len(def.Steps))
 	for i, s := range def.Steps {
 		if !bundle.ValidName(s.Name) || s.Version < 0 {
 			return apierr.New(apierr.BadRequest, "step %d: invalid function name %q or version %d", i+1, s.Name, s.Version)
 		}
-		if _, err := g.lookup(r.Context(), p.Namespace, s.Name, s.Version); err != nil {
+		steps[i] = wire.StepRef{Name: s.Name, Version: s.Version}
+		signed[i] = bundle.SequenceStep{Name: s.Name, Version: s.Version}
+	}
+	if def.Signer != nil || def.Signature != nil {
+		if err := bundle.VerifySequence(def.Signer, def.Signature, name, signed); err != nil {
+			return apierr.New(apierr.BundleSignature, "%v", err)
+		}
+	}
+	for i, s := range steps {
+		rec, err := g.lookup(r.Context(), p.Namespace, s.Name, s.Version)
+		if err != nil {
 			return err
 		}
-		steps[i] = wire.StepRef{Name: s.Name, Version: s.Version}
+		// The client checks this again, against the certificates; here it
+		// gives the owner a clear error at once.
+		if def.Signer != nil && !bytes.Equal(rec.Function.OwnerKey, def.Signer) {
+			return apierr.New(apierr.BundleSignature, "step %d: function %q is signed by another owner than the sequence", i+1, s.Name)
+		}
 	}
-	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC()}
+	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC(), Signer: def.Signer, Signature: def.Signature}
 	b, _ := json.Marshal(seq)
 	if _, err := g.cfg.Async.Sequences.Put(r.Context(), sequenceKey(p.Namespace, name), b); err != nil {
 		return apierr.New(apierr.Unavailable, "sequence store unavailable")

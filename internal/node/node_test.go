@@ -274,7 +274,12 @@ func (s *sealer) seal(input []byte, when time.Time, infoVersion int, infoName st
 
 func (e *env) post(path, ctype, token string, body []byte) (int, wire.ErrorBody) {
 	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, e.n.URL+path, bytes.NewReader(body))
+	return e.send(http.MethodPost, path, ctype, token, body)
+}
+
+func (e *env) send(method, path, ctype, token string, body []byte) (int, wire.ErrorBody) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.n.URL+path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", ctype)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

@@ -23,6 +23,12 @@ type Sequence struct {
 	Name      string    `json:"name"`
 	Steps     []StepRef `json:"steps"`
 	Created   time.Time `json:"created"`
+	// Signer and Signature are the owner's Ed25519 key and its signature
+	// of the name and steps (bundle.SignSequence). Both are absent from a
+	// definition the gateway made (the OpenWhisk API); a client that pins
+	// owner keys refuses those.
+	Signer    []byte `json:"signer,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
 }
 
 // AsyncJob is one message of the async work queue. Request is exactly what
