@@ -87,6 +87,7 @@ type Client struct {
 	attExp   time.Time
 	verifier *receipt.Verifier         // for att.IdentityKey
 	fns      map[string]cachedFunction // verified certificates, by name@version
+	seqs     map[[32]byte]bool         // verified sequence signatures (see verifySequence)
 
 	useToken bool
 	resultTk string           // the last verified attestation-result token

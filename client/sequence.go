@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,7 +92,7 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 	// owner keys refuses it.
 	signed := def.Signer != nil || def.Signature != nil
 	if signed {
-		if err := bundle.VerifySequence(def.Signer, def.Signature, name, sequenceSteps(def.Steps)); err != nil {
+		if err := c.verifySequence(name, def); err != nil {
 			return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q: %w", ErrVerification, name, err)
 		}
 	} else if len(c.owners) > 0 {
@@ -228,6 +230,44 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 	}
 	return &Result{Output: out, Version: lastV.Receipt.FunctionVersion, Receipt: lastV.Receipt, SignedReceipt: chain[len(chain)-1],
 		Worker: lastV.Worker, Attestation: a, Mode: wire.ModeSequence, Chain: chain, SequenceSigner: signerKey(p.Signer)}, nil
+}
+
+// maxVerifiedSequences bounds the client's memory of verified sequence
+// signatures.
+const maxVerifiedSequences = 1024
+
+// verifySequence checks the owner's signature of def, stored under name.
+// A signature that verified before is not checked again: the memory is
+// keyed by a hash of everything the check read.
+func (c *Client) verifySequence(name string, def *Sequence) error {
+	h := sha256.New()
+	for _, b := range [][]byte{def.Signer, def.Signature, []byte(name)} {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+		h.Write(b)
+	}
+	for _, s := range def.Steps {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s.Name))))
+		h.Write([]byte(s.Name))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(s.Version)))
+	}
+	var id [32]byte
+	h.Sum(id[:0])
+	c.mu.Lock()
+	ok := c.seqs[id]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := bundle.VerifySequence(def.Signer, def.Signature, name, sequenceSteps(def.Steps)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.seqs == nil || len(c.seqs) >= maxVerifiedSequences {
+		c.seqs = map[[32]byte]bool{}
+	}
+	c.seqs[id] = true
+	c.mu.Unlock()
+	return nil
 }
 
 // signerKey is a sequence's signer as a key (nil: unsigned).
