@@ -101,6 +101,31 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: cc.ResponseKey}, nil
 }
 
+// DeadLetter is a job the async queue gave up on (wire.DeadLetter), as
+// listed: without the job itself.
+type DeadLetter = wire.DeadLetter
+
+// DeadLetters lists the namespace's dead letters, newest first, at most
+// limit (0: the server's default, 30), published at or after since (zero:
+// all kept, 30 days).
+func (c *Client) DeadLetters(ctx context.Context, limit int, since time.Time) ([]DeadLetter, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	var out struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	path := "/v1/dead-letters"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return out.DeadLetters, c.do(ctx, http.MethodGet, path, nil, "", &out)
+}
+
 // Activation returns an activation record (unverified).
 func (c *Client) Activation(ctx context.Context, id string) (*Activation, error) {
 	var a Activation

@@ -104,7 +104,7 @@ func invokeAsync(ctx context.Context, c *client.Client, name string, input []byt
 }
 
 func cmdActivations(ctx context.Context, args []string) error {
-	const use = "usage: cloister activations list [--limit N] [--name F] [--json] | get ID [--json] | result ID [--wait D] [--json] | logs ID"
+	const use = "usage: cloister activations list [--limit N] [--name F] [--json] | get ID [--json] | result ID [--wait D] [--json] | logs ID | dead [--limit N] [--since T] [--json]"
 	if len(args) == 0 {
 		return usageErr(use)
 	}
@@ -113,6 +113,7 @@ func cmdActivations(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 30, "how many activations to list (1-200)")
 	name := fs.String("name", "", "list only this function's or sequence's activations")
 	waitFor := fs.Duration("wait", 0, "wait up to this long for the activation to finish")
+	since := fs.String("since", "", "dead: only dead letters at or after this RFC 3339 time or this long ago (a Go duration, such as 24h)")
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -133,6 +134,22 @@ func cmdActivations(ctx context.Context, args []string) error {
 				start = time.UnixMilli(a.Start).UTC().Format(time.RFC3339)
 			}
 			return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%dms\t%d\t%s", a.ActivationID, a.Name, a.Version, a.Status, start, a.Duration, a.Attempts, a.Trigger)
+		})
+	case "dead":
+		var from time.Time
+		if *since != "" {
+			if d, err := time.ParseDuration(*since); err == nil && d > 0 {
+				from = time.Now().Add(-d)
+			} else if from, err = time.Parse(time.RFC3339, *since); err != nil {
+				return usageErr("--since %q: want an RFC 3339 time or a positive duration", *since)
+			}
+		}
+		list, err := c.DeadLetters(ctx, *limit, from)
+		if err != nil {
+			return err
+		}
+		return printList(list, *asJSON, "TIME\tACTIVATION\tNAME\tCODE\tATTEMPTS\tREASON", func(d client.DeadLetter) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", d.Time.UTC().Format(time.RFC3339), orDash(d.Activation), orDash(d.Name), d.Code, d.Attempts, d.Reason)
 		})
 	case "get", "result", "logs":
 	default:
@@ -259,3 +276,10 @@ func verifyChainFile(ctx context.Context, path string, b []byte, asJSON, require
 
 // isChain reports whether a receipt file holds a chain (a JSON array).
 func isChain(b []byte) bool { return bytes.HasPrefix(bytes.TrimSpace(b), []byte("[")) }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

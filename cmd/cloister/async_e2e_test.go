@@ -60,6 +60,12 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	if r := s.cli("activations", "get", "0123456789abcdef0123456789abcdef"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
 		t.Fatalf("unknown activation: exit %d %q", r.code, r.stderr)
 	}
+	if r := s.mustCLI("activations", "dead", "--since", "1h"); !strings.HasPrefix(r.stdout, "TIME") || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("activations dead with none: %q", r.stdout)
+	}
+	if r := s.cli("activations", "dead", "--since", "yesterday"); r.code != 2 {
+		t.Fatalf("activations dead --since yesterday: exit %d %q", r.code, r.stderr)
+	}
 	if r := s.cli("activations", "result", "nope"); r.code != 2 {
 		t.Fatalf("malformed activation id: exit %d %q", r.code, r.stderr)
 	}
@@ -124,6 +130,21 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	}
 	if !strings.HasPrefix(r.stdout, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") {
 		t.Fatalf("triggered activation result: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// The rule's function is redeployed confidential: the next fire's
+	// plaintext job is dead-lettered, and the namespace sees why.
+	s.mustCLI("fn", "deploy", "open-sha", repo("examples", "sha256-c", "sha256-c.wasm"))
+	fired = strings.TrimSpace(s.mustCLI("trigger", "fire", "manual", "--data", "abc").stdout)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		r = s.mustCLI("activations", "dead")
+		if strings.Contains(r.stdout, fired) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(r.stdout, fired+"  open-sha  confidential_required") {
+		t.Fatalf("activations dead: %q", r.stdout)
 	}
 	s.stop()
 }

@@ -49,8 +49,8 @@ Usage:
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
                 [--async [--idempotency-key K]]          NAME may be a function or a sequence
-  cloister activations list [--limit N] [--name F] [--json] | get ID | result ID [--wait D] | logs ID
-  cloister seq create NAME STEP[@V]... | list | get NAME | delete NAME
+  cloister activations list [--limit N] [--name F] [--json] | get ID | result ID [--wait D] | logs ID | dead [--limit N] [--since T]
+  cloister seq create NAME STEP[@V]... [--key F | --unsigned] | list | get NAME | delete NAME
   cloister trigger create NAME [--cron EXPR | --subject SUBJ] [--payload JSON] | list | get | delete | fire NAME [--data D]
   cloister rule create NAME --trigger T --function F [--version V] [--disabled] | list | get | delete | enable | disable
   cloister attest [--json]                                   verify and show the coordinator's attestation

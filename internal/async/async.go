@@ -292,6 +292,66 @@ func (s *Store) DeadLetter(ctx context.Context, d wire.DeadLetter) error {
 	return nil
 }
 
+// MaxDeadScan bounds the dead letters one DeadLetters call reads.
+const MaxDeadScan = 100_000
+
+// DeadLetters returns the namespace's dead letters published at or after
+// since (the zero time: all the stream keeps, 30 days), newest first, at
+// most limit of them (30 if limit <= 0, at most MaxList). The jobs they
+// carry (up to the queue's message size each) are left out; the stream
+// keeps them. More than MaxDeadScan dead letters since then is a
+// BadRequest that asks for a later since.
+func (s *Store) DeadLetters(ctx context.Context, ns string, since time.Time, limit int) ([]wire.DeadLetter, error) {
+	if limit <= 0 {
+		limit = 30
+	}
+	limit = min(limit, MaxList)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectDeadPrefix + ns}}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := s.st.Dead.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "dead-letter stream unavailable")
+	}
+	pending := cons.CachedInfo().NumPending
+	if pending > MaxDeadScan {
+		return nil, apierr.New(apierr.BadRequest, "%d dead letters since %s; ask for a later since (at most %d are read)", pending, since.Format(time.RFC3339), MaxDeadScan)
+	}
+	ring := make([]wire.DeadLetter, 0, limit) // the newest, oldest first, as a ring from next
+	next := 0
+	for read := uint64(0); read < pending; {
+		batch, err := cons.Fetch(int(min(pending-read, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, apierr.New(apierr.Unavailable, "dead-letter stream unavailable")
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var d wire.DeadLetter
+			if json.Unmarshal(m.Data(), &d) != nil {
+				d = wire.DeadLetter{Code: apierr.Internal, Reason: "unreadable dead letter"}
+			}
+			d.Job, d.JobBase64 = nil, nil
+			if len(ring) < limit {
+				ring = append(ring, d)
+			} else {
+				ring[next] = d
+				next = (next + 1) % limit
+			}
+		}
+		if batch.Error() != nil || n == 0 {
+			return nil, apierr.New(apierr.Unavailable, "dead-letter stream unavailable")
+		}
+		read += uint64(n)
+	}
+	out := make([]wire.DeadLetter, 0, len(ring))
+	for i := range ring {
+		out = append(out, ring[(next+len(ring)-1-i)%len(ring)])
+	}
+	return out, nil
+}
+
 // Wait returns the record once it is final, or the latest record when ctx
 // ends first (with no error: the caller decides what a pending activation
 // means). It watches the record's key, so it costs no polling.

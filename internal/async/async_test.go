@@ -89,6 +89,17 @@ func TestIdempotentSubmit(t *testing.T) {
 	if err != nil || b.ActivationID != a.ActivationID || !b.Duplicate || a.Duplicate {
 		t.Fatalf("resubmit: %+v %+v %v", a, b, err)
 	}
+	// The same key for another function is a conflict, not a duplicate.
+	g := sub
+	g.Request.Name = "g"
+	if _, err := s.Submit(ctx, g); apierr.CodeOf(err) != apierr.IdempotencyConflict {
+		t.Fatalf("same key, another function: %v", err)
+	}
+	g = sub
+	g.Kind = "sequence"
+	if _, err := s.Submit(ctx, g); apierr.CodeOf(err) != apierr.IdempotencyConflict {
+		t.Fatalf("same key, a sequence of the same name: %v", err)
+	}
 	// Another namespace has its own keys.
 	sub.Request.Namespace = "other"
 	c, err := s.Submit(ctx, sub)
@@ -132,5 +143,56 @@ func TestGetAndList(t *testing.T) {
 	}
 	if l, _ := s.List(ctx, "other", ListOptions{}); len(l) != 0 {
 		t.Fatalf("another namespace sees %d activations", len(l))
+	}
+}
+
+func TestDeadLetters(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	if l, err := s.DeadLetters(ctx, "ns", time.Time{}, 0); err != nil || len(l) != 0 {
+		t.Fatalf("no dead letters: %v %v", l, err)
+	}
+	var mid time.Time
+	for i := range 7 {
+		if i == 4 {
+			time.Sleep(10 * time.Millisecond)
+			mid = time.Now()
+		}
+		d := wire.DeadLetter{Activation: NewID(time.Now()), Namespace: "ns", Name: "f", Code: apierr.Replay,
+			Reason: "r" + string(rune('0'+i)), Attempts: 1, Job: []byte(`{"big":"job"}`)}
+		if err := s.DeadLetter(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeadLetter(ctx, wire.DeadLetter{Namespace: "other", Code: apierr.BadRequest, Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	reasons := func(l []wire.DeadLetter) (out string) {
+		for _, d := range l {
+			out += d.Reason[1:]
+			if d.Job != nil || d.Namespace != "ns" {
+				t.Fatalf("listed with its job or from another namespace: %+v", d)
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		since time.Time
+		limit int
+		want  string
+	}{
+		{time.Time{}, 0, "6543210"},
+		{time.Time{}, 3, "654"},
+		{time.Time{}, 1, "6"},
+		{mid, 0, "654"},
+		{time.Now().Add(time.Hour), 0, ""},
+	} {
+		l, err := s.DeadLetters(ctx, "ns", c.since, c.limit)
+		if err != nil || reasons(l) != c.want {
+			t.Errorf("since %v, limit %d: got %q %v, want %q", c.since, c.limit, reasons(l), err, c.want)
+		}
+	}
+	if l, err := s.DeadLetters(ctx, "nobody", time.Time{}, 0); err != nil || len(l) != 0 {
+		t.Errorf("a namespace without dead letters: %v %v", l, err)
 	}
 }

@@ -36,6 +36,7 @@ func (g *Gateway) asyncRoutes() {
 	g.handle("GET /v1/activations/{id}", true, g.getActivation)
 	g.handle("GET /v1/activations/{id}/result", true, g.activationResult)
 	g.handle("GET /v1/activations/{id}/logs", true, g.activationLogs)
+	g.handle("GET /v1/dead-letters", true, g.listDeadLetters)
 	g.handle("GET /v1/sequences", true, g.listSequences)
 	g.handle("PUT /v1/sequences/{name}", true, g.putSequence)
 	g.handle("GET /v1/sequences/{name}", true, g.getSequence)
@@ -203,6 +204,33 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request, p *Pri
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"activations": list})
+	return nil
+}
+
+// listDeadLetters answers GET /v1/dead-letters[?limit=N][&since=RFC3339]:
+// the namespace's dead letters, newest first, without their jobs.
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	st, err := g.asyncStore()
+	if err != nil {
+		return err
+	}
+	limit := 0
+	if s := r.URL.Query().Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > async.MaxList {
+			return apierr.New(apierr.BadRequest, "limit must be 1 to %d", async.MaxList)
+		}
+	}
+	var since time.Time
+	if s := r.URL.Query().Get("since"); s != "" {
+		if since, err = time.Parse(time.RFC3339, s); err != nil {
+			return apierr.New(apierr.BadRequest, "since must be an RFC 3339 time, such as 2026-12-05T00:00:00Z")
+		}
+	}
+	list, err := st.DeadLetters(r.Context(), p.Namespace, since, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": list})
 	return nil
 }
 

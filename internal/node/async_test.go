@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -262,6 +263,35 @@ func TestAsyncPoisonMessagesAreDeadLettered(t *testing.T) {
 		}
 		if !found {
 			t.Fatalf("no dead letter for %s in %+v", id, got)
+		}
+	}
+	// The namespace lists its dead letters (GET /v1/dead-letters), without
+	// the jobs; the garbage, whose namespace nobody knows, is not among them.
+	l, err := e.c.DeadLetters(ctx, 0, time.Time{})
+	if err != nil || len(l) != 2 {
+		t.Fatalf("dead letters: %+v %v", l, err)
+	}
+	for _, d := range l {
+		if !slices.Contains(ids, d.Activation) || d.Code != apierr.DecryptFailed || d.Name != "echo" || d.Job != nil || d.JobBase64 != nil {
+			t.Errorf("listed dead letter %+v", d)
+		}
+	}
+	if l[0].Time.Before(l[1].Time) {
+		t.Errorf("not newest first: %v, %v", l[0].Time, l[1].Time)
+	}
+	if l, err := e.c.DeadLetters(ctx, 1, time.Now().Add(time.Minute)); err != nil || len(l) != 0 {
+		t.Errorf("dead letters since a minute ahead: %+v %v", l, err)
+	}
+	for _, q := range []string{"limit=0", "limit=201", "limit=x", "since=yesterday"} {
+		req, _ := http.NewRequest(http.MethodGet, e.n.URL+"/v1/dead-letters?"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+e.n.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("dead letters ?%s: HTTP %d", q, resp.StatusCode)
 		}
 	}
 	// The node still serves.
