@@ -416,9 +416,11 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 			return "", "", err
 		}
 	}
-	body := fmt.Sprintf("# written by cloister up; source it or point CLOISTER_ENV here\nCLOISTER_URL=%s\nCLOISTER_TOKEN=%s\nCLOISTER_POLICY=%s\nCLOISTER_NAMESPACE=default\n", url, token, policyPath)
+	body := formatEnv("written by cloister up; source it or point CLOISTER_ENV here",
+		[2]string{"CLOISTER_URL", url}, [2]string{"CLOISTER_TOKEN", token},
+		[2]string{"CLOISTER_POLICY", policyPath}, [2]string{"CLOISTER_NAMESPACE", "default"})
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(tmp, body, 0o600); err != nil {
 		return "", "", err
 	}
 	return path, token, os.Rename(tmp, path)
