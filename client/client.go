@@ -66,6 +66,9 @@ type Error struct {
 	Step     int
 	StepCode string
 	Chain    []*Receipt
+	// Logs is the function's stderr, opened and authenticated, when the
+	// invocation asked for it (InvokeOptions.Logs).
+	Logs []byte
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status) }
@@ -400,6 +403,9 @@ type Result struct {
 	// Chain is a sequence's verified receipt chain, step 1 first; Receipt
 	// and SignedReceipt are its last step.
 	Chain []*SignedReceipt
+	// Logs is what the function wrote on stderr, opened and authenticated,
+	// when InvokeOptions.Logs asked for it (nil: it wrote nothing).
+	Logs []byte
 	// SequenceSigner is the owner key that signed the sequence's
 	// definition, nil if the definition was unsigned (the steps were then
 	// the gateway's word; see sealSequence).
@@ -413,11 +419,18 @@ type InvokeOptions struct {
 	// Plaintext sends the input unsealed. The function must allow it
 	// (confidential: optional), and the gateway sees the input and output.
 	Plaintext bool
+	// Logs asks for what the function wrote on stderr (up to 64 KiB),
+	// sealed to this client like the output: Result.Logs, or Error.Logs
+	// when the function failed. Sealed invocations only.
+	Logs bool
 }
 
 // Invoke runs a function once and returns its verified output.
 func (c *Client) Invoke(ctx context.Context, name string, input []byte, o InvokeOptions) (*Result, error) {
 	if o.Plaintext {
+		if o.Logs {
+			return nil, errors.New("client: logs are returned to sealed invocations only")
+		}
 		return c.invokePlain(ctx, name, input, o.Version)
 	}
 	fn, err := c.Function(ctx, name, o.Version)
@@ -430,7 +443,11 @@ func (c *Client) Invoke(ctx context.Context, name string, input []byte, o Invoke
 		return nil, err
 	}
 	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
-	return c.sendSealed(ctx, fn, "/invoke", sr, cc.ResponseKey, seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext))
+	path := "/invoke"
+	if o.Logs {
+		path += "?logs=true"
+	}
+	return c.sendSealed(ctx, fn, path, sr, cc.ResponseKey, seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext))
 }
 
 func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr wire.SealedRequest, key []byte, reqHash string) (*Result, error) {
@@ -441,7 +458,15 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	var resp wire.SealedResponse
 	err = c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(fn.Name)+path, body, wire.SealedContentType, &resp)
 	if err != nil {
-		return nil, c.verifyErrorReceipt(ctx, err, fn, reqHash)
+		err = c.verifyErrorReceipt(ctx, err, fn, reqHash)
+		var e *Error
+		if errors.As(err, &e) && e.Logs != nil {
+			if e.Logs, err = openLogs(key, reqHash, e.Logs); err != nil {
+				return nil, err
+			}
+			return nil, e
+		}
+		return nil, err
 	}
 	a, err := c.Attest(ctx)
 	if err != nil {
@@ -462,7 +487,27 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	if err != nil {
 		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
 	}
-	return &Result{Output: out, Version: fn.Version, Receipt: v.Receipt, SignedReceipt: resp.Receipt, Worker: v.Worker, Attestation: a, Mode: sr.Mode}, nil
+	logs, err := openLogs(key, reqHash, resp.Logs)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Output: out, Version: fn.Version, Receipt: v.Receipt, SignedReceipt: resp.Receipt, Worker: v.Worker, Attestation: a, Mode: sr.Mode, Logs: logs}, nil
+}
+
+// openLogs opens a function's stderr sealed to the caller; none is nil.
+// Logs that do not open were altered on the way: a verification error.
+func openLogs(key []byte, reqHash string, sealed []byte) ([]byte, error) {
+	if sealed == nil {
+		return nil, nil
+	}
+	logs, err := seal.OpenSymmetric(key, seal.AADLogs, []byte(reqHash), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: logs: %w", ErrVerification, err)
+	}
+	if logs == nil {
+		logs = []byte{}
+	}
+	return logs, nil
 }
 
 func checkWorkerPolicy(fn *Function, w *certs.Worker) error {
@@ -484,7 +529,7 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 	if !errors.As(err, &e) {
 		return err
 	}
-	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
+	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message, Logs: e.body.Logs}
 	if e.body.Receipt != nil {
 		if _, aerr := c.Attest(ctx); aerr != nil {
 			return aerr

@@ -23,6 +23,18 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	s.mustCLI("fn", "deploy", "sha", repo("examples", "sha256-c", "sha256-c.wasm"))
 	s.mustCLI("fn", "deploy", "boom", repo("internal", "sandbox", "testdata", "trap.wasm"))
 
+	// A failing function: --logs shows what it wrote on stderr, sealed to
+	// the caller; without it, a hint says how to see it.
+	if r := s.cli("invoke", "hello", "--data", "not json", "--logs"); r.code != 4 || !strings.Contains(r.stderr, "--- function stderr") || !strings.Contains(r.stderr, "invalid") {
+		t.Fatalf("invoke --logs of a failing function: exit %d %q", r.code, r.stderr)
+	}
+	if r := s.cli("invoke", "hello", "--data", "not json"); r.code != 4 || strings.Contains(r.stderr, "--- function stderr") || !strings.Contains(r.stderr, "add --logs") {
+		t.Fatalf("invoke of a failing function: exit %d %q", r.code, r.stderr)
+	}
+	if r := s.cli("invoke", "hello", "--logs", "--async"); r.code != 2 {
+		t.Fatalf("invoke --logs --async: exit %d %q", r.code, r.stderr)
+	}
+
 	// Async: the id comes back at once; result verifies and opens the output.
 	r := s.mustCLI("invoke", "hello", "--async", "--data", `{"name":"Ada"}`, "--idempotency-key", "k1")
 	id := strings.TrimSpace(r.stdout)

@@ -24,6 +24,7 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	receiptOut := fs.String("receipt-out", "", "write the signed receipt (a sequence: its receipt chain) to this file")
 	isAsync := fs.Bool("async", false, "queue the invocation and print its activation id at once")
 	idemKey := fs.String("idempotency-key", "", "with --async: queue at most once per key in the namespace")
+	withLogs := fs.Bool("logs", false, "also print what the function wrote on stderr (sealed to you like the output), also when it fails")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -39,10 +40,13 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *withLogs && (*plaintext || *isAsync) {
+		return usageErr("--logs goes with a sealed synchronous invocation (queued ones keep their logs: `cloister activations logs ID`)")
+	}
 	if *isAsync {
 		return invokeAsync(ctx, c, pos[0], input, client.AsyncOptions{Version: *version, Plaintext: *plaintext, IdempotencyKey: *idemKey}, *asJSON)
 	}
-	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext})
+	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext, Logs: *withLogs})
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Code == "not_found" && *version == 0 && !*plaintext {
 		if _, serr := c.GetSequence(ctx, pos[0]); serr == nil {
@@ -50,6 +54,12 @@ func cmdInvoke(ctx context.Context, args []string) error {
 		}
 	}
 	if err != nil {
+		if errors.As(err, &ce) {
+			printLogs(ce.Logs)
+			if ce.Receipt != nil && !*withLogs && !*plaintext {
+				err = fmt.Errorf("%w\n(add --logs to see what the function wrote on stderr)", err)
+			}
+		}
 		return classify(err)
 	}
 	if *receiptOut != "" {
@@ -78,14 +88,31 @@ func cmdInvoke(ctx context.Context, args []string) error {
 		if res.Attestation.Warning != "" {
 			out["warning"] = res.Attestation.Warning
 		}
+		if *withLogs {
+			out["logs"] = string(res.Logs)
+		}
 		return printJSON(out)
 	}
 	os.Stdout.Write(res.Output)
 	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
 		fmt.Println()
 	}
+	printLogs(res.Logs)
 	fmt.Fprintln(os.Stderr, summary(res))
 	return nil
+}
+
+// printLogs prints a function's stderr on stderr, set apart.
+func printLogs(logs []byte) {
+	if len(logs) == 0 {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "--- function stderr (sealed to you, verified) ---")
+	os.Stderr.Write(logs)
+	if logs[len(logs)-1] != '\n' {
+		fmt.Fprintln(os.Stderr)
+	}
+	fmt.Fprintln(os.Stderr, "---")
 }
 
 // summary is the one-line verification summary.

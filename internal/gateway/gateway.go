@@ -527,20 +527,27 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 		}
 		v = sr.Version
 	}
+	logs := false
+	if s := r.URL.Query().Get("logs"); s != "" {
+		var err error
+		if logs, err = strconv.ParseBool(s); err != nil {
+			return apierr.New(apierr.BadRequest, "logs must be true or false")
+		}
+	}
 	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
 	if err != nil {
 		return err
 	}
-	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: sr.Mode, Sealed: sr})
+	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: sr.Mode, Sealed: sr, Logs: logs})
 	if err != nil {
 		return err
 	}
 	if rep.Error != nil {
-		writeJSON(w, rep.Error.Code.Status(), wire.ErrorBody{Code: rep.Error.Code, Message: rep.Error.Message, Version: rep.Version, Receipt: rep.Receipt})
+		writeJSON(w, rep.Error.Code.Status(), wire.ErrorBody{Code: rep.Error.Code, Message: rep.Error.Message, Version: rep.Version, Receipt: rep.Receipt, Logs: rep.Logs})
 		return nil
 	}
 	writeJSON(w, http.StatusOK, wire.SealedResponse{Version: rep.Version, Ciphertext: rep.Ciphertext, Ticket: rep.Ticket,
-		TicketExpires: rep.TicketExpires, Receipt: rep.Receipt})
+		TicketExpires: rep.TicketExpires, Receipt: rep.Receipt, Logs: rep.Logs})
 	return nil
 }
 

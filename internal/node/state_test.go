@@ -8,8 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -215,24 +213,13 @@ func TestStateEndToEnd(t *testing.T) {
 // many invocations lose no update.
 func TestCounterExample(t *testing.T) {
 	e := start(t)
-	wasm, err := os.ReadFile(filepath.Join("..", "..", "examples", "reactor-counter-c", "reactor-counter-c.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.deploy("counter", wasm, func(m *bundle.Manifest) { m.ABI = bundle.ABIReactor; m.Capabilities.State = true })
+	e.deploy("counter", example(t, "reactor-counter-c"), func(m *bundle.Manifest) { m.ABI = bundle.ABIReactor; m.Capabilities.State = true })
 	invoke := func(in string) string {
-		for {
-			res, err := e.c.Invoke(context.Background(), "counter", []byte(in), client.InvokeOptions{})
-			var ce *client.Error
-			if errors.As(err, &ce) && ce.Code == "concurrency_limit" {
-				continue
-			}
-			if err != nil {
-				t.Errorf("invoke %q: %v", in, err)
-				return ""
-			}
-			return string(res.Output)
+		out, err := invokeBusy(e.c, "counter", in)
+		if err != nil {
+			t.Errorf("invoke %q: %v", in, err)
 		}
+		return out
 	}
 	if got := invoke("?visits"); got != "0" {
 		t.Fatalf("a new counter reads %q", got)
@@ -269,19 +256,8 @@ func TestCounterExample(t *testing.T) {
 func TestKVGoExample(t *testing.T) {
 	e := start(t)
 	e.deploy("docs", example(t, "reactor-kv-go"), func(m *bundle.Manifest) { m.ABI = bundle.ABIReactor; m.Capabilities.State = true })
-	invoke := func(in string) (string, error) {
-		for {
-			res, err := e.c.Invoke(context.Background(), "docs", []byte(in), client.InvokeOptions{})
-			var ce *client.Error
-			if errors.As(err, &ce) && ce.Code == "concurrency_limit" {
-				continue
-			}
-			if err != nil {
-				return "", err
-			}
-			return string(res.Output), nil
-		}
-	}
+	invoke := func(in string) (string, error) { return invokeBusy(e.c, "docs", in) }
+
 	marker := "patient-" + hex.EncodeToString(randomMarker())
 	for _, c := range []struct{ in, want string }{
 		{`{"op":"put","key":"record/1","value":"` + marker + `"}`, `{"ok":true}`},
@@ -329,5 +305,22 @@ func TestKVGoExample(t *testing.T) {
 		if leaks(v.Value(), []byte(marker)) || strings.Contains(k, "record") {
 			t.Fatal("the bucket holds a key or a value in the clear")
 		}
+	}
+}
+
+// invokeBusy invokes name with in and returns the output, trying again
+// while the function is at its concurrency limit (the tests' concurrent
+// callers outnumber its sandboxes).
+func invokeBusy(c *client.Client, name, in string) (string, error) {
+	for {
+		res, err := c.Invoke(context.Background(), name, []byte(in), client.InvokeOptions{})
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code == "concurrency_limit" {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return string(res.Output), nil
 	}
 }

@@ -132,6 +132,9 @@ type InvokeRequest struct {
 	// sealed for the async path (seal.AsyncInfo) and may be delivered again
 	// for the same activation.
 	Activation string `json:"activation,omitempty"`
+	// Logs asks for the function's stderr in the reply (InvokeReply.Logs)
+	// of a synchronous invocation; asynchronous ones always keep it.
+	Logs bool `json:"logs,omitempty"`
 }
 
 // InvokeReply travels back. Output is set only in plain mode; Ciphertext in
@@ -145,8 +148,8 @@ type InvokeReply struct {
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
 	Error         *apierr.Error   `json:"error,omitempty"`
 	// Logs is what the function wrote on stderr: sealed to the caller like
-	// the output in the sealed modes. The synchronous HTTP API drops it;
-	// activation records keep it.
+	// the output in the sealed modes. Set for asynchronous invocations
+	// (activation records keep it) and when the request asked (Logs).
 	Logs []byte `json:"logs,omitempty"`
 	// Receipts is a sequence's receipt chain, step 1 first; Receipt is its
 	// last element. Step and StepCode name the step that failed.
@@ -164,6 +167,9 @@ type SealedResponse struct {
 	Receipt       *receipt.Signed `json:"receipt,omitempty"`
 	// Receipts is a sequence's receipt chain (step 1 first).
 	Receipts []*receipt.Signed `json:"receipts,omitempty"`
+	// Logs is the function's stderr sealed to the caller (the response
+	// key, seal.AADLogs), when the request asked for it with ?logs=true.
+	Logs []byte `json:"logs,omitempty"`
 }
 
 // MaxLedgerBatch is the most receipts one ledger append request may carry.
@@ -203,6 +209,9 @@ type ErrorBody struct {
 	Step     int               `json:"step,omitempty"`
 	StepCode apierr.Code       `json:"step_code,omitempty"`
 	Receipts []*receipt.Signed `json:"receipts,omitempty"`
+	// Logs is the function's stderr sealed to the caller, as in
+	// SealedResponse, when the request asked for it.
+	Logs []byte `json:"logs,omitempty"`
 }
 
 // FunctionInfo describes a function version over the API.

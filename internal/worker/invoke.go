@@ -126,7 +126,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	}
 	w.logReceipt(ctx, rc)
 	rep.Receipt = rc
-	if req.Activation != "" {
+	if req.Activation != "" || (req.Logs && op.responseKey != nil) {
 		if rep.Logs, err = sealLogs(op, res.Stderr); err != nil {
 			return nil, err
 		}
