@@ -139,3 +139,60 @@ func TestJavaScriptErrors(t *testing.T) {
 		t.Fatalf("wasm as js: got %v, want invalid_module", err)
 	}
 }
+
+// TestJavaScriptState: a JavaScript function with the state grant keeps
+// sealed state through cloister.state, concurrent increments by
+// compare-and-set lose no update, and one without the grant is refused.
+func TestJavaScriptState(t *testing.T) {
+	e := start(t)
+	const script = `function main(p) {
+		const s = cloister.state;
+		switch (p.op) {
+		case "put": s.put(p.key, p.value); return {ok: true};
+		case "get": return {value: s.get(p.key)};
+		case "list": return {keys: s.list(p.key)};
+		case "incr":
+			for (;;) {
+				const old = s.get(p.key);
+				const next = String(Number(old || "0") + 1);
+				if (s.cas(p.key, old, next)) return {value: Number(next)};
+			}
+		}
+		throw new Error("unknown op " + p.op);
+	}`
+	e.deploy("notes", []byte(script), func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
+	e.deploy("nostate", []byte(script), jsManifest)
+	marker := "secret-" + strings.Repeat("x", 8)
+	for _, c := range []struct{ in, want string }{
+		{`{"op":"put","key":"note/1","value":"` + marker + `"}`, `{"ok":true}`},
+		{`{"op":"get","key":"note/1"}`, `{"value":"` + marker + `"}`},
+		{`{"op":"get","key":"note/2"}`, `{"value":null}`},
+		{`{"op":"list","key":"note/"}`, `{"keys":["note/1"]}`},
+	} {
+		if got, err := invokeBusy(e.c, "notes", c.in); err != nil || got != c.want {
+			t.Fatalf("%s: got %s %v, want %s", c.in, got, err, c.want)
+		}
+	}
+	const goroutines, each = 4, 8
+	concurrently(t, goroutines, each, func() error {
+		_, err := invokeBusy(e.c, "notes", `{"op":"incr","key":"n"}`)
+		return err
+	})
+	if got, err := invokeBusy(e.c, "notes", `{"op":"get","key":"n"}`); err != nil || got != `{"value":"32"}` {
+		t.Fatalf("after %d concurrent increments: %s %v", goroutines*each, got, err)
+	}
+	// Without the grant: a TypeError, whose text only the caller reads, in
+	// the function's logs.
+	_, err := e.c.Invoke(context.Background(), "nostate", []byte(`{"op":"get","key":"note/1"}`), client.InvokeOptions{Logs: true})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != "js_error" || strings.Contains(ce.Message, "not granted") ||
+		!strings.Contains(string(ce.Logs), "uncaught exception: TypeError: cloister.state: not granted") {
+		t.Fatalf("without the grant: %v, logs %q", err, ce.Logs)
+	}
+	// The function's state is its own: another function's view is empty
+	// even with the grant.
+	e.deploy("other", []byte(script), func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
+	if got, err := invokeBusy(e.c, "other", `{"op":"get","key":"note/1"}`); err != nil || got != `{"value":null}` {
+		t.Fatalf("another function: %s %v", got, err)
+	}
+}

@@ -273,18 +273,10 @@ func TestKVGoExample(t *testing.T) {
 		}
 	}
 	const goroutines, each = 6, 8
-	var wg sync.WaitGroup
-	for range goroutines {
-		wg.Go(func() {
-			for range each {
-				if _, err := invoke(`{"op":"add","key":"count"}`); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	concurrently(t, goroutines, each, func() error {
+		_, err := invoke(`{"op":"add","key":"count"}`)
+		return err
+	})
 	if got, err := invoke(`{"op":"get","key":"count"}`); err != nil || got != `{"found":true,"value":"`+strconv.Itoa(goroutines*each)+`"}` {
 		t.Fatalf("after %d concurrent adds: %s %v", goroutines*each, got, err)
 	}
@@ -323,4 +315,22 @@ func invokeBusy(c *client.Client, name, in string) (string, error) {
 		}
 		return string(res.Output), nil
 	}
+}
+
+// concurrently runs op each times in each of n goroutines and reports its
+// errors (a goroutine stops at its first).
+func concurrently(t *testing.T, n, each int, op func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for range each {
+				if err := op(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -60,9 +60,6 @@ func jsOutcome(res *sandbox.Result, runErr error, plain bool) error {
 		return nil
 	case errors.As(err, &ex):
 		res.Stdout = nil
-		if !plain {
-			return apierr.New(apierr.JSError, "the function threw an uncaught exception; its text is not shown for sealed requests")
-		}
 		msg := ex.Error()
 		if ex.Stack != "" {
 			msg += "\n" + ex.Stack
@@ -73,6 +70,12 @@ func jsOutcome(res *sandbox.Result, runErr error, plain bool) error {
 				cut--
 			}
 			msg = msg[:cut] + "..."
+		}
+		if !plain {
+			// The text may hold the caller's data: it goes only to the
+			// function's logs, which are sealed to the caller.
+			res.Stderr = append(res.Stderr, "uncaught exception: "+msg+"\n"...)
+			return apierr.New(apierr.JSError, "the function threw an uncaught exception; its text is in the function's logs, sealed to the caller (cloister invoke --logs)")
 		}
 		return apierr.New(apierr.JSError, "%s", msg)
 	case errors.Is(err, jsrt.ErrOutOfMemory):

@@ -3,80 +3,17 @@
 package cloister_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cloister-faas/cloister/internal/sandbox"
+	"github.com/cloister-faas/cloister/internal/sandbox/sandboxtest"
 	cloister "github.com/cloister-faas/cloister/sdk/go"
 )
-
-// mapKV is the platform's KV as a map, for running the kvguest.
-type mapKV struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (k *mapKV) Get(_ context.Context, key []byte) ([]byte, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.m[string(key)]
-	return slices.Clone(v), ok, nil
-}
-
-func (k *mapKV) Put(_ context.Context, key, value []byte) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(key) == 0 {
-		return sandbox.ErrKVInvalid
-	}
-	k.m[string(key)] = slices.Clone(value)
-	return nil
-}
-
-func (k *mapKV) Delete(_ context.Context, key []byte) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	_, ok := k.m[string(key)]
-	delete(k.m, string(key))
-	return ok, nil
-}
-
-func (k *mapKV) CompareAndSwap(_ context.Context, key, old []byte, oldPresent bool, nw []byte, newPresent bool) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cur, ok := k.m[string(key)]
-	if ok != oldPresent || ok && !bytes.Equal(cur, old) {
-		return false, nil
-	}
-	if newPresent {
-		k.m[string(key)] = slices.Clone(nw)
-	} else {
-		delete(k.m, string(key))
-	}
-	return true, nil
-}
-
-func (k *mapKV) List(_ context.Context, prefix, start []byte, limit int) ([][]byte, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var keys [][]byte
-	for s := range k.m {
-		if strings.HasPrefix(s, string(prefix)) && s > string(start) {
-			keys = append(keys, []byte(s))
-		}
-	}
-	slices.SortFunc(keys, bytes.Compare)
-	if len(keys) > limit {
-		return keys[:limit], true, nil
-	}
-	return keys, false, nil
-}
 
 // TestKVThroughTheSandbox builds testdata/kvguest with the SDK and runs its
 // state operations through the platform's sandbox and host functions.
@@ -97,7 +34,7 @@ func TestKVThroughTheSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	kv := &mapKV{m: map[string][]byte{}}
+	kv := &sandboxtest.MapKV{}
 	call := func(in string) (string, error) {
 		res, err := f.Call(sandbox.WithKV(ctx, kv), []byte(in))
 		return string(res.Stdout), err
@@ -121,7 +58,7 @@ func TestKVThroughTheSandbox(t *testing.T) {
 	}
 	// More keys than one list page holds.
 	for i := range 300 {
-		kv.m["p"+strconv.Itoa(1000+i)] = nil
+		kv.Put(context.Background(), []byte("p"+strconv.Itoa(1000+i)), nil)
 	}
 	if got, err := call("list p"); err != nil || strings.Count(got, ",") != 299 {
 		t.Fatalf("list of 300 keys: %d commas, %v", strings.Count(got, ","), err)

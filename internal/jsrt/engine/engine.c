@@ -25,9 +25,11 @@
  *
  * cloister_handle always returns 0 unless the response could not be written
  * (1); the tag tells the worker (internal/jsrt) what happened. Nothing here
- * reaches the host but the reactor ABI's three functions and WASI's
- * fd_write (console.* to the log), clock_time_get (Date) and random_get
- * (Math.random), which the sandbox grants or fakes per the manifest.
+ * reaches the host but the reactor ABI's three functions, its state
+ * functions kv_* (cloister.state, denied unless the manifest grants state),
+ * and WASI's fd_write (console.* to the log), clock_time_get (Date) and
+ * random_get (Math.random), which the sandbox grants or fakes per the
+ * manifest.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -145,6 +147,174 @@ static JSValue js_math_random(JSContext *c, JSValueConst this_val, int argc, JSV
     return JS_NewFloat64(c, (double)(v >> 11) * (1.0 / 9007199254740992.0));
 }
 
+/* --- cloister.state: the function's sealed key-value state
+ * (docs/state.md, docs/js.md). Keys and values are strings (UTF-8 in the
+ * store); every call goes to the host's kv_* functions, which answer
+ * CLOISTER_KV_DENIED unless the manifest grants the state. --- */
+
+/* state_error throws the JavaScript error for a host code. */
+static JSValue state_error(JSContext *c, int32_t code)
+{
+    switch (code) {
+    case CLOISTER_KV_INVALID:
+        return JS_ThrowRangeError(c, "cloister.state: invalid key (1 to 512 bytes of UTF-8) or argument");
+    case CLOISTER_KV_TOO_LARGE:
+        return JS_ThrowRangeError(c, "cloister.state: value too large");
+    case CLOISTER_KV_QUOTA:
+        return JS_ThrowRangeError(c, "cloister.state: the function's state quota (keys or bytes) is exhausted");
+    case CLOISTER_KV_DENIED:
+        return JS_ThrowTypeError(c, "cloister.state: not granted to this function (manifest capabilities.state)");
+    }
+    /* CLOISTER_KV_FAILED: the host already failed the request. */
+    return JS_ThrowInternalError(c, "cloister.state: failed (integrity or availability); the request fails");
+}
+
+/* string_arg returns argv[i] as UTF-8, or NULL with a TypeError pending
+ * when it is not a string. */
+static const char *string_arg(JSContext *c, JSValueConst *argv, int i, const char *what, size_t *len)
+{
+    if (!JS_IsString(argv[i])) {
+        JS_ThrowTypeError(c, "cloister.state: %s must be a string", what);
+        return NULL;
+    }
+    return JS_ToCStringLen(c, len, argv[i]);
+}
+
+/* get(key): the value, or null when the key is absent. */
+static JSValue js_state_get(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val, (void)argc;
+    size_t kn, vn;
+    const char *k = string_arg(c, argv, 0, "the key", &kn);
+    if (k == NULL)
+        return JS_EXCEPTION;
+    int32_t status;
+    char *v = cloister_kv_get_alloc(k, kn, &vn, &status);
+    JS_FreeCString(c, k);
+    if (v == NULL)
+        return status == CLOISTER_KV_NOT_FOUND ? JS_NULL : state_error(c, status);
+    JSValue r = JS_NewStringLen(c, v, vn);
+    free(v);
+    return r;
+}
+
+/* put(key, value): sets key to value. */
+static JSValue js_state_put(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val, (void)argc;
+    size_t kn, vn;
+    const char *k = string_arg(c, argv, 0, "the key", &kn);
+    if (k == NULL)
+        return JS_EXCEPTION;
+    const char *v = string_arg(c, argv, 1, "the value", &vn);
+    if (v == NULL) {
+        JS_FreeCString(c, k);
+        return JS_EXCEPTION;
+    }
+    int32_t r = vn > INT32_MAX ? CLOISTER_KV_TOO_LARGE : cloister_kv_put(k, (int32_t)kn, v, (int32_t)vn);
+    JS_FreeCString(c, k);
+    JS_FreeCString(c, v);
+    return r == 0 ? JS_UNDEFINED : state_error(c, r);
+}
+
+/* delete(key): whether the key existed. */
+static JSValue js_state_delete(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val, (void)argc;
+    size_t kn;
+    const char *k = string_arg(c, argv, 0, "the key", &kn);
+    if (k == NULL)
+        return JS_EXCEPTION;
+    int32_t r = cloister_kv_delete(k, (int32_t)kn);
+    JS_FreeCString(c, k);
+    return r >= 0 ? JS_NewBool(c, r == 1) : state_error(c, r);
+}
+
+/* cas(key, expected, value): if key's value is expected (null: the key is
+ * absent), sets it to value (null: deletes it); whether it did. */
+static JSValue js_state_cas(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val, (void)argc;
+    size_t kn, on = 0, nn = 0;
+    const char *k = NULL, *o = NULL, *n = NULL;
+    JSValue ret = JS_EXCEPTION;
+    int absent_old = JS_IsNull(argv[1]) || JS_IsUndefined(argv[1]);
+    int absent_new = JS_IsNull(argv[2]) || JS_IsUndefined(argv[2]);
+    if ((k = string_arg(c, argv, 0, "the key", &kn)) == NULL)
+        goto done;
+    if (!absent_old && (o = string_arg(c, argv, 1, "the expected value (or null)", &on)) == NULL)
+        goto done;
+    if (!absent_new && (n = string_arg(c, argv, 2, "the new value (or null)", &nn)) == NULL)
+        goto done;
+    if (on > INT32_MAX || nn > INT32_MAX) {
+        ret = state_error(c, CLOISTER_KV_TOO_LARGE);
+        goto done;
+    }
+    int32_t r = cloister_kv_cas(k, (int32_t)kn, o, absent_old ? -1 : (int32_t)on, n, absent_new ? -1 : (int32_t)nn);
+    ret = r >= 0 ? JS_NewBool(c, r == 1) : state_error(c, r);
+done:
+    if (k != NULL)
+        JS_FreeCString(c, k);
+    if (o != NULL)
+        JS_FreeCString(c, o);
+    if (n != NULL)
+        JS_FreeCString(c, n);
+    return ret;
+}
+
+/* list(prefix = ""): the keys that start with prefix, in byte order. */
+static JSValue js_state_list(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val, (void)argc;
+    size_t pn = 0;
+    const char *prefix = "";
+    int owned = !JS_IsUndefined(argv[0]);
+    if (owned && (prefix = string_arg(c, argv, 0, "the prefix", &pn)) == NULL)
+        return JS_EXCEPTION;
+    enum { CAP = 64 * 1024 };
+    unsigned char *buf = malloc(CAP);
+    JSValue arr = JS_NewArray(c);
+    if (buf == NULL || JS_IsException(arr)) {
+        free(buf);
+        if (owned)
+            JS_FreeCString(c, prefix);
+        JS_FreeValue(c, arr);
+        return JS_ThrowOutOfMemory(c);
+    }
+    unsigned char start[512];
+    int32_t start_len = 0;
+    uint32_t count = 0;
+    JSValue ret = arr;
+    for (;;) {
+        int32_t got = cloister_kv_list(prefix, (int32_t)pn, start, start_len, buf, CAP);
+        if (got < 0) {
+            JS_FreeValue(c, arr);
+            ret = state_error(c, got);
+            break;
+        }
+        if (got == 0)
+            break;
+        for (int32_t at = 0; at + 4 <= got;) {
+            uint32_t kl = (uint32_t)buf[at] | (uint32_t)buf[at + 1] << 8 | (uint32_t)buf[at + 2] << 16 | (uint32_t)buf[at + 3] << 24;
+            at += 4;
+            if (kl > sizeof start || kl > (uint32_t)(got - at)) {
+                JS_FreeValue(c, arr);
+                ret = JS_ThrowInternalError(c, "cloister.state: malformed list from the host");
+                goto out;
+            }
+            JS_SetPropertyUint32(c, arr, count++, JS_NewStringLen(c, (const char *)buf + at, kl));
+            memcpy(start, buf + at, kl);
+            start_len = (int32_t)kl;
+            at += (int32_t)kl;
+        }
+    }
+out:
+    free(buf);
+    if (owned)
+        JS_FreeCString(c, prefix);
+    return ret;
+}
+
 static void install_builtins(void)
 {
     JSValue global = JS_GetGlobalObject(ctx);
@@ -153,6 +323,15 @@ static void install_builtins(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         JS_SetPropertyStr(ctx, console, names[i], JS_NewCFunction(ctx, js_console_log, names[i], 1));
     JS_SetPropertyStr(ctx, global, "console", console);
+    JSValue cloister = JS_NewObject(ctx);
+    JSValue state = JS_NewObject(ctx);
+    JS_SetPropertyStr(ctx, state, "get", JS_NewCFunction(ctx, js_state_get, "get", 1));
+    JS_SetPropertyStr(ctx, state, "put", JS_NewCFunction(ctx, js_state_put, "put", 2));
+    JS_SetPropertyStr(ctx, state, "delete", JS_NewCFunction(ctx, js_state_delete, "delete", 1));
+    JS_SetPropertyStr(ctx, state, "cas", JS_NewCFunction(ctx, js_state_cas, "cas", 3));
+    JS_SetPropertyStr(ctx, state, "list", JS_NewCFunction(ctx, js_state_list, "list", 1));
+    JS_SetPropertyStr(ctx, cloister, "state", state);
+    JS_SetPropertyStr(ctx, global, "cloister", cloister);
     JSValue math = JS_GetPropertyStr(ctx, global, "Math");
     JS_SetPropertyStr(ctx, math, "random", JS_NewCFunction(ctx, js_math_random, "random", 0));
     JS_FreeValue(ctx, math);
