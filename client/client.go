@@ -458,10 +458,14 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	var resp wire.SealedResponse
 	err = c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(fn.Name)+path, body, wire.SealedContentType, &resp)
 	if err != nil {
+		var sealedLogs []byte
+		if ae := (*apiError)(nil); errors.As(err, &ae) {
+			sealedLogs = ae.body.Logs
+		}
 		err = c.verifyErrorReceipt(ctx, err, fn, reqHash)
 		var e *Error
-		if errors.As(err, &e) && e.Logs != nil {
-			if e.Logs, err = openLogs(key, reqHash, e.Logs); err != nil {
+		if sealedLogs != nil && errors.As(err, &e) {
+			if e.Logs, err = openLogs(key, reqHash, sealedLogs); err != nil {
 				return nil, err
 			}
 			return nil, e
@@ -529,7 +533,7 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 	if !errors.As(err, &e) {
 		return err
 	}
-	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message, Logs: e.body.Logs}
+	out := &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
 	if e.body.Receipt != nil {
 		if _, aerr := c.Attest(ctx); aerr != nil {
 			return aerr
