@@ -306,7 +306,9 @@ func (s *Store) DeadLetters(ctx context.Context, ns string, since time.Time, lim
 		limit = 30
 	}
 	limit = min(limit, MaxList)
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectDeadPrefix + ns}}
+	// An ephemeral consumer per call, deleted at the end; one left behind
+	// (the process stopped) goes after InactiveThreshold.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectDeadPrefix + ns}, InactiveThreshold: 30 * time.Second}
 	if !since.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
@@ -314,6 +316,13 @@ func (s *Store) DeadLetters(ctx context.Context, ns string, since time.Time, lim
 	if err != nil {
 		return nil, apierr.New(apierr.Unavailable, "dead-letter stream unavailable")
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = s.st.Dead.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
 	pending := cons.CachedInfo().NumPending
 	if pending > MaxDeadScan {
 		return nil, apierr.New(apierr.BadRequest, "%d dead letters since %s; ask for a later since (at most %d are read)", pending, since.Format(time.RFC3339), MaxDeadScan)

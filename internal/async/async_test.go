@@ -147,7 +147,7 @@ func TestGetAndList(t *testing.T) {
 }
 
 func TestDeadLetters(t *testing.T) {
-	s, _ := open(t)
+	s, st := open(t)
 	ctx := context.Background()
 	if l, err := s.DeadLetters(ctx, "ns", time.Time{}, 0); err != nil || len(l) != 0 {
 		t.Fatalf("no dead letters: %v %v", l, err)
@@ -194,5 +194,10 @@ func TestDeadLetters(t *testing.T) {
 	}
 	if l, err := s.DeadLetters(ctx, "nobody", time.Time{}, 0); err != nil || len(l) != 0 {
 		t.Errorf("a namespace without dead letters: %v %v", l, err)
+	}
+	// Listing leaves no consumer behind on the stream.
+	info, err := st.Dead.Info(ctx)
+	if err != nil || info.State.Consumers != 0 {
+		t.Errorf("consumers left on the dead-letter stream: %d %v", info.State.Consumers, err)
 	}
 }
