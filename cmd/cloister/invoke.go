@@ -48,15 +48,17 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	}
 	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext, Logs: *withLogs})
 	var ce *client.Error
+	isSequence := false
 	if errors.As(err, &ce) && ce.Code == "not_found" && *version == 0 && !*plaintext {
 		if _, serr := c.GetSequence(ctx, pos[0]); serr == nil {
+			isSequence = true
 			res, err = c.InvokeSequence(ctx, pos[0], input)
 		}
 	}
 	if err != nil {
 		if errors.As(err, &ce) {
 			printLogs(ce.Logs)
-			if ce.Receipt != nil && !*withLogs && !*plaintext {
+			if ce.Receipt != nil && !*withLogs && !*plaintext && !isSequence {
 				err = fmt.Errorf("%w\n(add --logs to see what the function wrote on stderr)", err)
 			}
 		}
