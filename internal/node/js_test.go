@@ -145,23 +145,12 @@ func TestJavaScriptErrors(t *testing.T) {
 // compare-and-set lose no update, and one without the grant is refused.
 func TestJavaScriptState(t *testing.T) {
 	e := start(t)
-	const script = `function main(p) {
-		const s = cloister.state;
-		switch (p.op) {
-		case "put": s.put(p.key, p.value); return {ok: true};
-		case "get": return {value: s.get(p.key)};
-		case "list": return {keys: s.list(p.key)};
-		case "incr":
-			for (;;) {
-				const old = s.get(p.key);
-				const next = String(Number(old || "0") + 1);
-				if (s.cas(p.key, old, next)) return {value: Number(next)};
-			}
-		}
-		throw new Error("unknown op " + p.op);
-	}`
-	e.deploy("notes", []byte(script), func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
-	e.deploy("nostate", []byte(script), jsManifest)
+	script, err := os.ReadFile(filepath.Join("..", "..", "examples", "notes-js", "main.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deploy("notes", script, func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
+	e.deploy("nostate", script, jsManifest)
 	marker := "secret-" + strings.Repeat("x", 8)
 	for _, c := range []struct{ in, want string }{
 		{`{"op":"put","key":"note/1","value":"` + marker + `"}`, `{"ok":true}`},
@@ -183,7 +172,7 @@ func TestJavaScriptState(t *testing.T) {
 	}
 	// Without the grant: a TypeError, whose text only the caller reads, in
 	// the function's logs.
-	_, err := e.c.Invoke(context.Background(), "nostate", []byte(`{"op":"get","key":"note/1"}`), client.InvokeOptions{Logs: true})
+	_, err = e.c.Invoke(context.Background(), "nostate", []byte(`{"op":"get","key":"note/1"}`), client.InvokeOptions{Logs: true})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "js_error" || strings.Contains(ce.Message, "not granted") ||
 		!strings.Contains(string(ce.Logs), "uncaught exception: TypeError: cloister.state: not granted") {
@@ -191,7 +180,7 @@ func TestJavaScriptState(t *testing.T) {
 	}
 	// The function's state is its own: another function's view is empty
 	// even with the grant.
-	e.deploy("other", []byte(script), func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
+	e.deploy("other", script, func(m *bundle.Manifest) { jsManifest(m); m.Capabilities.State = true })
 	if got, err := invokeBusy(e.c, "other", `{"op":"get","key":"note/1"}`); err != nil || got != `{"value":null}` {
 		t.Fatalf("another function: %s %v", got, err)
 	}
