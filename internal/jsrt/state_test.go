@@ -1,6 +1,7 @@
 package jsrt
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,4 +95,21 @@ func TestState(t *testing.T) {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestStateValueOverMemory: a value bigger than the engine's memory fails
+// the call with the memory limit, not as a state failure.
+func TestStateValueOverMemory(t *testing.T) {
+	f := newFunction(t, sandbox.Limits{MemoryPages: 64}, sandbox.Capabilities{}) // 4 MiB
+	kv := &sandboxtest.MapKV{}
+	kv.Put(context.Background(), []byte("big"), bytes.Repeat([]byte("x"), 8<<20))
+	if _, err := callKV(f, kv, `function main() { cloister.state.get("big"); return {} }`, `{}`); !errors.Is(err, ErrOutOfMemory) {
+		t.Fatalf("uncaught: got %v, want ErrOutOfMemory", err)
+	}
+	// Caught, it is an out-of-memory error like any other, not a state
+	// failure, and the call goes on.
+	got, err := callKV(f, kv, `function main() { try { cloister.state.get("big") } catch (e) { return {r: String(e)} } }`, `{}`)
+	if err != nil || !strings.Contains(got, "out of memory") {
+		t.Fatalf("caught: got %s %v", got, err)
+	}
 }

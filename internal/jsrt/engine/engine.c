@@ -188,11 +188,29 @@ static JSValue js_state_get(JSContext *c, JSValueConst this_val, int argc, JSVal
     const char *k = string_arg(c, argv, 0, "the key", &kn);
     if (k == NULL)
         return JS_EXCEPTION;
-    int32_t status;
-    char *v = cloister_kv_get_alloc(k, kn, &vn, &status);
+    /* Read into a buffer that grows to the value's length. */
+    int32_t cap = 256, got;
+    char *v = NULL;
+    for (;;) {
+        char *nv = realloc(v, (size_t)cap);
+        if (nv == NULL) {
+            free(v);
+            JS_FreeCString(c, k);
+            out_of_memory = 1; /* the call fails with memory_limit */
+            return JS_ThrowOutOfMemory(c);
+        }
+        v = nv;
+        got = cloister_kv_get(k, (int32_t)kn, v, cap);
+        if (got <= cap)
+            break;
+        cap = got;
+    }
     JS_FreeCString(c, k);
-    if (v == NULL)
-        return status == CLOISTER_KV_NOT_FOUND ? JS_NULL : state_error(c, status);
+    if (got < 0) {
+        free(v);
+        return got == CLOISTER_KV_NOT_FOUND ? JS_NULL : state_error(c, got);
+    }
+    vn = (size_t)got;
     JSValue r = JS_NewStringLen(c, v, vn);
     free(v);
     return r;
@@ -275,6 +293,7 @@ static JSValue js_state_list(JSContext *c, JSValueConst this_val, int argc, JSVa
     unsigned char *buf = malloc(CAP);
     JSValue arr = JS_NewArray(c);
     if (buf == NULL || JS_IsException(arr)) {
+        out_of_memory = 1;
         free(buf);
         if (owned)
             JS_FreeCString(c, prefix);
