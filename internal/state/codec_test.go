@@ -183,33 +183,8 @@ func TestWireRoundTrip(t *testing.T) {
 // coordinator serves it (bus.ServeBytes, the wire encoding both ways).
 func TestBusTransport(t *testing.T) {
 	e := newEnv(t, Limits{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	nc, err := e.srv.Connect("coordinator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_, err = bus.ServeBytes(ctx, nc, bus.SubjectStateAnchor, bus.CoordinatorQueue, 8, quiet(), func(_ context.Context, b []byte) ([]byte, error) {
-		out, err := e.anchor.HandleBinary(b)
-		if errors.Is(err, ErrBadRequest) {
-			return nil, apierr.New(apierr.Forbidden, "state request refused")
-		}
-		return out, err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc, err := e.srv.Connect("worker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wc.Close()
-	s, err := NewStore(Options{KV: e.kv, Anchor: BusTransport{Conn: wc}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx := context.Background()
+	s := busStore(t, e, 8)
 	k, _ := DeriveKey(e.master, "ns", "fn")
 	f, _ := s.Function("ns", "fn", k)
 	mustPut(t, f, "a", "1")
@@ -223,7 +198,7 @@ func TestBusTransport(t *testing.T) {
 	// A wrong state key is refused at the anchor, and the refusal
 	// reaches the worker as the coordinator's error.
 	wrong, _ := s.Function("ns", "fn", bytes.Repeat([]byte{1}, KeySize))
-	err = wrong.Put(ctx, []byte("a"), []byte("2"))
+	err := wrong.Put(ctx, []byte("a"), []byte("2"))
 	var ae *apierr.Error
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("put with a wrong key: %v (%v), want the anchor's refusal", err, errors.As(err, &ae))
@@ -434,3 +409,39 @@ func TestPipelineDefault(t *testing.T) {
 
 // nopKV stands for a bucket that is never used.
 type nopKV struct{ jetstream.KeyValue }
+
+// busStore serves e's anchor on the bus as the coordinator does
+// (bus.ServeBytes with workers handlers; a refused request answers
+// forbidden) and returns a store that reaches it over the bus. Both stop
+// when tb ends.
+func busStore(tb testing.TB, e *env, workers int) *Store {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	coord, err := e.srv.Connect("coordinator")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(coord.Close)
+	_, err = bus.ServeBytes(ctx, coord, bus.SubjectStateAnchor, bus.CoordinatorQueue, workers, quiet(), func(_ context.Context, b []byte) ([]byte, error) {
+		out, err := e.anchor.HandleBinary(b)
+		if errors.Is(err, ErrBadRequest) {
+			return nil, apierr.New(apierr.Forbidden, "state request refused")
+		}
+		return out, err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	wc, err := e.srv.Connect("worker")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(wc.Close)
+	s, err := NewStore(Options{KV: e.kv, Anchor: BusTransport{Conn: wc}, Logger: quiet()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cloister-faas/cloister/internal/bus"
 )
 
 // BenchmarkStore runs YCSB A's mix (half reads, half puts) and C's (reads
@@ -73,28 +71,8 @@ func BenchmarkStore(b *testing.B) {
 // the NATS server) of one anchor batch.
 func BenchmarkAnchorBatch(b *testing.B) {
 	e := newEnvLease(b, Limits{}, -1)
-	coord, err := e.srv.Connect("coordinator")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer coord.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := bus.ServeBytes(ctx, coord, bus.SubjectStateAnchor, bus.CoordinatorQueue, 256, quiet(), func(_ context.Context, m []byte) ([]byte, error) {
-		return e.anchor.HandleBinary(m)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	nc, err := e.srv.Connect("worker")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	s, err := NewStore(Options{KV: e.kv, Anchor: BusTransport{Conn: nc}, Logger: quiet()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	ctx := context.Background()
+	s := busStore(b, e, 256)
 	k, _ := DeriveKey(e.master, "ns", "fn")
 	f, _ := s.Function("ns", "fn", k)
 	b.ResetTimer()
