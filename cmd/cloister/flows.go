@@ -21,7 +21,7 @@ func cmdTrigger(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("trigger "+args[0], flag.ContinueOnError)
 	cron := fs.String("cron", "", "cron schedule: 5 fields, 6 with seconds first, @hourly…, or @every D")
-	subject := fs.String("subject", "", "NATS subject whose messages fire the trigger")
+	subject := fs.String("subject", "", "NATS subject whose messages fire the trigger, under the namespace's event space events.<namespace>. (a relative subject is put there)")
 	payload := fs.String("payload", "", "JSON input of cron fires (default {\"trigger\",\"scheduled\"})")
 	data := fs.String("data", "", "event for fire: a literal or @file")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -38,8 +38,12 @@ func cmdTrigger(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return printList(l, *asJSON, "TRIGGER\tCRON\tSUBJECT", func(t *client.Trigger) string {
-			return fmt.Sprintf("%s\t%s\t%s", t.Name, t.Cron, t.Subject)
+		return printList(l, *asJSON, "TRIGGER\tCRON\tSUBJECT\tSTATUS", func(t *client.Trigger) string {
+			status := "enabled"
+			if t.Disabled != "" {
+				status = "disabled: " + t.Disabled
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, t.Cron, t.Subject, status)
 		})
 	}
 	if len(pos) != 1 {
@@ -63,6 +67,9 @@ func cmdTrigger(ctx context.Context, args []string) error {
 			return printJSON(out)
 		}
 		fmt.Printf("trigger %s saved\n", name)
+		if out.Subject != "" {
+			fmt.Printf("publish its events on %s\n", out.Subject)
+		}
 		return nil
 	case "get":
 		t, err := c.GetTrigger(ctx, name)

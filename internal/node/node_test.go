@@ -122,6 +122,21 @@ func start(t *testing.T, edit ...func(*node.Options)) *env {
 	return e
 }
 
+// tenant creates namespace ns with an API key and returns an env that acts
+// as it: its own client, the same node and owner key.
+func (e *env) tenant(ns string) *env {
+	e.t.Helper()
+	tok, err := e.c.CreateToken(context.Background(), ns, ns+"-key")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := client.New(e.n.URL, tok, e.n.Policy)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &env{t: e.t, n: e.n, c: c, owner: e.owner, http: e.http, bus: e.bus, dir: e.dir}
+}
+
 func fixture(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "sandbox", "testdata", name))

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +11,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -64,8 +67,9 @@ func TestTriggersFire(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := e.c.PutTrigger(ctx, client.Trigger{Name: "orders", Subject: "shop.orders.*"}); err != nil {
-		t.Fatal(err)
+	// A subject is relative to the namespace's event space.
+	if tr, err := e.c.PutTrigger(ctx, client.Trigger{Name: "orders", Subject: "shop.orders.*"}); err != nil || tr.Subject != "events.default.shop.orders.*" {
+		t.Fatalf("subject trigger: %+v, %v; want subject events.default.shop.orders.*", tr, err)
 	}
 	if _, err := e.c.PutRule(ctx, client.Rule{Name: "on-order", Trigger: "orders", Function: "open-echo", Active: true}); err != nil {
 		t.Fatal(err)
@@ -79,7 +83,7 @@ func TestTriggersFire(t *testing.T) {
 	// until the first activation appears.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		m := nats.NewMsg("shop.orders.eu")
+		m := nats.NewMsg("events.default.shop.orders.eu")
 		m.Data = []byte(`{"order":42}`)
 		m.Header.Set(nats.MsgIdHdr, "order-42")
 		if err := nc.PublishMsg(m); err != nil {
@@ -158,6 +162,10 @@ func TestTriggerBadInput(t *testing.T) {
 		{"unknown macro", client.Trigger{Name: "t", Cron: "@sometimes"}, apierr.InvalidTrigger},
 		{"cron and subject", client.Trigger{Name: "t", Cron: "@hourly", Subject: "a.b"}, apierr.InvalidTrigger},
 		{"reserved subject", client.Trigger{Name: "t", Subject: "cloister.invoke"}, apierr.InvalidTrigger},
+		{"leading wildcard", client.Trigger{Name: "t", Subject: "*.invoke.w.*"}, apierr.InvalidTrigger},
+		{"everything", client.Trigger{Name: "t", Subject: ">"}, apierr.InvalidTrigger},
+		{"KV subjects", client.Trigger{Name: "t", Subject: "$KV.cloister_activations.>"}, apierr.InvalidTrigger},
+		{"another namespace", client.Trigger{Name: "t", Subject: "events.team-b.>"}, apierr.InvalidTrigger},
 		{"bad wildcard", client.Trigger{Name: "t", Subject: "a.>.b"}, apierr.InvalidTrigger},
 		{"empty token", client.Trigger{Name: "t", Subject: "a..b"}, apierr.InvalidTrigger},
 		{"bad name", client.Trigger{Name: "Bad", Cron: "@hourly"}, apierr.InvalidTrigger},
@@ -209,3 +217,138 @@ func TestTriggerBadInput(t *testing.T) {
 }
 
 func sha256Hex(b []byte) string { return seal.SHA256Hex(b) }
+
+// TestTriggerCannotTapTheBus drives the bus tap as a hostile tenant would:
+// the default namespace tries to subscribe its function to the internal
+// bus and to team-b's events, and plants a record from before subjects
+// were confined. team-b's requests, results and events never become its
+// input; its own trigger cannot fire itself; team-b is still served.
+func TestTriggerCannotTapTheBus(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	eb := e.tenant("team-b")
+	b := eb.c
+	open := func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional }
+	e.deploy("tap", fixture(t, "echo.wasm"), open)
+	eb.deploy("open-echo", fixture(t, "echo.wasm"), open)
+
+	var ce *client.Error
+	for _, s := range []string{">", "*.>", "*.invoke.w.*", "*.invoke", "cloister.invoke.w.*", "$KV.cloister_activations.>",
+		"$KV.cloister_openwhisk.>", "$JS.API.>", "_INBOX.>", "events.team-b.>", "events.*.>", "events.>"} {
+		if _, err := e.c.PutTrigger(ctx, client.Trigger{Name: "tap", Subject: s}); !errors.As(err, &ce) || ce.Code != string(apierr.InvalidTrigger) {
+			t.Errorf("trigger on %q: got %v, want invalid_trigger", s, err)
+		}
+	}
+
+	// A record written before subjects were confined (or by anyone with
+	// access to the bucket) is disabled, not subscribed.
+	admin, err := e.n.Bus().Connect("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bus.BucketTriggers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := wire.Trigger{Namespace: "default", Name: "legacy", Subject: ">", Created: time.Now()}
+	if _, err := kv.Put(ctx, "t.default.legacy", mustJSON(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.PutRule(ctx, client.Rule{Name: "on-legacy", Trigger: "legacy", Function: "tap", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.c.GetTrigger(ctx, "legacy"); err != nil || got.Disabled == "" {
+		t.Errorf("legacy trigger: %+v, %v; want it shown as disabled", got, err)
+	}
+	if _, err := e.c.FireTrigger(ctx, "legacy", nil); !errors.As(err, &ce) || ce.Code != string(apierr.InvalidTrigger) {
+		t.Errorf("firing a disabled trigger: got %v, want invalid_trigger", err)
+	}
+
+	// The widest trigger the default namespace may have: all of its events.
+	all, err := e.c.PutTrigger(ctx, client.Trigger{Name: "all", Subject: "events.default.>"})
+	if err != nil || all.Subject != "events.default.>" {
+		t.Fatalf("trigger on the namespace's events: %+v, %v", all, err)
+	}
+	if _, err := e.c.PutRule(ctx, client.Rule{Name: "on-all", Trigger: "all", Function: "tap", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PutTrigger(ctx, client.Trigger{Name: "orders", Subject: "orders"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PutRule(ctx, client.Rule{Name: "on-order", Trigger: "orders", Function: "open-echo", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	nc, err := e.n.Bus().Connect("publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The runner applies trigger records in order: once "all" fires, the
+	// legacy record before it has been seen too.
+	publishUntilFired := func(c *client.Client, subject, id, fn, trigger string, data []byte) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			m := nats.NewMsg(subject)
+			m.Data = data
+			m.Header.Set(nats.MsgIdHdr, id)
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			list, _ := c.Activations(ctx, 50, fn)
+			for _, a := range list {
+				if a.Trigger == trigger {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no activation of %s from %s", fn, trigger)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	publishUntilFired(e.c, "events.default.ping", "ping-1", "tap", "all", []byte(`{"ping":1}`))
+
+	// team-b works: a plaintext call, an async call and an event.
+	marker := randomMarker()
+	secret := []byte(`{"secret":"` + string(marker) + `"}`)
+	if res, err := b.Invoke(ctx, "open-echo", secret, client.InvokeOptions{Plaintext: true}); err != nil || !bytes.Equal(res.Output, secret) {
+		t.Fatalf("team-b plaintext call: %v", err)
+	}
+	p, err := b.InvokeAsync(ctx, "open-echo", secret, client.AsyncOptions{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wait(t, b, p); err != nil {
+		t.Fatalf("team-b async call: %v", err)
+	}
+	publishUntilFired(b, "events.team-b.orders", "order-1", "open-echo", "orders", secret)
+
+	// Nothing of team-b reached the default namespace's function, and its
+	// own activation fired nothing more: one event, one activation.
+	time.Sleep(time.Second)
+	list, err := e.c.Activations(ctx, 200, "tap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range list {
+		if leaks(a.Response.Result, marker) || leaks(mustJSON(a), marker) {
+			t.Errorf("team-b's data reached the default namespace: activation %s from trigger %q", a.ActivationID, a.Trigger)
+		}
+		if a.Trigger != "all" {
+			t.Errorf("activation %s from trigger %q, want only \"all\"", a.ActivationID, a.Trigger)
+		}
+	}
+	if len(list) != 1 {
+		t.Errorf("%d activations of tap, want 1 (a trigger firing itself?)", len(list))
+	}
+	if code, _ := e.send(http.MethodGet, "/readyz", "", "", nil); code != http.StatusOK {
+		t.Errorf("/readyz: %d", code)
+	}
+}

@@ -57,19 +57,6 @@ func TestCronRejects(t *testing.T) {
 	}
 }
 
-func TestValidSubject(t *testing.T) {
-	for _, s := range []string{"a", "a.b", "a.*.c", "a.>", "orders-eu.new"} {
-		if err := ValidSubject(s); err != nil {
-			t.Errorf("%q: %v", s, err)
-		}
-	}
-	for _, s := range []string{"", "cloister.invoke", "$JS.API.x", "_INBOX.x", "a..b", ".a", "a.>.b", "a b", "a.b*"} {
-		if ValidSubject(s) == nil {
-			t.Errorf("%q accepted", s)
-		}
-	}
-}
-
 func FuzzParseCron(f *testing.F) {
 	for _, s := range []string{"* * * * *", "*/5 1-3 * * 1,3", "@every 1h", "0 0 1 1 *"} {
 		f.Add(s)

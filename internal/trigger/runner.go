@@ -94,8 +94,15 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		return
 	}
 	var t wire.Trigger
-	if err := json.Unmarshal(e.Value(), &t); err != nil || Validate(&t) != nil || e.Key() != TriggerKey(t.Namespace, t.Name) {
+	if err := json.Unmarshal(e.Value(), &t); err != nil || e.Key() != TriggerKey(t.Namespace, t.Name) {
 		r.log.Warn("ignoring a malformed trigger record", "key", e.Key())
+		return
+	}
+	if err := Validate(&t); err != nil {
+		// A record from before a stricter rule (a subject outside the
+		// namespace's event space, say): it stays stored, shown as
+		// disabled, and fires nothing until its owner re-creates it.
+		r.log.Warn("trigger disabled", "namespace", t.Namespace, "trigger", t.Name, "subject", t.Subject, "reason", err.Error())
 		return
 	}
 	tctx, cancel := context.WithCancel(ctx)
@@ -106,7 +113,14 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		go func() { defer close(done); r.cron(tctx, &t, sched) }()
 		r.running[e.Key()] = func() { cancel(); <-done }
 	case t.Subject != "":
+		space := EventSpace(t.Namespace)
 		sub, err := r.cfg.Conn.QueueSubscribe(t.Subject, bus.TriggerQueue, func(m *nats.Msg) {
+			if !strings.HasPrefix(m.Subject, space) {
+				// Cannot happen with a validated subject; checked anyway,
+				// since this is the line between tenants.
+				r.log.Error("dropping an event outside the trigger's namespace", "namespace", t.Namespace, "trigger", t.Name, "subject", m.Subject)
+				return
+			}
 			key := ""
 			if id := m.Header.Get(nats.MsgIdHdr); id != "" {
 				key = "msg/" + id

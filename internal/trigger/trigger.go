@@ -46,30 +46,86 @@ func TriggerKey(ns, name string) string { return "t." + ns + "." + name }
 
 func ruleKey(ns, name string) string { return "r." + ns + "." + name }
 
-// ValidSubject reports why subj cannot be a trigger subject, or nil.
-func ValidSubject(subj string) error {
-	if subj == "" || len(subj) > 256 {
-		return errors.New("subject must have 1 to 256 characters")
+// EventsRoot is the first token of every subject a trigger may listen on.
+// Each namespace owns the space "events.<namespace>.>" and nothing else:
+// the internal subjects ("cloister.…"), the JetStream and KV API ("$JS.…",
+// "$KV.…"), reply inboxes ("_INBOX.…") and other namespaces' events are out
+// of a trigger's reach. Nothing in Cloister publishes under EventsRoot, so a
+// trigger's own activations can never fire it again.
+const EventsRoot = "events"
+
+// EventSpace is the subject prefix of namespace ns's events ("events.<ns>.").
+func EventSpace(ns string) string { return EventsRoot + "." + ns + "." }
+
+// MaxSubject bounds a trigger subject, with its event-space prefix.
+const MaxSubject = 256
+
+// BusSubject returns the subject a trigger of namespace ns subscribes to,
+// for the subject its owner gave: either the full subject, already under
+// EventSpace(ns), or one relative to it ("orders.*" in namespace "shop"
+// becomes "events.shop.orders.*"). Its first token must be literal: a
+// leading wildcard, ">", a system prefix ("cloister", "$…", "_…") or another
+// namespace's event space is refused, whatever the namespace prefix would
+// make of it, so that a subject never means something other than it reads.
+func BusSubject(ns, subj string) (string, error) {
+	if subj == "" {
+		return "", errors.New("subject must not be empty")
 	}
-	for _, p := range []string{"cloister.", "$", "_INBOX."} {
-		if strings.HasPrefix(subj, p) {
-			return fmt.Errorf("subjects under %q are reserved", p)
+	first, _, _ := strings.Cut(subj, ".")
+	switch {
+	case first == "*" || first == ">":
+		return "", fmt.Errorf("a subject may not start with a wildcard; it would match subjects outside the namespace (use %q for all of the namespace's events)", EventSpace(ns)+">")
+	case first == "cloister" || strings.HasPrefix(first, "$") || strings.HasPrefix(first, "_"):
+		return "", fmt.Errorf("subjects under %q are reserved for the platform", first)
+	case first == EventsRoot:
+		if !strings.HasPrefix(subj, EventSpace(ns)) {
+			return "", fmt.Errorf("subjects under %q belong to other namespaces; this namespace's events are under %q", EventsRoot+".", EventSpace(ns))
 		}
+	default:
+		subj = EventSpace(ns) + subj
 	}
-	toks := strings.Split(subj, ".")
+	return subj, ValidSubject(ns, subj)
+}
+
+// ValidSubject reports why subj cannot be the bus subject of a trigger of
+// namespace ns, or nil. A valid subject is under EventSpace(ns), with at
+// least one token after it; its tokens are made of ASCII letters, digits,
+// '-' and '_', or are whole wildcards ("*", and ">" last).
+func ValidSubject(ns, subj string) error {
+	if len(subj) > MaxSubject {
+		return fmt.Errorf("subject over %d characters (with its prefix %q)", MaxSubject, EventSpace(ns))
+	}
+	if !bundle.ValidName(ns) {
+		return fmt.Errorf("invalid namespace %q", ns)
+	}
+	rest, ok := strings.CutPrefix(subj, EventSpace(ns))
+	if !ok || rest == "" {
+		return fmt.Errorf("subject must be under %q", EventSpace(ns))
+	}
+	toks := strings.Split(rest, ".")
 	for i, t := range toks {
 		switch {
 		case t == "":
 			return errors.New("subject has an empty token")
-		case strings.ContainsAny(t, " \t\r\n"):
-			return errors.New("subject contains white space")
 		case t == ">" && i != len(toks)-1:
 			return errors.New("'>' may only be the last token")
-		case t != "*" && t != ">" && strings.ContainsAny(t, "*>"):
+		case t == "*" || t == ">":
+		case strings.ContainsAny(t, "*>"):
 			return errors.New("wildcards must be whole tokens")
+		case !validToken(t):
+			return fmt.Errorf("token %q: use ASCII letters, digits, '-' and '_'", t)
 		}
 	}
 	return nil
+}
+
+func validToken(t string) bool {
+	for _, c := range []byte(t) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks a trigger's fields; errors are apierr InvalidTrigger.
@@ -86,7 +142,7 @@ func Validate(t *wire.Trigger) error {
 		}
 	}
 	if t.Subject != "" {
-		if err := ValidSubject(t.Subject); err != nil {
+		if err := ValidSubject(t.Namespace, t.Subject); err != nil {
 			return apierr.New(apierr.InvalidTrigger, "subject %q: %v", t.Subject, err)
 		}
 	}
@@ -153,18 +209,41 @@ func list[T any](ctx context.Context, s *Store, prefix string) ([]*T, error) {
 	return out, nil
 }
 
-// PutTrigger validates and stores a trigger (creating or replacing it).
+// PutTrigger validates and stores a trigger (creating or replacing it). A
+// subject relative to the namespace's event space is made absolute first
+// (see BusSubject), so t.Subject is where publishers send events.
 func (s *Store) PutTrigger(ctx context.Context, t *wire.Trigger) error {
+	if t.Subject != "" {
+		subj, err := BusSubject(t.Namespace, t.Subject)
+		if err != nil {
+			return apierr.New(apierr.InvalidTrigger, "subject %q: %v", t.Subject, err)
+		}
+		t.Subject = subj
+	}
+	t.Disabled = ""
 	if err := Validate(t); err != nil {
 		return err
 	}
 	return s.put(ctx, TriggerKey(t.Namespace, t.Name), t)
 }
 
-// GetTrigger returns a trigger.
+// GetTrigger returns a trigger. A stored trigger that breaks today's rules
+// is returned with Disabled set to the reason.
 func (s *Store) GetTrigger(ctx context.Context, ns, name string) (*wire.Trigger, error) {
 	var t wire.Trigger
-	return &t, s.get(ctx, TriggerKey(ns, name), fmt.Sprintf("trigger %q", name), &t)
+	if err := s.get(ctx, TriggerKey(ns, name), fmt.Sprintf("trigger %q", name), &t); err != nil {
+		return &t, err
+	}
+	markDisabled(&t)
+	return &t, nil
+}
+
+// markDisabled sets t.Disabled when t may not fire.
+func markDisabled(t *wire.Trigger) {
+	t.Disabled = ""
+	if err := Validate(t); err != nil {
+		t.Disabled = err.Error()
+	}
 }
 
 // DeleteTrigger removes a trigger (its rules stay, and fire nothing).
@@ -172,9 +251,13 @@ func (s *Store) DeleteTrigger(ctx context.Context, ns, name string) error {
 	return s.delete(ctx, TriggerKey(ns, name), fmt.Sprintf("trigger %q", name))
 }
 
-// Triggers lists a namespace's triggers.
+// Triggers lists a namespace's triggers, with Disabled set as GetTrigger does.
 func (s *Store) Triggers(ctx context.Context, ns string) ([]*wire.Trigger, error) {
-	return list[wire.Trigger](ctx, s, "t."+ns+".")
+	l, err := list[wire.Trigger](ctx, s, "t."+ns+".")
+	for _, t := range l {
+		markDisabled(t)
+	}
+	return l, err
 }
 
 // PutRule stores a rule. The caller checks that its function exists and
@@ -232,6 +315,9 @@ func (s *Store) RulesFor(ctx context.Context, ns, trigger string, active bool) (
 // trigger runner, a redelivered event) creates no new activations.
 func Fire(ctx context.Context, s *Store, q *async.Store, t *wire.Trigger, payload []byte, key string) (wire.Fired, error) {
 	out := wire.Fired{Trigger: t.Name, Activations: []string{}}
+	if err := Validate(t); err != nil {
+		return out, apierr.New(apierr.InvalidTrigger, "trigger %q is disabled (%v); create it again to enable it", t.Name, err)
+	}
 	if len(payload) > MaxPayload {
 		return out, apierr.New(apierr.PayloadTooLarge, "event over %d bytes", MaxPayload)
 	}

@@ -146,6 +146,11 @@ type Trigger struct {
 	// Payload is the input of cron fires (default: {"trigger","time"}).
 	Payload json.RawMessage `json:"payload,omitempty"`
 	Created time.Time       `json:"created"`
+	// Disabled, when set, says why a stored trigger no longer fires (a
+	// record from before a stricter rule, such as a subject outside its
+	// namespace's event space). It is computed when the trigger is read and
+	// ignored when one is written; re-creating the trigger clears it.
+	Disabled string `json:"disabled,omitempty"`
 }
 
 // Rule connects a trigger to a function: every fire of the trigger invokes
