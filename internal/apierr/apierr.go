@@ -62,6 +62,14 @@ const (
 	// InvalidTrigger: a malformed trigger or rule (cron expression, subject,
 	// payload, or a rule naming something that cannot be fired).
 	InvalidTrigger Code = "invalid_trigger"
+	// QuotaExceeded: a namespace's quota is spent (triggers, rules,
+	// versions, code size, queued jobs, request rate). The message names
+	// the quota and its limit. Other namespaces are not affected.
+	QuotaExceeded Code = "quota_exceeded"
+	// Overloaded: a shared resource of the platform is full for now
+	// (worker slots, the worker's guest-memory budget, HTTP connections).
+	// Nothing ran; the caller may try again later.
+	Overloaded Code = "overloaded"
 )
 
 var status = map[Code]int{
@@ -100,6 +108,8 @@ var status = map[Code]int{
 	IdempotencyConflict:  http.StatusConflict,
 	SequenceStepFailed:   http.StatusUnprocessableEntity,
 	InvalidTrigger:       http.StatusBadRequest,
+	QuotaExceeded:        http.StatusTooManyRequests,
+	Overloaded:           http.StatusServiceUnavailable,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

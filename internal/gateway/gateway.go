@@ -87,6 +87,7 @@ type Gateway struct {
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	refusals *prometheus.CounterVec
 }
 
 // New returns a gateway.
@@ -111,7 +112,10 @@ func New(cfg Config) *Gateway {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"route"}),
 	}
-	cfg.Metrics.MustRegister(g.requests, g.latency)
+	g.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloister_refusals_total", Help: "Requests the gateway answered with an error, by stable error code (docs/api.md).",
+	}, []string{"code"})
+	cfg.Metrics.MustRegister(g.requests, g.latency, g.refusals)
 	g.handle("GET /healthz", false, g.healthz)
 	g.handle("GET /readyz", false, g.readyz)
 	g.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
@@ -172,10 +176,7 @@ func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
 			err = h(sw, r, p)
 		}
 		if err != nil {
-			ae := apierr.From(err)
-			if ae.Code == apierr.Internal {
-				g.log.Error("request failed", "route", pattern, "err", err)
-			}
+			g.refused(pattern, err)
 			writeError(sw, err)
 		}
 		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
@@ -211,6 +212,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// refused logs an internal failure and counts every refusal by its code.
+func (g *Gateway) refused(route string, err error) {
+	code := apierr.CodeOf(err)
+	if code == apierr.Internal {
+		g.log.Error("request failed", "route", route, "err", err)
+	}
+	g.refusals.WithLabelValues(string(code)).Inc()
 }
 
 func writeError(w http.ResponseWriter, err error) {

@@ -173,9 +173,7 @@ func (g *Gateway) owHandle(pattern string, h handlerFunc) {
 			err = h(sw, r, p)
 		}
 		if err != nil {
-			if apierr.CodeOf(err) == apierr.Internal {
-				g.log.Error("request failed", "route", pattern, "err", err)
-			}
+			g.refused(pattern, err)
 			owErr(sw, err)
 		}
 		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
