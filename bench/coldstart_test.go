@@ -128,7 +128,7 @@ func (e *coldEnv) deploy(ctx context.Context, fn string, wasm []byte, manifest f
 	if manifest != nil {
 		manifest(&m)
 	}
-	m.Version = v
+	m.Version, m.Namespace = v, "default" // the node's admin key's namespace
 	b, err := bundle.Build(m, wasm, e.owner)
 	if err != nil {
 		return 0, fmt.Errorf("building bundle: %w", err)

@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 
+	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -25,10 +27,38 @@ func (c *Client) NextVersion(ctx context.Context, name string) (int, error) {
 	return r.Version, err
 }
 
+// KeyNamespace asks the gateway which namespace the client's API key
+// belongs to. The gateway is not trusted: use the answer only where a
+// wrong one fails safe, as in signing a bundle for it (the coordinator
+// then refuses to register it anywhere else).
+func (c *Client) KeyNamespace(ctx context.Context) (string, error) {
+	var r struct {
+		Namespace string `json:"namespace"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/whoami", nil, "", &r); err != nil {
+		return "", err
+	}
+	return r.Namespace, nil
+}
+
 // Deploy uploads a signed bundle (see the bundle format in docs/api.md).
-func (c *Client) Deploy(ctx context.Context, name string, bundle []byte) (*FunctionInfo, error) {
+// The bundle's manifest must name the namespace it is deployed to (its
+// "namespace" field, signed with it): the coordinator refuses a bundle
+// signed for another namespace or for none (bundle_signature). With a
+// pinned namespace (WithNamespace), Deploy refuses such a bundle before
+// uploading it.
+func (c *Client) Deploy(ctx context.Context, name string, b []byte) (*FunctionInfo, error) {
+	if c.ns != "" {
+		bd, err := bundle.Open(b)
+		if err != nil {
+			return nil, fmt.Errorf("opening bundle: %w", err)
+		}
+		if err := bd.Manifest.BoundTo(c.ns); err != nil {
+			return nil, err
+		}
+	}
 	var fi FunctionInfo
-	if err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name), bundle, BundleContentType, &fi); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name), b, BundleContentType, &fi); err != nil {
 		return nil, err
 	}
 	return &fi, nil

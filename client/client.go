@@ -149,6 +149,10 @@ func WithCollateral(cacheDir, bundlePath string) Option {
 // same-named function in another namespace, whose owner would see the input.
 func WithNamespace(ns string) Option { return func(c *Client) { c.ns = ns } }
 
+// Namespace returns the namespace pinned with WithNamespace, or "" if none
+// is. Owner tooling signs bundles for it (Manifest.Namespace).
+func (c *Client) Namespace() string { return c.ns }
+
 // WithOwnerKeys pins the owner keys whose functions the client will send
 // data to; a function certificate naming another owner is refused.
 func WithOwnerKeys(keys ...ed25519.PublicKey) Option {

@@ -34,11 +34,21 @@ func (c *Client) postJSON(ctx context.Context, path string, v any, ctype string,
 // functions in steps (Version 0 = the latest at each invocation). Unless
 // owner is nil, it signs the definition with the owner's key, which must be
 // the key that signed every step's bundle; clients then run the sequence
-// only as signed, and clients that pin owner keys run no other.
+// only as signed, and clients that pin owner keys run no other. The
+// signature covers the namespace: the pinned one (WithNamespace), or else
+// the one of the first step's verified function certificate.
 func (c *Client) PutSequence(ctx context.Context, name string, steps []StepRef, owner ed25519.PrivateKey) (*Sequence, error) {
 	body := map[string]any{"steps": steps}
 	if owner != nil {
-		sig, err := bundle.SignSequence(owner, name, sequenceSteps(steps))
+		ns := c.ns
+		if ns == "" && len(steps) > 0 {
+			fn, err := c.Function(ctx, steps[0].Name, steps[0].Version)
+			if err != nil {
+				return nil, fmt.Errorf("finding the namespace of step 1 (%s): %w", steps[0].Name, err)
+			}
+			ns = fn.Namespace
+		}
+		sig, err := bundle.SignSequence(owner, ns, name, sequenceSteps(steps))
 		if err != nil {
 			return nil, err
 		}
@@ -86,16 +96,12 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 		return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q has no steps", ErrVerification, name)
 	}
 	// The gateway serves the definition. Signed, it must be the owner's
-	// (checked here) and every step a function of that owner (checked
-	// below, against the certificates). Unsigned, the steps are the
-	// gateway's word: the receipts show which ran, and a client that pins
-	// owner keys refuses it.
+	// for the namespace its steps are certified in (checked below, once
+	// the certificates name it) and every step a function of that owner.
+	// Unsigned, the steps are the gateway's word: the receipts show which
+	// ran, and a client that pins owner keys refuses it.
 	signed := def.Signer != nil || def.Signature != nil
-	if signed {
-		if err := c.verifySequence(name, def); err != nil {
-			return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q: %w", ErrVerification, name, err)
-		}
-	} else if len(c.owners) > 0 {
+	if !signed && len(c.owners) > 0 {
 		return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q is not signed by an owner, and this client pins owner keys", ErrVerification, name)
 	}
 	p := &Pending{Kind: "sequence", Name: name, Mode: wire.ModeSequence}
@@ -119,6 +125,11 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 		}
 		info[i] = seal.SequenceStep{Name: fn.Name, Version: fn.Version, CodeHash: fn.CodeHash}
 		p.Steps = append(p.Steps, StepRef{Name: fn.Name, Version: fn.Version, CodeHash: fn.CodeHash})
+	}
+	if signed {
+		if err := c.verifySequence(p.Namespace, name, def); err != nil {
+			return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q: %w", ErrVerification, name, err)
+		}
 	}
 	payload := seal.NewPayload(input, c.now()).Encode()
 	cc, err := seal.SealRequest(first.hpkeKey, seal.SequenceInfo(async, p.Namespace, name, info), payload, false)
@@ -236,12 +247,15 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 // signatures.
 const maxVerifiedSequences = 1024
 
-// verifySequence checks the owner's signature of def, stored under name.
-// A signature that verified before is not checked again: the memory is
-// keyed by a hash of everything the check read.
-func (c *Client) verifySequence(name string, def *Sequence) error {
+// verifySequence checks the owner's signature of def, stored under name in
+// namespace ns. A legacy signature, which does not cover the namespace, is
+// accepted only by a client that pins no owner keys (it trusts no less
+// than an unsigned definition, which such a client runs too). A signature
+// that verified before is not checked again: the memory is keyed by a hash
+// of everything the check read.
+func (c *Client) verifySequence(ns, name string, def *Sequence) error {
 	h := sha256.New()
-	for _, b := range [][]byte{def.Signer, def.Signature, []byte(name)} {
+	for _, b := range [][]byte{def.Signer, def.Signature, []byte(ns), []byte(name)} {
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
 		h.Write(b)
 	}
@@ -258,7 +272,14 @@ func (c *Client) verifySequence(name string, def *Sequence) error {
 	if ok {
 		return nil
 	}
-	if err := bundle.VerifySequence(def.Signer, def.Signature, name, sequenceSteps(def.Steps)); err != nil {
+	err := bundle.VerifySequence(def.Signer, def.Signature, ns, name, sequenceSteps(def.Steps))
+	if errors.Is(err, bundle.ErrSequenceUnbound) && len(c.owners) == 0 {
+		err = nil
+	}
+	if err != nil {
+		if errors.Is(err, bundle.ErrSequenceUnbound) {
+			return fmt.Errorf("%w, and this client pins owner keys", err)
+		}
 		return err
 	}
 	c.mu.Lock()

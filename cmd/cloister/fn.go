@@ -109,12 +109,27 @@ func fnDeploy(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The owner signs the namespace with the bundle, so that the host
+	// cannot register it in another namespace: the pinned one, which must
+	// be the API key's.
+	// Without a pinned one, the API key's namespace as the gateway says:
+	// a lie makes the bundle unusable, not misplaced.
+	ns := c.Namespace()
+	if ns == "" {
+		if ns, err = c.KeyNamespace(ctx); err != nil {
+			return fmt.Errorf("asking the gateway for the API key's namespace (or set CLOISTER_NAMESPACE): %w", err)
+		}
+	}
+	if m.Namespace != "" && m.Namespace != ns {
+		return usageErr("manifest names namespace %q, not %q, the API key's (CLOISTER_NAMESPACE)", m.Namespace, ns)
+	}
+	m.Namespace = ns
 	v, err := c.NextVersion(ctx, name)
 	if err != nil {
 		return err
 	}
 	m.Version = v
-	progress("building bundle for %s v%d (%d bytes of %s)", name, v, len(module), kind)
+	progress("building bundle for %s/%s v%d (%d bytes of %s)", ns, name, v, len(module), kind)
 	b, err := bundle.Build(m, module, key)
 	if err != nil {
 		return err

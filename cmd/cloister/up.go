@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cloister-faas/cloister/internal/gateway"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
@@ -20,7 +21,13 @@ func cmdUp(ctx context.Context, args []string) error {
 	natsListen := fs.String("nats-listen", "", "also let other processes reach the embedded NATS at HOST:PORT")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero (negative: never)")
+	slotLimits := slotFlags(fs)
+	rate := fs.Float64("namespace-rate", gateway.DefaultRate, "requests per second one namespace may make through the gateway (burst: twice as many)")
 	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	slots, err := slotLimits(0)
+	if err != nil {
 		return err
 	}
 	var lvl slog.Level
@@ -32,7 +39,8 @@ func cmdUp(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	fmt.Fprint(os.Stderr, node.Banner())
-	n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle})
+	n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle, Slots: slots,
+		Quotas: gateway.Quotas{Rate: *rate}})
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,12 @@ func cmdWorker(ctx context.Context, args []string) error {
 	concurrency := fs.Int("concurrency", 64, "invocations in flight")
 	bundlePath := fs.String("collateral-bundle", "", "offline collateral bundle (JSON); with it the worker never fetches collateral")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	slotLimits := slotFlags(fs)
 	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	slots, err := slotLimits(*concurrency)
+	if err != nil {
 		return err
 	}
 	var lvl slog.Level
@@ -85,7 +90,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	defer eng.Close(context.Background())
 	wk, err := worker.New(worker.Config{ID: *id, TEE: backend, CoordinatorPolicy: pol,
 		Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Engine: eng, Conn: nc, Stores: st,
-		Concurrency: *concurrency, Ledger: true, Logger: log})
+		Concurrency: *concurrency, Slots: slots, Ledger: true, Logger: log})
 	if err != nil {
 		return err
 	}

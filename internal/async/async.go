@@ -19,8 +19,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	mrand "math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,16 +52,18 @@ var ErrFinal = errors.New("async: activation already final")
 
 // Store reads and writes activation records and queues jobs.
 type Store struct {
-	st  *bus.AsyncStores
-	now func() time.Time
+	st    *bus.AsyncStores
+	now   func() time.Time
+	local *queueLocal
 }
 
-// NewStore returns a Store over the async stores; now may be nil.
+// NewStore returns a Store over the async stores; now may be nil. It
+// enforces st.Limits.MaxQueuedPerNamespace when it queues.
 func NewStore(st *bus.AsyncStores, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{st: st, now: now}
+	return &Store{st: st, now: now, local: processLocal}
 }
 
 // NewID returns a new activation id: 16 bytes, 8 of Unix nanoseconds (so
@@ -108,27 +114,29 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 	}
 	now := s.now()
 	id := NewID(now)
+	// The namespace's queue depth is counted before anything is written,
+	// and checked again, exactly, when the job is published (enqueue).
+	q, err := s.admit(ctx, ns)
+	if err != nil {
+		// A resubmission is answered with its activation, full or not.
+		if sub.IdempotencyKey != "" && apierr.CodeOf(err) == apierr.QuotaExceeded {
+			if acc, derr := s.earlier(ctx, ns, sub); !errors.Is(derr, errNoEarlier) {
+				return acc, derr
+			}
+		}
+		return wire.Accepted{}, err
+	}
+	defer q.release()
 	if sub.IdempotencyKey != "" {
-		k := idemKey(ns, sub.IdempotencyKey)
-		if _, err := s.st.Activations.Create(ctx, k, []byte(id)); err != nil {
+		if _, err := s.st.Activations.Create(ctx, idemKey(ns, sub.IdempotencyKey), []byte(id)); err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
 				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
 			}
-			e, err := s.st.Activations.Get(ctx, k)
-			if err != nil || !ValidID(string(e.Value())) {
+			acc, err := s.earlier(ctx, ns, sub)
+			if errors.Is(err, errNoEarlier) {
 				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
 			}
-			earlier := string(e.Value())
-			// The key stands for one invocation: reusing it for another
-			// function is a mistake to report, not to answer with an
-			// activation of something else. (The input is sealed, so the
-			// name and kind are all that can be compared.) A record not
-			// written yet, by a submission still in progress, is not
-			// checked.
-			if rec, _, err := s.Get(ctx, ns, earlier); err == nil && (rec.Name != sub.Request.Name || rec.Kind != sub.Kind) {
-				return wire.Accepted{}, apierr.New(apierr.IdempotencyConflict, "idempotency key already used for %s %q (activation %s)", rec.Kind, rec.Name, earlier)
-			}
-			return wire.Accepted{ActivationID: earlier, Duplicate: true}, nil
+			return acc, err
 		}
 	}
 	undo := func() {
@@ -148,6 +156,7 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
+		undo()
 		return wire.Accepted{}, err
 	}
 	if _, err := s.st.Activations.Create(ctx, recordKey(ns, id), b); err != nil {
@@ -165,11 +174,214 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 		undo()
 		return wire.Accepted{}, apierr.New(apierr.PayloadTooLarge, "queued invocation would be %d bytes; the queue takes at most %d", len(job), bus.MaxPayload-64<<10)
 	}
-	if _, err := s.st.JS.Publish(ctx, bus.SubjectAsyncPrefix+ns, job, jetstream.WithMsgID(id)); err != nil {
+	if err := s.enqueue(ctx, q, id, job); err != nil {
 		undo()
-		return wire.Accepted{}, apierr.New(apierr.Unavailable, "queueing the invocation failed")
+		return wire.Accepted{}, err
 	}
+	// Wake idle workers; they would find the job at their next poll.
+	_ = s.st.JS.Conn().Publish(bus.SubjectAsyncQueued, []byte(ns))
 	return wire.Accepted{ActivationID: id}, nil
+}
+
+// queueLocal is what one process keeps per namespace to queue jobs: a
+// lock, so that its own submissions to a namespace take turns instead of
+// failing each other's compare-and-set, and the sequence of the last job
+// it saw queued there, the guess for the next compare-and-set. Neither is
+// needed for correctness: the stream decides.
+type queueLocal struct {
+	stripes [64]stripe
+}
+
+// stripe is the lock of the namespaces that hash to it.
+type stripe struct {
+	sync.Mutex
+	last map[string]uint64 // namespace → a job sequence on its subject
+}
+
+// processLocal is shared by every Store of the process.
+var processLocal = new(queueLocal)
+
+// admission is one submission's turn at a namespace's queue.
+type admission struct {
+	ns, subject string
+	limit       int    // MaxQueuedPerNamespace; <= 0: none
+	queued      uint64 // the namespace's jobs when last counted
+	stripe      *stripe
+}
+
+func (q *admission) release() {
+	if q.stripe != nil {
+		q.stripe.Unlock()
+	}
+}
+
+// admit counts the namespace's queued jobs and refuses the submission
+// with QuotaExceeded when there are MaxQueuedPerNamespace already. It
+// takes the namespace's local turn, which release gives back.
+func (s *Store) admit(ctx context.Context, ns string) (*admission, error) {
+	q := &admission{ns: ns, subject: bus.SubjectAsyncPrefix + ns, limit: s.st.Limits.MaxQueuedPerNamespace}
+	if q.limit <= 0 {
+		return q, nil
+	}
+	h := fnv.New32a()
+	h.Write([]byte(ns))
+	q.stripe = &s.local.stripes[h.Sum32()%uint32(len(s.local.stripes))]
+	q.stripe.Lock()
+	if err := s.count(ctx, q); err != nil {
+		q.release()
+		return nil, err
+	}
+	return q, nil
+}
+
+// count reads how many jobs the namespace has in the stream, waiting or
+// running (a job leaves when a worker acknowledges it), and refuses when
+// that is the limit.
+func (s *Store) count(ctx context.Context, q *admission) error {
+	info, err := s.st.Queue.Info(ctx, jetstream.WithSubjectFilter(q.subject))
+	if err != nil {
+		return apierr.New(apierr.Unavailable, "async queue unavailable")
+	}
+	q.queued = info.State.Subjects[q.subject]
+	if q.queued == 0 && q.stripe.last != nil {
+		delete(q.stripe.last, q.ns)
+	}
+	if q.queued >= uint64(q.limit) {
+		return apierr.New(apierr.QuotaExceeded, "namespace %q has %d async jobs queued or running, its quota of %d; wait for some to finish", q.ns, q.queued, q.limit)
+	}
+	return nil
+}
+
+// maxEnqueueTries bounds the compare-and-set attempts of one submission
+// (other gateways queueing for the same namespace at the same moment).
+const maxEnqueueTries = 16
+
+// enqueue publishes the job on the namespace's subject.
+//
+// With a quota, the publish is a compare-and-set on the subject: it
+// states the sequence L of the subject's last message (0: none), and the
+// stream refuses it if the last message is another. L was assigned before
+// the count, and every message added later has a higher sequence; if the
+// last is still L, every message added since the count has been removed
+// again, so the namespace holds at most the counted number, fewer than
+// the quota. The check is the stream's own state: it holds across
+// gateways and needs no cleanup after a crash. On a conflict the stream
+// names the last sequence (or it is read), the jobs are counted again and
+// the publish is tried again.
+func (s *Store) enqueue(ctx context.Context, q *admission, id string, job []byte) error {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(id)}
+	if q.limit <= 0 {
+		_, err := s.st.JS.Publish(ctx, q.subject, job, opts...)
+		return s.publishErr(err)
+	}
+	for try := range maxEnqueueTries {
+		if try > 0 {
+			if err := s.count(ctx, q); err != nil {
+				return err
+			}
+		}
+		var last uint64
+		if q.queued > 0 {
+			last = q.stripe.last[q.ns]
+		}
+		ack, err := s.st.JS.Publish(ctx, q.subject, job, append(opts, jetstream.WithExpectLastSequencePerSubject(last))...)
+		if err == nil {
+			q.remember(ack.Sequence)
+			return nil
+		}
+		seq, ok, err := s.lastOnConflict(ctx, q.subject, err)
+		if !ok {
+			return s.publishErr(err)
+		}
+		q.remember(seq)
+		// Another gateway queued for this namespace: let it finish.
+		time.Sleep(time.Duration(mrand.Int64N(int64(time.Millisecond) << min(try, 5))))
+	}
+	return apierr.New(apierr.Unavailable, "the async queue of namespace %q is contended; try again", q.ns)
+}
+
+func (q *admission) remember(seq uint64) {
+	if q.stripe.last == nil {
+		q.stripe.last = map[string]uint64{}
+	}
+	q.stripe.last[q.ns] = seq
+}
+
+// lastOnConflict reports whether err is a failed compare-and-set and, if
+// so, the sequence of the subject's last message: from the error (a
+// single-replica stream names it) or read from the stream.
+func (s *Store) lastOnConflict(ctx context.Context, subject string, err error) (uint64, bool, error) {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) || (ae.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence && ae.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return 0, false, err
+	}
+	if n, ok := strings.CutPrefix(ae.Description, "wrong last sequence: "); ok {
+		if seq, perr := strconv.ParseUint(n, 10, 64); perr == nil {
+			return seq, true, nil
+		}
+	}
+	m, gerr := s.st.Queue.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(gerr, jetstream.ErrMsgNotFound):
+		return 0, true, nil
+	case gerr != nil:
+		return 0, false, gerr
+	}
+	return m.Sequence, true, nil
+}
+
+// publishErr maps a failed publish to the caller's error: a full queue
+// (the stream's MaxQueueJobs or MaxQueueBytes) is Overloaded, anything
+// else Unavailable.
+func (s *Store) publishErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) && ae.ErrorCode == jsErrCodeStoreFailed && strings.HasPrefix(ae.Description, "maximum ") {
+		return apierr.New(apierr.Overloaded, "the async queue is full (%s; it holds at most %s jobs and %s bytes); try again later",
+			ae.Description, limitString(s.st.Limits.MaxQueueJobs), limitString(s.st.Limits.MaxQueueBytes))
+	}
+	return apierr.New(apierr.Unavailable, "queueing the invocation failed")
+}
+
+// jsErrCodeStoreFailed is JetStream's "storing the message failed",
+// whose description names the limit a stream that discards new messages
+// reached ("maximum messages exceeded", "maximum bytes exceeded").
+const jsErrCodeStoreFailed jetstream.ErrorCode = 10077
+
+func limitString(n int64) string {
+	if n < 0 {
+		return "unlimited"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// errNoEarlier: the idempotency key names no activation.
+var errNoEarlier = errors.New("async: idempotency key not used")
+
+// earlier answers a submission whose idempotency key was used before in
+// the namespace: the earlier activation, marked Duplicate, or
+// IdempotencyConflict if it was for another function or sequence. It
+// returns errNoEarlier if the key is unused.
+func (s *Store) earlier(ctx context.Context, ns string, sub Submission) (wire.Accepted, error) {
+	e, err := s.st.Activations.Get(ctx, idemKey(ns, sub.IdempotencyKey))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return wire.Accepted{}, errNoEarlier
+	}
+	if err != nil || !ValidID(string(e.Value())) {
+		return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	id := string(e.Value())
+	// The key stands for one invocation: reusing it for another function
+	// is a mistake to report, not to answer with an activation of
+	// something else. (The input is sealed, so the name and kind are all
+	// that can be compared.) A record not written yet, by a submission
+	// still in progress, is not checked.
+	if rec, _, err := s.Get(ctx, ns, id); err == nil && (rec.Name != sub.Request.Name || rec.Kind != sub.Kind) {
+		return wire.Accepted{}, apierr.New(apierr.IdempotencyConflict, "idempotency key already used for %s %q (activation %s)", rec.Kind, rec.Name, id)
+	}
+	return wire.Accepted{ActivationID: id, Duplicate: true}, nil
 }
 
 // Get returns a record and its revision; apierr NotFound if there is none.
@@ -230,11 +442,19 @@ func isWrongRevision(err error) bool {
 // ListOptions filter List.
 type ListOptions struct {
 	Limit int
+	// Skip leaves out the first Skip activations that pass the filters
+	// (the newest), for paging.
+	Skip int
 	// Name keeps only activations of this function or sequence.
 	Name string
+	// Keep, if set, keeps only the activations for which it is true.
+	Keep func(*wire.Activation) bool
 }
 
-// List returns a namespace's activations, newest first.
+// List returns a namespace's activations, newest first: at most o.Limit
+// (30 if o.Limit <= 0, at most MaxList) of those that pass the filters,
+// after the first o.Skip of them. It reads at most 20 × MaxList records,
+// the newest, however many it skips or filters out.
 func (s *Store) List(ctx context.Context, ns string, o ListOptions) ([]*wire.Activation, error) {
 	if o.Limit <= 0 {
 		o.Limit = 30
@@ -262,7 +482,11 @@ func (s *Store) List(ctx context.Context, ns string, o ListOptions) ([]*wire.Act
 		if err != nil {
 			return nil, err
 		}
-		if o.Name != "" && a.Name != o.Name {
+		if (o.Name != "" && a.Name != o.Name) || (o.Keep != nil && !o.Keep(a)) {
+			continue
+		}
+		if o.Skip > 0 {
+			o.Skip--
 			continue
 		}
 		out = append(out, a)

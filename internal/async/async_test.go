@@ -22,7 +22,7 @@ func open(t *testing.T) (*Store, *bus.AsyncStores) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := bus.OpenAsync(context.Background(), js, 1)
+	st, err := bus.OpenAsync(context.Background(), js, 1, bus.AsyncLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +140,14 @@ func TestGetAndList(t *testing.T) {
 	l, _ = s.List(ctx, "ns", ListOptions{Name: "f", Limit: 1})
 	if len(l) != 1 || l[0].ActivationID != ids[2] {
 		t.Fatalf("filtered list: %+v", l)
+	}
+	l, _ = s.List(ctx, "ns", ListOptions{Name: "f", Skip: 1})
+	if len(l) != 1 || l[0].ActivationID != ids[0] {
+		t.Fatalf("skipped list: %+v", l)
+	}
+	l, _ = s.List(ctx, "ns", ListOptions{Skip: 1, Keep: func(a *wire.Activation) bool { return a.Name == "f" }})
+	if len(l) != 1 || l[0].ActivationID != ids[0] {
+		t.Fatalf("kept and skipped list: %+v", l)
 	}
 	if l, _ := s.List(ctx, "other", ListOptions{}); len(l) != 0 {
 		t.Fatalf("another namespace sees %d activations", len(l))

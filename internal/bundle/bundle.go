@@ -7,7 +7,10 @@
 //
 // The header holds the raw manifest JSON, the module's sha256 and size, the
 // owner's Ed25519 public key and a signature over
-// "cloister-bundle-v1\n" ‖ sha256(manifest JSON) ‖ sha256(module).
+// "cloister-bundle-v1\n" ‖ sha256(manifest JSON) ‖ sha256(module). The
+// manifest names the function, its version and the namespace the owner
+// signed it for (Manifest.Namespace, checked with Manifest.BoundTo), so
+// the signature covers where the bundle may run, not only what it is.
 //
 // Parse must never trust a field it has not checked: the worker calls Open
 // inside the TEE on bytes that came from untrusted storage.
@@ -39,6 +42,12 @@ var (
 	ErrSignature = errors.New("bundle: owner signature does not verify")
 	ErrHash      = errors.New("bundle: module hash mismatch")
 	ErrManifest  = errors.New("bundle: invalid manifest")
+	// ErrNamespace means the owner signed the bundle for another namespace
+	// than the one it is registered or served in.
+	ErrNamespace = errors.New("bundle: signed for another namespace")
+	// ErrUnbound means the bundle's signed manifest names no namespace, so
+	// its signature does not say where it may be registered.
+	ErrUnbound = errors.New("bundle: not bound to a namespace")
 )
 
 type header struct {

@@ -408,6 +408,7 @@ func TestBuildInvalidManifest(t *testing.T) {
 		{"memory_pages over max", func(m *bundle.Manifest) { m.Limits.MemoryPages = bundle.MaxMemoryPages + 1 }},
 		{"env key CLOISTER_X", func(m *bundle.Manifest) { m.Capabilities.Env = map[string]string{"CLOISTER_X": "1"} }},
 		{"unknown TEE kind", func(m *bundle.Manifest) { m.TEE.Allow = []tee.Kind{"sgx"} }},
+		{"bad namespace", func(m *bundle.Manifest) { m.Namespace = "Team A" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -436,6 +437,7 @@ func TestParseManifestValid(t *testing.T) {
 		{"runtime js", `{"name":"hello","version":1,"runtime":"js"}`},
 		{"abi js", `{"name":"hello","version":1,"abi":"js"}`},
 		{"runtime and abi js", `{"name":"hello","version":1,"runtime":"js","abi":"js"}`},
+		{"namespace", `{"name":"hello","version":1,"namespace":"team-a"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -443,6 +445,42 @@ func TestParseManifestValid(t *testing.T) {
 				t.Errorf("got %v, want nil", err)
 			}
 		})
+	}
+}
+
+// TestNamespaceBinding: the namespace is part of the signed manifest, so a
+// bundle signed for one namespace reads as bound to it and to no other;
+// changing it breaks the signature; and a bundle without one is unbound.
+func TestNamespaceBinding(t *testing.T) {
+	m := manifest()
+	m.Namespace = "team-a"
+	bd, err := bundle.Open(build(t, m, module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bd.Manifest.BoundTo("team-a"); err != nil {
+		t.Errorf("BoundTo(own namespace): got %v, want nil", err)
+	}
+	if err := bd.Manifest.BoundTo("team-b"); !errors.Is(err, bundle.ErrNamespace) {
+		t.Errorf("BoundTo(another namespace): got %v, want %v", err, bundle.ErrNamespace)
+	}
+	unbound, err := bundle.Open(build(t, manifest(), module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unbound.Manifest.BoundTo("team-a"); !errors.Is(err, bundle.ErrUnbound) {
+		t.Errorf("BoundTo of an unbound bundle: got %v, want %v", err, bundle.ErrUnbound)
+	}
+	if bytes.Contains(unbound.RawManifest, []byte(`"namespace"`)) {
+		t.Errorf("an unbound manifest encodes a namespace: %s", unbound.RawManifest)
+	}
+
+	// The host rewrites the namespace in the signed manifest: the owner's
+	// signature no longer verifies.
+	h, mod := parts(t, build(t, m, module))
+	h["manifest"] = json.RawMessage(bytes.Replace(h["manifest"], []byte(`"namespace":"team-a"`), []byte(`"namespace":"team-b"`), 1))
+	if _, err := bundle.Open(assemble(t, h, mod)); !errors.Is(err, bundle.ErrSignature) {
+		t.Errorf("namespace rewritten: got %v, want %v", err, bundle.ErrSignature)
 	}
 }
 

@@ -55,6 +55,13 @@ type Manifest struct {
 	// DeployerGatewayTrusted when the gateway did, from source an OpenWhisk
 	// client sent, with its per-namespace key (docs/openwhisk.md).
 	Deployer string `json:"deployer,omitempty"`
+	// Namespace is the namespace the owner signed the bundle for. The
+	// coordinator registers a bundle only in that namespace, and refuses a
+	// bundle without one (ErrUnbound); a worker refuses to serve a bundle
+	// whose namespace differs from the one it is asked for. Absent from
+	// bundles built before the field existed, which stay servable where
+	// they were registered (docs/threat-model.md).
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // DeployerGatewayTrusted marks a bundle the gateway built and signed for an
@@ -153,6 +160,8 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: abi %q is not supported for runtime wasm (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
 	case m.Runtime == RuntimeJS && m.ABI != ABIJS:
 		return fmt.Errorf("%w: abi %q is not supported for runtime js (want %s)", ErrManifest, m.ABI, ABIJS)
+	case m.Namespace != "" && !ValidName(m.Namespace):
+		return fmt.Errorf("%w: namespace %q must match %s", ErrManifest, m.Namespace, nameRE)
 	case m.Deployer != "" && m.Deployer != DeployerGatewayTrusted:
 		return fmt.Errorf("%w: deployer %q must be empty or %q", ErrManifest, m.Deployer, DeployerGatewayTrusted)
 	case m.Confidential != ConfidentialRequired && m.Confidential != ConfidentialOptional:
@@ -189,6 +198,21 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	return nil
+}
+
+// BoundTo reports whether the owner signed the manifest for namespace ns:
+// nil if so, an error wrapping ErrNamespace if it names another namespace,
+// and one wrapping ErrUnbound if it names none (a bundle built before the
+// field existed).
+func (m *Manifest) BoundTo(ns string) error {
+	switch m.Namespace {
+	case ns:
+		return nil
+	case "":
+		return fmt.Errorf("%w: the bundle of %q names no namespace; build it again for namespace %q (cloister fn deploy does)", ErrUnbound, m.Name, ns)
+	default:
+		return fmt.Errorf("%w: the bundle of %q is signed for namespace %q, not %q", ErrNamespace, m.Name, m.Namespace, ns)
+	}
 }
 
 // GuestEnv is the environment every instance of this function version sees:

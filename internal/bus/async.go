@@ -2,7 +2,11 @@ package bus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +19,19 @@ const (
 	StreamAsync = "CLOISTER_ASYNC"
 	// SubjectAsyncPrefix + namespace carries wire.AsyncJob.
 	SubjectAsyncPrefix = "cloister.async."
-	// ConsumerAsync is the durable consumer every worker pulls from.
+	// ConsumerAsync was the one durable consumer every worker pulled from,
+	// in stream order across namespaces. Workers now pull from one
+	// consumer per namespace (AsyncConsumerName) and delete this one at
+	// start: a work queue keeps a message until it is acknowledged, so
+	// the jobs it held are delivered again by the new consumers.
 	ConsumerAsync = "workers"
+	// ConsumerAsyncPrefix + namespace names the durable consumer of one
+	// namespace's jobs, shared by every worker (see AsyncConsumerName).
+	ConsumerAsyncPrefix = "workers_"
+	// SubjectAsyncQueued carries a namespace name, published (core NATS,
+	// best effort) after a job of that namespace is queued, so that idle
+	// workers look at once instead of at their next poll.
+	SubjectAsyncQueued = "cloister.events.queued"
 	// StreamDead keeps dead letters (wire.DeadLetter) durably.
 	StreamDead = "CLOISTER_DEAD"
 	// SubjectDeadPrefix + namespace carries dead letters.
@@ -53,9 +68,79 @@ const AsyncNonceWindow = 24 * time.Hour
 // (the activation id) to drop a duplicate publish.
 const AsyncDedupWindow = 10 * time.Minute
 
+// Defaults of AsyncLimits.
+const (
+	DefaultMaxQueuedPerNamespace = 1000
+	DefaultMaxQueueJobs          = 1_000_000
+	DefaultMaxQueueBytes         = 8 << 30
+	DefaultActivationTTL         = 7 * 24 * time.Hour
+)
+
+// AsyncLimits bound the async queue and the records it leaves. A zero
+// field takes its default; a negative one turns that limit off.
+type AsyncLimits struct {
+	// MaxQueuedPerNamespace is how many jobs one namespace may have in
+	// the queue, waiting or running (acknowledged by no worker yet).
+	// Submitting one more is refused with quota_exceeded (package async
+	// enforces it; docs/adr/0001-async-fairness.md). Default 1000.
+	MaxQueuedPerNamespace int
+	// MaxQueueJobs and MaxQueueBytes bound the whole jobs stream, every
+	// namespace together (defaults 1,000,000 jobs and 8 GiB). The stream
+	// discards new messages at the limit: a full queue refuses a
+	// submission (overloaded) and never drops a queued job.
+	// MaxQueueBytes, when set, must be at least MaxPayload.
+	MaxQueueJobs  int64
+	MaxQueueBytes int64
+	// ActivationTTL is how long an activation record or an idempotency
+	// key is kept after its last write (default 7 days). It must outlast
+	// the longest wait in the queue: a job whose record expired is
+	// dead-lettered when a worker reaches it.
+	ActivationTTL time.Duration
+}
+
+// WithDefaults returns l with its zero fields set to the defaults.
+func (l AsyncLimits) WithDefaults() AsyncLimits {
+	if l.MaxQueuedPerNamespace == 0 {
+		l.MaxQueuedPerNamespace = DefaultMaxQueuedPerNamespace
+	}
+	if l.MaxQueueJobs == 0 {
+		l.MaxQueueJobs = DefaultMaxQueueJobs
+	}
+	if l.MaxQueueBytes == 0 {
+		l.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if l.ActivationTTL == 0 {
+		l.ActivationTTL = DefaultActivationTTL
+	}
+	return l
+}
+
+// ErrAsyncLimits reports limits that cannot be applied.
+var ErrAsyncLimits = errors.New("invalid async limits")
+
+// unlimited maps a negative limit to JetStream's -1 (no limit).
+func unlimited(n int64) int64 { return max(n, -1) }
+
+// AsyncConsumerName returns the durable consumer of the jobs on subject
+// (SubjectAsyncPrefix + namespace): ConsumerAsyncPrefix + namespace. A
+// subject whose last part is not a namespace name (published by
+// something other than a gateway) gets a name derived from its hash, so
+// that its messages can still be consumed and dead-lettered. Namespace
+// names are lower case, so the two forms never meet.
+func AsyncConsumerName(subject string) string {
+	ns := strings.TrimPrefix(subject, SubjectAsyncPrefix)
+	if len(ns) > 0 && len(ns) <= 63 && strings.Trim(ns, "abcdefghijklmnopqrstuvwxyz0123456789_-") == "" {
+		return ConsumerAsyncPrefix + ns
+	}
+	h := sha256.Sum256([]byte(subject))
+	return ConsumerAsyncPrefix + "X" + hex.EncodeToString(h[:16])
+}
+
 // AsyncStores are the JetStream stores of async invocations, triggers and
 // sequences.
 type AsyncStores struct {
+	// Limits are the limits the stores were opened with, defaults applied.
+	Limits      AsyncLimits
 	JS          jetstream.JetStream
 	Queue       jetstream.Stream
 	Dead        jetstream.Stream
@@ -66,16 +151,31 @@ type AsyncStores struct {
 	OpenWhisk   jetstream.KeyValue
 }
 
-// OpenAsync creates (or opens) the async streams and buckets.
-func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int) (*AsyncStores, error) {
+// OpenAsync creates (or opens) the async streams and buckets, and applies
+// lim (defaults for its zero fields) to the jobs stream and the
+// activations bucket. Every process opening the stores must pass the same
+// limits: the last one to open them sets the stream's configuration.
+//
+// Applying limits to an existing stream never removes a queued job:
+// the stream discards new messages, and a stream over a lowered limit
+// only refuses submissions until it drains. The per-namespace limit is
+// not a stream setting (JetStream's per-subject limit deletes the oldest
+// messages when it is lowered); package async enforces it. A TTL set on
+// an existing bucket removes the records already older than it.
+func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim AsyncLimits) (*AsyncStores, error) {
 	if replicas < 1 {
 		replicas = 1
 	}
-	s := &AsyncStores{JS: js}
+	lim = lim.WithDefaults()
+	if lim.MaxQueueBytes > 0 && lim.MaxQueueBytes < MaxPayload {
+		return nil, fmt.Errorf("%w: MaxQueueBytes %d is less than one message (%d bytes)", ErrAsyncLimits, lim.MaxQueueBytes, MaxPayload)
+	}
+	s := &AsyncStores{JS: js, Limits: lim}
 	var err error
 	s.Queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
+		Discard: jetstream.DiscardNew, MaxMsgs: unlimited(lim.MaxQueueJobs), MaxBytes: unlimited(lim.MaxQueueBytes),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", StreamAsync, err)
@@ -97,7 +197,7 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int) (*Asyn
 		}
 		return b, nil
 	}
-	if s.Activations, err = kv(BucketActivations, 0); err != nil {
+	if s.Activations, err = kv(BucketActivations, max(lim.ActivationTTL, 0)); err != nil {
 		return nil, err
 	}
 	if s.Nonces, err = kv(BucketAsyncNonces, AsyncNonceWindow); err != nil {

@@ -32,6 +32,9 @@ const (
 	// (wire.Deployed) so that workers can load it and pre-warm its pool
 	// before the first request.
 	SubjectDeployed = "cloister.events.deployed"
+	// SubjectDeleted announces a deleted function (wire.Deleted) so that
+	// workers free its pools and compiled code at once.
+	SubjectDeleted = "cloister.events.deleted"
 	// SubjectLedgerAppend carries a batch of signed receipts from a worker
 	// to the coordinator, which verifies it and appends it to the ledger
 	// (binary, see wire.LedgerAppendRequest; ServeBytes/CallBytes).

@@ -27,6 +27,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/attest"
@@ -88,6 +89,11 @@ type Coordinator struct {
 	dir      string
 	verifier *attest.Verifier
 
+	// reading bounds the bundle bytes being read and checked at once, so
+	// that concurrent large deploys queue instead of timing out together
+	// and the coordinator's memory stays bounded.
+	reading *semaphore.Weighted
+
 	nc       *nats.Conn // set by Serve, for events
 	mu       sync.Mutex // guards the fields below and the manifest fields above
 	attCache *wire.Attestation
@@ -143,6 +149,7 @@ func New(cfg Config) (*Coordinator, error) {
 		dir:      cfg.Dir,
 		verifier: cfg.Verifier,
 		revoked:  map[string]string{},
+		reading:  semaphore.NewWeighted(MaxReadingBytes),
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
 		engine:   cfg.Engine,
@@ -401,11 +408,27 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 // MaxBundleSize bounds a bundle the coordinator will read.
 const MaxBundleSize = 64 << 20
 
+// MaxReadingBytes bounds the bundle bytes the coordinator reads and checks
+// at once; further registrations wait their turn.
+const MaxReadingBytes = 2 * MaxBundleSize
+
+// handleRegister registers a function version. It is atomic: the version
+// becomes visible (the registry's latest) only once its bundle was read,
+// verified and initialised and its certificate signed, and not at all
+// once the request's timeout has passed, so that a caller told "timeout"
+// can rely on nothing having been registered.
 func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error) {
 	var req wire.RegisterRequest
-	if err := json.Unmarshal(b, &req); err != nil || !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) {
+	if err := json.Unmarshal(b, &req); err != nil || !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) || req.TimeoutMS < 0 {
 		return nil, apierr.New(apierr.BadRequest, "malformed register request")
 	}
+	timeout := wire.DefaultDeployTimeout
+	if req.TimeoutMS > 0 {
+		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
+	}
+	deadline := c.now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	info, err := c.bundles.GetInfo(ctx, req.Object)
 	if err != nil {
 		return nil, apierr.New(apierr.NotFound, "bundle object %q not found", req.Object)
@@ -413,9 +436,14 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if info.Size > MaxBundleSize {
 		return nil, apierr.New(apierr.PayloadTooLarge, "bundle is %d bytes, limit %d", info.Size, MaxBundleSize)
 	}
-	raw, err := c.bundles.GetBytes(ctx, req.Object)
+	weight := max(int64(info.Size), 1)
+	if err := c.reading.Acquire(ctx, weight); err != nil {
+		return nil, apierr.New(apierr.Timeout, "the deploy waited its %s timeout for other deploys to be checked; nothing was registered", timeout)
+	}
+	defer c.reading.Release(weight)
+	raw, err := c.readBundle(ctx, req.Object)
 	if err != nil {
-		return nil, fmt.Errorf("reading bundle: %w", err)
+		return nil, err
 	}
 	bd, err := bundle.Open(raw)
 	if err != nil {
@@ -423,6 +451,13 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	}
 	if bd.Manifest.Name != req.Name {
 		return nil, apierr.New(apierr.InvalidManifest, "bundle is for function %q, not %q", bd.Manifest.Name, req.Name)
+	}
+	// The namespace comes from the gateway, which is not trusted: register
+	// the bundle only where its owner signed it for. A bundle signed for
+	// another namespace, or for none (built before the field existed), has
+	// no owner signature covering this registration: bundle_signature.
+	if err := bd.Manifest.BoundTo(req.Namespace); err != nil {
+		return nil, apierr.New(apierr.BundleSignature, "%v", err)
 	}
 	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.CodeHash, bd.Module)
 	if err != nil {
@@ -454,7 +489,12 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		return nil, err
 	}
 	rec := &registry.Record{Certificate: signed, Manifest: bd.RawManifest, Object: req.Object, Size: len(raw), Created: fc.IssuedAt}
-	if err := c.reg.Put(ctx, req.Namespace, req.Name, v, rec); err != nil {
+	// The last moment to give up: past the deadline the caller may have
+	// been told the deploy failed, and removed the bundle.
+	if !c.now().Before(deadline) {
+		return nil, apierr.New(apierr.Timeout, "the deploy took longer than its %s timeout; nothing was registered", timeout)
+	}
+	if err := c.reg.Put(context.WithoutCancel(ctx), req.Namespace, req.Name, v, rec); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
 			return nil, apierr.New(apierr.Conflict, "%v", err)
 		}
@@ -468,6 +508,27 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		Namespace: req.Namespace, Name: req.Name, Version: v, CodeHash: bd.CodeHash, BundleHash: fc.BundleHash,
 		Confidential: fc.Confidential, Created: fc.IssuedAt, Manifest: bd.RawManifest, Certificate: signed,
 	}, nil
+}
+
+// readBundle reads a stored bundle, trying again on a transient failure of
+// the store until ctx ends.
+func (c *Coordinator) readBundle(ctx context.Context, obj string) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		raw, err := c.bundles.GetBytes(ctx, obj)
+		switch {
+		case err == nil:
+			return raw, nil
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			return nil, apierr.New(apierr.NotFound, "bundle object %q not found", obj)
+		case ctx.Err() != nil:
+			return nil, apierr.New(apierr.Timeout, "reading the bundle did not finish within the deploy timeout; nothing was registered")
+		}
+		c.log.Warn("reading bundle failed; trying again", "object", obj, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
 }
 
 // bundleError maps bundle errors at deploy to API errors. A module hash

@@ -159,7 +159,7 @@ func TestFunctionKeyRelease(t *testing.T) {
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	deploy := func(name string, allow []tee.Kind) {
 		m := bundle.DefaultManifest(name)
-		m.Version = 1
+		m.Version, m.Namespace = 1, "default"
 		m.TEE.Allow = allow
 		b, err := bundle.Build(m, echoWasm, owner)
 		if err != nil {
@@ -213,6 +213,54 @@ func TestFunctionKeyRelease(t *testing.T) {
 	f.now = f.now.Add(2 * time.Hour) // the certificate has expired
 	if _, err := ask("open", resp.Certificate, sk, f.now); codeOf(err) != apierr.Forbidden {
 		t.Errorf("expired certificate: got %v, want forbidden", err)
+	}
+}
+
+// TestRegisterChecksNamespace: the namespace of a registration comes from
+// the untrusted gateway; the coordinator registers a bundle only in the
+// namespace its owner signed it for, and no longer registers one signed for
+// none.
+func TestRegisterChecksNamespace(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	_, owner, _ := ed25519.GenerateKey(rand.Reader)
+	put := func(obj, ns string) {
+		m := bundle.DefaultManifest("fn")
+		m.Version, m.Namespace = 1, ns
+		b, err := bundle.Build(m, echoWasm, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.st.Bundles.PutBytes(ctx, obj, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("team-a/fn/bound", "team-a")
+	put("any/fn/unbound", "")
+	register := func(ns, obj string) (*wire.FunctionInfo, error) {
+		var fi wire.FunctionInfo
+		err := bus.Call(ctx, f.nc, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: "fn", Object: obj}, &fi)
+		return &fi, err
+	}
+	for _, c := range []struct {
+		name, ns, obj string
+	}{
+		{"signed for team-a, registered in team-b", "team-b", "team-a/fn/bound"},
+		{"signed for no namespace", "team-a", "any/fn/unbound"},
+	} {
+		if _, err := register(c.ns, c.obj); codeOf(err) != apierr.BundleSignature {
+			t.Errorf("%s: got %v, want %s", c.name, err, apierr.BundleSignature)
+		}
+	}
+	if _, err := f.c.reg.Latest(ctx, "team-b", "fn"); err == nil {
+		t.Errorf("a refused registration left a record in team-b")
+	}
+	fi, err := register("team-a", "team-a/fn/bound")
+	if err != nil {
+		t.Fatalf("registering in the signed namespace: %v", err)
+	}
+	if fc, err := certs.OpenFunction(fi.Certificate, f.c.IdentityKey()); err != nil || fc.Namespace != "team-a" {
+		t.Fatalf("certificate: %+v, %v; want one for team-a", fc, err)
 	}
 }
 

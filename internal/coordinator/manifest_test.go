@@ -126,7 +126,7 @@ func TestManifestChangeRevokesWorker(t *testing.T) {
 	ctx := context.Background()
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	bm := bundle.DefaultManifest("fn")
-	bm.Version = 1
+	bm.Version, bm.Namespace = 1, "default"
 	bm.TEE.MinTCB = map[tee.Kind]string{tee.KindSim: "sim-1"}
 	b, _ := bundle.Build(bm, echoWasm, owner)
 	f.st.Bundles.PutBytes(ctx, "default/fn", b)

@@ -20,6 +20,8 @@ func (c *Coordinator) inspectModule(ctx context.Context, ns string, m bundle.Man
 	}
 	ins, err := c.engine.Inspect(ctx, codeHash, wasm, SandboxLimits(m), SandboxSpec(ns, m))
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return ins, apierr.New(apierr.Timeout, "compiling and initialising the module did not finish within the deploy timeout; nothing was registered")
 	case err == nil:
 		if (m.ABI == bundle.ABIReactor) != (ins.ABI == sandbox.ABIReactor) {
 			return ins, apierr.New(apierr.InvalidModule, "manifest says abi %q but the module is a %s", m.ABI, ins.ABI)

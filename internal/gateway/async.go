@@ -112,7 +112,7 @@ func (g *Gateway) triggerStore() (*trigger.Store, error) {
 	if g.cfg.Async == nil {
 		return nil, apierr.New(apierr.Unavailable, "triggers are not enabled on this gateway")
 	}
-	return trigger.NewStore(g.cfg.Async.Triggers), nil
+	return trigger.NewStoreWithQuotas(g.cfg.Async.Triggers, trigger.Quotas{Triggers: g.quotas.Triggers, Rules: g.quotas.Rules}), nil
 }
 
 // queryAsync reads ?async=true|false (also OpenWhisk's ?blocking=false).
@@ -156,11 +156,8 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request, p *Princip
 		if sr.Mode != wire.ModeHPKE {
 			return apierr.New(apierr.BadRequest, "mode %q cannot be queued; async invocations are sealed with mode hpke", sr.Mode)
 		}
-		if sr.Version != 0 {
-			if v != 0 && v != sr.Version {
-				return apierr.New(apierr.BadRequest, "query version %d differs from sealed version %d", v, sr.Version)
-			}
-			v = sr.Version
+		if v, err = sealedVersion(v, sr.Version); err != nil {
+			return err
 		}
 		req.Mode, req.Sealed = wire.ModeHPKE, sr
 	} else {
@@ -353,14 +350,17 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 	steps := make([]wire.StepRef, len(def.Steps))
 	signed := make([]bundle.SequenceStep, len(def.Steps))
 	for i, s := range def.Steps {
-		if !bundle.ValidName(s.Name) || s.Version < 0 {
+		if !bundle.ValidName(s.Name) || s.Version < 0 || s.Version > MaxVersion {
 			return apierr.New(apierr.BadRequest, "step %d: invalid function name %q or version %d", i+1, s.Name, s.Version)
 		}
 		steps[i] = wire.StepRef{Name: s.Name, Version: s.Version}
 		signed[i] = bundle.SequenceStep{Name: s.Name, Version: s.Version}
 	}
 	if def.Signer != nil || def.Signature != nil {
-		if err := bundle.VerifySequence(def.Signer, def.Signature, name, signed); err != nil {
+		// A definition signed without its namespace (an older cloister)
+		// is refused like a bad signature: new definitions are signed for
+		// the namespace they are stored in.
+		if err := bundle.VerifySequence(def.Signer, def.Signature, p.Namespace, name, signed); err != nil {
 			return apierr.New(apierr.BundleSignature, "%v", err)
 		}
 	}
@@ -468,6 +468,9 @@ func (g *Gateway) invokeSequence(w http.ResponseWriter, r *http.Request, p *Prin
 	timeout := 30 * time.Second
 	for i, s := range seq.Steps {
 		got := sr.Steps[i]
+		if got.Version < 0 || got.Version > MaxVersion {
+			return apierr.New(apierr.BadRequest, "step %d of the request has version %d: out of range 1 to %d", i+1, got.Version, MaxVersion)
+		}
 		if got.Name != s.Name || (s.Version != 0 && got.Version != s.Version) {
 			return apierr.New(apierr.BadRequest, "step %d of the request is %s v%d; the sequence names %s v%s", i+1, got.Name, got.Version, s.Name, versionString(s.Version))
 		}
@@ -576,8 +579,8 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request, p *Principal) 
 		return err
 	}
 	ru.Namespace, ru.Name, ru.Created = p.Namespace, r.PathValue("name"), time.Now().UTC()
-	if !bundle.ValidName(ru.Function) || ru.Version < 0 {
-		return apierr.New(apierr.InvalidTrigger, "a rule needs a valid function name and a version ≥ 0")
+	if !bundle.ValidName(ru.Function) || ru.Version < 0 || ru.Version > MaxVersion {
+		return apierr.New(apierr.InvalidTrigger, "a rule needs a valid function name and a version from 0 (the latest) to %d", MaxVersion)
 	}
 	rec, err := g.lookup(r.Context(), p.Namespace, ru.Function, ru.Version)
 	if err != nil {

@@ -66,6 +66,13 @@ type Config struct {
 	LedgerDir string
 	// Async enables async invocations, activations, sequences and triggers.
 	Async *bus.AsyncStores
+	// Quotas bound each namespace (zero fields: defaults, see Quotas).
+	Quotas Quotas
+	// DeployTimeout bounds a deploy, from upload to registration: reading
+	// and checking the bundle, compiling it and initialising a reactor
+	// (0: wire.DefaultDeployTimeout). A deploy that does not finish in
+	// time leaves nothing behind.
+	DeployTimeout time.Duration
 }
 
 // Gateway is an http.Handler.
@@ -88,6 +95,10 @@ type Gateway struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	refusals *prometheus.CounterVec
+
+	quotas  Quotas
+	rates   *rates
+	uploads uploadBudget // bytes of deploy bodies held (readUpload)
 }
 
 // New returns a gateway.
@@ -112,6 +123,9 @@ func New(cfg Config) *Gateway {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"route"}),
 	}
+	g.quotas = cfg.Quotas.withDefaults()
+	g.rates = newRates(g.quotas)
+	g.uploads = newUploads()
 	g.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloister_refusals_total", Help: "Requests the gateway answered with an error, by stable error code (docs/api.md).",
 	}, []string{"code"})
@@ -121,6 +135,10 @@ func New(cfg Config) *Gateway {
 	g.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	g.handle("GET /v1/attestation", false, g.attestation)
 	g.handle("POST /v1/tokens", true, g.createToken)
+	g.handle("GET /v1/whoami", true, func(w http.ResponseWriter, _ *http.Request, p *Principal) error {
+		writeJSON(w, http.StatusOK, map[string]any{"namespace": p.Namespace, "admin": p.Admin})
+		return nil
+	})
 	g.handle("GET /v1/functions", true, g.listFunctions)
 	g.handle("POST /v1/functions/{name}", true, g.deploy)
 	g.handle("GET /v1/functions/{name}", true, g.getFunction)
@@ -170,7 +188,9 @@ func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
 		var p *Principal
 		var err error
 		if auth {
-			p, err = g.auth.authenticate(r)
+			if p, err = g.auth.authenticate(r); err == nil {
+				err = g.rates.allow(p.Namespace, start)
+			}
 		}
 		if err == nil {
 			err = h(sw, r, p)
@@ -279,16 +299,38 @@ func functionName(r *http.Request) (string, error) {
 	return n, nil
 }
 
+// MaxVersion is the largest function version a request may name: a
+// version number is a positive 31-bit integer (as in a signed sequence
+// definition), so anything above cannot exist.
+const MaxVersion = 1<<31 - 1
+
+// queryVersion reads ?version=: absent, empty or "latest" is 0 (the
+// latest); otherwise decimal digits naming 1 to MaxVersion (no sign).
 func queryVersion(r *http.Request) (int, error) {
 	s := r.URL.Query().Get("version")
 	if s == "" || s == "latest" {
 		return 0, nil
 	}
-	v, err := strconv.Atoi(s)
+	v, err := strconv.ParseUint(s, 10, 31)
 	if err != nil || v < 1 {
-		return 0, apierr.New(apierr.BadRequest, "version must be a positive integer or \"latest\"")
+		return 0, apierr.New(apierr.BadRequest, "version must be an integer from 1 to %d, or \"latest\"", MaxVersion)
 	}
-	return v, nil
+	return int(v), nil
+}
+
+// sealedVersion reconciles the version of a sealed body with the query's
+// (0: none). A body's version is 0 or absent (the query's, or the latest)
+// or 1 to MaxVersion; when both name one, they must agree.
+func sealedVersion(query, sealed int) (int, error) {
+	switch {
+	case sealed < 0 || sealed > MaxVersion:
+		return 0, apierr.New(apierr.BadRequest, "sealed version %d out of range: 1 to %d, or 0 for the latest", sealed, MaxVersion)
+	case sealed == 0:
+		return query, nil
+	case query != 0 && query != sealed:
+		return 0, apierr.New(apierr.BadRequest, "query version %d differs from sealed version %d", query, sealed)
+	}
+	return sealed, nil
 }
 
 func info(rec *registry.Record, latest int) wire.FunctionInfo {
@@ -368,7 +410,7 @@ func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request, p *Prin
 	if err != nil {
 		return err
 	}
-	if err := g.reg.Delete(r.Context(), p.Namespace, name); err != nil {
+	if err := g.deleteVersions(r.Context(), p.Namespace, name); err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return apierr.New(apierr.NotFound, "function %q not found", name)
 		}
@@ -378,15 +420,29 @@ func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request, p *Prin
 	return nil
 }
 
+// deleteVersions marks a function deleted and tells the workers, which
+// then free what they hold of it (pools, compiled code). The event is a
+// hint: workers also find deletions when they check the registry.
+func (g *Gateway) deleteVersions(ctx context.Context, ns, name string) error {
+	if err := g.reg.Delete(ctx, ns, name); err != nil {
+		return err
+	}
+	if b, err := json.Marshal(wire.Deleted{Namespace: ns, Name: name}); err == nil {
+		_ = g.cfg.Conn.Publish(bus.SubjectDeleted, b)
+	}
+	return nil
+}
+
 func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	name, err := functionName(r)
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBundleBytes))
+	body, release, err := g.readUpload(w, r, "bundle")
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "bundle over %d bytes", MaxBundleBytes)
+		return err
 	}
+	defer release()
 	if len(body) == 0 {
 		return apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
 	}
@@ -400,30 +456,60 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 
 // register stores a bundle and asks the coordinator to register it.
 func (g *Gateway) register(ctx context.Context, ns, name string, body []byte) (wire.FunctionInfo, error) {
+	if err := g.checkDeployQuota(ctx, ns, name, len(body)); err != nil {
+		return wire.FunctionInfo{}, err
+	}
 	// Bundles are stored by content hash; an identical upload reuses the
 	// object, which then must not be removed if this registration fails.
 	obj := ns + "/" + name + "/" + bundle.Hash(body)
 	digest := sha256.Sum256(body)
-	info, statErr := g.cfg.Stores.Bundles.GetInfo(ctx, obj)
+	stored, statErr := g.cfg.Stores.Bundles.GetInfo(ctx, obj)
 	// Reuse a stored object only if its content really has that hash.
-	existed := statErr == nil && info.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(digest[:])
+	existed := statErr == nil && stored.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(digest[:])
 	if !existed {
 		if _, err := g.cfg.Stores.Bundles.PutBytes(ctx, obj, body); err != nil {
 			return wire.FunctionInfo{}, apierr.New(apierr.Unavailable, "storing bundle: %v", err)
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	// The coordinator registers nothing once the deploy timeout has passed
+	// (counted from when it receives the request). Wait for its answer a
+	// margin longer, and whatever the HTTP client does: only then is the
+	// outcome known, and the bundle may be removed.
+	timeout := g.deployTimeout()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout+deployMargin)
 	defer cancel()
 	var fi wire.FunctionInfo
-	err := bus.Call(cctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: name, Object: obj}, &fi)
+	err := bus.Call(cctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: name, Object: obj, TimeoutMS: timeout.Milliseconds()}, &fi)
 	if err != nil {
+		// No answer, or one lost on the way back, for a bundle this deploy
+		// stored: the registry says what happened.
+		code := apierr.CodeOf(err)
+		unknown := code == apierr.Timeout || code == apierr.Unavailable
+		if rec, gerr := g.reg.Get(cctx, ns, name, 0); unknown && !existed && gerr == nil && rec.Object == obj {
+			latest, _ := g.reg.Latest(cctx, ns, name)
+			return info(rec, latest), nil
+		}
 		if !existed {
 			_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj)
+		}
+		if code == apierr.Timeout {
+			return wire.FunctionInfo{}, apierr.New(apierr.Timeout, "the deploy did not finish within the deploy timeout of %s; nothing was registered (%s)", timeout, apierr.From(err).Message)
 		}
 		return wire.FunctionInfo{}, err
 	}
 	fi.Latest = fi.Version
 	return fi, nil
+}
+
+// deployMargin is how much longer than the deploy timeout the gateway
+// waits for the coordinator's answer.
+const deployMargin = 15 * time.Second
+
+func (g *Gateway) deployTimeout() time.Duration {
+	if g.cfg.DeployTimeout > 0 {
+		return g.cfg.DeployTimeout
+	}
+	return wire.DefaultDeployTimeout
 }
 
 // route forwards an invocation to a worker and waits for its reply.
@@ -445,6 +531,11 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 		// repeated.
 		if code := apierr.CodeOf(err); (code == apierr.NoWorker || code == apierr.Unavailable) && subject != bus.SubjectInvoke && attempt < 2 {
 			g.pool.forget(strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
+			continue
+		}
+		// A full worker refuses before it opens the request (the nonce is
+		// not spent): another may have room.
+		if apierr.CodeOf(err) == apierr.Overloaded && attempt < 2 {
 			continue
 		}
 		if err != nil {
@@ -531,11 +622,9 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 	if !ok {
 		return apierr.New(apierr.BadRequest, "mode %q is not accepted here (want one of %v)", sr.Mode, modes)
 	}
-	if sr.Version != 0 {
-		if v != 0 && v != sr.Version {
-			return apierr.New(apierr.BadRequest, "query version %d differs from sealed version %d", v, sr.Version)
-		}
-		v = sr.Version
+	v, err := sealedVersion(v, sr.Version)
+	if err != nil {
+		return err
 	}
 	logs := false
 	if s := r.URL.Query().Get("logs"); s != "" {

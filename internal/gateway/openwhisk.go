@@ -170,6 +170,9 @@ func (g *Gateway) owHandle(pattern string, h handlerFunc) {
 		sw := &statusWriter{ResponseWriter: w, code: 200}
 		p, err := g.owAuthenticate(r)
 		if err == nil {
+			err = g.rates.allow(p.Namespace, start)
+		}
+		if err == nil {
 			err = h(sw, r, p)
 		}
 		if err != nil {
@@ -239,16 +242,81 @@ func owName(ns, full string) (string, error) {
 	return name, nil
 }
 
-func owQueryBool(r *http.Request, k string) (bool, error) {
-	s := r.URL.Query().Get(k)
-	if s == "" {
+// owQueryBool reads a boolean query parameter of the OpenWhisk API. As in
+// OpenWhisk, only "true" and "false" are booleans; absent or empty is def,
+// and anything else ("1", "yes", "maybe") is refused with bad_request
+// rather than read as either.
+func owQueryBool(r *http.Request, k string, def bool) (bool, error) {
+	switch s := r.URL.Query().Get(k); s {
+	case "":
+		return def, nil
+	case "true":
+		return true, nil
+	case "false":
 		return false, nil
+	default:
+		return false, apierr.New(apierr.BadRequest, "The request content was malformed: the query parameter '%s' must be true or false.", k)
 	}
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return false, apierr.New(apierr.BadRequest, "%s must be true or false", k)
+}
+
+// OpenWhisk's list paging: a page holds owDefaultLimit entities unless
+// ?limit= says otherwise; limit=0 means owMaxLimit, the most there is.
+const (
+	owDefaultLimit = 30
+	owMaxLimit     = 200
+)
+
+// owPage is the paging of an OpenWhisk list route.
+type owPage struct {
+	skip, limit int
+	count       bool // answer {"<collection>": n} instead of the list
+}
+
+// owListPage reads ?skip=, ?limit= and ?count= with OpenWhisk's meaning:
+// skip ≥ 0 (default 0); limit 1 to owMaxLimit, 0 for owMaxLimit (default
+// owDefaultLimit); count true or false. Anything else is bad_request.
+func owListPage(r *http.Request, collection string) (owPage, error) {
+	q := r.URL.Query()
+	pg := owPage{limit: owDefaultLimit}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > owMaxLimit {
+			return pg, apierr.New(apierr.BadRequest, "The value %q of 'limit' for '%s' is not an integer from 0 to %d.", s, collection, owMaxLimit)
+		}
+		pg.limit = n
+		if n == 0 {
+			pg.limit = owMaxLimit
+		}
 	}
-	return b, nil
+	if s := q.Get("skip"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return pg, apierr.New(apierr.BadRequest, "The value %q of 'skip' for '%s' is not an integer of 0 or more.", s, collection)
+		}
+		pg.skip = n
+	}
+	var err error
+	pg.count, err = owQueryBool(r, "count", false)
+	return pg, err
+}
+
+// owPageOf returns the page of list that pg asks for.
+func owPageOf[T any](list []T, pg owPage) []T {
+	if pg.skip >= len(list) {
+		return list[:0]
+	}
+	list = list[pg.skip:]
+	return list[:min(len(list), pg.limit)]
+}
+
+// writeOWList answers a list route: the page, or with ?count=true the
+// number of entities after skip, as {"<collection>": n}.
+func writeOWList[T any](w http.ResponseWriter, collection string, list []T, pg owPage) {
+	if pg.count {
+		writeJSON(w, http.StatusOK, map[string]int{collection: max(len(list)-pg.skip, 0)})
+		return
+	}
+	writeJSON(w, http.StatusOK, owPageOf(list, pg))
 }
 
 func owVersion(v int) string { return "0.0." + strconv.Itoa(v) }
@@ -294,14 +362,15 @@ func (g *Gateway) owPutAction(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	overwrite, err := owQueryBool(r, "overwrite")
+	overwrite, err := owQueryBool(r, "overwrite", false)
 	if err != nil {
 		return err
 	}
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBundleBytes))
+	raw, release, err := g.readUpload(w, r, "action")
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "action over %d bytes", MaxBundleBytes)
+		return err
 	}
+	defer release()
 	var body owPutBody
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return apierr.New(apierr.BadRequest, "The request content was malformed: %v", err)
@@ -404,7 +473,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 	if err != nil {
 		return 0, err
 	}
-	m.Version = v
+	m.Version, m.Namespace = v, p.Namespace
 	m.ApplyDefaults()
 	if err := m.Validate(); err != nil {
 		return 0, apierr.New(apierr.InvalidManifest, "%v", err)
@@ -453,7 +522,7 @@ func (g *Gateway) owPutSequence(ctx context.Context, p *Principal, name string, 
 		steps[i] = wire.StepRef{Name: n}
 	}
 	if replacesFn {
-		if err := g.reg.Delete(ctx, p.Namespace, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		if err := g.deleteVersions(ctx, p.Namespace, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
 		}
 	}
@@ -547,7 +616,10 @@ func (g *Gateway) owGetAction(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	code := r.URL.Query().Get("code") != "false"
+	code, err := owQueryBool(r, "code", true)
+	if err != nil {
+		return err
+	}
 	a, err := g.owAction(r.Context(), p.Namespace, name, code)
 	if err != nil {
 		return err
@@ -557,6 +629,10 @@ func (g *Gateway) owGetAction(w http.ResponseWriter, r *http.Request, p *Princip
 }
 
 func (g *Gateway) owListActions(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	pg, err := owListPage(r, "actions")
+	if err != nil {
+		return err
+	}
 	ctx := r.Context()
 	recs, err := g.reg.List(ctx, p.Namespace)
 	if err != nil {
@@ -575,14 +651,28 @@ func (g *Gateway) owListActions(w http.ResponseWriter, r *http.Request, p *Princ
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
+	if pg.count {
+		writeOWList(w, "actions", names, pg)
+		return nil
+	}
+	// Build the records of the page only: skip the first pg.skip actions
+	// that exist, then take pg.limit.
 	out := []*OWAction{}
+	skip := pg.skip
 	for _, n := range names {
+		if len(out) == pg.limit {
+			break
+		}
 		a, err := g.owAction(ctx, p.Namespace, n, false)
 		if apierr.CodeOf(err) == apierr.NotFound {
 			continue
 		}
 		if err != nil {
 			return err
+		}
+		if skip > 0 {
+			skip--
+			continue
 		}
 		out = append(out, a)
 	}
@@ -604,7 +694,7 @@ func (g *Gateway) owDeleteAction(w http.ResponseWriter, r *http.Request, p *Prin
 		if err := g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
 			return apierr.New(apierr.Unavailable, "sequence store unavailable")
 		}
-	} else if err := g.reg.Delete(ctx, p.Namespace, name); err != nil {
+	} else if err := g.deleteVersions(ctx, p.Namespace, name); err != nil {
 		return err
 	}
 	if kv, err := g.owStore(); err == nil {
@@ -644,11 +734,11 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 	if err != nil {
 		return err
 	}
-	blocking, err := owQueryBool(r, "blocking")
+	blocking, err := owQueryBool(r, "blocking", false)
 	if err != nil {
 		return err
 	}
-	resultOnly, err := owQueryBool(r, "result")
+	resultOnly, err := owQueryBool(r, "result", false)
 	if err != nil {
 		return err
 	}
@@ -895,23 +985,17 @@ func (g *Gateway) owListActivations(w http.ResponseWriter, r *http.Request, p *P
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	limit, skip := 30, 0
-	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 0 || limit > async.MaxList {
-			return apierr.New(apierr.BadRequest, "limit must be 0 to %d", async.MaxList)
-		}
-		if limit == 0 {
-			limit = 30
-		}
+	pg, err := owListPage(r, "activations")
+	if err != nil {
+		return err
 	}
-	if s := q.Get("skip"); s != "" {
-		if skip, err = strconv.Atoi(s); err != nil || skip < 0 || skip > async.MaxList {
-			return apierr.New(apierr.BadRequest, "skip must be 0 to %d", async.MaxList)
-		}
+	if pg.count {
+		return apierr.New(apierr.BadRequest, "count is not supported for activations")
 	}
-	o := async.ListOptions{Limit: min(limit+skip, async.MaxList)}
-	if n := q.Get("name"); n != "" {
+	// As in OpenWhisk, an activation is listed once it has finished; skip
+	// counts finished activations only.
+	o := async.ListOptions{Limit: pg.limit, Skip: pg.skip, Keep: func(a *wire.Activation) bool { return wire.FinalStatus(a.Status) }}
+	if n := r.URL.Query().Get("name"); n != "" {
 		if o.Name, err = owName(p.Namespace, n); err != nil {
 			return err
 		}
@@ -921,10 +1005,7 @@ func (g *Gateway) owListActivations(w http.ResponseWriter, r *http.Request, p *P
 		return err
 	}
 	out := []*OWActivation{}
-	for i, a := range list {
-		if i < skip || !wire.FinalStatus(a.Status) {
-			continue
-		}
+	for _, a := range list {
 		out = append(out, owActivation(a))
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -1052,7 +1133,7 @@ func (g *Gateway) owPutTrigger(w http.ResponseWriter, r *http.Request, p *Princi
 	if err != nil {
 		return err
 	}
-	overwrite, err := owQueryBool(r, "overwrite")
+	overwrite, err := owQueryBool(r, "overwrite", false)
 	if err != nil {
 		return err
 	}
@@ -1108,6 +1189,10 @@ func (g *Gateway) owGetTrigger(w http.ResponseWriter, r *http.Request, p *Princi
 }
 
 func (g *Gateway) owListTriggers(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	pg, err := owListPage(r, "triggers")
+	if err != nil {
+		return err
+	}
 	st, err := g.triggerStore()
 	if err != nil {
 		return err
@@ -1116,8 +1201,13 @@ func (g *Gateway) owListTriggers(w http.ResponseWriter, r *http.Request, p *Prin
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(l, func(a, b *wire.Trigger) int { return strings.Compare(a.Name, b.Name) })
+	if pg.count {
+		writeOWList(w, "triggers", l, pg)
+		return nil
+	}
 	out := []*OWTrigger{}
-	for _, t := range l {
+	for _, t := range owPageOf(l, pg) {
 		if o, _, _, err := g.owTrigger(r.Context(), p.Namespace, t.Name); err == nil {
 			out = append(out, o)
 		}
@@ -1208,7 +1298,7 @@ func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal
 	if err != nil {
 		return err
 	}
-	overwrite, err := owQueryBool(r, "overwrite")
+	overwrite, err := owQueryBool(r, "overwrite", false)
 	if err != nil {
 		return err
 	}
@@ -1254,6 +1344,10 @@ func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal
 }
 
 func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	pg, err := owListPage(r, "rules")
+	if err != nil {
+		return err
+	}
 	st, err := g.triggerStore()
 	if err != nil {
 		return err
@@ -1262,11 +1356,12 @@ func (g *Gateway) owListRules(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(l, func(a, b *wire.Rule) int { return strings.Compare(a.Name, b.Name) })
 	out := []*OWRule{}
 	for _, ru := range l {
 		out = append(out, owRule(ru))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeOWList(w, "rules", out, pg)
 	return nil
 }
 

@@ -123,7 +123,7 @@ func TestJavaScriptErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := bundle.DefaultManifest("broken")
-	m.Version = v
+	m.Version, m.Namespace = v, "default"
 	jsManifest(&m)
 	b, err := bundle.Build(m, []byte("function main( {"), e.owner)
 	if err != nil {

@@ -59,6 +59,20 @@ type Options struct {
 	NoAccounting bool
 	// Wrap, if set, wraps the gateway's handler (tests use it to observe traffic).
 	Wrap func(http.Handler) http.Handler
+	// Edge bounds the HTTP edge: open connections, in total and per client
+	// address, and the timeouts that close slow and idle ones (zero fields:
+	// defaults; docs/operations.md, "The HTTP edge").
+	Edge gateway.EdgeConfig
+	// DeployTimeout bounds a deploy (0: wire.DefaultDeployTimeout).
+	DeployTimeout time.Duration
+	// Quotas bound each namespace at the gateway (zero fields: defaults).
+	Quotas gateway.Quotas
+	// MaxLoaded bounds the function versions each worker keeps loaded
+	// (0: the worker default).
+	MaxLoaded int
+	// Slots bounds each worker's invocation slots and guest-memory budget,
+	// shared fairly across namespaces (zero fields: worker defaults).
+	Slots worker.SlotLimits
 	// Workers is the number of workers (default 1), each with its own NATS
 	// connection, keys and sandbox engine, all taking from the same
 	// invocation subject and async work queue.
@@ -66,6 +80,9 @@ type Options struct {
 	// Async, if set, edits worker i's async queue settings (tests use it
 	// for short ack waits and to observe attempts).
 	Async func(i int, c *worker.AsyncConfig)
+	// AsyncLimits bound the async queue (per-namespace depth, stream size)
+	// and the activation records' TTL; zero fields take the defaults.
+	AsyncLimits bus.AsyncLimits
 	// Manifest, if set, edits the genesis deployment manifest (tests add
 	// reference values for more TEE kinds).
 	Manifest func(*coordinator.Manifest)
@@ -234,7 +251,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
-		workerAsync, err := bus.OpenAsync(ctx, workerSt.JS, 1)
+		workerAsync, err := bus.OpenAsync(ctx, workerSt.JS, 1, o.AsyncLimits)
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +272,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		}
 		wk, err := worker.New(worker.Config{
 			TEE: backend, CoordinatorPolicy: policy, Verifier: o.Verifier, Engine: workerEngine, Conn: workerNC, Stores: workerSt,
-			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting, Async: ac,
+			Logger: log, Metrics: reg, PoolIdle: o.PoolIdle, Ledger: !o.NoAccounting, Async: ac, Slots: o.Slots, MaxLoaded: o.MaxLoaded,
 		})
 		if err != nil {
 			return nil, err
@@ -263,7 +280,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		wks[i] = wk
 		n.workers = append(n.workers, &workerHandle{w: wk, conn: workerNC, done: make(chan struct{})})
 	}
-	gwAsync, err := bus.OpenAsync(ctx, gwSt.JS, 1)
+	gwAsync, err := bus.OpenAsync(ctx, gwSt.JS, 1, o.AsyncLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -276,13 +293,13 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return errors.New("worker not admitted yet")
 	}
 	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
-		LedgerDir: filepath.Join(dir, "ledger"), Async: gwAsync, Ready: ready})
+		LedgerDir: filepath.Join(dir, "ledger"), Async: gwAsync, Ready: ready, Quotas: o.Quotas, DeployTimeout: o.DeployTimeout})
 	// Triggers run beside the gateway, on a connection of their own.
 	trigNC, trigSt, err := connect("triggers")
 	if err != nil {
 		return nil, err
 	}
-	trigAsync, err := bus.OpenAsync(ctx, trigSt.JS, 1)
+	trigAsync, err := bus.OpenAsync(ctx, trigSt.JS, 1, o.AsyncLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -298,8 +315,13 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
+	edge, err := gateway.NewLimitListener(ln, o.Edge, metrics, log)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	n.URL = "http://" + ln.Addr().String()
-	n.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	n.srv = gateway.NewServer(handler, o.Edge, log)
 
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop
@@ -316,7 +338,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	}
 	n.g.Go(func() error { return triggers.Run(rctx) })
 	n.g.Go(func() error {
-		if err := n.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := n.srv.Serve(edge); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -354,6 +376,11 @@ func (n *Node) Close() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		err = n.srv.Shutdown(sctx)
 		cancel()
+		if err != nil {
+			// Cut what is still busy after the grace, such as a client
+			// that trickles its body.
+			_ = n.srv.Close()
+		}
 	}
 	for _, h := range n.workers {
 		if h.stop != nil {

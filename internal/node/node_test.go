@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -87,6 +88,16 @@ type env struct {
 	http  *recorder
 	bus   *recorder
 	dir   string
+	ns    string // the namespace of c's API key ("" is "default")
+}
+
+// namespace is the namespace the env's client acts in, which deploy signs
+// bundles for.
+func (e *env) namespace() string {
+	if e.ns == "" {
+		return "default"
+	}
+	return e.ns
 }
 
 func start(t *testing.T, edit ...func(*node.Options)) *env {
@@ -134,7 +145,7 @@ func (e *env) tenant(ns string) *env {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &env{t: e.t, n: e.n, c: c, owner: e.owner, http: e.http, bus: e.bus, dir: e.dir}
+	return &env{t: e.t, n: e.n, c: c, owner: e.owner, http: e.http, bus: e.bus, dir: e.dir, ns: ns}
 }
 
 func fixture(t *testing.T, name string) []byte {
@@ -148,21 +159,7 @@ func fixture(t *testing.T, name string) []byte {
 
 func (e *env) deploy(name string, module []byte, edit func(*bundle.Manifest)) *client.FunctionInfo {
 	e.t.Helper()
-	ctx := context.Background()
-	v, err := e.c.NextVersion(ctx, name)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	m := bundle.DefaultManifest(name)
-	m.Version = v
-	if edit != nil {
-		edit(&m)
-	}
-	b, err := bundle.Build(m, module, e.owner)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	fi, err := e.c.Deploy(ctx, name, b)
+	fi, err := e.c.Deploy(context.Background(), name, e.build(name, module, edit))
 	if err != nil {
 		e.t.Fatalf("deploy %s: %v", name, err)
 	}
@@ -335,12 +332,25 @@ func TestBadInput(t *testing.T) {
 	stale := s.seal([]byte("hi"), now.Add(-time.Hour), 2, "echo")
 	tooBigInput := s.seal(bytes.Repeat([]byte("x"), 2048), now, 2, "echo")
 	badTicket := wire.SealedRequest{Mode: wire.ModeSession, Version: 2, Ticket: []byte("forged ticket of some length......"), Ciphertext: []byte("x")}
+	negative := good
+	negative.Version = -1
+	overflow := good
+	overflow.Version = gateway.MaxVersion + 1
+	negativeOpen := wire.SealedRequest{Mode: wire.ModeSessionOpen, Version: -1, Enc: good.Enc, Ciphertext: good.Ciphertext}
 
-	goodBundle, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 1; return m }(), fixture(t, "echo.wasm"), e.owner)
+	goodBundle, _ := bundle.Build(func() bundle.Manifest {
+		m := bundle.DefaultManifest("b")
+		m.Version, m.Namespace = 1, "default"
+		return m
+	}(), fixture(t, "echo.wasm"), e.owner)
 	badSig := flipSignature(t, goodBundle)
 	badModule := bytes.Clone(goodBundle)
 	badModule[len(badModule)-1] ^= 0xff
-	wrongVer, _ := bundle.Build(func() bundle.Manifest { m := bundle.DefaultManifest("b"); m.Version = 7; return m }(), fixture(t, "echo.wasm"), e.owner)
+	wrongVer, _ := bundle.Build(func() bundle.Manifest {
+		m := bundle.DefaultManifest("b")
+		m.Version, m.Namespace = 7, "default"
+		return m
+	}(), fixture(t, "echo.wasm"), e.owner)
 
 	cases := []struct {
 		name, path, ctype, token string
@@ -366,6 +376,16 @@ func TestBadInput(t *testing.T) {
 		{"not a bundle", "/v1/functions/b", client.BundleContentType, e.n.Token, []byte("\x00asm\x01\x00\x00\x00"), 400, "invalid_bundle"},
 		{"bundle with a version out of sequence", "/v1/functions/b", client.BundleContentType, e.n.Token, wrongVer, 409, "version_conflict"},
 		{"invalid function name", "/v1/functions/Bad%20Name/invoke", wire.SealedContentType, e.n.Token, mustJSON(good), 400, "bad_request"},
+		// Impossible versions are malformed requests, not unknown versions.
+		{"sealed version -1", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(negative), 400, "bad_request"},
+		{"sealed version over the maximum", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token, mustJSON(overflow), 400, "bad_request"},
+		{"sealed version beyond int64", "/v1/functions/echo/invoke", wire.SealedContentType, e.n.Token,
+			bytes.Replace(mustJSON(good), []byte(`"version":2`), []byte(`"version":99999999999999999999`), 1), 400, "bad_request"},
+		{"sealed version -1, async", "/v1/functions/echo/invoke?async=true", wire.SealedContentType, e.n.Token, mustJSON(negative), 400, "bad_request"},
+		{"sealed version -1, session", "/v1/functions/echo/sessions", wire.SealedContentType, e.n.Token, mustJSON(negativeOpen), 400, "bad_request"},
+		{"query version -1", "/v1/functions/echo/invoke?version=-1", "text/plain", e.n.Token, []byte("hi"), 400, "bad_request"},
+		{"query version +2", "/v1/functions/echo/invoke?version=+2", "text/plain", e.n.Token, []byte("hi"), 400, "bad_request"},
+		{"query version over the maximum", "/v1/functions/echo/invoke?version=2147483648", "text/plain", e.n.Token, []byte("hi"), 400, "bad_request"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -477,7 +497,7 @@ func TestNamespaces(t *testing.T) {
 		t.Errorf("non-admin creating a key: got %v, want forbidden", err)
 	}
 	// team-b deploys its own echo, with its own key and certificate.
-	eb := &env{t: t, n: e.n, c: b, owner: e.owner}
+	eb := &env{t: t, n: e.n, c: b, owner: e.owner, ns: "team-b"}
 	fi := eb.deploy("echo", fixture(t, "echo.wasm"), nil)
 	if fi.Namespace != "team-b" || fi.Version != 1 {
 		t.Errorf("team-b deploy: got %s v%d", fi.Namespace, fi.Version)
@@ -499,13 +519,124 @@ func TestNamespaces(t *testing.T) {
 	}
 }
 
+// TestSignedForAnotherNamespace plays a host that takes what an owner
+// signed for namespace default and offers it in team-b, another namespace
+// of the same owner: a bundle (over the gateway, and registered directly
+// over the bus) and a sequence definition (over the gateway, and written
+// into team-b's store). The owner's signature covers the namespace, so
+// each is refused.
+func TestSignedForAnotherNamespace(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	echo := fixture(t, "echo.wasm")
+	e.deploy("echo", echo, nil)
+	tok, err := e.c.CreateToken(ctx, "team-b", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := client.New(e.n.URL, tok, e.n.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &env{t: t, n: e.n, c: bc, owner: e.owner, ns: "team-b"}
+	build := func(ns string) []byte {
+		m := bundle.DefaultManifest("echo")
+		m.Version, m.Namespace = 1, ns
+		raw, err := bundle.Build(m, echo, e.owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	var ce *client.Error
+	if _, err := bc.Deploy(ctx, "echo", build("default")); !errors.As(err, &ce) || ce.Code != string(apierr.BundleSignature) || !strings.Contains(ce.Message, `"default"`) {
+		t.Errorf("a bundle signed for default, deployed in team-b: got %v, want bundle_signature", err)
+	}
+	if _, err := bc.Deploy(ctx, "echo", build("")); !errors.As(err, &ce) || ce.Code != string(apierr.BundleSignature) || !strings.Contains(ce.Message, "no namespace") {
+		t.Errorf("a bundle signed for no namespace: got %v, want bundle_signature", err)
+	}
+	pinned, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithNamespace("team-b"))
+	if _, err := pinned.Deploy(ctx, "echo", build("default")); !errors.Is(err, bundle.ErrNamespace) {
+		t.Errorf("a pinned client uploading a bundle for another namespace: got %v, want ErrNamespace", err)
+	}
+	// The host registers default's stored bundle in team-b itself.
+	nc, err := e.n.Bus().Connect("evil-host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var latest struct{ Record struct{ Object string } }
+	raw, err := getRegistry(ctx, nc, "latest.default.echo")
+	if err != nil || json.Unmarshal(raw, &latest) != nil || latest.Record.Object == "" {
+		t.Fatalf("reading default's record: %v %s", err, raw)
+	}
+	err = bus.Call(ctx, nc, bus.SubjectRegister, wire.RegisterRequest{Namespace: "team-b", Name: "echo", Object: latest.Record.Object}, &wire.FunctionInfo{})
+	if apierr.CodeOf(err) != apierr.BundleSignature {
+		t.Errorf("registering default's bundle in team-b over the bus: got %v, want bundle_signature", err)
+	}
+	if fns, err := bc.List(ctx); err != nil || len(fns) != 0 {
+		t.Fatalf("team-b lists %+v (%v), want nothing", fns, err)
+	}
+
+	// Sequences: the owner signs pipe for default; team-b has an echo of
+	// the same owner.
+	if fi := b.deploy("echo", echo, nil); fi.Namespace != "team-b" {
+		t.Fatalf("team-b's own deploy: %+v", fi)
+	}
+	def, err := e.c.PutSequence(ctx, "pipe", []client.StepRef{{Name: "echo"}}, e.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := mustJSON(map[string]any{"steps": def.Steps, "signer": def.Signer, "signature": def.Signature})
+	if st, eb := e.send(http.MethodPut, "/v1/sequences/pipe", "application/json", tok, body); st != 422 || eb.Code != apierr.BundleSignature {
+		t.Errorf("default's signed definition stored in team-b: %d %s, want 422 bundle_signature", st, eb.Code)
+	}
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, bus.BucketSequences)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := *def
+	moved.Namespace = "team-b"
+	if _, err := kv.Put(ctx, "s.team-b.pipe", mustJSON(moved)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bc.InvokeSequence(ctx, "pipe", []byte("x")); !errors.Is(err, client.ErrVerification) {
+		t.Errorf("default's definition served in team-b: got %v, want a verification error", err)
+	}
+	if res, err := e.c.InvokeSequence(ctx, "pipe", []byte("x")); err != nil || string(res.Output) != "x" {
+		t.Errorf("the definition where it was signed: %v", err)
+	}
+
+	// A definition signed before signatures covered the namespace (the v1
+	// message: name and steps only) runs for a client that pins no owner,
+	// like an unsigned one, and not for one that pins owners.
+	msg := append([]byte("cloister-sequence-v1\n"), byte(len("pipe")))
+	msg = append(msg, "pipe"...)
+	msg = binary.BigEndian.AppendUint16(msg, 1)
+	msg = append(append(msg, byte(len("echo"))), "echo"...)
+	msg = binary.BigEndian.AppendUint32(msg, 0)
+	legacy := *def
+	legacy.Signature = ed25519.Sign(e.owner, msg)
+	if _, err := kv.Put(ctx, "s.default.pipe", mustJSON(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.InvokeSequence(ctx, "pipe", []byte("x")); err != nil {
+		t.Errorf("a legacy signature, no owner pinned: %v", err)
+	}
+	owned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(e.owner.Public().(ed25519.PublicKey)))
+	if _, err := owned.InvokeSequence(ctx, "pipe", []byte("x")); !errors.Is(err, client.ErrVerification) || !errors.Is(err, bundle.ErrSequenceUnbound) {
+		t.Errorf("a legacy signature, owner pinned: got %v, want a verification error (unbound)", err)
+	}
+}
+
 // TestIdenticalRedeployKeepsTheLiveBundle: uploading the same bundle bytes
 // again fails with version_conflict and must not remove the stored bundle.
 func TestIdenticalRedeployKeepsTheLiveBundle(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
 	m := bundle.DefaultManifest("echo")
-	m.Version = 1
+	m.Version, m.Namespace = 1, "default"
 	b, err := bundle.Build(m, fixture(t, "echo.wasm"), e.owner)
 	if err != nil {
 		t.Fatal(err)
@@ -676,7 +807,7 @@ func TestSharedCompiledCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := client.New(e.n.URL, tok, e.n.Policy)
-	(&env{t: t, n: e.n, c: b, owner: e.owner}).deploy("b", echo, nil)
+	(&env{t: t, n: e.n, c: b, owner: e.owner, ns: "other"}).deploy("b", echo, nil)
 	for _, c := range []*client.Client{e.c, b} {
 		name := map[*client.Client]string{e.c: "a", b: "b"}[c]
 		if _, err := c.Invoke(ctx, name, []byte("x"), client.InvokeOptions{}); err != nil {

@@ -326,3 +326,97 @@ func TestOpenWhiskTriggersAndRules(t *testing.T) {
 		t.Errorf("list triggers: %d %s", code, b)
 	}
 }
+
+// TestOpenWhiskQueryParameters: boolean query parameters are "true" or
+// "false" and nothing else, and every list route pages with OpenWhisk's
+// skip, limit and count.
+func TestOpenWhiskQueryParameters(t *testing.T) {
+	e := start(t)
+	const base = "/api/v1/namespaces/_/"
+	echo := fixture(t, "echo.wasm")
+	for _, n := range []string{"c", "a", "b"} {
+		e.deploy(n, echo, func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+	}
+
+	// A value that is not a boolean is refused, before anything runs.
+	for _, req := range []string{
+		"GET actions/a?code=maybe", "GET actions/a?code=1", "GET actions/a?code=TRUE",
+		"POST actions/a?blocking=yes", "POST actions/a?blocking=true&result=1",
+		"PUT actions/a?overwrite=0", "PUT triggers/t?overwrite=maybe", "PUT rules/r?overwrite=on",
+		"GET actions?count=maybe", "GET triggers?count=1",
+	} {
+		method, path, _ := strings.Cut(req, " ")
+		code, b := e.ow(method, base+path, `{}`)
+		if got := decode[owError](t, b); code != 400 || got.Code != "bad_request" || !strings.Contains(got.Error, "must be true or false") {
+			t.Errorf("%s: %d %s, want 400 bad_request", req, code, b)
+		}
+	}
+	if code, b := e.ow("GET", base+"activations?limit=0", ""); code != 200 || len(decode[[]gateway.OWActivation](t, b)) != 0 {
+		t.Errorf("activations after the refused invocations: %d %s, want none", code, b)
+	}
+	for q, want := range map[string]bool{"?code=false": false, "?code=true": true, "?code=": true, "": true} {
+		code, b := e.ow("GET", base+"actions/a"+q, "")
+		if a := decode[gateway.OWAction](t, b); code != 200 || (a.Exec.Code != "") != want {
+			t.Errorf("GET actions/a%s: %d, code included %v, want %v", q, code, a.Exec.Code != "", want)
+		}
+	}
+
+	// Paging, the same on every list route.
+	names := func(path string) string {
+		t.Helper()
+		code, b := e.ow("GET", base+path, "")
+		if code != 200 {
+			t.Errorf("GET %s: %d %s", path, code, b)
+			return ""
+		}
+		var out []string
+		for _, v := range decode[[]struct{ Name string }](t, b) {
+			out = append(out, v.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, n := range []string{"t3", "t1", "t2"} {
+		if code, b := e.ow("PUT", base+"triggers/"+n, `{}`); code != 200 {
+			t.Fatalf("PUT trigger %s: %d %s", n, code, b)
+		}
+	}
+	for _, r := range [][2]string{{"r2", "t2"}, {"r1", "t1"}} {
+		if code, b := e.ow("PUT", base+"rules/"+r[0], `{"trigger":"/_/`+r[1]+`","action":"/_/a"}`); code != 200 {
+			t.Fatalf("PUT rule %s: %d %s", r[0], code, b)
+		}
+	}
+	for path, want := range map[string]string{
+		"actions":                 "a,b,c",
+		"actions?limit=1":         "a",
+		"actions?limit=2&skip=1":  "b,c",
+		"actions?skip=3":          "",
+		"actions?limit=0":         "a,b,c",
+		"triggers?limit=1&skip=1": "t2",
+		"triggers?skip=1":         "t2,t3",
+		"rules?limit=1":           "r1",
+		"rules?skip=1&limit=0":    "r2",
+	} {
+		if got := names(path); got != want {
+			t.Errorf("GET %s: got [%s], want [%s]", path, got, want)
+		}
+	}
+	for path, want := range map[string]string{
+		"actions?count=true":          `{"actions":3}`,
+		"actions?count=true&skip=1":   `{"actions":2}`,
+		"triggers?count=true":         `{"triggers":3}`,
+		"rules?count=true&skip=5":     `{"rules":0}`,
+		"actions?count=false&limit=1": `[`,
+	} {
+		if code, b := e.ow("GET", base+path, ""); code != 200 || !strings.HasPrefix(string(b), want) {
+			t.Errorf("GET %s: %d %s, want %s", path, code, b, want)
+		}
+	}
+	for _, path := range []string{
+		"actions?limit=201", "actions?limit=-1", "actions?limit=ten", "actions?skip=-1", "actions?skip=x",
+		"triggers?limit=201", "rules?skip=-2", "activations?limit=201", "activations?skip=-1", "activations?count=true",
+	} {
+		if code, b := e.ow("GET", base+path, ""); code != 400 || decode[owError](t, b).Code != "bad_request" {
+			t.Errorf("GET %s: %d %s, want 400 bad_request", path, code, b)
+		}
+	}
+}

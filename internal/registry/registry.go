@@ -47,6 +47,21 @@ type latest struct {
 	// versions belong to a deleted function and are never served again.
 	FirstLive int     `json:"first_live,omitempty"`
 	Record    *Record `json:"record,omitempty"`
+	// LiveBytes is the bundle bytes of the live versions (FirstLive to
+	// Version), for quotas. Records written before it existed count their
+	// latest bundle only.
+	LiveBytes int64 `json:"live_bytes,omitempty"`
+}
+
+// live reports whether l names a function that is served.
+func (l latest) live() bool { return l.Version != 0 && !l.Deleted }
+
+// liveBytes is LiveBytes, or the latest bundle's size for older records.
+func (l latest) liveBytes() int64 {
+	if l.LiveBytes == 0 && l.Record != nil {
+		return int64(l.Record.Size)
+	}
+	return l.LiveBytes
 }
 
 // Registry reads and writes function records.
@@ -152,11 +167,11 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 			return err
 		}
 	}
-	first := l.FirstLive
+	first, bytes := l.FirstLive, l.liveBytes()+int64(rec.Size)
 	if l.Deleted || first == 0 {
-		first = version
+		first, bytes = version, int64(rec.Size)
 	}
-	lb, err := json.Marshal(latest{Version: version, FirstLive: first, Record: rec})
+	lb, err := json.Marshal(latest{Version: version, FirstLive: first, Record: rec, LiveBytes: bytes})
 	if err != nil {
 		return err
 	}
@@ -202,6 +217,51 @@ func (r *Registry) Delete(ctx context.Context, ns, name string) error {
 		return fmt.Errorf("deleting: %w", err)
 	}
 	return nil
+}
+
+// Usage is what a namespace holds in the registry, for quotas.
+type Usage struct {
+	// Functions is the number of live functions.
+	Functions int
+	// Bytes is the bundle bytes of their live versions.
+	Bytes int64
+}
+
+// Usage adds up a namespace's live functions and their bundle bytes.
+func (r *Registry) Usage(ctx context.Context, ns string) (Usage, error) {
+	var u Usage
+	lister, err := r.kv.ListKeysFiltered(ctx, "latest."+ns+".*")
+	if err != nil {
+		return u, fmt.Errorf("listing: %w", err)
+	}
+	var names []string
+	for k := range lister.Keys() {
+		names = append(names, strings.TrimPrefix(k, "latest."+ns+"."))
+	}
+	if err := ctx.Err(); err != nil {
+		return u, fmt.Errorf("listing: %w", err)
+	}
+	for _, n := range names {
+		l, _, err := r.latest(ctx, ns, n)
+		if err != nil {
+			return u, err
+		}
+		if l.live() {
+			u.Functions++
+			u.Bytes += l.liveBytes()
+		}
+	}
+	return u, nil
+}
+
+// LiveVersions returns how many versions of a function are served (0 when
+// it does not exist or was deleted).
+func (r *Registry) LiveVersions(ctx context.Context, ns, name string) (int, error) {
+	l, _, err := r.latest(ctx, ns, name)
+	if err != nil || !l.live() {
+		return 0, err
+	}
+	return l.Version - max(l.FirstLive, 1) + 1, nil
 }
 
 // List returns the latest live version of every function in a namespace.

@@ -405,3 +405,41 @@ func TestRedeployAfterDeleteHidesOldVersions(t *testing.T) {
 		t.Errorf("Get(v3) of the new lineage: %v", err)
 	}
 }
+
+// TestUsage counts live functions, their live versions and bundle bytes,
+// for quotas; a delete frees them, and other namespaces do not count.
+func TestUsage(t *testing.T) {
+	r := newRegistry(t)
+	ctx := t.Context()
+	sized := func(ns, name string, v, size int) {
+		t.Helper()
+		rec := record(t, ns, name, v)
+		rec.Size = size
+		if err := r.Put(ctx, ns, name, v, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sized("a", "f", 1, 100)
+	sized("a", "f", 2, 200)
+	sized("a", "g", 1, 50)
+	sized("b", "f", 1, 1000)
+	if u, err := r.Usage(ctx, "a"); err != nil || u != (registry.Usage{Functions: 2, Bytes: 350}) {
+		t.Fatalf("usage of a: %+v, %v; want 2 functions, 350 bytes", u, err)
+	}
+	if n, err := r.LiveVersions(ctx, "a", "f"); err != nil || n != 2 {
+		t.Fatalf("live versions of a/f: %d, %v; want 2", n, err)
+	}
+	if err := r.Delete(ctx, "a", "f"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.LiveVersions(ctx, "a", "f"); err != nil || n != 0 {
+		t.Fatalf("live versions of a deleted function: %d, %v; want 0", n, err)
+	}
+	sized("a", "f", 3, 10) // redeployed: only the new version is live
+	if u, err := r.Usage(ctx, "a"); err != nil || u != (registry.Usage{Functions: 2, Bytes: 60}) {
+		t.Fatalf("usage after delete and redeploy: %+v, %v; want 2 functions, 60 bytes", u, err)
+	}
+	if n, _ := r.LiveVersions(ctx, "a", "f"); n != 1 {
+		t.Fatalf("live versions after redeploy: %d, want 1", n)
+	}
+}

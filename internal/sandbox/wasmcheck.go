@@ -83,11 +83,18 @@ const (
 // name section is one more decoder to attack), bounds tables to
 // MaxTableEntries and functions to maxFunctionLocals.
 //
+// It also bounds what the module costs to compile (compile_cost.go): it
+// walks the instructions of every function body, and refuses with
+// errCompileLimit a module over MaxNestingDepth, MaxModuleLocals or its
+// compile work budget, before any compiler sees it.
+//
 // It is not a validator: wazero has the last word on validity. It only has
-// to parse every module wazero would accept, and to never let through a
-// count wazero would trust. It never panics.
+// to parse every module wazero would accept and the instrument pass can
+// rewrite, and to never let through a count wazero would trust. It never
+// panics.
 func prepareModule(b []byte) ([]byte, moduleShape, error) {
 	var shape moduleShape
+	var cost compileCost
 	r := &wasmReader{b: b}
 	if string(r.bytes(len(wasmHeader))) != wasmHeader {
 		return nil, shape, fmt.Errorf("%w: not a WebAssembly 1.0 binary (bad magic or version)", errMalformed)
@@ -108,11 +115,11 @@ func prepareModule(b []byte) ([]byte, moduleShape, error) {
 		case sectionCustom:
 			continue // dropped
 		case sectionType:
-			checkTypes(body)
+			checkTypes(body, &cost)
 		case sectionImport:
 			checkImports(body, &shape)
 		case sectionFunction:
-			body.skipVector(func() { body.skipLEB(5) })
+			body.skipVector(func() { cost.funcTypes = append(cost.funcTypes, body.leb32()) })
 		case sectionTable:
 			var tables []byte
 			if tables, err = boundTables(body); err == nil {
@@ -140,7 +147,8 @@ func prepareModule(b []byte) ([]byte, moduleShape, error) {
 		case sectionElement:
 			body.skipVector(func() { checkElementSegment(body) })
 		case sectionCode:
-			body.skipVector(func() { checkCode(body) })
+			cost.startCode(len(body.b))
+			err = checkCodeSection(body, &cost)
 		case sectionData:
 			body.skipVector(func() { checkDataSegment(body) })
 		case sectionTag:
@@ -169,15 +177,21 @@ func prepareModule(b []byte) ([]byte, moduleShape, error) {
 }
 
 // checkTypes reads a type section: function types, possibly in recursion
-// groups (which wazero parses whatever its features).
-func checkTypes(r *wasmReader) {
+// groups (which wazero parses whatever its features). It notes each
+// type's parameter count in cost.
+func checkTypes(r *wasmReader, cost *compileCost) {
 	funcType := func() {
 		if form := r.byte(); r.err == nil && form != 0x60 {
 			r.fail("type form %#x is not a function type", form)
 			return
 		}
-		r.skipVector(r.skipValType) // parameters
+		var params uint32
+		r.skipVector(func() { // parameters
+			params++
+			r.skipValType()
+		})
 		r.skipVector(r.skipValType) // results
+		cost.params = append(cost.params, params)
 	}
 	r.skipVector(func() {
 		if r.peek() == 0x4e {
@@ -294,13 +308,27 @@ func checkDataSegment(r *wasmReader) {
 	r.bytes(r.count())
 }
 
-// checkCode reads one function body: its size, and its locals, which must
-// not add up to more than maxFunctionLocals. The instructions are left to
-// wazero, whose decoding of them is bounded by the body's size.
-func checkCode(r *wasmReader) {
+// checkCodeSection reads a code section, checking every function body
+// with checkCode. It returns an error wrapping errCompileLimit if the
+// module is over a compile bound; read errors are left in r.
+func checkCodeSection(r *wasmReader, cost *compileCost) error {
+	n := r.count()
+	for i := 0; i < n && r.err == nil; i++ {
+		if err := checkCode(r, cost); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkCode reads one function body: its size, its locals, which must not
+// add up to more than maxFunctionLocals, and its instructions, which cost
+// checks against the compile bounds. A malformed body is left as an error
+// in r; a bound exceeded is returned.
+func checkCode(r *wasmReader, cost *compileCost) error {
 	body := &wasmReader{b: r.bytes(r.count())}
 	if r.err != nil {
-		return
+		return nil
 	}
 	var locals uint64
 	body.skipVector(func() {
@@ -312,7 +340,14 @@ func checkCode(r *wasmReader) {
 	})
 	if body.err != nil {
 		r.err = body.err
+		return nil
 	}
+	err := cost.addBody(body.b[body.off:], locals)
+	if err != nil && !errors.Is(err, errCompileLimit) {
+		r.err = err
+		return nil
+	}
+	return err
 }
 
 // wasmReader reads the WebAssembly binary encoding from a byte slice. The

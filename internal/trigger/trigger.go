@@ -33,13 +33,64 @@ const (
 	MaxRulesPerTrigger = 64
 )
 
+// Quotas bound what one namespace may keep in the store. Zero fields take
+// the defaults below.
+type Quotas struct {
+	// Triggers per namespace (default DefaultMaxTriggers).
+	Triggers int
+	// Rules per namespace (default DefaultMaxRules).
+	Rules int
+}
+
+// Default quotas.
+const (
+	DefaultMaxTriggers = 100
+	DefaultMaxRules    = 200
+)
+
 // Store keeps triggers ("t.<ns>.<name>") and rules ("r.<ns>.<name>").
 type Store struct {
 	kv jetstream.KeyValue
+	q  Quotas
 }
 
-// NewStore returns a Store over the triggers bucket.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+// NewStore returns a Store over the triggers bucket with the default quotas.
+func NewStore(kv jetstream.KeyValue) *Store { return NewStoreWithQuotas(kv, Quotas{}) }
+
+// NewStoreWithQuotas returns a Store that refuses a namespace's new trigger
+// or rule past q with apierr.QuotaExceeded. Replacing an existing one is
+// always allowed. Concurrent creations may pass the count together, so a
+// namespace can exceed a quota by the number of its racing requests.
+func NewStoreWithQuotas(kv jetstream.KeyValue, q Quotas) *Store {
+	if q.Triggers <= 0 {
+		q.Triggers = DefaultMaxTriggers
+	}
+	if q.Rules <= 0 {
+		q.Rules = DefaultMaxRules
+	}
+	return &Store{kv: kv, q: q}
+}
+
+// checkQuota refuses a new key under prefix once the namespace has limit.
+func (s *Store) checkQuota(ctx context.Context, key, prefix, what string, limit int) error {
+	if _, err := s.kv.Get(ctx, key); err == nil {
+		return nil // a replacement
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return apierr.New(apierr.Unavailable, "trigger store unavailable")
+	}
+	l, err := s.kv.ListKeysFiltered(ctx, prefix+"*")
+	if err != nil {
+		return apierr.New(apierr.Unavailable, "trigger store unavailable")
+	}
+	n := 0
+	for range l.Keys() {
+		n++
+	}
+	if n >= limit {
+		return apierr.New(apierr.QuotaExceeded, "the namespace already has %d %s, its quota; delete one first", n, what)
+	}
+	return nil
+}
 
 // TriggerKey is the bucket key of a trigger.
 func TriggerKey(ns, name string) string { return "t." + ns + "." + name }
@@ -224,6 +275,9 @@ func (s *Store) PutTrigger(ctx context.Context, t *wire.Trigger) error {
 	if err := Validate(t); err != nil {
 		return err
 	}
+	if err := s.checkQuota(ctx, TriggerKey(t.Namespace, t.Name), "t."+t.Namespace+".", "triggers", s.q.Triggers); err != nil {
+		return err
+	}
 	return s.put(ctx, TriggerKey(t.Namespace, t.Name), t)
 }
 
@@ -275,6 +329,9 @@ func (s *Store) PutRule(ctx context.Context, r *wire.Rule) error {
 	}
 	if len(rules) >= MaxRulesPerTrigger {
 		return apierr.New(apierr.InvalidTrigger, "trigger %q already has %d rules", r.Trigger, MaxRulesPerTrigger)
+	}
+	if err := s.checkQuota(ctx, ruleKey(r.Namespace, r.Name), "r."+r.Namespace+".", "rules", s.q.Rules); err != nil {
+		return err
 	}
 	return s.put(ctx, ruleKey(r.Namespace, r.Name), r)
 }

@@ -58,13 +58,28 @@ type RegisterRequest struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Object    string `json:"object"`
+	// TimeoutMS bounds the registration, counted from when the coordinator
+	// receives it: past it the coordinator registers nothing and answers
+	// timeout, so that a caller that waits longer than this (plus a
+	// margin) knows the outcome. 0 means DefaultDeployTimeout.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
+
+// DefaultDeployTimeout bounds a deploy: reading and checking the bundle,
+// compiling the module and running a reactor's initialisation.
+const DefaultDeployTimeout = 2 * time.Minute
 
 // Deployed announces a newly registered function version.
 type Deployed struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Version   int    `json:"version"`
+}
+
+// Deleted announces a deleted function: every version of it.
+type Deleted struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
 }
 
 // FunctionKeyRequest asks for a function's HPKE private key. The worker signs

@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -36,6 +40,14 @@ type AsyncConfig struct {
 	// Started, if set, is called when an attempt starts, before the
 	// function runs (observability and tests).
 	Started func(activation string, attempt int)
+	// Concurrency bounds the jobs this worker runs at once (default: the
+	// worker's Concurrency).
+	Concurrency int
+	// Poll is how often a worker reads which namespaces have jobs
+	// (default 250 ms). Gateways announce new jobs, so it bounds how late
+	// a worker sees what no announcement told it: a retry whose delay
+	// ended, a job back from a dead worker, a lost announcement.
+	Poll time.Duration
 }
 
 func (c *AsyncConfig) defaults() {
@@ -48,24 +60,40 @@ func (c *AsyncConfig) defaults() {
 	if len(c.Backoff) == 0 {
 		c.Backoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 	}
+	if c.Poll <= 0 {
+		c.Poll = 250 * time.Millisecond
+	}
 }
 
-// runAsync pulls jobs from the shared durable consumer while ctx lasts, at
-// most Concurrency at once, and waits for the jobs it started.
+// runAsync takes jobs from the queue while ctx lasts, at most
+// AsyncConfig.Concurrency at once, taking the namespaces with jobs in
+// turn (see dispatcher), and waits for the jobs it started.
 func (w *Worker) runAsync(ctx context.Context) error {
 	a := w.cfg.Async
 	a.defaults()
-	cons, err := a.Stores.JS.CreateOrUpdateConsumer(ctx, bus.StreamAsync, jetstream.ConsumerConfig{
-		Durable: bus.ConsumerAsync, AckPolicy: jetstream.AckExplicitPolicy, AckWait: a.AckWait,
-		// One delivery more than the attempts: a job whose worker died on
-		// its last attempt is delivered once more, to be dead-lettered.
-		MaxDeliver: a.Attempts + 1, MaxAckPending: -1, FilterSubject: bus.SubjectAsyncPrefix + ">",
+	d := newDispatcher(a, w.log)
+	if err := d.dropLegacyConsumer(ctx); err != nil {
+		return err
+	}
+	// Gateways announce each queued job; a lost announcement costs at
+	// most one poll.
+	wake := make(chan string, 256)
+	sub, err := a.Stores.JS.Conn().Subscribe(bus.SubjectAsyncQueued, func(m *nats.Msg) {
+		select {
+		case wake <- string(m.Data):
+		default:
+		}
 	})
 	if err != nil {
-		return fmt.Errorf("creating async consumer: %w", err)
+		return fmt.Errorf("subscribing to queued-job announcements: %w", err)
 	}
+	defer func() { _ = sub.Unsubscribe() }()
 	store := async.NewStore(a.Stores, w.now)
-	sem := make(chan struct{}, w.cfg.Concurrency)
+	n := a.Concurrency
+	if n <= 0 {
+		n = w.cfg.Concurrency
+	}
+	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -74,44 +102,230 @@ func (w *Worker) runAsync(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			<-sem
-			if ctx.Err() != nil {
-				return nil
-			}
-			w.log.Warn("fetching async jobs", "err", err)
+		m := d.take(ctx, wake)
+		if m == nil {
+			return nil // ctx ended
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			w.handleJob(ctx, store, m)
+		}()
+	}
+}
+
+// dispatcher hands out jobs one at a time, taking the namespaces that
+// have jobs in turn, so that one namespace's backlog never stands in
+// front of another's next job (docs/adr/0001-async-fairness.md).
+//
+// Each namespace's jobs are on their own subject, and each subject has
+// its own durable consumer, shared by every worker. The dispatcher keeps
+// a ring of the subjects that hold messages (read from the stream's
+// per-subject counts every Poll, and extended at once by the gateways'
+// announcements), and asks each in turn for one message, without
+// waiting. A dispatcher is used by one goroutine.
+type dispatcher struct {
+	a    *AsyncConfig
+	log  *slog.Logger
+	cons map[string]jetstream.Consumer // by subject
+	ring []string                      // subjects with messages, in turn order
+	next int                           // index in ring of the next subject to ask
+	read time.Time                     // when ring was last read from the stream
+}
+
+func newDispatcher(a *AsyncConfig, log *slog.Logger) *dispatcher {
+	return &dispatcher{a: a, log: log, cons: map[string]jetstream.Consumer{}}
+}
+
+// dropLegacyConsumer deletes the single consumer of earlier versions. Its
+// filter overlaps every namespace's, and a work queue refuses overlapping
+// consumers. The jobs it had delivered and not acknowledged stay in the
+// stream and are delivered again through the namespaces' consumers.
+func (d *dispatcher) dropLegacyConsumer(ctx context.Context) error {
+	err := d.a.Stores.JS.DeleteConsumer(ctx, bus.StreamAsync, bus.ConsumerAsync)
+	switch {
+	case err == nil:
+		d.log.Info("deleted the async consumer of an earlier version; the jobs it held are delivered again", "consumer", bus.ConsumerAsync)
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	default:
+		return fmt.Errorf("deleting the earlier async consumer: %w", err)
+	}
+	return nil
+}
+
+// take returns the next job, or nil once ctx ends.
+func (d *dispatcher) take(ctx context.Context, wake <-chan string) jetstream.Msg {
+	for {
+		for more := true; more; {
 			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
+			case ns := <-wake:
+				d.add(bus.SubjectAsyncPrefix + ns)
+			default:
+				more = false
 			}
-			continue
 		}
-		got := false
-		for m := range batch.Messages() {
-			got = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				w.handleJob(ctx, store, m)
-			}()
+		if time.Since(d.read) >= d.a.Poll {
+			d.refresh(ctx)
 		}
-		cancel()
-		if !got {
-			<-sem
+		if m := d.round(ctx); m != nil {
+			return m
+		}
+		// Nothing to take now: wait for an announcement or the next poll
+		// (a retry's delay ends, a job comes back after a worker died).
+		t := time.NewTimer(d.a.Poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case ns := <-wake:
+			d.add(bus.SubjectAsyncPrefix + ns)
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// add puts subject in the ring, last in turn, unless it is there.
+func (d *dispatcher) add(subject string) {
+	if !strings.HasPrefix(subject, bus.SubjectAsyncPrefix) || slices.Contains(d.ring, subject) {
+		return
+	}
+	d.ring = append(d.ring, subject)
+}
+
+// refresh reads which subjects hold messages. Subjects already in the
+// ring keep their turn; new ones join at the end.
+func (d *dispatcher) refresh(ctx context.Context) {
+	info, err := d.a.Stores.Queue.Info(ctx, jetstream.WithSubjectFilter(bus.SubjectAsyncPrefix+">"))
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("reading the async queue", "err", err)
+		}
+		d.read = time.Now() // try again at the next poll
+		return
+	}
+	d.read = time.Now()
+	var kept []string
+	keptNext := 0
+	for i, s := range d.ring {
+		if info.State.Subjects[s] > 0 {
+			if i < d.next {
+				keptNext++
+			}
+			kept = append(kept, s)
+		}
+	}
+	var added []string
+	for s, n := range info.State.Subjects {
+		if n > 0 && !slices.Contains(kept, s) {
+			added = append(added, s)
+		}
+	}
+	slices.Sort(added)
+	d.ring, d.next = append(kept, added...), keptNext
+	for s := range d.cons {
+		if info.State.Subjects[s] == 0 {
+			delete(d.cons, s) // the server deletes it once idle (InactiveThreshold)
 		}
 	}
 }
+
+// round asks each subject in the ring once, in turn from next, for one
+// message, and returns the first it gets (nil if none had one ready).
+func (d *dispatcher) round(ctx context.Context) jetstream.Msg {
+	for range len(d.ring) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if d.next >= len(d.ring) {
+			d.next = 0
+		}
+		subject := d.ring[d.next]
+		d.next++
+		if m := d.fetch(ctx, subject); m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// fetch takes one message of subject if one is ready.
+func (d *dispatcher) fetch(ctx context.Context, subject string) jetstream.Msg {
+	cons, err := d.consumer(ctx, subject)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("opening an async consumer", "subject", subject, "err", err)
+		}
+		return nil
+	}
+	batch, err := cons.FetchNoWait(1)
+	if err != nil {
+		delete(d.cons, subject) // deleted meanwhile, or unreachable: open it again next time
+		if ctx.Err() == nil {
+			d.log.Warn("fetching async jobs", "subject", subject, "err", err)
+		}
+		return nil
+	}
+	var got jetstream.Msg
+	for m := range batch.Messages() {
+		got = m
+	}
+	if err := batch.Error(); err != nil && got == nil {
+		delete(d.cons, subject)
+		if ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			d.log.Warn("fetching async jobs", "subject", subject, "err", err)
+		}
+	}
+	return got
+}
+
+// consumer returns subject's durable consumer, creating it (or updating
+// its settings) on first use. Every worker shares it.
+func (d *dispatcher) consumer(ctx context.Context, subject string) (jetstream.Consumer, error) {
+	if c, ok := d.cons[subject]; ok {
+		return c, nil
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable: bus.AsyncConsumerName(subject), FilterSubject: subject,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: d.a.AckWait,
+		// One delivery more than the attempts: a job whose worker died on
+		// its last attempt is delivered once more, to be dead-lettered.
+		MaxDeliver: d.a.Attempts + 1, MaxAckPending: -1,
+		// A namespace with nothing queued does not keep a consumer. The
+		// server counts from the last pull or, with jobs out, from their
+		// ack deadline, so a running job keeps its consumer.
+		InactiveThreshold: asyncConsumerIdle,
+	}
+	c, err := d.a.Stores.JS.CreateOrUpdateConsumer(ctx, bus.StreamAsync, cfg)
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) && ae.ErrorCode == jsErrCodeConsumerNotUnique {
+		// A worker of an earlier version put the single consumer back.
+		if err := d.dropLegacyConsumer(ctx); err != nil {
+			return nil, err
+		}
+		c, err = d.a.Stores.JS.CreateOrUpdateConsumer(ctx, bus.StreamAsync, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.cons[subject] = c
+	return c, nil
+}
+
+// asyncConsumerIdle is how long a namespace's consumer outlives its last
+// job.
+const asyncConsumerIdle = 10 * time.Minute
+
+// jsErrCodeConsumerNotUnique is JetStream's "filtered consumer not
+// unique on workqueue stream": another consumer's filter overlaps.
+const jsErrCodeConsumerNotUnique jetstream.ErrorCode = 10100
 
 // retryable codes are platform failures: the function did not run to a
 // result, and another attempt (here or on another worker) may succeed.
 func retryable(c apierr.Code) bool {
 	switch c {
-	case apierr.Unavailable, apierr.NoWorker, apierr.Internal, apierr.ConcurrencyLimit, apierr.TEEPolicy, apierr.Timeout:
+	case apierr.Unavailable, apierr.NoWorker, apierr.Internal, apierr.ConcurrencyLimit, apierr.Overloaded, apierr.TEEPolicy, apierr.Timeout:
 		return true
 	}
 	return false

@@ -73,6 +73,16 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	if err := checkTEEPolicy(w.cert.Load().cert, fn.fn); err != nil {
 		return nil, err
 	}
+	if req.Mode != wire.ModeSessionOpen {
+		// The slot is taken before the request is opened: a call refused
+		// for want of one has not spent its nonce, so the gateway may try
+		// another worker with the same sealed request.
+		release, err := w.slot(ctx, fn)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	op, err := w.open(ctx, fn, req)
 	if err != nil {
 		return nil, err
@@ -86,12 +96,6 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	}
 	if len(op.input) > fn.manifest.Limits.MaxInputBytes {
 		return nil, apierr.New(apierr.PayloadTooLarge, "input is %d bytes; the function accepts at most %d", len(op.input), fn.manifest.Limits.MaxInputBytes)
-	}
-	select {
-	case fn.sem <- struct{}{}:
-		defer func() { <-fn.sem }()
-	default:
-		return nil, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem))
 	}
 	id := newInvocationID(w.now())
 	res, runErr := w.run(ctx, fn, op.input, id, req.Mode)
@@ -229,8 +233,33 @@ func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activat
 	return p, nil
 }
 
+// serveLimit bounds the goroutines serving invoke messages: the slots and
+// room for the calls waiting for them. Past it the bus callback waits,
+// which only a flood of calls still loading their functions can reach:
+// the fair queue refuses before.
+func (w *Worker) serveLimit() int { return w.cfg.Slots.Slots * 8 }
+
+// slot takes one of fn's concurrency slots and one of the worker's, with
+// the function's memory limit reserved from the budget, in the namespace's
+// fair share (see slots). A function at its own concurrency limit is
+// refused at once (concurrency_limit); a full worker makes the call wait
+// its turn, or refuses it with overloaded.
+func (w *Worker) slot(ctx context.Context, fn *loaded) (func(), error) {
+	select {
+	case fn.sem <- struct{}{}:
+	default:
+		return nil, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem))
+	}
+	release, err := w.slots.acquire(ctx, fn.fn.Namespace, fn.memoryBytes())
+	if err != nil {
+		<-fn.sem
+		return nil, err
+	}
+	return func() { release(); <-fn.sem }, nil
+}
+
 // run runs one invocation of fn in a fresh sandbox (the caller holds a
-// slot of fn.sem).
+// slot, see Worker.slot).
 func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode string) (sandbox.Result, error) {
 	if fn.state != nil {
 		ctx = sandbox.WithKV(ctx, stateKV{fn.state})

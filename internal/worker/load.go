@@ -7,6 +7,7 @@ import (
 	"crypto/hpke"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -38,6 +39,7 @@ type loaded struct {
 	state     *state.Function // nil unless the manifest grants state
 	sem       chan struct{}
 	checked   time.Time
+	lastUsed  atomic.Int64 // unix nanoseconds of the last call, for eviction
 }
 
 func fnID(ns, name string, version int) string { return fmt.Sprintf("%s/%s/%d", ns, name, version) }
@@ -58,13 +60,12 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 	id := fnID(ns, name, version)
 	if v, ok := w.fns.Load(id); ok {
 		l := v.(*loaded)
+		l.lastUsed.Store(w.now().UnixNano())
 		if w.now().Sub(l.checked) < recheckAfter {
 			return l, nil
 		}
 		if _, err := w.reg.Get(ctx, ns, name, version); err != nil {
-			if w.fns.CompareAndDelete(id, l) {
-				l.close()
-			}
+			w.evict(id, l, "deleted")
 			return nil, registryError(err)
 		}
 		l.checked = w.now()
@@ -75,7 +76,11 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 		if err != nil {
 			return nil, err
 		}
+		l.lastUsed.Store(w.now().UnixNano())
 		w.fns.Store(id, l)
+		if w.nLoaded.Add(1) > int64(w.cfg.MaxLoaded) {
+			w.evictLRU()
+		}
 		return l, nil
 	})
 	if err != nil {
@@ -113,15 +118,9 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if bundle.Hash(raw) != fc.BundleHash {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d does not match its certified hash", ns, name, version)
 	}
-	bd, err := bundle.Open(raw)
+	bd, err := openCertified(raw, fc, ns, name, version)
 	if err != nil {
-		if errors.Is(err, bundle.ErrSignature) {
-			return nil, apierr.New(apierr.BundleSignature, "%v", err)
-		}
-		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
-	}
-	if bd.CodeHash != fc.CodeHash || !bytes.Equal(bd.Signer, fc.OwnerKey) || bd.Manifest.Version != version {
-		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
+		return nil, err
 	}
 	lim := bd.Manifest.Limits
 	mod, script, err := w.compileBundle(ctx, bd)
@@ -164,6 +163,29 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	w.log.Info("loaded function", "namespace", ns, "name", name, "version", version, "abi", mod.ABI(),
 		"code_sha256", fc.CodeHash, "snapshot_sha256", l.snapshot)
 	return l, nil
+}
+
+// openCertified opens a bundle read from untrusted storage and checks it
+// against the coordinator's certificate for ns/name/version: the owner's
+// signature, the code, the owner key, the name and version, and the
+// namespace the owner signed it for. A bundle without a namespace was
+// registered before bundles carried one; the certificate alone binds it
+// to ns.
+func openCertified(raw []byte, fc *certs.Function, ns, name string, version int) (*bundle.Bundle, error) {
+	bd, err := bundle.Open(raw)
+	if err != nil {
+		if errors.Is(err, bundle.ErrSignature) {
+			return nil, apierr.New(apierr.BundleSignature, "%v", err)
+		}
+		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+	}
+	if bd.CodeHash != fc.CodeHash || !bytes.Equal(bd.Signer, fc.OwnerKey) || bd.Manifest.Name != name || bd.Manifest.Version != version {
+		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
+	}
+	if err := bd.Manifest.BoundTo(ns); errors.Is(err, bundle.ErrNamespace) {
+		return nil, apierr.New(apierr.BundleSignature, "%v", err)
+	}
+	return bd, nil
 }
 
 // close releases a loaded function's pool.

@@ -43,3 +43,31 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 		return true
 	})
 }
+
+var (
+	slotsInUse = prometheus.NewDesc("cloister_worker_slots_in_use", "Invocation slots held by running calls.", nil, nil)
+	slotsWait  = prometheus.NewDesc("cloister_worker_slots_waiting", "Calls waiting for a slot, all namespaces.", nil, nil)
+	slotsMem   = prometheus.NewDesc("cloister_worker_memory_reserved_bytes", "Guest memory reserved by running calls, against --memory-budget.", nil, nil)
+	slotsTotal = prometheus.NewDesc("cloister_worker_slot_events_total", "Slot decisions: granted, queued, and refused (queue_full, wait, memory).", []string{"event"}, nil)
+)
+
+// slotCollector reports the fair slots (slots.go).
+type slotCollector struct{ s *slots }
+
+func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- slotsInUse
+	ch <- slotsWait
+	ch <- slotsMem
+	ch <- slotsTotal
+}
+
+func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
+	u := c.s.use()
+	ch <- prometheus.MustNewConstMetric(slotsInUse, prometheus.GaugeValue, float64(u.Used))
+	ch <- prometheus.MustNewConstMetric(slotsWait, prometheus.GaugeValue, float64(u.Waiting))
+	ch <- prometheus.MustNewConstMetric(slotsMem, prometheus.GaugeValue, float64(u.MemoryReserved))
+	for ev, n := range map[string]uint64{"granted": u.Granted, "queued": u.Queued, "refused_queue_full": u.RefusedQueueFull,
+		"refused_wait": u.RefusedWait, "refused_memory": u.RefusedMemory} {
+		ch <- prometheus.MustNewConstMetric(slotsTotal, prometheus.CounterValue, float64(n), ev)
+	}
+}

@@ -139,11 +139,10 @@ func (w *Worker) runStep(ctx context.Context, fn *loaded, input []byte, step int
 		return sandbox.Result{}, fmt.Errorf("%w: %w", errNotRun, apierr.New(apierr.PayloadTooLarge,
 			"step %d's input is %d bytes; %s accepts at most %d", step, len(input), fn.fn.Name, fn.manifest.Limits.MaxInputBytes))
 	}
-	select {
-	case fn.sem <- struct{}{}:
-		defer func() { <-fn.sem }()
-	default:
-		return sandbox.Result{}, fmt.Errorf("%w: %w", errNotRun, apierr.New(apierr.ConcurrencyLimit, "function %s is at its concurrency limit of %d", fn.fn.Name, cap(fn.sem)))
+	release, err := w.slot(ctx, fn)
+	if err != nil {
+		return sandbox.Result{}, fmt.Errorf("%w: %w", errNotRun, err)
 	}
+	defer release()
 	return w.run(ctx, fn, input, id, wire.ModeSequence)
 }

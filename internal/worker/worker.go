@@ -54,6 +54,16 @@ type Config struct {
 	Stores   *bus.Stores
 	// Concurrency bounds invocations in flight on this worker.
 	Concurrency int
+	// Slots shares the Concurrency slots and the guest-memory budget
+	// across namespaces (Slots.Slots defaults to Concurrency).
+	Slots SlotLimits
+	// MaxLoaded bounds the function versions kept loaded (their pools and
+	// keys); past it the least recently used is dropped (default
+	// DefaultMaxLoaded).
+	MaxLoaded int
+	// LoadedIdle is how long a loaded version may go uncalled before it
+	// is dropped (default DefaultLoadedIdle).
+	LoadedIdle time.Duration
 	// PoolIdle is how long a function's idle sandboxes are kept before its
 	// pool shrinks to zero (0: the sandbox default; negative: never).
 	PoolIdle time.Duration
@@ -81,6 +91,8 @@ type Worker struct {
 	ready     atomic.Bool
 	revoked   atomic.Bool  // a manifest change dropped this worker
 	inflight  atomic.Int64 // invocations running, for advertisements
+	slots     *slots
+	nLoaded   atomic.Int64 // entries in fns
 
 	state *state.Store
 
@@ -107,6 +119,17 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
 	}
+	if cfg.Slots.Slots <= 0 {
+		cfg.Slots.Slots = cfg.Concurrency
+	}
+	cfg.Slots = cfg.Slots.withDefaults()
+	if cfg.MaxLoaded <= 0 {
+		cfg.MaxLoaded = DefaultMaxLoaded
+	}
+	if cfg.LoadedIdle <= 0 {
+		cfg.LoadedIdle = DefaultLoadedIdle
+	}
+	cfg.Concurrency = cfg.Slots.Slots
 	if cfg.ID == "" {
 		b := make([]byte, 6)
 		rand.Read(b)
@@ -128,7 +151,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, state: st, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
 		appends: make(chan *receipt.Signed, ledgerQueue), ledger: newLedgerMetrics(),
-		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry),
+		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry), slots: newSlots(cfg.Slots, cfg.Now),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cloister_worker_invocations_total", Help: "Invocations run by this worker, by mode and status.",
 		}, []string{"mode", "status"}),
@@ -138,7 +161,7 @@ func New(cfg Config) (*Worker, error) {
 		}, []string{"mode"}),
 	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w}, w.ledger.appended, w.ledger.failed,
+		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w}, slotCollector{w.slots}, w.ledger.appended, w.ledger.failed,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "cloister_worker_compiles_total", Help: "Modules this worker compiled to native code.",
 			}, func() float64 { return float64(cfg.Engine.Stats().Compiles) }),
@@ -173,7 +196,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn("stopping with receipts not yet logged", "queued", len(w.appends))
 		}
 	}()
-	sub, err := bus.Serve(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.cfg.Concurrency, w.log, w.handleInvoke)
+	sub, err := bus.Serve(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.serveLimit(), w.log, w.handleInvoke)
 	if err != nil {
 		return err
 	}
@@ -204,6 +227,20 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribing to deploy events: %w", err)
 	}
 	defer events.Unsubscribe()
+	deleted, err := w.cfg.Conn.Subscribe(bus.SubjectDeleted, func(m *nats.Msg) {
+		var d wire.Deleted
+		if json.Unmarshal(m.Data, &d) == nil {
+			w.evictFunction(d.Namespace, d.Name)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to delete events: %w", err)
+	}
+	defer deleted.Unsubscribe()
+	sweepDone := make(chan struct{})
+	sctx, stopSweep := context.WithCancel(ctx)
+	go func() { defer close(sweepDone); w.sweepLoaded(sctx) }()
+	defer func() { stopSweep(); <-sweepDone }()
 	if w.cfg.Async != nil {
 		actx, stopAsync := context.WithCancel(ctx)
 		asyncDone := make(chan struct{})
@@ -220,7 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "concurrency", w.cfg.Concurrency)
+	w.log.Info("worker serving", "tee", w.cfg.TEE.Kind(), "limits", w.cfg.Slots.String())
 	defer func() {
 		w.ready.Store(false)
 		stopScheduling()

@@ -1,0 +1,137 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/node"
+	"github.com/cloister-faas/cloister/internal/worker"
+)
+
+// metrics returns the node's /metrics page.
+func (e *env) metrics() []byte {
+	e.t.Helper()
+	resp, err := http.Get(e.n.URL + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// metric reads one sample, named with its labels, from the node's /metrics.
+func (e *env) metric(name string) float64 {
+	e.t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(e.metrics())
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// TestLongCallsDoNotStarveOtherTenants: a hostile namespace fires three
+// times the worker's slots of calls that sleep without using the CPU. It
+// gets its share (half the slots) and a bounded queue, the rest is refused
+// with overloaded, and the default namespace's trivial calls all finish
+// while the hostile calls still hold their slots.
+func TestLongCallsDoNotStarveOtherTenants(t *testing.T) {
+	const slots = 8
+	e := start(t, func(o *node.Options) {
+		o.Slots = worker.SlotLimits{Slots: slots, QueueDepth: slots, QueueWait: 30 * time.Second}
+	})
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	hostile := e.tenant("hostile")
+	hostile.deploy("slow", fixture(t, "sleep.wasm"), func(m *bundle.Manifest) {
+		m.Capabilities.Clock = true
+		m.Limits.Concurrency = bundle.MaxConcurrency
+	})
+
+	// Unloaded: the slowest of a few trivial calls.
+	var unloaded time.Duration
+	for range 10 {
+		t0 := time.Now()
+		if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		unloaded = max(unloaded, time.Since(t0))
+	}
+
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	results := make(chan outcome, 3*slots)
+	var wg sync.WaitGroup
+	for range 3 * slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := hostile.c.Invoke(ctx, "slow", nil, client.InvokeOptions{})
+			if err == nil && string(res.Output) != "slept" {
+				err = errors.New("unexpected output " + string(res.Output))
+			}
+			results <- outcome{err, time.Now()}
+		}()
+	}
+	// Wait until the hostile calls hold their share of the slots (or a
+	// second, for a worker that does not report it).
+	for deadline := time.Now().Add(time.Second); e.metric("cloister_worker_slots_in_use") < slots/2 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	var loaded time.Duration
+	for range 10 {
+		t0 := time.Now()
+		if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
+			t.Fatalf("the default namespace while hostile calls run: %v", err)
+		}
+		loaded = max(loaded, time.Since(t0))
+	}
+	otherDone := time.Now()
+	if code, _ := e.send(http.MethodGet, "/readyz", "", "", nil); code != http.StatusOK {
+		t.Errorf("/readyz: %d", code)
+	}
+	wg.Wait()
+	close(results)
+
+	// Every hostile call has an answer: it ran, or it was refused with
+	// overloaded before it ran. The first ones to finish finished after the
+	// default namespace's calls: those never waited behind them.
+	ran, refused := 0, 0
+	var firstSlept time.Time
+	var ce *client.Error
+	for r := range results {
+		switch {
+		case r.err == nil:
+			ran++
+			if firstSlept.IsZero() || r.at.Before(firstSlept) {
+				firstSlept = r.at
+			}
+		case errors.As(r.err, &ce) && ce.Code == string(apierr.Overloaded):
+			refused++
+		default:
+			t.Errorf("hostile call: %v", r.err)
+		}
+	}
+	if ran < slots/2 || refused == 0 {
+		t.Errorf("hostile calls: %d ran, %d refused; want at least %d run and some refused", ran, refused, slots/2)
+	}
+	if !otherDone.Before(firstSlept) {
+		t.Errorf("the default namespace's calls finished at %s, after the first hostile call (%s): they waited behind it",
+			otherDone.Format(time.StampMilli), firstSlept.Format(time.StampMilli))
+	}
+	t.Logf("default namespace, slowest of 10 calls: %s unloaded, %s beside %d sleeping hostile calls (%.1fx); hostile: %d ran, %d refused",
+		unloaded, loaded, slots/2, float64(loaded)/float64(unloaded), ran, refused)
+}
