@@ -1,9 +1,13 @@
 // Package async queues asynchronous invocations and keeps their activation
 // records: the JetStream work queue (at-least-once delivery, a message id
 // per activation for publish deduplication, idempotency keys per
-// namespace), the activation records in a KV bucket with compare-and-set
-// updates (so an activation completes once even when two workers ran it),
-// and the dead-letter subject.
+// namespace, a bounded number of jobs per namespace, counted by the stream
+// and enforced with a compare-and-set publish), the activation records in
+// a KV bucket with compare-and-set updates (so an activation completes
+// once even when two workers ran it), and the dead-letter subject.
+//
+// It never drops a job it acknowledged: a submission is refused
+// (quota_exceeded, overloaded) before the job is published, or not at all.
 //
 // Everything here lives in untrusted storage. A job carries the sealed
 // request as the client made it, and a record the result sealed to the
@@ -294,8 +298,11 @@ func (s *Store) enqueue(ctx context.Context, q *admission, id string, job []byte
 			return s.publishErr(err)
 		}
 		q.remember(seq)
-		// Another gateway queued for this namespace: let it finish.
-		time.Sleep(time.Duration(mrand.Int64N(int64(time.Millisecond) << min(try, 5))))
+		if try > 0 {
+			// Not only a stale guess: another gateway is queueing for
+			// this namespace too. Let it finish.
+			time.Sleep(time.Duration(mrand.Int64N(int64(time.Millisecond) << min(try, 5))))
+		}
 	}
 	return apierr.New(apierr.Unavailable, "the async queue of namespace %q is contended; try again", q.ns)
 }

@@ -426,7 +426,9 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if req.TimeoutMS > 0 {
 		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}
-	deadline := c.now().Add(timeout)
+	// Durations are measured on the local monotonic clock, not c.now
+	// (which tests and the certificates' notion of time may move).
+	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	info, err := c.bundles.GetInfo(ctx, req.Object)
@@ -458,6 +460,12 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	// no owner signature covering this registration: bundle_signature.
 	if err := bd.Manifest.BoundTo(req.Namespace); err != nil {
 		return nil, apierr.New(apierr.BundleSignature, "%v", err)
+	}
+	c.mu.Lock()
+	caps := c.m.caps()
+	c.mu.Unlock()
+	if err := caps.CheckLimits(bd.Manifest.Limits); err != nil {
+		return nil, apierr.New(apierr.InvalidManifest, "%v", err)
 	}
 	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.CodeHash, bd.Module)
 	if err != nil {
@@ -491,7 +499,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	rec := &registry.Record{Certificate: signed, Manifest: bd.RawManifest, Object: req.Object, Size: len(raw), Created: fc.IssuedAt}
 	// The last moment to give up: past the deadline the caller may have
 	// been told the deploy failed, and removed the bundle.
-	if !c.now().Before(deadline) {
+	if !time.Now().Before(deadline) {
 		return nil, apierr.New(apierr.Timeout, "the deploy took longer than its %s timeout; nothing was registered", timeout)
 	}
 	if err := c.reg.Put(context.WithoutCancel(ctx), req.Namespace, req.Name, v, rec); err != nil {

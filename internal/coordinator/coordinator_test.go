@@ -328,3 +328,48 @@ var (
 	hugeWasm      = testdata("huge_memory.wasm")
 	badImportWasm = testdata("bad_import.wasm")
 )
+
+// TestFunctionLimitsCapped: a function may not ask for more than the
+// deployment manifest's function_limits (or their defaults).
+func TestFunctionLimitsCapped(t *testing.T) {
+	f := setup(t, func(m *Manifest) { m.FunctionLimits = &FunctionLimits{MemoryPages: 512, Concurrency: 32} })
+	ctx := context.Background()
+	_, owner, _ := ed25519.GenerateKey(rand.Reader)
+	register := func(name string, edit func(*bundle.Limits)) error {
+		m := bundle.DefaultManifest(name)
+		m.Version, m.Namespace = 1, "default"
+		m.Limits.MemoryPages = 16
+		edit(&m.Limits)
+		b, err := bundle.Build(m, echoWasm, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := "default/" + name + "/b"
+		if _, err := f.st.Bundles.PutBytes(ctx, obj, b); err != nil {
+			t.Fatal(err)
+		}
+		return bus.Call(ctx, f.nc, bus.SubjectRegister, wire.RegisterRequest{Namespace: "default", Name: name, Object: obj}, nil)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*bundle.Limits)
+		want apierr.Code
+	}{
+		{"at-the-caps", func(l *bundle.Limits) { l.MemoryPages, l.Concurrency = 512, 32 }, ""},
+		{"memory-over", func(l *bundle.Limits) { l.MemoryPages = 513 }, apierr.InvalidManifest},
+		{"concurrency-over", func(l *bundle.Limits) { l.Concurrency = 33 }, apierr.InvalidManifest},
+		{"timeout-at-the-default-cap", func(l *bundle.Limits) { l.TimeoutMS = bundle.MaxTimeoutMS }, ""},
+	} {
+		if err := register(c.name, c.edit); codeOf(err) != c.want {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
+	for _, c := range []FunctionLimits{{MemoryPages: bundle.MaxMemoryPages + 1}, {MemoryPages: 16}, {Concurrency: 4}, {TimeoutMS: -1}} {
+		if c.validate() == nil {
+			t.Errorf("caps %+v accepted: over the hard ceiling, or under a function's default", c)
+		}
+	}
+	if err := DefaultFunctionLimits.CheckLimits(bundle.Limits{MemoryPages: 16385}); err == nil {
+		t.Error("the default caps let a function ask for more than 1 GiB")
+	}
+}

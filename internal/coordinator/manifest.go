@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -20,6 +21,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/artoken"
 	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/strictjson"
@@ -43,6 +45,74 @@ type Manifest struct {
 	AdminKeys []string `json:"admin_keys,omitempty"`
 	// Previous is sha256 of the manifest this one replaces ("" for the first).
 	Previous string `json:"previous,omitempty"`
+	// FunctionLimits caps the limits a function's manifest may ask for
+	// (nil or zero fields: DefaultFunctionLimits). A deploy that asks for
+	// more is refused with invalid_manifest.
+	FunctionLimits *FunctionLimits `json:"function_limits,omitempty"`
+}
+
+// FunctionLimits are the operator's caps on function manifests' limits,
+// within the hard ceilings of internal/bundle.
+type FunctionLimits struct {
+	MemoryPages    uint32 `json:"memory_pages,omitempty"`
+	TimeoutMS      int    `json:"timeout_ms,omitempty"`
+	MaxInputBytes  int    `json:"max_input_bytes,omitempty"`
+	MaxOutputBytes int    `json:"max_output_bytes,omitempty"`
+	Concurrency    int    `json:"concurrency,omitempty"`
+}
+
+// DefaultFunctionLimits are the caps of a manifest that sets none: 1 GiB
+// of memory and 256 concurrent calls per worker; the hard ceilings for
+// the rest.
+var DefaultFunctionLimits = FunctionLimits{
+	MemoryPages: 16384, TimeoutMS: bundle.MaxTimeoutMS, MaxInputBytes: bundle.MaxInputBytes,
+	MaxOutputBytes: bundle.MaxOutputBytes, Concurrency: 256,
+}
+
+// caps returns m's function caps with defaults filled in.
+func (m Manifest) caps() FunctionLimits {
+	c := DefaultFunctionLimits
+	if f := m.FunctionLimits; f != nil {
+		c.MemoryPages = cmp.Or(f.MemoryPages, c.MemoryPages)
+		c.TimeoutMS = cmp.Or(f.TimeoutMS, c.TimeoutMS)
+		c.MaxInputBytes = cmp.Or(f.MaxInputBytes, c.MaxInputBytes)
+		c.MaxOutputBytes = cmp.Or(f.MaxOutputBytes, c.MaxOutputBytes)
+		c.Concurrency = cmp.Or(f.Concurrency, c.Concurrency)
+	}
+	return c
+}
+
+// CheckLimits refuses a function's limits (defaults applied) over the caps.
+func (c FunctionLimits) CheckLimits(l bundle.Limits) error {
+	for _, x := range []struct {
+		what      string
+		got, caps int64
+	}{
+		{"memory_pages", int64(l.MemoryPages), int64(c.MemoryPages)},
+		{"timeout_ms", int64(l.TimeoutMS), int64(c.TimeoutMS)},
+		{"max_input_bytes", int64(l.MaxInputBytes), int64(c.MaxInputBytes)},
+		{"max_output_bytes", int64(l.MaxOutputBytes), int64(c.MaxOutputBytes)},
+		{"concurrency", int64(l.Concurrency), int64(c.Concurrency)},
+	} {
+		if x.got > x.caps {
+			return fmt.Errorf("limits.%s %d is over this platform's cap of %d (the deployment manifest's function_limits)", x.what, x.got, x.caps)
+		}
+	}
+	return nil
+}
+
+// validate checks that each cap set is between the default a function
+// gets without asking (so that such a function always deploys) and the
+// hard ceiling.
+func (c FunctionLimits) validate() error {
+	d := bundle.DefaultManifest("x").Limits
+	in := func(v, lo, hi int64) bool { return v == 0 || v >= lo && v <= hi }
+	if !in(int64(c.MemoryPages), int64(d.MemoryPages), bundle.MaxMemoryPages) || !in(int64(c.TimeoutMS), int64(d.TimeoutMS), bundle.MaxTimeoutMS) ||
+		!in(int64(c.MaxInputBytes), int64(d.MaxInputBytes), bundle.MaxInputBytes) || !in(int64(c.MaxOutputBytes), int64(d.MaxOutputBytes), bundle.MaxOutputBytes) ||
+		!in(int64(c.Concurrency), int64(d.Concurrency), bundle.MaxConcurrency) {
+		return fmt.Errorf("manifest function_limits %+v: each must be between a function's default limit and the hard ceiling", c)
+	}
+	return nil
 }
 
 // Validate checks the manifest.
@@ -55,6 +125,11 @@ func (m Manifest) Validate() error {
 	}
 	if _, err := m.certTTL(); err != nil {
 		return err
+	}
+	if m.FunctionLimits != nil {
+		if err := m.FunctionLimits.validate(); err != nil {
+			return err
+		}
 	}
 	for _, k := range m.AdminKeys {
 		if b, err := hex.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {

@@ -1,12 +1,14 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +30,12 @@ type Config struct {
 	// stops a runaway guest. It exists for same-run comparisons in
 	// benchmarks; production engines always meter.
 	Unmetered bool
+	// MaxCompiles bounds the compiles that run at once; more wait their
+	// turn. wazero cannot stop a compile that has started, so a compile
+	// whose callers all gave up runs to its end, holding its turn: the
+	// bound is what keeps abandoned compiles from piling up. Zero means
+	// half of GOMAXPROCS, and at least 1.
+	MaxCompiles int
 }
 
 // Engine compiles and runs WebAssembly functions. It is safe for
@@ -49,8 +57,11 @@ type Engine struct {
 	host map[string]api.FunctionDefinition
 
 	closed atomic.Bool
+	// compileSlots holds a token for each compile running: its capacity
+	// is Config.MaxCompiles.
+	compileSlots chan struct{}
 
-	mu       sync.Mutex // guards runtimes and modules
+	mu       sync.Mutex // guards runtimes, modules and the entries' waiters
 	runtimes map[uint32]wazero.Runtime
 	modules  map[cacheKey]*cacheEntry
 
@@ -65,11 +76,20 @@ type cacheKey struct {
 }
 
 // cacheEntry is one compilation, finished once done is closed. The first
-// caller for a key compiles; the others wait on done and share the result.
+// caller for a key starts the compile in its own goroutine; every caller,
+// the first included, waits on done and shares the result.
 type cacheEntry struct {
 	done chan struct{}
 	mod  *Module // set when err is nil
 	err  error
+
+	// waiters counts the callers waiting on done. When the last one gives
+	// up before done, the entry is abandoned: it leaves the cache, cancel
+	// stops what of the compile still can stop, and a result that comes
+	// later is thrown away. Guarded by Engine.mu.
+	waiters   int
+	abandoned bool
+	cancel    context.CancelFunc
 }
 
 // Stats counts the engine's compile cache activity.
@@ -87,11 +107,16 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	slots := cfg.MaxCompiles
+	if slots <= 0 {
+		slots = max(1, runtime.GOMAXPROCS(0)/2)
+	}
 	e := &Engine{
-		unmetered: cfg.Unmetered,
-		log:       log.WithGroup("sandbox"),
-		runtimes:  make(map[uint32]wazero.Runtime),
-		modules:   make(map[cacheKey]*cacheEntry),
+		unmetered:    cfg.Unmetered,
+		log:          log.WithGroup("sandbox"),
+		compileSlots: make(chan struct{}, slots),
+		runtimes:     make(map[uint32]wazero.Runtime),
+		modules:      make(map[cacheKey]*cacheEntry),
 	}
 	// Compiled native code lives in memory only. The disk is untrusted: a
 	// host that edited cached native code would run its own code inside
@@ -124,6 +149,9 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	runtimes := e.runtimes
+	for _, ent := range e.modules {
+		ent.cancel() // compiles waiting for their turn give up
+	}
 	e.runtimes, e.modules = nil, nil
 	e.mu.Unlock()
 
@@ -179,23 +207,33 @@ func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, err
 // Compile validates and compiles a module for the given limits, and caches
 // it under (codeHash, limits.MemoryPages). codeHash must be a
 // collision-resistant digest of wasm: the engine trusts it and does not
-// hash wasm itself. Concurrent callers for the same key share one compile;
-// a caller that stops waiting because ctx ended gets ctx's error. Failed
-// compiles are not cached.
+// hash wasm itself. Concurrent callers for the same key share one compile.
+// Failed compiles are not cached.
 //
 // The returned Module runs with limits (defaults filled in). Callers with
 // the same key and equal limits get the same *Module.
 //
 // Before wazero sees the module, Compile checks its structure (see
 // prepareModule): custom sections are dropped, tables are bounded by
-// MaxTableEntries and functions to 50,000 locals. Compile does not bound
-// the module's size or the CPU time of compiling it: the caller must cap
-// the size of what it accepts.
+// MaxTableEntries and functions to 50,000 locals, and what the module
+// costs to compile is bounded (MaxNestingDepth, MaxModuleLocals and a
+// compile work budget; see compile_cost.go), so that compiling takes time
+// in proportion to the module's size. The caller must still cap the size
+// of what it accepts.
+//
+// At most Config.MaxCompiles compiles run at once. A caller whose ctx ends
+// before its compile is done gets, promptly, an error wrapping ctx's error
+// (and ErrTimeout if its deadline passed). The compile goes on for the
+// other callers of the same key; once none is left it is abandoned: it
+// stops if it has not started yet, and otherwise, since wazero cannot be
+// interrupted, runs to its end in the background and its result is
+// discarded, not cached.
 //
 // Errors wrap ErrInvalidModule for malformed, invalid or non-WASI-command
-// modules, ErrMemoryLimit if the module's declared minimum memory exceeds
+// modules (with ErrCompileLimit for a module over a compile bound),
+// ErrMemoryLimit if the module's declared minimum memory exceeds
 // limits.MemoryPages or a table's exceeds MaxTableEntries,
-// ErrInvalidLimits and ErrClosed.
+// ErrInvalidLimits, ErrTimeout and ErrClosed.
 func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limits Limits) (*Module, error) {
 	lim, err := limits.withDefaults()
 	if err != nil {
@@ -213,42 +251,113 @@ func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limi
 	}
 	ent, found := e.modules[key]
 	if !found {
-		ent = &cacheEntry{done: make(chan struct{})}
+		if err := ctx.Err(); err != nil {
+			e.mu.Unlock()
+			return nil, abandonedError(err)
+		}
+		// The compile belongs to all the callers of the key, not to this
+		// one: it keeps ctx's values but not its end, and its own copy of
+		// the bytes, since it may outlive this call.
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		ent = &cacheEntry{done: make(chan struct{}), cancel: cancel}
 		e.modules[key] = ent
+		go e.compileEntry(cctx, key, ent, codeHash, bytes.Clone(wasm), lim)
 	}
+	ent.waiters++
 	e.mu.Unlock()
 
-	if found {
+	select {
+	case <-ent.done:
+	case <-ctx.Done():
 		select {
-		case <-ent.done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for compile: %w", ctx.Err())
-		}
-		if ent.err != nil {
-			return nil, ent.err
-		}
-		e.cacheHits.Add(1)
-	} else {
-		ent.mod, ent.err = e.compile(ctx, codeHash, wasm, lim)
-		if ent.err != nil {
-			e.mu.Lock()
-			if e.modules[key] == ent {
-				delete(e.modules, key)
-			}
-			e.mu.Unlock()
-		}
-		close(ent.done)
-		if ent.err != nil {
-			return nil, ent.err
+		case <-ent.done: // done as well: take the result
+		default:
+			e.leave(key, ent)
+			return nil, abandonedError(ctx.Err())
 		}
 	}
-
+	if ent.err != nil {
+		return nil, ent.err
+	}
+	if found {
+		e.cacheHits.Add(1)
+	}
 	if ent.mod.limits == lim {
 		return ent.mod, nil
 	}
 	m := *ent.mod
 	m.limits = lim
 	return &m, nil
+}
+
+// abandonedError is the error of a caller that stopped waiting for a
+// compile because its context ended.
+func abandonedError(ctxErr error) error {
+	if errors.Is(ctxErr, context.DeadlineExceeded) {
+		return &joinedError{msg: "sandbox: compile abandoned: " + ctxErr.Error(), errs: []error{ErrTimeout, ctxErr}}
+	}
+	return fmt.Errorf("sandbox: compile abandoned: %w", ctxErr)
+}
+
+// leave is called by a caller of Compile that stops waiting for ent. The
+// last one to leave before the compile is done abandons it.
+func (e *Engine) leave(key cacheKey, ent *cacheEntry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent.waiters--
+	if ent.waiters > 0 || ent.abandoned {
+		return
+	}
+	select {
+	case <-ent.done:
+		return // done meanwhile: a failure has left the cache, a success stays
+	default:
+	}
+	ent.abandoned = true
+	ent.cancel()
+	if e.modules[key] == ent {
+		delete(e.modules, key) // the next caller starts afresh
+	}
+}
+
+// compileEntry runs in its own goroutine: it waits for a compile slot,
+// compiles, and publishes the result in ent, unless ent was abandoned.
+func (e *Engine) compileEntry(ctx context.Context, key cacheKey, ent *cacheEntry, codeHash string, wasm []byte, lim Limits) {
+	defer ent.cancel()
+	var mod *Module
+	var err error
+	select {
+	case e.compileSlots <- struct{}{}:
+		if err = ctx.Err(); err == nil {
+			mod, err = e.compile(ctx, codeHash, wasm, lim)
+		}
+		<-e.compileSlots
+	case <-ctx.Done():
+		err = ctx.Err() // abandoned, or the engine closed, before its turn
+	}
+	if err != nil && e.closed.Load() {
+		err = ErrClosed
+	}
+
+	e.mu.Lock()
+	abandoned := ent.abandoned
+	if (err != nil || abandoned) && e.modules[key] == ent {
+		delete(e.modules, key)
+	}
+	if abandoned {
+		err = fmt.Errorf("sandbox: compile abandoned: %w", context.Canceled)
+	}
+	ent.err = err
+	if err == nil {
+		ent.mod = mod
+	}
+	close(ent.done) // under e.mu, so that leave sees done and abandoned agree
+	e.mu.Unlock()
+
+	if abandoned && mod != nil {
+		e.log.LogAttrs(ctx, slog.LevelDebug, "abandoned compile discarded", slog.String("code_hash", codeHash))
+		_ = mod.compiled.Close(context.WithoutCancel(ctx))
+	}
 }
 
 // compile does the work of Compile for one key.
@@ -263,6 +372,12 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	switch {
 	case errors.Is(err, errTableLimit):
 		return nil, fmt.Errorf("%w: %s", ErrMemoryLimit, shorten(err.Error()))
+	case errors.Is(err, errCompileLimit):
+		e.log.LogAttrs(ctx, slog.LevelDebug, "module over a compile limit", slog.String("code_hash", codeHash), slog.String("error", shorten(err.Error())))
+		return nil, &joinedError{
+			msg:  ErrInvalidModule.Error() + ": " + shorten(err.Error()),
+			errs: []error{ErrInvalidModule, ErrCompileLimit},
+		}
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
 	case shape.hasMemory && shape.memoryMin > lim.MemoryPages:
@@ -283,6 +398,9 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		rewritten, info, _, err = instrument.PrepareMetered(ctx, prepared)
 	}
 	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr // abandoned: no one will read this
+		}
 		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
 	}
 	compiled, err := compileGuarded(ctx, r, rewritten)

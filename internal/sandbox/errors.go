@@ -9,15 +9,30 @@ var (
 	// module this package can run: not WebAssembly, malformed or invalid, or
 	// not a WASI command (no _start export taking no arguments), or it
 	// imports something other than wasi_snapshot_preview1 functions, or a
-	// function declares more than 50,000 locals.
+	// function declares more than 50,000 locals, or it is over a compile
+	// bound (then the error also wraps ErrCompileLimit).
 	ErrInvalidModule = errors.New("sandbox: invalid module")
+
+	// ErrCompileLimit means [Engine.Compile] refused the module, before
+	// compiling it, because compiling it would cost more than the engine
+	// allows: a function nests blocks deeper than [MaxNestingDepth], the
+	// functions declare more than [MaxModuleLocals] locals and parameters
+	// in all, or the module's estimated compile work is over its budget
+	// (deep nesting, long chains of branches or calls, and many locals
+	// live across them; see compile_cost.go). The error always wraps
+	// ErrInvalidModule too, so callers that map ErrInvalidModule need not
+	// know it.
+	ErrCompileLimit = errors.New("sandbox: module over a compile limit")
 
 	// ErrTrap means the guest trapped: it executed unreachable, accessed
 	// memory out of bounds, overflowed its stack, divided by zero, and so on.
 	ErrTrap = errors.New("sandbox: guest trapped")
 
 	// ErrTimeout means the run was stopped because it reached its wall-time
-	// limit (Limits.Timeout) or the deadline of the caller's context.
+	// limit (Limits.Timeout) or the deadline of the caller's context. From
+	// [Engine.Compile] it means the caller's deadline passed before the
+	// compile was done; the error then also wraps
+	// [context.DeadlineExceeded].
 	ErrTimeout = errors.New("sandbox: time limit exceeded")
 
 	// ErrMemoryLimit means the guest needs more memory than it is allowed.

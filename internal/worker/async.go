@@ -43,6 +43,12 @@ type AsyncConfig struct {
 	// Concurrency bounds the jobs this worker runs at once (default: the
 	// worker's Concurrency).
 	Concurrency int
+	// NamespaceConcurrency bounds the jobs of one namespace this worker
+	// runs at once (default: the namespace share of the worker's slots,
+	// SlotLimits.NamespaceSlots). A job past it stays in the queue, where
+	// waiting costs no attempt, instead of waiting for a slot here, and
+	// the rest of Concurrency stays free for other namespaces.
+	NamespaceConcurrency int
 	// Poll is how often a worker reads which namespaces have jobs
 	// (default 250 ms). Gateways announce new jobs, so it bounds how late
 	// a worker sees what no announcement told it: a retry whose delay
@@ -71,7 +77,18 @@ func (c *AsyncConfig) defaults() {
 func (w *Worker) runAsync(ctx context.Context) error {
 	a := w.cfg.Async
 	a.defaults()
-	d := newDispatcher(a, w.log)
+	n := a.Concurrency
+	if n <= 0 {
+		n = w.cfg.Concurrency
+	}
+	perNS := a.NamespaceConcurrency
+	if perNS <= 0 {
+		perNS = w.cfg.Slots.NamespaceSlots
+	}
+	if perNS <= 0 || perNS > n {
+		perNS = n
+	}
+	d := newDispatcher(a, perNS, w.log)
 	if err := d.dropLegacyConsumer(ctx); err != nil {
 		return err
 	}
@@ -89,10 +106,6 @@ func (w *Worker) runAsync(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	store := async.NewStore(a.Stores, w.now)
-	n := a.Concurrency
-	if n <= 0 {
-		n = w.cfg.Concurrency
-	}
 	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -102,7 +115,7 @@ func (w *Worker) runAsync(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		m := d.take(ctx, wake)
+		m, subject := d.take(ctx, wake)
 		if m == nil {
 			return nil // ctx ended
 		}
@@ -110,6 +123,7 @@ func (w *Worker) runAsync(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer d.done(subject)
 			w.handleJob(ctx, store, m)
 		}()
 	}
@@ -124,18 +138,45 @@ func (w *Worker) runAsync(ctx context.Context) error {
 // a ring of the subjects that hold messages (read from the stream's
 // per-subject counts every Poll, and extended at once by the gateways'
 // announcements), and asks each in turn for one message, without
-// waiting. A dispatcher is used by one goroutine.
+// waiting. It skips a namespace that already has perNS jobs running here.
+// take is called by one goroutine; done by any.
 type dispatcher struct {
-	a    *AsyncConfig
-	log  *slog.Logger
-	cons map[string]jetstream.Consumer // by subject
-	ring []string                      // subjects with messages, in turn order
-	next int                           // index in ring of the next subject to ask
-	read time.Time                     // when ring was last read from the stream
+	a     *AsyncConfig
+	perNS int
+	log   *slog.Logger
+	cons  map[string]jetstream.Consumer // by subject
+	ring  []string                      // subjects with messages, in turn order
+	next  int                           // index in ring of the next subject to ask
+	read  time.Time                     // when ring was last read from the stream
+	freed chan struct{}                 // a job ended (capacity 1)
+
+	mu      sync.Mutex
+	running map[string]int // subject → jobs taken and not done
 }
 
-func newDispatcher(a *AsyncConfig, log *slog.Logger) *dispatcher {
-	return &dispatcher{a: a, log: log, cons: map[string]jetstream.Consumer{}}
+func newDispatcher(a *AsyncConfig, perNS int, log *slog.Logger) *dispatcher {
+	return &dispatcher{a: a, perNS: perNS, log: log, cons: map[string]jetstream.Consumer{},
+		freed: make(chan struct{}, 1), running: map[string]int{}}
+}
+
+// done records that a job taken from subject has ended.
+func (d *dispatcher) done(subject string) {
+	d.mu.Lock()
+	if d.running[subject]--; d.running[subject] <= 0 {
+		delete(d.running, subject)
+	}
+	d.mu.Unlock()
+	select {
+	case d.freed <- struct{}{}:
+	default:
+	}
+}
+
+// full reports whether subject has its share of jobs running here.
+func (d *dispatcher) full(subject string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.running[subject] >= d.perNS
 }
 
 // dropLegacyConsumer deletes the single consumer of earlier versions. Its
@@ -154,8 +195,8 @@ func (d *dispatcher) dropLegacyConsumer(ctx context.Context) error {
 	return nil
 }
 
-// take returns the next job, or nil once ctx ends.
-func (d *dispatcher) take(ctx context.Context, wake <-chan string) jetstream.Msg {
+// take returns the next job and its subject, or nil once ctx ends.
+func (d *dispatcher) take(ctx context.Context, wake <-chan string) (jetstream.Msg, string) {
 	for {
 		for more := true; more; {
 			select {
@@ -168,18 +209,23 @@ func (d *dispatcher) take(ctx context.Context, wake <-chan string) jetstream.Msg
 		if time.Since(d.read) >= d.a.Poll {
 			d.refresh(ctx)
 		}
-		if m := d.round(ctx); m != nil {
-			return m
+		if m, subject := d.round(ctx); m != nil {
+			d.mu.Lock()
+			d.running[subject]++
+			d.mu.Unlock()
+			return m, subject
 		}
-		// Nothing to take now: wait for an announcement or the next poll
-		// (a retry's delay ends, a job comes back after a worker died).
+		// Nothing to take now: wait for an announcement, a job to end (its
+		// namespace may be under its share again) or the next poll (a
+		// retry's delay ends, a job comes back after a worker died).
 		t := time.NewTimer(d.a.Poll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return nil, ""
 		case ns := <-wake:
 			d.add(bus.SubjectAsyncPrefix + ns)
+		case <-d.freed:
 		case <-t.C:
 		}
 		t.Stop()
@@ -233,21 +279,25 @@ func (d *dispatcher) refresh(ctx context.Context) {
 
 // round asks each subject in the ring once, in turn from next, for one
 // message, and returns the first it gets (nil if none had one ready).
-func (d *dispatcher) round(ctx context.Context) jetstream.Msg {
+// Subjects with their share running here are passed over.
+func (d *dispatcher) round(ctx context.Context) (jetstream.Msg, string) {
 	for range len(d.ring) {
 		if ctx.Err() != nil {
-			return nil
+			return nil, ""
 		}
 		if d.next >= len(d.ring) {
 			d.next = 0
 		}
 		subject := d.ring[d.next]
 		d.next++
+		if d.full(subject) {
+			continue
+		}
 		if m := d.fetch(ctx, subject); m != nil {
-			return m
+			return m, subject
 		}
 	}
-	return nil
+	return nil, ""
 }
 
 // fetch takes one message of subject if one is ready.
