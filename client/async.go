@@ -94,7 +94,7 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 	}
 	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
 	if err := c.postJSON(ctx, path, sr, wire.SealedContentType, idemHeader(o.IdempotencyKey), &acc); err != nil {
-		return nil, err
+		return nil, publicError(err)
 	}
 	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
 		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,

@@ -610,6 +610,16 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s: %s", e.body.Code, e.body.Message) }
 
+// publicError turns an *apiError into the *Error callers see; other errors
+// pass through.
+func publicError(err error) error {
+	var e *apiError
+	if errors.As(err, &e) {
+		return &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
+	}
+	return err
+}
+
 func decodeError(status int, b []byte) error {
 	e := &apiError{status: status}
 	if json.Unmarshal(b, &e.body) != nil || e.body.Code == "" {
@@ -657,8 +667,7 @@ func (c *Client) doHeader(ctx context.Context, method, path string, body []byte,
 		if ctype == wire.SealedContentType {
 			return err // the caller verifies an attached receipt
 		}
-		ae := err.(*apiError)
-		return &Error{Status: ae.status, Code: string(ae.body.Code), Message: ae.body.Message}
+		return publicError(err)
 	}
 	if out == nil {
 		return nil

@@ -174,11 +174,7 @@ func (c *Client) InvokeSequenceAsync(ctx context.Context, name string, input []b
 	}
 	var acc wire.Accepted
 	if err := c.postJSON(ctx, "/v1/sequences/"+url.PathEscape(name)+"/invoke?async=true", sr, wire.SealedContentType, idemHeader(idempotencyKey), &acc); err != nil {
-		var e *apiError
-		if errors.As(err, &e) {
-			return nil, &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
-		}
-		return nil, err
+		return nil, publicError(err)
 	}
 	p.ActivationID, p.Duplicate = acc.ActivationID, acc.Duplicate
 	return p, nil

@@ -56,7 +56,7 @@ func TestLongCallsDoNotStarveOtherTenants(t *testing.T) {
 	hostile := e.tenant("hostile")
 	hostile.deploy("slow", fixture(t, "sleep.wasm"), func(m *bundle.Manifest) {
 		m.Capabilities.Clock = true
-		m.Limits.Concurrency = bundle.MaxConcurrency
+		m.Limits.Concurrency = 256 // the default cap (coordinator.DefaultFunctionLimits)
 	})
 
 	// Unloaded: the slowest of a few trivial calls.
