@@ -31,22 +31,24 @@ const (
 	// MaxModuleLocals bounds the locals and parameters of all the
 	// functions of a module together. wazero allocates for each local of
 	// each function: 8 KB of functions declaring 50,000 locals each (the
-	// limit for one function) took 8 s to compile, and four times as many
-	// exhausted the memory of a 24 GB machine. The 10 MB program declares
-	// 24,000.
+	// limit for one function) took 8 s to compile, 32 KB 36 s, and 128 KB
+	// got the process killed, most likely out of memory. The 10 MB
+	// program declares 24,000.
 	MaxModuleLocals = 1_000_000
 
-	// maxCompileWork and compileWorkPerByte bound the compile work of a
-	// module: the sum of funcCost over its functions may be at most
-	// maxCompileWork plus compileWorkPerByte per byte of its code section.
-	// A unit is 0.5 to 16 ns of wazero's compiler on a current x86 core,
-	// depending on the shape of the code, so the super-linear part of a
-	// compile takes at most about 1.6 s plus 2 µs per byte of code, where
-	// compiling real code takes about 0.5 µs per byte in all. Real code
-	// needs 3 to 8 units per byte of code (16 for the function of 5,000
-	// calls), and one function at most 2.5e7 units.
-	maxCompileWork     = 1e8
+	// compileWorkBase, compileWorkPerByte and compileWorkMax bound the
+	// compile work of a module, the sum of funcCost over its functions:
+	// it may be at most compileWorkBase plus compileWorkPerByte per byte
+	// of the code section, and never more than compileWorkMax. A unit is
+	// 0.5 to 16 ns of wazero's compiler on a current x86 core, depending
+	// on the shape of the code, so the super-linear part of a compile
+	// takes at most about 1.6 s plus 2 µs per byte of code, and about a
+	// minute in all; compiling real code takes 0.3 to 0.6 µs per byte.
+	// Real code needs 3 to 8 units per byte of code (16 in the program
+	// with the function of 5,000 calls), and one function at most 2.5e7.
+	compileWorkBase    = 1e8
 	compileWorkPerByte = 128
+	compileWorkMax     = 4e9
 )
 
 // errCompileLimit means the module is over MaxNestingDepth,
@@ -62,11 +64,12 @@ type compileCost struct {
 	bodies    int      // the function bodies checked so far
 	locals    uint64   // their locals and parameters
 	work      float64  // their compile work
+	maxDepth  int      // their deepest nesting
 }
 
 // startCode sets the work budget from the size of the code section.
 func (c *compileCost) startCode(size int) {
-	c.budget = maxCompileWork + compileWorkPerByte*float64(size)
+	c.budget = min(compileWorkMax, compileWorkBase+compileWorkPerByte*float64(size))
 }
 
 // addBody checks the next function body, given its instructions and the
@@ -91,8 +94,9 @@ func (c *compileCost) addBody(expr []byte, locals uint64) error {
 		return fmt.Errorf("%w: function body %d nests blocks over %d deep", errCompileLimit, i, MaxNestingDepth)
 	}
 	c.work += work
+	c.maxDepth = max(c.maxDepth, depth)
 	if c.work > c.budget {
-		return fmt.Errorf("%w: estimated compile work over %.3g at function body %d (%.3g); nesting, branches or locals", errCompileLimit, c.budget, i, work)
+		return fmt.Errorf("%w: compile work %.2g over budget %.2g at function body %d (nesting, branch chains, locals)", errCompileLimit, c.work, c.budget, i)
 	}
 	return nil
 }

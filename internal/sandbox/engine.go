@@ -422,6 +422,8 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		slog.String("code_hash", codeHash),
 		slog.Uint64("memory_pages", uint64(lim.MemoryPages)),
 		slog.Int("size", len(wasm)),
+		slog.Float64("compile_work", shape.compileWork),
+		slog.Int("max_depth", shape.maxDepth),
 		slog.Duration("took", time.Since(start)))
 	return &Module{
 		engine:   e,

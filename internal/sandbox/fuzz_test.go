@@ -67,8 +67,8 @@ func FuzzPrepareModule(f *testing.F) {
 	f.Fuzz(func(t *testing.T, wasm []byte) {
 		out, shape, err := prepareModule(wasm)
 		if err != nil {
-			if !errors.Is(err, errMalformed) && !errors.Is(err, errTableLimit) {
-				t.Fatalf("got error %v, want one matching %v or %v", err, errMalformed, errTableLimit)
+			if !errors.Is(err, errMalformed) && !errors.Is(err, errTableLimit) && !errors.Is(err, errCompileLimit) {
+				t.Fatalf("got error %v, want one matching %v, %v or %v", err, errMalformed, errTableLimit, errCompileLimit)
 			}
 			return
 		}

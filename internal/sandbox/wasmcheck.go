@@ -38,6 +38,10 @@ type moduleShape struct {
 	// nonFuncImports counts the imports that are not functions: tables,
 	// memories, globals and tags.
 	nonFuncImports int
+	// compileWork is the module's estimated compile work (funcCost), and
+	// maxDepth the deepest nesting of its functions.
+	compileWork float64
+	maxDepth    int
 }
 
 // Binary format constants, from the WebAssembly core specification
@@ -159,6 +163,9 @@ func prepareModule(b []byte) ([]byte, moduleShape, error) {
 		default:
 			return nil, shape, fmt.Errorf("%w: unknown section id %d", errMalformed, id)
 		}
+		if errors.Is(err, errCompileLimit) {
+			return nil, shape, err // always the code section
+		}
 		if err != nil {
 			return nil, shape, fmt.Errorf("section %d: %w", id, err)
 		}
@@ -173,6 +180,7 @@ func prepareModule(b []byte) ([]byte, moduleShape, error) {
 	if r.err != nil {
 		return nil, shape, fmt.Errorf("%w: %w", errMalformed, r.err)
 	}
+	shape.compileWork, shape.maxDepth = cost.work, cost.maxDepth
 	return out, shape, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cloister-faas/cloister/internal/instrument"
 )
 
 // header is the magic number and version 1 of a binary module.
@@ -18,6 +20,13 @@ func section(id byte, body string) string {
 
 // leb encodes v as unsigned LEB128.
 func leb(v uint32) string { return string(appendLEB(nil, v)) }
+
+// structure returns s without its compile estimates, which the tests of
+// compile_cost.go check.
+func structure(s moduleShape) moduleShape {
+	s.compileWork, s.maxDepth = 0, 0
+	return s
+}
 
 func TestPrepareModuleFixtures(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("testdata", "*.wasm"))
@@ -52,7 +61,7 @@ func TestPrepareModuleFixtures(t *testing.T) {
 			if name != "table_bomb.wasm" && name != "reactor_table.wasm" && !bytes.Equal(out, in) {
 				t.Errorf("got a changed module, want it unchanged")
 			}
-			if want, ok := shapes[name]; ok && shape != want {
+			if want, ok := shapes[name]; ok && structure(shape) != want {
 				t.Errorf("got shape %+v, want %+v", shape, want)
 			}
 		})
@@ -150,11 +159,52 @@ func TestPrepareModule(t *testing.T) {
 			if string(out) != want {
 				t.Errorf("got module %x, want %x", out, want)
 			}
-			if shape != tt.shape {
+			if structure(shape) != tt.shape {
 				t.Errorf("got shape %+v, want %+v", shape, tt.shape)
 			}
 		})
 	}
+}
+
+// manyLocals returns n bodies declaring maxFunctionLocals locals each.
+func manyLocals(n int) []instrument.Body {
+	bodies := make([]instrument.Body, n)
+	for i := range bodies {
+		bodies[i] = instrument.Body{Locals: []instrument.LocalGroup{{Count: maxFunctionLocals, Type: instrument.I64}}, Expr: []byte{byte(instrument.OpEnd)}}
+	}
+	return bodies
+}
+
+// manyParams returns a module of n functions of params i32 parameters,
+// exporting none: prepareModule does not check exports.
+func manyParams(params, n int) []byte {
+	m := &instrument.Module{
+		Types: []instrument.FuncType{{Params: make([]instrument.ValType, params)}},
+		Funcs: make([]uint32, n),
+		Code:  make([]instrument.Body, n),
+	}
+	for i := range m.Types[0].Params {
+		m.Types[0].Params[i] = instrument.I32
+	}
+	for i := range m.Code {
+		m.Code[i] = instrument.Body{Expr: []byte{byte(instrument.OpEnd)}}
+	}
+	b, err := m.Encode()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// brTable returns a body with one br_table of n entries, all to the same
+// block: n edges into one label.
+func brTable(n int) instrument.Body {
+	b := []byte{byte(instrument.OpBlock), 0x40, byte(instrument.OpI32Const), 0, byte(instrument.OpBrTable)}
+	b = instrument.AppendU32(b, uint32(n))
+	for range n + 1 {
+		b = append(b, 0)
+	}
+	return instrument.Body{Expr: append(b, byte(instrument.OpEnd), byte(instrument.OpEnd))}
 }
 
 func TestPrepareModuleRejects(t *testing.T) {
@@ -204,6 +254,23 @@ func TestPrepareModuleRejects(t *testing.T) {
 		{name: "unterminated constant", in: header + section(sectionGlobal, "\x01\x7f\x00\x41\x00"), want: errMalformed},
 		{name: "LEB too long", in: header + section(sectionStart, "\x80\x80\x80\x80\x80\x00"), want: errMalformed},
 		{name: "table over the limit", in: header + section(sectionTable, "\x01\x70\x00"+leb(MaxTableEntries+1)), want: errTableLimit},
+		{name: "unknown opcode", in: header + section(sectionCode, "\x01\x03\x00\xff\x0b"), want: errMalformed},
+		{name: "code after the final end", in: header + section(sectionCode, "\x01\x03\x00\x0b\x01"), want: errMalformed},
+		{name: "unterminated body", in: header + section(sectionCode, "\x01\x03\x00\x02\x40"), want: errMalformed},
+		// The compile bounds (compile_cost.go).
+		{name: "blocks nested past the limit", in: string(genModule(genNested(instrument.OpBlock, MaxNestingDepth+1))), want: errCompileLimit},
+		{name: "loops nested past the limit", in: string(genModule(genNested(instrument.OpLoop, MaxNestingDepth+1))), want: errCompileLimit},
+		{name: "Go-like nesting past the limit", in: string(genModule(genGoLike(MaxNestingDepth))), want: errCompileLimit},
+		{name: "the finding: 40,000 nested blocks", in: string(genModule(genNested(instrument.OpBlock, 40_000))), want: errCompileLimit},
+		{name: "locals over the module limit", in: string(genModule(manyLocals(MaxModuleLocals/maxFunctionLocals + 1)...)), want: errCompileLimit},
+		{name: "parameters count as locals", in: string(manyParams(1000, MaxModuleLocals/1000+1)), want: errCompileLimit},
+		{name: "nested blocks over the work budget", in: string(genModule(genNested(instrument.OpBlock, 12_000))), want: errCompileLimit},
+		{name: "nested loops over the work budget", in: string(genModule(genNested(instrument.OpLoop, 3_000))), want: errCompileLimit},
+		{name: "if chain over the work budget", in: string(genModule(genBody(6_000, if0...))), want: errCompileLimit},
+		{name: "br_if chain over the work budget", in: string(genModule(genBody(6_000, byte(instrument.OpI32Const), 0, byte(instrument.OpBrIf), 0))), want: errCompileLimit},
+		{name: "call chain over the work budget", in: string(genModule(genBody(7_000, call0...))), want: errCompileLimit},
+		{name: "locals live across an if chain over the work budget", in: string(genModule(genLiveLocals(1_000))), want: errCompileLimit},
+		{name: "br_table of many entries over the work budget", in: string(genModule(brTable(20_000))), want: errCompileLimit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
