@@ -36,7 +36,16 @@ type Config struct {
 	// bound is what keeps abandoned compiles from piling up. Zero means
 	// half of GOMAXPROCS, and at least 1.
 	MaxCompiles int
+	// IdleModules is how long a compiled module that nobody holds (every
+	// Module from Compile given back with Release) stays cached before it
+	// is freed (default DefaultIdleModules). Keep it above the longest
+	// call: a sandbox of a released module may still be running.
+	IdleModules time.Duration
 }
+
+// DefaultIdleModules is the default of Config.IdleModules: twice the
+// longest call a manifest may ask for.
+const DefaultIdleModules = 10 * time.Minute
 
 // Engine compiles and runs WebAssembly functions. It is safe for
 // concurrent use. Create one per process with [New] and release it with
@@ -45,7 +54,8 @@ type Config struct {
 // wazero enforces the memory limit per runtime, so the engine keeps one
 // wazero runtime per distinct Limits.MemoryPages, created on first use, all
 // sharing one compilation cache. Compiled modules are cached per (code
-// hash, memory limit) for the life of the engine: there is no eviction yet.
+// hash, memory limit) while someone holds them, and for Config.IdleModules
+// after the last holder released them (see Module.Release).
 type Engine struct {
 	unmetered bool
 	log       *slog.Logger
@@ -67,6 +77,10 @@ type Engine struct {
 
 	compiles  atomic.Uint64
 	cacheHits atomic.Uint64
+	evictions atomic.Uint64
+
+	idle      time.Duration // Config.IdleModules
+	stopSweep chan struct{} // closed by Close
 }
 
 // cacheKey identifies one compilation.
@@ -90,6 +104,12 @@ type cacheEntry struct {
 	waiters   int
 	abandoned bool
 	cancel    context.CancelFunc
+
+	// refs counts the Modules handed out and not yet released; once it
+	// is back to 0, idleSince says since when (see evict.go). Guarded by
+	// Engine.mu.
+	refs      int
+	idleSince time.Time
 }
 
 // Stats counts the engine's compile cache activity.
@@ -99,6 +119,11 @@ type Stats struct {
 	// CacheHits is how many Compile calls were served from the cache,
 	// including callers that waited on a compile already in flight.
 	CacheHits uint64
+	// Evictions is how many compiled modules were freed after going
+	// unheld for Config.IdleModules.
+	Evictions uint64
+	// Cached is how many compiled modules the cache holds now.
+	Cached int
 }
 
 // New returns an Engine configured by cfg. ctx is used for the setup only.
@@ -117,6 +142,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		compileSlots: make(chan struct{}, slots),
 		runtimes:     make(map[uint32]wazero.Runtime),
 		modules:      make(map[cacheKey]*cacheEntry),
+		idle:         cfg.IdleModules,
+		stopSweep:    make(chan struct{}),
+	}
+	if e.idle <= 0 {
+		e.idle = DefaultIdleModules
 	}
 	// Compiled native code lives in memory only. The disk is untrusted: a
 	// host that edited cached native code would run its own code inside
@@ -137,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.wasi = wasi.ExportedFunctionDefinitions()
 	e.host = r.Module(HostModule).ExportedFunctionDefinitions()
 	e.log.LogAttrs(ctx, slog.LevelDebug, "engine ready")
+	go e.sweep()
 	return e, nil
 }
 
@@ -147,6 +178,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	if !e.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(e.stopSweep)
 	e.mu.Lock()
 	runtimes := e.runtimes
 	for _, ent := range e.modules {
@@ -170,7 +202,10 @@ func (e *Engine) Close(ctx context.Context) error {
 
 // Stats returns the engine's compile cache counters.
 func (e *Engine) Stats() Stats {
-	return Stats{Compiles: e.compiles.Load(), CacheHits: e.cacheHits.Load()}
+	e.mu.Lock()
+	cached := len(e.modules)
+	e.mu.Unlock()
+	return Stats{Compiles: e.compiles.Load(), CacheHits: e.cacheHits.Load(), Evictions: e.evictions.Load(), Cached: cached}
 }
 
 // runtime returns the wazero runtime for a memory limit, creating it, with
@@ -279,6 +314,7 @@ func (e *Engine) Compile(ctx context.Context, codeHash string, wasm []byte, limi
 	if ent.err != nil {
 		return nil, ent.err
 	}
+	e.hold(ent)
 	if found {
 		e.cacheHits.Add(1)
 	}

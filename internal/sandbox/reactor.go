@@ -249,8 +249,9 @@ type Inspection struct {
 	SnapshotHash string
 }
 
-// Inspect compiles wasm as Compile does (cached under codeHash, so a later
-// deploy of the same code does not compile again) and computes the hash of
+// Inspect compiles wasm as Compile does (cached under codeHash for
+// Config.IdleModules, so that a deploy of the same code soon after does not
+// compile again) and computes the hash of
 // the state its invocations will start from: for a reactor, the snapshot
 // after init in an instance configured by spec; for a command, the
 // post-instantiation state. Workers compute the same hash from the same
@@ -260,6 +261,7 @@ func (e *Engine) Inspect(ctx context.Context, codeHash string, wasm []byte, limi
 	if err != nil {
 		return Inspection{}, err
 	}
+	defer m.Release()
 	out := Inspection{ABI: m.abi}
 	if m.abi == ABICommand {
 		out.SnapshotHash, err = m.CommandSnapshotHash(ctx)

@@ -528,7 +528,7 @@ func TestCompileCache(t *testing.T) {
 	if m1 != m2 {
 		t.Errorf("got a new *Module for equal limits, want the cached one")
 	}
-	if got, want := e.Stats(), (Stats{Compiles: 1, CacheHits: 1}); got != want {
+	if got, want := e.Stats(), (Stats{Compiles: 1, CacheHits: 1, Cached: 1}); got != want {
 		t.Errorf("got stats %+v, want %+v", got, want)
 	}
 
@@ -551,7 +551,7 @@ func TestCompileCache(t *testing.T) {
 	if _, err := e.Compile(ctx, "echo", echo, Limits{MemoryPages: 8}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := e.Stats(), (Stats{Compiles: 2, CacheHits: 2}); got != want {
+	if got, want := e.Stats(), (Stats{Compiles: 2, CacheHits: 2, Cached: 2}); got != want {
 		t.Errorf("got stats %+v, want %+v", got, want)
 	}
 	if got, want := m1.CodeHash(), "echo"; got != want {
@@ -577,7 +577,7 @@ func TestCompileConcurrentSharesOneCompile(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got, want := e.Stats(), (Stats{Compiles: 1, CacheHits: callers - 1}); got != want {
+	if got, want := e.Stats(), (Stats{Compiles: 1, CacheHits: callers - 1, Cached: 1}); got != want {
 		t.Errorf("got stats %+v, want %+v", got, want)
 	}
 	for i, m := range mods {

@@ -132,16 +132,16 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 		spec := coordinator.SandboxSpec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1
 		if l.reactor, err = mod.NewFunction(ctx, spec); err != nil {
+			l.close()
 			return nil, sandboxError(err)
 		}
 		l.snapshot = l.reactor.Snapshot().Hash()
 	} else if l.snapshot, err = mod.CommandSnapshotHash(ctx); err != nil {
+		l.close()
 		return nil, sandboxError(err)
 	}
 	if fc.SnapshotHash != "" && l.snapshot != fc.SnapshotHash {
-		if l.reactor != nil {
-			l.reactor.Close()
-		}
+		l.close()
 		return nil, apierr.New(apierr.BundleIntegrity, "the snapshot of %s/%s v%d (%s) differs from the certified %s: init is not deterministic", ns, name, version, l.snapshot, fc.SnapshotHash)
 	}
 	var stateKey []byte
@@ -188,11 +188,15 @@ func openCertified(raw []byte, fc *certs.Function, ns, name string, version int)
 	return bd, nil
 }
 
-// close releases a loaded function's pool.
+// close releases a loaded function's pool and its hold on the compiled
+// code. Call it once.
 func (l *loaded) close() {
 	if l.reactor != nil {
 		l.reactor.Close()
 	}
+	// The compiled code stays cached a while for other holders and the
+	// next load, then is freed (sandbox.Module.Release).
+	l.module.Release()
 }
 
 // fetchKey asks the coordinator for the function's HPKE key, sealed to this

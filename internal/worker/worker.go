@@ -167,7 +167,13 @@ func New(cfg Config) (*Worker, error) {
 			}, func() float64 { return float64(cfg.Engine.Stats().Compiles) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "cloister_worker_compile_cache_hits_total", Help: "Loads served by an already compiled module (same code hash and memory limit, any tenant or version).",
-			}, func() float64 { return float64(cfg.Engine.Stats().CacheHits) }))
+			}, func() float64 { return float64(cfg.Engine.Stats().CacheHits) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "cloister_worker_compiled_modules", Help: "Compiled modules this worker's engine holds in memory.",
+			}, func() float64 { return float64(cfg.Engine.Stats().Cached) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "cloister_worker_compiled_evictions_total", Help: "Compiled modules freed after no loaded version held them for the engine's idle time.",
+			}, func() float64 { return float64(cfg.Engine.Stats().Evictions) }))
 	}
 	return w, nil
 }
