@@ -46,6 +46,8 @@ type server struct {
 	log  *bytes.Buffer
 	env  map[string]string
 	done chan error
+	// extraEnv is added to the environment of cli's commands.
+	extraEnv []string
 }
 
 func startUp(t *testing.T, dir string, extra ...string) *server {
@@ -127,6 +129,7 @@ func (s *server) cli(args ...string) result {
 		"XDG_CACHE_HOME="+filepath.Join(s.dir, "cache"),
 		"HOME="+s.dir,
 	)
+	cmd.Env = append(cmd.Env, s.extraEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -176,6 +179,29 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(r.stdout, "deployed hello v1") {
 		t.Errorf("deploy output: %q", r.stdout)
 	}
+	// Without CLOISTER_NAMESPACE, fn deploy signs for the API key's
+	// namespace as the gateway names it (GET /v1/whoami).
+	envFile := filepath.Join(s.dir, ".cloister", "client.env")
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "CLOISTER_NAMESPACE") {
+			kept = append(kept, l)
+		}
+	}
+	unpinned := filepath.Join(dir, "unpinned.env")
+	if err := os.WriteFile(unpinned, []byte(strings.Join(kept, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.extraEnv = []string{"CLOISTER_ENV=" + unpinned, "CLOISTER_NAMESPACE="}
+	if r := s.mustCLI("fn", "deploy", "hello2", repo("examples", "hello-go", "hello-go.wasm")); !strings.Contains(r.stdout, "deployed hello2 v1") {
+		t.Errorf("deploy without a pinned namespace: %q", r.stdout)
+	}
+	s.extraEnv = nil
+
 	receiptPath := filepath.Join(dir, "receipt.json")
 	r = s.mustCLI("invoke", "hello", "--data", `{"name":"Ada"}`, "--receipt-out", receiptPath)
 	if !strings.Contains(r.stdout, `"greeting":"Hello, Ada!"`) {
