@@ -135,3 +135,86 @@ func TestLongCallsDoNotStarveOtherTenants(t *testing.T) {
 	t.Logf("default namespace, slowest of 10 calls: %s unloaded, %s beside %d sleeping hostile calls (%.1fx); hostile: %d ran, %d refused",
 		unloaded, loaded, slots/2, float64(loaded)/float64(unloaded), ran, refused)
 }
+
+// TestMemoryBudgetBoundsGuests: a hostile namespace's calls of a function
+// with a large memory limit reserve it from the worker's budget: at most
+// its share runs at once, the rest wait or are refused with overloaded,
+// a function over the share is refused outright, and the default
+// namespace is still served.
+func TestMemoryBudgetBoundsGuests(t *testing.T) {
+	const mib = 1 << 20
+	e := start(t, func(o *node.Options) {
+		o.Slots = worker.SlotLimits{Slots: 16, MemoryBudget: 128 * mib, NamespaceMemory: 64 * mib, QueueWait: 30 * time.Second}
+	})
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	h := e.tenant("hostile")
+	big := func(pages uint32) func(*bundle.Manifest) {
+		return func(m *bundle.Manifest) {
+			m.Capabilities.Clock = true
+			m.Limits.Concurrency, m.Limits.MemoryPages = 64, pages
+		}
+	}
+	h.deploy("fat", fixture(t, "sleep.wasm"), big(512))   // 32 MiB: two fit in the share
+	h.deploy("huge", fixture(t, "sleep.wasm"), big(2048)) // 128 MiB: over the share
+
+	var ce *client.Error
+	if _, err := h.c.Invoke(ctx, "huge", nil, client.InvokeOptions{}); !errors.As(err, &ce) || ce.Code != string(apierr.Overloaded) {
+		t.Fatalf("a call over the namespace's memory share: got %v, want overloaded", err)
+	}
+
+	var wg sync.WaitGroup
+	var peak float64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			peak = max(peak, e.metric("cloister_worker_memory_reserved_bytes"))
+		}
+	}()
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.c.Invoke(ctx, "fat", nil, client.InvokeOptions{})
+			errs <- err
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	for range 5 {
+		if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
+			t.Fatalf("the default namespace beside the hostile calls: %v", err)
+		}
+	}
+	if code, _ := e.send(http.MethodGet, "/readyz", "", "", nil); code != http.StatusOK {
+		t.Errorf("/readyz: %d", code)
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(errs)
+	ran := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ran++
+		case errors.As(err, &ce) && ce.Code == string(apierr.Overloaded):
+		default:
+			t.Errorf("hostile call: %v", err)
+		}
+	}
+	if ran < 2 {
+		t.Errorf("%d of 6 hostile calls ran, want at least the 2 that fit", ran)
+	}
+	if peak > 64*mib {
+		t.Errorf("the hostile namespace reserved %.0f MiB at once, over its 64 MiB share", peak/mib)
+	}
+	t.Logf("hostile: %d of 6 ran; peak reservation %.0f MiB of a 64 MiB share", ran, peak/mib)
+}
