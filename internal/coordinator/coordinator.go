@@ -273,7 +273,6 @@ func (c *Coordinator) ManifestHash() string {
 func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.nc = nc
 	handlers := map[string]bus.Handler{
-		bus.SubjectAttestation:     func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() },
 		bus.SubjectAdmit:           c.handleAdmit,
 		bus.SubjectRegister:        c.handleRegister,
 		bus.SubjectFunctionKey:     c.handleFunctionKey,
@@ -307,6 +306,15 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		}
 		subs = append(subs, s)
 	}
+	// Attestation last: a caller that got the coordinator's attestation
+	// (a worker about to ask for admission, a test waiting for the
+	// coordinator) finds every other subject served.
+	att, err := bus.Serve(ctx, nc, bus.SubjectAttestation, bus.CoordinatorQueue, 64, c.log,
+		func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() })
+	if err != nil {
+		return err
+	}
+	subs = append(subs, att)
 	c.log.Info("coordinator serving", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash())
 	<-ctx.Done()
 	for _, s := range subs {
