@@ -155,12 +155,17 @@ func TestMemoryBudgetBoundsGuests(t *testing.T) {
 			m.Limits.Concurrency, m.Limits.MemoryPages = 64, pages
 		}
 	}
-	h.deploy("fat", fixture(t, "sleep.wasm"), big(512))   // 32 MiB: two fit in the share
-	h.deploy("huge", fixture(t, "sleep.wasm"), big(2048)) // 128 MiB: over the share
+	h.deploy("fat", fixture(t, "sleep.wasm"), big(512)) // 32 MiB: two fit in the share
 
+	// 128 MiB, over the share: refused when the worker initialises it at
+	// deploy, or when it is called.
 	var ce *client.Error
-	if _, err := h.c.Invoke(ctx, "huge", nil, client.InvokeOptions{}); !errors.As(err, &ce) || ce.Code != string(apierr.Overloaded) {
-		t.Fatalf("a call over the namespace's memory share: got %v, want overloaded", err)
+	_, err := h.c.Deploy(ctx, "huge", h.build("huge", fixture(t, "sleep.wasm"), big(2048)))
+	if err == nil {
+		_, err = h.c.Invoke(ctx, "huge", nil, client.InvokeOptions{})
+	}
+	if !errors.As(err, &ce) || ce.Code != string(apierr.Overloaded) {
+		t.Fatalf("a function over the namespace's memory share: got %v, want overloaded", err)
 	}
 
 	var wg sync.WaitGroup
@@ -187,7 +192,11 @@ func TestMemoryBudgetBoundsGuests(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The hostile calls alone for a while, then the default namespace's
+	// beside them (which reserve memory of their own).
+	time.Sleep(time.Second)
+	close(stop)
+	<-sampled
 	for range 5 {
 		if _, err := e.c.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); err != nil {
 			t.Fatalf("the default namespace beside the hostile calls: %v", err)
@@ -197,8 +206,6 @@ func TestMemoryBudgetBoundsGuests(t *testing.T) {
 		t.Errorf("/readyz: %d", code)
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
 	close(errs)
 	ran := 0
 	for err := range errs {

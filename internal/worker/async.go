@@ -89,6 +89,7 @@ func (w *Worker) runAsync(ctx context.Context) error {
 		perNS = n
 	}
 	d := newDispatcher(a, perNS, w.log)
+	d.saturated = w.slots.saturated
 	if err := d.dropLegacyConsumer(ctx); err != nil {
 		return err
 	}
@@ -150,6 +151,11 @@ type dispatcher struct {
 	read  time.Time                     // when ring was last read from the stream
 	freed chan struct{}                 // a job ended (capacity 1)
 
+	// saturated reports that a namespace has no room in the worker's
+	// slots (nil: never): its jobs stay in the stream, where waiting
+	// costs no attempt, rather than be refused overloaded once taken.
+	saturated func(ns string) bool
+
 	mu      sync.Mutex
 	running map[string]int // subject → jobs taken and not done
 }
@@ -174,6 +180,9 @@ func (d *dispatcher) done(subject string) {
 
 // full reports whether subject has its share of jobs running here.
 func (d *dispatcher) full(subject string) bool {
+	if d.saturated != nil && d.saturated(strings.TrimPrefix(subject, bus.SubjectAsyncPrefix)) {
+		return true
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.running[subject] >= d.perNS

@@ -170,6 +170,19 @@ func (s *slots) acquire(ctx context.Context, ns string, mem int64) (func(), erro
 	return nil, why
 }
 
+// saturated reports whether a call of ns would have to wait: the worker
+// is full, ns holds its share of slots, or ns already has calls waiting.
+// The async dispatcher leaves such a namespace's jobs in the stream.
+func (s *slots) saturated(ns string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used >= s.lim.Slots {
+		return true
+	}
+	sh, ok := s.ns[ns]
+	return ok && (sh.used >= s.lim.NamespaceSlots || sh.waiters.Len() > 0)
+}
+
 func (s *slots) releaser(ns string, mem int64) func() {
 	var once sync.Once
 	return func() { once.Do(func() { s.release(ns, mem) }) }

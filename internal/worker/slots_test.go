@@ -210,3 +210,24 @@ func TestSlotsConcurrent(t *testing.T) {
 		t.Fatalf("after the run: %+v", u)
 	}
 }
+
+func TestSlotsSaturated(t *testing.T) {
+	s := newSlots(SlotLimits{Slots: 3, NamespaceSlots: 2}, nil)
+	if s.saturated("a") {
+		t.Fatal("an idle worker is saturated")
+	}
+	a1, a2 := mustAcquire(t, s, "a", 1), mustAcquire(t, s, "a", 1)
+	if !s.saturated("a") || s.saturated("b") {
+		t.Fatal("a at its share should be saturated, b not")
+	}
+	b1 := mustAcquire(t, s, "b", 1)
+	if !s.saturated("b") || !s.saturated("c") {
+		t.Fatal("a full worker is saturated for everyone")
+	}
+	a1()
+	a2()
+	b1()
+	if s.saturated("a") {
+		t.Fatal("saturated after every release")
+	}
+}
