@@ -12,6 +12,8 @@
 #   bench/run.sh accounting           # BenchmarkAccounting: metering + ledger off/on, same run
 #   bench/run.sh metering             # BenchmarkMetering and BenchmarkInstrumentPass (internal/instrument)
 #   bench/run.sh ledger               # BenchmarkLedgerAppend and BenchmarkAudit (internal/ledger)
+#   bench/run.sh soak                 # TestSoak: 10 minutes, 3 namespaces (one hostile), RSS every 10 s
+#                                     # (-soak.duration D, -soak.pprof DIR); prints its tables
 #
 # Extra arguments go to the test binary. Run it on a quiet machine: the
 # node, the clients and the native server share the same cores.
@@ -19,7 +21,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak) what=$1; shift ;;
 esac
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -58,6 +60,12 @@ metering)
 ledger)
 	go test -run '^$' -bench BenchmarkLedgerAppend -benchtime "${BENCHTIME:-200000x}" -count "${COUNT:-3}" ./internal/ledger/ "$@" 2>/dev/null | tee "$out"
 	CLOISTER_LEDGER_AUDIT_N=${AUDIT_N:-1000000} go test -run '^$' -bench BenchmarkAudit -benchtime 1x -timeout 30m ./internal/ledger/ "$@" 2>/dev/null | tee -a "$out"
+	bench=
+	;;
+soak)
+	# The tables are the test's own output: the RSS curve, then latency and
+	# answers by code per namespace and action.
+	go test -run '^TestSoak$' -timeout 30m -v ./bench/ -soak "$@" | tee "$out"
 	bench=
 	;;
 ycsb)
