@@ -153,7 +153,11 @@ func (s *slots) acquire(ctx context.Context, ns string, mem int64) (func(), erro
 	case <-ctx.Done():
 		why = apierr.New(apierr.Unavailable, "the call was abandoned while it waited for a slot")
 	case <-timer.C:
-		why = apierr.New(apierr.Overloaded, "no slot on this worker within %s: %d calls running", s.lim.QueueWait, s.lim.Slots)
+		s.mu.Lock()
+		running, mine := s.used, sh.used
+		s.mu.Unlock()
+		why = apierr.New(apierr.Overloaded, "no slot on this worker within %s: %d calls running of %d, %d of them namespace %q's (its share is %d)",
+			s.lim.QueueWait, running, s.lim.Slots, mine, ns, s.lim.NamespaceSlots)
 	}
 	s.mu.Lock()
 	select {
