@@ -1,4 +1,5 @@
-// Command cloister is the Cloister binary: every role (cloister up) and the
+// Command cloister is the Cloister binary: every role, in one process
+// (cloister up) or each in its own (coordinator, gateway, worker), and the
 // command-line client (deploy, invoke, attest, verify).
 package main
 
@@ -38,6 +39,9 @@ const usage = `cloister: confidential functions as a service
 Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
+  cloister coordinator [--tee auto|sim|sev-snp|tdx] --nats URL[,URL...] [--data DIR] [--manifest F] [--policy F] [--gateway-url URL]
+                                                             run the coordinator as its own process on an external NATS
+  cloister gateway [--addr HOST:PORT] --nats URL[,URL...]    run the gateway (and the trigger runner) as its own process
   cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
                                                              run one worker as its own process on a coordinator's NATS
   cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
@@ -95,6 +99,10 @@ func run(ctx context.Context, args []string) error {
 		return cmdUp(ctx, rest)
 	case "worker":
 		return cmdWorker(ctx, rest)
+	case "coordinator":
+		return cmdCoordinator(ctx, rest)
+	case "gateway":
+		return cmdGateway(ctx, rest)
 	case "manifest":
 		return cmdManifest(ctx, rest)
 	case "collateral":

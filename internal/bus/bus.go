@@ -42,6 +42,12 @@ const (
 	// SubjectLedgerLookup asks the coordinator for the log index of a
 	// receipt by the sha256 of its entry (32 bytes; the answer is 8).
 	SubjectLedgerLookup = "cloister.coord.ledger.lookup"
+	// SubjectLedgerRead asks the coordinator for one public file of the
+	// ledger in the tlog-tiles layout: the request is its path ("checkpoint",
+	// "tile/<L>/<N>[.p/<W>]" or "tile/entries/<N>[.p/<W>]"), the answer its
+	// bytes (ServeBytes/CallBytes). Gateways serve the ledger through it, so
+	// that they share no disk with the coordinator.
+	SubjectLedgerRead = "cloister.coord.ledger.read"
 	// SubjectStateAnchor carries sealed batches of state operations from
 	// a worker to the coordinator's state anchor (internal/state).
 	SubjectStateAnchor = "cloister.coord.state"
@@ -64,6 +70,12 @@ const (
 	// TEE-aware routing uses to pick the worker.
 	SubjectInvokeWorker = "cloister.invoke.w."
 )
+
+// SubjectWorkerInspect carries the coordinator's deploy-time inspection
+// requests (wire.InspectRequest → wire.InspectReply) to the admitted
+// workers, in the queue group WorkerQueue: a worker compiles the bundle
+// and runs its initialisation, so that the coordinator runs no guest code.
+const SubjectWorkerInspect = "cloister.worker.inspect"
 
 // WorkerSubject is the invoke subject of one worker.
 func WorkerSubject(workerID string) string { return SubjectInvokeWorker + workerID }

@@ -6,6 +6,11 @@
 // It must never send a key in the clear: function keys leave it sealed to a
 // certified worker's key-exchange key. Its own secrets rest on disk sealed
 // with the TEE's sealing key.
+//
+// It must never run tenant code: an admitted worker compiles and
+// initialises each deployed module and states the snapshot hash under its
+// certified key, which the coordinator verifies before it certifies it
+// (docs/adr/0005-init-on-worker.md).
 package coordinator
 
 import (
@@ -52,7 +57,9 @@ type Config struct {
 	TEE      tee.TEE
 	Manifest Manifest
 	Stores   *bus.Stores
-	// Engine validates modules at deploy with the workers' checks.
+	// Engine is no longer used and may be nil: since ADR 0005 an admitted
+	// worker compiles and initialises a function at deploy, and the
+	// coordinator runs no guest code (docs/adr/0005-init-on-worker.md).
 	Engine *sandbox.Engine
 	// LedgerDir holds the transparency log of receipts; "" disables it.
 	LedgerDir string
@@ -78,7 +85,6 @@ type Coordinator struct {
 	m        Manifest
 	reg      *registry.Registry
 	bundles  jetstream.ObjectStore
-	engine   *sandbox.Engine
 	ledger   *ledger.Log
 	receipts *receipt.Verifier
 	js       jetstream.JetStream
@@ -132,9 +138,6 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Engine == nil {
-		return nil, errors.New("coordinator: Config.Engine is required to validate modules")
-	}
 	st, err := loadState(cfg.Dir, cfg.TEE)
 	if err != nil {
 		return nil, err
@@ -152,7 +155,6 @@ func New(cfg Config) (*Coordinator, error) {
 		reading:  semaphore.NewWeighted(MaxReadingBytes),
 		reg:      registry.New(cfg.Stores.Registry),
 		bundles:  cfg.Stores.Bundles,
-		engine:   cfg.Engine,
 		js:       cfg.Stores.JS,
 		log:      cfg.Logger.WithGroup("coordinator"),
 		now:      cfg.Now,
@@ -298,6 +300,12 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		// Appends wait for their batch to be durable: many in flight.
 		hot[bus.SubjectLedgerAppend] = bytesHandler{c.handleLedgerAppend, 2048}
 		hot[bus.SubjectLedgerLookup] = bytesHandler{c.handleLedgerLookup, 256}
+		// The gateways serve the log's public files from here: they share
+		// no disk with the coordinator. Leave room for the reply's headers.
+		limit := nc.MaxPayload() - 4<<10
+		hot[bus.SubjectLedgerRead] = bytesHandler{func(_ context.Context, b []byte) ([]byte, error) {
+			return readLedgerFile(c.ledger.Dir(), string(b), limit)
+		}, 64}
 	}
 	for subj, h := range hot {
 		s, err := bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, h.limit, c.log, h.h)
@@ -421,10 +429,11 @@ const MaxBundleSize = 64 << 20
 const MaxReadingBytes = 2 * MaxBundleSize
 
 // handleRegister registers a function version. It is atomic: the version
-// becomes visible (the registry's latest) only once its bundle was read,
-// verified and initialised and its certificate signed, and not at all
-// once the request's timeout has passed, so that a caller told "timeout"
-// can rely on nothing having been registered.
+// becomes visible (the registry's latest) only once its bundle was read
+// and verified, an admitted worker's signed inspection of it (compiled and
+// initialised there, never here) was verified, and its certificate
+// signed, and not at all once the request's timeout has passed, so that a
+// caller told "timeout" can rely on nothing having been registered.
 func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error) {
 	var req wire.RegisterRequest
 	if err := json.Unmarshal(b, &req); err != nil || !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) || req.TimeoutMS < 0 {
@@ -475,7 +484,8 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if err := caps.CheckLimits(bd.Manifest.Limits); err != nil {
 		return nil, apierr.New(apierr.InvalidManifest, "%v", err)
 	}
-	ins, err := c.inspectModule(ctx, req.Namespace, bd.Manifest, bd.CodeHash, bd.Module)
+	bundleHash := bundle.Hash(raw)
+	ins, err := c.inspectBundle(ctx, req.Namespace, req.Object, bd, bundleHash)
 	if err != nil {
 		return nil, err
 	}
@@ -491,7 +501,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		CodeHash:     bd.CodeHash,
 		SnapshotHash: ins.SnapshotHash,
 		ABI:          bd.Manifest.ABI,
-		BundleHash:   bundle.Hash(raw),
+		BundleHash:   bundleHash,
 		OwnerKey:     bd.Signer,
 		HPKEKey:      seal.PublicKeyBytes(fk),
 		Suite:        seal.Suite,
@@ -516,7 +526,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		}
 		return nil, err
 	}
-	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash, "snapshot_sha256", ins.SnapshotHash)
+	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash, "snapshot_sha256", ins.SnapshotHash, "inspected_by", ins.WorkerID)
 	if b, err := json.Marshal(wire.Deployed{Namespace: req.Namespace, Name: req.Name, Version: v}); err == nil && c.nc != nil {
 		_ = c.nc.Publish(bus.SubjectDeployed, b)
 	}
@@ -563,16 +573,14 @@ func bundleError(err error) error {
 // maxClockSkew bounds the age of a worker's signed key request.
 const maxClockSkew = 2 * time.Minute
 
-// KeyRequestMessage is what a worker signs to ask for a function key.
-func KeyRequestMessage(req wire.FunctionKeyRequest) []byte {
-	req.Signature = nil
-	b, _ := json.Marshal(req)
-	return append([]byte("cloister-fnkey-request-v1\n"), b...)
-}
+// KeyRequestMessage is what a worker signs to ask for a function key
+// (wire.KeyRequestMessage, which owns the format).
+func KeyRequestMessage(req wire.FunctionKeyRequest) []byte { return wire.KeyRequestMessage(req) }
 
-// KeyReleaseInfo is the HPKE info under which a function key is sealed to a worker.
+// KeyReleaseInfo is the HPKE info under which a function key is sealed to
+// a worker (wire.KeyReleaseInfo, which owns the format).
 func KeyReleaseInfo(workerID, ns, name string, version int) []byte {
-	return append([]byte("cloister/v1/key-release\x00"+workerID+"\x00"), seal.Info(ns, name, version, "")...)
+	return wire.KeyReleaseInfo(workerID, ns, name, version)
 }
 
 func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, error) {

@@ -36,6 +36,10 @@ type fixture struct {
 	root    ed25519.PrivateKey
 	now     time.Time
 	dir     string
+	engine  *sandbox.Engine // the coordinator's: it must stay unused
+	// forge, if set, alters the fake inspector's answers.
+	forge        func(*wire.InspectRequest, *wire.InspectReply)
+	inspectorKey ed25519.PrivateKey
 }
 
 func newRoot(t *testing.T) ed25519.PrivateKey {
@@ -58,7 +62,17 @@ func testdata(name string) []byte {
 	return b
 }
 
+// setup starts a coordinator and a fake inspecting worker
+// (startInspector), so that deploys succeed.
 func setup(t *testing.T, edits ...func(*Manifest)) *fixture {
+	t.Helper()
+	f := setupBare(t, edits...)
+	f.startInspector()
+	return f
+}
+
+// setupBare starts a coordinator with no worker to inspect deploys.
+func setupBare(t *testing.T, edits ...func(*Manifest)) *fixture {
 	t.Helper()
 	nc := bustest.Connect(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -78,7 +92,8 @@ func setup(t *testing.T, edits ...func(*Manifest)) *fixture {
 		e(&genesis)
 	}
 	f.dir = t.TempDir()
-	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: newEngine(t),
+	f.engine = newEngine(t)
+	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: f.engine,
 		LedgerDir: t.TempDir(), Manifest: genesis})
 	if err != nil {
 		t.Fatal(err)
@@ -297,31 +312,6 @@ func newEngine(t *testing.T) *sandbox.Engine {
 	}
 	t.Cleanup(func() { e.Close(context.Background()) })
 	return e
-}
-
-func TestValidateModule(t *testing.T) {
-	f := setup(t)
-	ctx := context.Background()
-	m := bundle.DefaultManifest("x")
-	for _, c := range []struct {
-		name  string
-		wasm  []byte
-		pages uint32
-		want  apierr.Code
-	}{
-		{"echo", echoWasm, 16, ""},
-		{"not wasm", []byte("hello"), 16, apierr.InvalidModule},
-		{"truncated", echoWasm[:20], 16, apierr.InvalidModule},
-		{"empty module without _start", []byte("\x00asm\x01\x00\x00\x00"), 16, apierr.InvalidModule},
-		{"memory over the manifest limit", hugeWasm, 256, apierr.MemoryLimit},
-		{"imports outside WASI", badImportWasm, 16, apierr.InvalidModule},
-	} {
-		m.Limits.MemoryPages = c.pages
-		_, err := f.c.inspectModule(ctx, "default", m, seal.SHA256Hex(c.wasm), c.wasm)
-		if codeOf(err) != c.want || (c.want == "" && err != nil) {
-			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
-		}
-	}
 }
 
 var (

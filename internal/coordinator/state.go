@@ -8,13 +8,14 @@ import (
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/seal"
 	fnstate "github.com/cloister-faas/cloister/internal/state"
+	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // StateKeyReleaseInfo is the HPKE info under which a function's state key
 // is sealed to a worker. It differs from KeyReleaseInfo so that neither
 // sealed key can be passed off as the other.
 func StateKeyReleaseInfo(workerID, ns, name string) []byte {
-	return []byte("cloister/v1/state-key-release\x00" + workerID + "\x00" + ns + "\x00" + name)
+	return wire.StateKeyReleaseInfo(workerID, ns, name)
 }
 
 // sealStateKey derives the function's state key (shared by all its

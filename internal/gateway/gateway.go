@@ -11,7 +11,7 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -34,7 +35,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
-	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -61,9 +61,6 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// Ready reports whether the roles behind the gateway are ready (nil = always).
 	Ready func() error
-	// LedgerDir is the ledger's directory, served read-only under
-	// /v1/ledger/log/ (checkpoint and tiles); "" serves no ledger.
-	LedgerDir string
 	// Async enables async invocations, activations, sequences and triggers.
 	Async *bus.AsyncStores
 	// Quotas bound each namespace (zero fields: defaults, see Quotas).
@@ -149,18 +146,10 @@ func New(cfg Config) *Gateway {
 	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
 	g.asyncRoutes()
 	g.owRoutes()
-	if cfg.LedgerDir != "" {
-		files := http.StripPrefix("/v1/ledger/log", ledger.Handler(cfg.LedgerDir))
-		g.handle("GET /v1/ledger/log/", true, func(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-			nf := &notFoundJSON{ResponseWriter: w}
-			files.ServeHTTP(nf, r)
-			if nf.notFound {
-				return apierr.New(apierr.NotFound, "%s is not in the ledger", strings.TrimPrefix(r.URL.Path, "/v1/ledger/log/"))
-			}
-			return nil
-		})
-		g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
-	}
+	// The ledger's files and index are the coordinator's, asked for over
+	// the bus: without a ledger there, they answer unavailable.
+	g.handle("GET /v1/ledger/log/", true, g.ledgerFile)
+	g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
 	g.handleManifest()
 	g.startScheduling()
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -202,30 +191,6 @@ func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
 		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
 		g.latency.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 	})
-}
-
-// notFoundJSON passes a response through unless its status is 404, whose
-// plain-text body it drops, so that the caller can answer with the API's
-// JSON error instead.
-type notFoundJSON struct {
-	http.ResponseWriter
-	notFound bool
-}
-
-func (n *notFoundJSON) WriteHeader(status int) {
-	if status == http.StatusNotFound {
-		n.notFound = true
-		n.Header().Set("Cache-Control", "no-store")
-		return
-	}
-	n.ResponseWriter.WriteHeader(status)
-}
-
-func (n *notFoundJSON) Write(b []byte) (int, error) {
-	if n.notFound {
-		return len(b), nil
-	}
-	return n.ResponseWriter.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -347,7 +312,21 @@ func (g *Gateway) lookup(ctx context.Context, ns, name string, version int) (*re
 	if errors.Is(err, registry.ErrNotFound) {
 		return nil, apierr.New(apierr.NotFound, "function %q (version %s) not found in namespace %q", name, versionString(version), ns)
 	}
-	return rec, err
+	if err != nil {
+		return nil, storeError("registry", err)
+	}
+	return rec, nil
+}
+
+// storeError maps a failure to reach an untrusted store (a timeout, a lost
+// NATS connection) to unavailable, which callers may retry; errors that
+// already have a code keep it.
+func storeError(what string, err error) error {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	return apierr.New(apierr.Unavailable, "%s unavailable: %v", what, err)
 }
 
 func versionString(v int) string {
@@ -360,7 +339,7 @@ func versionString(v int) string {
 func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	recs, err := g.reg.List(r.Context(), p.Namespace)
 	if err != nil {
-		return err
+		return storeError("registry", err)
 	}
 	out := make([]wire.FunctionInfo, 0, len(recs))
 	for _, rec := range recs {
@@ -399,7 +378,7 @@ func (g *Gateway) nextVersion(w http.ResponseWriter, r *http.Request, p *Princip
 	}
 	v, err := g.reg.NextVersion(r.Context(), p.Namespace, name)
 	if err != nil {
-		return err
+		return storeError("registry", err)
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"version": v})
 	return nil
@@ -414,7 +393,7 @@ func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request, p *Prin
 		if errors.Is(err, registry.ErrNotFound) {
 			return apierr.New(apierr.NotFound, "function %q not found", name)
 		}
-		return err
+		return storeError("registry", err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 	return nil
@@ -438,15 +417,9 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if err != nil {
 		return err
 	}
-	body, release, err := g.readUpload(w, r, "bundle")
-	if err != nil {
-		return err
-	}
-	defer release()
-	if len(body) == 0 {
-		return apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
-	}
-	fi, err := g.register(r.Context(), p.Namespace, name, body)
+	// The body goes to the object store as it arrives: the gateway holds
+	// a chunk of it at a time, not the bundle.
+	fi, err := g.register(r.Context(), p.Namespace, name, http.MaxBytesReader(w, r.Body, MaxBundleBytes), r.ContentLength)
 	if err != nil {
 		return err
 	}
@@ -454,22 +427,16 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, p *Principal) e
 	return nil
 }
 
-// register stores a bundle and asks the coordinator to register it.
-func (g *Gateway) register(ctx context.Context, ns, name string, body []byte) (wire.FunctionInfo, error) {
-	if err := g.checkDeployQuota(ctx, ns, name, len(body)); err != nil {
+// register stores a bundle read from src (size is its declared length, or
+// -1 when unknown) under a name of its own, and asks the coordinator to
+// register it. What a failed registration stored is removed again.
+func (g *Gateway) register(ctx context.Context, ns, name string, src io.Reader, size int64) (wire.FunctionInfo, error) {
+	if err := g.checkDeployQuota(ctx, ns, name, max(size, 0)); err != nil {
 		return wire.FunctionInfo{}, err
 	}
-	// Bundles are stored by content hash; an identical upload reuses the
-	// object, which then must not be removed if this registration fails.
-	obj := ns + "/" + name + "/" + bundle.Hash(body)
-	digest := sha256.Sum256(body)
-	stored, statErr := g.cfg.Stores.Bundles.GetInfo(ctx, obj)
-	// Reuse a stored object only if its content really has that hash.
-	existed := statErr == nil && stored.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(digest[:])
-	if !existed {
-		if _, err := g.cfg.Stores.Bundles.PutBytes(ctx, obj, body); err != nil {
-			return wire.FunctionInfo{}, apierr.New(apierr.Unavailable, "storing bundle: %v", err)
-		}
+	obj, err := g.storeBundle(ctx, ns, name, src, size)
+	if err != nil {
+		return wire.FunctionInfo{}, err
 	}
 	// The coordinator registers nothing once the deploy timeout has passed
 	// (counted from when it receives the request). Wait for its answer a
@@ -479,19 +446,20 @@ func (g *Gateway) register(ctx context.Context, ns, name string, body []byte) (w
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout+deployMargin)
 	defer cancel()
 	var fi wire.FunctionInfo
-	err := bus.Call(cctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: name, Object: obj, TimeoutMS: timeout.Milliseconds()}, &fi)
+	err = bus.Call(cctx, g.cfg.Conn, bus.SubjectRegister, wire.RegisterRequest{Namespace: ns, Name: name, Object: obj, TimeoutMS: timeout.Milliseconds()}, &fi)
 	if err != nil {
 		// No answer, or one lost on the way back, for a bundle this deploy
 		// stored: the registry says what happened.
 		code := apierr.CodeOf(err)
-		unknown := code == apierr.Timeout || code == apierr.Unavailable
-		if rec, gerr := g.reg.Get(cctx, ns, name, 0); unknown && !existed && gerr == nil && rec.Object == obj {
-			latest, _ := g.reg.Latest(cctx, ns, name)
-			return info(rec, latest), nil
+		if code == apierr.Timeout || code == apierr.Unavailable {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if rec, gerr := g.reg.Get(rctx, ns, name, 0); gerr == nil && rec.Object == obj {
+				latest, _ := g.reg.Latest(rctx, ns, name)
+				return info(rec, latest), nil
+			}
 		}
-		if !existed {
-			_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj)
-		}
+		_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj)
 		if code == apierr.Timeout {
 			return wire.FunctionInfo{}, apierr.New(apierr.Timeout, "the deploy did not finish within the deploy timeout of %s; nothing was registered (%s)", timeout, apierr.From(err).Message)
 		}
@@ -499,6 +467,39 @@ func (g *Gateway) register(ctx context.Context, ns, name string, body []byte) (w
 	}
 	fi.Latest = fi.Version
 	return fi, nil
+}
+
+// storeBundle streams a bundle into the object store under a fresh name
+// (<ns>/<name>/u-<random>; the coordinator checks the content against what
+// the owner signed, so the name needs no meaning). Past MaxBundleBytes,
+// empty, or over the namespace's code quota once its size is known, it is
+// refused and nothing stays stored.
+func (g *Gateway) storeBundle(ctx context.Context, ns, name string, src io.Reader, size int64) (string, error) {
+	var id [12]byte
+	rand.Read(id[:])
+	obj := ns + "/" + name + "/u-" + hex.EncodeToString(id[:])
+	info, err := g.cfg.Stores.Bundles.Put(ctx, jetstream.ObjectMeta{Name: obj}, src)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return "", apierr.New(apierr.PayloadTooLarge, "bundle over %d bytes", MaxBundleBytes)
+	case err != nil && ctx.Err() != nil:
+		return "", apierr.New(apierr.BadRequest, "the upload stopped before the bundle was complete")
+	case err != nil:
+		return "", apierr.New(apierr.Unavailable, "storing bundle: %v", err)
+	}
+	remove := func() { _ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj) }
+	if info.Size == 0 {
+		remove()
+		return "", apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
+	}
+	if size < 0 {
+		if err := g.checkDeployQuota(ctx, ns, name, int64(info.Size)); err != nil {
+			remove()
+			return "", err
+		}
+	}
+	return obj, nil
 }
 
 // deployMargin is how much longer than the deploy timeout the gateway
@@ -649,6 +650,55 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 		TicketExpires: rep.TicketExpires, Receipt: rep.Receipt, Logs: rep.Logs})
 	return nil
 }
+
+// ledgerFile serves one public file of the ledger in the tlog-tiles layout
+// (the checkpoint, a hash tile or an entry bundle), which it asks the
+// coordinator for over bus.SubjectLedgerRead: a gateway shares no disk with
+// the coordinator. Nothing here is trusted by clients, who verify it against
+// a checkpoint signed by the coordinator. A path the coordinator refuses is
+// answered as not found, as a missing file is (tlog-tiles clients fall back
+// from a partial tile to the full one on a 404).
+func (g *Gateway) ledgerFile(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	p := strings.TrimPrefix(r.URL.Path, "/v1/ledger/log/")
+	// No cache keeps the answer to a file that does not exist (yet).
+	notFound := func() error {
+		w.Header().Set("Cache-Control", "no-store")
+		return apierr.New(apierr.NotFound, "%.64q is not in the ledger", p)
+	}
+	if len(p) > maxLedgerPath || strings.Contains(p, "..") {
+		return notFound()
+	}
+	b, err := bus.CallBytes(r.Context(), g.cfg.Conn, bus.SubjectLedgerRead, []byte(p))
+	var ae *apierr.Error
+	if errors.As(err, &ae) && (ae.Code == apierr.BadRequest || ae.Code == apierr.NotFound) {
+		return notFound()
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case p == "checkpoint":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+	case !strings.Contains(p, ".p/"):
+		// Full tiles and bundles never change.
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	default:
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+	return nil
+}
+
+// maxLedgerPath bounds the path of a ledger file the gateway asks the
+// coordinator for; the coordinator checks the path itself.
+const maxLedgerPath = 64
 
 // ledgerLookup finds the log index of a receipt by the hash of its entry,
 // from the coordinator's index. The answer is a hint; clients verify an

@@ -7,6 +7,7 @@ package gateway
 // "gateway-trusted" (docs/openwhisk.md).
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -490,7 +491,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 	if err != nil {
 		return 0, apierr.New(apierr.InvalidBundle, "%v", err)
 	}
-	fi, err := g.register(ctx, p.Namespace, name, b)
+	fi, err := g.register(ctx, p.Namespace, name, bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		return 0, err
 	}

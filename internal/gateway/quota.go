@@ -108,7 +108,7 @@ func (r *rates) allow(ns string, now time.Time) error {
 
 // checkDeployQuota refuses a deploy of size bytes of function name in ns
 // past the namespace's function, version or code-size quota.
-func (g *Gateway) checkDeployQuota(ctx context.Context, ns, name string, size int) error {
+func (g *Gateway) checkDeployQuota(ctx context.Context, ns, name string, size int64) error {
 	q := g.quotas
 	live, err := g.reg.LiveVersions(ctx, ns, name)
 	if err != nil {
@@ -124,7 +124,7 @@ func (g *Gateway) checkDeployQuota(ctx context.Context, ns, name string, size in
 	if live == 0 && u.Functions >= q.Functions {
 		return apierr.New(apierr.QuotaExceeded, "the namespace has %d functions, its quota; delete one first", u.Functions)
 	}
-	if u.Bytes+int64(size) > q.CodeBytes {
+	if u.Bytes+size > q.CodeBytes {
 		return apierr.New(apierr.QuotaExceeded, "the namespace's live bundles take %d MiB; this one (%d KiB) would pass its quota of %d MiB",
 			u.Bytes>>20, size>>10, q.CodeBytes>>20)
 	}

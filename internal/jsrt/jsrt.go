@@ -217,9 +217,10 @@ func Check(ctx context.Context, f *sandbox.Function, script []byte) error {
 	return err
 }
 
-// Inspect is what the coordinator does at deploy for a JavaScript
+// Inspect is what the worker that inspects a deploy does for a JavaScript
 // function: it compiles the engine with limits, takes its snapshot with
-// spec (as a worker will: the same hash), and compiles script in it.
+// spec (as every worker serving it will: the same hash), and compiles
+// script in it.
 func Inspect(ctx context.Context, e *sandbox.Engine, limits sandbox.Limits, spec sandbox.FunctionSpec, script []byte) (snapshotHash string, err error) {
 	if err := CheckScript(script); err != nil {
 		return "", err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,8 +79,18 @@ func TestDeployIsAtomic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := objs.GetInfo(ctx, "default/svc/"+bundle.Hash(slow)); !errors.Is(err, jetstream.ErrObjectNotFound) {
-		t.Errorf("the failed deploy's bundle: %v, want it removed", err)
+	stored, err := objs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc []string
+	for _, o := range stored {
+		if strings.HasPrefix(o.Name, "default/svc/") {
+			svc = append(svc, o.Name)
+		}
+	}
+	if len(svc) != 1 {
+		t.Errorf("bundles of svc after the failed deploy: %v, want only v1's", svc)
 	}
 	if fi := e.deploy("svc", fixture(t, "reactor.wasm"), reactor); fi.Version != 2 {
 		t.Fatalf("the next deploy: v%d, want v2", fi.Version)

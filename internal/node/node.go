@@ -1,7 +1,10 @@
-// Package node assembles every Cloister role in one process on embedded
-// defaults: an embedded NATS server with JetStream on disk, the coordinator,
-// one worker and the gateway. `cloister up`, the end-to-end tests and the
-// benchmarks all start Cloister through it.
+// Package node builds Cloister's roles. Start assembles every role in one
+// process on embedded defaults: an embedded NATS server with JetStream on
+// disk, the coordinator, one worker and the gateway. `cloister up`, the
+// end-to-end tests and the benchmarks all start Cloister through it. The
+// parts it is built from (roles.go: NewCoordinator, NewGateway, Listen,
+// WriteClientEnv) also run one role per process, as `cloister coordinator`
+// and `cloister gateway` do against an external NATS.
 //
 // Roles share nothing but the bus: each has its own NATS connection and its
 // own view of the stores, as they would in separate processes. Only the sim
@@ -12,12 +15,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,7 +37,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
-	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/worker"
 )
 
@@ -112,7 +112,7 @@ type Node struct {
 	srv     *http.Server
 	g       *errgroup.Group
 	stop    context.CancelFunc
-	coord   *coordinator.Coordinator
+	coord   *Coordinator
 
 	workers []*workerHandle
 	// For AddWorker: the roles' context, the evidence verifier and logger,
@@ -168,17 +168,8 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 			return nil, errors.New("node: Options.TEE needs Options.Policy")
 		}
 		backend, policy = o.TEE, *o.Policy
-	} else {
-		sb, err := sim.Open(filepath.Join(dir, "sim"))
-		if err != nil {
-			return nil, fmt.Errorf("opening sim TEE: %w", err)
-		}
-		backend = sb
-		policy = attest.Policy{
-			AllowTEE:     []tee.Kind{tee.KindSim},
-			SimRoots:     []string{hex.EncodeToString(sb.RootPublicKey())},
-			Measurements: []string{hex.EncodeToString(sb.Measurement())},
-		}
+	} else if backend, policy, err = OpenSim(filepath.Join(dir, "sim")); err != nil {
+		return nil, err
 	}
 	n := &Node{}
 	defer func() {
@@ -207,36 +198,13 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil, err
 	}
 
-	// The coordinator validates modules with its own engine: roles share nothing.
-	coordEngine, err := sandbox.New(ctx, sandbox.Config{Logger: log})
+	coord, err := NewCoordinator(ctx, CoordinatorOptions{Dir: dir, TEE: backend, Policy: policy, Manifest: o.Manifest,
+		Stores: coordSt, Verifier: o.Verifier, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	n.engines = append(n.engines, coordEngine)
-	adminKey, err := loadOrCreateAdminKey(filepath.Join(dir, AdminKeyFile))
-	if err != nil {
-		return nil, err
-	}
-	genesis := coordinator.Manifest{Version: 1, Workers: policy, CertTTL: "1h",
-		AdminKeys: []string{hex.EncodeToString(adminKey.Public().(ed25519.PublicKey))}}
-	if o.Manifest != nil {
-		o.Manifest(&genesis)
-	}
-	coord, err := coordinator.New(coordinator.Config{
-		Dir: filepath.Join(dir, "coordinator"), TEE: backend, Stores: coordSt, Logger: log, Engine: coordEngine,
-		LedgerDir: filepath.Join(dir, "ledger"),
-		Manifest:  genesis,
-		Verifier:  o.Verifier,
-	})
-	if err != nil {
-		return nil, err
-	}
-	n.Policy = policy
-	n.Policy.ManifestHash = coord.ManifestHash()
-	n.PolicyPath = filepath.Join(dir, "policy.json")
-	if err := writeJSONFile(n.PolicyPath, n.Policy); err != nil {
-		return nil, err
-	}
+	n.coord = coord
+	n.Policy, n.PolicyPath = coord.Policy, coord.PolicyPath
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -280,10 +248,6 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		wks[i] = wk
 		n.workers = append(n.workers, &workerHandle{w: wk, conn: workerNC, done: make(chan struct{})})
 	}
-	gwAsync, err := bus.OpenAsync(ctx, gwSt.JS, 1, o.AsyncLimits)
-	if err != nil {
-		return nil, err
-	}
 	ready := func() error {
 		for _, wk := range wks {
 			if wk.Ready() {
@@ -292,18 +256,18 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		}
 		return errors.New("worker not admitted yet")
 	}
-	var handler http.Handler = gateway.New(gateway.Config{Conn: gwNC, Stores: gwSt, Logger: log, Metrics: metrics,
-		LedgerDir: filepath.Join(dir, "ledger"), Async: gwAsync, Ready: ready, Quotas: o.Quotas, DeployTimeout: o.DeployTimeout})
 	// Triggers run beside the gateway, on a connection of their own.
 	trigNC, trigSt, err := connect("triggers")
 	if err != nil {
 		return nil, err
 	}
-	trigAsync, err := bus.OpenAsync(ctx, trigSt.JS, 1, o.AsyncLimits)
+	gw, err := NewGateway(ctx, GatewayOptions{Conn: gwNC, Stores: gwSt, TriggerConn: trigNC, TriggerStores: trigSt,
+		Logger: log, Metrics: metrics, Ready: ready, AsyncLimits: o.AsyncLimits, Quotas: o.Quotas, DeployTimeout: o.DeployTimeout})
 	if err != nil {
 		return nil, err
 	}
-	triggers := trigger.NewRunner(trigger.RunnerConfig{Conn: trigNC, Async: trigAsync, Logger: log})
+	var handler http.Handler = gw.Handler
+	triggers := gw.Triggers
 	if o.Wrap != nil {
 		handler = o.Wrap(handler)
 	}
@@ -311,24 +275,17 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if addr == "" {
 		addr = "127.0.0.1:8080"
 	}
-	ln, err := net.Listen("tcp", addr)
+	edge, srv, url, err := Listen(addr, handler, o.Edge, metrics, log)
 	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	edge, err := gateway.NewLimitListener(ln, o.Edge, metrics, log)
-	if err != nil {
-		_ = ln.Close()
 		return nil, err
 	}
-	n.URL = "http://" + ln.Addr().String()
-	n.srv = gateway.NewServer(handler, o.Edge, log)
+	n.URL, n.srv = url, srv
 
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop
 	n.g, rctx = errgroup.WithContext(rctx)
 	// Workers stop first (Close cancels them before the others), so that
 	// the receipts they signed reach the coordinator's ledger.
-	n.coord = coord
 	n.rctx, n.verifier, n.log, n.noAccounting = rctx, o.Verifier, log, o.NoAccounting
 	n.g.Go(func() error { return coord.Serve(rctx, coordNC) })
 	for _, h := range n.workers {
@@ -355,12 +312,11 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if n.EnvPath, n.Token, err = writeClientEnv(ctx, dir, n.URL, n.PolicyPath, gwSt); err != nil {
+	ce, err := WriteClientEnv(ctx, dir, n.URL, n.PolicyPath, "cloister up", gwSt)
+	if err != nil {
 		return nil, err
 	}
-	if n.WskpropsPath, err = writeWskprops(dir, n.URL, n.Token, "default"); err != nil {
-		return nil, err
-	}
+	n.EnvPath, n.Token, n.WskpropsPath = ce.EnvPath, ce.Token, ce.WskpropsPath
 	log.Info("cloister is up", "url", n.URL, "tee", backend.Kind(), "data", dir)
 	return n, nil
 }
@@ -431,7 +387,7 @@ func writeJSONFile(path string, v any) error {
 // writeClientEnv writes DIR/client.env. The admin key is kept across
 // restarts; the server stores only its hash, so a lost client.env means a
 // new key is issued.
-func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.Stores) (path, token string, err error) {
+func writeClientEnv(ctx context.Context, dir, url, policyPath, by string, st *bus.Stores) (path, token string, err error) {
 	path = filepath.Join(dir, "client.env")
 	if old, err := ReadEnvFile(path); err == nil {
 		if t := old["CLOISTER_TOKEN"]; t != "" && gateway.TokenValid(ctx, st.Auth, t) {
@@ -439,13 +395,17 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath string, st *bus.St
 		}
 	}
 	if token == "" {
-		if token, err = gateway.IssueToken(ctx, st.Auth, gateway.Principal{Namespace: "default", Admin: true, Name: "admin (cloister up)"}); err != nil {
+		if token, err = gateway.IssueToken(ctx, st.Auth, gateway.Principal{Namespace: "default", Admin: true, Name: "admin (" + by + ")"}); err != nil {
 			return "", "", err
 		}
 	}
-	body := formatEnv("written by cloister up; source it or point CLOISTER_ENV here",
-		[2]string{"CLOISTER_URL", url}, [2]string{"CLOISTER_TOKEN", token},
+	var vals [][2]string
+	if url != "" {
+		vals = append(vals, [2]string{"CLOISTER_URL", url})
+	}
+	vals = append(vals, [2]string{"CLOISTER_TOKEN", token},
 		[2]string{"CLOISTER_POLICY", policyPath}, [2]string{"CLOISTER_NAMESPACE", "default"})
+	body := formatEnv("written by "+by+"; source it or point CLOISTER_ENV here", vals...)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, body, 0o600); err != nil {
 		return "", "", err
@@ -521,7 +481,7 @@ func (n *Node) AddWorker(ctx context.Context, id string, t tee.TEE) (*worker.Wor
 }
 
 // Coordinator returns the coordinator (tests change its manifest through it).
-func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
+func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord.Coord }
 
 // Bus returns the embedded NATS server (tests observe the bus through it).
 func (n *Node) Bus() *bus.Server { return n.nats }

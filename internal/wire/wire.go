@@ -1,7 +1,9 @@
 // Package wire defines the messages that cross role boundaries: between the
 // coordinator, workers and gateways on the bus, and between clients and the
-// gateway over HTTP. It holds types only; every field that crosses the
-// untrusted network is either public, signed, or ciphertext.
+// gateway over HTTP. It holds types, and the few byte formats that both
+// sides of a boundary must agree on (keyrelease.go), so that no role's
+// package imports another's. Every field that crosses the untrusted
+// network is either public, signed, or ciphertext.
 package wire
 
 import (

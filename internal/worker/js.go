@@ -7,7 +7,7 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
-	"github.com/cloister-faas/cloister/internal/coordinator"
+	"github.com/cloister-faas/cloister/internal/fnspec"
 	"github.com/cloister-faas/cloister/internal/jsrt"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 )
@@ -20,7 +20,7 @@ const maxExceptionText = 2048
 // (cached under its own hash, so every JavaScript function shares it), and
 // the script is returned to travel with each request.
 func (w *Worker) compileBundle(ctx context.Context, bd *bundle.Bundle) (*sandbox.Module, []byte, error) {
-	lim := coordinator.SandboxLimits(bd.Manifest)
+	lim := fnspec.Limits(bd.Manifest)
 	if bd.Manifest.Runtime != bundle.RuntimeJS {
 		mod, err := w.cfg.Engine.Compile(ctx, bd.CodeHash, bd.Module, lim)
 		return mod, nil, err

@@ -14,7 +14,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
-	"github.com/cloister-faas/cloister/internal/coordinator"
+	"github.com/cloister-faas/cloister/internal/fnspec"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -129,7 +129,7 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	}
 	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, script: script, sem: make(chan struct{}, lim.Concurrency), checked: w.now()}
 	if mod.ABI() == sandbox.ABIReactor {
-		spec := coordinator.SandboxSpec(ns, bd.Manifest)
+		spec := fnspec.Spec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1
 		if l.reactor, err = mod.NewFunction(ctx, spec); err != nil {
 			l.close()
@@ -206,12 +206,12 @@ func (l *loaded) close() {
 // and a wrong one authenticates nothing at the coordinator's anchor.
 func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Function) (hpke.PrivateKey, []byte, error) {
 	req := wire.FunctionKeyRequest{Certificate: adm.signed, Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, Time: w.now().UTC()}
-	req.Signature = ed25519.Sign(w.signKey, coordinator.KeyRequestMessage(req))
+	req.Signature = ed25519.Sign(w.signKey, wire.KeyRequestMessage(req))
 	var resp wire.FunctionKeyResponse
 	if err := bus.Call(ctx, w.cfg.Conn, bus.SubjectFunctionKey, req, &resp); err != nil {
 		return nil, nil, err
 	}
-	kb, err := seal.OpenFrom(w.kexKey, coordinator.KeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name, fc.Version), resp.Enc, resp.Sealed)
+	kb, err := seal.OpenFrom(w.kexKey, wire.KeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name, fc.Version), resp.Enc, resp.Sealed)
 	if err != nil {
 		return nil, nil, apierr.New(apierr.Internal, "function key release could not be opened")
 	}
@@ -220,7 +220,7 @@ func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Functio
 	if err != nil || !bytes.Equal(seal.PublicKeyBytes(k), fc.HPKEKey) {
 		return nil, nil, apierr.New(apierr.Internal, "released function key does not match its certificate")
 	}
-	sk, err := seal.OpenFrom(w.kexKey, coordinator.StateKeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name), resp.StateEnc, resp.StateSealed)
+	sk, err := seal.OpenFrom(w.kexKey, wire.StateKeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name), resp.StateEnc, resp.StateSealed)
 	if err != nil || len(sk) != state.KeySize {
 		return nil, nil, apierr.New(apierr.Internal, "state key release could not be opened")
 	}

@@ -206,6 +206,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Deploy-time inspections (inspect.go): the coordinator runs no guest code.
+	inspections, err := bus.Serve(ctx, w.cfg.Conn, bus.SubjectWorkerInspect, bus.WorkerQueue, maxInspections, w.log, w.handleInspect)
+	if err != nil {
+		return err
+	}
+	defer inspections.Drain()
 	// Deploy events are unauthenticated hints (the worker verifies what it
 	// loads); at most a few pre-warms run at once, extra events are dropped.
 	prewarm := make(chan struct{}, 4)
