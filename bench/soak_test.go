@@ -38,6 +38,7 @@ var (
 	soakDuration = flag.Duration("soak.duration", 10*time.Minute, "how long TestSoak drives its load")
 	soakWarmup   = flag.Duration("soak.warmup", time.Minute, "TestSoak's warm-up, after which its baseline RSS is taken (at most a fifth of -soak.duration)")
 	soakInterval = flag.Duration("soak.interval", 10*time.Second, "how often TestSoak samples the RSS")
+	soakSettle   = flag.Duration("soak.settle", 15*time.Second, "how long TestSoak waits, idle, after the load and the drain before the final RSS (JetStream drops a block cache 10 s after its last use)")
 	soakPprof    = flag.String("soak.pprof", "", "directory for TestSoak's heap profiles at the end of the warm-up and at the end (none if empty)")
 )
 
@@ -133,6 +134,10 @@ func TestSoak(t *testing.T) {
 	sampler.mark("hostile jobs and ledger drained")
 	sampler.stop()
 	<-samplerDone
+	// JetStream keeps a block's cache for 10 s after its last use: let
+	// the caches of the load's last seconds go, as they would on a node
+	// that is idle for a moment, before the final measurement.
+	time.Sleep(*soakSettle)
 
 	runtime.GC()
 	debug.FreeOSMemory()
