@@ -31,7 +31,9 @@ type Pending struct {
 	ActivationID string `json:"activationId"`
 	// Duplicate is set when the idempotency key was used before: the
 	// activation is the earlier one, whose result only the Pending of the
-	// first submission can open.
+	// first submission can open. (When the client itself sent a submission
+	// again after a failure that left its outcome unknown, the earlier
+	// activation is this one, and this Pending opens it.)
 	Duplicate    bool       `json:"duplicate,omitempty"`
 	Kind         string     `json:"kind"` // "function" or "sequence"
 	Namespace    string     `json:"namespace"`
@@ -78,7 +80,7 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 			path += "&version=" + strconv.Itoa(o.Version)
 		}
 		if err := c.doHeader(ctx, http.MethodPost, path, input, "application/octet-stream", idemHeader(o.IdempotencyKey), &acc); err != nil {
-			return nil, err
+			return nil, withActivationHint(err)
 		}
 		return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: c.ns, Name: name,
 			Version: o.Version, Mode: wire.ModePlain, RequestHash: seal.SHA256Hex(input)}, nil
@@ -94,11 +96,20 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 	}
 	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
 	if err := c.postJSON(ctx, path, sr, wire.SealedContentType, idemHeader(o.IdempotencyKey), &acc); err != nil {
-		return nil, publicError(err)
+		return nil, withActivationHint(publicError(err))
 	}
 	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
 		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,
 		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: cc.ResponseKey}, nil
+}
+
+// withActivationHint adds to an ErrOutcomeUnknown how to find out whether
+// an asynchronous submission without an idempotency key was queued.
+func withActivationHint(err error) error {
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w (if it was queued, Activations lists it; an IdempotencyKey makes a submission safe to retry)", err)
 }
 
 // DeadLetter is a job the async queue gave up on (wire.DeadLetter), as

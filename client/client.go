@@ -9,7 +9,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -17,14 +16,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -73,9 +72,12 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status) }
 
-// Client talks to one Cloister gateway. It is safe for concurrent use.
+// Client talks to Cloister gateways: one at a time, failing over to the
+// next where that is safe (see New). It is safe for concurrent use.
 type Client struct {
-	base   string
+	gws    []string     // gateway base URLs, without a trailing slash
+	cur    atomic.Int64 // index in gws of the gateway that answered last
+	log    *slog.Logger
 	token  string
 	policy Policy
 	hc     *http.Client
@@ -106,7 +108,8 @@ type cachedFunction struct {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client.
+// WithHTTPClient sets the HTTP client. Its Timeout (default 10 min) bounds
+// each attempt on one gateway (see New for failover).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
 // WithAttestationTTL sets how long a verified attestation is reused (default 60 s).
@@ -161,15 +164,37 @@ func WithOwnerKeys(keys ...ed25519.PublicKey) Option {
 
 // New returns a client for the gateway at baseURL, authenticating with an
 // API key and verifying attestation against policy.
+//
+// baseURL may list several gateways, separated by commas
+// ("https://gw1.example,https://gw2.example"); each must be an http or
+// https URL. Gateways hold no state, so any of them serves any request.
+// The client sends each request to the gateway that answered last (the
+// first listed, to begin with) and fails over to the next ones in turn,
+// trying each at most once per request and none once a minute has passed:
+//
+//   - when no connection could be made to it (refused, unreachable, a
+//     failed TLS handshake), since the request then never left the client;
+//   - when it answers 502, 503 or 504 with a code that says nothing ran:
+//     unavailable, no_worker or overloaded;
+//   - for a GET, or a POST with an Idempotency-Key (InvokeAsync with
+//     AsyncOptions.IdempotencyKey), also on any other transport failure
+//     (a dropped connection, a timeout) and any other 502, 503 or 504.
+//
+// Any other request that reached a gateway and got no answer from it is
+// not sent again: it fails with an error wrapping ErrOutcomeUnknown. A
+// sealed request sent again would be refused as a replay anyway. If every
+// gateway fails, the last answer (or the transport errors) is returned.
+// Attestation, function keys and the ledger are GETs and fail over freely;
+// they are verified whichever gateway serves them.
 func New(baseURL, token string, policy Policy, opts ...Option) (*Client, error) {
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid gateway URL %q", baseURL)
+	gws, err := parseGateways(baseURL)
+	if err != nil {
+		return nil, err
 	}
-	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, policy: policy,
+	c := &Client{gws: gws, token: token, policy: policy,
 		hc: &http.Client{Timeout: 10 * time.Minute}, ttl: 60 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(c)
@@ -461,6 +486,9 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	}
 	var resp wire.SealedResponse
 	err = c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(fn.Name)+path, body, wire.SealedContentType, &resp)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return nil, withReceiptHint(err, reqHash)
+	}
 	if err != nil {
 		var sealedLogs []byte
 		if ae := (*apiError)(nil); errors.As(err, &ae) {
@@ -560,26 +588,20 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/functions/"+url.PathEscape(name)+"/invoke"+versionQuery(version), bytes.NewReader(input))
-	if err != nil {
-		return nil, err
+	hdr := http.Header{"Content-Type": {"application/octet-stream"}}
+	if input == nil {
+		input = []byte{}
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.hc.Do(req)
+	resp, err := c.exchange(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/invoke"+versionQuery(version), input, hdr)
 	if err != nil {
-		return nil, err
+		return nil, withReceiptHint(err, seal.SHA256Hex(input))
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
+	out := resp.body
 	fn := &Function{Namespace: c.ns, Name: name, Version: version}
-	if resp.StatusCode != http.StatusOK {
-		return nil, c.verifyErrorReceipt(ctx, decodeError(resp.StatusCode, out), fn, seal.SHA256Hex(input))
+	if resp.status != http.StatusOK {
+		return nil, c.verifyErrorReceipt(ctx, decodeError(resp.status, out), fn, seal.SHA256Hex(input))
 	}
-	rb, err := base64.StdEncoding.DecodeString(resp.Header.Get("Cloister-Receipt"))
+	rb, err := base64.StdEncoding.DecodeString(resp.header.Get("Cloister-Receipt"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: missing or malformed receipt header", ErrVerification)
 	}
@@ -634,36 +656,32 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, ctype
 	return c.doHeader(ctx, method, path, body, ctype, nil, out)
 }
 
-// doHeader is do with extra request headers.
-func (c *Client) doHeader(ctx context.Context, method, path string, body []byte, ctype string, hdr http.Header, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
+// withReceiptHint adds to an ErrOutcomeUnknown how to find out whether an
+// invocation ran.
+func withReceiptHint(err error, reqHash string) error {
+	if !errors.Is(err, ErrOutcomeUnknown) {
 		return err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	return fmt.Errorf("%w (if it ran, its receipt is in the ledger with request_sha256 %s; invoke again to run it, or use InvokeAsync with an IdempotencyKey to have a call that can be retried)", err, reqHash)
+}
+
+// doHeader is do with extra request headers. It fails over between
+// gateways (see exchange).
+func (c *Client) doHeader(ctx context.Context, method, path string, body []byte, ctype string, hdr http.Header, out any) error {
+	h := http.Header{}
 	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+		h.Set("Content-Type", ctype)
 	}
 	for k, v := range hdr {
-		req.Header[k] = v
+		h[k] = v
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("reaching gateway: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	resp, err := c.exchange(ctx, method, path, body, h)
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode/100 != 2 {
-		err := decodeError(resp.StatusCode, b)
+	b := resp.body
+	if resp.status/100 != 2 {
+		err := decodeError(resp.status, b)
 		if ctype == wire.SealedContentType {
 			return err // the caller verifies an attached receipt
 		}

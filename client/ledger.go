@@ -18,18 +18,6 @@ var ErrNotLogged = errors.New("cloister: receipt is not in the ledger yet")
 // Checkpoint is a verified ledger checkpoint.
 type Checkpoint = ledger.Checkpoint
 
-// authTransport adds the API key to the ledger's tile requests.
-type authTransport struct {
-	token string
-	base  http.RoundTripper
-}
-
-func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+t.token)
-	return t.base.RoundTrip(r)
-}
-
 // Ledger returns a reader of the transparency log that trusts only the
 // attested coordinator's checkpoint key.
 func (c *Client) Ledger(ctx context.Context) (*ledger.Reader, error) {
@@ -44,15 +32,12 @@ func (c *Client) Ledger(ctx context.Context) (*ledger.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := url.Parse(c.base + "/v1/ledger/log/")
+	root, err := url.Parse(c.gws[0] + ledgerPath)
 	if err != nil {
 		return nil, err
 	}
-	base := c.hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	src, err := ledger.HTTPSource(root, &http.Client{Transport: authTransport{token: c.token, base: base}, Timeout: c.hc.Timeout})
+	// Tile reads go through exchange: they carry the API key and fail over.
+	src, err := ledger.HTTPSource(root, &http.Client{Transport: gatewayTransport{c: c, root: root.String()}})
 	if err != nil {
 		return nil, err
 	}

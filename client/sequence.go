@@ -156,7 +156,7 @@ func (c *Client) InvokeSequence(ctx context.Context, name string, input []byte) 
 	if err != nil {
 		var e *apiError
 		if !errors.As(err, &e) {
-			return nil, err
+			return nil, withReceiptHint(err, p.RequestHash)
 		}
 		if e.body.Code != apierr.SequenceStepFailed {
 			return nil, &Error{Status: e.status, Code: string(e.body.Code), Message: e.body.Message}
@@ -174,7 +174,7 @@ func (c *Client) InvokeSequenceAsync(ctx context.Context, name string, input []b
 	}
 	var acc wire.Accepted
 	if err := c.postJSON(ctx, "/v1/sequences/"+url.PathEscape(name)+"/invoke?async=true", sr, wire.SealedContentType, idemHeader(idempotencyKey), &acc); err != nil {
-		return nil, publicError(err)
+		return nil, withActivationHint(publicError(err))
 	}
 	p.ActivationID, p.Duplicate = acc.ActivationID, acc.Duplicate
 	return p, nil

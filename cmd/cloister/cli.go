@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,10 @@ func loadEnv() (clientEnv, error) {
 }
 
 // newClient builds an SDK client from the environment, with the attestation
-// cached on disk for the SDK's TTL.
+// cached on disk for the SDK's TTL. CLOISTER_URL may list several gateways,
+// comma-separated: the client fails over between them (see client.New).
+// With CLOISTER_DEBUG set (not empty, not 0), the client logs on stderr
+// which gateway answered each request and why it failed over.
 func newClient() (*client.Client, error) {
 	e, err := loadEnv()
 	if err != nil {
@@ -93,6 +97,9 @@ func newClient() (*client.Client, error) {
 		return nil, err
 	}
 	var opts []client.Option
+	if d := os.Getenv("CLOISTER_DEBUG"); d != "" && d != "0" {
+		opts = append(opts, client.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	}
 	if dir, err := os.UserCacheDir(); err == nil {
 		h := sha256.Sum256([]byte(e.URL + "\x00" + e.Policy))
 		d := filepath.Join(dir, "cloister")
