@@ -12,6 +12,8 @@
 #   bench/run.sh accounting           # BenchmarkAccounting: metering + ledger off/on, same run
 #   bench/run.sh metering             # BenchmarkMetering and BenchmarkInstrumentPass (internal/instrument)
 #   bench/run.sh ledger               # BenchmarkLedgerAppend and BenchmarkAudit (internal/ledger)
+#   bench/run.sh compile              # BenchmarkCompile (internal/sandbox): compile time per module
+#                                     # size and shape, -benchtime 3x; raw output (ns/op, ns/KB)
 #   bench/run.sh soak                 # TestSoak: 10 minutes, 3 namespaces (one hostile), RSS every 10 s
 #                                     # (-soak.duration D, -soak.pprof DIR); prints its tables
 #
@@ -21,7 +23,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile) what=$1; shift ;;
 esac
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -60,6 +62,10 @@ metering)
 ledger)
 	go test -run '^$' -bench BenchmarkLedgerAppend -benchtime "${BENCHTIME:-200000x}" -count "${COUNT:-3}" ./internal/ledger/ "$@" 2>/dev/null | tee "$out"
 	CLOISTER_LEDGER_AUDIT_N=${AUDIT_N:-1000000} go test -run '^$' -bench BenchmarkAudit -benchtime 1x -timeout 30m ./internal/ledger/ "$@" 2>/dev/null | tee -a "$out"
+	bench=
+	;;
+compile)
+	go test -run '^$' -bench 'BenchmarkCompile$' -benchtime "${BENCHTIME:-3x}" -timeout 30m ./internal/sandbox/ "$@" | tee "$out"
 	bench=
 	;;
 soak)
