@@ -17,6 +17,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest/collateral"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/coordinator"
+	"github.com/cloister-faas/cloister/internal/natsconf"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
@@ -102,7 +103,7 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 		co.Bundle, co.Offline = b, true
 	}
 
-	nc, err := bus.Dial(urls, "cloister-coordinator")
+	nc, err := bus.Dial(urls, "cloister-coordinator", rf.sec.dialOptions(natsconf.Coordinator)...)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/gateway"
+	"github.com/cloister-faas/cloister/internal/natsconf"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -40,7 +41,7 @@ func cmdGateway(ctx context.Context, args []string) error {
 	}
 	replicas := rf.replicas
 	connect := func(name string) (*nats.Conn, *bus.Stores, error) {
-		nc, err := bus.Dial(urls, name)
+		nc, err := bus.Dial(urls, name, rf.sec.dialOptions(natsconf.Gateway)...)
 		if err != nil {
 			return nil, nil, err
 		}

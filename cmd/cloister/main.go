@@ -39,11 +39,14 @@ const usage = `cloister: confidential functions as a service
 Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
-  cloister coordinator [--tee auto|sim|sev-snp|tdx] --nats URL[,URL...] [--data DIR] [--manifest F] [--policy F] [--gateway-url URL]
+  cloister coordinator [--tee auto|sim|sev-snp|tdx] --nats URL[,URL...] [--nats-ca F --nats-nkey F] [--data DIR] [--manifest F] [--policy F] [--gateway-url URL]
                                                              run the coordinator as its own process on an external NATS
-  cloister gateway [--addr HOST:PORT] --nats URL[,URL...]    run the gateway (and the trigger runner) as its own process
-  cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
+  cloister gateway [--addr HOST:PORT] --nats URL[,URL...] [--nats-ca F --nats-nkey F]
+                                                             run the gateway (and the trigger runner) as its own process
+  cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--nats-ca F --nats-nkey F] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
                                                              run one worker as its own process on a coordinator's NATS
+  cloister nats config --dir DIR [--hosts H1,H2] [--nodes N] [--port P] [--cluster-port P]
+                                                             write NATS server configs, TLS certificates and per-role nkeys
   cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
@@ -66,7 +69,9 @@ Usage:
 
 Client commands read CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_POLICY and
 CLOISTER_NAMESPACE, or the file named by CLOISTER_ENV (default
-./.cloister/client.env, written by 'up'). CLOISTER_OWNERS (hex Ed25519 keys,
+./.cloister/client.env, written by 'up'). CLOISTER_URL may list several
+gateways, comma-separated: requests fail over between them where nothing ran
+(CLOISTER_DEBUG=1 logs which one answered). CLOISTER_OWNERS (hex Ed25519 keys,
 comma-separated) pins the owners whose functions may receive your data.
 CLOISTER_KEY names the owner key file for deploys. invoke --async keeps each
 activation's result key in CLOISTER_ACTIVATIONS_DIR (default: the user config
@@ -103,6 +108,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdCoordinator(ctx, rest)
 	case "gateway":
 		return cmdGateway(ctx, rest)
+	case "nats":
+		return cmdNATS(ctx, rest)
 	case "manifest":
 		return cmdManifest(ctx, rest)
 	case "collateral":

@@ -12,6 +12,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/attest/collateral"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/natsconf"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/tee"
@@ -33,6 +34,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	concurrency := fs.Int("concurrency", 64, "invocations in flight")
 	bundlePath := fs.String("collateral-bundle", "", "offline collateral bundle (JSON); with it the worker never fetches collateral")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	sec := addNATSSecFlags(fs)
 	slotLimits := slotFlags(fs)
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -74,7 +76,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 		}
 		co.Bundle, co.Offline = b, true
 	}
-	nc, err := bus.Dial(*natsURL, "cloister-worker")
+	nc, err := bus.Dial(*natsURL, "cloister-worker", sec.dialOptions(natsconf.Worker)...)
 	if err != nil {
 		return err
 	}
@@ -94,7 +96,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("worker starting", "id", wk.ID(), "tee", backend.Kind(), "nats", *natsURL)
+	log.Info("worker starting", "id", wk.ID(), "tee", backend.Kind(), "nats", nc.ConnectedUrlRedacted())
 	err = wk.Run(ctx)
 	_ = nc.Drain()
 	return err

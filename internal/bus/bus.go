@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -181,13 +183,66 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// Dial connects to an external NATS server.
-func Dial(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), errorHandler)
+// DialOption secures a connection Dial opens.
+type DialOption func(*dialConfig)
+
+type dialConfig struct {
+	caFile, nkeyFile, inboxPrefix string
+}
+
+// WithRootCA makes the connection require TLS and trust the server
+// certificates issued by the CA in file (PEM). Without it, the connection
+// uses TLS only if the server asks, and trusts the system's roots.
+func WithRootCA(file string) DialOption { return func(c *dialConfig) { c.caFile = file } }
+
+// WithNkeySeed authenticates the connection with the nkey seed in file
+// (mode 0600; see internal/natsconf). The seed is read from the file when
+// the connection signs the server's nonce (at each connect and reconnect),
+// wiped after use, and never logged.
+func WithNkeySeed(file string) DialOption { return func(c *dialConfig) { c.nkeyFile = file } }
+
+// WithInboxPrefix sets the prefix of the connection's reply inboxes
+// (default "_INBOX"), so that the server can restrict each identity to its
+// own (natsconf.InboxPrefix).
+func WithInboxPrefix(p string) DialOption { return func(c *dialConfig) { c.inboxPrefix = p } }
+
+// Dial connects to an external NATS server: url is one URL or several,
+// comma-separated, between which the connection fails over.
+func Dial(url, name string, opts ...DialOption) (*nats.Conn, error) {
+	var c dialConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	nopts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), errorHandler}
+	if c.caFile != "" {
+		nopts = append(nopts, nats.RootCAs(c.caFile))
+	}
+	if c.nkeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(c.nkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the NATS nkey seed: %w", err)
+		}
+		nopts = append(nopts, o)
+	}
+	if c.inboxPrefix != "" {
+		nopts = append(nopts, nats.CustomInboxPrefix(c.inboxPrefix))
+	}
+	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURLs(url), err)
 	}
 	return nc, nil
+}
+
+// redactURLs hides any password in a list of NATS URLs.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // Stores are the JetStream stores every role uses.
