@@ -14,7 +14,7 @@
 #   bench/run.sh ledger               # BenchmarkLedgerAppend and BenchmarkAudit (internal/ledger)
 #   bench/run.sh compile              # BenchmarkCompile (internal/sandbox): compile time per module
 #                                     # size and shape, -benchtime 3x; raw output (ns/op, ns/KB)
-#   bench/run.sh soak                 # TestSoak: 10 minutes, 3 namespaces (one hostile), RSS every 10 s
+#   bench/run.sh soak                 # TestSoak: 11 min warm-up + 10 min, 3 namespaces (one hostile), RSS every 10 s
 #                                     # (-soak.duration D, -soak.pprof DIR); prints its tables
 #
 # Extra arguments go to the test binary. Run it on a quiet machine: the
@@ -71,7 +71,7 @@ compile)
 soak)
 	# The tables are the test's own output: the RSS curve, then latency and
 	# answers by code per namespace and action.
-	go test -run '^TestSoak$' -timeout 30m -v ./bench/ -soak "$@" | tee "$out"
+	go test -run '^TestSoak$' -timeout 45m -v ./bench/ -soak "$@" | tee "$out"
 	bench=
 	;;
 ycsb)
