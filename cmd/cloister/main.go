@@ -47,6 +47,8 @@ Usage:
                                                              run one worker as its own process on a coordinator's NATS
   cloister nats config --dir DIR [--hosts H1,H2] [--nodes N] [--port P] [--cluster-port P]
                                                              write NATS server configs, TLS certificates and per-role nkeys
+  cloister dev cluster --dir DIR [--nats N] [--coordinators 1] [--gateways N] [--workers N]
+                                                             run a local cluster (sim), every part a child process on loopback
   cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
@@ -110,6 +112,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdGateway(ctx, rest)
 	case "nats":
 		return cmdNATS(ctx, rest)
+	case "dev":
+		return cmdDev(ctx, rest)
 	case "manifest":
 		return cmdManifest(ctx, rest)
 	case "collateral":

@@ -34,6 +34,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	concurrency := fs.Int("concurrency", 64, "invocations in flight")
 	bundlePath := fs.String("collateral-bundle", "", "offline collateral bundle (JSON); with it the worker never fetches collateral")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	replicas := fs.Int("replicas", 1, "JetStream replicas of the buckets it opens (3 on a cluster: the same as the coordinator's, or opening them scales them down)")
 	sec := addNATSSecFlags(fs)
 	slotLimits := slotFlags(fs)
 	if _, err := parseFlags(fs, args); err != nil {
@@ -42,6 +43,9 @@ func cmdWorker(ctx context.Context, args []string) error {
 	slots, err := slotLimits(*concurrency)
 	if err != nil {
 		return err
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return usageErr("--replicas %d: want 1 to 5", *replicas)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -81,7 +85,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := bus.OpenStores(ctx, nc, 1, log)
+	st, err := bus.OpenStores(ctx, nc, *replicas, log)
 	if err != nil {
 		return err
 	}
