@@ -589,6 +589,10 @@ func (s *Store) DeadLetters(ctx context.Context, ns string, since time.Time, lim
 	for i := range ring {
 		out = append(out, ring[(next+len(ring)-1-i)%len(ring)])
 	}
+	// Stream order is the order letters arrived; workers stamp Time before
+	// they publish, so two written at once may arrive the other way round.
+	// The list is newest first by Time.
+	slices.SortStableFunc(out, func(a, b wire.DeadLetter) int { return b.Time.Compare(a.Time) })
 	return out, nil
 }
 
