@@ -23,6 +23,13 @@ const inspectMargin = 250 * time.Millisecond
 // asked are unavailable or full.
 const inspectAttempts = 3
 
+// A deploy that finds no worker listening asks again noWorkerRetries times,
+// noWorkerPause apart (5 s in all), before it answers no_worker.
+const (
+	noWorkerRetries = 5
+	noWorkerPause   = time.Second
+)
+
 // inspectBundle has an admitted worker inspect a bundle the coordinator
 // read and opened: the worker loads it from the object store, checks it,
 // compiles it and runs a reactor's initialisation in its sandbox, and
@@ -63,8 +70,18 @@ func (c *Coordinator) inspectBundle(ctx context.Context, ns, object string, bd *
 		}
 		// The queue group picks a worker at random: one that is stopping,
 		// not (yet) admitted or full may have a peer that is not.
-		if code := apierr.CodeOf(err); attempt < inspectAttempts && ctx.Err() == nil &&
-			(code == apierr.Unavailable || code == apierr.Overloaded) {
+		code := apierr.CodeOf(err)
+		if attempt < inspectAttempts && ctx.Err() == nil && (code == apierr.Unavailable || code == apierr.Overloaded) {
+			continue
+		}
+		// No worker listening at all may be one reconnecting to the bus
+		// (a slow consumer under load is cut off and comes back): wait a
+		// little, within the deploy's time, before giving up.
+		if code == apierr.NoWorker && ctx.Err() == nil && time.Until(deadlineOf(ctx)) > inspectMargin+noWorkerPause && attempt < inspectAttempts+noWorkerRetries {
+			select {
+			case <-ctx.Done():
+			case <-time.After(noWorkerPause):
+			}
 			continue
 		}
 		return nil, inspectError(ctx, err)

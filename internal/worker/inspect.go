@@ -124,7 +124,7 @@ func (w *Worker) readInspected(ctx context.Context, req *wire.InspectRequest) (*
 	if info.Size > maxInspectBundle {
 		return nil, apierr.New(apierr.PayloadTooLarge, "bundle is %d bytes, limit %d", info.Size, maxInspectBundle)
 	}
-	raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, req.Object)
+	raw, err := w.readBundle(ctx, req.Object)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, readTimeout()

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
@@ -111,9 +113,12 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if err := checkTEEPolicy(adm.cert, fc); err != nil {
 		return nil, err
 	}
-	raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, rec.Object)
-	if err != nil {
+	raw, err := w.readBundle(ctx, rec.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d is missing from the object store", ns, name, version)
+	}
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "reading the bundle of %s/%s v%d: %v", ns, name, version, err)
 	}
 	if bundle.Hash(raw) != fc.BundleHash {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle for %s/%s v%d does not match its certified hash", ns, name, version)
@@ -186,6 +191,24 @@ func openCertified(raw []byte, fc *certs.Function, ns, name string, version int)
 		return nil, apierr.New(apierr.BundleSignature, "%v", err)
 	}
 	return bd, nil
+}
+
+// readBundle reads a bundle from the object store, trying again (three
+// times at most, while ctx lasts) when the store fails for another reason
+// than the object being missing: under load a large read can time out.
+func (w *Worker) readBundle(ctx context.Context, obj string) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		raw, err := w.cfg.Stores.Bundles.GetBytes(ctx, obj)
+		if err == nil || errors.Is(err, jetstream.ErrObjectNotFound) || attempt == 3 || ctx.Err() != nil {
+			return raw, err
+		}
+		w.log.Warn("reading a bundle failed; trying again", "object", obj, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		}
+	}
 }
 
 // close releases a loaded function's pool and its hold on the compiled
