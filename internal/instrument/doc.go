@@ -1,5 +1,5 @@
 // Package instrument rewrites WebAssembly modules at deploy time, before the
-// sandbox compiles them (DESIGN.md §4, "Instrumentation at deploy").
+// sandbox compiles them (docs/architecture.md, "The instrument pass").
 //
 // It has three layers:
 //
@@ -43,7 +43,7 @@
 //
 // # Metering
 //
-// Meter (AccTEE's instrumentation, DESIGN.md §4) makes a module count the
+// Meter (AccTEE's instrumentation, docs/architecture.md) makes a module count the
 // instructions it executes and stop when its fuel runs out. It adds two
 // mutable i64 globals, after the module's own, exported as CounterExport
 // and FuelExport for the host alone: no instruction of the input can name

@@ -57,7 +57,7 @@ type TEE struct {
 	Measurement string   `json:"measurement"`
 }
 
-// Receipt is the signed record of one invocation (DESIGN.md §3).
+// Receipt is the signed record of one invocation (docs/api.md, "Receipts").
 type Receipt struct {
 	Version         int    `json:"v"`
 	InvocationID    string `json:"invocation_id"`

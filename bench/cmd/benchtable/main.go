@@ -10,7 +10,8 @@
 //     case as a multiple of the warm call of the same module;
 //   - BenchmarkReset (package internal/sandbox): fresh, reset and
 //     warm-noreset time per call of each case, then the three goals of the
-//     snapshot design (DESIGN.md §4) as measured ratios.
+//     snapshot design (docs/architecture.md, "Reactor lifecycle") as
+//     measured ratios.
 //
 // For example:
 //
@@ -308,7 +309,8 @@ func resetTable(rows []*row) (string, error) {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.name, cell(c, "fresh"), cell(c, "reset"), cell(c, "warm-noreset"), pages, speedup)
 	}
-	// The goals of DESIGN.md §4, as the issue states them.
+	// The reset goals (docs/architecture.md, "Reactor lifecycle"), as the
+	// issue stated them.
 	goal := func(desc, target string, num, den *cas, numMode, denMode string, met func(float64) bool) {
 		if num == nil || den == nil {
 			return
