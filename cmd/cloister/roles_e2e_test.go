@@ -129,47 +129,12 @@ func TestRolesAsProcesses(t *testing.T) {
 	dir := t.TempDir()
 	natsURL := startNATS(t)
 	// All children are killed if the test runs over its budget.
-	var procs []*roleProc
-	var procsMu sync.Mutex
-	budget := time.AfterFunc(60*time.Second, func() {
-		procsMu.Lock()
-		defer procsMu.Unlock()
-		for _, p := range procs {
-			_ = p.cmd.Process.Kill()
-		}
-	})
-	defer budget.Stop()
-	start := func(wd, name string, args ...string) *roleProc {
-		if err := os.MkdirAll(wd, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		p := startRole(t, wd, name, args...)
-		procsMu.Lock()
-		procs = append(procs, p)
-		procsMu.Unlock()
-		return p
-	}
-	logs := func() string {
-		var b strings.Builder
-		for _, p := range procs {
-			b.WriteString("--- " + p.name + ":\n" + p.log.String())
-		}
-		return b.String()
-	}
+	rs := newRoleSet(t, 60*time.Second)
+	start, logs := rs.start, rs.logs
 	deadline := time.Now().Add(45 * time.Second)
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		for !ok() {
-			for _, p := range procs {
-				if done, err := p.exited(); done {
-					t.Fatalf("waiting for %s: %s exited (%v)\n%s", what, p.name, err, logs())
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("waiting for %s: out of time\n%s", what, logs())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		rs.waitFor(deadline, logs, what, ok)
 	}
 
 	// --tee auto never falls back to sim: without hardware it refuses to
@@ -296,10 +261,74 @@ func TestRolesAsProcesses(t *testing.T) {
 	}
 
 	// A graceful stop, gateway first and the coordinator last.
-	for _, p := range []*roleProc{gw, procs[1], coord} {
+	for _, p := range []*roleProc{gw, rs.procs[1], coord} {
 		p.stop(t)
 	}
 	if t.Failed() {
 		t.Log(logs())
+	}
+}
+
+// roleSet starts a test's role processes and kills them all if the test
+// runs over its budget.
+type roleSet struct {
+	t     *testing.T
+	mu    sync.Mutex
+	procs []*roleProc
+}
+
+func newRoleSet(t *testing.T, budget time.Duration) *roleSet {
+	rs := &roleSet{t: t}
+	timer := time.AfterFunc(budget, func() {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		for _, p := range rs.procs {
+			_ = p.cmd.Process.Kill()
+		}
+	})
+	t.Cleanup(func() { timer.Stop() })
+	return rs
+}
+
+// start runs the binary with args in wd (made if need be) as role name.
+func (rs *roleSet) start(wd, name string, args ...string) *roleProc {
+	if err := os.MkdirAll(wd, 0o700); err != nil {
+		rs.t.Fatal(err)
+	}
+	p := startRole(rs.t, wd, name, args...)
+	rs.mu.Lock()
+	rs.procs = append(rs.procs, p)
+	rs.mu.Unlock()
+	return p
+}
+
+// logs returns every process's output so far, for a failure message.
+func (rs *roleSet) logs() string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var b strings.Builder
+	for _, p := range rs.procs {
+		b.WriteString("--- " + p.name + ":\n" + p.log.String())
+	}
+	return b.String()
+}
+
+// waitFor polls ok until it holds; it fails the test at deadline, or at
+// once when one of the processes exited, with logs() in the message.
+func (rs *roleSet) waitFor(deadline time.Time, logs func() string, what string, ok func() bool) {
+	rs.t.Helper()
+	for !ok() {
+		rs.mu.Lock()
+		procs := append([]*roleProc(nil), rs.procs...)
+		rs.mu.Unlock()
+		for _, p := range procs {
+			if done, err := p.exited(); done {
+				rs.t.Fatalf("waiting for %s: %s exited (%v)\n%s", what, p.name, err, logs())
+			}
+		}
+		if time.Now().After(deadline) {
+			rs.t.Fatalf("waiting for %s: out of time\n%s", what, logs())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -99,33 +99,10 @@ func TestRolesSecureNATS(t *testing.T) {
 	}
 	res, natsURL, vl := startSecureNATS(t, natsDir)
 
-	var procs []*roleProc
-	var procsMu sync.Mutex
-	budget := time.AfterFunc(90*time.Second, func() {
-		procsMu.Lock()
-		defer procsMu.Unlock()
-		for _, p := range procs {
-			_ = p.cmd.Process.Kill()
-		}
-	})
-	defer budget.Stop()
-	start := func(wd, name string, args ...string) *roleProc {
-		if err := os.MkdirAll(wd, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		p := startRole(t, wd, name, args...)
-		procsMu.Lock()
-		procs = append(procs, p)
-		procsMu.Unlock()
-		return p
-	}
+	rs := newRoleSet(t, 90*time.Second)
+	start := rs.start
 	logs := func() string {
-		var b strings.Builder
-		for _, p := range procs {
-			b.WriteString("--- " + p.name + ":\n" + p.log.String())
-		}
-		b.WriteString("--- NATS violations:\n" + strings.Join(vl.violations(), "\n"))
-		return b.String()
+		return rs.logs() + "--- NATS violations:\n" + strings.Join(vl.violations(), "\n")
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -135,17 +112,7 @@ func TestRolesSecureNATS(t *testing.T) {
 	deadline := time.Now().Add(75 * time.Second)
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		for !ok() {
-			for _, p := range procs {
-				if done, err := p.exited(); done {
-					t.Fatalf("waiting for %s: %s exited (%v)\n%s", what, p.name, err, logs())
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("waiting for %s: out of time\n%s", what, logs())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		rs.waitFor(deadline, logs, what, ok)
 	}
 	sec := func(r natsconf.Role) []string {
 		return []string{"--nats", natsURL, "--nats-ca", res.CA, "--nats-nkey", res.Seeds[r]}
