@@ -195,14 +195,7 @@ func TestRolesAsProcesses(t *testing.T) {
 	// The gateway runs in an empty directory and is given none.
 	gwWD := filepath.Join(dir, "gateway-wd")
 	gw := start(gwWD, "gateway", "gateway", "--addr", gwAddr, "--nats", natsURL)
-	waitFor("the gateway to be ready (a coordinator with an admitted worker)", func() bool {
-		resp, err := http.Get(gwURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitFor("the gateway to be ready (a coordinator with an admitted worker)", ready(gwURL))
 
 	s := &server{t: t, dir: dir, env: env}
 	s.mustCLI("keys", "new")
@@ -331,5 +324,18 @@ func (rs *roleSet) waitFor(deadline time.Time, logs func() string, what string, 
 			rs.t.Fatalf("waiting for %s: out of time\n%s", what, logs())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ready reports, each time it is called, whether the gateway at url
+// answers /readyz with 200.
+func ready(url string) func() bool {
+	return func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,14 +169,7 @@ func TestRolesSecureNATS(t *testing.T) {
 	wk := start(filepath.Join(dir, "worker-wd"), "worker", append([]string{"worker", "--tee", "sim",
 		"--data", workerData, "--policy", filepath.Join(workerData, "policy.json"), "--id", "w-secure"}, sec(natsconf.Worker)...)...)
 	gw := start(filepath.Join(dir, "gateway-wd"), "gateway", append([]string{"gateway", "--addr", gwAddr}, sec(natsconf.Gateway)...)...)
-	waitFor("the gateway to be ready", func() bool {
-		resp, err := http.Get(gwURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitFor("the gateway to be ready", ready(gwURL))
 
 	s := &server{t: t, dir: dir, env: env}
 	s.mustCLI("keys", "new")
