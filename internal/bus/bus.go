@@ -253,6 +253,9 @@ type Stores struct {
 	Replay   jetstream.KeyValue
 	State    jetstream.KeyValue
 	Bundles  jetstream.ObjectStore
+	// Replicas is the replica count the stores were opened with; a role
+	// opens its own streams with the same.
+	Replicas int
 }
 
 // OpenStores creates (or opens) the buckets. replicas is 1 for an embedded
@@ -274,7 +277,7 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 		}
 		return b, nil
 	}
-	s := &Stores{JS: js}
+	s := &Stores{JS: js, Replicas: replicas}
 	if s.Registry, err = kv(BucketRegistry, 0, 1); err != nil {
 		return nil, err
 	}

@@ -99,7 +99,10 @@ func busSubjects(t *testing.T) map[string]string {
 // has a publisher and, unless a stream stores it, a subscriber among the
 // roles, and prints who may do what.
 func TestEverySubjectHasPermissions(t *testing.T) {
-	stored := map[string]bool{bus.SubjectAsyncPrefix: true, bus.SubjectDeadPrefix: true}
+	// Subjects that only streams take (nobody subscribes: they are read
+	// through the JetStream API).
+	stored := map[string]bool{bus.SubjectAsyncPrefix: true, bus.SubjectDeadPrefix: true,
+		bus.SubjectAnchorJournal: true, bus.SubjectLedgerJournal: true, bus.SubjectControlJournal: true}
 	perms := map[natsconf.Role]natsconf.Permissions{}
 	for _, r := range natsconf.Roles {
 		p, err := natsconf.PermissionsFor(r)

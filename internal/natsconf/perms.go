@@ -98,6 +98,22 @@ func jsStores(async bool) []string {
 	return out
 }
 
+// jsCoordinator is the coordinators' own JetStream: the journals and the
+// lease bucket, which no other role may read or write.
+func jsCoordinator() []string {
+	var out []string
+	for _, j := range []struct{ stream, subject string }{
+		{bus.StreamAnchorJournal, bus.SubjectAnchorJournal},
+		{bus.StreamLedgerJournal, bus.SubjectLedgerJournal},
+		{bus.StreamControlJournal, bus.SubjectControlJournal},
+	} {
+		out = append(out, jsStream(j.stream)...)
+		out = append(out, j.subject)
+	}
+	out = append(out, jsStream(kvStream(bus.BucketCoord))...)
+	return append(out, "$KV."+bus.BucketCoord+".>")
+}
+
 // PermissionsFor returns role r's permissions. They follow the subjects of
 // internal/bus: a gateway cannot answer cloister.invoke or any coordinator
 // subject, nor announce a manifest change or ask for admission; a worker
@@ -111,8 +127,11 @@ func PermissionsFor(r Role) (Permissions, error) {
 				bus.SubjectDeployed,
 				bus.SubjectManifestChanged,
 				bus.SubjectWorkerInspect,
-			}, jsStores(false)...),
-			Subscribe:      []string{"cloister.coord.>", inbox},
+				// A coordinator that joins asks a peer for the secrets.
+				bus.SubjectPeerRecover,
+			}, append(jsStores(false), jsCoordinator()...)...),
+			// Workers' advertisements tell the coordinator which are alive.
+			Subscribe:      []string{"cloister.coord.>", bus.SubjectWorkerStatus, inbox},
 			AllowResponses: true,
 		}, nil
 	case Gateway:
