@@ -113,7 +113,7 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 		return err
 	}
 	role, err := node.NewCoordinator(ctx, node.CoordinatorOptions{Dir: dir, TEE: backend, Policy: policy, Genesis: genesis,
-		Stores: st, Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Logger: log})
+		Stores: st, Conn: nc, Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Logger: log})
 	if err != nil {
 		return err
 	}

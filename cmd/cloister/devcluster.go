@@ -27,7 +27,7 @@ import (
 )
 
 // devUsage is the usage of `cloister dev`.
-const devUsage = "usage: cloister dev cluster --dir DIR [--nats N] [--coordinators 1] [--gateways N] [--workers N] [--log-level L]\n" +
+const devUsage = "usage: cloister dev cluster --dir DIR [--nats N] [--coordinators N] [--gateways N] [--workers N] [--log-level L]\n" +
 	"       cloister dev nats --config FILE"
 
 // devNATSReady is the line a `cloister dev nats` node prints once
@@ -165,7 +165,7 @@ func cmdDevCluster(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev cluster", flag.ContinueOnError)
 	dirFlag := fs.String("dir", "", "directory for the cluster's files: NATS config and store, data directories, logs, client.env, cluster.json (must not hold an earlier cluster)")
 	nNATS := fs.Int("nats", 1, "NATS nodes (1 to 9); the coordinator and the gateways ask for min(3, N) JetStream replicas")
-	nCoord := fs.Int("coordinators", 1, "coordinators (only 1: standby failover is not built yet)")
+	nCoord := fs.Int("coordinators", 1, "coordinators (1 to 9): the first is active, the others standbys that take over when it dies")
 	nGW := fs.Int("gateways", 1, "gateways (1 to 9), each on a free loopback port")
 	nWorkers := fs.Int("workers", 1, "sim workers (1 to 9)")
 	logLevel := fs.String("log-level", "info", "the children's --log-level: debug, info, warn or error")
@@ -179,13 +179,10 @@ func cmdDevCluster(ctx context.Context, args []string) error {
 	if *dirFlag == "" {
 		return usageErr("dev cluster: --dir is required")
 	}
-	if *nCoord != 1 {
-		return usageErr("dev cluster: --coordinators %d: only 1 is supported; coordinator failover (active/standby) is not built yet, and two active coordinators would break admission and the ledger", *nCoord)
-	}
 	for _, c := range []struct {
 		name string
 		n    int
-	}{{"--nats", *nNATS}, {"--gateways", *nGW}, {"--workers", *nWorkers}} {
+	}{{"--nats", *nNATS}, {"--coordinators", *nCoord}, {"--gateways", *nGW}, {"--workers", *nWorkers}} {
 		if c.n < 1 || c.n > 9 {
 			return usageErr("dev cluster: %s %d: want 1 to 9", c.name, c.n)
 		}
@@ -213,7 +210,7 @@ func cmdDevCluster(ctx context.Context, args []string) error {
 	}
 	c := &devCluster{dir: dir, exe: exe, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	fmt.Fprint(os.Stderr, node.Banner())
-	err = c.start(ctx, *nNATS, *nWorkers, *nGW, *logLevel)
+	err = c.start(ctx, *nNATS, *nCoord, *nWorkers, *nGW, *logLevel)
 	if err == nil {
 		fmt.Fprintf(os.Stderr, "\ncloister dev cluster is up (TEE: sim, NOT SECURE); stop it with Ctrl-C\n  client settings: CLOISTER_ENV=%s\n  processes: %s\n  logs: %s\n\n",
 			filepath.Join(dir, "client.env"), filepath.Join(dir, "cluster.json"), filepath.Join(dir, "logs"))
@@ -230,7 +227,7 @@ func cmdDevCluster(ctx context.Context, args []string) error {
 // start starts the NATS nodes, the coordinator, the workers and the
 // gateways, each stage once the one before is ready, and writes
 // client.env last.
-func (c *devCluster) start(ctx context.Context, nNATS, nWorkers, nGW int, logLevel string) error {
+func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int, logLevel string) error {
 	ports, release, err := reservePorts(2*nNATS+nGW, nNATS)
 	if err != nil {
 		return err
@@ -286,6 +283,25 @@ func (c *devCluster) start(ctx context.Context, nNATS, nWorkers, nGW int, logLev
 		return err
 	}
 	policy := coordEnv["CLOISTER_POLICY"]
+
+	// Standby coordinators: the same sim root (one "vendor" on this
+	// machine) and the same manifest admin key, so that their genesis
+	// manifest is the first one's; each gets the secrets from the active
+	// one by peer recovery, then follows it.
+	for i := 2; i <= nCoord; i++ {
+		data := filepath.Join(c.dir, "coordinator-"+strconv.Itoa(i))
+		for _, f := range []string{filepath.Join("sim", "root.key"), node.AdminKeyFile} {
+			if err := copyFile(filepath.Join(coordData, f), filepath.Join(data, f)); err != nil {
+				return err
+			}
+		}
+		if err := c.startOne(ctx, "coordinator", i, "", data, func(p *devProc) bool {
+			b, _ := os.ReadFile(p.Log)
+			return int64(len(b)) > p.logStart && bytes.Contains(b[p.logStart:], []byte(`msg="coordinator standby`))
+		}, append([]string{"coordinator", "--tee", "sim", "--data", data, "--replicas", replicas}, sec(natsconf.Coordinator)...)...); err != nil {
+			return err
+		}
+	}
 
 	// Workers, each with its copy of the sim root and the policy, one at
 	// a time: each opens the buckets, and JetStream may leave one of two

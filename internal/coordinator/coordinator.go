@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/journal"
 	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/registry"
@@ -71,12 +73,20 @@ type Config struct {
 	// Verifier verifies workers' hardware evidence (nil: collateral from
 	// the network, cached in memory).
 	Verifier *attest.Verifier
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// PeerPolicy holds the reference values of the coordinators' own
+	// evidence: secrets move only to and from a peer coordinator whose
+	// evidence meets them (peer recovery, peers.go).
+	PeerPolicy attest.Policy
+	// Conn is the coordinator's NATS connection, used before Serve to ask
+	// a peer for the secrets.
+	Conn   *nats.Conn
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Coordinator is safe for concurrent use.
 type Coordinator struct {
+	cfg      *Config
 	tee      tee.TEE
 	identity ed25519.PrivateKey
 	master   []byte
@@ -100,11 +110,29 @@ type Coordinator struct {
 	// and the coordinator's memory stays bounded.
 	reading *semaphore.Weighted
 
+	// genesisRaw is the configured genesis manifest and genesisHash its
+	// hash: a peer must have been configured with the same.
+	genesisRaw  []byte
+	genesisHash string
+	replicas    int
+	node        string
+	// control is the control journal (control.go); fenced is closed when
+	// a journal append found that another coordinator wrote first.
+	control   *journal.Journal
+	kv        jetstream.KeyValue // bus.BucketCoord
+	fenced    chan struct{}
+	fenceOnce sync.Once
+	// active is set while this coordinator holds the lease and serves.
+	active atomic.Bool
+
 	nc       *nats.Conn // set by Serve, for events
 	mu       sync.Mutex // guards the fields below and the manifest fields above
 	attCache *wire.Attestation
 	attTime  time.Time
 	workers  map[string]admitted
+	// seen is when each admitted worker last advertised itself (or was
+	// admitted): the attestation document lists only the living.
+	seen map[string]time.Time
 	// revoked maps a worker id to the hash of the certificate a manifest
 	// change revoked; that certificate gets no more keys.
 	revoked map[string]string
@@ -119,6 +147,7 @@ type admitted struct {
 	certHash   string
 	claims     *attest.Claims
 	reportData [tee.ReportDataSize]byte
+	evidence   tee.Evidence
 }
 
 // state is what the coordinator keeps sealed on disk.
@@ -127,8 +156,12 @@ type state struct {
 	Master       []byte `json:"master"`
 }
 
-// New loads (or creates) the sealed coordinator state and returns a coordinator.
-func New(cfg Config) (*Coordinator, error) {
+// New returns a coordinator with the deployment's secrets: its own sealed
+// state, new secrets if the deployment on NATS has none yet, or, for a
+// coordinator that joins, the secrets of an attested peer, which it waits
+// for until ctx ends (peers.go). It follows the journals until Serve makes
+// it the active coordinator.
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := cfg.Manifest.Validate(); err != nil {
 		return nil, err
 	}
@@ -138,30 +171,58 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	st, err := loadState(cfg.Dir, cfg.TEE)
-	if err != nil {
-		return nil, err
-	}
 	if cfg.Verifier == nil {
 		cfg.Verifier = &attest.Verifier{Now: cfg.Now}
 	}
-	c := &Coordinator{
-		tee:      cfg.TEE,
-		identity: ed25519.NewKeyFromSeed(st.IdentitySeed),
-		master:   st.Master,
-		dir:      cfg.Dir,
-		verifier: cfg.Verifier,
-		revoked:  map[string]string{},
-		reading:  semaphore.NewWeighted(MaxReadingBytes),
-		reg:      registry.New(cfg.Stores.Registry),
-		bundles:  cfg.Stores.Bundles,
-		js:       cfg.Stores.JS,
-		log:      cfg.Logger.WithGroup("coordinator"),
-		now:      cfg.Now,
-		workers:  map[string]admitted{},
+	if cfg.Stores == nil || cfg.Stores.JS == nil {
+		return nil, errors.New("coordinator: no JetStream stores")
 	}
-	if err := c.initManifest(cfg.Dir, cfg.Manifest); err != nil {
+	genesisRaw, err := json.Marshal(cfg.Manifest)
+	if err != nil {
 		return nil, err
+	}
+	node, err := nodeID(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := openCoordBucket(ctx, cfg.Stores)
+	if err != nil {
+		return nil, err
+	}
+	st, err := obtainSecrets(ctx, &cfg, kv, ManifestHash(genesisRaw))
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		cfg:         &cfg,
+		tee:         cfg.TEE,
+		identity:    ed25519.NewKeyFromSeed(st.IdentitySeed),
+		master:      st.Master,
+		dir:         cfg.Dir,
+		verifier:    cfg.Verifier,
+		revoked:     map[string]string{},
+		reading:     semaphore.NewWeighted(MaxReadingBytes),
+		reg:         registry.New(cfg.Stores.Registry),
+		bundles:     cfg.Stores.Bundles,
+		js:          cfg.Stores.JS,
+		log:         cfg.Logger.WithGroup("coordinator"),
+		now:         cfg.Now,
+		workers:     map[string]admitted{},
+		seen:        map[string]time.Time{},
+		genesisRaw:  genesisRaw,
+		genesisHash: ManifestHash(genesisRaw),
+		replicas:    max(cfg.Stores.Replicas, 1),
+		node:        node,
+		kv:          kv,
+		fenced:      make(chan struct{}),
+	}
+	c.history = []wire.SignedManifest{{Manifest: genesisRaw}}
+	c.setManifest(cfg.Manifest, genesisRaw)
+	if c.control, err = c.openControl(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := c.control.CatchUp(ctx); err != nil {
+		return nil, fmt.Errorf("reading the control journal: %w", err)
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
 	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(cfg.Dir, "state"), Master: c.master,
@@ -182,6 +243,10 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	return c, nil
 }
+
+// fence records that another coordinator wrote to a journal first: this
+// one is no longer the active one, whatever its lease says.
+func (c *Coordinator) fence() { c.fenceOnce.Do(func() { close(c.fenced) }) }
 
 // LedgerBatchAge is how long the ledger collects appends before it writes
 // them (or until 4096 are waiting). Each write costs the same few files
@@ -205,52 +270,74 @@ func (c *Coordinator) Close(ctx context.Context) error {
 	return err
 }
 
+// errNoState: the data directory holds no sealed state yet.
+var errNoState = errors.New("coordinator: no sealed state")
+
+const stateAAD = "cloister-coordinator-state-v1"
+
+// loadState unseals the coordinator's secrets from dir (errNoState if
+// there are none yet).
 func loadState(dir string, t tee.TEE) (*state, error) {
+	g, err := sealGCM(t)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "state.sealed"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errNoState
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading coordinator state: %w", err)
+	}
+	if len(b) < g.NonceSize() {
+		return nil, errors.New("coordinator state is truncated")
+	}
+	pt, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], []byte(stateAAD))
+	if err != nil {
+		return nil, errors.New("unsealing coordinator state: wrong TEE seal key or tampered file")
+	}
+	return parseState(pt)
+}
+
+func parseState(pt []byte) (*state, error) {
+	var st state
+	if err := json.Unmarshal(pt, &st); err != nil || len(st.IdentitySeed) != ed25519.SeedSize || len(st.Master) != 32 {
+		return nil, errors.New("coordinator state is malformed")
+	}
+	return &st, nil
+}
+
+// saveState seals st to dir with the TEE's sealing key.
+func saveState(dir string, t tee.TEE, st *state) error {
+	g, err := sealGCM(t)
+	if err != nil {
+		return err
+	}
+	pt, _ := json.Marshal(st)
+	nonce := make([]byte, g.NonceSize())
+	rand.Read(nonce)
+	out := g.Seal(nonce, nonce, pt, []byte(stateAAD))
+	clear(pt)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating coordinator dir: %w", err)
+	}
+	path := filepath.Join(dir, "state.sealed")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return fmt.Errorf("writing coordinator state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing coordinator state: %w", err)
+	}
+	return nil
+}
+
+func sealGCM(t tee.TEE) (cipher.AEAD, error) {
 	key, err := t.SealKey()
 	if err != nil {
 		return nil, fmt.Errorf("getting seal key: %w", err)
 	}
-	g, err := newGCM(key)
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, "state.sealed")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) < g.NonceSize() {
-			return nil, errors.New("coordinator state is truncated")
-		}
-		pt, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], []byte("cloister-coordinator-state-v1"))
-		if err != nil {
-			return nil, errors.New("unsealing coordinator state: wrong TEE seal key or tampered file")
-		}
-		var st state
-		if err := json.Unmarshal(pt, &st); err != nil || len(st.IdentitySeed) != ed25519.SeedSize || len(st.Master) != 32 {
-			return nil, errors.New("coordinator state is malformed")
-		}
-		return &st, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("reading coordinator state: %w", err)
-	}
-	st := &state{IdentitySeed: make([]byte, ed25519.SeedSize), Master: make([]byte, 32)}
-	rand.Read(st.IdentitySeed)
-	rand.Read(st.Master)
-	pt, _ := json.Marshal(st)
-	nonce := make([]byte, g.NonceSize())
-	rand.Read(nonce)
-	out := g.Seal(nonce, nonce, pt, []byte("cloister-coordinator-state-v1"))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating coordinator dir: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return nil, fmt.Errorf("writing coordinator state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("writing coordinator state: %w", err)
-	}
-	return st, nil
+	return newGCM(key)
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
@@ -271,9 +358,9 @@ func (c *Coordinator) ManifestHash() string {
 	return hex.EncodeToString(c.mhash[:])
 }
 
-// Serve answers coordinator requests on the bus until ctx ends.
-func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
-	c.nc = nc
+// subscribe serves the active coordinator's subjects and returns the
+// subscriptions.
+func (c *Coordinator) subscribe(ctx context.Context, nc *nats.Conn) ([]*nats.Subscription, error) {
 	handlers := map[string]bus.Handler{
 		bus.SubjectAdmit:           c.handleAdmit,
 		bus.SubjectRegister:        c.handleRegister,
@@ -286,7 +373,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	for subj, h := range handlers {
 		s, err := bus.Serve(ctx, nc, subj, bus.CoordinatorQueue, 64, c.log, h)
 		if err != nil {
-			return err
+			return subs, err
 		}
 		subs = append(subs, s)
 	}
@@ -310,7 +397,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	for subj, h := range hot {
 		s, err := bus.ServeBytes(ctx, nc, subj, bus.CoordinatorQueue, h.limit, c.log, h.h)
 		if err != nil {
-			return err
+			return subs, err
 		}
 		subs = append(subs, s)
 	}
@@ -320,15 +407,9 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	att, err := bus.Serve(ctx, nc, bus.SubjectAttestation, bus.CoordinatorQueue, 64, c.log,
 		func(ctx context.Context, _ []byte) (any, error) { return c.Attestation() })
 	if err != nil {
-		return err
+		return subs, err
 	}
-	subs = append(subs, att)
-	c.log.Info("coordinator serving", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash())
-	<-ctx.Done()
-	for _, s := range subs {
-		_ = s.Drain()
-	}
-	return nil
+	return append(subs, att), nil
 }
 
 // Attestation returns the coordinator's attestation document: evidence that
@@ -359,9 +440,12 @@ func (c *Coordinator) Attestation() (*wire.Attestation, error) {
 	for id, w := range c.workers {
 		if now.After(w.notAfter) {
 			delete(c.workers, id)
+			delete(c.seen, id)
 			continue
 		}
-		ids = append(ids, id)
+		if c.alive(id, now) {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
@@ -414,9 +498,22 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 		c.mu.Unlock()
 		return nil, apierr.New(apierr.Conflict, "the manifest changed during admission; retry")
 	}
-	c.workers[w.WorkerID] = admitted{signed: cert, notAfter: w.NotAfter, certHash: seal.SHA256Hex(cert.Body), claims: claims, reportData: rd}
-	delete(c.revoked, w.WorkerID)
+	// Durable before it is answered, so that the coordinator that takes
+	// over knows the worker (control.go).
+	err = c.appendControl(ctx, controlRecord{Kind: "admit", Admit: &admitRecord{WorkerID: w.WorkerID, Certificate: cert,
+		NotAfter: w.NotAfter, Evidence: req.Evidence, ReportData: rd[:]}})
+	if err == nil {
+		// The claims just verified under the current manifest are the
+		// ones to keep (the replay verifies again only elsewhere).
+		a := c.workers[w.WorkerID]
+		a.claims = claims
+		c.workers[w.WorkerID] = a
+		c.seen[w.WorkerID] = c.now()
+	}
 	c.mu.Unlock()
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "admitting worker: %v", err)
+	}
 	c.log.Info("admitted worker", "worker", req.WorkerID, "tee", claims.Kind, "not_after", w.NotAfter)
 	return wire.AdmitResponse{Certificate: cert, IdentityKey: c.IdentityKey()}, nil
 }

@@ -37,6 +37,7 @@ type fixture struct {
 	now     time.Time
 	dir     string
 	engine  *sandbox.Engine // the coordinator's: it must stay unused
+	stop    context.CancelFunc // stops the coordinator's Serve
 	// forge, if set, alters the fake inspector's answers.
 	forge        func(*wire.InspectRequest, *wire.InspectReply)
 	inspectorKey ed25519.PrivateKey
@@ -93,14 +94,15 @@ func setupBare(t *testing.T, edits ...func(*Manifest)) *fixture {
 	}
 	f.dir = t.TempDir()
 	f.engine = newEngine(t)
-	f.c, err = New(Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: f.engine,
-		LedgerDir: t.TempDir(), Manifest: genesis})
+	f.c, err = New(context.Background(), Config{Dir: f.dir, TEE: f.backend, Stores: st, Logger: log, Now: clock, Engine: f.engine,
+		LedgerDir: t.TempDir(), Manifest: genesis, PeerPolicy: peerPolicy(f.backend), Conn: nc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.c.Close(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	f.stop = cancel
 	go f.c.Serve(ctx, nc)
 	// Wait for the subscriptions.
 	for i := 0; ; i++ {
@@ -283,15 +285,18 @@ func TestStatePersistsAndIsSealed(t *testing.T) {
 	dir := t.TempDir()
 	root := newRoot(t)
 	b := sim.New(root, measurement, time.Now)
-	st := &bus.Stores{}
-	m := Manifest{Version: 1, Workers: attest.Policy{AllowTEE: []tee.Kind{tee.KindSim},
-		SimRoots: []string{hex.EncodeToString(b.RootPublicKey())}, Measurements: []string{hex.EncodeToString(measurement)}}}
-	eng := newEngine(t)
-	c1, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
+	st, err := bus.OpenStores(context.Background(), bustest.Connect(t), 1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := New(Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
+	m := Manifest{Version: 1, Workers: attest.Policy{AllowTEE: []tee.Kind{tee.KindSim},
+		SimRoots: []string{hex.EncodeToString(b.RootPublicKey())}, Measurements: []string{hex.EncodeToString(measurement)}}}
+	eng := newEngine(t)
+	c1, err := New(context.Background(), Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := New(context.Background(), Config{Dir: dir, TEE: b, Stores: st, Manifest: m, Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +304,7 @@ func TestStatePersistsAndIsSealed(t *testing.T) {
 		t.Errorf("identity changed across restarts")
 	}
 	other := sim.New(newRoot(t), measurement, time.Now)
-	if _, err := New(Config{Dir: dir, TEE: other, Stores: st, Manifest: m, Engine: eng}); err == nil {
+	if _, err := New(context.Background(), Config{Dir: dir, TEE: other, Stores: st, Manifest: m, Engine: eng}); err == nil {
 		t.Errorf("state unsealed under another TEE's seal key")
 	}
 }

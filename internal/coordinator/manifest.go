@@ -263,60 +263,6 @@ func loadHistory(dir string) ([]wire.SignedManifest, error) {
 	return out, nil
 }
 
-func writeHistory(dir string, m Manifest, sm wire.SignedManifest) error {
-	if err := os.MkdirAll(historyDir(dir), 0o700); err != nil {
-		return fmt.Errorf("creating manifest history: %w", err)
-	}
-	b, err := json.Marshal(sm) // not indented: the manifest's bytes must not change
-	if err != nil {
-		return err
-	}
-	p := filepath.Join(historyDir(dir), fmt.Sprintf("%06d.json", m.Version))
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("writing manifest history: %w", err)
-	}
-	return os.Rename(tmp, p)
-}
-
-// initManifest loads the manifest history, or starts one from the
-// configured genesis manifest. A history whose first manifest differs from
-// the configured one (a new deployment in the same directory) is moved
-// aside and a new history begins.
-func (c *Coordinator) initManifest(dir string, genesis Manifest) error {
-	raw, err := json.Marshal(genesis)
-	if err != nil {
-		return err
-	}
-	hist, err := loadHistory(dir)
-	if err != nil {
-		return err
-	}
-	if len(hist) > 0 && ManifestHash(hist[0].Manifest) != ManifestHash(raw) {
-		aside := historyDir(dir) + "." + time.Now().UTC().Format("20060102T150405")
-		c.log.Warn("the configured manifest differs from the stored history; starting a new history", "old_history", aside)
-		if err := os.Rename(historyDir(dir), aside); err != nil {
-			return fmt.Errorf("moving the old manifest history aside: %w", err)
-		}
-		hist = nil
-	}
-	if len(hist) == 0 {
-		sm := wire.SignedManifest{Manifest: raw}
-		if err := writeHistory(dir, genesis, sm); err != nil {
-			return err
-		}
-		hist = []wire.SignedManifest{sm}
-	}
-	last := hist[len(hist)-1]
-	var m Manifest
-	if err := strictjson.Unmarshal(last.Manifest, &m); err != nil {
-		return err
-	}
-	c.history = hist
-	c.setManifest(m, last.Manifest)
-	return nil
-}
-
 // setManifest installs m. Callers hold c.mu or are constructing c.
 func (c *Coordinator) setManifest(m Manifest, raw []byte) {
 	c.m = m
@@ -343,22 +289,25 @@ func (c *Coordinator) SetManifest(ctx context.Context, sm wire.SignedManifest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := writeHistory(c.dir, m, sm); err != nil {
-		return nil, err
-	}
-	c.history = append(c.history, sm)
-	c.setManifest(m, sm.Manifest)
-	change := &wire.ManifestChange{Version: m.Version, ManifestHash: hex.EncodeToString(c.mhash[:])}
+	// Decide the revocations here, once: the record carries them, so that
+	// every coordinator applies the same whenever it replays it.
+	revoked := map[string]string{}
 	for id, w := range c.workers {
 		if w.claims == nil {
+			revoked[id] = w.certHash
 			continue
 		}
 		if err := attest.Validate(w.claims, m.Workers, w.reportData, c.now()); err != nil {
-			delete(c.workers, id)
-			c.revoked[id] = w.certHash
-			change.Revoked = append(change.Revoked, id)
-			c.log.Warn("revoked worker: the new manifest drops its reference values", "worker", id, "err", err)
+			revoked[id] = w.certHash
+			c.log.Warn("revoking worker: the new manifest drops its reference values", "worker", id, "err", err)
 		}
+	}
+	if err := c.appendControl(ctx, controlRecord{Kind: "manifest", Signed: &sm, Revoked: revoked}); err != nil {
+		return nil, err
+	}
+	change := &wire.ManifestChange{Version: m.Version, ManifestHash: hex.EncodeToString(c.mhash[:])}
+	for id := range revoked {
+		change.Revoked = append(change.Revoked, id)
 	}
 	slices.Sort(change.Revoked)
 	c.log.Info("manifest changed", "version", m.Version, "manifest_sha256", change.ManifestHash, "revoked", len(change.Revoked))

@@ -199,7 +199,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	}
 
 	coord, err := NewCoordinator(ctx, CoordinatorOptions{Dir: dir, TEE: backend, Policy: policy, Manifest: o.Manifest,
-		Stores: coordSt, Verifier: o.Verifier, Logger: log})
+		Stores: coordSt, Conn: coordNC, Verifier: o.Verifier, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -65,8 +65,11 @@ type CoordinatorOptions struct {
 	// Manifest, if set, edits the genesis manifest last (tests add
 	// reference values for more TEE kinds).
 	Manifest func(*coordinator.Manifest)
-	// Stores are the coordinator's own JetStream stores.
+	// Stores are the coordinator's own JetStream stores, and Conn its NATS
+	// connection (a coordinator that joins asks a peer for the secrets
+	// on it before it serves).
 	Stores *bus.Stores
+	Conn   *nats.Conn
 	// Verifier verifies workers' hardware evidence (nil: the default).
 	Verifier *attest.Verifier
 	Logger   *slog.Logger
@@ -111,8 +114,11 @@ func NewCoordinator(ctx context.Context, o CoordinatorOptions) (_ *Coordinator, 
 	}
 	// No sandbox engine: since ADR 0005 admitted workers check and
 	// initialise modules at deploy, not the coordinator.
-	coord, err := coordinator.New(coordinator.Config{
-		Dir: filepath.Join(o.Dir, "coordinator"), TEE: o.TEE, Stores: o.Stores, Logger: log,
+	coord, err := coordinator.New(ctx, coordinator.Config{
+		Dir: filepath.Join(o.Dir, "coordinator"), TEE: o.TEE, Stores: o.Stores, Conn: o.Conn, Logger: log,
+		// Peers are coordinators whose evidence meets the same reference
+		// values as this one's.
+		PeerPolicy: o.Policy,
 		LedgerDir: filepath.Join(o.Dir, "ledger"),
 		Manifest:  genesis,
 		Verifier:  o.Verifier,

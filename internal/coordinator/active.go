@@ -1,0 +1,164 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/seal"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// followInterval is how often a standby reads the journals.
+const followInterval = 250 * time.Millisecond
+
+// WorkerSilence is how long an admitted worker may go without advertising
+// itself (it does every 2 s) before the attestation document stops listing
+// it. Its certificate stays valid until it expires: a worker that comes
+// back is listed again at its next advertisement.
+const WorkerSilence = 7 * time.Second
+
+// Serve runs the coordinator until ctx ends: as a standby, it follows the
+// journals and shares the secrets with attested peers; once it holds the
+// lease, it catches up and answers the coordinator's subjects, until ctx
+// ends (it then releases the lease, so that a standby takes over at once)
+// or it loses the lease or finds that another coordinator wrote to a
+// journal (ErrLostLease: the process should exit and start again as a
+// standby).
+func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
+	c.nc = nc
+	peers, err := c.servePeers(ctx, nc)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = peers.Drain() }()
+
+	l := &lease{kv: c.kv, me: LeaseHolder{Node: c.node, Instance: newInstance(), TEE: string(c.tee.Kind())}}
+	fctx, stopFollowing := context.WithCancel(ctx)
+	following := make(chan struct{})
+	go func() {
+		defer close(following)
+		c.follow(fctx)
+	}()
+	err = l.acquire(ctx, func(h LeaseHolder) {
+		c.log.Info("coordinator standby: following the active coordinator", "active_node", h.Node, "active_since", h.Since)
+	})
+	stopFollowing()
+	<-following
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	start := time.Now()
+	if err := c.lead(ctx, l.me); err != nil {
+		l.release()
+		return fmt.Errorf("coordinator: taking over: %w", err)
+	}
+	subs, err := c.subscribe(ctx, nc)
+	if err == nil {
+		var s *nats.Subscription
+		if s, err = c.followWorkers(nc); err == nil {
+			subs = append(subs, s)
+		}
+	}
+	if err != nil {
+		drain(subs)
+		l.release()
+		return err
+	}
+	c.active.Store(true)
+	c.log.Info("coordinator active", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash(), "node", c.node,
+		"took_over_in", time.Since(start).Round(time.Millisecond))
+	err = l.hold(ctx, c.fenced)
+	c.active.Store(false)
+	drain(subs)
+	select {
+	case <-c.fenced:
+		return fmt.Errorf("%w: another coordinator wrote to a journal", ErrLostLease)
+	default:
+	}
+	if err != nil {
+		c.log.Error("coordinator stepping down", "err", err)
+	}
+	return err
+}
+
+func drain(subs []*nats.Subscription) {
+	for _, s := range subs {
+		_ = s.Drain()
+	}
+}
+
+// Active reports whether this coordinator is the active one.
+func (c *Coordinator) Active() bool { return c.active.Load() }
+
+// follow reads the journals every followInterval until ctx ends, so that a
+// standby that takes over has little to catch up on.
+func (c *Coordinator) follow(ctx context.Context) {
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.catchUp(ctx); err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			c.log.Warn("coordinator standby: reading the journals", "err", err)
+		}
+	}
+}
+
+// catchUp reads what the active coordinator appended to the journals.
+func (c *Coordinator) catchUp(ctx context.Context) error {
+	_, err := c.control.CatchUp(ctx)
+	return err
+}
+
+// lead catches up with every journal and takes over as the writer.
+func (c *Coordinator) lead(ctx context.Context, me LeaseHolder) error {
+	if err := c.leadControl(ctx, me); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	// The workers the previous active coordinator knew get WorkerSilence
+	// to show that they are alive.
+	now := c.now()
+	for id := range c.workers {
+		c.seen[id] = now
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// followWorkers notes the advertisements of admitted workers: the
+// attestation document lists only those heard from within WorkerSilence.
+func (c *Coordinator) followWorkers(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) {
+		var st wire.WorkerStatus
+		if err := json.Unmarshal(m.Data, &st); err != nil || st.WorkerID == "" {
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if w, ok := c.workers[st.WorkerID]; ok && w.certHash == seal.SHA256Hex(st.Certificate.Body) {
+			c.seen[st.WorkerID] = c.now()
+		}
+	})
+}
+
+// alive reports whether worker id was heard from recently. Callers hold
+// c.mu.
+func (c *Coordinator) alive(id string, now time.Time) bool {
+	t, ok := c.seen[id]
+	return ok && now.Sub(t) <= WorkerSilence
+}
+

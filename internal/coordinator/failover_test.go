@@ -1,0 +1,127 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/journal"
+	"github.com/cloister-faas/cloister/internal/tee"
+	"github.com/cloister-faas/cloister/internal/tee/sim"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// peerPolicy accepts coordinators on b's sim root running this test's
+// measurement.
+func peerPolicy(b *sim.Backend) attest.Policy {
+	return attest.Policy{AllowTEE: []tee.Kind{tee.KindSim}, SimRoots: []string{hex.EncodeToString(b.RootPublicKey())},
+		Measurements: []string{hex.EncodeToString(measurement)}}
+}
+
+// standby starts a second coordinator of f's deployment in its own data
+// directory, on backend b, with its own NATS connection.
+func (f *fixture) standby(b *sim.Backend, genesis Manifest) (*Coordinator, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return New(ctx, Config{Dir: f.t.TempDir(), TEE: b, Stores: f.st, Conn: f.nc, Now: func() time.Time { return f.now },
+		LedgerDir: f.t.TempDir(), Manifest: genesis, PeerPolicy: peerPolicy(b)})
+}
+
+// TestFailover: a second coordinator gets the secrets from the first only
+// after both attested; it follows as a standby; when the first stops, it
+// takes over with the same identity, the manifest history and the admitted
+// workers; the first cannot write any more.
+func TestFailover(t *testing.T) {
+	_, admin, _ := ed25519.GenerateKey(rand.Reader)
+	f := setup(t, func(m *Manifest) { m.AdminKeys = []string{hex.EncodeToString(admin.Public().(ed25519.PublicKey))} })
+	genesis := genesisOf(t, f)
+	ctx := context.Background()
+
+	// Peers that may not have the secrets.
+	otherRoot := sim.New(newRoot(t), measurement, func() time.Time { return f.now })
+	if _, err := f.standby(otherRoot, genesis); err == nil {
+		t.Fatal("a coordinator on an untrusted sim root got the secrets")
+	}
+	otherGenesis := genesis
+	otherGenesis.CertTTL = "2h"
+	if _, err := f.standby(f.backend, otherGenesis); err == nil {
+		t.Fatal("a coordinator configured with another genesis manifest got the secrets")
+	}
+
+	// An admitted worker and a manifest change, then the standby.
+	if _, _, err := f.admit(f.backend, nil); err != nil {
+		t.Fatal(err)
+	}
+	next := genesis
+	next.Version, next.Previous = 2, f.c.ManifestHash()
+	var ch wire.ManifestChange
+	if err := bus.Call(ctx, f.nc, bus.SubjectManifestSet, signed(t, next, admin), &ch); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.standby(f.backend, genesis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if !b.IdentityKey().Equal(f.c.IdentityKey()) {
+		t.Fatal("the standby has another identity")
+	}
+	bctx, stopB := context.WithCancel(ctx)
+	t.Cleanup(stopB)
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(bctx, f.nc) }()
+	time.Sleep(3 * followInterval)
+	if b.Active() {
+		t.Fatal("the standby is active while the first coordinator holds the lease")
+	}
+
+	// The first one stops cleanly: the standby takes over at once.
+	f.stop()
+	start := time.Now()
+	for !b.Active() {
+		if time.Since(start) > 2*LeaseTTL {
+			t.Fatal("the standby did not take over")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("took over %v after the first coordinator stopped", time.Since(start).Round(time.Millisecond))
+	if b.ManifestHash() != ch.ManifestHash || len(b.History()) != 2 {
+		t.Fatalf("the new active coordinator is at %s with %d manifests, want %s with 2", short(b.ManifestHash()), len(b.History()), short(ch.ManifestHash))
+	}
+	var doc wire.Attestation
+	if err := bus.Call(ctx, f.nc, bus.SubjectAttestation, struct{}{}, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Workers) != 1 || !doc.IdentityKey.Equal(f.c.IdentityKey()) {
+		t.Fatalf("after the failover the attestation lists %d workers under %x", len(doc.Workers), doc.IdentityKey[:4])
+	}
+
+	// The old coordinator, still running somewhere, cannot change what
+	// the new one serves.
+	next2 := next
+	next2.Version, next2.Previous = 3, b.ManifestHash()
+	if _, err := f.c.SetManifest(ctx, signed(t, next2, admin)); !errors.Is(err, journal.ErrFenced) {
+		t.Fatalf("the old coordinator's write: %v, want fenced", err)
+	}
+	select {
+	case <-f.c.fenced:
+	default:
+		t.Fatal("the old coordinator does not know it was fenced")
+	}
+
+	// A dead worker leaves the attestation document after WorkerSilence.
+	f.now = f.now.Add(WorkerSilence + time.Second)
+	if doc, err := b.Attestation(); err != nil || len(doc.Workers) != 0 {
+		t.Fatalf("a silent worker is still listed: %d, %v", len(doc.Workers), err)
+	}
+	stopB()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve after a clean stop: %v", err)
+	}
+}

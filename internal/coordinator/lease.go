@@ -1,0 +1,193 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// One coordinator is active at a time: the one that holds the lease, a key
+// in bus.BucketCoord that it renews every LeaseRenew by compare-and-set on
+// the key's revision. A standby that sees the revision unchanged for
+// LeaseTTL (on its own clock) takes the lease over by the same
+// compare-and-set. The active one stops serving if it could not renew for
+// LeaseStepDown, which is shorter than LeaseTTL, so that it has stopped
+// before a standby starts, as long as the clocks' rates roughly agree.
+// That timing keeps reads fresh; it is not what keeps the durable state
+// single: every journal append is fenced (internal/journal), so a stale
+// active one cannot write behind its successor's back even if the timing
+// assumption fails.
+const (
+	LeaseTTL      = 5 * time.Second
+	LeaseRenew    = time.Second
+	LeaseStepDown = 3 * time.Second
+	leaseCheck    = 250 * time.Millisecond
+	leaseKey      = "active"
+)
+
+// ErrLostLease: this coordinator is no longer the active one.
+var ErrLostLease = errors.New("coordinator: lost the lease (another coordinator is active, or NATS could not be reached to renew it)")
+
+// LeaseHolder is the lease's value: who is active, since when.
+type LeaseHolder struct {
+	// Node is the coordinator's stable id (its data directory's); a
+	// coordinator that restarts takes its own lease back at once.
+	Node string `json:"node"`
+	// Instance is this process's id.
+	Instance string    `json:"instance"`
+	TEE      string    `json:"tee"`
+	Since    time.Time `json:"since"`
+}
+
+type lease struct {
+	kv      jetstream.KeyValue
+	me      LeaseHolder
+	rev     uint64
+	renewed time.Time
+}
+
+// nodeID returns the coordinator's stable id, kept in dir/node-id.
+func nodeID(dir string) (string, error) {
+	p := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(p); err == nil {
+		if id := strings.TrimSpace(string(b)); len(id) == 16 {
+			return id, nil
+		}
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the node id: %w", err)
+	}
+	return id, nil
+}
+
+func newInstance() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// acquire waits until this coordinator holds the lease or ctx ends.
+// waiting is called once if it has to wait, with the current holder.
+func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
+	var seenRev uint64
+	var seenAt time.Time
+	told := false
+	for {
+		e, err := l.kv.Get(ctx, leaseKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			// Nobody holds it (first start, or released by a clean stop).
+			if err := l.take(ctx, 0); err == nil {
+				return nil
+			}
+		case err == nil:
+			var h LeaseHolder
+			_ = json.Unmarshal(e.Value(), &h)
+			if e.Revision() != seenRev {
+				seenRev, seenAt = e.Revision(), time.Now()
+			}
+			// A lease of this node's earlier process is ours to take; one
+			// unrenewed for LeaseTTL is abandoned.
+			if h.Node == l.me.Node || time.Since(seenAt) >= LeaseTTL {
+				if err := l.take(ctx, e.Revision()); err == nil {
+					return nil
+				}
+			} else if !told && waiting != nil {
+				waiting(h)
+				told = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(leaseCheck):
+		}
+	}
+}
+
+// take sets the lease to this coordinator if its revision is still rev (0:
+// if it does not exist).
+func (l *lease) take(ctx context.Context, rev uint64) error {
+	l.me.Since = time.Now().UTC()
+	b, _ := json.Marshal(l.me)
+	var err error
+	if rev == 0 {
+		l.rev, err = l.kv.Create(ctx, leaseKey, b)
+	} else {
+		l.rev, err = l.kv.Update(ctx, leaseKey, b, rev)
+	}
+	if err == nil {
+		l.renewed = time.Now()
+	}
+	return err
+}
+
+// hold renews the lease until ctx ends (then it releases it, so that a
+// standby takes over at once) or the lease is lost (ErrLostLease).
+func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
+	t := time.NewTicker(LeaseRenew)
+	defer t.Stop()
+	b, _ := json.Marshal(l.me)
+	for {
+		select {
+		case <-ctx.Done():
+			l.release()
+			return nil
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, LeaseRenew)
+		rev, err := l.kv.Update(rctx, leaseKey, b, l.rev)
+		cancel()
+		if err == nil {
+			l.rev, l.renewed = rev, time.Now()
+			continue
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: it was taken over", ErrLostLease)
+		}
+		if time.Since(l.renewed) >= LeaseStepDown {
+			return fmt.Errorf("%w: %v", ErrLostLease, err)
+		}
+	}
+}
+
+// release deletes the lease if this coordinator still holds it.
+func (l *lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev))
+}
+
+// Holder returns who holds the lease, if anyone.
+func Holder(ctx context.Context, kv jetstream.KeyValue) (*LeaseHolder, error) {
+	e, err := kv.Get(ctx, leaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var h LeaseHolder
+	if err := json.Unmarshal(e.Value(), &h); err != nil {
+		return nil, fmt.Errorf("the lease in NATS is malformed: %w", err)
+	}
+	return &h, nil
+}
