@@ -161,4 +161,3 @@ func (c *Coordinator) alive(id string, now time.Time) bool {
 	t, ok := c.seen[id]
 	return ok && now.Sub(t) <= WorkerSilence
 }
-

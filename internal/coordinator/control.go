@@ -45,11 +45,11 @@ type controlRecord struct {
 }
 
 type admitRecord struct {
-	WorkerID    string        `json:"worker_id"`
-	Certificate certs.Signed  `json:"certificate"`
-	NotAfter    time.Time     `json:"not_after"`
-	Evidence    tee.Evidence  `json:"evidence"`
-	ReportData  []byte        `json:"report_data"`
+	WorkerID    string       `json:"worker_id"`
+	Certificate certs.Signed `json:"certificate"`
+	NotAfter    time.Time    `json:"not_after"`
+	Evidence    tee.Evidence `json:"evidence"`
+	ReportData  []byte       `json:"report_data"`
 }
 
 func (c *Coordinator) openControl(ctx context.Context) (*journal.Journal, error) {

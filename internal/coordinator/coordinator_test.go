@@ -36,7 +36,7 @@ type fixture struct {
 	root    ed25519.PrivateKey
 	now     time.Time
 	dir     string
-	engine  *sandbox.Engine // the coordinator's: it must stay unused
+	engine  *sandbox.Engine    // the coordinator's: it must stay unused
 	stop    context.CancelFunc // stops the coordinator's Serve
 	// forge, if set, alters the fake inspector's answers.
 	forge        func(*wire.InspectRequest, *wire.InspectReply)

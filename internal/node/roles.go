@@ -119,9 +119,9 @@ func NewCoordinator(ctx context.Context, o CoordinatorOptions) (_ *Coordinator, 
 		// Peers are coordinators whose evidence meets the same reference
 		// values as this one's.
 		PeerPolicy: o.Policy,
-		LedgerDir: filepath.Join(o.Dir, "ledger"),
-		Manifest:  genesis,
-		Verifier:  o.Verifier,
+		LedgerDir:  filepath.Join(o.Dir, "ledger"),
+		Manifest:   genesis,
+		Verifier:   o.Verifier,
 	})
 	if err != nil {
 		return nil, err
