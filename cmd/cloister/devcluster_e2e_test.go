@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/node"
 )
 
@@ -40,20 +41,20 @@ func alive(pid int) bool {
 // and invokes; with one gateway killed the CLI fails over to the other; the
 // killed gateway restarts from its argv in cluster.json and is ready
 // again; with one worker killed calls still succeed; SIGTERM to the
-// launcher stops every process it started. More than one coordinator is
-// refused.
+// launcher stops every process it started. The second coordinator is a
+// standby (TestClusterFaults kills the active one).
 func TestDevCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "cluster")
-	if out, err := runBinary(dir, "dev", "cluster", "--dir", filepath.Join(dir, "refused"), "--coordinators", "2"); err == nil ||
-		!strings.Contains(out, "failover") || !strings.Contains(out, "not built yet") {
-		t.Errorf("--coordinators 2: %v\n%s", err, out)
+	if out, err := runBinary(dir, "dev", "cluster", "--dir", filepath.Join(dir, "refused"), "--coordinators", "10"); err == nil ||
+		!strings.Contains(out, "want 1 to 9") {
+		t.Errorf("--coordinators 10: %v\n%s", err, out)
 	}
 
-	launcher := startRole(t, dir, "dev cluster", "dev", "cluster", "--dir", cdir, "--nats", "3", "--gateways", "2", "--workers", "2")
+	launcher := startRole(t, dir, "dev cluster", "dev", "cluster", "--dir", cdir, "--nats", "3", "--coordinators", "2", "--gateways", "2", "--workers", "2")
 	// Whatever happens, every process the test knows of is killed: the
 	// launcher's children (from cluster.json, until they are seen gone)
 	// and the gateway the test restarts.
@@ -160,7 +161,7 @@ func TestDevCluster(t *testing.T) {
 			t.Errorf("%s: argv[0] is not absolute: %q", p.Name, p.Argv)
 		}
 	}
-	for role, n := range map[string]int{"nats": 3, "coordinator": 1, "gateway": 2, "worker": 2} {
+	for role, n := range map[string]int{"nats": 3, "coordinator": 2, "gateway": 2, "worker": 2} {
 		if len(byRole[role]) != n {
 			t.Fatalf("cluster.json lists %d %s process(es), want %d: %s", len(byRole[role]), role, n, b)
 		}
@@ -187,6 +188,26 @@ func TestDevCluster(t *testing.T) {
 		return r
 	}
 	invoke("Ada")
+
+	// cluster status: one coordinator active, the other its standby, both
+	// gateways, both workers and three NATS replicas, all current.
+	waitFor("the cluster status to show every part", func() bool {
+		r := s.cli("cluster", "status", "--json")
+		var st client.ClusterStatus
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Coordinator == nil {
+			return false
+		}
+		current := 0
+		for _, n := range st.NATS.Replicas {
+			if n.Current {
+				current++
+			}
+		}
+		return len(st.Coordinator.Standbys) == 1 && len(st.Gateways) == 2 && len(st.Workers) == 2 && current == 3
+	})
+	if r := s.mustCLI("cluster", "status"); !strings.Contains(r.stdout, "active") || !strings.Contains(r.stdout, "standby") {
+		t.Errorf("cluster status:\n%s", r.stdout)
+	}
 
 	// One gateway killed: the CLI fails over to the other.
 	gone := func(pid int) func() bool { return func() bool { return !alive(pid) } }

@@ -76,6 +76,7 @@ func cmdGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	gw.Handler.SetURL(url)
 	log.Info("gateway serving", "url", url, "nats", gwNC.ConnectedUrlRedacted())
 	fmt.Fprintf(os.Stderr, "cloister gateway at %s\n", url)
 

@@ -47,8 +47,9 @@ Usage:
                                                              run one worker as its own process on a coordinator's NATS
   cloister nats config --dir DIR [--hosts H1,H2] [--nodes N] [--port P] [--cluster-port P]
                                                              write NATS server configs, TLS certificates and per-role nkeys
-  cloister dev cluster --dir DIR [--nats N] [--coordinators 1] [--gateways N] [--workers N]
+  cloister dev cluster --dir DIR [--nats N] [--coordinators N] [--gateways N] [--workers N]
                                                              run a local cluster (sim), every part a child process on loopback
+  cloister cluster status [--json]                           the active coordinator, standbys, gateways, workers, NATS (admin)
   cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
@@ -140,6 +141,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdLedger(ctx, rest)
 	case "token":
 		return cmdToken(ctx, rest)
+	case "cluster":
+		return cmdCluster(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

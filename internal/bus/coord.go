@@ -1,5 +1,7 @@
 package bus
 
+import "time"
+
 // The coordinators' own streams and subjects. Only the coordinator role
 // may use them (internal/natsconf): the journals hold the coordinators'
 // durable state, sealed under their master secret
@@ -22,4 +24,17 @@ const (
 	// SubjectPeerRecover is where a coordinator that holds the secrets
 	// answers an attested peer's request for them.
 	SubjectPeerRecover = "cloister.coord.peer.recover"
+	// SubjectCoordStandby carries standby coordinators' announcements
+	// (wire.CoordinatorPeer), every StatusInterval.
+	SubjectCoordStandby = "cloister.coord.peer.standby"
+	// SubjectCoordStatus asks the active coordinator for its status
+	// (wire.CoordinatorStatus).
+	SubjectCoordStatus = "cloister.coord.status"
+	// SubjectGatewayStatus carries gateways' announcements
+	// (wire.GatewayStatus), every StatusInterval.
+	SubjectGatewayStatus = "cloister.gateways.status"
 )
+
+// StatusInterval is how often standby coordinators and gateways announce
+// themselves; one not heard from for three intervals is listed as gone.
+const StatusInterval = 2 * time.Second

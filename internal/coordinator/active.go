@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,7 +44,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	following := make(chan struct{})
 	go func() {
 		defer close(following)
-		c.follow(fctx)
+		c.follow(fctx, l.me)
 	}()
 	err = l.acquire(ctx, func(h LeaseHolder) {
 		c.log.Info("coordinator standby: following the active coordinator", "active_node", h.Node, "active_since", h.Since)
@@ -60,10 +62,23 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		l.release()
 		return fmt.Errorf("coordinator: taking over: %w", err)
 	}
+	c.mu.Lock()
+	c.me = l.me
+	c.mu.Unlock()
 	subs, err := c.subscribe(ctx, nc)
-	if err == nil {
+	for _, more := range []func() (*nats.Subscription, error){
+		func() (*nats.Subscription, error) { return c.followWorkers(nc) },
+		func() (*nats.Subscription, error) { return c.followStandbys(nc) },
+		func() (*nats.Subscription, error) {
+			return bus.Serve(ctx, nc, bus.SubjectCoordStatus, bus.CoordinatorQueue, 16, c.log,
+				func(context.Context, []byte) (any, error) { return c.Status(), nil })
+		},
+	} {
+		if err != nil {
+			break
+		}
 		var s *nats.Subscription
-		if s, err = c.followWorkers(nc); err == nil {
+		if s, err = more(); err == nil {
 			subs = append(subs, s)
 		}
 	}
@@ -99,16 +114,23 @@ func drain(subs []*nats.Subscription) {
 func (c *Coordinator) Active() bool { return c.active.Load() }
 
 // follow reads the journals every followInterval until ctx ends, so that a
-// standby that takes over has little to catch up on.
-func (c *Coordinator) follow(ctx context.Context) {
+// standby that takes over has little to catch up on, and announces this
+// standby every bus.StatusInterval.
+func (c *Coordinator) follow(ctx context.Context, me LeaseHolder) {
 	t := time.NewTicker(followInterval)
 	defer t.Stop()
 	var lastErr string
+	var announced time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(announced) >= bus.StatusInterval {
+			b, _ := json.Marshal(wire.CoordinatorPeer{Node: me.Node, Instance: me.Instance, TEE: me.TEE})
+			_ = c.nc.Publish(bus.SubjectCoordStandby, b)
+			announced = time.Now()
 		}
 		if err := c.catchUp(ctx); err != nil && ctx.Err() == nil && err.Error() != lastErr {
 			lastErr = err.Error()
@@ -160,4 +182,47 @@ func (c *Coordinator) followWorkers(nc *nats.Conn) (*nats.Subscription, error) {
 func (c *Coordinator) alive(id string, now time.Time) bool {
 	t, ok := c.seen[id]
 	return ok && now.Sub(t) <= WorkerSilence
+}
+
+// followStandbys notes the standby coordinators' announcements.
+func (c *Coordinator) followStandbys(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(bus.SubjectCoordStandby, func(m *nats.Msg) {
+		var p wire.CoordinatorPeer
+		if err := json.Unmarshal(m.Data, &p); err != nil || p.Node == "" {
+			return
+		}
+		p.LastSeen = time.Now().UTC()
+		c.mu.Lock()
+		c.standbys[p.Node] = p
+		c.mu.Unlock()
+	})
+}
+
+// Status reports the active coordinator's view of the cluster: itself,
+// the standbys heard from within three announcement intervals and the
+// workers.
+func (c *Coordinator) Status() wire.CoordinatorStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := wire.CoordinatorStatus{Node: c.me.Node, Instance: c.me.Instance, TEE: c.me.TEE, ActiveSince: c.me.Since,
+		ManifestHash: fmt.Sprintf("%x", c.mhash), Standbys: []wire.CoordinatorPeer{}}
+	for node, p := range c.standbys {
+		if time.Since(p.LastSeen) > 3*bus.StatusInterval {
+			delete(c.standbys, node)
+			continue
+		}
+		st.Standbys = append(st.Standbys, p)
+	}
+	slices.SortFunc(st.Standbys, func(a, b wire.CoordinatorPeer) int { return strings.Compare(a.Node, b.Node) })
+	now := c.now()
+	for id, w := range c.workers {
+		if now.After(w.notAfter) {
+			continue
+		}
+		st.Admitted++
+		if c.alive(id, now) {
+			st.Alive++
+		}
+	}
+	return st
 }

@@ -133,6 +133,10 @@ type Coordinator struct {
 	// seen is when each admitted worker last advertised itself (or was
 	// admitted): the attestation document lists only the living.
 	seen map[string]time.Time
+	// me is this coordinator's lease while it is active; standbys are
+	// the standby coordinators' announcements, by node.
+	me       LeaseHolder
+	standbys map[string]wire.CoordinatorPeer
 	// revoked maps a worker id to the hash of the certificate a manifest
 	// change revoked; that certificate gets no more keys.
 	revoked map[string]string
@@ -209,6 +213,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		now:         cfg.Now,
 		workers:     map[string]admitted{},
 		seen:        map[string]time.Time{},
+		standbys:    map[string]wire.CoordinatorPeer{},
 		genesisRaw:  genesisRaw,
 		genesisHash: ManifestHash(genesisRaw),
 		replicas:    max(cfg.Stores.Replicas, 1),
@@ -641,8 +646,12 @@ func (c *Coordinator) readBundle(ctx context.Context, obj string) ([]byte, error
 		switch {
 		case err == nil:
 			return raw, nil
-		case errors.Is(err, jetstream.ErrObjectNotFound):
+		case errors.Is(err, jetstream.ErrObjectNotFound) && attempt >= 4:
 			return nil, apierr.New(apierr.NotFound, "bundle object %q not found", obj)
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			// The gateway stored it before it asked: on a replicated
+			// store a direct read may reach a replica that has not
+			// caught up yet. Ask again for a while (200 ms, 400, 600).
 		case ctx.Err() != nil:
 			return nil, apierr.New(apierr.Timeout, "reading the bundle did not finish within the deploy timeout; nothing was registered")
 		}

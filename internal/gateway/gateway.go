@@ -70,6 +70,8 @@ type Config struct {
 	// (0: wire.DefaultDeployTimeout). A deploy that does not finish in
 	// time leaves nothing behind.
 	DeployTimeout time.Duration
+	// ID and URL name this gateway in GET /v1/cluster (ID "": random).
+	ID, URL string
 }
 
 // Gateway is an http.Handler.
@@ -88,6 +90,7 @@ type Gateway struct {
 	att     *wire.Attestation
 	attTime time.Time
 	pool    pool
+	gws     gateways
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -150,8 +153,10 @@ func New(cfg Config) *Gateway {
 	// the bus: without a ledger there, they answer unavailable.
 	g.handle("GET /v1/ledger/log/", true, g.ledgerFile)
 	g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
+	g.handle("GET /v1/cluster", true, g.cluster)
 	g.handleManifest()
 	g.startScheduling()
+	g.startAnnouncing()
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})

@@ -127,8 +127,9 @@ func PermissionsFor(r Role) (Permissions, error) {
 				bus.SubjectDeployed,
 				bus.SubjectManifestChanged,
 				bus.SubjectWorkerInspect,
-				// A coordinator that joins asks a peer for the secrets.
-				bus.SubjectPeerRecover,
+				// A coordinator that joins asks a peer for the secrets;
+				// a standby announces itself.
+				"cloister.coord.peer.>",
 			}, append(jsStores(false), jsCoordinator()...)...),
 			// Workers' advertisements tell the coordinator which are alive.
 			Subscribe:      []string{"cloister.coord.>", bus.SubjectWorkerStatus, inbox},
@@ -147,6 +148,8 @@ func PermissionsFor(r Role) (Permissions, error) {
 				// answer (it cannot subscribe to cloister.coord.>).
 				bus.SubjectManifestSet,
 				bus.SubjectResultToken,
+				bus.SubjectCoordStatus,
+				bus.SubjectGatewayStatus,
 				bus.SubjectLedgerLookup,
 				bus.SubjectLedgerRead,
 				bus.SubjectDeleted,
@@ -158,6 +161,7 @@ func PermissionsFor(r Role) (Permissions, error) {
 			Subscribe: []string{
 				bus.SubjectManifestChanged,
 				bus.SubjectWorkerStatus,
+				bus.SubjectGatewayStatus,
 				// The trigger runner's subject triggers (trigger.EventsRoot).
 				"events.>",
 				inbox,

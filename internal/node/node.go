@@ -280,6 +280,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.URL, n.srv = url, srv
+	gw.Handler.SetURL(url)
 
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = stop

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/bus"
+)
+
+// cmdCluster runs `cloister cluster status`: the active coordinator and
+// its standbys, the gateways, the workers and the NATS nodes (admin).
+func cmdCluster(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "status" {
+		return usageErr("usage: cloister cluster status [--json]")
+	}
+	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	st, err := c.ClusterStatus(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	if *asJSON {
+		return printJSON(st)
+	}
+	printCluster(os.Stdout, st, time.Now())
+	if st.Coordinator == nil {
+		return fmt.Errorf("no active coordinator answered: %s", st.CoordinatorError)
+	}
+	return nil
+}
+
+func printCluster(out io.Writer, st *client.ClusterStatus, now time.Time) {
+	ago := func(t time.Time) string { return now.Sub(t).Round(100*time.Millisecond).String() + " ago" }
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tNAME\tSTATE\tDETAIL")
+	if c := st.Coordinator; c != nil {
+		fmt.Fprintf(tw, "coordinator\t%s\tactive\t%s, since %s, manifest %.12s, workers %d alive of %d admitted\n",
+			c.Node, c.TEE, c.ActiveSince.Format(time.RFC3339), c.ManifestHash, c.Alive, c.Admitted)
+		for _, p := range c.Standbys {
+			fmt.Fprintf(tw, "coordinator\t%s\tstandby\t%s, seen %s\n", p.Node, p.TEE, ago(p.LastSeen))
+		}
+	} else {
+		fmt.Fprintf(tw, "coordinator\t-\tnone active\t%s\n", st.CoordinatorError)
+	}
+	for _, g := range st.Gateways {
+		state := "up"
+		if g.Self {
+			state = "up (answered)"
+		}
+		fmt.Fprintf(tw, "gateway\t%s\t%s\t%s\n", g.ID, state, g.URL)
+	}
+	for _, w := range st.Workers {
+		fmt.Fprintf(tw, "worker\t%s\tup\t%s, %d of %d slots free, seen %s\n", w.ID, w.TEE, w.Free, w.Capacity, ago(w.LastSeen))
+	}
+	for _, r := range st.NATS.Replicas {
+		state := "current"
+		switch {
+		case r.Offline:
+			state = "OFFLINE"
+		case !r.Current:
+			state = "behind"
+		case r.ActiveMS > 3*bus.StatusInterval.Milliseconds():
+			// The leader has not heard from it: likely down, before
+			// JetStream marks it offline.
+			state = "silent"
+		}
+		role := "replica"
+		if r.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "nats\t%s\t%s\t%s, lag %d, active %dms ago\n", r.Name, state, role, r.Lag, r.ActiveMS)
+	}
+	if st.NATS.Error != "" {
+		fmt.Fprintf(tw, "nats\t-\tunknown\t%s\n", st.NATS.Error)
+	}
+	fmt.Fprintf(tw, "nats\t(gateway's connection)\tconnected\t%s; known servers %s\n", st.NATS.Connected, strings.Join(st.NATS.Servers, ","))
+	tw.Flush()
+}
