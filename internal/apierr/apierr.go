@@ -70,6 +70,10 @@ const (
 	// (worker slots, the worker's guest-memory budget, HTTP connections).
 	// Nothing ran; the caller may try again later.
 	Overloaded Code = "overloaded"
+	// WorkerLost: the worker running a synchronous call stopped (it died
+	// or left the bus) before it answered. The call may have run, up to
+	// its end: retry it if running it twice is safe.
+	WorkerLost Code = "worker_lost"
 )
 
 var status = map[Code]int{
@@ -110,6 +114,7 @@ var status = map[Code]int{
 	InvalidTrigger:       http.StatusBadRequest,
 	QuotaExceeded:        http.StatusTooManyRequests,
 	Overloaded:           http.StatusServiceUnavailable,
+	WorkerLost:           http.StatusServiceUnavailable,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

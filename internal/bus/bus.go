@@ -79,7 +79,9 @@ const (
 // and runs its initialisation, so that the coordinator runs no guest code.
 const SubjectWorkerInspect = "cloister.worker.inspect"
 
-// WorkerSubject is the invoke subject of one worker.
+// WorkerSubject is the invoke subject of one worker. An empty request on it
+// is a liveness probe: the worker answers at once, and NATS answers "no
+// responders" when the worker is gone (the gateway probes during a call).
 func WorkerSubject(workerID string) string { return SubjectInvokeWorker + workerID }
 
 // Buckets.

@@ -531,7 +531,7 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 		if err != nil {
 			return nil, err
 		}
-		err = bus.Call(ctx, g.cfg.Conn, subject, req, &rep)
+		err = g.callWorker(ctx, subject, req, &rep)
 		// A worker that stopped since its last advertisement (gone, or
 		// stopping): forget it and pick again. Nothing ran, so nothing is
 		// repeated.
@@ -549,6 +549,50 @@ func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.Inv
 		}
 		return &rep, nil
 	}
+}
+
+// probeInterval is how often the gateway checks, during a synchronous
+// call, that the worker running it is still on the bus.
+const probeInterval = time.Second
+
+// errWorkerLost ends a call whose worker left the bus.
+var errWorkerLost = errors.New("worker lost")
+
+// callWorker sends req to subject and waits for the reply. When subject is
+// one worker's own, it checks every probeInterval that the worker is still
+// subscribed (an empty request answered with "no responders" means it is
+// not): a worker killed mid-call then ends the call with worker_lost
+// within about a second instead of at the call's timeout.
+func (g *Gateway) callWorker(ctx context.Context, subject string, req, rep any) error {
+	if subject == bus.SubjectInvoke {
+		return bus.Call(ctx, g.cfg.Conn, subject, req, rep)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := time.NewTicker(probeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, stop := context.WithTimeout(cctx, probeInterval)
+			_, err := g.cfg.Conn.RequestWithContext(pctx, subject, nil)
+			stop()
+			if errors.Is(err, nats.ErrNoResponders) {
+				cancel(errWorkerLost)
+				return
+			}
+		}
+	}()
+	err := bus.Call(cctx, g.cfg.Conn, subject, req, rep)
+	if err != nil && errors.Is(context.Cause(cctx), errWorkerLost) {
+		return apierr.New(apierr.WorkerLost, "worker %s stopped before it answered; the call may have run: retry only if running it twice is safe",
+			strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
+	}
+	return err
 }
 
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) error {

@@ -39,6 +39,10 @@ type opened struct {
 }
 
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
+	if len(b) == 0 {
+		// A gateway's liveness probe during a call (bus.WorkerSubject).
+		return struct{}{}, nil
+	}
 	start := time.Now()
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)

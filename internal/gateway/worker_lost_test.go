@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
+)
+
+// TestWorkerLostMidCall: a worker that leaves the bus while it runs a call
+// ends the call with worker_lost within a couple of probe intervals, not
+// at the call's timeout; a slow worker that is still there is waited for.
+func TestWorkerLostMidCall(t *testing.T) {
+	nc := bustest.Connect(t)
+	g := &Gateway{cfg: Config{Conn: nc}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var sub *nats.Subscription
+	sub, err := nc.Subscribe(bus.WorkerSubject("dies"), func(m *nats.Msg) {
+		if len(m.Data) == 0 {
+			_ = m.Respond([]byte(`{}`))
+			return
+		}
+		// The call arrives; the worker dies before it answers.
+		go sub.Unsubscribe()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var rep struct{}
+	err = g.callWorker(ctx, bus.WorkerSubject("dies"), struct{ X int }{1}, &rep)
+	if apierr.CodeOf(err) != apierr.WorkerLost {
+		t.Fatalf("call on a worker that died: %v, want worker_lost", err)
+	}
+	if took := time.Since(start); took > 5*probeInterval {
+		t.Errorf("worker_lost after %v", took)
+	}
+
+	slow, err := nc.Subscribe(bus.WorkerSubject("slow"), func(m *nats.Msg) {
+		if len(m.Data) == 0 {
+			_ = m.Respond([]byte(`{}`))
+			return
+		}
+		go func() {
+			time.Sleep(3 * probeInterval)
+			_ = m.Respond([]byte(`{"result":{"OK":true}}`))
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Unsubscribe()
+	var got struct{ OK bool }
+	if err := g.callWorker(ctx, bus.WorkerSubject("slow"), struct{ X int }{1}, &got); err != nil || !got.OK {
+		t.Fatalf("a slow worker that is still there: %v %+v", err, got)
+	}
+}
