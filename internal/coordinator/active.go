@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -142,6 +143,9 @@ func (c *Coordinator) follow(ctx context.Context, me LeaseHolder) {
 // catchUp reads what the active coordinator appended to the journals.
 func (c *Coordinator) catchUp(ctx context.Context) error {
 	_, err := c.control.CatchUp(ctx)
+	if c.ledger != nil {
+		err = errors.Join(err, c.ledger.CatchUp(ctx))
+	}
 	return err
 }
 
@@ -149,6 +153,18 @@ func (c *Coordinator) catchUp(ctx context.Context) error {
 func (c *Coordinator) lead(ctx context.Context, me LeaseHolder) error {
 	if err := c.leadControl(ctx, me); err != nil {
 		return err
+	}
+	if c.ledger != nil {
+		if err := c.ledger.Lead(ctx); err != nil {
+			return fmt.Errorf("leading the ledger: %w", err)
+		}
+		go func() {
+			select {
+			case <-c.ledger.Fenced():
+				c.fence()
+			case <-ctx.Done():
+			}
+		}()
 	}
 	c.mu.Lock()
 	// The workers the previous active coordinator knew get WorkerSilence

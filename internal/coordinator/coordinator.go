@@ -240,8 +240,11 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			c.anchor.Close()
 			return nil, err
 		}
-		if c.ledger, err = ledger.Open(context.Background(), ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier, BatchMaxAge: LedgerBatchAge,
-			Logger: cfg.Logger}); err != nil {
+		// The ledger's order is the ledger journal's: every coordinator's
+		// tile log is the same function of it. It follows as a standby
+		// until lead (active.go).
+		if c.ledger, err = ledger.Open(ctx, ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier, BatchMaxAge: LedgerBatchAge,
+			Logger: cfg.Logger, Journal: &ledger.JournalOptions{JS: c.js, Replicas: c.replicas, Key: c.master}, Standby: true}); err != nil {
 			c.anchor.Close()
 			return nil, fmt.Errorf("opening the ledger: %w", err)
 		}

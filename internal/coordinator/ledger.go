@@ -13,6 +13,7 @@ import (
 	"regexp"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -32,6 +33,11 @@ func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) ([]byte,
 		return nil, apierr.New(apierr.Forbidden, "refusing to log a batch that does not verify: %v", err)
 	}
 	indices, err := c.ledger.AppendBatch(ctx, entries)
+	if errors.Is(err, ledger.ErrFenced) || errors.Is(err, ledger.ErrStandby) {
+		// Another coordinator leads now: the worker sends the batch again
+		// there and gets the same indices.
+		return nil, apierr.New(apierr.Unavailable, "this coordinator no longer leads the ledger; send the batch again")
+	}
 	if err != nil {
 		// What was sequenced is indexed: the worker's retry gets the same
 		// indices.

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
@@ -89,9 +90,15 @@ func TestLedgerAppendBatch(t *testing.T) {
 	if err != nil || len(again.Indices) != 2 || again.Indices[0] != 2 || again.Indices[1] != 3 {
 		t.Errorf("re-logging: %v %+v, want indices 2 and 3", err, again)
 	}
-	size, err := f.c.ledger.IntegratedSize(context.Background())
-	if err != nil || size != 5 {
-		t.Errorf("log size %d (%v), want 5", size, err)
+	// Acknowledged once in the journal; the tile log follows.
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		size, err := f.c.ledger.IntegratedSize(context.Background())
+		if err == nil && size == 5 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("log size %d (%v), want 5", size, err)
+		}
 	}
 
 	// The host alters a receipt's metering after the worker signed the

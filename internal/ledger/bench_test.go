@@ -54,50 +54,109 @@ func BenchmarkLedgerAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
 		})
 	}
-	// As the coordinator appends: a worker's batch of receipts at a time
-	// (AppendBatch), with as many batches in
-	// flight as four workers keep (8 each), enough to fill a ledger batch
-	// while the previous one is written.
-	const senders, batch = 32, 256
 	for _, size := range []int{receiptSize, 2300} {
-		b.Run(fmt.Sprintf("batch=%d/entry=%dB", batch, size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("batch=%d/entry=%dB", sendBatch, size), func(b *testing.B) {
 			s, _ := signer(b, 1)
 			l, err := ledger.Open(context.Background(), ledger.Options{Dir: b.TempDir(), Signer: s, Logger: quietLogger()})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer l.Close(context.Background())
-			ctx := context.Background()
 			b.SetBytes(int64(size))
-			var next atomic.Int64
 			start := time.Now()
 			b.ResetTimer()
-			var wg sync.WaitGroup
-			for range senders {
-				wg.Go(func() {
-					entries := make([][]byte, 0, batch)
-					for {
-						first := next.Add(batch) - batch
-						if first >= int64(b.N) {
-							return
-						}
-						entries = entries[:0]
-						for i := first; i < min(first+batch, int64(b.N)); i++ {
-							e := make([]byte, size)
-							binary.BigEndian.PutUint64(e, uint64(i))
-							entries = append(entries, e)
-						}
-						if _, err := l.AppendBatch(ctx, entries); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
+			sendBatches(b, l, 0, int64(b.N), size)
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
 		})
 	}
+}
+
+// As the coordinator appends: a worker's batch of receipts at a time
+// (AppendBatch), with as many batches in flight as four workers keep (8
+// each), enough to fill a ledger batch while the previous one is written.
+const senders, sendBatch = 32, 256
+
+// sendBatches appends entries from to from+n (each of size bytes, starting
+// with its number) in batches of sendBatch from senders goroutines.
+func sendBatches(b *testing.B, l *ledger.Log, from, n int64, size int) {
+	ctx := context.Background()
+	var next atomic.Int64
+	next.Store(from)
+	var wg sync.WaitGroup
+	for range senders {
+		wg.Go(func() {
+			entries := make([][]byte, 0, sendBatch)
+			for {
+				first := next.Add(sendBatch) - sendBatch
+				if first >= from+n {
+					return
+				}
+				entries = entries[:0]
+				for i := first; i < min(first+sendBatch, from+n); i++ {
+					e := make([]byte, size)
+					binary.BigEndian.PutUint64(e, uint64(i))
+					entries = append(entries, e)
+				}
+				if _, err := l.AppendBatch(ctx, entries); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkLedgerJournal compares AppendBatch file-only and with the
+// journal (an embedded NATS server, one replica, on the same disk), in
+// the same run: each iteration sends the same receipts to both logs.
+// With the journal an append is answered once journaled, and the local
+// log integrates it in the background; "integrated" also counts the time
+// until the local log holds every entry (so that the next iteration does
+// not compete with a backlog). journal/file is the ratio of the
+// acknowledged rates.
+func BenchmarkLedgerJournal(b *testing.B) {
+	const round = 16384
+	ctx := context.Background()
+	opts := ledger.Options{Signer: mustSigner(b, 1), Logger: quietLogger()}
+	opts.Dir = b.TempDir()
+	file, err := ledger.Open(ctx, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer file.Close(ctx)
+	opts.Dir, opts.Journal = b.TempDir(), &ledger.JournalOptions{JS: newJS(b), Replicas: 1, Key: journalKey}
+	journaled, err := ledger.Open(ctx, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer journaled.Close(ctx)
+	var n int64
+	var tFile, tJournal, tIntegrated time.Duration
+	for b.Loop() {
+		start := time.Now()
+		sendBatches(b, file, n, round, receiptSize)
+		tFile += time.Since(start)
+		start = time.Now()
+		sendBatches(b, journaled, n, round, receiptSize)
+		tJournal += time.Since(start)
+		n += round
+		for {
+			size, err := journaled.IntegratedSize(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if size >= uint64(n) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		tIntegrated += time.Since(start)
+	}
+	b.ReportMetric(float64(n)/tFile.Seconds(), "file-entries/s")
+	b.ReportMetric(float64(n)/tJournal.Seconds(), "journal-entries/s")
+	b.ReportMetric(float64(n)/tIntegrated.Seconds(), "integrated-entries/s")
+	b.ReportMetric(tFile.Seconds()/tJournal.Seconds(), "journal/file")
 }
 
 // buildAuditLog writes a log of n entries, each an Ed25519 signature over a

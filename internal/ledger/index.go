@@ -64,16 +64,12 @@ func openIndex(ctx context.Context, dir string, src EntrySource, size uint64) (*
 			return fail(err)
 		}
 		if got < len(recs) || hasZeroRecord(recs) {
-			raw, err := src.ReadEntryBundle(ctx, bi, layout.PartialTileSize(0, bi, size))
+			entries, err := readBundleEntries(ctx, src, bi, size)
 			if err != nil {
-				return fail(fmt.Errorf("entry bundle %d: %w", bi, err))
-			}
-			var b api.EntryBundle
-			if err := b.UnmarshalText(raw); err != nil || uint64(len(b.Entries)) < n {
-				return fail(fmt.Errorf("entry bundle %d does not parse or is short", bi))
+				return fail(err)
 			}
 			for k := range n {
-				s := sha256.Sum256(b.Entries[k])
+				s := sha256.Sum256(entries[k])
 				copy(recs[k*sha256.Size:], s[:])
 			}
 			if _, err := f.WriteAt(recs, int64(first*sha256.Size)); err != nil {
@@ -88,6 +84,21 @@ func openIndex(ctx context.Context, dir string, src EntrySource, size uint64) (*
 		}
 	}
 	return x, rebuilt, nil
+}
+
+// readBundleEntries returns the entries of entry bundle bi of a log of
+// size entries: the bundle's first min(256, size-256·bi).
+func readBundleEntries(ctx context.Context, src EntrySource, bi, size uint64) ([][]byte, error) {
+	n := min(uint64(layout.EntryBundleWidth), size-bi*layout.EntryBundleWidth)
+	raw, err := src.ReadEntryBundle(ctx, bi, layout.PartialTileSize(0, bi, size))
+	if err != nil {
+		return nil, fmt.Errorf("entry bundle %d: %w", bi, err)
+	}
+	var b api.EntryBundle
+	if err := b.UnmarshalText(raw); err != nil || uint64(len(b.Entries)) < n {
+		return nil, fmt.Errorf("entry bundle %d does not parse or is short", bi)
+	}
+	return b.Entries[:n], nil
 }
 
 func fileSize(f *os.File) int64 {

@@ -16,6 +16,42 @@
 // Entries are opaque bytes to this package; Cloister stores canonical signed
 // receipts (package receipt) and verifies them in the check function it
 // passes to Audit.
+//
+// # One log for several coordinators
+//
+// By default (file-only) the Log's directory is the log: an append is
+// acknowledged once tessera has written it there. With Options.Journal the
+// log's order lives in a replicated journal instead (package journal, the
+// JetStream stream bus.StreamLedgerJournal), so that the active
+// coordinator and its standbys keep one log across a failover: no fork, a
+// checkpoint from before the failover consistent with one after, no
+// acknowledged append lost.
+//
+//   - The leader (Open, or Lead after Options.Standby) groups the entries
+//     of concurrent appends into sealed journal records, each carrying the
+//     index of its first entry, and acknowledges an append once its record
+//     is stored in the stream (on a quorum of replicas), before its own
+//     disk has it. Appends are fenced: a leader that was replaced gets
+//     ErrFenced, refuses appends from then on and closes Fenced.
+//   - Every coordinator's tile log is a function of the journal: entries
+//     are written into the local tessera log strictly in journal order,
+//     and tessera must give each the index its record says, or the Log
+//     stops (ErrJournalMismatch) rather than fork. Identical entries in
+//     identical order give identical trees, and checkpoints signed by the
+//     shared key are byte-identical for the same size.
+//   - A standby calls CatchUp to read the new records; Lead catches up to
+//     the journal's end and then takes appends. Lookup finds an entry, and
+//     AwaitPublished waits for it, as soon as its record is read or
+//     written, before the local log holds it.
+//   - After a restart the local log may hold anything from part of the
+//     journal to all of it: Open replays the journal from a position saved
+//     in the directory (authenticated; from the start if it does not
+//     verify), compares the entries the local log holds with it and adds
+//     the others. A local log with entries the journal lacks is refused,
+//     unless the journal is empty: then the first leader writes its log
+//     into the journal (a data directory from before the journal).
+//
+// The journal mode also dedupes AppendAsync and Append like AppendBatch.
 package ledger
 
 import (
@@ -75,6 +111,17 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Logger receives lifecycle events; nil means slog.Default().
 	Logger *slog.Logger
+
+	// Journal, if set, puts the log's order in the coordinators' replicated
+	// journal (see the package comment). Appends are then acknowledged
+	// once journaled; BatchMaxSize and BatchMaxAge still bound a batch
+	// written into the local log, which now delays only integration (and
+	// so proofs), not the acknowledgement.
+	Journal *JournalOptions
+	// Standby opens a journaled Log as a follower: it takes no appends
+	// (ErrStandby) until Lead, and CatchUp reads what the leader appends.
+	// Without it Open leads at once. Ignored without Journal.
+	Standby bool
 }
 
 // Log appends entries to a tessera POSIX log and reads it back. It embeds a
@@ -92,6 +139,7 @@ type Log struct {
 	shutdown func(context.Context) error
 	cancel   context.CancelFunc
 	poll     time.Duration
+	jr       *journaled // nil: file-only
 
 	mu     sync.RWMutex
 	closed bool
@@ -160,9 +208,14 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("opening ledger storage: %w", err)
 	}
 	republish := max(tessera.DefaultCheckpointRepublishInterval, opts.CheckpointInterval)
+	batchAge := opts.BatchMaxAge
+	if opts.Journal != nil {
+		// The journal mode batches before tessera (journaled.integrateRound).
+		batchAge = journalFlushAge
+	}
 	ao := tessera.NewAppendOptions().
 		WithCheckpointSigner(opts.Signer).
-		WithBatching(opts.BatchMaxSize, opts.BatchMaxAge).
+		WithBatching(opts.BatchMaxSize, batchAge).
 		WithCheckpointInterval(opts.CheckpointInterval).
 		WithCheckpointRepublishInterval(republish).
 		// Every entry that resolved must be published by Close: with the
@@ -200,6 +253,15 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		cancel:   cancel,
 		poll:     min(opts.CheckpointInterval/4, 50*time.Millisecond),
 	}
+	if opts.Journal != nil {
+		if l.jr, err = openJournaled(ctx, bg, l, opts, size); err != nil {
+			_ = shutdown(ctx)
+			cancel()
+			index.close()
+			delete(openDirs, dir)
+			return nil, fmt.Errorf("opening ledger: %w", err)
+		}
+	}
 	l.log.Info("ledger open", "dir", dir, "origin", opts.Origin, "size", size, "index_rebuilt", rebuilt,
 		"batch_max_size", opts.BatchMaxSize, "batch_max_age", opts.BatchMaxAge, "checkpoint_interval", opts.CheckpointInterval)
 	return l, nil
@@ -218,6 +280,9 @@ type Future func() (uint64, error)
 // Lookup finds the entry by its hash.
 func (l *Log) AppendAsync(ctx context.Context, entry []byte) Future {
 	e, sum, err := prepare(entry)
+	if err == nil && l.jr != nil {
+		return l.jr.appendAsync(e, sum)
+	}
 	var f tessera.IndexFuture
 	if err == nil {
 		f, err = l.queue(ctx, e)
@@ -260,6 +325,10 @@ func (l *Log) queue(ctx context.Context, e *tessera.Entry) (tessera.IndexFuture,
 // entry already logged (a retried batch) keeps its first index. It is
 // AppendAsync and Lookup for many entries, with one index write per run
 // of consecutive indices. On error, entries may have been appended.
+//
+// With a journal, "durably sequenced" means stored in the journal, and an
+// entry already logged includes one that another coordinator journaled,
+// or that a concurrent call is appending.
 func (l *Log) AppendBatch(ctx context.Context, entries [][]byte) ([]uint64, error) {
 	prepared := make([]*tessera.Entry, len(entries))
 	sums := make([][sha256.Size]byte, len(entries))
@@ -268,6 +337,9 @@ func (l *Log) AppendBatch(ctx context.Context, entries [][]byte) ([]uint64, erro
 		if prepared[i], sums[i], err = prepare(entry); err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
+	}
+	if l.jr != nil {
+		return l.jr.appendBatch(ctx, prepared, sums)
 	}
 	indices := make([]uint64, len(entries))
 	futures := make([]tessera.IndexFuture, len(entries))
@@ -320,8 +392,8 @@ func (l *Log) record(indices []uint64, sums [][sha256.Size]byte) {
 
 // Lookup returns the index of the first logged entry whose sha256 is sum,
 // among those whose append future resolved (in this process or before the
-// last Open). Like the log's files it is a hint to check with an inclusion
-// proof.
+// last Open) and, with a journal, those in the records read from it. Like
+// the log's files it is a hint to check with an inclusion proof.
 func (l *Log) Lookup(sum [sha256.Size]byte) (uint64, bool) { return l.index.lookup(sum) }
 
 // Append adds entry to the log and returns its index once it is durably
@@ -384,7 +456,8 @@ func (l *Log) AwaitPublished(ctx context.Context, index uint64) (*Checkpoint, []
 // Close stops accepting entries, waits (bounded by ctx and a timeout) until
 // a checkpoint covers every entry whose future resolved to an index, and
 // stops the background work. Entries already acknowledged are durable
-// whether or not Close completes.
+// whether or not Close completes. With a journal it first integrates what
+// was journaled (bounded by ctx: the next Open integrates the rest).
 func (l *Log) Close(ctx context.Context) error {
 	l.mu.Lock()
 	if l.closed {
@@ -393,7 +466,11 @@ func (l *Log) Close(ctx context.Context) error {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	err := l.shutdown(ctx)
+	var err error
+	if l.jr != nil {
+		err = l.jr.close(ctx)
+	}
+	err = errors.Join(err, l.shutdown(ctx))
 	l.cancel()
 	err = errors.Join(err, l.index.close())
 	openMu.Lock()
@@ -404,6 +481,41 @@ func (l *Log) Close(ctx context.Context) error {
 	}
 	l.log.Info("ledger closed", "dir", l.dir)
 	return nil
+}
+
+// Lead makes a journaled Log the leader: it catches up to the journal's
+// end (writing a log that predates the journal into an empty journal
+// first) and then takes appends. ctx bounds the catching up. It returns
+// nil at once if the Log leads already, or has no journal. After an
+// error (ErrJournalMismatch, the journal unreachable) the Log is still a
+// standby and Lead may be called again.
+func (l *Log) Lead(ctx context.Context) error {
+	if l.jr == nil {
+		return nil
+	}
+	return l.jr.lead(ctx)
+}
+
+// CatchUp reads the journal records appended since the last call, indexes
+// their entries (Lookup finds them when it returns) and queues them for
+// the local log, which integrates them in the background. A standby calls
+// it periodically; on a leader and without a journal it does nothing.
+// ErrJournalMismatch means the Log stopped for good.
+func (l *Log) CatchUp(ctx context.Context) error {
+	if l.jr == nil {
+		return nil
+	}
+	return l.jr.catchUpStandby(ctx)
+}
+
+// Fenced is closed once an append found that another coordinator has
+// appended to the journal: this one no longer leads, and its appends fail
+// with ErrFenced from then on. It is nil (never ready) without a journal.
+func (l *Log) Fenced() <-chan struct{} {
+	if l.jr == nil {
+		return nil
+	}
+	return l.jr.fenced
 }
 
 // publicPath matches the tlog-tiles resources: the checkpoint, hash tiles and
