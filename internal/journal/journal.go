@@ -201,15 +201,52 @@ func (j *Journal) Append(ctx context.Context, rec []byte) (uint64, error) {
 	return seq, nil
 }
 
+// transientTries bounds how often CatchUp reads again after a failure of
+// NATS (no responders while a stream leader is elected, a fetch that timed
+// out), transientWait apart: about 10 s, longer than a JetStream election.
+const (
+	transientTries = 20
+	transientWait  = 500 * time.Millisecond
+)
+
+// transient marks a failure to read the stream, as opposed to a record
+// that does not verify or an Apply that failed: reading again may work.
+type transient struct{ err error }
+
+func (t transient) Error() string { return t.err.Error() }
+func (t transient) Unwrap() error { return t.err }
+
 // CatchUp reads every record after the journal's position up to the
 // stream's end as it is when called, verifies each and hands it to Apply
-// in order. It returns the number applied.
+// in order. It returns the number applied. A failure to read the stream
+// is tried again for about 10 s; a record that does not verify or an
+// Apply error is returned at once.
 func (j *Journal) CatchUp(ctx context.Context) (int, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	total := 0
+	for attempt := 1; ; attempt++ {
+		n, err := j.catchUpOnce(ctx)
+		total += n
+		var t transient
+		if err == nil || !errors.As(err, &t) || attempt == transientTries || ctx.Err() != nil {
+			if errors.As(err, &t) {
+				err = t.err
+			}
+			return total, err
+		}
+		select {
+		case <-ctx.Done():
+			return total, t.err
+		case <-time.After(transientWait):
+		}
+	}
+}
+
+func (j *Journal) catchUpOnce(ctx context.Context) (int, error) {
 	info, err := j.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
+		return 0, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 	}
 	last := info.State.LastSeq
 	if last < j.seq || (info.State.Msgs > 0 && info.State.FirstSeq != 1) {
@@ -224,20 +261,20 @@ func (j *Journal) CatchUp(ctx context.Context) (int, error) {
 		OptStartSeq:   j.seq + 1,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
+		return 0, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 	}
 	n := 0
 	for j.seq < last {
 		batch, err := cons.Fetch(int(min(last-j.seq, 256)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return n, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
+			return n, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
-				return n, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
+				return n, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 			}
 			seq := md.Sequence.Stream
 			if seq != j.seq+1 {
@@ -258,10 +295,10 @@ func (j *Journal) CatchUp(ctx context.Context) (int, error) {
 			n++
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return n, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
+			return n, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 		}
 		if got == 0 {
-			return n, fmt.Errorf("journal %s: no record after %d although the stream ends at %d", j.cfg.Stream, j.seq, last)
+			return n, transient{fmt.Errorf("journal %s: no record after %d although the stream ends at %d", j.cfg.Stream, j.seq, last)}
 		}
 	}
 	j.behind = false
