@@ -66,6 +66,53 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.mu.Lock()
 	c.me = l.me
 	c.mu.Unlock()
+	subs, err := c.serveActive(ctx, nc)
+	if err != nil {
+		drain(subs)
+		l.release()
+		return err
+	}
+	c.active.Store(true)
+	c.log.Info("coordinator active", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash(), "node", c.node,
+		"took_over_in", time.Since(start).Round(time.Millisecond))
+	for {
+		err = l.hold(ctx, c.fenced)
+		if !errors.Is(err, errStalled) {
+			break
+		}
+		// NATS did not take the renewals (a JetStream election, a
+		// partition): answer nothing until the lease is ours again.
+		c.active.Store(false)
+		drain(subs)
+		subs = nil
+		c.log.Warn("coordinator paused: cannot renew the lease", "err", err)
+		if err = l.renew(ctx, c.fenced); err != nil {
+			break
+		}
+		if subs, err = c.serveActive(ctx, nc); err != nil {
+			break
+		}
+		c.active.Store(true)
+		c.log.Info("coordinator resumed: the lease is still ours")
+	}
+	c.active.Store(false)
+	drain(subs)
+	select {
+	case <-c.fenced:
+		return fmt.Errorf("%w: another coordinator wrote to a journal", ErrLostLease)
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		c.log.Error("coordinator stepping down", "err", err)
+	}
+	return err
+}
+
+// serveActive subscribes the active coordinator's subjects.
+func (c *Coordinator) serveActive(ctx context.Context, nc *nats.Conn) ([]*nats.Subscription, error) {
 	subs, err := c.subscribe(ctx, nc)
 	for _, more := range []func() (*nats.Subscription, error){
 		func() (*nats.Subscription, error) { return c.followWorkers(nc) },
@@ -83,26 +130,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 			subs = append(subs, s)
 		}
 	}
-	if err != nil {
-		drain(subs)
-		l.release()
-		return err
-	}
-	c.active.Store(true)
-	c.log.Info("coordinator active", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash(), "node", c.node,
-		"took_over_in", time.Since(start).Round(time.Millisecond))
-	err = l.hold(ctx, c.fenced)
-	c.active.Store(false)
-	drain(subs)
-	select {
-	case <-c.fenced:
-		return fmt.Errorf("%w: another coordinator wrote to a journal", ErrLostLease)
-	default:
-	}
-	if err != nil {
-		c.log.Error("coordinator stepping down", "err", err)
-	}
-	return err
+	return subs, err
 }
 
 func drain(subs []*nats.Subscription) {

@@ -17,11 +17,17 @@ import (
 
 // One coordinator is active at a time: the one that holds the lease, a key
 // in bus.BucketCoord that it renews every LeaseRenew by compare-and-set on
-// the key's revision. A standby that sees the revision unchanged for
-// LeaseTTL (on its own clock) takes the lease over by the same
-// compare-and-set. The active one stops serving if it could not renew for
-// LeaseStepDown, which is shorter than LeaseTTL, so that it has stopped
-// before a standby starts, as long as the clocks' rates roughly agree.
+// the key's revision. A standby that has seen the revision unchanged for
+// LeaseTTL (on its own clock, reading it successfully all along) takes the
+// lease over by the same compare-and-set. The active one pauses (answers
+// nothing) once it could not renew for LeaseStepDown, which is shorter
+// than LeaseTTL, so that it has paused before a standby starts, as long as
+// the clocks' rates roughly agree. When it can renew again with the same
+// revision nobody took the lease meanwhile, and it resumes; when the
+// revision changed, it lost the lease. A JetStream leader election that
+// makes the bucket unavailable for a few seconds thus pauses the active
+// coordinator instead of handing over to a standby that cannot read the
+// bucket either.
 // That timing keeps reads fresh; it is not what keeps the durable state
 // single: every journal append is fenced (internal/journal), so a stale
 // active one cannot write behind its successor's back even if the timing
@@ -89,6 +95,11 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
 	told := false
 	for {
 		e, err := l.kv.Get(ctx, leaseKey)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			// Not seen: the lease may be renewed meanwhile. Observe it
+			// anew for a whole LeaseTTL.
+			seenRev = 0
+		}
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			// Nobody holds it (first start, or released by a clean stop).
@@ -137,8 +148,13 @@ func (l *lease) take(ctx context.Context, rev uint64) error {
 	return err
 }
 
+// errStalled: the lease could not be renewed for LeaseStepDown.
+var errStalled = errors.New("coordinator: could not renew the lease")
+
 // hold renews the lease until ctx ends (then it releases it, so that a
-// standby takes over at once) or the lease is lost (ErrLostLease).
+// standby takes over at once) or stop closes (nil), the lease is lost
+// (ErrLostLease) or it could not be renewed for LeaseStepDown
+// (errStalled: pause, and resume once renew succeeds).
 func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
 	t := time.NewTicker(LeaseRenew)
 	defer t.Stop()
@@ -164,7 +180,34 @@ func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
 			return fmt.Errorf("%w: it was taken over", ErrLostLease)
 		}
 		if time.Since(l.renewed) >= LeaseStepDown {
-			return fmt.Errorf("%w: %v", ErrLostLease, err)
+			return fmt.Errorf("%w: %v", errStalled, err)
+		}
+	}
+}
+
+// renew tries to renew the lease with the revision it last had, every
+// LeaseRenew, until it succeeds (nil: nobody took it meanwhile), the lease
+// is lost (ErrLostLease), or ctx ends or stop closes.
+func (l *lease) renew(ctx context.Context, stop <-chan struct{}) error {
+	b, _ := json.Marshal(l.me)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, LeaseRenew)
+		rev, err := l.kv.Update(rctx, leaseKey, b, l.rev)
+		cancel()
+		if err == nil {
+			l.rev, l.renewed = rev, time.Now()
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: it was taken over", ErrLostLease)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-stop:
+			return ErrLostLease
+		case <-time.After(LeaseRenew):
 		}
 	}
 }
