@@ -311,3 +311,26 @@ func FunctionKey(namespace, name string, version int) string {
 
 // LatestKey is the registry key holding a function's latest version number.
 func LatestKey(namespace, name string) string { return "latest." + namespace + "." + name }
+
+// objectLag is how long ObjectInfo asks again for an object that another
+// role stored just before: on a replicated store a direct read may reach a
+// replica that has not applied the write yet.
+const objectLag = 2 * time.Second
+
+// ObjectInfo returns the info of object name in os, asking again for up to
+// objectLag while it is not found (see objectLag). Other errors and ctx's
+// end return at once.
+func ObjectInfo(ctx context.Context, os jetstream.ObjectStore, name string) (*jetstream.ObjectInfo, error) {
+	deadline := time.Now().Add(objectLag)
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		info, err := os.GetInfo(ctx, name)
+		if !errors.Is(err, jetstream.ErrObjectNotFound) || time.Now().After(deadline) {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(wait, time.Until(deadline)+time.Millisecond)):
+		}
+	}
+}

@@ -553,7 +553,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	info, err := c.bundles.GetInfo(ctx, req.Object)
+	info, err := bus.ObjectInfo(ctx, c.bundles, req.Object)
 	if err != nil {
 		return nil, apierr.New(apierr.NotFound, "bundle object %q not found", req.Object)
 	}
@@ -652,9 +652,8 @@ func (c *Coordinator) readBundle(ctx context.Context, obj string) ([]byte, error
 		case errors.Is(err, jetstream.ErrObjectNotFound) && attempt >= 4:
 			return nil, apierr.New(apierr.NotFound, "bundle object %q not found", obj)
 		case errors.Is(err, jetstream.ErrObjectNotFound):
-			// The gateway stored it before it asked: on a replicated
-			// store a direct read may reach a replica that has not
-			// caught up yet. Ask again for a while (200 ms, 400, 600).
+			// Its info was found just before: the read reached a replica
+			// that has not caught up yet (bus.ObjectInfo). Ask again.
 		case ctx.Err() != nil:
 			return nil, apierr.New(apierr.Timeout, "reading the bundle did not finish within the deploy timeout; nothing was registered")
 		}

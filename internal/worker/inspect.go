@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/fnspec"
 	"github.com/cloister-faas/cloister/internal/jsrt"
@@ -114,7 +115,7 @@ func (w *Worker) inspect(ctx context.Context, req *wire.InspectRequest) (sandbox
 // inside the TEE, that it is the one the coordinator read (its hash), that
 // its owner signed it for the namespace, and that it is the named version.
 func (w *Worker) readInspected(ctx context.Context, req *wire.InspectRequest) (*bundle.Bundle, error) {
-	info, err := w.cfg.Stores.Bundles.GetInfo(ctx, req.Object)
+	info, err := bus.ObjectInfo(ctx, w.cfg.Stores.Bundles, req.Object)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, readTimeout()
