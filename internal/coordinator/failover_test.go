@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -123,5 +125,38 @@ func TestFailover(t *testing.T) {
 	stopB()
 	if err := <-served; err != nil {
 		t.Fatalf("Serve after a clean stop: %v", err)
+	}
+}
+
+// noSeal is a TEE that cannot seal, as TDX cannot.
+type noSeal struct{ *sim.Backend }
+
+func (noSeal) SealKey() ([]byte, error) { return nil, tee.ErrNoSealKey }
+
+// TestCoordinatorWithoutSealing: a coordinator whose TEE cannot seal keeps
+// the secrets in memory only and gets them from a peer at every start.
+func TestCoordinatorWithoutSealing(t *testing.T) {
+	f := setup(t)
+	genesis := genesisOf(t, f)
+	dir := t.TempDir()
+	open := func() *Coordinator {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := New(ctx, Config{Dir: dir, TEE: noSeal{f.backend}, Stores: f.st, Conn: f.nc, Now: func() time.Time { return f.now },
+			Manifest: genesis, PeerPolicy: peerPolicy(f.backend)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	for range 2 {
+		c := open()
+		if !c.IdentityKey().Equal(f.c.IdentityKey()) {
+			t.Fatal("another identity")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "state.sealed")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("secrets written to disk without a sealing key: %v", err)
+		}
 	}
 }

@@ -65,8 +65,17 @@ func openCoordBucket(ctx context.Context, st *bus.Stores) (jetstream.KeyValue, e
 // obtainSecrets returns the coordinator's secrets: its sealed state if it
 // has one, else new secrets if the deployment has none yet, else the
 // secrets of an attested peer (it waits for one until ctx ends).
+//
+// A TEE that cannot seal (TDX: no measurement-bound key) keeps the secrets
+// in memory only: such a coordinator gets them from a peer at every start,
+// and if it made them (the deployment's first coordinator), they are lost
+// when every coordinator has stopped.
 func obtainSecrets(ctx context.Context, cfg *Config, kv jetstream.KeyValue, genesisHash string) (*state, error) {
 	st, err := loadState(cfg.Dir, cfg.TEE)
+	if errors.Is(err, tee.ErrNoSealKey) {
+		cfg.Logger.Warn("coordinator: this TEE cannot seal (" + string(cfg.TEE.Kind()) + "): the deployment's secrets stay in memory only and come from a peer at every start; run at least two coordinators")
+		err = errNoState
+	}
 	if err != nil && !errors.Is(err, errNoState) {
 		return nil, err
 	}
@@ -92,7 +101,7 @@ func obtainSecrets(ctx context.Context, cfg *Config, kv jetstream.KeyValue, gene
 		err := createDeployment(ctx, kv, deploymentRecord{IdentityKey: pub, GenesisHash: genesisHash})
 		if err == nil {
 			cfg.Logger.Info("coordinator: new deployment", "identity_key", fmt.Sprintf("%x", pub))
-			return st, saveState(cfg.Dir, cfg.TEE, st)
+			return st, keepState(cfg, st)
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, err
@@ -102,7 +111,15 @@ func obtainSecrets(ctx context.Context, cfg *Config, kv jetstream.KeyValue, gene
 	if st, err = recoverFromPeer(ctx, cfg, genesisHash); err != nil {
 		return nil, err
 	}
-	return st, saveState(cfg.Dir, cfg.TEE, st)
+	return st, keepState(cfg, st)
+}
+
+// keepState seals st to the data directory, unless the TEE cannot seal.
+func keepState(cfg *Config, st *state) error {
+	if err := saveState(cfg.Dir, cfg.TEE, st); err != nil && !errors.Is(err, tee.ErrNoSealKey) {
+		return err
+	}
+	return nil
 }
 
 func readDeployment(ctx context.Context, kv jetstream.KeyValue) (*deploymentRecord, error) {
