@@ -171,6 +171,7 @@ func (c *Coordinator) follow(ctx context.Context, me LeaseHolder) {
 // catchUp reads what the active coordinator appended to the journals.
 func (c *Coordinator) catchUp(ctx context.Context) error {
 	_, err := c.control.CatchUp(ctx)
+	err = errors.Join(err, c.anchor.CatchUp(ctx))
 	if c.ledger != nil {
 		err = errors.Join(err, c.ledger.CatchUp(ctx))
 	}
@@ -182,13 +183,21 @@ func (c *Coordinator) lead(ctx context.Context, me LeaseHolder) error {
 	if err := c.leadControl(ctx, me); err != nil {
 		return err
 	}
+	if err := c.anchor.Lead(ctx); err != nil {
+		return fmt.Errorf("leading the state anchor: %w", err)
+	}
+	fenced := []<-chan struct{}{c.anchor.Fenced()}
 	if c.ledger != nil {
 		if err := c.ledger.Lead(ctx); err != nil {
 			return fmt.Errorf("leading the ledger: %w", err)
 		}
+		fenced = append(fenced, c.ledger.Fenced())
+	}
+	// A journal that another coordinator wrote to first fences this one.
+	for _, ch := range fenced {
 		go func() {
 			select {
-			case <-c.ledger.Fenced():
+			case <-ch:
 				c.fence()
 			case <-ctx.Done():
 			}

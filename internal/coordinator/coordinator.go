@@ -230,8 +230,12 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("reading the control journal: %w", err)
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
+	// The anchor's log is the anchor journal (a standby until lead); a
+	// file log left in Dir/state by an earlier version moves into it at
+	// the first lead.
 	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(cfg.Dir, "state"), Master: c.master,
-		Limits: cfg.StateLimits, Lease: cfg.StateLease, Logger: cfg.Logger}); err != nil {
+		Limits: cfg.StateLimits, Lease: cfg.StateLease, Logger: cfg.Logger,
+		JS: c.js, Replicas: c.replicas, Standby: true}); err != nil {
 		return nil, fmt.Errorf("opening the state anchor: %w", err)
 	}
 	if cfg.LedgerDir != "" {

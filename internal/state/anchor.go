@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -10,7 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/journal"
 )
 
 // Limits bound one function's state. Zero fields take the defaults.
@@ -47,8 +51,21 @@ func (l Limits) withDefaults() Limits {
 
 // AnchorConfig configures an Anchor.
 type AnchorConfig struct {
-	// Dir holds the anchor's sealed log.
+	// Dir holds the anchor's sealed file log when JS is nil. With JS, an
+	// anchor.log left there by an earlier version is moved into the
+	// journal the first time the anchor leads (then renamed
+	// anchor.log.migrated); Dir may be empty.
 	Dir string
+	// JS, if set, is where the anchor's log lives: the journal
+	// bus.StreamAnchorJournal (internal/journal), which every coordinator
+	// of the deployment reads, so that a standby can take over.
+	JS jetstream.JetStream
+	// Replicas is the journal stream's replica count (bus.Stores.Replicas).
+	Replicas int
+	// Standby opens the anchor as a follower of the journal (JS is
+	// required): it serves no request until Lead. Otherwise the anchor
+	// leads from the start.
+	Standby bool
 	// Master is the coordinator's master secret: state keys are derived
 	// from it, and so is the key that seals the log.
 	Master []byte
@@ -64,27 +81,76 @@ type AnchorConfig struct {
 // DefaultLease is the default read lease.
 const DefaultLease = 2 * time.Second
 
+// Errors of an anchor that does not serve. Both wrap ErrUnavailable.
+var (
+	// ErrNotLeading: the anchor is a standby (AnchorConfig.Standby) that
+	// has not been told to Lead.
+	ErrNotLeading = fmt.Errorf("%w: the state anchor is a standby: another coordinator is the active one", ErrUnavailable)
+	// ErrFenced: the anchor stopped for good, because another coordinator
+	// appended to its journal, or because the journal no longer verifies
+	// (Anchor.Fenced).
+	ErrFenced = fmt.Errorf("%w: the state anchor stopped: another coordinator wrote to its journal, or the journal no longer verifies", ErrUnavailable)
+)
+
 // Anchor is the trusted record of which version of every key of every
 // function is current. It runs in the coordinator's TEE. It keeps each
-// function's index in memory and appends every change to a sealed,
-// hash-chained log in Dir, which it replays when it opens. It is safe for
-// concurrent use.
+// function's index in memory and makes every change durable before it
+// answers: in a sealed, hash-chained log, either a journal in a replicated
+// JetStream stream that standby coordinators follow (AnchorConfig.JS) or a
+// file in AnchorConfig.Dir, which it replays when it opens. Changes are
+// written by group commit (anchorcommit.go). It is safe for concurrent
+// use.
 type Anchor struct {
 	master []byte
 	limits Limits
 	log    *slog.Logger
 	keys   sync.Map // fnID → *keys, for valid names only
+	lease  time.Duration
+	now    func() time.Time
+	dir    string
 
-	lease   time.Duration
-	now     func() time.Time
-	started time.Time
-	// recovered is set when the log held records at start: leases
-	// granted before the restart may still run.
+	// store is where changes become durable: the file log, or the journal
+	// (then also journal, which Lead, CatchUp and the migration read).
+	store    anchorStore
+	journal  *journal.Journal
+	js       jetstream.JetStream
+	replicas int
+
+	// transition serialises Lead and CatchUp, the owner's calls that read
+	// the journal or change the anchor's role.
+	transition sync.Mutex
+	// stop is closed by Close: a settle in progress gives up.
+	stop chan struct{}
+	// fenced is closed when the anchor stops for good (Fenced).
+	fenced    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	mu  sync.Mutex
+	fns map[string]*index
+	// started is when the anchor began to lead. recovered is set when
+	// leases granted before then, by this coordinator before a restart or
+	// by the previous active one, may still run: writes then wait until a
+	// lease granted at started would have run out (blocked).
+	started   time.Time
 	recovered bool
-
-	mu    sync.Mutex
-	fns   map[string]*index
-	store *anchorLog
+	// leading: the anchor serves requests; otherwise it is a standby.
+	leading bool
+	// halted, once set, is why the anchor serves nothing any more
+	// (ErrFenced, or closed); down is set while the holder of the log
+	// recovers from a failed append, and requests are refused meanwhile.
+	halted, down error
+	// appending: a goroutine holds the log, appending the queued flights
+	// (commit); idle is signalled when it gives the log up.
+	appending bool
+	idle      sync.Cond
+	// queue holds the flights waiting to be appended, oldest first;
+	// inflight is the one being appended.
+	queue    []*flight
+	inflight *flight
+	// unsettled is the record of an append whose outcome is unknown,
+	// while the holder of the log reads the journal to learn it (settle).
+	unsettled []byte
 }
 
 // index is one function's current entries, tombstones included.
@@ -103,10 +169,16 @@ type index struct {
 	noLeaseUntil time.Time
 }
 
+// apply makes e key's entry; nil removes the entry (when a change that
+// created it is undone).
 func (x *index) apply(key string, e *entry) {
 	if old := x.entries[key]; old != nil && !old.Deleted {
 		x.live--
 		x.bytes -= int64(old.Size)
+	}
+	if e == nil {
+		delete(x.entries, key)
+		return
 	}
 	x.entries[key] = e
 	if !e.Deleted {
@@ -115,10 +187,16 @@ func (x *index) apply(key string, e *entry) {
 	}
 }
 
-// OpenAnchor opens (or creates) the anchor's log in cfg.Dir and replays it.
+// OpenAnchor opens the anchor's log and rebuilds its index from it: with
+// cfg.JS it opens the journal and reads it to the end, then leads unless
+// cfg.Standby (see Lead); otherwise it opens (or creates) the file log in
+// cfg.Dir and replays it.
 func OpenAnchor(cfg AnchorConfig) (*Anchor, error) {
 	if len(cfg.Master) < 32 {
 		return nil, errors.New("state anchor: master secret missing")
+	}
+	if cfg.Standby && cfg.JS == nil {
+		return nil, errors.New("state anchor: a standby needs the journal (JS)")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -130,26 +208,110 @@ func OpenAnchor(cfg AnchorConfig) (*Anchor, error) {
 		cfg.Lease = DefaultLease
 	}
 	a := &Anchor{master: cfg.Master, limits: cfg.Limits.withDefaults(), log: cfg.Logger.WithGroup("state"), fns: map[string]*index{},
-		lease: cfg.Lease, now: cfg.Now, started: cfg.Now()}
-	st, err := openAnchorLog(cfg.Dir, cfg.Master, func(fn string, changes []change) {
-		a.recovered = true
-		x := a.fn(fn)
-		for _, c := range changes {
-			x.apply(string(c.Key), c.Entry)
+		lease: cfg.Lease, now: cfg.Now, dir: cfg.Dir, js: cfg.JS, replicas: cfg.Replicas,
+		stop: make(chan struct{}), fenced: make(chan struct{})}
+	a.idle.L = &a.mu
+	if cfg.JS == nil {
+		l, err := openAnchorLog(cfg.Dir, cfg.Master, a.applyRecord, a.log)
+		if err != nil {
+			return nil, err
 		}
-	}, a.log)
+		a.store = l
+		// Nobody else writes the file: the anchor leads at once.
+		// started (now) and recovered (the log held records) cover a
+		// restart of this coordinator.
+		if err := a.startLeading(l.seq > 0); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	ctx := context.Background()
+	j, err := a.openJournal(ctx, func(_ uint64, pt []byte) error { return a.applyRecord(pt) })
 	if err != nil {
 		return nil, err
 	}
-	a.store = st
+	a.journal, a.store = j, journalStore{j}
+	if _, err := j.CatchUp(ctx); err != nil {
+		return nil, fmt.Errorf("state anchor: reading the journal: %w", err)
+	}
+	if !cfg.Standby {
+		if err := a.Lead(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
-// Close closes the log, syncing it to disk.
+// Close stops serving, waits for the changes already accepted to be
+// durable (their requests are answered) and closes the file log.
 func (a *Anchor) Close() error {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		if a.halted == nil {
+			a.halted = fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+		}
+		a.mu.Unlock()
+		close(a.stop)
+		a.mu.Lock()
+		for a.appending {
+			a.idle.Wait()
+		}
+		a.mu.Unlock()
+		a.closeErr = a.store.close()
+	})
+	return a.closeErr
+}
+
+// Fenced is closed when the anchor stops for good: another coordinator
+// appended to the journal (this one lost its lead without noticing), or
+// the journal no longer verifies. The anchor then refuses every request
+// (ErrFenced), and the coordinator should exit.
+func (a *Anchor) Fenced() <-chan struct{} { return a.fenced }
+
+// applyRecord applies one durable record (one or more log records) to the
+// index. It is the one path by which the index is rebuilt: the file log's
+// replay, the journal's catch-up (a standby's and a settling leader's) and
+// the migration of a file log into the journal. A record is decoded whole
+// before any of it is applied, so one that does not decode changes
+// nothing (the journal hands it again on the next catch-up).
+func (a *Anchor) applyRecord(pt []byte) error {
+	recs, err := decodeLogRecords(pt)
+	if err != nil {
+		return fmt.Errorf("state anchor: malformed log record: %w", err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.store.close()
+	if a.leading {
+		// A leader reads the journal only to settle an append whose
+		// outcome was unknown (settle): the one record it may find is
+		// that append's. Anything else was written by another
+		// coordinator.
+		if !bytes.Equal(pt, a.unsettled) {
+			return errOtherWriter
+		}
+		a.unsettled = nil
+	}
+	for _, r := range recs {
+		x := a.fn(r.Function)
+		for _, c := range r.Changes {
+			x.apply(string(c.Key), c.Entry)
+		}
+	}
+	return nil
+}
+
+// refusal is why the anchor cannot serve a request now, or nil. a.mu is
+// held.
+func (a *Anchor) refusal() error {
+	switch {
+	case a.halted != nil:
+		return a.halted
+	case !a.leading:
+		return ErrNotLeading
+	case a.down != nil:
+		return fmt.Errorf("%w: the state anchor is recovering from a failed write: %v", ErrUnavailable, a.down)
+	}
+	return nil
 }
 
 func (a *Anchor) fn(id string) *index {
@@ -194,7 +356,9 @@ var ErrBadRequest = errors.New("state anchor: request refused")
 var ErrMalformedRequest = errors.New("state anchor: malformed request")
 
 // Handle answers one request: it applies the batch's operations in order
-// and makes its changes durable in the log before it answers.
+// and answers once its changes, and every change before them, are durable
+// in the log. An anchor that does not serve answers an error that wraps
+// ErrUnavailable (ErrNotLeading, ErrFenced).
 func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
 	k, err := a.keysFor(req.Namespace, req.Name)
 	if err != nil {
@@ -210,6 +374,10 @@ func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
 	}
 	id := req.Namespace + "/" + req.Name
 	a.mu.Lock()
+	if err := a.refusal(); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
 	x := a.fn(id)
 	results := make([]result, len(ops))
 	var changes []change
@@ -217,26 +385,36 @@ func (a *Anchor) Handle(req *AnchorRequest) (*AnchorReply, error) {
 	for i := range ops {
 		results[i] = a.apply(x, &ops[i], &changes, &undo)
 	}
+	// The reply may be released only once everything it reflects is
+	// durable: this request's changes, and those of every request applied
+	// before it, which it may have read.
+	var f *flight
+	idle := false
 	if len(changes) > 0 {
-		if err := a.store.append(id, changes); err != nil {
-			// Not durable: undo in reverse order and fail the batch.
-			for i := len(undo) - 1; i >= 0; i-- {
-				if undo[i].Entry == nil {
-					if old := x.entries[string(undo[i].Key)]; old != nil && !old.Deleted {
-						x.live--
-						x.bytes -= int64(old.Size)
-					}
-					delete(x.entries, string(undo[i].Key))
-				} else {
-					x.apply(string(undo[i].Key), undo[i].Entry)
-				}
-			}
+		if f, err = a.enqueue(id, x, changes, undo); err != nil {
+			revert(x, undo)
 			a.mu.Unlock()
-			a.log.Error("state anchor log append failed", "function", id, "err", err)
 			return nil, fmt.Errorf("%w: anchor log: %v", ErrUnavailable, err)
 		}
+		// Nobody holds the log: this request appends its flight itself.
+		idle = !a.appending
+		a.appending = true
+	} else {
+		f = a.newest()
+	}
+	if f != nil {
+		f.waiters++
 	}
 	a.mu.Unlock()
+	if idle {
+		a.commit(true)
+	}
+	if f != nil {
+		<-f.done
+		if f.err != nil {
+			return nil, f.err
+		}
+	}
 	out, err := appendResults(make([]byte, 0, 64*len(results)), results)
 	if err != nil {
 		return nil, err
@@ -262,7 +440,7 @@ func (a *Anchor) HandleBinary(b []byte) ([]byte, error) {
 }
 
 // apply runs one operation on x. Changes are recorded in changes (for the
-// log) and the entries they replaced in undo.
+// log) and the entries they replaced in undo (for revert).
 func (a *Anchor) apply(x *index, o *op, changes, undo *[]change) result {
 	if o.Kind != opList && o.Kind != opLease && (len(o.Key) == 0 || len(o.Key) > MaxKeyBytes) {
 		return result{Status: stInvalid, Msg: "invalid key"}

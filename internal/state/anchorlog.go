@@ -2,6 +2,7 @@ package state
 
 import (
 	"bufio"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -29,16 +30,19 @@ type logRecord struct {
 	Changes  []change `json:"c"`
 }
 
-// anchorLog is the anchor's append-only log: each record is
+// anchorLog is the anchor's log in a file (anchor.log in
+// AnchorConfig.Dir), the anchorStore of an anchor without a journal. Each
+// record is
 //
-//	length (4, big endian) ‖ nonce (12) ‖ AES-GCM(logKey, record JSON,
+//	length (4, big endian) ‖ nonce (12) ‖ AES-GCM(logKey, plaintext,
 //	    AAD = "cloister/v1/state-anchor-log" ‖ sequence (8) ‖ sha256 of the previous record)
 //
 // so that records cannot be altered, reordered, dropped from the middle or
-// moved from another log. A torn record at the end (a crash during a
-// write) is cut off when the log is opened. Records are written with one
-// write each and the file is synced on close: like JetStream's file store
-// by default, it survives a process crash but not necessarily a power loss.
+// moved from another log; the plaintext is one or more log records
+// (appendLogRecord). A torn record at the end (a crash during a write) is
+// cut off when the log is opened. Records are written with one write each
+// and the file is synced on close: like JetStream's file store by default,
+// it survives a process crash but not necessarily a power loss.
 type anchorLog struct {
 	f    *os.File
 	aead cipher.AEAD
@@ -49,13 +53,18 @@ type anchorLog struct {
 
 const maxLogRecord = 64 << 20
 
+// anchorLogName is the file log's name in AnchorConfig.Dir.
+const anchorLogName = "anchor.log"
+
 func logAAD(seq uint64, prev [32]byte) []byte {
 	b := []byte("cloister/v1/state-anchor-log")
 	b = binary.BigEndian.AppendUint64(b, seq)
 	return append(b, prev[:]...)
 }
 
-func openAnchorLog(dir string, master []byte, replay func(fn string, changes []change), log *slog.Logger) (*anchorLog, error) {
+// openAnchorLog opens (or creates) the log in dir and hands each record's
+// plaintext to replay, in order.
+func openAnchorLog(dir string, master []byte, replay func(pt []byte) error, log *slog.Logger) (*anchorLog, error) {
 	k, err := hkdf.Key(sha256.New, master, nil, "cloister/v1/state-anchor-log", 32)
 	if err != nil {
 		return nil, err
@@ -71,7 +80,7 @@ func openAnchorLog(dir string, master []byte, replay func(fn string, changes []c
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state anchor dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "anchor.log"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, anchorLogName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening state anchor log: %w", err)
 	}
@@ -102,7 +111,7 @@ func openAnchorLog(dir string, master []byte, replay func(fn string, changes []c
 }
 
 // replay reads every valid record and returns the offset after the last.
-func (l *anchorLog) replay(apply func(fn string, changes []change)) (int64, error) {
+func (l *anchorLog) replay(apply func(pt []byte) error) (int64, error) {
 	r := bufio.NewReaderSize(l.f, 1<<20)
 	var off int64
 	var hdr [4]byte
@@ -122,11 +131,9 @@ func (l *anchorLog) replay(apply func(fn string, changes []change)) (int64, erro
 		if err != nil {
 			return off, nil
 		}
-		rec, err := decodeLogRecord(pt)
-		if err != nil {
-			return 0, fmt.Errorf("state anchor log: record %d is malformed", l.seq)
+		if err := apply(pt); err != nil {
+			return 0, fmt.Errorf("state anchor log: record %d: %w", l.seq, err)
 		}
-		apply(rec.Function, rec.Changes)
 		h := sha256.New()
 		h.Write(hdr[:])
 		h.Write(body)
@@ -136,13 +143,10 @@ func (l *anchorLog) replay(apply func(fn string, changes []change)) (int64, erro
 	}
 }
 
-func (l *anchorLog) append(fn string, changes []change) error {
+// append writes pt as the next record. On an error nothing was written.
+func (l *anchorLog) append(_ context.Context, pt []byte) error {
 	if l.f == nil {
 		return ErrClosed
-	}
-	pt, err := appendLogRecord(make([]byte, 0, 64+len(fn)+96*len(changes)), fn, changes)
-	if err != nil {
-		return err
 	}
 	buf := make([]byte, 4+nonceSize, 4+nonceSize+len(pt)+l.aead.Overhead())
 	rand.Read(buf[4 : 4+nonceSize])
@@ -163,6 +167,9 @@ func (l *anchorLog) append(fn string, changes []change) error {
 	return nil
 }
 
+// catchUp has nothing to read: only this anchor writes its file.
+func (l *anchorLog) catchUp(context.Context) error { return nil }
+
 func (l *anchorLog) close() error {
 	if l.f == nil {
 		return nil
@@ -175,13 +182,15 @@ func (l *anchorLog) close() error {
 	return err
 }
 
-// A record's plaintext is binary (it used to be JSON, which replay still
-// reads: a JSON record starts with '{'):
+// A log record is binary (it used to be JSON, which replay still reads: a
+// JSON record starts with '{'):
 //
 //	0xC1 ‖ function ‖ count ‖ count × (key ‖ has entry (1) ‖ [version ‖ rev ‖ digest ‖ size ‖ deleted (1)])
 //
 // with the integers and lengths as uvarints, as in the anchor protocol
-// (codec.go), and the same strict decoding.
+// (codec.go), and the same strict decoding. One request's changes make one
+// log record; a record of the file log or the journal holds one or more,
+// concatenated (group commit, anchorcommit.go), or one JSON record.
 const (
 	tagLogRecord = 0xC1
 	// maxFunctionID bounds a record's function ("namespace/name").
@@ -214,13 +223,33 @@ func appendLogRecord(b []byte, fn string, changes []change) ([]byte, error) {
 	return b, nil
 }
 
-func decodeLogRecord(pt []byte) (logRecord, error) {
-	var rec logRecord
+// decodeLogRecords decodes a record's plaintext: one JSON log record, or
+// one or more binary ones.
+func decodeLogRecords(pt []byte) ([]logRecord, error) {
 	if len(pt) > 0 && pt[0] == '{' {
-		err := json.Unmarshal(pt, &rec)
-		return rec, err
+		var rec logRecord
+		if err := json.Unmarshal(pt, &rec); err != nil {
+			return nil, err
+		}
+		return []logRecord{rec}, nil
 	}
-	d := decoder{b: pt}
+	if len(pt) == 0 {
+		return nil, errMalformed
+	}
+	var recs []logRecord
+	for d := (decoder{b: pt}); len(d.b) > 0; {
+		rec, err := d.logRecord()
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// logRecord decodes one binary log record.
+func (d *decoder) logRecord() (logRecord, error) {
+	var rec logRecord
 	if d.byte() != tagLogRecord {
 		return rec, errMalformed
 	}
@@ -240,9 +269,6 @@ func decodeLogRecord(pt []byte) (logRecord, error) {
 		if d.err != nil {
 			return rec, errMalformed
 		}
-	}
-	if len(d.b) != 0 {
-		return rec, errMalformed
 	}
 	return rec, nil
 }

@@ -350,13 +350,22 @@ func TestLogRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := decodeLogRecord(b)
-	if err != nil || !reflect.DeepEqual(got, want) {
+	got, err := decodeLogRecords(b)
+	if err != nil || !reflect.DeepEqual(got, []logRecord{want}) {
 		t.Fatalf("got %+v, %v; want %+v", got, err, want)
+	}
+	// A group commit's record holds several requests' log records.
+	other := logRecord{Function: "ns/other", Changes: changes[:1]}
+	two, err := appendLogRecord(bytes.Clone(b), other.Function, other.Changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = decodeLogRecords(two); err != nil || !reflect.DeepEqual(got, []logRecord{want, other}) {
+		t.Fatalf("two records: got %+v, %v", got, err)
 	}
 	// Records written before the binary encoding are JSON.
 	js, _ := json.Marshal(want)
-	if got, err = decodeLogRecord(js); err != nil || !reflect.DeepEqual(got, want) {
+	if got, err = decodeLogRecords(js); err != nil || !reflect.DeepEqual(got, []logRecord{want}) {
 		t.Fatalf("JSON record: got %+v, %v; want %+v", got, err, want)
 	}
 	for name, b := range map[string][]byte{
@@ -365,8 +374,9 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		"trailing":    append(bytes.Clone(b), 0),
 		"truncated":   b[:len(b)-1],
 		"bad entry":   {tagLogRecord, 0, 1, 1, 'k', 2},
+		"JSON after":  append(bytes.Clone(b), js...),
 	} {
-		if rec, err := decodeLogRecord(b); err == nil {
+		if rec, err := decodeLogRecords(b); err == nil {
 			t.Errorf("%s: decoded %+v, want an error", name, rec)
 		}
 	}
@@ -377,17 +387,24 @@ func FuzzDecodeLogRecord(f *testing.F) {
 	d := sha256.Sum256([]byte("env"))
 	b, _ := appendLogRecord(nil, "ns/fn", []change{{Key: []byte("a"), Entry: &entry{Version: 1, Rev: 2, Digest: d[:], Size: 3}}, {Key: []byte("b")}})
 	f.Add(b)
+	two, _ := appendLogRecord(bytes.Clone(b), "ns/other", nil)
+	f.Add(two)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 0 && b[0] == '{' {
 			return // JSON, from before the binary records
 		}
-		rec, err := decodeLogRecord(b)
+		recs, err := decodeLogRecords(b)
 		if err != nil {
 			return
 		}
-		out, err := appendLogRecord(nil, rec.Function, rec.Changes)
+		var out []byte
+		for _, rec := range recs {
+			if out, err = appendLogRecord(out, rec.Function, rec.Changes); err != nil {
+				break
+			}
+		}
 		if err != nil || !bytes.Equal(out, b) {
-			t.Fatalf("%x decoded to %+v, which encodes to %x, %v", b, rec, out, err)
+			t.Fatalf("%x decoded to %+v, which encodes to %x, %v", b, recs, out, err)
 		}
 	})
 }

@@ -11,6 +11,15 @@
 // moves a value from another key or function (swap) or brings back a
 // deleted key (replay) is detected with [ErrIntegrity].
 //
+// The anchor makes every change durable before it answers, by group commit
+// (anchorcommit.go), in a sealed, hash-chained log: the journal that every
+// coordinator of a deployment reads (internal/journal), so that a standby
+// anchor follows the active one ([Anchor.CatchUp]) and takes over with the
+// same state ([Anchor.Lead]), while a stale one is fenced off
+// ([Anchor.Fenced]); or, for an anchor opened without JetStream, a file
+// (anchorlog.go), whose records move into the journal the first time an
+// anchor with one leads.
+//
 // The package never logs keys, values or key names, and never hands the
 // state key to guest code: it lives in the worker's memory only.
 package state
