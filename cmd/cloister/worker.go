@@ -94,9 +94,16 @@ func cmdWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer eng.Close(context.Background())
+	// The async queue's jobs: every worker process consumes them, as the
+	// workers of `cloister up` do (the gateway opens the same streams with
+	// the same default limits).
+	as, err := bus.OpenAsync(ctx, st.JS, *replicas, bus.AsyncLimits{})
+	if err != nil {
+		return err
+	}
 	wk, err := worker.New(worker.Config{ID: *id, TEE: backend, CoordinatorPolicy: pol,
 		Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Engine: eng, Conn: nc, Stores: st,
-		Concurrency: *concurrency, Slots: slots, Ledger: true, Logger: log})
+		Concurrency: *concurrency, Slots: slots, Ledger: true, Logger: log, Async: &worker.AsyncConfig{Stores: as}})
 	if err != nil {
 		return err
 	}
