@@ -437,3 +437,45 @@ func TestAsyncRetriesThenDeadLetters(t *testing.T) {
 		t.Fatalf("result: %v", err)
 	}
 }
+
+// TestAsyncBusyCostsNoAttempt: jobs that find their function at its
+// concurrency limit wait in the queue without spending attempts, so a
+// burst larger than the limit completes instead of being dead-lettered.
+func TestAsyncBusyCostsNoAttempt(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("slow", fixture(t, "sleep.wasm"), func(m *bundle.Manifest) {
+		m.Capabilities.Clock = true
+		m.Limits.Concurrency = 1
+	})
+	var ps []*client.Pending
+	for range 4 {
+		p, err := e.c.InvokeAsync(ctx, "slow", nil, client.AsyncOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, p := range ps {
+		for {
+			r, err := e.c.ActivationResult(ctx, p)
+			var ce *client.Error
+			if errors.As(err, &ce) && ce.Code == string(apierr.ActivationPending) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err != nil || string(r.Output) != "slept" {
+				t.Fatalf("activation %s: %v", p.ActivationID, err)
+			}
+			break
+		}
+		a, err := e.c.Activation(ctx, p.ActivationID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Attempts != 1 {
+			t.Errorf("activation %s took %d attempts, want 1 (waiting for room is not an attempt): %v", p.ActivationID, a.Attempts, a.Logs)
+		}
+	}
+}

@@ -348,9 +348,11 @@ func (d *dispatcher) consumer(ctx context.Context, subject string) (jetstream.Co
 	cfg := jetstream.ConsumerConfig{
 		Durable: bus.AsyncConsumerName(subject), FilterSubject: subject,
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: d.a.AckWait,
-		// One delivery more than the attempts: a job whose worker died on
-		// its last attempt is delivered once more, to be dead-lettered.
-		MaxDeliver: d.a.Attempts + 1, MaxAckPending: -1,
+		// Attempts are counted in the activation record, not in
+		// deliveries: a delivery that found the function or the worker
+		// busy costs no attempt (handleJob), so JetStream must not stop
+		// delivering. maxDeliveries bounds a job that is always busy.
+		MaxDeliver: maxDeliveries(d.a.Attempts), MaxAckPending: -1,
 		// A namespace with nothing queued does not keep a consumer. The
 		// server counts from the last pull or, with jobs out, from their
 		// ack deadline, so a running job keeps its consumer.
@@ -380,6 +382,21 @@ const asyncConsumerIdle = 10 * time.Minute
 // unique on workqueue stream": another consumer's filter overlaps.
 const jsErrCodeConsumerNotUnique jetstream.ErrorCode = 10100
 
+// busy codes say the function or the worker had no room: nothing ran, so
+// the delivery is put back without costing an attempt.
+func busy(c apierr.Code) bool { return c == apierr.ConcurrencyLimit || c == apierr.Overloaded }
+
+// maxDeliveries bounds the deliveries of a job: its attempts, one more
+// for a job whose worker died on its last attempt, and maxBusy busy ones.
+func maxDeliveries(attempts int) int { return attempts + 1 + maxBusy }
+
+// maxBusy is how many times a job may find no room before it is dead-
+// lettered; busyDelay(n) apart, that is over half an hour.
+const maxBusy = 200
+
+// busyDelay is the wait before the delivery after the n-th busy one.
+func busyDelay(n int) time.Duration { return min(time.Duration(n)*500*time.Millisecond, 10*time.Second) }
+
 // retryable codes are platform failures: the function did not run to a
 // result, and another attempt (here or on another worker) may succeed.
 func retryable(c apierr.Code) bool {
@@ -398,7 +415,10 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		w.log.Warn("async message without metadata", "err", err)
 		return
 	}
-	attempt := int(meta.NumDelivered)
+	// The attempt is the record's (deliveries that found no room are not
+	// attempts); it is known once the record is updated below.
+	delivery := int(meta.NumDelivered)
+	attempt := delivery
 	// Heartbeats keep the job ours for as long as this worker handles it.
 	hbDone := make(chan struct{})
 	defer close(hbDone)
@@ -421,14 +441,15 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	}
 	req := &job.Request
 	ns, id := req.Namespace, job.Activation
-	log := w.log.With("activation", id, "namespace", ns, "function", req.Name, "attempt", attempt)
+	log := w.log.With("activation", id, "namespace", ns, "function", req.Name)
 	dl := wire.DeadLetter{Activation: id, Namespace: ns, Name: req.Name, Attempts: attempt}
-	if attempt > a.Attempts {
-		dl.Code, dl.Reason = apierr.Unavailable, fmt.Sprintf("no attempt completed after %d deliveries (the worker running the last one stopped)", a.Attempts)
-		w.finishFailed(ctx, store, m, dl, log)
-		return
-	}
+	exhausted := false
 	_, err = store.Update(ctx, ns, id, func(r *wire.Activation) error {
+		attempt = r.Attempts + 1
+		if attempt > a.Attempts || delivery >= maxDeliveries(a.Attempts) {
+			exhausted = true
+			return nil
+		}
 		r.Status, r.Attempts, r.Worker = wire.StatusRunning, attempt, w.cfg.ID
 		if r.Start == 0 {
 			r.Start = async.Millis(w.now())
@@ -436,6 +457,13 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		r.Logs = append(r.Logs, async.LogLine(w.now(), "attempt %d on worker %s", attempt, w.cfg.ID))
 		return nil
 	})
+	log = log.With("attempt", attempt)
+	dl.Attempts = min(attempt, a.Attempts)
+	if err == nil && exhausted {
+		dl.Code, dl.Reason = apierr.Unavailable, fmt.Sprintf("no attempt completed after %d attempts (the worker running the last one stopped) and %d deliveries", a.Attempts, delivery-1)
+		w.finishFailed(ctx, store, m, dl, log)
+		return
+	}
 	switch {
 	case errors.Is(err, async.ErrFinal):
 		// Completed before (another worker, or this one before a lost ack).
@@ -464,6 +492,22 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	if runErr != nil {
 		ae := apierr.From(runErr)
 		dl.Code, dl.Reason = ae.Code, ae.Message
+		if busy(ae.Code) && delivery < maxDeliveries(a.Attempts)-1 {
+			// Nothing ran: give the attempt back and wait for room.
+			busyN := delivery - attempt + 1
+			d := busyDelay(busyN)
+			_, err := store.Update(ctx, ns, id, func(r *wire.Activation) error {
+				r.Status, r.Attempts = wire.StatusQueued, attempt-1
+				r.Logs = append(r.Logs, async.LogLine(w.now(), "no room (%s); waiting %s, no attempt spent", ae.Code, d))
+				return nil
+			})
+			if errors.Is(err, async.ErrFinal) {
+				_ = m.DoubleAck(ctx)
+				return
+			}
+			_ = m.NakWithDelay(d)
+			return
+		}
 		if retryable(ae.Code) && attempt < a.Attempts {
 			d := a.backoff(attempt)
 			_, err := store.Update(ctx, ns, id, func(r *wire.Activation) error {
