@@ -395,7 +395,9 @@ func maxDeliveries(attempts int) int { return attempts + 1 + maxBusy }
 const maxBusy = 200
 
 // busyDelay is the wait before the delivery after the n-th busy one.
-func busyDelay(n int) time.Duration { return min(time.Duration(n)*500*time.Millisecond, 10*time.Second) }
+func busyDelay(n int) time.Duration {
+	return min(time.Duration(n)*500*time.Millisecond, 10*time.Second)
+}
 
 // retryable codes are platform failures: the function did not run to a
 // result, and another attempt (here or on another worker) may succeed.
