@@ -30,8 +30,8 @@ const WorkerSilence = 7 * time.Second
 // lease, it catches up and answers the coordinator's subjects, until ctx
 // ends (it then releases the lease, so that a standby takes over at once)
 // or it loses the lease or finds that another coordinator wrote to a
-// journal (ErrLostLease: the process should exit and start again as a
-// standby).
+// journal. Then it reopens the state anchor and the ledger as standbys and
+// stands by again, in the same process.
 func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.nc = nc
 	peers, err := c.servePeers(ctx, nc)
@@ -39,27 +39,62 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		return err
 	}
 	defer func() { _ = peers.Drain() }()
+	for {
+		err := c.serveTerm(ctx, nc)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, ErrLostLease) {
+			return err
+		}
+		c.log.Warn("coordinator stepped down; standing by again", "err", err)
+		if err := c.standAgain(ctx); err != nil {
+			return fmt.Errorf("coordinator: standing by again: %w", err)
+		}
+	}
+}
 
+// standAgain makes a coordinator that was active a standby: a new term,
+// and the state anchor and the ledger reopened as standbys (their writers
+// cannot go back to following).
+func (c *Coordinator) standAgain(ctx context.Context) error {
+	err := c.anchor.Close()
+	if c.ledger != nil {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = errors.Join(err, c.ledger.Close(cctx))
+		cancel()
+	}
+	if err != nil {
+		c.log.Warn("closing the state anchor and the ledger", "err", err)
+	}
+	c.term.Store(newTerm())
+	return c.openFollowers(ctx)
+}
+
+// serveTerm stands by until this coordinator holds the lease, then serves
+// as the active one until ctx ends (nil) or the term ends (ErrLostLease).
+func (c *Coordinator) serveTerm(ctx context.Context, nc *nats.Conn) error {
+	t := c.term.Load()
 	l := &lease{kv: c.kv, me: LeaseHolder{Node: c.node, Instance: newInstance(), TEE: string(c.tee.Kind())}}
 	fctx, stopFollowing := context.WithCancel(ctx)
 	following := make(chan struct{})
+	me := l.me
 	go func() {
 		defer close(following)
-		c.follow(fctx, l.me)
+		c.follow(fctx, me)
 	}()
-	err = l.acquire(ctx, func(h LeaseHolder) {
+	err := l.acquire(ctx, func(h LeaseHolder) {
 		c.log.Info("coordinator standby: following the active coordinator", "active_node", h.Node, "active_since", h.Since)
 	})
 	stopFollowing()
 	<-following
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
 		return err
 	}
 	start := time.Now()
-	if err := c.lead(ctx, l.me); err != nil {
+	tctx, endTerm := context.WithCancel(ctx)
+	defer endTerm()
+	if err := c.lead(tctx, l.me, t); err != nil {
 		l.release()
 		return fmt.Errorf("coordinator: taking over: %w", err)
 	}
@@ -76,7 +111,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.log.Info("coordinator active", "tee", c.tee.Kind(), "manifest_sha256", c.ManifestHash(), "node", c.node,
 		"took_over_in", time.Since(start).Round(time.Millisecond))
 	for {
-		err = l.hold(ctx, c.fenced)
+		err = l.hold(ctx, t.fenced)
 		if !errors.Is(err, errStalled) {
 			break
 		}
@@ -86,7 +121,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 		drain(subs)
 		subs = nil
 		c.log.Warn("coordinator paused: cannot renew the lease", "err", err)
-		if err = l.renew(ctx, c.fenced); err != nil {
+		if err = l.renew(ctx, t.fenced); err != nil {
 			break
 		}
 		if subs, err = c.serveActive(ctx, nc); err != nil {
@@ -98,15 +133,10 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	c.active.Store(false)
 	drain(subs)
 	select {
-	case <-c.fenced:
+	case <-t.fenced:
+		l.release()
 		return fmt.Errorf("%w: another coordinator wrote to a journal", ErrLostLease)
 	default:
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err != nil {
-		c.log.Error("coordinator stepping down", "err", err)
 	}
 	return err
 }
@@ -179,7 +209,7 @@ func (c *Coordinator) catchUp(ctx context.Context) error {
 }
 
 // lead catches up with every journal and takes over as the writer.
-func (c *Coordinator) lead(ctx context.Context, me LeaseHolder) error {
+func (c *Coordinator) lead(ctx context.Context, me LeaseHolder, t *term) error {
 	if err := c.leadControl(ctx, me); err != nil {
 		return err
 	}
@@ -193,12 +223,12 @@ func (c *Coordinator) lead(ctx context.Context, me LeaseHolder) error {
 		}
 		fenced = append(fenced, c.ledger.Fenced())
 	}
-	// A journal that another coordinator wrote to first fences this one.
+	// A journal that another coordinator wrote to first ends this term.
 	for _, ch := range fenced {
 		go func() {
 			select {
 			case <-ch:
-				c.fence()
+				t.fence()
 			case <-ctx.Done():
 			}
 		}()

@@ -116,12 +116,11 @@ type Coordinator struct {
 	genesisHash string
 	replicas    int
 	node        string
-	// control is the control journal (control.go); fenced is closed when
-	// a journal append found that another coordinator wrote first.
+	// control is the control journal (control.go); term says whether a
+	// journal append found that another coordinator wrote first.
 	control   *journal.Journal
 	kv        jetstream.KeyValue // bus.BucketCoord
-	fenced    chan struct{}
-	fenceOnce sync.Once
+	term      atomic.Pointer[term]
 	// active is set while this coordinator holds the lease and serves.
 	active atomic.Bool
 
@@ -219,8 +218,8 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		replicas:    max(cfg.Stores.Replicas, 1),
 		node:        node,
 		kv:          kv,
-		fenced:      make(chan struct{}),
 	}
+	c.term.Store(newTerm())
 	c.history = []wire.SignedManifest{{Manifest: genesisRaw}}
 	c.setManifest(cfg.Manifest, genesisRaw)
 	if c.control, err = c.openControl(ctx); err != nil {
@@ -230,35 +229,56 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("reading the control journal: %w", err)
 	}
 	c.receipts = receipt.NewVerifier(c.IdentityKey())
-	// The anchor's log is the anchor journal (a standby until lead); a
-	// file log left in Dir/state by an earlier version moves into it at
-	// the first lead.
-	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(cfg.Dir, "state"), Master: c.master,
-		Limits: cfg.StateLimits, Lease: cfg.StateLease, Logger: cfg.Logger,
-		JS: c.js, Replicas: c.replicas, Standby: true}); err != nil {
-		return nil, fmt.Errorf("opening the state anchor: %w", err)
-	}
-	if cfg.LedgerDir != "" {
-		signer, verifier, err := ledger.NewSigner(LedgerOrigin, c.identity)
-		if err != nil {
-			c.anchor.Close()
-			return nil, err
-		}
-		// The ledger's order is the ledger journal's: every coordinator's
-		// tile log is the same function of it. It follows as a standby
-		// until lead (active.go).
-		if c.ledger, err = ledger.Open(ctx, ledger.Options{Dir: cfg.LedgerDir, Signer: signer, Verifier: verifier, BatchMaxAge: LedgerBatchAge,
-			Logger: cfg.Logger, Journal: &ledger.JournalOptions{JS: c.js, Replicas: c.replicas, Key: c.master}, Standby: true}); err != nil {
-			c.anchor.Close()
-			return nil, fmt.Errorf("opening the ledger: %w", err)
-		}
+	if err := c.openFollowers(ctx); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// fence records that another coordinator wrote to a journal first: this
-// one is no longer the active one, whatever its lease says.
-func (c *Coordinator) fence() { c.fenceOnce.Do(func() { close(c.fenced) }) }
+// openFollowers opens the state anchor and the ledger as standbys that
+// follow their journals until lead.
+func (c *Coordinator) openFollowers(ctx context.Context) error {
+	// The anchor's log is the anchor journal; a file log left in
+	// Dir/state by an earlier version moves into it at the first lead.
+	var err error
+	if c.anchor, err = fnstate.OpenAnchor(fnstate.AnchorConfig{Dir: filepath.Join(c.cfg.Dir, "state"), Master: c.master,
+		Limits: c.cfg.StateLimits, Lease: c.cfg.StateLease, Logger: c.cfg.Logger,
+		JS: c.js, Replicas: c.replicas, Standby: true}); err != nil {
+		return fmt.Errorf("opening the state anchor: %w", err)
+	}
+	if c.cfg.LedgerDir == "" {
+		return nil
+	}
+	signer, verifier, err := ledger.NewSigner(LedgerOrigin, c.identity)
+	if err != nil {
+		c.anchor.Close()
+		return err
+	}
+	// The ledger's order is the ledger journal's: every coordinator's tile
+	// log is the same function of it.
+	if c.ledger, err = ledger.Open(ctx, ledger.Options{Dir: c.cfg.LedgerDir, Signer: signer, Verifier: verifier, BatchMaxAge: LedgerBatchAge,
+		Logger: c.cfg.Logger, Journal: &ledger.JournalOptions{JS: c.js, Replicas: c.replicas, Key: c.master}, Standby: true}); err != nil {
+		c.anchor.Close()
+		return fmt.Errorf("opening the ledger: %w", err)
+	}
+	return nil
+}
+
+// term is one period as the active coordinator (or the standby before
+// it): fenced is closed when a journal append found that another
+// coordinator wrote first, and this one is then no longer the active one,
+// whatever its lease says.
+type term struct {
+	fenced chan struct{}
+	once   sync.Once
+}
+
+func newTerm() *term { return &term{fenced: make(chan struct{})} }
+
+func (t *term) fence() { t.once.Do(func() { close(t.fenced) }) }
+
+// fence fences the current term.
+func (c *Coordinator) fence() { c.term.Load().fence() }
 
 // LedgerBatchAge is how long the ledger collects appends before it writes
 // them (or until 4096 are waiting). Each write costs the same few files

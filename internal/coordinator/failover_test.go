@@ -112,7 +112,7 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("the old coordinator's write: %v, want fenced", err)
 	}
 	select {
-	case <-f.c.fenced:
+	case <-f.c.term.Load().fenced:
 	default:
 		t.Fatal("the old coordinator does not know it was fenced")
 	}
@@ -158,5 +158,43 @@ func TestCoordinatorWithoutSealing(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "state.sealed")); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("secrets written to disk without a sealing key: %v", err)
 		}
+	}
+}
+
+// TestLostLeaseStandsBy: an active coordinator whose lease is taken from it
+// does not exit: it reopens its followers and stands by, and one of the
+// coordinators serves again after the lease's TTL.
+func TestLostLeaseStandsBy(t *testing.T) {
+	f := setup(t)
+	b, err := f.standby(f.backend, genesisOf(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	bctx, stopB := context.WithCancel(context.Background())
+	t.Cleanup(stopB)
+	go b.Serve(bctx, f.nc)
+	time.Sleep(3 * followInterval)
+	if !f.c.Active() || b.Active() {
+		t.Fatalf("active: first %v, second %v", f.c.Active(), b.Active())
+	}
+	// Someone else writes the lease, as a standby that took over would.
+	if _, err := f.c.kv.Put(context.Background(), leaseKey, []byte(`{"node":"elsewhere"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); f.c.Active(); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 3*LeaseRenew {
+			t.Fatal("the first coordinator did not notice it lost the lease")
+		}
+	}
+	// Nobody renews "elsewhere": after LeaseTTL one of the two takes over.
+	for start := time.Now(); !f.c.Active() && !b.Active(); time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 2*LeaseTTL {
+			t.Fatal("no coordinator took over")
+		}
+	}
+	var doc wire.Attestation
+	if err := bus.Call(context.Background(), f.nc, bus.SubjectAttestation, struct{}{}, &doc); err != nil || !doc.IdentityKey.Equal(f.c.IdentityKey()) {
+		t.Fatalf("attestation after the takeover: %v", err)
 	}
 }
