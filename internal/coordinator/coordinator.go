@@ -118,9 +118,9 @@ type Coordinator struct {
 	node        string
 	// control is the control journal (control.go); term says whether a
 	// journal append found that another coordinator wrote first.
-	control   *journal.Journal
-	kv        jetstream.KeyValue // bus.BucketCoord
-	term      atomic.Pointer[term]
+	control *journal.Journal
+	kv      jetstream.KeyValue // bus.BucketCoord
+	term    atomic.Pointer[term]
 	// active is set while this coordinator holds the lease and serves.
 	active atomic.Bool
 
