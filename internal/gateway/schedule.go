@@ -79,8 +79,13 @@ func (g *Gateway) startScheduling() {
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
 }
 
+// staleAttestation is how long the gateway serves its last attestation
+// document when no coordinator answers.
+const staleAttestation = 2 * time.Minute
+
 // coordinatorDoc returns the coordinator's attestation document, cached
-// for 30 s (or until a manifest change).
+// for 30 s (or until a manifest change), and up to staleAttestation while
+// no coordinator answers.
 func (g *Gateway) coordinatorDoc(ctx context.Context) (*wire.Attestation, error) {
 	g.attMu.Lock()
 	defer g.attMu.Unlock()
@@ -89,6 +94,12 @@ func (g *Gateway) coordinatorDoc(ctx context.Context) (*wire.Attestation, error)
 		defer cancel()
 		var a wire.Attestation
 		if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectAttestation, struct{}{}, &a); err != nil {
+			// While coordinators fail over nobody answers for a few
+			// seconds: the last document is still the deployment's, and
+			// clients check its evidence's age against their policy.
+			if g.att != nil && time.Since(g.attTime) < staleAttestation && apierr.CodeOf(err) == apierr.Unavailable {
+				return g.att, nil
+			}
 			return nil, err
 		}
 		g.att, g.attTime = &a, time.Now()
