@@ -89,8 +89,13 @@ type Gateway struct {
 	attMu   sync.Mutex
 	att     *wire.Attestation
 	attTime time.Time
-	pool    pool
-	gws     gateways
+	// attLast is the last document the coordinator gave, kept across
+	// worker changes (not manifest changes) to serve while no coordinator
+	// answers (coordinatorDoc).
+	attLast     *wire.Attestation
+	attLastTime time.Time
+	pool        pool
+	gws         gateways
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec

@@ -50,7 +50,7 @@ func (g *Gateway) handleManifest() {
 		if err := bus.Call(r.Context(), g.cfg.Conn, bus.SubjectManifestSet, sm, &ch); err != nil {
 			return err
 		}
-		g.dropAttestation()
+		g.dropAttestation(true)
 		writeJSON(w, http.StatusOK, ch)
 		return nil
 	})

@@ -72,10 +72,10 @@ func (g *Gateway) startScheduling() {
 	}
 	_, _ = g.cfg.Conn.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) {
 		if g.pool.update(m.Data) {
-			g.dropAttestation()
+			g.dropAttestation(false)
 		}
 	})
-	_, _ = g.cfg.Conn.Subscribe(bus.SubjectManifestChanged, func(*nats.Msg) { g.dropAttestation() })
+	_, _ = g.cfg.Conn.Subscribe(bus.SubjectManifestChanged, func(*nats.Msg) { g.dropAttestation(true) })
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
 }
 
@@ -97,19 +97,26 @@ func (g *Gateway) coordinatorDoc(ctx context.Context) (*wire.Attestation, error)
 			// While coordinators fail over nobody answers for a few
 			// seconds: the last document is still the deployment's, and
 			// clients check its evidence's age against their policy.
-			if g.att != nil && time.Since(g.attTime) < staleAttestation && apierr.CodeOf(err) == apierr.Unavailable {
-				return g.att, nil
+			if g.attLast != nil && time.Since(g.attLastTime) < staleAttestation && apierr.CodeOf(err) == apierr.Unavailable {
+				return g.attLast, nil
 			}
 			return nil, err
 		}
 		g.att, g.attTime = &a, time.Now()
+		g.attLast, g.attLastTime = g.att, g.attTime
 	}
 	return g.att, nil
 }
 
-func (g *Gateway) dropAttestation() {
+// dropAttestation makes the next coordinatorDoc ask the coordinator (a
+// worker joined: its certificate is in the new document). A manifest
+// change also forgets the last document, which binds the old manifest.
+func (g *Gateway) dropAttestation(manifestChanged bool) {
 	g.attMu.Lock()
 	g.att = nil
+	if manifestChanged {
+		g.attLast = nil
+	}
 	g.attMu.Unlock()
 }
 
