@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/seal"
+	fnstate "github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -83,7 +84,7 @@ func (c *Coordinator) serveTerm(ctx context.Context, nc *nats.Conn) error {
 		defer close(following)
 		c.follow(fctx, me)
 	}()
-	err := l.acquire(ctx, func(h LeaseHolder) {
+	abandoned, err := l.acquire(ctx, func(h LeaseHolder) {
 		c.log.Info("coordinator standby: following the active coordinator", "active_node", h.Node, "active_since", h.Since)
 	})
 	stopFollowing()
@@ -94,7 +95,7 @@ func (c *Coordinator) serveTerm(ctx context.Context, nc *nats.Conn) error {
 	start := time.Now()
 	tctx, endTerm := context.WithCancel(ctx)
 	defer endTerm()
-	if err := c.lead(tctx, l.me, t); err != nil {
+	if err := c.lead(tctx, l.me, t, abandoned); err != nil {
 		l.release()
 		return fmt.Errorf("coordinator: taking over: %w", err)
 	}
@@ -209,11 +210,17 @@ func (c *Coordinator) catchUp(ctx context.Context) error {
 }
 
 // lead catches up with every journal and takes over as the writer.
-func (c *Coordinator) lead(ctx context.Context, me LeaseHolder, t *term) error {
+func (c *Coordinator) lead(ctx context.Context, me LeaseHolder, t *term, abandoned bool) error {
 	if err := c.leadControl(ctx, me); err != nil {
 		return err
 	}
-	if err := c.anchor.Lead(ctx); err != nil {
+	// Writes wait one read lease unless the lease was abandoned long
+	// enough ago that none of the previous leader's read leases runs.
+	lead := c.anchor.Lead
+	if abandoned && LeaseTTL-LeaseStepDown >= fnstate.DefaultLease && (c.cfg.StateLease <= 0 || c.cfg.StateLease <= LeaseTTL-LeaseStepDown) {
+		lead = c.anchor.LeadAfterLeases
+	}
+	if err := lead(ctx); err != nil {
 		return fmt.Errorf("leading the state anchor: %w", err)
 	}
 	fenced := []<-chan struct{}{c.anchor.Fenced()}

@@ -35,7 +35,7 @@ import (
 const (
 	LeaseTTL      = 5 * time.Second
 	LeaseRenew    = time.Second
-	LeaseStepDown = 3 * time.Second
+	LeaseStepDown = 2500 * time.Millisecond
 	leaseCheck    = 250 * time.Millisecond
 	leaseKey      = "active"
 )
@@ -88,8 +88,12 @@ func newInstance() string {
 }
 
 // acquire waits until this coordinator holds the lease or ctx ends.
-// waiting is called once if it has to wait, with the current holder.
-func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
+// waiting is called once if it has to wait, with the current holder. It
+// reports whether it took over a lease left unrenewed for LeaseTTL: the
+// previous holder then paused at least LeaseTTL − LeaseStepDown ago, longer
+// than a state read lease (state.DefaultLease), so none of its leases
+// still runs.
+func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) (abandoned bool, err error) {
 	var seenRev uint64
 	var seenAt time.Time
 	told := false
@@ -102,9 +106,10 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
 		}
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			// Nobody holds it (first start, or released by a clean stop).
+			// Nobody holds it (first start, or released by a clean stop,
+			// whose leases may still run).
 			if err := l.take(ctx, 0); err == nil {
-				return nil
+				return false, nil
 			}
 		case err == nil:
 			var h LeaseHolder
@@ -116,7 +121,7 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
 			// unrenewed for LeaseTTL is abandoned.
 			if h.Node == l.me.Node || time.Since(seenAt) >= LeaseTTL {
 				if err := l.take(ctx, e.Revision()); err == nil {
-					return nil
+					return h.Node != l.me.Node, nil
 				}
 			} else if !told && waiting != nil {
 				waiting(h)
@@ -125,7 +130,7 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) error {
 		}
 		select {
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return false, context.Cause(ctx)
 		case <-time.After(leaseCheck):
 		}
 	}

@@ -347,6 +347,30 @@ func TestLeadHonoursLeases(t *testing.T) {
 	}
 }
 
+// TestLeadAfterLeases: a coordinator that took over a lease abandoned long
+// enough that none of the previous leader's read leases runs writes at
+// once.
+func TestLeadAfterLeases(t *testing.T) {
+	ctx := context.Background()
+	d := newDeployment(t)
+	c := newClient(t, d.master)
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	leases := func(cfg *AnchorConfig) { cfg.Lease, cfg.Now = time.Second, clock.now }
+	old := d.open(t, false, leases)
+	standby := d.open(t, true, leases)
+	clock.advance(2 * time.Second)
+	c.mustPut(t, old, "k", 1)
+	old.Close()
+	if err := standby.LeadAfterLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := putOp("k", 2)
+	w.Holder = "writer"
+	if res, err := c.call(standby, w); err != nil || res[0].Status != stOK {
+		t.Fatalf("a write right after the takeover: %+v, %v; want ok", res, err)
+	}
+}
+
 // TestStaleLeaderFenced: an active anchor that did not notice a standby
 // took over cannot write behind its back; it stops for good and says so.
 func TestStaleLeaderFenced(t *testing.T) {

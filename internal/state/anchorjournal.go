@@ -38,7 +38,15 @@ func (a *Anchor) openJournal(ctx context.Context, apply func(seq uint64, rec []b
 // must have stopped serving: the journal fences writes, not reads, and a
 // record it appends after this catch-up fences this anchor instead
 // (Fenced). Lead on a leading anchor does nothing.
-func (a *Anchor) Lead(ctx context.Context) error {
+func (a *Anchor) Lead(ctx context.Context) error { return a.lead(ctx, true) }
+
+// LeadAfterLeases is Lead for a coordinator that knows every read lease
+// the previous leader granted has run out (it took over a lease left
+// unrenewed for longer than the previous leader could grant leases, see
+// internal/coordinator/lease.go): writes need not wait one lease length.
+func (a *Anchor) LeadAfterLeases(ctx context.Context) error { return a.lead(ctx, false) }
+
+func (a *Anchor) lead(ctx context.Context, holdForLeases bool) error {
 	a.transition.Lock()
 	defer a.transition.Unlock()
 	if following, err := a.following(); !following {
@@ -50,7 +58,7 @@ func (a *Anchor) Lead(ctx context.Context) error {
 	if err := a.migrate(ctx); err != nil {
 		return err
 	}
-	return a.startLeading(true)
+	return a.startLeading(holdForLeases)
 }
 
 // CatchUp applies the records appended to the journal since it last read:
