@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -228,13 +229,47 @@ func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activat
 		return p, apierr.New(apierr.StaleRequest, "request time %s is more than %s from the worker's clock", p.Time.UTC().Format(time.RFC3339), maxSkew)
 	}
 	key := "n." + seal.SHA256Hex(append([]byte(fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version)+"\x00"), p.Nonce[:]...))
-	if _, err := w.cfg.Stores.Replay.Create(ctx, key, nil); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return p, apierr.New(apierr.Replay, "this sealed request was already received")
+	return p, rememberNonce(ctx, w.cfg.Stores.Replay, key)
+}
+
+// nonceTries and nonceWait bound how long a worker tries to record a nonce
+// while the replay bucket does not answer (a JetStream election takes a few
+// seconds).
+const (
+	nonceTries = 8
+	nonceWait  = 250 * time.Millisecond
+)
+
+// rememberNonce records key in the replay bucket, or fails with replay if
+// it is there. The record holds a random token: when a write's answer is
+// lost and it is tried again, finding its own token means the first write
+// landed, not that the request is a replay (which would fail a request
+// that ran nowhere, and the client's retry of it with it).
+func rememberNonce(ctx context.Context, kv jetstream.KeyValue, key string) error {
+	token := make([]byte, 16)
+	rand.Read(token)
+	var err error
+	for try := 1; try <= nonceTries; try++ {
+		if _, err = kv.Create(ctx, key, token); err == nil {
+			return nil
 		}
-		return p, apierr.New(apierr.Unavailable, "replay store unavailable")
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			if try > 1 {
+				if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), token) {
+					return nil
+				}
+			}
+			return apierr.New(apierr.Replay, "this sealed request was already received")
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(nonceWait * time.Duration(try)):
+		}
 	}
-	return p, nil
+	return apierr.New(apierr.Unavailable, "replay store unavailable: %v", err)
 }
 
 // serveLimit bounds the goroutines serving invoke messages: the slots and
