@@ -164,8 +164,20 @@ func (w *Worker) fillBatch(first *receipt.Signed, stop <-chan struct{}, stopping
 	return b, nil
 }
 
-// appendBatch signs and sends one batch, retrying with backoff until it is
-// logged. The coordinator dedupes a retried receipt by its entry hash.
+// ledgerRetryFor is how long a worker keeps sending a batch that the
+// coordinator did not acknowledge: longer than a coordinator failover
+// (about 5 s) or a NATS election, so that neither loses receipts.
+const ledgerRetryFor = 2 * time.Minute
+
+// ledgerRetryStopping is how long it keeps trying once the worker is
+// stopping, so that a stop is not held for minutes by a coordinator that
+// does not answer.
+const ledgerRetryStopping = 15 * time.Second
+
+// appendBatch signs and sends one batch, retrying with backoff (at most
+// 2 s apart) until it is logged, the coordinator refuses it, or
+// ledgerRetryFor has passed. The coordinator dedupes a retried receipt by
+// its entry hash.
 func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 	if len(b.entries) == 0 {
 		return
@@ -179,6 +191,8 @@ func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 		return
 	}
 	backoff := 50 * time.Millisecond
+	start := time.Now()
+	giveUp := start.Add(ledgerRetryFor)
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		var resp wire.LedgerAppendResponse
@@ -193,12 +207,16 @@ func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 			w.ledger.appended.Add(float64(len(entries)))
 			return
 		}
-		if c := apierr.CodeOf(err); attempt == 5 || c == apierr.Forbidden || c == apierr.BadRequest {
+		stopped := ctx.Err() != nil && time.Since(start) > ledgerRetryStopping
+		if c := apierr.CodeOf(err); time.Now().After(giveUp) || stopped || c == apierr.Forbidden || c == apierr.BadRequest {
 			w.ledger.failed.Add(float64(len(entries)))
-			w.log.Error("logging receipts failed", "receipts", len(entries), "err", err)
+			w.log.Error("logging receipts failed", "receipts", len(entries), "attempts", attempt+1, "err", err)
 			return
 		}
+		if attempt == 3 {
+			w.log.Warn("logging receipts: the coordinator does not acknowledge; still trying", "receipts", len(entries), "err", err)
+		}
 		time.Sleep(backoff)
-		backoff *= 2
+		backoff = min(2*backoff, 2*time.Second)
 	}
 }
