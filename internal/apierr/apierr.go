@@ -74,6 +74,10 @@ const (
 	// or left the bus) before it answered. The call may have run, up to
 	// its end: retry it if running it twice is safe.
 	WorkerLost Code = "worker_lost"
+	// Interrupted: the function started, and a platform service it needed
+	// (the state anchor, the replay store) failed during the call. It may
+	// have had effects: retry it if running it twice is safe.
+	Interrupted Code = "interrupted"
 )
 
 var status = map[Code]int{
@@ -115,6 +119,7 @@ var status = map[Code]int{
 	QuotaExceeded:        http.StatusTooManyRequests,
 	Overloaded:           http.StatusServiceUnavailable,
 	WorkerLost:           http.StatusServiceUnavailable,
+	Interrupted:          http.StatusServiceUnavailable,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

@@ -403,7 +403,7 @@ func busyDelay(n int) time.Duration {
 // result, and another attempt (here or on another worker) may succeed.
 func retryable(c apierr.Code) bool {
 	switch c {
-	case apierr.Unavailable, apierr.NoWorker, apierr.Internal, apierr.ConcurrencyLimit, apierr.Overloaded, apierr.TEEPolicy, apierr.Timeout:
+	case apierr.Unavailable, apierr.Interrupted, apierr.NoWorker, apierr.Internal, apierr.ConcurrencyLimit, apierr.Overloaded, apierr.TEEPolicy, apierr.Timeout:
 		return true
 	}
 	return false

@@ -113,7 +113,13 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	}
 	if runErr != nil {
 		ae := apierr.From(sandboxError(runErr))
-		if ae.Code == apierr.Internal || ae.Code == apierr.Unavailable {
+		if ae.Code == apierr.Unavailable {
+			// The function started: unavailable would tell the client that
+			// nothing ran (it would send the request again, and its spent
+			// nonce would make that a replay).
+			ae = apierr.New(apierr.Interrupted, "the call started and then failed: %s", ae.Message)
+		}
+		if ae.Code == apierr.Internal || ae.Code == apierr.Interrupted {
 			w.log.Error("run failed", "function", fn.fn.Name, "err", runErr)
 			return nil, ae
 		}

@@ -80,7 +80,11 @@ func (w *Worker) invokeSequence(ctx context.Context, req *wire.InvokeRequest) (*
 		var respHash string
 		if runErr != nil {
 			ae := apierr.From(sandboxError(runErr))
-			if ae.Code == apierr.Internal || ae.Code == apierr.Unavailable {
+			if ae.Code == apierr.Unavailable {
+				// As in invoke: the step started, so not "nothing ran".
+				ae = apierr.New(apierr.Interrupted, "step %d started and then failed: %s", step, ae.Message)
+			}
+			if ae.Code == apierr.Internal || ae.Code == apierr.Interrupted {
 				w.log.Error("sequence step failed to run", "sequence", req.Name, "step", step, "err", runErr)
 				return nil, ae
 			}
