@@ -35,7 +35,8 @@ type AsyncConfig struct {
 	// the last one, goes to the dead-letter subject.
 	Attempts int
 	// Backoff is the delay before retry n (the last value repeats;
-	// default 1 s, 5 s, 30 s).
+	// default 2 s, 15 s, 30 s: the third attempt comes 17 s after the
+	// first, past a coordinator failover).
 	Backoff []time.Duration
 	// Started, if set, is called when an attempt starts, before the
 	// function runs (observability and tests).
@@ -64,7 +65,7 @@ func (c *AsyncConfig) defaults() {
 		c.Attempts = 3
 	}
 	if len(c.Backoff) == 0 {
-		c.Backoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+		c.Backoff = []time.Duration{2 * time.Second, 15 * time.Second, 30 * time.Second}
 	}
 	if c.Poll <= 0 {
 		c.Poll = 250 * time.Millisecond
