@@ -119,10 +119,20 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) (abandon
 			}
 			// A lease of this node's earlier process is ours to take; one
 			// unrenewed for LeaseTTL is abandoned.
-			if h.Node == l.me.Node || time.Since(seenAt) >= LeaseTTL {
+			if h.Node == l.me.Node {
 				if err := l.take(ctx, e.Revision()); err == nil {
-					return h.Node != l.me.Node, nil
+					return false, nil
 				}
+			} else if time.Since(seenAt) >= LeaseTTL {
+				// The holder may be renewing right now, after an election
+				// that kept everybody from writing: give it the first
+				// chance (its renewals come every renewRetry while paused).
+				if l.stillAt(ctx, e.Revision()) {
+					if err := l.take(ctx, e.Revision()); err == nil {
+						return true, nil
+					}
+				}
+				seenRev = 0
 			} else if !told && waiting != nil {
 				waiting(h)
 				told = true
@@ -134,6 +144,25 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) (abandon
 		case <-time.After(leaseCheck):
 		}
 	}
+}
+
+// takeGrace is how long a standby waits, once it saw the lease unrenewed
+// for LeaseTTL, before it takes it: several of a paused holder's retries.
+const takeGrace = 3 * renewRetry
+
+// renewRetry is how often a paused holder tries to renew.
+const renewRetry = 200 * time.Millisecond
+
+// stillAt waits takeGrace and reports whether the lease is still at
+// revision rev.
+func (l *lease) stillAt(ctx context.Context, rev uint64) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(takeGrace):
+	}
+	e, err := l.kv.Get(ctx, leaseKey)
+	return err == nil && e.Revision() == rev
 }
 
 // take sets the lease to this coordinator if its revision is still rev (0:
@@ -191,7 +220,7 @@ func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
 }
 
 // renew tries to renew the lease with the revision it last had, every
-// LeaseRenew, until it succeeds (nil: nobody took it meanwhile), the lease
+// renewRetry, until it succeeds (nil: nobody took it meanwhile), the lease
 // is lost (ErrLostLease), or ctx ends or stop closes.
 func (l *lease) renew(ctx context.Context, stop <-chan struct{}) error {
 	b, _ := json.Marshal(l.me)
@@ -212,7 +241,7 @@ func (l *lease) renew(ctx context.Context, stop <-chan struct{}) error {
 			return context.Cause(ctx)
 		case <-stop:
 			return ErrLostLease
-		case <-time.After(LeaseRenew):
+		case <-time.After(renewRetry):
 		}
 	}
 }

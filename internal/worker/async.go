@@ -30,7 +30,7 @@ type AsyncConfig struct {
 	// running a job sends a heartbeat every AckWait/3, so this bounds how
 	// long a crashed worker delays a job, not how long a function may run.
 	AckWait time.Duration
-	// Attempts is how many times a job is tried (default 3). A job whose
+	// Attempts is how many times a job is tried (default 5: with the backoff, over a minute of platform failures). A job whose
 	// attempts all failed for platform reasons, or whose worker died on
 	// the last one, goes to the dead-letter subject.
 	Attempts int
@@ -62,7 +62,7 @@ func (c *AsyncConfig) defaults() {
 		c.AckWait = 30 * time.Second
 	}
 	if c.Attempts <= 0 {
-		c.Attempts = 3
+		c.Attempts = 5
 	}
 	if len(c.Backoff) == 0 {
 		c.Backoff = []time.Duration{2 * time.Second, 15 * time.Second, 30 * time.Second}
