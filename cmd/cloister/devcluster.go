@@ -80,6 +80,13 @@ func cmdDevNATS(ctx context.Context, args []string) error {
 	}
 	// Signals end ctx; the server must not handle them itself.
 	opts.NoSigs = true
+	// A development node serves NATS monitoring (/varz, /jsz) on a free
+	// loopback port, printed in its log ("Starting http monitor on"), so
+	// that benchmarks can count the messages (bench/README.md), unless the
+	// config chose a port.
+	if opts.HTTPPort == 0 && opts.HTTPSPort == 0 {
+		opts.HTTPHost, opts.HTTPPort = "127.0.0.1", natsserver.RANDOM_PORT
+	}
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("creating the NATS server: %w", err)
