@@ -9,7 +9,9 @@
 #   3. two workers and two gateways;
 #   4. deploy and invoke through the gateways;
 #   5. failover: SIGKILL of the active coordinator, calls work again;
-#   6. recovery: the killed coordinator starts again and stands by.
+#   6. recovery: the killed coordinator starts again and stands by;
+#   7. the owner's recovery key: every coordinator and its data directory
+#      lost, a new one gets the secrets from `cloister coordinator recover`.
 #
 # Usage: scripts/cluster-loopback.sh [DIR]   (default: a new temporary dir)
 # CLOISTER is the binary (default: cloister on PATH). NATS_SERVER, if set,
@@ -90,8 +92,11 @@ else
 fi
 
 say "2. Coordinators: first start, then one that joins"
+# The owner's recovery key: the private half stays with the owner.
+"$CLOISTER" keys recovery --out "$DIR/owner-recovery.key"
+SEC_COORD="$SEC --nats-nkey $DIR/nats/coordinator.nk --recovery-key $DIR/owner-recovery.key.pub"
 # shellcheck disable=SC2086
-start coordinator-1 "$CLOISTER" coordinator --tee sim $SEC --nats-nkey "$DIR/nats/coordinator.nk" --data "$DIR/coordinator-1"
+start coordinator-1 "$CLOISTER" coordinator --tee sim $SEC_COORD --data "$DIR/coordinator-1"
 wait_for "the first coordinator's client.env" 60 test -s "$DIR/coordinator-1/client.env"
 wait_for "the first coordinator to be active" 30 in_log coordinator-1 'msg="coordinator active"'
 # With sim, the TEE's root key stands in for the hardware vendor's and the
@@ -100,8 +105,12 @@ wait_for "the first coordinator to be active" 30 in_log coordinator-1 'msg="coor
 mkdir -p "$DIR/coordinator-2/sim"
 cp "$DIR/coordinator-1/sim/root.key" "$DIR/coordinator-2/sim/"
 cp "$DIR/coordinator-1/manifest-admin.key" "$DIR/coordinator-2/"
+# The operator keeps the genesis inputs (here the admin key) off the
+# coordinators too: step 7 starts a coordinator from them.
+mkdir -p "$DIR/home"
+cp "$DIR/coordinator-1/manifest-admin.key" "$DIR/home/admin-key-copy"
 # shellcheck disable=SC2086
-start coordinator-2 "$CLOISTER" coordinator --tee sim $SEC --nats-nkey "$DIR/nats/coordinator.nk" --data "$DIR/coordinator-2"
+start coordinator-2 "$CLOISTER" coordinator --tee sim $SEC_COORD --data "$DIR/coordinator-2"
 wait_for "the second coordinator to receive the secrets" 60 in_log coordinator-2 'secrets from an attested peer'
 wait_for "the second coordinator to stand by" 30 in_log coordinator-2 'coordinator standby'
 
@@ -148,9 +157,27 @@ echo "the standby took over $(($(date +%s) - start_s)) s after the kill"
 
 say "6. Recovery: the killed coordinator starts again and stands by"
 # shellcheck disable=SC2086
-start coordinator-1b "$CLOISTER" coordinator --tee sim $SEC --nats-nkey "$DIR/nats/coordinator.nk" --data "$DIR/coordinator-1"
+start coordinator-1b "$CLOISTER" coordinator --tee sim $SEC_COORD --data "$DIR/coordinator-1"
 wait_for "the restarted coordinator to stand by" 60 in_log coordinator-1b 'coordinator standby'
 "$CLOISTER" cluster status
 "$CLOISTER" invoke hello --data '{"name":"Cy"}' | grep -q 'Hello, Cy!' || fail "invoke after the recovery"
+
+say "7. The owner's recovery key: every coordinator lost"
+kill -9 "$(pid_of coordinator-2)" "$(pid_of coordinator-1b)"
+cp "$DIR/coordinator-1/policy.json" "$DIR/owner-policy.json"
+rm -rf "$DIR/coordinator-1" "$DIR/coordinator-2"
+mkdir -p "$DIR/coordinator-3/sim"
+cp "$DIR/worker-1/sim/root.key" "$DIR/coordinator-3/sim/"
+cp "$DIR/home/admin-key-copy" "$DIR/coordinator-3/manifest-admin.key" 2>/dev/null ||
+	fail "no copy of the manifest admin key"
+# shellcheck disable=SC2086
+start coordinator-3 "$CLOISTER" coordinator --tee sim $SEC_COORD --data "$DIR/coordinator-3"
+# It finds no peer, and after 10 s asks for recovery; the owner answers.
+"$CLOISTER" coordinator recover $SEC --nats-nkey "$DIR/nats/coordinator.nk" \
+	--recovery-key "$DIR/owner-recovery.key" --policy "$DIR/owner-policy.json" --wait 60s
+wait_for "the recovered coordinator to be active" 60 in_log coordinator-3 'msg="coordinator active"'
+in_log coordinator-3 "from the owner's recovery" || fail "coordinator-3 did not recover from the owner"
+"$CLOISTER" invoke hello --data '{"name":"Di"}' | grep -q 'Hello, Di!' || fail "invoke after the recovery"
+"$CLOISTER" ledger verify
 
 say "OK: every documented step worked (files in $DIR)"

@@ -30,6 +30,9 @@ import (
 // other role reads, and writes there what clients need: policy.json, the
 // manifest admin key and client.env with an admin API key.
 func cmdCoordinator(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "recover" {
+		return cmdCoordinatorRecover(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	teeKind := fs.String("tee", hw.Auto, "TEE backend: auto (detect SEV-SNP or TDX; never sim), sim, sev-snp or tdx")
 	rf := addRoleFlags(fs, "JetStream replicas of the buckets (3 on a cluster)")
@@ -38,6 +41,7 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 	policyPath := fs.String("policy", "", "reference values of this coordinator's own evidence (client policy JSON, without manifest_hash); required with hardware, derived with sim")
 	gatewayURL := fs.String("gateway-url", "", "the gateway's URL, written to client.env as CLOISTER_URL (default: left out)")
 	bundlePath := fs.String("collateral-bundle", "", "offline collateral bundle (JSON) to verify workers' evidence with; with it the coordinator never fetches collateral")
+	recoveryPath := fs.String("recovery-key", "", "the owner's recovery public key (FILE.pub of `cloister keys recovery`): the active coordinator keeps the secrets sealed to it, for when no coordinator survives")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -52,6 +56,12 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
+	}
+	var recoveryKey []byte
+	if *recoveryPath != "" {
+		if recoveryKey, err = loadRecoveryPublicKey(*recoveryPath); err != nil {
+			return usageErr("--recovery-key: %v", err)
+		}
 	}
 	var genesis *coordinator.Manifest
 	if *manifestPath != "" {
@@ -113,7 +123,7 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 		return err
 	}
 	role, err := node.NewCoordinator(ctx, node.CoordinatorOptions{Dir: dir, TEE: backend, Policy: policy, Genesis: genesis,
-		Stores: st, Conn: nc, Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Logger: log})
+		Stores: st, Conn: nc, Verifier: &attest.Verifier{Collateral: collateral.New(co)}, Logger: log, RecoveryKey: recoveryKey})
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,11 @@ func defaultKeyPath() string {
 const keyHeader = "cloister-owner-key-v1 "
 
 func cmdKeys(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "recovery" {
+		return cmdKeysRecovery(args[1:])
+	}
 	if len(args) == 0 || args[0] != "new" {
-		return usageErr("usage: cloister keys new [--out FILE] [--force]")
+		return usageErr("usage: cloister keys new [--out FILE] [--force] | keys recovery --out FILE")
 	}
 	fs := flag.NewFlagSet("keys new", flag.ContinueOnError)
 	out := fs.String("out", defaultKeyPath(), "where to write the key")

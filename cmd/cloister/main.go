@@ -39,8 +39,10 @@ const usage = `cloister: confidential functions as a service
 Usage:
   cloister up [--data DIR] [--addr HOST:PORT] [--tee sim] [--nats-listen HOST:PORT] [--log-level L] [--pool-idle D]
                                                              run every role in one process
-  cloister coordinator [--tee auto|sim|sev-snp|tdx] --nats URL[,URL...] [--nats-ca F --nats-nkey F] [--data DIR] [--manifest F] [--policy F] [--gateway-url URL]
-                                                             run the coordinator as its own process on an external NATS
+  cloister coordinator [--tee auto|sim|sev-snp|tdx] --nats URL[,URL...] [--nats-ca F --nats-nkey F] [--data DIR] [--manifest F] [--policy F] [--gateway-url URL] [--recovery-key F.pub]
+                                                             run a coordinator (active, or standby behind the active one) on an external NATS
+  cloister coordinator recover --nats URL --recovery-key F --policy F [--nats-ca F --nats-nkey F] [--wait D]
+                                                             give the secrets to a new coordinator when none survives (owner)
   cloister gateway [--addr HOST:PORT] --nats URL[,URL...] [--nats-ca F --nats-nkey F]
                                                              run the gateway (and the trigger runner) as its own process
   cloister worker [--tee auto|sim|sev-snp|tdx] [--nats URL] [--nats-ca F --nats-nkey F] [--policy F] [--data DIR] [--id ID] [--collateral-bundle F]
@@ -54,6 +56,7 @@ Usage:
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
+  cloister keys recovery --out FILE                          create the owner's recovery key (FILE and FILE.pub)
   cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME

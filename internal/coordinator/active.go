@@ -240,6 +240,10 @@ func (c *Coordinator) lead(ctx context.Context, me LeaseHolder, t *term, abandon
 			}
 		}()
 	}
+	if err := c.storeRecovery(ctx); err != nil {
+		// Not fatal: the peers still hold the secrets. Said loudly.
+		c.log.Error("keeping the secrets for the owner's recovery", "err", err)
+	}
 	c.mu.Lock()
 	// The workers the previous active coordinator knew get WorkerSilence
 	// to show that they are alive.

@@ -77,6 +77,13 @@ type Config struct {
 	// evidence: secrets move only to and from a peer coordinator whose
 	// evidence meets them (peer recovery, peers.go).
 	PeerPolicy attest.Policy
+	// RecoveryKey, if set, is the owner's recovery public key: the active
+	// coordinator keeps the secrets sealed to it, for when no coordinator
+	// survives (recovery.go).
+	RecoveryKey []byte
+	// RecoveryAfter is how long a coordinator without secrets waits for a
+	// peer before it also asks the owner for recovery (0: 10 s).
+	RecoveryAfter time.Duration
 	// Conn is the coordinator's NATS connection, used before Serve to ask
 	// a peer for the secrets.
 	Conn   *nats.Conn

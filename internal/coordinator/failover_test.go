@@ -14,6 +14,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/journal"
+	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/tee/sim"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -196,5 +197,86 @@ func TestLostLeaseStandsBy(t *testing.T) {
 	var doc wire.Attestation
 	if err := bus.Call(context.Background(), f.nc, bus.SubjectAttestation, struct{}{}, &doc); err != nil || !doc.IdentityKey.Equal(f.c.IdentityKey()) {
 		t.Fatalf("attestation after the takeover: %v", err)
+	}
+}
+
+// TestRecoveryKey: when no coordinator with the secrets survives, a new one
+// asks for recovery, and the owner's Recover, with the private recovery
+// key, gives it the secrets once its evidence verifies.
+func TestRecoveryKey(t *testing.T) {
+	owner, err := seal.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := setup(t, func(m *Manifest) {})
+	// The first coordinator runs with the owner's recovery key: a restart
+	// of it in the same directory is what a configured deployment does.
+	f.stop()
+	ctx := context.Background()
+	c, err := New(ctx, Config{Dir: f.dir, TEE: f.backend, Stores: f.st, Conn: f.nc, Now: func() time.Time { return f.now },
+		Manifest: genesisOf(t, f), PeerPolicy: peerPolicy(f.backend), RecoveryKey: seal.PublicKeyBytes(owner)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stopC := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(cctx, f.nc) }()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := c.kv.Get(ctx, recoveryKey); err == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no recovery record")
+		}
+	}
+	// Every coordinator stops: nobody holds the secrets any more.
+	stopC()
+	<-served
+	_ = c.Close(ctx)
+
+	type result struct {
+		c   *Coordinator
+		err error
+	}
+	joined := make(chan result, 1)
+	go func() {
+		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		n, err := New(jctx, Config{Dir: t.TempDir(), TEE: f.backend, Stores: f.st, Conn: f.nc, Now: func() time.Time { return f.now },
+			Manifest: genesisOf(t, f), PeerPolicy: peerPolicy(f.backend), RecoveryAfter: 100 * time.Millisecond})
+		joined <- result{n, err}
+	}()
+	verifier := &attest.Verifier{Now: func() time.Time { return f.now }}
+	// A stranger's recovery key opens nothing.
+	stranger, _ := seal.NewKeyPair()
+	strangerKey, _ := stranger.Bytes()
+	ownerKey, _ := owner.Bytes()
+	if _, err := Recover(ctx, c.kv, strangerKey, peerPolicy(f.backend), verifier, f.now); err == nil {
+		t.Fatal("recovered with another key")
+	}
+	// A policy the requester's evidence does not meet gives nothing.
+	other := peerPolicy(sim.New(newRoot(t), measurement, func() time.Time { return f.now }))
+	var done []Recovered
+	for start := time.Now(); len(done) == 0; time.Sleep(50 * time.Millisecond) {
+		if done, err = Recover(ctx, c.kv, ownerKey, other, verifier, f.now); err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no recovery request")
+		}
+	}
+	if done[0].Err == nil {
+		t.Fatal("answered a request whose evidence the policy refuses")
+	}
+	if done, err = Recover(ctx, c.kv, ownerKey, peerPolicy(f.backend), verifier, f.now); err != nil || len(done) != 1 || done[0].Err != nil {
+		t.Fatalf("recover: %+v, %v", done, err)
+	}
+	r := <-joined
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.c.Close(ctx)
+	if !r.c.IdentityKey().Equal(f.c.IdentityKey()) {
+		t.Fatal("the recovered coordinator has another identity")
 	}
 }

@@ -1,8 +1,10 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/hpke"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
@@ -108,7 +110,7 @@ func obtainSecrets(ctx context.Context, cfg *Config, kv jetstream.KeyValue, gene
 		}
 		// Another coordinator made the deployment first: join it.
 	}
-	if st, err = recoverFromPeer(ctx, cfg, genesisHash); err != nil {
+	if st, err = recoverFromPeer(ctx, cfg, kv, genesisHash); err != nil {
 		return nil, err
 	}
 	return st, keepState(cfg, st)
@@ -144,13 +146,31 @@ func createDeployment(ctx context.Context, kv jetstream.KeyValue, rec deployment
 }
 
 // recoverFromPeer asks the coordinators that hold the secrets for them
-// until one answers or ctx ends.
-func recoverFromPeer(ctx context.Context, cfg *Config, genesisHash string) (*state, error) {
+// until one answers or ctx ends. When none has answered for
+// recoveryAfter, it also asks the owner (recovery.go) and takes whichever
+// answer comes first.
+func recoverFromPeer(ctx context.Context, cfg *Config, kv jetstream.KeyValue, genesisHash string) (*state, error) {
 	if cfg.Conn == nil {
 		return nil, errors.New("coordinator: the deployment exists but this coordinator has no secrets and no connection to ask a peer")
 	}
 	logged := false
+	start := time.Now()
+	var reqID string
+	var reqKey hpke.PrivateKey
 	for {
+		if reqID != "" {
+			if st, err := recoveryAnswer(ctx, kv, reqID, reqKey); err == nil {
+				cfg.Logger.Info("coordinator: received the deployment's secrets from the owner's recovery")
+				return st, nil
+			} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+				cfg.Logger.Warn("coordinator: a recovery answer that does not open", "err", err)
+			}
+		} else if after := cmp.Or(cfg.RecoveryAfter, recoveryAfter); time.Since(start) >= after {
+			var err error
+			if reqID, reqKey, err = requestRecovery(ctx, cfg, kv, genesisHash); err != nil {
+				cfg.Logger.Warn("coordinator: asking for recovery", "err", err)
+			}
+		}
 		st, err := askPeer(ctx, cfg, genesisHash)
 		if err == nil {
 			cfg.Logger.Info("coordinator: received the deployment's secrets from an attested peer")

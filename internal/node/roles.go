@@ -70,6 +70,9 @@ type CoordinatorOptions struct {
 	// on it before it serves).
 	Stores *bus.Stores
 	Conn   *nats.Conn
+	// RecoveryKey, if set, is the owner's recovery public key
+	// (coordinator.Config.RecoveryKey).
+	RecoveryKey []byte
 	// Verifier verifies workers' hardware evidence (nil: the default).
 	Verifier *attest.Verifier
 	Logger   *slog.Logger
@@ -118,10 +121,11 @@ func NewCoordinator(ctx context.Context, o CoordinatorOptions) (_ *Coordinator, 
 		Dir: filepath.Join(o.Dir, "coordinator"), TEE: o.TEE, Stores: o.Stores, Conn: o.Conn, Logger: log,
 		// Peers are coordinators whose evidence meets the same reference
 		// values as this one's.
-		PeerPolicy: o.Policy,
-		LedgerDir:  filepath.Join(o.Dir, "ledger"),
-		Manifest:   genesis,
-		Verifier:   o.Verifier,
+		PeerPolicy:  o.Policy,
+		RecoveryKey: o.RecoveryKey,
+		LedgerDir:   filepath.Join(o.Dir, "ledger"),
+		Manifest:    genesis,
+		Verifier:    o.Verifier,
 	})
 	if err != nil {
 		return nil, err

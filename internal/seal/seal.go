@@ -76,6 +76,12 @@ func NewKeyPair() (hpke.PrivateKey, error) { return kem.GenerateKey() }
 // ParsePrivateKey decodes a serialized HPKE private key.
 func ParsePrivateKey(b []byte) (hpke.PrivateKey, error) { return kem.NewPrivateKey(b) }
 
+// CheckPublicKey reports whether pub is a valid public key of the KEM.
+func CheckPublicKey(pub []byte) error {
+	_, err := kem.NewPublicKey(pub)
+	return err
+}
+
 // PublicKeyBytes serializes a key pair's public key.
 func PublicKeyBytes(k hpke.PrivateKey) []byte { return k.PublicKey().Bytes() }
 
