@@ -131,10 +131,13 @@ for port in $GW1 $GW2; do
 done
 
 say "4. Deploy and invoke through both gateways"
-# The coordinator's client.env, with every gateway listed.
+# The coordinator's client.env, with every gateway listed and the client
+# policy copied where clients keep it (not in a coordinator's directory).
+cp "$DIR/coordinator-1/policy.json" "$DIR/policy.json"
 {
-	grep -v '^export CLOISTER_URL=' "$DIR/coordinator-1/client.env"
+	grep -v '^export CLOISTER_URL=\|^export CLOISTER_POLICY=' "$DIR/coordinator-1/client.env"
 	echo "export CLOISTER_URL='http://127.0.0.1:$GW1,http://127.0.0.1:$GW2'"
+	echo "export CLOISTER_POLICY='$DIR/policy.json'"
 } >"$DIR/client.env"
 export CLOISTER_ENV="$DIR/client.env" HOME="$DIR/home"
 mkdir -p "$HOME"
@@ -164,7 +167,6 @@ wait_for "the restarted coordinator to stand by" 60 in_log coordinator-1b 'coord
 
 say "7. The owner's recovery key: every coordinator lost"
 kill -9 "$(pid_of coordinator-2)" "$(pid_of coordinator-1b)"
-cp "$DIR/coordinator-1/policy.json" "$DIR/owner-policy.json"
 rm -rf "$DIR/coordinator-1" "$DIR/coordinator-2"
 mkdir -p "$DIR/coordinator-3/sim"
 cp "$DIR/worker-1/sim/root.key" "$DIR/coordinator-3/sim/"
@@ -174,7 +176,7 @@ cp "$DIR/home/admin-key-copy" "$DIR/coordinator-3/manifest-admin.key" 2>/dev/nul
 start coordinator-3 "$CLOISTER" coordinator --tee sim $SEC_COORD --data "$DIR/coordinator-3"
 # It finds no peer, and after 10 s asks for recovery; the owner answers.
 "$CLOISTER" coordinator recover $SEC --nats-nkey "$DIR/nats/coordinator.nk" \
-	--recovery-key "$DIR/owner-recovery.key" --policy "$DIR/owner-policy.json" --wait 60s
+	--recovery-key "$DIR/owner-recovery.key" --policy "$DIR/policy.json" --wait 60s
 wait_for "the recovered coordinator to be active" 60 in_log coordinator-3 'msg="coordinator active"'
 in_log coordinator-3 "from the owner's recovery" || fail "coordinator-3 did not recover from the owner"
 "$CLOISTER" invoke hello --data '{"name":"Di"}' | grep -q 'Hello, Di!' || fail "invoke after the recovery"
