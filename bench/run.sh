@@ -16,6 +16,11 @@
 #                                     # size and shape, -benchtime 3x; raw output (ns/op, ns/KB)
 #   bench/run.sh soak                 # TestSoak: 11 min warm-up + 10 min, 3 namespaces (one hostile), RSS every 10 s
 #                                     # (-soak.duration D, -soak.pprof DIR); prints its tables
+#   bench/run.sh cluster              # BenchmarkCluster: sealed calls through `cloister dev cluster` (3 NATS,
+#                                     # 2 gateways, 2 workers) and `cloister up`, one after the other,
+#                                     # -benchtime 3s, 3 runs (COUNT), 8 clients (-conc N); ratio, CPU, bus
+#   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
+#                                     # cluster, once each; time to the next successful sealed call
 #
 # Extra arguments go to the test binary. Run it on a quiet machine: the
 # node, the clients and the native server share the same cores.
@@ -23,8 +28,9 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover) what=$1; shift ;;
 esac
+baseline=native
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
@@ -74,6 +80,21 @@ soak)
 	go test -run '^TestSoak$' -timeout 45m -v ./bench/ -soak "$@" | tee "$out"
 	bench=
 	;;
+cluster)
+	# COUNT runs of one count each, so that up and the cluster alternate
+	# (-count would run up COUNT times, then the cluster). Each run also
+	# prints its own tables (CPU by process, JetStream stores); the one
+	# below is throughput and latency, averaged, against up.
+	for _ in $(seq "${COUNT:-3}"); do
+		go test -run '^$' -bench BenchmarkCluster -benchtime "${BENCHTIME:-3s}" -count 1 -timeout 30m ./bench/ -cluster "$@"
+	done | tee "$out"
+	bench=BenchmarkCluster
+	baseline=up
+	;;
+failover)
+	go test -run '^TestFailover$' -timeout 30m -v ./bench/ -failover "$@" | tee "$out"
+	bench=
+	;;
 ycsb)
 	go test -run '^$' -bench BenchmarkYCSB -benchtime "${BENCHTIME:-20000x}" -count "${COUNT:-3}" -timeout 30m ./bench/ "$@" | tee "$out"
 	bench=
@@ -82,4 +103,4 @@ esac
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (after)"
 echo
 [ -n "$bench" ] || exit 0
-go run ./bench/cmd/benchtable -bench "$bench" < "$out"
+go run ./bench/cmd/benchtable -bench "$bench" -baseline "$baseline" < "$out"
