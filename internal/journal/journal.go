@@ -22,9 +22,7 @@ package journal
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -35,6 +33,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/seal"
 )
 
 // Errors.
@@ -105,15 +105,7 @@ func Open(ctx context.Context, cfg Config) (*Journal, error) {
 	if cfg.Stream == "" || cfg.Subject == "" || cfg.Label == "" || cfg.Apply == nil {
 		return nil, errors.New("journal: stream, subject, label and apply are required")
 	}
-	k, err := hkdf.Key(sha256.New, cfg.Key, nil, cfg.Label, 32)
-	if err != nil {
-		return nil, err
-	}
-	b, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	g, err := cipher.NewGCM(b)
+	g, err := seal.DeriveAEAD(cfg.Key, cfg.Label)
 	if err != nil {
 		return nil, err
 	}

@@ -263,6 +263,17 @@ func symmetricAAD(label string, aad []byte) []byte {
 	return append(b, aad...)
 }
 
+// DeriveAEAD returns AES-256-GCM under the key HKDF-SHA256 derives from
+// secret for label: one key per purpose (a journal, a log) from one
+// master secret.
+func DeriveAEAD(secret []byte, label string) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, secret, nil, label, 32)
+	if err != nil {
+		return nil, err
+	}
+	return newGCM(k)
+}
+
 func newGCM(key []byte) (cipher.AEAD, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {

@@ -3,9 +3,7 @@ package state
 import (
 	"bufio"
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -16,6 +14,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/cloister-faas/cloister/internal/seal"
 )
 
 // change is one key's new entry (nil: the key had none, used for undo).
@@ -65,15 +65,7 @@ func logAAD(seq uint64, prev [32]byte) []byte {
 // openAnchorLog opens (or creates) the log in dir and hands each record's
 // plaintext to replay, in order.
 func openAnchorLog(dir string, master []byte, replay func(pt []byte) error, log *slog.Logger) (*anchorLog, error) {
-	k, err := hkdf.Key(sha256.New, master, nil, "cloister/v1/state-anchor-log", 32)
-	if err != nil {
-		return nil, err
-	}
-	b, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	g, err := cipher.NewGCM(b)
+	g, err := seal.DeriveAEAD(master, "cloister/v1/state-anchor-log")
 	if err != nil {
 		return nil, err
 	}

@@ -497,32 +497,13 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		dl.Code, dl.Reason = ae.Code, ae.Message
 		if busy(ae.Code) && delivery < maxDeliveries(a.Attempts)-1 {
 			// Nothing ran: give the attempt back and wait for room.
-			busyN := delivery - attempt + 1
-			d := busyDelay(busyN)
-			_, err := store.Update(ctx, ns, id, func(r *wire.Activation) error {
-				r.Status, r.Attempts = wire.StatusQueued, attempt-1
-				r.Logs = append(r.Logs, async.LogLine(w.now(), "no room (%s); waiting %s, no attempt spent", ae.Code, d))
-				return nil
-			})
-			if errors.Is(err, async.ErrFinal) {
-				_ = m.DoubleAck(ctx)
-				return
-			}
-			_ = m.NakWithDelay(d)
+			d := busyDelay(delivery - attempt + 1)
+			w.requeue(ctx, store, m, ns, id, attempt-1, d, async.LogLine(w.now(), "no room (%s); waiting %s, no attempt spent", ae.Code, d))
 			return
 		}
 		if retryable(ae.Code) && attempt < a.Attempts {
 			d := a.backoff(attempt)
-			_, err := store.Update(ctx, ns, id, func(r *wire.Activation) error {
-				r.Status = wire.StatusQueued
-				r.Logs = append(r.Logs, async.LogLine(w.now(), "attempt %d failed: %s; retrying in %s", attempt, ae.Code, d))
-				return nil
-			})
-			if errors.Is(err, async.ErrFinal) {
-				_ = m.DoubleAck(ctx)
-				return
-			}
-			_ = m.NakWithDelay(d)
+			w.requeue(ctx, store, m, ns, id, attempt, d, async.LogLine(w.now(), "attempt %d failed: %s; retrying in %s", attempt, ae.Code, d))
 			return
 		}
 		if retryable(ae.Code) {
@@ -559,6 +540,22 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		log.Warn("recording the activation result failed; will retry", "err", err)
 		_ = m.NakWithDelay(a.backoff(attempt))
 	}
+}
+
+// requeue puts a job back in the queue for another delivery after d, its
+// record queued with attempts spent and the log line added. A record that
+// another attempt completed meanwhile ends the job instead.
+func (w *Worker) requeue(ctx context.Context, store *async.Store, m jetstream.Msg, ns, id string, attempts int, d time.Duration, line string) {
+	_, err := store.Update(ctx, ns, id, func(r *wire.Activation) error {
+		r.Status, r.Attempts = wire.StatusQueued, attempts
+		r.Logs = append(r.Logs, line)
+		return nil
+	})
+	if errors.Is(err, async.ErrFinal) {
+		_ = m.DoubleAck(ctx)
+		return
+	}
+	_ = m.NakWithDelay(d)
 }
 
 func (a *AsyncConfig) backoff(attempt int) time.Duration {
