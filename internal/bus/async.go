@@ -171,26 +171,35 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 		return nil, fmt.Errorf("%w: MaxQueueBytes %d is less than one message (%d bytes)", ErrAsyncLimits, lim.MaxQueueBytes, MaxPayload)
 	}
 	s := &AsyncStores{JS: js, Limits: lim}
-	var err error
-	s.Queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
-		Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
-		Discard: jetstream.DiscardNew, MaxMsgs: unlimited(lim.MaxQueueJobs), MaxBytes: unlimited(lim.MaxQueueBytes),
+	err := RetryTransient(ctx, func() (err error) {
+		s.Queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
+			Discard: jetstream.DiscardNew, MaxMsgs: unlimited(lim.MaxQueueJobs), MaxBytes: unlimited(lim.MaxQueueBytes),
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", StreamAsync, err)
 	}
-	s.Dead, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: StreamDead, Subjects: []string{SubjectDeadPrefix + ">"}, Retention: jetstream.LimitsPolicy,
-		Storage: jetstream.FileStorage, Replicas: replicas, MaxAge: 30 * 24 * time.Hour, MaxMsgSize: MaxPayload,
+	err = RetryTransient(ctx, func() (err error) {
+		s.Dead, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: StreamDead, Subjects: []string{SubjectDeadPrefix + ">"}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: replicas, MaxAge: 30 * 24 * time.Hour, MaxMsgSize: MaxPayload,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", StreamDead, err)
 	}
 	kv := func(name string, ttl time.Duration) (jetstream.KeyValue, error) {
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: 1,
-			MaxValueSize: MaxPayload,
+		var b jetstream.KeyValue
+		err := RetryTransient(ctx, func() (err error) {
+			b, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: 1,
+				MaxValueSize: MaxPayload,
+			})
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("opening bucket %s: %w", name, err)

@@ -271,8 +271,12 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 		replicas = 1
 	}
 	kv := func(name string, ttl time.Duration, history uint8) (jetstream.KeyValue, error) {
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: history,
+		var b jetstream.KeyValue
+		err := RetryTransient(ctx, func() (err error) {
+			b, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: history,
+			})
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("opening bucket %s: %w", name, err)
@@ -292,8 +296,11 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 	if s.State, err = kv(BucketState, 0, StateHistory); err != nil {
 		return nil, err
 	}
-	s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: BucketBundles, Storage: jetstream.FileStorage, Replicas: replicas,
+	err = RetryTransient(ctx, func() (err error) {
+		s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: BucketBundles, Storage: jetstream.FileStorage, Replicas: replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening object store %s: %w", BucketBundles, err)
@@ -331,6 +338,30 @@ func ObjectInfo(ctx context.Context, os jetstream.ObjectStore, name string) (*je
 		case <-ctx.Done():
 			return nil, err
 		case <-time.After(min(wait, time.Until(deadline)+time.Millisecond)):
+		}
+	}
+}
+
+// transientFor is how long RetryTransient tries again: longer than a
+// JetStream election or a node catching up after a restart.
+const transientFor = 30 * time.Second
+
+// RetryTransient calls f until it succeeds, fails otherwise than by a
+// timeout or a missing responder (JetStream electing a leader, a node
+// catching up), or transientFor has passed. A role that starts while its
+// NATS cluster recovers then waits instead of exiting.
+func RetryTransient(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(transientFor)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := f()
+		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+		if err == nil || !transient || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
 		}
 	}
 }

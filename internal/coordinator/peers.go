@@ -55,8 +55,12 @@ var ErrOtherDeployment = errors.New("coordinator: the sealed state in the data d
 
 // openCoordBucket opens the coordinators' bucket (lease and deployment).
 func openCoordBucket(ctx context.Context, st *bus.Stores) (jetstream.KeyValue, error) {
-	kv, err := st.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: bus.BucketCoord, Storage: jetstream.FileStorage, Replicas: max(st.Replicas, 1), History: 1,
+	var kv jetstream.KeyValue
+	err := bus.RetryTransient(ctx, func() (err error) {
+		kv, err = st.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bus.BucketCoord, Storage: jetstream.FileStorage, Replicas: max(st.Replicas, 1), History: 1,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.BucketCoord, err)

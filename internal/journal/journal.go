@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/seal"
 )
 
@@ -109,18 +110,22 @@ func Open(ctx context.Context, cfg Config) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     cfg.Stream,
-		Subjects: []string{cfg.Subject},
-		Storage:  jetstream.FileStorage,
-		Replicas: max(cfg.Replicas, 1),
-		// Nothing is ever removed: the journal is the record.
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		MaxMsgSize:  MaxRecord + 4<<10,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		AllowDirect: true,
+	var st jetstream.Stream
+	err = bus.RetryTransient(ctx, func() (err error) {
+		st, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:     cfg.Stream,
+			Subjects: []string{cfg.Subject},
+			Storage:  jetstream.FileStorage,
+			Replicas: max(cfg.Replicas, 1),
+			// Nothing is ever removed: the journal is the record.
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxMsgSize:  MaxRecord + 4<<10,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			AllowDirect: true,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("journal: opening stream %s: %w", cfg.Stream, err)

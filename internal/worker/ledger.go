@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,10 +43,16 @@ const (
 
 type ledgerMetrics struct {
 	appended, failed prometheus.Counter
+	// warned is when (Unix ns) a batch last logged that the coordinator
+	// does not acknowledge: once per ledgerWarnEvery, not per batch.
+	warned *atomic.Int64
 }
+
+const ledgerWarnEvery = 10 * time.Second
 
 func newLedgerMetrics() ledgerMetrics {
 	return ledgerMetrics{
+		warned: new(atomic.Int64),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cloister_worker_ledger_appends_total", Help: "Receipts the coordinator acknowledged into the ledger.",
 		}),
@@ -213,7 +220,7 @@ func (w *Worker) appendBatch(ctx context.Context, b *ledgerBatch) {
 			w.log.Error("logging receipts failed", "receipts", len(entries), "attempts", attempt+1, "err", err)
 			return
 		}
-		if attempt == 3 {
+		if last := w.ledger.warned.Load(); attempt >= 3 && time.Since(time.Unix(0, last)) >= ledgerWarnEvery && w.ledger.warned.CompareAndSwap(last, time.Now().UnixNano()) {
 			w.log.Warn("logging receipts: the coordinator does not acknowledge; still trying", "receipts", len(entries), "err", err)
 		}
 		time.Sleep(backoff)
