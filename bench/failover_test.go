@@ -68,7 +68,9 @@ var failoverKinds = []failoverKind{
 	// hits the gateway the prober is using.
 	{role: "gateway", pick: firstOf("gateway"), ready: gatewayReady},
 	{role: "nats", pick: replayLeader, ready: logSays("Server is ready")},
-	{role: "coordinator", pick: activeCoordinator, ready: logSays(`msg="coordinator standby`)},
+	// A restarted coordinator stands by, or, if no standby took its lease
+	// yet, takes its own lease back.
+	{role: "coordinator", pick: activeCoordinator, ready: logSaysAny(`msg="coordinator standby`, `msg="coordinator active"`)},
 }
 
 // activeCoordinator picks the coordinator that holds the lease (the key
@@ -164,10 +166,21 @@ func replayLeader(dc *devCluster) (clusterProc, string, error) {
 var serverNameRE = regexp.MustCompile(`(?m)^server_name:\s*"([^"]+)"`)
 
 // logSays is ready once the restarted process's own log holds s.
-func logSays(s string) func(*devCluster, clusterProc, *child) bool {
+func logSays(s string) func(*devCluster, clusterProc, *child) bool { return logSaysAny(s) }
+
+// logSaysAny is ready once the child's log holds one of ss.
+func logSaysAny(ss ...string) func(*devCluster, clusterProc, *child) bool {
 	return func(_ *devCluster, _ clusterProc, c *child) bool {
 		b, err := os.ReadFile(c.log)
-		return err == nil && bytes.Contains(b, []byte(s))
+		if err != nil {
+			return false
+		}
+		for _, s := range ss {
+			if bytes.Contains(b, []byte(s)) {
+				return true
+			}
+		}
+		return false
 	}
 }
 
