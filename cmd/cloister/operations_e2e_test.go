@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,5 +57,42 @@ func freeBase(t *testing.T) int {
 		}
 	}
 	t.Fatal("no free ports for the script")
+	return 0
+}
+
+// TestRecoveryKeyCLI: keys recovery writes a key pair once and refuses to
+// overwrite it; a coordinator refuses a recovery key that is not one;
+// coordinator recover wants its key and policy.
+func TestRecoveryKeyCLI(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "owner-recovery.key")
+	if out, err := runBinary(dir, "keys", "recovery"); exitCode(err) != exitUsage {
+		t.Errorf("keys recovery without --out: %v\n%s", err, out)
+	}
+	if out, err := runBinary(dir, "keys", "recovery", "--out", key); err != nil || !strings.Contains(out, "public key: ") {
+		t.Fatalf("keys recovery: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil || len(strings.TrimSpace(string(pub))) != 64 {
+		t.Fatalf("public key %q: %v", pub, err)
+	}
+	if out, err := runBinary(dir, "keys", "recovery", "--out", key); err == nil || !strings.Contains(out, "exists") {
+		t.Errorf("keys recovery over an existing key: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.pub")
+	os.WriteFile(bad, []byte("not a key\n"), 0o600)
+	if out, err := runBinary(dir, "coordinator", "--tee", "sim", "--recovery-key", bad, "--data", filepath.Join(dir, "c")); exitCode(err) != exitUsage || !strings.Contains(out, "--recovery-key") {
+		t.Errorf("coordinator with a malformed recovery key: %v\n%s", err, out)
+	}
+	if out, err := runBinary(dir, "coordinator", "recover", "--recovery-key", key); exitCode(err) != exitUsage {
+		t.Errorf("coordinator recover without --policy: %v\n%s", err, out)
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
 	return 0
 }
