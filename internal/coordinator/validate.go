@@ -24,9 +24,11 @@ const inspectMargin = 250 * time.Millisecond
 const inspectAttempts = 3
 
 // A deploy that finds no worker listening asks again noWorkerRetries times,
-// noWorkerPause apart (5 s in all), before it answers no_worker.
+// noWorkerPause apart (15 s in all, within the deploy's timeout), before
+// it answers no_worker: a worker cut off as a slow consumer while large
+// bundles cross the bus takes seconds to reconnect under load.
 const (
-	noWorkerRetries = 5
+	noWorkerRetries = 15
 	noWorkerPause   = time.Second
 )
 

@@ -120,7 +120,7 @@ func TestRegisterNoWorker(t *testing.T) {
 	if codeOf(err) != apierr.NoWorker {
 		t.Fatalf("got %v, want %s", err, apierr.NoWorker)
 	}
-	if d := time.Since(start); d > 20*time.Second {
+	if d := time.Since(start); d > 25*time.Second {
 		t.Errorf("no_worker took %s", d)
 	}
 	if _, err := f.c.reg.Latest(context.Background(), "default", "fn"); err == nil {
