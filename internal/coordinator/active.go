@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/journal"
+	"github.com/cloister-faas/cloister/internal/ledger"
 	"github.com/cloister-faas/cloister/internal/seal"
 	fnstate "github.com/cloister-faas/cloister/internal/state"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -97,7 +99,12 @@ func (c *Coordinator) serveTerm(ctx context.Context, nc *nats.Conn) error {
 	defer endTerm()
 	if err := c.lead(tctx, l.me, t, abandoned); err != nil {
 		l.release()
-		return fmt.Errorf("coordinator: taking over: %w", err)
+		if errors.Is(err, journal.ErrCorrupt) || errors.Is(err, journal.ErrRolledBack) || errors.Is(err, ledger.ErrJournalMismatch) {
+			// The durable state does not verify: an operator must look.
+			return fmt.Errorf("coordinator: taking over: %w", err)
+		}
+		// NATS failed during the takeover: stand by again and retry.
+		return fmt.Errorf("%w: taking over failed: %v", ErrLostLease, err)
 	}
 	c.mu.Lock()
 	c.me = l.me
