@@ -40,7 +40,7 @@ type loaded struct {
 	ticketKey []byte
 	state     *state.Function // nil unless the manifest grants state
 	sem       chan struct{}
-	checked   time.Time
+	checked   atomic.Int64 // unix nanoseconds of the last registry check; calls share it
 	lastUsed  atomic.Int64 // unix nanoseconds of the last call, for eviction
 }
 
@@ -63,14 +63,14 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 	if v, ok := w.fns.Load(id); ok {
 		l := v.(*loaded)
 		l.lastUsed.Store(w.now().UnixNano())
-		if w.now().Sub(l.checked) < recheckAfter {
+		if w.now().Sub(time.Unix(0, l.checked.Load())) < recheckAfter {
 			return l, nil
 		}
 		if _, err := w.reg.Get(ctx, ns, name, version); err != nil {
 			w.evict(id, l, "deleted")
 			return nil, registryError(err)
 		}
-		l.checked = w.now()
+		l.checked.Store(w.now().UnixNano())
 		return l, nil
 	}
 	v, err, _ := w.loadGroup.Do(id, func() (any, error) {
@@ -132,7 +132,8 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if err != nil {
 		return nil, sandboxError(err)
 	}
-	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, script: script, sem: make(chan struct{}, lim.Concurrency), checked: w.now()}
+	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, script: script, sem: make(chan struct{}, lim.Concurrency)}
+	l.checked.Store(w.now().UnixNano())
 	if mod.ABI() == sandbox.ABIReactor {
 		spec := fnspec.Spec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1
