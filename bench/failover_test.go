@@ -78,18 +78,11 @@ var failoverKinds = []failoverKind{
 // directory holds its node id).
 func activeCoordinator(dc *devCluster) (clusterProc, string, error) {
 	cs := dc.byRole("coordinator")
-	if len(cs) == 0 {
-		return clusterProc{}, "", errors.New("cluster.json lists no coordinator")
-	}
-	nc, err := dialAs(cs[0], natsconf.Coordinator)
+	js, done, err := jetStreamAs(cs, natsconf.Coordinator)
 	if err != nil {
 		return clusterProc{}, "", err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return clusterProc{}, "", err
-	}
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, bus.BucketCoord)
@@ -109,6 +102,24 @@ func activeCoordinator(dc *devCluster) (clusterProc, string, error) {
 	return clusterProc{}, "", fmt.Errorf("no coordinator of cluster.json has node id %s", h.Node)
 }
 
+// jetStreamAs connects to the cluster's JetStream with the credentials of
+// the first of ps, a process of role; done closes the connection.
+func jetStreamAs(ps []clusterProc, role natsconf.Role) (jetstream.JetStream, func(), error) {
+	if len(ps) == 0 {
+		return nil, nil, fmt.Errorf("cluster.json lists no %s", role)
+	}
+	nc, err := dialAs(ps[0], role)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
+}
+
 // firstOf picks the first process of role in cluster.json.
 func firstOf(role string) func(dc *devCluster) (clusterProc, string, error) {
 	return func(dc *devCluster) (clusterProc, string, error) {
@@ -125,19 +136,11 @@ func firstOf(role string) func(dc *devCluster) (clusterProc, string, error) {
 // cannot route around (they wait for the stream's next leader), besides
 // the connections that move to the other nodes.
 func replayLeader(dc *devCluster) (clusterProc, string, error) {
-	gw := dc.byRole("gateway")
-	if len(gw) == 0 {
-		return clusterProc{}, "", errors.New("cluster.json lists no gateway")
-	}
-	nc, err := dialAs(gw[0], natsconf.Gateway)
+	js, done, err := jetStreamAs(dc.byRole("gateway"), natsconf.Gateway)
 	if err != nil {
 		return clusterProc{}, "", err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return clusterProc{}, "", err
-	}
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream := "KV_" + bus.BucketReplay
