@@ -155,14 +155,7 @@ func TestRolesSecureNATS(t *testing.T) {
 	})
 	workerData := filepath.Join(dir, "worker-data")
 	for _, f := range []string{filepath.Join("sim", "root.key"), "policy.json"} {
-		b, err := os.ReadFile(filepath.Join(coordData, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(workerData, f)), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(workerData, f), b, 0o600); err != nil {
+		if err := copyFile(filepath.Join(coordData, f), filepath.Join(workerData, f)); err != nil {
 			t.Fatal(err)
 		}
 	}

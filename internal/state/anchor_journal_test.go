@@ -313,11 +313,10 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// TestLeadHonoursLeases: a read lease the previous active granted is not
-// broken by a write the new one commits: after Lead, another holder's
-// writes wait one lease length.
-func TestLeadHonoursLeases(t *testing.T) {
-	ctx := context.Background()
+// leasedPair opens a leading anchor and a standby on one journal, with 1 s
+// read leases on a fake clock, and writes k = 1 through the leader.
+func leasedPair(t *testing.T) (client, *fakeClock, *Anchor, *Anchor) {
+	t.Helper()
 	d := newDeployment(t)
 	c := newClient(t, d.master)
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
@@ -326,6 +325,15 @@ func TestLeadHonoursLeases(t *testing.T) {
 	standby := d.open(t, true, leases)
 	clock.advance(2 * time.Second) // past old's own start
 	c.mustPut(t, old, "k", 1)
+	return c, clock, old, standby
+}
+
+// TestLeadHonoursLeases: a read lease the previous active granted is not
+// broken by a write the new one commits: after Lead, another holder's
+// writes wait one lease length.
+func TestLeadHonoursLeases(t *testing.T) {
+	ctx := context.Background()
+	c, clock, old, standby := leasedPair(t)
 	res, err := c.call(old, op{Kind: opLease, Holder: "reader"})
 	if err != nil || res[0].LeaseMS != 1000 {
 		t.Fatalf("lease: %+v, %v", res, err)
@@ -352,14 +360,7 @@ func TestLeadHonoursLeases(t *testing.T) {
 // once.
 func TestLeadAfterLeases(t *testing.T) {
 	ctx := context.Background()
-	d := newDeployment(t)
-	c := newClient(t, d.master)
-	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	leases := func(cfg *AnchorConfig) { cfg.Lease, cfg.Now = time.Second, clock.now }
-	old := d.open(t, false, leases)
-	standby := d.open(t, true, leases)
-	clock.advance(2 * time.Second)
-	c.mustPut(t, old, "k", 1)
+	c, _, old, standby := leasedPair(t)
 	old.Close()
 	if err := standby.LeadAfterLeases(ctx); err != nil {
 		t.Fatal(err)
