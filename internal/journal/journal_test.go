@@ -9,22 +9,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 )
 
 func newJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := bus.StartServer(bus.ServerOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("journal-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(bustest.Connect(t))
 	if err != nil {
 		t.Fatal(err)
 	}
