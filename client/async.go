@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -30,10 +31,10 @@ type StepRef = wire.StepRef
 type Pending struct {
 	ActivationID string `json:"activationId"`
 	// Duplicate is set when the idempotency key was used before: the
-	// activation is the earlier one, whose result only the Pending of the
-	// first submission can open. (When the client itself sent a submission
-	// again after a failure that left its outcome unknown, the earlier
-	// activation is this one, and this Pending opens it.)
+	// activation is the earlier one. Its result opens with this Pending
+	// when the earlier submission went through the same Client, with the
+	// same input, within 10 minutes (the Client sends the same sealed
+	// request again); otherwise only the earlier Pending opens it.
 	Duplicate    bool       `json:"duplicate,omitempty"`
 	Kind         string     `json:"kind"` // "function" or "sequence"
 	Namespace    string     `json:"namespace"`
@@ -89,18 +90,84 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 	if err != nil {
 		return nil, err
 	}
-	payload := seal.NewPayload(input, c.now()).Encode()
-	cc, err := seal.SealRequest(fn.hpkeKey, seal.AsyncInfo(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	sub, err := c.sealSubmission(fn, input, o.IdempotencyKey)
 	if err != nil {
 		return nil, err
 	}
-	sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext}
+	sr := sub.request
 	if err := c.postJSON(ctx, path, sr, wire.SealedContentType, idemHeader(o.IdempotencyKey), &acc); err != nil {
 		return nil, withActivationHint(publicError(err))
 	}
 	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
 		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,
-		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: cc.ResponseKey}, nil
+		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: sub.responseKey}, nil
+}
+
+// sealedSubmission is a sealed async request and the key that opens its
+// result.
+type sealedSubmission struct {
+	request     wire.SealedRequest
+	responseKey []byte
+	exp         time.Time
+}
+
+// Submissions with an idempotency key are kept for resubmitTTL, at most
+// maxResubmits of them.
+const (
+	resubmitTTL  = 10 * time.Minute
+	maxResubmits = 4096
+)
+
+// sealSubmission seals input for an async invocation of fn. A submission
+// with an idempotency key is sealed once: submitting the same input to the
+// same function version with the same key again, through this Client and
+// within resubmitTTL (as a caller does after an error that left the
+// outcome unknown), sends the same sealed request. Whichever of the
+// submissions the gateway queued, the Pending returned opens its result;
+// and the worker, which refuses a sealed request queued as two
+// activations, sees only one.
+func (c *Client) sealSubmission(fn *Function, input []byte, key string) (sealedSubmission, error) {
+	var id string
+	if key != "" {
+		h := sha256.New()
+		for _, f := range []string{fn.Namespace, fn.Name, strconv.Itoa(fn.Version), fn.CodeHash, key} {
+			fmt.Fprintf(h, "%d:%s", len(f), f)
+		}
+		h.Write(input)
+		id = string(h.Sum(nil))
+		c.mu.Lock()
+		s, ok := c.resubmits[id]
+		c.mu.Unlock()
+		if ok && c.now().Before(s.exp) {
+			return s, nil
+		}
+	}
+	payload := seal.NewPayload(input, c.now()).Encode()
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.AsyncInfo(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	if err != nil {
+		return sealedSubmission{}, err
+	}
+	s := sealedSubmission{
+		request:     wire.SealedRequest{Mode: wire.ModeHPKE, Version: fn.Version, Enc: cc.Enc, Ciphertext: cc.Ciphertext},
+		responseKey: cc.ResponseKey, exp: c.now().Add(resubmitTTL),
+	}
+	if key != "" {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.resubmits == nil || len(c.resubmits) >= maxResubmits {
+			now := c.now()
+			for k, old := range c.resubmits {
+				if !now.Before(old.exp) {
+					delete(c.resubmits, k)
+				}
+			}
+			if c.resubmits == nil || len(c.resubmits) >= maxResubmits {
+				c.resubmits = map[string]sealedSubmission{}
+			}
+		}
+		c.resubmits[id] = s
+	}
+	return s, nil
 }
 
 // withActivationHint adds to an ErrOutcomeUnknown how to find out whether

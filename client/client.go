@@ -93,6 +93,9 @@ type Client struct {
 	verifier *receipt.Verifier         // for att.IdentityKey
 	fns      map[string]cachedFunction // verified certificates, by name@version
 	seqs     map[[32]byte]bool         // verified sequence signatures (see verifySequence)
+	// resubmits are sealed async submissions by idempotency key (see
+	// sealSubmission).
+	resubmits map[string]sealedSubmission
 
 	useToken bool
 	resultTk string           // the last verified attestation-result token

@@ -109,8 +109,11 @@ type Submission struct {
 }
 
 // Submit creates the activation record (status queued) and queues the job.
-// With an idempotency key that was used before in the namespace, it queues
-// nothing and returns the earlier activation with Duplicate set.
+// With an idempotency key that was used before in the namespace, it
+// returns the earlier activation with Duplicate set, and queues nothing
+// unless the earlier submission stopped before it queued its job (its
+// gateway died): then this submission finishes it, under the earlier
+// activation id (see resume).
 func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, error) {
 	ns := sub.Request.Namespace
 	if len(sub.IdempotencyKey) > MaxIdempotencyKey {
@@ -122,10 +125,16 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 	// and checked again, exactly, when the job is published (enqueue).
 	q, err := s.admit(ctx, ns)
 	if err != nil {
-		// A resubmission is answered with its activation, full or not.
+		// A resubmission is answered with its activation, full or not,
+		// once its job is known to be queued.
 		if sub.IdempotencyKey != "" && apierr.CodeOf(err) == apierr.QuotaExceeded {
 			if acc, derr := s.earlier(ctx, ns, sub); !errors.Is(derr, errNoEarlier) {
-				return acc, derr
+				if derr != nil {
+					return acc, derr
+				}
+				if queued, qerr := s.queued(ctx, ns, acc.ActivationID); qerr != nil || queued {
+					return acc, qerr
+				}
 			}
 		}
 		return wire.Accepted{}, err
@@ -136,11 +145,7 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 			if !errors.Is(err, jetstream.ErrKeyExists) {
 				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
 			}
-			acc, err := s.earlier(ctx, ns, sub)
-			if errors.Is(err, errNoEarlier) {
-				return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
-			}
-			return acc, err
+			return s.resume(ctx, q, sub)
 		}
 	}
 	undo := func() {
@@ -150,41 +155,127 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 			_ = s.st.Activations.Delete(bg, idemKey(ns, sub.IdempotencyKey))
 		}
 	}
-	rec := wire.Activation{
-		ActivationID: id, Namespace: ns, Name: sub.Request.Name, Version: sub.Request.Version, Kind: sub.Kind,
-		Mode: sub.Request.Mode, Status: wire.StatusQueued, Submitted: Millis(now), IdempotencyKey: sub.IdempotencyKey,
-		Trigger: sub.Trigger, Rule: sub.Rule, Logs: []string{LogLine(now, "queued")},
-	}
-	if rec.Mode == wire.ModePlain {
-		rec.Trust = wire.TrustGatewayTrusted
-	}
-	b, err := json.Marshal(rec)
+	rec, job, err := newJob(id, now, sub)
 	if err != nil {
 		undo()
 		return wire.Accepted{}, err
 	}
-	if _, err := s.st.Activations.Create(ctx, recordKey(ns, id), b); err != nil {
+	if _, err := s.st.Activations.Create(ctx, recordKey(ns, id), rec); err != nil {
 		undo()
 		return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
-	}
-	req := sub.Request
-	req.Activation = id
-	job, err := json.Marshal(wire.AsyncJob{Activation: id, Request: req, Submitted: now.UTC()})
-	if err != nil {
-		undo()
-		return wire.Accepted{}, err
-	}
-	if len(job) > bus.MaxPayload-64<<10 {
-		undo()
-		return wire.Accepted{}, apierr.New(apierr.PayloadTooLarge, "queued invocation would be %d bytes; the queue takes at most %d", len(job), bus.MaxPayload-64<<10)
 	}
 	if err := s.enqueue(ctx, q, id, job); err != nil {
 		undo()
 		return wire.Accepted{}, err
 	}
-	// Wake idle workers; they would find the job at their next poll.
-	_ = s.st.JS.Conn().Publish(bus.SubjectAsyncQueued, []byte(ns))
+	s.wake(ns)
 	return wire.Accepted{ActivationID: id}, nil
+}
+
+// newJob returns the new activation record of a submission and its job
+// message.
+func newJob(id string, now time.Time, sub Submission) (rec, job []byte, err error) {
+	a := wire.Activation{
+		ActivationID: id, Namespace: sub.Request.Namespace, Name: sub.Request.Name, Version: sub.Request.Version, Kind: sub.Kind,
+		Mode: sub.Request.Mode, Status: wire.StatusQueued, Submitted: Millis(now), IdempotencyKey: sub.IdempotencyKey,
+		Trigger: sub.Trigger, Rule: sub.Rule, Logs: []string{LogLine(now, "queued")},
+	}
+	if a.Mode == wire.ModePlain {
+		a.Trust = wire.TrustGatewayTrusted
+	}
+	if rec, err = json.Marshal(a); err != nil {
+		return nil, nil, err
+	}
+	req := sub.Request
+	req.Activation = id
+	if job, err = json.Marshal(wire.AsyncJob{Activation: id, Request: req, Submitted: now.UTC()}); err != nil {
+		return nil, nil, err
+	}
+	if len(job) > bus.MaxPayload-64<<10 {
+		return nil, nil, apierr.New(apierr.PayloadTooLarge, "queued invocation would be %d bytes; the queue takes at most %d", len(job), bus.MaxPayload-64<<10)
+	}
+	return rec, job, nil
+}
+
+// wake tells idle workers that the namespace has a job; they would find it
+// at their next poll.
+func (s *Store) wake(ns string) {
+	_ = s.st.JS.Conn().Publish(bus.SubjectAsyncQueued, []byte(ns))
+}
+
+// resume answers a submission whose idempotency key an earlier one
+// claimed. A submission writes the key, then the record, then the job; a
+// gateway that dies between those steps leaves a key without a record, or
+// a record without a job, and its client, which got no answer, resubmits.
+// That resubmission finishes the earlier one: it writes the record if
+// there is none and queues its own job under the earlier activation id if
+// the queue does not hold one, so that an acknowledged activation always
+// runs. Both steps are safe against the earlier submission still being in
+// progress: the record is created only if absent, and the job's message id
+// is the activation id, which JetStream deduplicates for
+// bus.AsyncDedupWindow (far longer than a submission takes).
+func (s *Store) resume(ctx context.Context, q *admission, sub Submission) (wire.Accepted, error) {
+	ns := sub.Request.Namespace
+	acc, err := s.earlier(ctx, ns, sub)
+	if errors.Is(err, errNoEarlier) {
+		return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	if err != nil {
+		return acc, err
+	}
+	id, now := acc.ActivationID, s.now()
+	rec, job, err := newJob(id, now, sub)
+	if err != nil {
+		return wire.Accepted{}, err
+	}
+	if _, err := s.st.Activations.Create(ctx, recordKey(ns, id), rec); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return wire.Accepted{}, apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	queued, err := s.queued(ctx, ns, id)
+	if err != nil || queued {
+		return acc, err
+	}
+	if err := s.enqueue(ctx, q, id, job); err != nil {
+		return wire.Accepted{}, err
+	}
+	s.wake(ns)
+	return acc, nil
+}
+
+// queued reports whether activation id is past queueing: its record is
+// no longer queued (a worker took it), or the queue holds its job. A
+// record that is missing reports false.
+func (s *Store) queued(ctx context.Context, ns, id string) (bool, error) {
+	rec, _, err := s.Get(ctx, ns, id)
+	switch {
+	case apierr.CodeOf(err) == apierr.NotFound:
+		return false, nil
+	case err != nil:
+		return false, err
+	case rec.Status != wire.StatusQueued:
+		return true, nil
+	}
+	return s.holds(ctx, bus.SubjectAsyncPrefix+ns, id)
+}
+
+// holds reports whether the queue has a message with id as its message id
+// on subject. It reads the subject's messages one by one, which is as
+// many as the namespace has jobs queued or running (at most its quota);
+// only resubmissions need it.
+func (s *Store) holds(ctx context.Context, subject, id string) (bool, error) {
+	for seq := uint64(1); ; {
+		m, err := s.st.Queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, apierr.New(apierr.Unavailable, "async queue unavailable")
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) == id {
+			return true, nil
+		}
+		seq = m.Sequence + 1
+	}
 }
 
 // queueLocal is what one process keeps per namespace to queue jobs: a

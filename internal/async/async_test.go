@@ -209,3 +209,138 @@ func TestDeadLetters(t *testing.T) {
 		t.Errorf("consumers left on the dead-letter stream: %d %v", info.State.Consumers, err)
 	}
 }
+
+// TestResumeInterruptedSubmit leaves the states that a gateway dying in
+// the middle of Submit leaves (the idempotency key alone; the key and the
+// record without a job) and resubmits with the same key, as the client
+// that got no answer does: the earlier activation is answered and its job
+// is queued, once, however many times it is resubmitted.
+func TestResumeInterruptedSubmit(t *testing.T) {
+	s, st := open(t)
+	ctx := context.Background()
+	sub := func(key string) Submission {
+		return Submission{Request: wire.InvokeRequest{Namespace: "ns", Name: "f", Mode: wire.ModePlain, Plain: []byte(key)}, Kind: "function", IdempotencyKey: key}
+	}
+	jobs := func(id string) int {
+		t.Helper()
+		n := 0
+		for seq := uint64(1); ; {
+			m, err := st.Queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(bus.SubjectAsyncPrefix+"ns"))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return n
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Header.Get(jetstream.MsgIDHeader) == id {
+				n++
+			}
+			seq = m.Sequence + 1
+		}
+	}
+	for _, c := range []struct {
+		name       string
+		withRecord bool
+	}{{"key only", false}, {"key and record", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			key := "k-" + c.name
+			id := NewID(time.Now())
+			if _, err := st.Activations.Create(ctx, idemKey("ns", key), []byte(id)); err != nil {
+				t.Fatal(err)
+			}
+			if c.withRecord {
+				rec, _, err := newJob(id, time.Now(), sub(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Activations.Create(ctx, recordKey("ns", id), rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := jobs(id); n != 0 {
+				t.Fatalf("%d jobs before the resubmission", n)
+			}
+			for range 3 {
+				acc, err := s.Submit(ctx, sub(key))
+				if err != nil || acc.ActivationID != id || !acc.Duplicate {
+					t.Fatalf("resubmission: %+v %v, want duplicate of %s", acc, err, id)
+				}
+				if n := jobs(id); n != 1 {
+					t.Fatalf("%d jobs queued for the activation, want 1", n)
+				}
+			}
+			if a, _, err := s.Get(ctx, "ns", id); err != nil || a.Status != wire.StatusQueued {
+				t.Fatalf("record: %+v %v", a, err)
+			}
+		})
+	}
+	// A record that a worker took is not queued again.
+	acc, err := s.Submit(ctx, sub("taken"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Queue.DeleteMsg(ctx, lastSeq(t, st)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "ns", acc.ActivationID, func(a *wire.Activation) error { a.Status = wire.StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Submit(ctx, sub("taken")); err != nil || !again.Duplicate || jobs(acc.ActivationID) != 0 {
+		t.Fatalf("resubmission of a running activation: %+v %v, %d jobs", again, err, jobs(acc.ActivationID))
+	}
+}
+
+// TestResumeAtQuota: a namespace at its quota answers a resubmission with
+// its activation if its job is queued, and with QuotaExceeded (try again)
+// if the earlier submission never queued it.
+func TestResumeAtQuota(t *testing.T) {
+	nc := bustest.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bus.OpenAsync(context.Background(), js, 1, bus.AsyncLimits{MaxQueuedPerNamespace: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ctx := NewStore(st, nil), context.Background()
+	sub := func(key string) Submission {
+		return Submission{Request: wire.InvokeRequest{Namespace: "ns", Name: "f", Mode: wire.ModePlain}, Kind: "function", IdempotencyKey: key}
+	}
+	first, err := s.Submit(ctx, sub("queued"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := NewID(time.Now())
+	rec, _, _ := newJob(id, time.Now(), sub("interrupted"))
+	if _, err := st.Activations.Create(ctx, idemKey("ns", "interrupted"), []byte(id)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Activations.Create(ctx, recordKey("ns", id), rec); err != nil {
+		t.Fatal(err)
+	}
+	if acc, err := s.Submit(ctx, sub("queued")); err != nil || acc.ActivationID != first.ActivationID || !acc.Duplicate {
+		t.Fatalf("resubmission of a queued job at the quota: %+v %v", acc, err)
+	}
+	if _, err := s.Submit(ctx, sub("interrupted")); apierr.CodeOf(err) != apierr.QuotaExceeded {
+		t.Fatalf("resubmission of a job never queued, at the quota: %v, want %s", err, apierr.QuotaExceeded)
+	}
+	if err := st.Queue.DeleteMsg(ctx, lastSeq(t, st)); err != nil {
+		t.Fatal(err)
+	}
+	if acc, err := s.Submit(ctx, sub("interrupted")); err != nil || acc.ActivationID != id || !acc.Duplicate {
+		t.Fatalf("resubmission once there is room: %+v %v", acc, err)
+	}
+	if info, _ := st.Queue.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("queue holds %d jobs, want 1", info.State.Msgs)
+	}
+}
+
+func lastSeq(t *testing.T, st *bus.AsyncStores) uint64 {
+	t.Helper()
+	info, err := st.Queue.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}

@@ -63,6 +63,12 @@ func TestAsyncSealedEndToEnd(t *testing.T) {
 	if again.ActivationID != p.ActivationID || !again.Duplicate {
 		t.Fatalf("idempotent resubmission: got %s (duplicate %v), want %s", again.ActivationID, again.Duplicate, p.ActivationID)
 	}
+	// This client sent the same sealed request again, so the second
+	// Pending opens the result too (a caller retrying after an unknown
+	// outcome keeps only the second).
+	if res, err := e.c.ActivationResult(ctx, again); err != nil || !bytes.Equal(res.Output, secret) {
+		t.Fatalf("the resubmission's Pending: %v", err)
+	}
 	a, err := e.c.Activation(ctx, p.ActivationID)
 	if err != nil {
 		t.Fatal(err)
