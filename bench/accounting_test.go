@@ -112,13 +112,13 @@ func accountingOp(e *env, on bool) func(context.Context) error {
 func warmAccounting(b *testing.B, e *env, on bool) {
 	b.Helper()
 	if on {
-		drainLedger(b, e.hc, e.node.URL)
+		drainLedger(b, e.hc, e.node.URL, e.node.Token)
 	}
 	if _, err := runLoad(b.Context(), 2*(*concurrency), *concurrency, accountingOp(e, on)); err != nil {
 		b.Fatalf("warm-up: %v", err)
 	}
 	if on {
-		drainLedger(b, e.hc, e.node.URL)
+		drainLedger(b, e.hc, e.node.URL, e.node.Token)
 	}
 }
 
@@ -135,7 +135,7 @@ func accountedLoad(ctx context.Context, e *env, on bool, n int) (time.Duration, 
 	}
 	elapsed := time.Since(start)
 	if on {
-		if _, err := waitLedger(ctx, e.hc, e.node.URL, 2*time.Second, 3*time.Minute); err != nil {
+		if _, err := waitLedger(ctx, e.hc, e.node.URL, e.node.Token, 2*time.Second, 3*time.Minute); err != nil {
 			return 0, nil, fmt.Errorf("waiting for the ledger: %w", err)
 		}
 		elapsed += max(0, time.Since(start)-elapsed-coordinator.LedgerBatchAge)

@@ -428,6 +428,7 @@ type target struct {
 	hc          *http.Client
 	clients     []*client.Client // one per gateway, each listing its own gateway first
 	gateways    []string
+	token       string         // the platform key of client.env, which /metrics needs
 	pids        map[string]int // process name → PID
 	coordinator string         // the coordinator's name in pids; "" when it shares a process
 	js          *jsCounter     // nil for up, whose NATS is inside its process
@@ -488,6 +489,7 @@ func startTarget(parent, sb *testing.B, kind, bin string, conc int) (t *target, 
 	}
 	t.hc = &http.Client{Transport: transport(conc), Timeout: time.Minute}
 	t.gateways = strings.Split(env["CLOISTER_URL"], ",")
+	t.token = env["CLOISTER_TOKEN"]
 	if t.clients, err = rotatedClients(t.gateways, env["CLOISTER_TOKEN"], pol, t.hc); err != nil {
 		return nil, nil, err
 	}
@@ -531,15 +533,27 @@ func startTarget(parent, sb *testing.B, kind, bin string, conc int) (t *target, 
 	return t, stop, nil
 }
 
+// benchOwner is the owner key of the cluster benchmarks' functions.
+var benchOwner = func() ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // rotatedClients returns one client per gateway, the i-th listing the
 // gateways from the i-th on. A client sends to the gateway that answered
 // it last (client/gateways.go), so one client would load one gateway;
 // calls spread over these clients spread over the gateways, and each can
 // still fail over to the others.
+//
+// They sign as benchOwner, which deployEcho deploys with, and so is the
+// echo's one caller.
 func rotatedClients(gws []string, token string, pol client.Policy, hc *http.Client) ([]*client.Client, error) {
 	var out []*client.Client
 	for i := range gws {
-		c, err := client.New(strings.Join(append(slices.Clone(gws[i:]), gws[:i]...), ","), token, pol, client.WithHTTPClient(hc))
+		c, err := client.New(strings.Join(append(slices.Clone(gws[i:]), gws[:i]...), ","), token, pol, client.WithHTTPClient(hc), client.WithCallerKey(benchOwner))
 		if err != nil {
 			return nil, err
 		}
@@ -552,10 +566,6 @@ func rotatedClients(gws []string, token string, pol client.Policy, hc *http.Clie
 // default manifest (confidential: required, so every call is sealed) and a
 // concurrency limit above the number of clients.
 func deployEcho(ctx context.Context, c *client.Client, conc int) error {
-	_, owner, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
 	wasm, err := os.ReadFile(echoWasm)
 	if err != nil {
 		return err
@@ -566,7 +576,7 @@ func deployEcho(ctx context.Context, c *client.Client, conc int) error {
 	if m.Version, err = c.NextVersion(ctx, fnName); err != nil {
 		return fmt.Errorf("next version of %s: %w", fnName, err)
 	}
-	bnd, err := bundle.Build(m, wasm, owner)
+	bnd, err := bundle.Build(m, wasm, benchOwner)
 	if err != nil {
 		return err
 	}
@@ -720,7 +730,7 @@ func (t *target) snap(ctx context.Context, end bool) (snapshot, error) {
 	s.workers = maps.Clone(t.byWorker)
 	t.mu.Unlock()
 	for _, g := range t.gateways {
-		n, err := invocationsAnswered(ctx, t.hc, g)
+		n, err := invocationsAnswered(ctx, t.hc, g, t.token)
 		if err != nil {
 			return s, err
 		}
@@ -831,12 +841,8 @@ func parseProcStatCPU(stat string) (time.Duration, error) {
 
 // invocationsAnswered is the number of invocations a gateway has answered
 // with any status, from its /metrics.
-func invocationsAnswered(ctx context.Context, hc *http.Client, gw string) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, gw+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := hc.Do(req)
+func invocationsAnswered(ctx context.Context, hc *http.Client, gw, token string) (uint64, error) {
+	resp, err := getMetrics(ctx, hc, gw, token)
 	if err != nil {
 		return 0, err
 	}

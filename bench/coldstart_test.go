@@ -87,10 +87,10 @@ func startCold(ctx context.Context) (e *coldEnv, err error) {
 		return nil, err
 	}
 	e.hc = &http.Client{Transport: transport(1), Timeout: time.Minute}
-	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc)); err != nil {
+	if _, e.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
-	if _, e.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
+	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
 		return nil, err
 	}
 	m100k, err := os.ReadFile(reactor100KWasm)
@@ -184,11 +184,7 @@ func (e *coldEnv) firstResult(ctx context.Context, fn string, m coldModule, newC
 // the gateway's /metrics, keyed by state or event ("idle", "busy", "miss",
 // "hit", ...).
 func (e *coldEnv) poolMetrics(ctx context.Context, fn string, v int) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.node.URL+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := e.hc.Do(req)
+	resp, err := getMetrics(ctx, e.hc, e.node.URL, e.node.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +334,7 @@ func BenchmarkColdStart(b *testing.B) {
 // every version after a function's first.
 func (e *coldEnv) benchFirstResult(b *testing.B, m coldModule, newCode bool) {
 	ctx := b.Context()
-	drainLedger(b, e.hc, e.node.URL)
+	drainLedger(b, e.hc, e.node.URL, e.node.Token)
 	fn := "cold-" + m.fn
 	if newCode {
 		fn += "-new"
@@ -365,7 +361,7 @@ func (e *coldEnv) benchFirstResult(b *testing.B, m coldModule, newCode bool) {
 // have missed the pool (made a sandbox), every call of the second kind hit it.
 func (e *coldEnv) benchInvoke(b *testing.B, m coldModule, scaledToZero bool) {
 	ctx := b.Context()
-	drainLedger(b, e.hc, e.node.URL)
+	drainLedger(b, e.hc, e.node.URL, e.node.Token)
 	fn := "warm-" + m.fn
 	if scaledToZero {
 		fn = "idle-" + m.fn

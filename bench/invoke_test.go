@@ -176,7 +176,7 @@ func benchModes(b *testing.B, e *env, conc int, modes []mode) {
 			ctx := b.Context()
 			// Start with no receipt waiting for the ledger: the previous
 			// mode's backlog must not slow this one down.
-			drainLedger(b, e.hc, e.node.URL)
+			drainLedger(b, e.hc, e.node.URL, e.node.Token)
 			// Warm up outside the timer: open conc keep-alive connections
 			// and make sure the worker holds the function loaded.
 			if _, err := runLoad(ctx, 2*conc, conc, m.op); err != nil {

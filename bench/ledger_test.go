@@ -26,13 +26,20 @@ type ledgerCounts struct {
 
 func (c ledgerCounts) backlog() float64 { return c.receipts - c.logged }
 
-// readLedgerCounts reads the counters from the gateway's /metrics.
-func readLedgerCounts(ctx context.Context, hc *http.Client, url string) (ledgerCounts, error) {
+// getMetrics asks the gateway at url for its /metrics, with token, which
+// must be a platform key (the node's own, from client.env).
+func getMetrics(ctx context.Context, hc *http.Client, url, token string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
 	if err != nil {
-		return ledgerCounts{}, err
+		return nil, err
 	}
-	resp, err := hc.Do(req)
+	req.Header.Set("Authorization", "Bearer "+token)
+	return hc.Do(req)
+}
+
+// readLedgerCounts reads the counters from the gateway's /metrics.
+func readLedgerCounts(ctx context.Context, hc *http.Client, url, token string) (ledgerCounts, error) {
+	resp, err := getMetrics(ctx, hc, url, token)
 	if err != nil {
 		return ledgerCounts{}, err
 	}
@@ -73,8 +80,8 @@ func parseLedgerCounts(r io.Reader) (ledgerCounts, error) {
 // waitLedger waits until every receipt the worker made has been logged,
 // or until none was logged for stall (no ledger, or a receipt that will
 // never count), or until max. It returns the backlog it found first.
-func waitLedger(ctx context.Context, hc *http.Client, url string, stall, max time.Duration) (float64, error) {
-	c, err := readLedgerCounts(ctx, hc, url)
+func waitLedger(ctx context.Context, hc *http.Client, url, token string, stall, max time.Duration) (float64, error) {
+	c, err := readLedgerCounts(ctx, hc, url, token)
 	if err != nil {
 		return 0, err
 	}
@@ -87,7 +94,7 @@ func waitLedger(ctx context.Context, hc *http.Client, url string, stall, max tim
 			return first, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
-		if c, err = readLedgerCounts(ctx, hc, url); err != nil {
+		if c, err = readLedgerCounts(ctx, hc, url, token); err != nil {
 			return first, err
 		}
 		if c.logged != last {
@@ -99,9 +106,9 @@ func waitLedger(ctx context.Context, hc *http.Client, url string, stall, max tim
 
 // drainLedger is waitLedger with the benchmarks' bounds: a backlog of a
 // few thousand receipts takes tens of seconds at the ledger's append rate.
-func drainLedger(tb testing.TB, hc *http.Client, url string) {
+func drainLedger(tb testing.TB, hc *http.Client, url, token string) {
 	tb.Helper()
-	if _, err := waitLedger(tb.Context(), hc, url, 2*time.Second, 3*time.Minute); err != nil {
+	if _, err := waitLedger(tb.Context(), hc, url, token, 2*time.Second, 3*time.Minute); err != nil {
 		tb.Fatalf("waiting for the ledger: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/node"
 )
 
@@ -66,14 +67,14 @@ func TestMain(m *testing.M) {
 	// a graceful stop gives up after 10 s and logs errors.
 	var closers []func() error
 	if shared != nil {
-		_, _ = waitLedger(context.Background(), shared.hc, shared.node.URL, 2*time.Second, time.Minute)
+		_, _ = waitLedger(context.Background(), shared.hc, shared.node.URL, shared.node.Token, 2*time.Second, time.Minute)
 		closers = append(closers, shared.close)
 	}
 	if unaccounted != nil {
 		closers = append(closers, unaccounted.close)
 	}
 	if cold != nil {
-		_, _ = waitLedger(context.Background(), cold.hc, cold.node.URL, 2*time.Second, time.Minute)
+		_, _ = waitLedger(context.Background(), cold.hc, cold.node.URL, cold.node.Token, 2*time.Second, time.Minute)
 		closers = append(closers, cold.close)
 	}
 	if ycsbShared != nil {
@@ -130,7 +131,7 @@ func start(ctx context.Context, conc int, opts node.Options) (e *env, err error)
 	}
 	e.native = httptest.NewServer(http.HandlerFunc(nativeEcho))
 	e.hc = &http.Client{Transport: transport(conc), Timeout: time.Minute}
-	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc)); err != nil {
+	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
 		return nil, err
 	}
 	if err := e.deploy(ctx, conc, fnName, echoWasm, bundle.ABICommand); err != nil {
@@ -183,6 +184,8 @@ func (e *env) deploy(ctx context.Context, conc int, name, file, abi string) erro
 	m.Namespace = "default" // the node's admin key's namespace
 	m.ABI = abi
 	m.Confidential = bundle.ConfidentialOptional
+	// Plaintext mode, and the anonymous sealed modes, need anyone.
+	m.Invokers = &certs.Invokers{Kind: certs.InvokersAny}
 	m.Limits.Concurrency = min(max(m.Limits.Concurrency, 2*conc), bundle.MaxConcurrency)
 	if m.Version, err = e.c.NextVersion(ctx, name); err != nil {
 		return fmt.Errorf("getting next version of %s: %w", name, err)

@@ -19,6 +19,8 @@
 #   bench/run.sh cluster              # BenchmarkCluster: sealed calls through `cloister dev cluster` (3 NATS,
 #                                     # 2 gateways, 2 workers) and `cloister up`, one after the other,
 #                                     # -benchtime 3s, 3 runs (COUNT), 8 clients (-conc N); ratio, CPU, bus
+#   bench/run.sh caller               # BenchmarkCallerSignature: hpke, session calls and session
+#                                     # opens, signed by the caller and anonymous, same run; raw output
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
 #                                     # cluster, once each; time to the next successful sealed call
 #
@@ -28,7 +30,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -90,6 +92,10 @@ cluster)
 	done | tee "$out"
 	bench=BenchmarkCluster
 	baseline=up
+	;;
+caller)
+	go test -run '^$' -bench BenchmarkCallerSignature -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-3}" ./bench/ "$@" | tee "$out"
+	bench=
 	;;
 failover)
 	go test -run '^TestFailover$' -timeout 30m -v ./bench/ -failover "$@" | tee "$out"

@@ -134,7 +134,7 @@ func TestSoak(t *testing.T) {
 
 	// Drain: the hostile's accepted async jobs, then the ledger.
 	s.drainJobs(t)
-	if _, err := waitLedger(t.Context(), s.adminHC, s.n.URL, 2*time.Second, 3*time.Minute); err != nil {
+	if _, err := waitLedger(t.Context(), s.adminHC, s.n.URL, s.n.Token, 2*time.Second, 3*time.Minute); err != nil {
 		t.Errorf("waiting for the ledger: %v", err)
 	}
 	sampler.mark("hostile jobs and ledger drained")
@@ -271,7 +271,7 @@ func (s *soak) newTenant(ctx context.Context, ns string, conc int) *soakTenant {
 }
 
 func (tn *soakTenant) newClient(n *node.Node) (*client.Client, error) {
-	return client.New(n.URL, tn.token, n.Policy, client.WithHTTPClient(tn.hc))
+	return client.New(n.URL, tn.token, n.Policy, client.WithHTTPClient(tn.hc), client.WithCallerKey(tn.owner))
 }
 
 // deploy signs file for tn's namespace as function name (edit changes the
@@ -902,11 +902,7 @@ func (s *soak) heapProfile(t *testing.T, name string) {
 
 // refusalMetrics reads the gateway's cloister_refusals_total by code.
 func (s *soak) refusalMetrics(t *testing.T) string {
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, s.n.URL+"/metrics", nil)
-	if err != nil {
-		return ""
-	}
-	resp, err := s.adminHC.Do(req)
+	resp, err := getMetrics(t.Context(), s.adminHC, s.n.URL, s.n.Token)
 	if err != nil {
 		t.Logf("reading /metrics: %v", err)
 		return ""

@@ -46,6 +46,9 @@ type Pending struct {
 	Mode         string     `json:"mode"`
 	RequestHash  string     `json:"request_sha256"`
 	ResponseKey  []byte     `json:"response_key,omitempty"`
+	// Caller is the caller hash the receipt must name (certs.CallerHash),
+	// or "-" for an anonymous submission.
+	Caller string `json:"caller_sha256,omitempty"`
 	// Steps are a sequence's resolved steps; Signer the owner key that
 	// signed its definition (none: unsigned).
 	Steps  []StepRef `json:"steps,omitempty"`
@@ -84,7 +87,7 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 			return nil, withActivationHint(err)
 		}
 		return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: c.ns, Name: name,
-			Version: o.Version, Mode: wire.ModePlain, RequestHash: seal.SHA256Hex(input)}, nil
+			Version: o.Version, Mode: wire.ModePlain, RequestHash: seal.SHA256Hex(input), Caller: "-"}, nil
 	}
 	fn, err := c.Function(ctx, name, o.Version)
 	if err != nil {
@@ -100,7 +103,7 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 	}
 	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
 		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,
-		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: sub.responseKey}, nil
+		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: sub.responseKey, Caller: c.expectCaller()}, nil
 }
 
 // sealedSubmission is a sealed async request and the key that opens its
@@ -142,8 +145,7 @@ func (c *Client) sealSubmission(fn *Function, input []byte, key string) (sealedS
 			return s, nil
 		}
 	}
-	payload := seal.NewPayload(input, c.now()).Encode()
-	cc, err := seal.SealRequest(fn.hpkeKey, seal.AsyncInfo(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.AsyncInfo(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), seal.NewPayload(input, c.now()), c.caller, false)
 	if err != nil {
 		return sealedSubmission{}, err
 	}
@@ -279,7 +281,7 @@ func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, err
 		return c.finishSequence(ctx, p, resp.Result, ar.Receipts, resp.Success, errorBody(resp))
 	}
 	exp := receipt.Expect{Namespace: p.Namespace, Function: p.Name, Version: p.Version, CodeHash: p.CodeHash,
-		SnapshotHash: p.SnapshotHash, RequestHash: p.RequestHash}
+		SnapshotHash: p.SnapshotHash, RequestHash: p.RequestHash, Caller: p.Caller}
 	if resp.Success {
 		exp.ResponseHash = seal.SHA256Hex(resp.Result)
 	}

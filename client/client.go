@@ -96,6 +96,8 @@ type Client struct {
 	// resubmits are sealed async submissions by idempotency key (see
 	// sealSubmission).
 	resubmits map[string]sealedSubmission
+	// caller signs sealed requests (WithCallerKey); nil: anonymous.
+	caller ed25519.PrivateKey
 
 	useToken bool
 	resultTk string           // the last verified attestation-result token
@@ -158,6 +160,32 @@ func WithNamespace(ns string) Option { return func(c *Client) { c.ns = ns } }
 // Namespace returns the namespace pinned with WithNamespace, or "" if none
 // is. Owner tooling signs bundles for it (Manifest.Namespace).
 func (c *Client) Namespace() string { return c.ns }
+
+// WithCallerKey makes the client sign every sealed request, and every
+// session it opens, with the caller key k, inside the envelope: the
+// worker checks the key against the function's invoker policy (which is
+// "owner", the owner key, unless the owner said otherwise) and names its
+// hash in the receipt, which the client checks. Without it, requests are
+// anonymous, and only functions whose policy is "any" serve them.
+func WithCallerKey(k ed25519.PrivateKey) Option { return func(c *Client) { c.caller = k } }
+
+// CallerHash is the hash of the client's caller key as receipts name it
+// (certs.CallerHash), or "" for an anonymous client.
+func (c *Client) CallerHash() string {
+	if c.caller == nil {
+		return ""
+	}
+	return certs.CallerHash(c.caller.Public().(ed25519.PublicKey))
+}
+
+// expectCaller is the caller the client's receipts must name: its key's
+// hash, or "-" (anonymous) without one.
+func (c *Client) expectCaller() string {
+	if h := c.CallerHash(); h != "" {
+		return h
+	}
+	return "-"
+}
 
 // WithOwnerKeys pins the owner keys whose functions the client will send
 // data to; a function certificate naming another owner is refused.
@@ -370,6 +398,7 @@ type Function struct {
 	// OwnerKey is the key that signed the function's bundle.
 	OwnerKey ed25519.PublicKey
 	hpkeKey  []byte
+	plain    bool // a plaintext call's stand-in: no certificate was fetched
 }
 
 // Function fetches and verifies the certificate of a function version
@@ -469,8 +498,7 @@ func (c *Client) Invoke(ctx context.Context, name string, input []byte, o Invoke
 	if err != nil {
 		return nil, err
 	}
-	payload := seal.NewPayload(input, c.now()).Encode()
-	cc, err := seal.SealRequest(fn.hpkeKey, seal.Info(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, false)
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.Info(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), seal.NewPayload(input, c.now()), c.caller, false)
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +540,8 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 		return nil, err
 	}
 	v, err := c.receipts().Verify(resp.Receipt, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
-		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext)})
+		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash, ResponseHash: seal.SHA256Hex(resp.Ciphertext),
+		Caller: c.expectCaller()})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
@@ -573,8 +602,12 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 		if _, aerr := c.Attest(ctx); aerr != nil {
 			return aerr
 		}
-		v, verr := c.receipts().Verify(e.body.Receipt, receipt.Expect{Namespace: fn.Namespace, Function: fn.Name,
-			Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, RequestHash: reqHash})
+		exp := receipt.Expect{Namespace: fn.Namespace, Function: fn.Name, Version: fn.Version, CodeHash: fn.CodeHash,
+			SnapshotHash: fn.SnapshotHash, RequestHash: reqHash, Caller: c.expectCaller()}
+		if fn.plain {
+			exp.Caller = "-"
+		}
+		v, verr := c.receipts().Verify(e.body.Receipt, exp)
 		if verr != nil {
 			return fmt.Errorf("%w: receipt of failed invocation: %w", ErrVerification, verr)
 		}
@@ -600,7 +633,7 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 		return nil, withReceiptHint(err, seal.SHA256Hex(input))
 	}
 	out := resp.body
-	fn := &Function{Namespace: c.ns, Name: name, Version: version}
+	fn := &Function{Namespace: c.ns, Name: name, Version: version, plain: true}
 	if resp.status != http.StatusOK {
 		return nil, c.verifyErrorReceipt(ctx, decodeError(resp.status, out), fn, seal.SHA256Hex(input))
 	}
@@ -613,7 +646,7 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 		return nil, fmt.Errorf("%w: malformed receipt", ErrVerification)
 	}
 	v, err := c.receipts().Verify(&sr, receipt.Expect{Namespace: c.ns, Function: name, Version: version,
-		RequestHash: seal.SHA256Hex(input), ResponseHash: seal.SHA256Hex(out)})
+		RequestHash: seal.SHA256Hex(input), ResponseHash: seal.SHA256Hex(out), Caller: "-"})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}

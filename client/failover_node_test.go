@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/node"
 )
 
@@ -58,6 +59,7 @@ func TestFailoverInvoke(t *testing.T) {
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	m := bundle.DefaultManifest("echo")
 	m.Version, m.Namespace, m.Confidential = 1, "default", bundle.ConfidentialOptional
+	m.Invokers = &certs.Invokers{Kind: certs.InvokersAny}
 	b, err := bundle.Build(m, module, owner)
 	if err != nil {
 		t.Fatal(err)

@@ -131,14 +131,13 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 			return nil, wire.SealedRequest{}, fmt.Errorf("%w: sequence %q: %w", ErrVerification, name, err)
 		}
 	}
-	payload := seal.NewPayload(input, c.now()).Encode()
-	cc, err := seal.SealRequest(first.hpkeKey, seal.SequenceInfo(async, p.Namespace, name, info), payload, false)
+	cc, err := seal.SealRequest(first.hpkeKey, seal.SequenceInfo(async, p.Namespace, name, info), seal.NewPayload(input, c.now()), c.caller, false)
 	if err != nil {
 		return nil, wire.SealedRequest{}, err
 	}
 	sr := wire.SealedRequest{Mode: wire.ModeSequence, Enc: cc.Enc, Ciphertext: cc.Ciphertext, Steps: p.Steps}
 	p.RequestHash = seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext)
-	p.ResponseKey = cc.ResponseKey
+	p.ResponseKey, p.Caller = cc.ResponseKey, c.expectCaller()
 	return p, sr, nil
 }
 
@@ -199,7 +198,7 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 		return nil, &Error{Status: eb.Code.Status(), Code: string(eb.Code), Message: eb.Message, Step: eb.Step, StepCode: string(eb.StepCode)}
 	}
 	vs, err := c.receipts().VerifyChain(chain, receipt.Expect{Namespace: p.Namespace, Function: first.Name, Version: first.Version,
-		CodeHash: first.CodeHash, RequestHash: p.RequestHash}, last)
+		CodeHash: first.CodeHash, RequestHash: p.RequestHash, Caller: p.Caller}, last)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}

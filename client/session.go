@@ -31,8 +31,7 @@ func (c *Client) OpenSession(ctx context.Context, name string, version int) (*Se
 	if err != nil {
 		return nil, err
 	}
-	payload := seal.NewPayload(nil, c.now()).Encode()
-	cc, err := seal.SealRequest(fn.hpkeKey, seal.Info(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), payload, true)
+	cc, err := seal.SealRequest(fn.hpkeKey, seal.Info(fn.Namespace, fn.Name, fn.Version, fn.CodeHash), seal.NewPayload(nil, c.now()), c.caller, true)
 	if err != nil {
 		return nil, err
 	}

@@ -123,7 +123,7 @@ func TestAsyncSequencesTriggersCLI(t *testing.T) {
 	if r := s.cli("trigger", "create", "t", "--cron", "61 * * * *"); r.code != 1 || !strings.Contains(r.stderr, "invalid_trigger") {
 		t.Fatalf("bad cron: exit %d %q", r.code, r.stderr)
 	}
-	writeManifest(t, dir, "open", `{"confidential":"optional"}`)
+	writeManifest(t, dir, "open", `{"confidential":"optional","invokers":"any"}`)
 	s.mustCLI("fn", "deploy", "open-sha", repo("examples", "sha256-c", "sha256-c.wasm"), "--manifest", filepath.Join(dir, "open.json"))
 	s.mustCLI("trigger", "create", "manual")
 	s.mustCLI("rule", "create", "r1", "--trigger", "manual", "--function", "open-sha")

@@ -87,7 +87,26 @@ func loadEnv() (clientEnv, error) {
 // comma-separated: the client fails over between them (see client.New).
 // With CLOISTER_DEBUG set (not empty, not 0), the client logs on stderr
 // which gateway answered each request and why it failed over.
-func newClient() (*client.Client, error) {
+func newClient() (*client.Client, error) { return newClientAs("") }
+
+// newClientAs is newClient signing sealed requests with the caller key
+// at keyPath: the key that --key names (it must exist), or else the one
+// at CLOISTER_KEY or the owner key's default path (defaultKeyPath), if
+// there is one there. Without a key, calls are anonymous: only functions
+// whose invoker policy is "any" serve them.
+func newClientAs(keyPath string) (*client.Client, error) {
+	explicit := keyPath != ""
+	if keyPath == "" {
+		keyPath = defaultKeyPath()
+	}
+	var caller ed25519.PrivateKey
+	if _, err := os.Stat(keyPath); err == nil || explicit {
+		k, err := loadKey(keyPath)
+		if err != nil {
+			return nil, err
+		}
+		caller = k
+	}
 	e, err := loadEnv()
 	if err != nil {
 		return nil, err
@@ -118,6 +137,9 @@ func newClient() (*client.Client, error) {
 			return nil, fmt.Errorf("CLOISTER_OWNERS: %q is not a hex Ed25519 public key", h)
 		}
 		opts = append(opts, client.WithOwnerKeys(k))
+	}
+	if caller != nil {
+		opts = append(opts, client.WithCallerKey(caller))
 	}
 	return client.New(e.URL, e.Token, pol, opts...)
 }

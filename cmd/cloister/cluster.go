@@ -15,7 +15,7 @@ import (
 )
 
 // cmdCluster runs `cloister cluster status`: the active coordinator and
-// its standbys, the gateways, the workers and the NATS nodes (admin).
+// its standbys, the gateways, the workers and the NATS nodes (a platform key).
 func cmdCluster(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "status" {
 		return usageErr("usage: cloister cluster status [--json]")

@@ -107,6 +107,22 @@ func (c *testCluster) logs() string {
 	return b.String()
 }
 
+// grep returns the lines of every role's log that contain s, each
+// prefixed with its file, at most max of them.
+func (c *testCluster) grep(s string, max int) []string {
+	var out []string
+	files, _ := filepath.Glob(filepath.Join(c.cdir, "logs", "*.log"))
+	for _, f := range files {
+		l, _ := os.ReadFile(f)
+		for line := range strings.Lines(string(l)) {
+			if strings.Contains(line, s) && len(out) < max {
+				out = append(out, filepath.Base(f)+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	return out
+}
+
 // waitFor polls ok until it holds, failing the test past the budget or if
 // the launcher exits.
 func (c *testCluster) waitFor(what string, ok func() bool) {
@@ -121,7 +137,11 @@ func (c *testCluster) waitFor(what string, ok func() bool) {
 			case <-r.done:
 				if c.procs[r.name].PID == r.cmd.Process.Pid {
 					c.mu.Unlock()
-					c.t.Fatalf("waiting for %s: %s, started again, exited (%v); see %s", what, r.name, r.err, c.procs[r.name].Log)
+					tail, _ := os.ReadFile(c.procs[r.name].Log)
+					if len(tail) > 3000 {
+						tail = tail[len(tail)-3000:]
+					}
+					c.t.Fatalf("waiting for %s: %s, started again, exited (%v); the end of %s:\n%s", what, r.name, r.err, c.procs[r.name].Log, tail)
 				}
 			default:
 			}
@@ -195,7 +215,13 @@ func (c *testCluster) client() *client.Client {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cl, err := client.New(c.env["CLOISTER_URL"], c.env["CLOISTER_TOKEN"], pol)
+	var opts []client.Option
+	// The CLI's key (`keys new`) deployed the functions and, by their
+	// default invoker policy, is their one caller.
+	if k, err := loadKey(filepath.Join(c.dir, "owner.key")); err == nil {
+		opts = append(opts, client.WithCallerKey(k))
+	}
+	cl, err := client.New(c.env["CLOISTER_URL"], c.env["CLOISTER_TOKEN"], pol, opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -320,7 +320,7 @@ func TestClusterFaults(t *testing.T) {
 	for key, p := range pending {
 		a, _ := l.c.Activation(vctx, p.ActivationID)
 		if a != nil {
-			t.Errorf("job %s (activation %s) did not complete within 2 minutes: %s after %d attempts: %q", key, p.ActivationID, a.Status, a.Attempts, a.Logs)
+			t.Errorf("job %s (activation %s) did not complete within 2 minutes: %s after %d attempts: %q; the roles logged: %q", key, p.ActivationID, a.Status, a.Attempts, a.Logs, c.grep(p.ActivationID, 20))
 		} else {
 			t.Errorf("job %s (activation %s) did not complete within 2 minutes", key, p.ActivationID)
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -9,12 +11,13 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/bundle"
 )
 
 func cmdFn(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: cloister fn deploy|list|get|delete ...")
+		return usageErr("usage: cloister fn deploy|list|get|delete|policy ...")
 	}
 	switch args[0] {
 	case "deploy":
@@ -25,8 +28,10 @@ func cmdFn(ctx context.Context, args []string) error {
 		return fnGet(ctx, args[1:])
 	case "delete", "rm":
 		return fnDelete(ctx, args[1:])
+	case "policy":
+		return fnPolicy(ctx, args[1:])
 	default:
-		return usageErr("unknown fn command %q (deploy, list, get, delete)", args[0])
+		return usageErr("unknown fn command %q (deploy, list, get, delete, policy)", args[0])
 	}
 }
 
@@ -216,4 +221,86 @@ func fnDelete(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("deleted %s\n", pos[0])
 	return nil
+}
+
+// fnPolicy shows a function's invoker policy or, with --invokers, changes
+// it: signed with the owner key, certified by the coordinator, enforced by
+// the workers for every version, without a deploy.
+func fnPolicy(ctx context.Context, args []string) error {
+	const use = "usage: cloister fn policy NAME [--invokers owner|any|HEXKEY,...] [--key F] [--json]"
+	fs := flag.NewFlagSet("fn policy", flag.ContinueOnError)
+	invokers := fs.String("invokers", "", "the new policy: owner, any, or caller public keys (hex, as `keys new` prints them), comma-separated")
+	keyPath := fs.String("key", defaultKeyPath(), "the owner key that signs the change")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr(use)
+	}
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	var p *client.InvokerPolicy
+	if *invokers == "" {
+		if p, err = c.Policy(ctx, pos[0]); err != nil {
+			return err
+		}
+		if p == nil {
+			if *asJSON {
+				return printJSON(map[string]any{"name": pos[0], "invokers": client.InvokersAny, "policy_version": 0})
+			}
+			fmt.Printf("%s has no invoker policy (deployed before policies existed): anyone may invoke it\n", pos[0])
+			return nil
+		}
+	} else {
+		kind, keys, err := parseInvokers(*invokers)
+		if err != nil {
+			return usageErr("--invokers: %v", err)
+		}
+		owner, err := loadKey(*keyPath)
+		if err != nil {
+			return err
+		}
+		if p, err = c.SetPolicy(ctx, pos[0], kind, keys, owner); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		return printJSON(policyJSON(p))
+	}
+	fmt.Printf("%s/%s invoker policy v%d: %s (owner %s, certified %s)\n", p.Namespace, p.Name, p.Version, p.Kind,
+		hex.EncodeToString(p.OwnerKey), p.IssuedAt.Format("2006-01-02 15:04:05"))
+	for _, k := range p.Keys {
+		fmt.Printf("  %s\n", hex.EncodeToString(k))
+	}
+	return nil
+}
+
+// parseInvokers reads owner, any, or comma-separated hex public keys.
+func parseInvokers(s string) (string, []ed25519.PublicKey, error) {
+	switch s {
+	case client.InvokersOwner, client.InvokersAny:
+		return s, nil, nil
+	}
+	var keys []ed25519.PublicKey
+	for _, h := range strings.Split(s, ",") {
+		k, err := hex.DecodeString(strings.TrimSpace(h))
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return "", nil, fmt.Errorf("%q is not owner, any or a hex Ed25519 public key", h)
+		}
+		keys = append(keys, k)
+	}
+	return client.InvokersKeys, keys, nil
+}
+
+func policyJSON(p *client.InvokerPolicy) map[string]any {
+	keys := make([]string, len(p.Keys))
+	for i, k := range p.Keys {
+		keys[i] = hex.EncodeToString(k)
+	}
+	return map[string]any{"namespace": p.Namespace, "name": p.Name, "policy_version": p.Version, "invokers": p.Kind,
+		"keys": keys, "owner_key": hex.EncodeToString(p.OwnerKey), "issued_at": p.IssuedAt}
 }

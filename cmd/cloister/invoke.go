@@ -25,18 +25,19 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	isAsync := fs.Bool("async", false, "queue the invocation and print its activation id at once")
 	idemKey := fs.String("idempotency-key", "", "with --async: queue at most once per key in the namespace")
 	withLogs := fs.Bool("logs", false, "also print what the function wrote on stderr (sealed to you like the output), also when it fails")
+	keyPath := fs.String("key", "", "the caller key that signs the request (default: CLOISTER_KEY, else the owner key if there is one)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageErr("usage: cloister invoke NAME [--data JSON|@file] [--version V] [--json]")
+		return usageErr("usage: cloister invoke NAME [--data JSON|@file] [--version V] [--key F] [--json]")
 	}
 	input, err := readData(*data)
 	if err != nil {
 		return err
 	}
-	c, err := newClient()
+	c, err := newClientAs(*keyPath)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func TestJavaScriptCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mustCLI("fn", "deploy", "thrower", script, "--manifest",
-		writeManifest(t, dir, "thrower", `{"confidential":"optional","limits":{"timeout_ms":2000}}`))
+		writeManifest(t, dir, "thrower", `{"confidential":"optional","invokers":"any","limits":{"timeout_ms":2000}}`))
 	r = s.cli("invoke", "thrower", "--data", `{}`, "--plaintext")
 	if r.code == 0 || !strings.Contains(r.stderr, "js_error") || !strings.Contains(r.stderr, "TypeError: no") {
 		t.Errorf("thrower: exit %d, stderr %q; want js_error with the message", r.code, r.stderr)

@@ -31,8 +31,11 @@ func cmdKeys(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "recovery" {
 		return cmdKeysRecovery(args[1:])
 	}
+	if len(args) > 0 && args[0] == "api" {
+		return cmdKeysAPI(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "new" {
-		return usageErr("usage: cloister keys new [--out FILE] [--force] | keys recovery --out FILE")
+		return usageErr("usage: cloister keys new [--out FILE] [--force] | keys recovery --out FILE | keys api create|list|revoke")
 	}
 	fs := flag.NewFlagSet("keys new", flag.ContinueOnError)
 	out := fs.String("out", defaultKeyPath(), "where to write the key")

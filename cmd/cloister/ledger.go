@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 
@@ -20,7 +21,7 @@ import (
 
 func cmdLedger(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: cloister ledger verify | audit [--from N] [--json|--csv]")
+		return usageErr("usage: cloister ledger verify | audit [--from N] [--by-caller] [--json|--csv]")
 	}
 	switch args[0] {
 	case "verify":
@@ -89,6 +90,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	from := fs.Uint64("from", 0, "first log index to replay")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	asCSV := fs.Bool("csv", false, "print the bill as CSV")
+	byCaller := fs.Bool("by-caller", false, "one bill line per caller key (the receipts' caller_sha256; blank: anonymous and plaintext calls)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -97,6 +99,9 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		return err
 	}
 	auditor := billing.NewAuditor(receipt.NewVerifier(a.IdentityKey))
+	if *byCaller {
+		auditor.PerCaller()
+	}
 	var progress ledger.ProgressFunc
 	if isTerminal(os.Stderr) {
 		progress = func(done, total uint64) { fmt.Fprintf(os.Stderr, "\r  audited %d of %d entries", done, total) }
@@ -120,13 +125,21 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		}
 	case *asCSV:
 		w := csv.NewWriter(os.Stdout)
-		w.Write([]string{"namespace", "function", "invocations", "failed", "instructions", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages", "duplicates"})
+		head := []string{"namespace", "function", "invocations", "failed", "instructions", "wall_ns", "cpu_ns", "input_bytes", "output_bytes", "peak_memory_pages", "duplicates"}
+		if *byCaller {
+			head = slices.Insert(head, 2, "caller_sha256")
+		}
+		w.Write(head)
 		for _, u := range lines {
-			w.Write([]string{u.Namespace, u.Function, strconv.FormatUint(u.Invocations, 10), strconv.FormatUint(u.Failed, 10),
+			row := []string{u.Namespace, u.Function, strconv.FormatUint(u.Invocations, 10), strconv.FormatUint(u.Failed, 10),
 				strconv.FormatUint(u.Instructions, 10),
 				strconv.FormatInt(u.WallNanos, 10), strconv.FormatInt(u.CPUNanos, 10), strconv.FormatInt(u.InputBytes, 10),
 				strconv.FormatInt(u.OutputBytes, 10), strconv.FormatUint(uint64(u.PeakPages), 10),
-				strconv.FormatUint(u.Duplicates, 10)})
+				strconv.FormatUint(u.Duplicates, 10)}
+			if *byCaller {
+				row = slices.Insert(row, 2, u.Caller)
+			}
+			w.Write(row)
 		}
 		w.Flush()
 		if err := w.Error(); err != nil {
@@ -136,9 +149,19 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		fmt.Printf("audited entries %d..%d of a log of size %d (checkpoint signed by the attested coordinator); root matches: %v\n",
 			rep.From, rep.From+rep.Entries, rep.Checkpoint.Size, rep.RootMatches)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAMESPACE\tFUNCTION\tINVOCATIONS\tFAILED\tINSTRUCTIONS\tWALL ms\tCPU ms\tIN bytes\tOUT bytes\tPEAK pages")
+		caller, callerCol := func(billing.Line) string { return "" }, ""
+		if *byCaller {
+			callerCol = "CALLER\t"
+			caller = func(u billing.Line) string {
+				if u.Caller == "" {
+					return "anonymous\t"
+				}
+				return short(u.Caller) + "\t"
+			}
+		}
+		fmt.Fprintln(tw, "NAMESPACE\tFUNCTION\t"+callerCol+"INVOCATIONS\tFAILED\tINSTRUCTIONS\tWALL ms\tCPU ms\tIN bytes\tOUT bytes\tPEAK pages")
 		for _, u := range lines {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%d\n", u.Namespace, u.Function, u.Invocations, u.Failed, u.Instructions,
+			fmt.Fprintf(tw, "%s\t%s\t%s%d\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%d\n", u.Namespace, u.Function, caller(u), u.Invocations, u.Failed, u.Instructions,
 				float64(u.WallNanos)/1e6, float64(u.CPUNanos)/1e6, u.InputBytes, u.OutputBytes, u.PeakPages)
 		}
 		tw.Flush()

@@ -51,16 +51,22 @@ Usage:
                                                              write NATS server configs, TLS certificates and per-role nkeys
   cloister dev cluster --dir DIR [--nats N] [--coordinators N] [--gateways N] [--workers N]
                                                              run a local cluster (sim), every part a child process on loopback
-  cloister cluster status [--json]                           the active coordinator, standbys, gateways, workers, NATS (admin)
+  cloister cluster status [--json]                           the active coordinator, standbys, gateways, workers, NATS (platform key)
   cloister collateral bundle [--cache DIR] --out FILE        write an offline collateral bundle from a cache
   cloister manifest show | set FILE.json [--key F] | history [--json]
                                                              the deployment manifest (a change needs an admin signature)
   cloister keys new [--out FILE] [--force]                   create an owner signing key
   cloister keys recovery --out FILE                          create the owner's recovery key (FILE and FILE.pub)
+  cloister keys api create --scope invoke|deploy|admin [--expires D] [--name N] [--namespace NS] [--platform] [--json]
+                                                             create an API key and print it (admin key)
+  cloister keys api list [--namespace NS] [--json] | revoke KEY-OR-ID
+                                                             list the API keys (never the keys) or revoke one (admin key)
   cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
-  cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--json] [--receipt-out F]
+  cloister fn policy NAME [--invokers owner|any|HEXKEY,...] [--key F] [--json]
+                                                             show or change who may invoke the function
+  cloister invoke NAME [--data JSON|@file] [--version V] [--plaintext] [--key F] [--json] [--receipt-out F]
                 [--async [--idempotency-key K]]          NAME may be a function or a sequence
   cloister activations list [--limit N] [--name F] [--json] | get ID | result ID [--wait D] | logs ID | dead [--limit N] [--since T]
   cloister seq create NAME STEP[@V]... [--key F | --unsigned] | list | get NAME | delete NAME
@@ -70,8 +76,9 @@ Usage:
   cloister receipt verify FILE [--json] [--require-inclusion]
                                                              verify a saved receipt and its inclusion in the ledger
   cloister ledger verify                                     check the log extends the checkpoint seen before
-  cloister ledger audit [--from N] [--json|--csv]            replay the log, verify every receipt, print the bill
-  cloister token create NAMESPACE [--name N]                 create an API key (admin)
+  cloister ledger audit [--from N] [--by-caller] [--json|--csv]
+                                                             replay the log, verify every receipt, print the bill
+  cloister token create NAMESPACE [--name N]                 create a deploy-scope API key (admin; see keys api create)
 
 Client commands read CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_POLICY and
 CLOISTER_NAMESPACE, or the file named by CLOISTER_ENV (default

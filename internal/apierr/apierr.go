@@ -78,6 +78,22 @@ const (
 	// (the state anchor, the replay store) failed during the call. It may
 	// have had effects: retry it if running it twice is safe.
 	Interrupted Code = "interrupted"
+	// KeyRevoked: the API key was revoked (`cloister keys api revoke`).
+	// Every gateway refuses it within seconds of the revocation.
+	KeyRevoked Code = "key_revoked"
+	// KeyExpired: the API key is past the expiry it was created with.
+	KeyExpired Code = "key_expired"
+	// InsufficientScope: the API key is valid, but its scope (invoke,
+	// deploy, admin) does not cover the route (RFC 6750's name).
+	InsufficientScope Code = "insufficient_scope"
+	// CallerNotAuthorised: the function's invoker policy does not name the
+	// caller (the key that signed the sealed request, or nobody for an
+	// anonymous or plaintext call). The worker refused it in the TEE, and
+	// the refusal has a receipt.
+	CallerNotAuthorised Code = "caller_not_authorised"
+	// CallerSignature: a sealed request carries a caller key whose
+	// signature does not verify for this request and function.
+	CallerSignature Code = "caller_signature"
 )
 
 var status = map[Code]int{
@@ -120,6 +136,11 @@ var status = map[Code]int{
 	Overloaded:           http.StatusServiceUnavailable,
 	WorkerLost:           http.StatusServiceUnavailable,
 	Interrupted:          http.StatusServiceUnavailable,
+	KeyRevoked:           http.StatusUnauthorized,
+	KeyExpired:           http.StatusUnauthorized,
+	InsufficientScope:    http.StatusForbidden,
+	CallerNotAuthorised:  http.StatusForbidden,
+	CallerSignature:      http.StatusBadRequest,
 }
 
 // Status returns the HTTP status for a code (500 for unknown codes).

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cloister-faas/cloister/internal/attest"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/strictjson"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
@@ -62,6 +63,12 @@ type Manifest struct {
 	// bundles built before the field existed, which stay servable where
 	// they were registered (docs/threat-model.md).
 	Namespace string `json:"namespace,omitempty"`
+	// Invokers, if set, is the function's invoker policy from this version
+	// on: "owner", "any" or a list of caller keys (certs.Invokers). Unset,
+	// the function keeps the policy it has, and a new function gets
+	// "owner". The policy covers every version of the function, and the
+	// owner can change it without deploying (docs/authority.md).
+	Invokers *certs.Invokers `json:"invokers,omitempty"`
 }
 
 // DeployerGatewayTrusted marks a bundle the gateway built and signed for an

@@ -29,7 +29,10 @@ const (
 	SubjectAdmit       = "cloister.coord.admit"
 	SubjectRegister    = "cloister.coord.register"
 	SubjectFunctionKey = "cloister.coord.fnkey"
-	CoordinatorQueue   = "coordinators"
+	// SubjectPolicy carries an owner's signed invoker policy update
+	// (wire.PolicyRequest) to the coordinator, which certifies it.
+	SubjectPolicy    = "cloister.coord.policy"
+	CoordinatorQueue = "coordinators"
 	// SubjectDeployed announces a registered function version
 	// (wire.Deployed) so that workers can load it and pre-warm its pool
 	// before the first request.

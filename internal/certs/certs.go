@@ -119,8 +119,14 @@ type Function struct {
 	Confidential string     `json:"confidential"`
 	AllowTEE     []tee.Kind `json:"allow_tee"`
 	// MinTCB is the function's minimum TCB per TEE kind (bundle TEE policy).
-	MinTCB   map[tee.Kind]string `json:"min_tcb,omitempty"`
-	IssuedAt time.Time           `json:"issued_at"`
+	MinTCB map[tee.Kind]string `json:"min_tcb,omitempty"`
+	// PolicyVersion is the version of the function's invoker policy
+	// (Policy) in force when this version was registered. A worker serves
+	// the version only under that policy or a later one, so that nobody
+	// who controls storage can strip or roll back the policy below it.
+	// Zero in certificates issued before policies existed.
+	PolicyVersion int       `json:"policy_version,omitempty"`
+	IssuedAt      time.Time `json:"issued_at"`
 }
 
 // OpenFunction verifies and decodes a function certificate.

@@ -403,6 +403,7 @@ func (c *Coordinator) subscribe(ctx context.Context, nc *nats.Conn) ([]*nats.Sub
 	handlers := map[string]bus.Handler{
 		bus.SubjectAdmit:           c.handleAdmit,
 		bus.SubjectRegister:        c.handleRegister,
+		bus.SubjectPolicy:          c.handlePolicy,
 		bus.SubjectFunctionKey:     c.handleFunctionKey,
 		bus.SubjectManifestSet:     c.handleManifestSet,
 		bus.SubjectManifestHistory: c.handleManifestHistory,
@@ -630,27 +631,33 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	pol, err := c.deployPolicy(ctx, req.Namespace, req.Name, bd.Manifest.Invokers, bd.Signer)
+	if err != nil {
+		return nil, err
+	}
 	fc := certs.Function{
-		Namespace:    req.Namespace,
-		Name:         req.Name,
-		Version:      v,
-		CodeHash:     bd.CodeHash,
-		SnapshotHash: ins.SnapshotHash,
-		ABI:          bd.Manifest.ABI,
-		BundleHash:   bundleHash,
-		OwnerKey:     bd.Signer,
-		HPKEKey:      seal.PublicKeyBytes(fk),
-		Suite:        seal.Suite,
-		Confidential: bd.Manifest.Confidential,
-		AllowTEE:     bd.Manifest.TEE.Allow,
-		MinTCB:       bd.Manifest.TEE.MinTCB,
-		IssuedAt:     c.now().UTC(),
+		PolicyVersion: pol.version,
+		Namespace:     req.Namespace,
+		Name:          req.Name,
+		Version:       v,
+		CodeHash:      bd.CodeHash,
+		SnapshotHash:  ins.SnapshotHash,
+		ABI:           bd.Manifest.ABI,
+		BundleHash:    bundleHash,
+		OwnerKey:      bd.Signer,
+		HPKEKey:       seal.PublicKeyBytes(fk),
+		Suite:         seal.Suite,
+		Confidential:  bd.Manifest.Confidential,
+		AllowTEE:      bd.Manifest.TEE.Allow,
+		MinTCB:        bd.Manifest.TEE.MinTCB,
+		IssuedAt:      c.now().UTC(),
 	}
 	signed, err := certs.Sign(c.identity, certs.DomainFunction, fc)
 	if err != nil {
 		return nil, err
 	}
 	rec := &registry.Record{Certificate: signed, Manifest: bd.RawManifest, Object: req.Object, Size: len(raw), Created: fc.IssuedAt}
+	rec.Policy, rec.PolicyVersion = pol.install, pol.version
 	// The last moment to give up: past the deadline the caller may have
 	// been told the deploy failed, and removed the bundle.
 	if !time.Now().Before(deadline) {
@@ -668,7 +675,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	}
 	return wire.FunctionInfo{
 		Namespace: req.Namespace, Name: req.Name, Version: v, CodeHash: bd.CodeHash, BundleHash: fc.BundleHash,
-		Confidential: fc.Confidential, Created: fc.IssuedAt, Manifest: bd.RawManifest, Certificate: signed,
+		Confidential: fc.Confidential, Created: fc.IssuedAt, Manifest: bd.RawManifest, Certificate: signed, Policy: pol.inForce,
 	}, nil
 }
 

@@ -32,31 +32,31 @@ const maxDefinitionBytes = 64 << 10
 // asyncRoutes registers the routes of async invocations, activations,
 // sequences, triggers and rules.
 func (g *Gateway) asyncRoutes() {
-	g.handle("GET /v1/activations", true, g.listActivations)
-	g.handle("GET /v1/activations/{id}", true, g.getActivation)
-	g.handle("GET /v1/activations/{id}/result", true, g.activationResult)
-	g.handle("GET /v1/activations/{id}/logs", true, g.activationLogs)
-	g.handle("GET /v1/dead-letters", true, g.listDeadLetters)
-	g.handle("GET /v1/sequences", true, g.listSequences)
-	g.handle("PUT /v1/sequences/{name}", true, g.putSequence)
-	g.handle("GET /v1/sequences/{name}", true, g.getSequence)
-	g.handle("DELETE /v1/sequences/{name}", true, g.deleteSequence)
-	g.handle("POST /v1/sequences/{name}/invoke", true, g.invokeSequence)
-	g.handle("GET /v1/triggers", true, g.listTriggers)
-	g.handle("PUT /v1/triggers/{name}", true, g.putTrigger)
-	g.handle("GET /v1/triggers/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.handle("GET /v1/activations", ScopeInvoke, g.listActivations)
+	g.handle("GET /v1/activations/{id}", ScopeInvoke, g.getActivation)
+	g.handle("GET /v1/activations/{id}/result", ScopeInvoke, g.activationResult)
+	g.handle("GET /v1/activations/{id}/logs", ScopeInvoke, g.activationLogs)
+	g.handle("GET /v1/dead-letters", ScopeInvoke, g.listDeadLetters)
+	g.handle("GET /v1/sequences", ScopeInvoke, g.listSequences)
+	g.handle("PUT /v1/sequences/{name}", ScopeDeploy, g.putSequence)
+	g.handle("GET /v1/sequences/{name}", ScopeInvoke, g.getSequence)
+	g.handle("DELETE /v1/sequences/{name}", ScopeDeploy, g.deleteSequence)
+	g.handle("POST /v1/sequences/{name}/invoke", ScopeInvoke, g.invokeSequence)
+	g.handle("GET /v1/triggers", ScopeInvoke, g.listTriggers)
+	g.handle("PUT /v1/triggers/{name}", ScopeDeploy, g.putTrigger)
+	g.handle("GET /v1/triggers/{name}", ScopeInvoke, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		return st.GetTrigger(ctx, ns, name)
 	}))
-	g.handle("DELETE /v1/triggers/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.handle("DELETE /v1/triggers/{name}", ScopeDeploy, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		return map[string]string{"deleted": name}, st.DeleteTrigger(ctx, ns, name)
 	}))
-	g.handle("POST /v1/triggers/{name}/fire", true, g.fireTrigger)
-	g.handle("GET /v1/rules", true, g.listRules)
-	g.handle("PUT /v1/rules/{name}", true, g.putRule)
-	g.handle("GET /v1/rules/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.handle("POST /v1/triggers/{name}/fire", ScopeInvoke, g.fireTrigger)
+	g.handle("GET /v1/rules", ScopeInvoke, g.listRules)
+	g.handle("PUT /v1/rules/{name}", ScopeDeploy, g.putRule)
+	g.handle("GET /v1/rules/{name}", ScopeInvoke, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		return st.GetRule(ctx, ns, name)
 	}))
-	g.handle("DELETE /v1/rules/{name}", true, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.handle("DELETE /v1/rules/{name}", ScopeDeploy, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		return map[string]string{"deleted": name}, st.DeleteRule(ctx, ns, name)
 	}))
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -80,12 +79,12 @@ func (g *Gateway) SetURL(u string) {
 	g.gws.mu.Unlock()
 }
 
-// cluster answers GET /v1/cluster (admin): the active coordinator and its
+// cluster answers GET /v1/cluster (a platform key): the active coordinator and its
 // standbys, the gateways and workers heard from recently, and the NATS
 // cluster's health as this gateway's connection sees it.
 func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	if !p.Admin {
-		return apierr.New(apierr.Forbidden, "the cluster's status needs an admin key")
+	if err := p.needPlatform("the cluster's status"); err != nil {
+		return err
 	}
 	st := wire.ClusterStatus{Gateways: []wire.GatewayStatus{}, Workers: []wire.ClusterWorker{}}
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
@@ -35,21 +37,29 @@ type fuzzGateway struct {
 
 func newFuzzGateway(f *testing.F) *fuzzGateway {
 	f.Helper()
+	nc, st, as, tok := testStores(f, "fuzz")
+	return &fuzzGateway{h: New(Config{Conn: nc, Stores: st, Async: as, Logger: quiet}), token: tok}
+}
+
+// testStores starts an embedded NATS with the gateway's stores and a
+// platform admin key of namespace ns (Admin without a scope is one).
+func testStores(tb testing.TB, ns string) (*nats.Conn, *bus.Stores, *bus.AsyncStores, string) {
+	tb.Helper()
 	ctx := context.Background()
-	nc := bustest.Connect(f)
+	nc := bustest.Connect(tb)
 	st, err := bus.OpenStores(ctx, nc, 1, quiet)
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	as, err := bus.OpenAsync(ctx, st.JS, 1, bus.AsyncLimits{})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	tok, err := IssueToken(ctx, st.Auth, Principal{Namespace: "fuzz", Admin: true, Name: "fuzz"})
+	tok, err := IssueToken(ctx, st.Auth, Principal{Namespace: ns, Admin: true, Name: ns})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	return &fuzzGateway{h: New(Config{Conn: nc, Stores: st, Async: as, Logger: quiet}), token: tok}
+	return nc, st, as, tok
 }
 
 // serve sends one request, authenticated as the API's clients do.
@@ -104,6 +114,10 @@ type bodyRoute struct {
 
 var nativeBodyRoutes = []bodyRoute{
 	{"POST", "/v1/tokens", "application/json", []string{`{"namespace":"fz","name":"k"}`, `{"namespace":"Not Valid"}`}},
+	{"POST", "/v1/keys", "application/json", []string{
+		`{"scope":"invoke"}`, `{"scope":"admin","namespace":"other","name":"ci","expires_in":"1h","platform":true}`,
+		`{"scope":"root"}`, `{"scope":"deploy","expires_in":"-1s"}`, `{"scope":"deploy","name":"a\u0000b"}`,
+	}},
 	{"POST", "/v1/functions/fz", "application/octet-stream", []string{"\x00CLB\x01\x00\x00\x00\x02{}"}},
 	{"POST", "/v1/functions/fz/invoke", "application/json", []string{`{"name":"Ada"}`}},
 	{"POST", "/v1/functions/fz/invoke", wire.SealedContentType, []string{
@@ -162,7 +176,7 @@ func fuzzRoutes(f *testing.F, routes []bodyRoute, openWhisk bool) {
 }
 
 // FuzzNativeBodies drives every native route that reads a body: tokens,
-// deploy, plaintext and sealed invocations (sync and async), sessions,
+// API keys, deploy, plaintext and sealed invocations (sync and async), sessions,
 // sequences, triggers, rules and the manifest.
 func FuzzNativeBodies(f *testing.F) { fuzzRoutes(f, nativeBodyRoutes, false) }
 

@@ -6,6 +6,7 @@
 // plaintext of a confidential request or response, or any key: it forwards
 // sealed bodies as they are. It refuses a plaintext request to a function
 // whose manifest requires confidentiality before the plaintext goes further.
+// It never stores or logs an API key: only its SHA-256, and its id in logs.
 package gateway
 
 import (
@@ -118,7 +119,7 @@ func New(cfg Config) *Gateway {
 		cfg:  cfg,
 		log:  cfg.Logger.WithGroup("gateway"),
 		reg:  registry.New(cfg.Stores.Registry),
-		auth: &authCache{kv: cfg.Stores.Auth, m: map[string]cachedPrincipal{}},
+		auth: newAuthCache(cfg.Stores.Auth),
 		mux:  http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cloister_http_requests_total", Help: "HTTP requests by route and status code.",
@@ -135,30 +136,38 @@ func New(cfg Config) *Gateway {
 		Name: "cloister_refusals_total", Help: "Requests the gateway answered with an error, by stable error code (docs/api.md).",
 	}, []string{"code"})
 	cfg.Metrics.MustRegister(g.requests, g.latency, g.refusals)
-	g.handle("GET /healthz", false, g.healthz)
-	g.handle("GET /readyz", false, g.readyz)
-	g.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
-	g.handle("GET /v1/attestation", false, g.attestation)
-	g.handle("POST /v1/tokens", true, g.createToken)
-	g.handle("GET /v1/whoami", true, func(w http.ResponseWriter, _ *http.Request, p *Principal) error {
-		writeJSON(w, http.StatusOK, map[string]any{"namespace": p.Namespace, "admin": p.Admin})
+	g.handle("GET /healthz", noAuth, g.healthz)
+	g.handle("GET /readyz", noAuth, g.readyz)
+	metrics := promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})
+	// The metrics name every namespace's loaded functions: platform keys
+	// only (threat-model gap 17).
+	g.handle("GET /metrics", ScopeInvoke, func(w http.ResponseWriter, r *http.Request, p *Principal) error {
+		if err := p.needPlatform("/metrics"); err != nil {
+			return err
+		}
+		metrics.ServeHTTP(w, r)
 		return nil
 	})
-	g.handle("GET /v1/functions", true, g.listFunctions)
-	g.handle("POST /v1/functions/{name}", true, g.deploy)
-	g.handle("GET /v1/functions/{name}", true, g.getFunction)
-	g.handle("GET /v1/functions/{name}/key", true, g.getFunction)
-	g.handle("GET /v1/functions/{name}/next-version", true, g.nextVersion)
-	g.handle("DELETE /v1/functions/{name}", true, g.deleteFunction)
-	g.handle("POST /v1/functions/{name}/invoke", true, g.invoke)
-	g.handle("POST /v1/functions/{name}/sessions", true, g.openSession)
+	g.handle("GET /v1/attestation", noAuth, g.attestation)
+	g.keyRoutes()
+	g.handle("GET /v1/functions", ScopeInvoke, g.listFunctions)
+	g.handle("POST /v1/functions/{name}", ScopeDeploy, g.deploy)
+	g.handle("GET /v1/functions/{name}", ScopeInvoke, g.getFunction)
+	g.handle("GET /v1/functions/{name}/key", ScopeInvoke, g.getFunction)
+	g.handle("GET /v1/functions/{name}/next-version", ScopeInvoke, g.nextVersion)
+	g.handle("DELETE /v1/functions/{name}", ScopeDeploy, g.deleteFunction)
+	g.handle("POST /v1/functions/{name}/invoke", ScopeInvoke, g.invoke)
+	g.handle("POST /v1/functions/{name}/sessions", ScopeInvoke, g.openSession)
+	g.handle("GET /v1/functions/{name}/policy", ScopeInvoke, g.getPolicy)
+	g.handle("PUT /v1/functions/{name}/policy", ScopeDeploy, g.setPolicy)
 	g.asyncRoutes()
 	g.owRoutes()
 	// The ledger's files and index are the coordinator's, asked for over
-	// the bus: without a ledger there, they answer unavailable.
-	g.handle("GET /v1/ledger/log/", true, g.ledgerFile)
-	g.handle("GET /v1/ledger/receipts/{hash}", true, g.ledgerLookup)
-	g.handle("GET /v1/cluster", true, g.cluster)
+	// the bus: without a ledger there, they answer unavailable. Entries
+	// are scoped to the key's namespace (ledgerscope.go).
+	g.handle("GET /v1/ledger/log/", ScopeInvoke, g.ledgerFile)
+	g.handle("GET /v1/ledger/receipts/{hash}", ScopeInvoke, g.ledgerLookup)
+	g.handle("GET /v1/cluster", ScopeInvoke, g.cluster)
 	g.handleManifest()
 	g.startScheduling()
 	g.startAnnouncing()
@@ -180,16 +189,18 @@ type statusWriter struct {
 
 func (s *statusWriter) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
 
-func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
+// handle registers h for pattern. A route with a scope needs an API key
+// whose scope includes it (noAuth: no key); the key is checked, then the
+// namespace's request rate, then the scope.
+func (g *Gateway) handle(pattern string, need Scope, h handlerFunc) {
 	g.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: 200}
 		var p *Principal
 		var err error
-		if auth {
-			if p, err = g.auth.authenticate(r); err == nil {
-				err = g.rates.allow(p.Namespace, start)
-			}
+		if need != noAuth {
+			p, err = g.auth.authenticate(r)
+			err = g.admit(p, err, need, start)
 		}
 		if err == nil {
 			err = h(sw, r, p)
@@ -201,6 +212,19 @@ func (g *Gateway) handle(pattern string, auth bool, h handlerFunc) {
 		g.requests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
 		g.latency.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 	})
+}
+
+// admit lets an authenticated key (p, or the error that authenticating
+// gave) through to a route that needs scope need: within its namespace's
+// request rate, and with a scope that includes need.
+func (g *Gateway) admit(p *Principal, err error, need Scope, now time.Time) error {
+	if err != nil {
+		return err
+	}
+	if err := g.rates.allow(p.Namespace, now); err != nil {
+		return err
+	}
+	return p.need(need)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -247,22 +271,6 @@ func (g *Gateway) attestation(w http.ResponseWriter, r *http.Request, _ *Princip
 		return err
 	}
 	writeJSON(w, http.StatusOK, doc)
-	return nil
-}
-
-func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	if !p.Admin {
-		return apierr.New(apierr.Forbidden, "creating API keys needs an admin key")
-	}
-	var req Principal
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-		return apierr.New(apierr.BadRequest, "body must be JSON {\"namespace\": ..., \"name\": ...}")
-	}
-	tok, err := IssueToken(r.Context(), g.cfg.Stores.Auth, Principal{Namespace: req.Namespace, Name: req.Name})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, map[string]string{"token": tok, "namespace": req.Namespace})
 	return nil
 }
 
@@ -313,7 +321,7 @@ func info(rec *registry.Record, latest int) wire.FunctionInfo {
 	return wire.FunctionInfo{
 		Namespace: f.Namespace, Name: f.Name, Version: f.Version, Latest: latest, CodeHash: f.CodeHash,
 		BundleHash: f.BundleHash, Confidential: f.Confidential, Created: rec.Created, Manifest: rec.Manifest,
-		Certificate: rec.Certificate,
+		Certificate: rec.Certificate, Policy: rec.Policy,
 	}
 }
 
@@ -711,8 +719,10 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 // the coordinator. Nothing here is trusted by clients, who verify it against
 // a checkpoint signed by the coordinator. A path the coordinator refuses is
 // answered as not found, as a missing file is (tlog-tiles clients fall back
-// from a partial tile to the full one on a 404).
-func (g *Gateway) ledgerFile(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+// from a partial tile to the full one on a 404). The checkpoint and hash
+// tiles go to any key; an entry bundle only to a platform key or to a key
+// of the namespace of every receipt in it (entriesVisible).
+func (g *Gateway) ledgerFile(w http.ResponseWriter, r *http.Request, pr *Principal) error {
 	p := strings.TrimPrefix(r.URL.Path, "/v1/ledger/log/")
 	// No cache keeps the answer to a file that does not exist (yet).
 	notFound := func() error {
@@ -728,6 +738,9 @@ func (g *Gateway) ledgerFile(w http.ResponseWriter, r *http.Request, _ *Principa
 		return notFound()
 	}
 	if err != nil {
+		return err
+	}
+	if err := entriesVisible(pr, p, b); err != nil {
 		return err
 	}
 	switch {
@@ -757,7 +770,9 @@ const maxLedgerPath = 64
 // ledgerLookup finds the log index of a receipt by the hash of its entry,
 // from the coordinator's index. The answer is a hint; clients verify an
 // inclusion proof for it against a checkpoint signed by the coordinator.
-func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+// A key that is not a platform key finds only its namespace's receipts, and
+// only once a checkpoint covers them (entryVisible).
+func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	h := r.PathValue("hash")
 	sum, err := hex.DecodeString(h)
 	if len(h) != 64 || err != nil || strings.ToLower(h) != h {
@@ -771,6 +786,9 @@ func (g *Gateway) ledgerLookup(w http.ResponseWriter, r *http.Request, _ *Princi
 		return apierr.New(apierr.Internal, "malformed ledger index")
 	}
 	idx := binary.BigEndian.Uint64(b)
+	if err := g.entryVisible(r.Context(), p, sum, idx); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, wire.LedgerLookup{EntryHash: h, Index: idx})
 	return nil
 }

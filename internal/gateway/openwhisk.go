@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -124,55 +125,53 @@ func owErr(w http.ResponseWriter, err error) {
 // owRoutes registers the OpenWhisk-compatible routes.
 func (g *Gateway) owRoutes() {
 	const p = "/api/v1/namespaces/{ns}/"
-	g.owHandle("GET /api/v1/namespaces", func(w http.ResponseWriter, r *http.Request, pr *Principal) error {
+	g.owHandle("GET /api/v1/namespaces", ScopeInvoke, func(w http.ResponseWriter, r *http.Request, pr *Principal) error {
 		writeJSON(w, http.StatusOK, []string{pr.Namespace})
 		return nil
 	})
-	g.owHandle("GET "+p+"actions", g.owListActions)
-	g.owHandle("PUT "+p+"actions/{name}", g.owPutAction)
-	g.owHandle("GET "+p+"actions/{name}", g.owGetAction)
-	g.owHandle("DELETE "+p+"actions/{name}", g.owDeleteAction)
-	g.owHandle("POST "+p+"actions/{name}", g.owInvoke)
-	g.owHandle("GET "+p+"activations", g.owListActivations)
-	g.owHandle("GET "+p+"activations/{id}", g.owGetActivation)
-	g.owHandle("GET "+p+"activations/{id}/result", g.owActivationPart)
-	g.owHandle("GET "+p+"activations/{id}/logs", g.owActivationPart)
-	g.owHandle("GET "+p+"triggers", g.owListTriggers)
-	g.owHandle("PUT "+p+"triggers/{name}", g.owPutTrigger)
-	g.owHandle("GET "+p+"triggers/{name}", g.owGetTrigger)
-	g.owHandle("DELETE "+p+"triggers/{name}", g.owDeleteTrigger)
-	g.owHandle("POST "+p+"triggers/{name}", g.owFireTrigger)
-	g.owHandle("GET "+p+"rules", g.owListRules)
-	g.owHandle("PUT "+p+"rules/{name}", g.owPutRule)
-	g.owHandle("GET "+p+"rules/{name}", g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.owHandle("GET "+p+"actions", ScopeInvoke, g.owListActions)
+	g.owHandle("PUT "+p+"actions/{name}", ScopeDeploy, g.owPutAction)
+	g.owHandle("GET "+p+"actions/{name}", ScopeInvoke, g.owGetAction)
+	g.owHandle("DELETE "+p+"actions/{name}", ScopeDeploy, g.owDeleteAction)
+	g.owHandle("POST "+p+"actions/{name}", ScopeInvoke, g.owInvoke)
+	g.owHandle("GET "+p+"activations", ScopeInvoke, g.owListActivations)
+	g.owHandle("GET "+p+"activations/{id}", ScopeInvoke, g.owGetActivation)
+	g.owHandle("GET "+p+"activations/{id}/result", ScopeInvoke, g.owActivationPart)
+	g.owHandle("GET "+p+"activations/{id}/logs", ScopeInvoke, g.owActivationPart)
+	g.owHandle("GET "+p+"triggers", ScopeInvoke, g.owListTriggers)
+	g.owHandle("PUT "+p+"triggers/{name}", ScopeDeploy, g.owPutTrigger)
+	g.owHandle("GET "+p+"triggers/{name}", ScopeInvoke, g.owGetTrigger)
+	g.owHandle("DELETE "+p+"triggers/{name}", ScopeDeploy, g.owDeleteTrigger)
+	g.owHandle("POST "+p+"triggers/{name}", ScopeInvoke, g.owFireTrigger)
+	g.owHandle("GET "+p+"rules", ScopeInvoke, g.owListRules)
+	g.owHandle("PUT "+p+"rules/{name}", ScopeDeploy, g.owPutRule)
+	g.owHandle("GET "+p+"rules/{name}", ScopeInvoke, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		ru, err := st.GetRule(ctx, ns, name)
 		if err != nil {
 			return nil, err
 		}
 		return owRule(ru), nil
 	}))
-	g.owHandle("DELETE "+p+"rules/{name}", g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
+	g.owHandle("DELETE "+p+"rules/{name}", ScopeDeploy, g.onNamed(func(ctx context.Context, st *trigger.Store, ns, name string) (any, error) {
 		ru, err := st.GetRule(ctx, ns, name)
 		if err != nil {
 			return nil, err
 		}
 		return owRule(ru), st.DeleteRule(ctx, ns, name)
 	}))
-	g.owHandle("POST "+p+"rules/{name}", g.owSetRuleStatus)
+	g.owHandle("POST "+p+"rules/{name}", ScopeDeploy, g.owSetRuleStatus)
 	g.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		owErr(w, apierr.New(apierr.NotFound, "The requested resource does not exist (no OpenWhisk route for %s %s; packages, APIs and web actions are not served).", r.Method, r.URL.Path))
 	})
 }
 
 // owHandle is handle for OpenWhisk routes: OpenWhisk's auth and error shape.
-func (g *Gateway) owHandle(pattern string, h handlerFunc) {
+func (g *Gateway) owHandle(pattern string, need Scope, h handlerFunc) {
 	g.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: 200}
 		p, err := g.owAuthenticate(r)
-		if err == nil {
-			err = g.rates.allow(p.Namespace, start)
-		}
+		err = g.admit(p, err, need, start)
 		if err == nil {
 			err = h(sw, r, p)
 		}
@@ -432,7 +431,10 @@ func (g *Gateway) owPutAction(w http.ResponseWriter, r *http.Request, p *Princip
 // owDeployCode builds a bundle from an OpenWhisk action, signs it with the
 // namespace's gateway deploy key, and registers it as a new version.
 func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, ex *OWExec, lim *OWLimits, annos []OWKeyValue) (int, error) {
-	m := bundle.Manifest{Name: name, Confidential: bundle.ConfidentialOptional, Deployer: bundle.DeployerGatewayTrusted}
+	// Its calls come through the gateway in plaintext (OpenWhisk clients
+	// do not seal), so anyone the gateway lets in may invoke it.
+	m := bundle.Manifest{Name: name, Confidential: bundle.ConfidentialOptional, Deployer: bundle.DeployerGatewayTrusted,
+		Invokers: &certs.Invokers{Kind: certs.InvokersAny}}
 	var module []byte
 	switch ex.Kind {
 	case KindNodeDefault, KindNode20:

@@ -147,6 +147,8 @@ func PermissionsFor(r Role) (Permissions, error) {
 				// the coordinator checks the signature. It may ask, never
 				// answer (it cannot subscribe to cloister.coord.>).
 				bus.SubjectManifestSet,
+				// Likewise an owner's signed invoker policy update.
+				bus.SubjectPolicy,
 				bus.SubjectResultToken,
 				bus.SubjectCoordStatus,
 				bus.SubjectGatewayStatus,

@@ -225,12 +225,12 @@ func TestAsyncUpgradeKeepsQueuedJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1, err := client.New(n1.URL, n1.Token, n1.Policy)
+	_, owner, _ := ed25519.GenerateKey(rand.Reader)
+	c1, err := client.New(n1.URL, n1.Token, n1.Policy, client.WithCallerKey(owner))
 	if err != nil {
 		n1.Close()
 		t.Fatal(err)
 	}
-	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	e1 := &env{t: t, n: n1, c: c1, owner: owner, http: &recorder{}, bus: &recorder{}, dir: dir}
 	e1.deploy("echo", fixture(t, "echo.wasm"), nil)
 	n1.StopWorker(n1.WorkerID(0)) // the old worker is gone...
@@ -274,7 +274,7 @@ func TestAsyncUpgradeKeepsQueuedJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n2.Close() })
-	c2, err := client.New(n2.URL, n2.Token, n2.Policy)
+	c2, err := client.New(n2.URL, n2.Token, n2.Policy, client.WithCallerKey(owner))
 	if err != nil {
 		t.Fatal(err)
 	}

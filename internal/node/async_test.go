@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/node"
@@ -413,7 +415,7 @@ func TestAsyncRetriesThenDeadLetters(t *testing.T) {
 	ctx := context.Background()
 	dead := deadLetters(t, e)
 	e.deploy("tdx-only", fixture(t, "echo.wasm"), func(m *bundle.Manifest) {
-		m.Confidential = bundle.ConfidentialOptional
+		openToAll(m)
 		m.TEE.Allow = []tee.Kind{tee.KindTDX}
 	})
 	p, err := e.c.InvokeAsync(ctx, "tdx-only", []byte("x"), client.AsyncOptions{Plaintext: true})
@@ -482,6 +484,50 @@ func TestAsyncBusyCostsNoAttempt(t *testing.T) {
 		}
 		if a.Attempts != 1 {
 			t.Errorf("activation %s took %d attempts, want 1 (waiting for room is not an attempt): %v", p.ActivationID, a.Attempts, a.Logs)
+		}
+	}
+}
+
+// TestAsyncRecordSeenLate: a worker that cannot read a job's activation
+// record yet (a key-value replica that lags behind the one the gateway
+// wrote it to) waits for it instead of dead-lettering the job, which was
+// acknowledged: the fault test found such jobs lost.
+func TestAsyncRecordSeenLate(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("open-echo", fixture(t, "echo.wasm"), openToAll)
+	nc, err := e.n.Bus().Connect("late-writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, bus.BucketActivations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	id := async.NewID(now)
+	req := wire.InvokeRequest{Namespace: "default", Name: "open-echo", Mode: wire.ModePlain, Plain: []byte("late"), Activation: id}
+	if _, err := js.Publish(ctx, bus.SubjectAsyncPrefix+"default", mustJSON(wire.AsyncJob{Activation: id, Request: req, Submitted: now})); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the workers took the job and found no record
+	rec := wire.Activation{ActivationID: id, Namespace: "default", Name: "open-echo", Kind: "function", Mode: wire.ModePlain,
+		Trust: wire.TrustGatewayTrusted, Status: wire.StatusQueued, Submitted: async.Millis(now)}
+	if _, err := kv.Create(ctx, "a.default."+id, mustJSON(rec)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		a, err := e.c.Activation(ctx, id)
+		if err == nil && wire.FinalStatus(a.Status) {
+			if a.Status != wire.StatusSuccess || string(a.Response.Result) != "late" {
+				t.Fatalf("activation: %s %q %+v", a.Status, a.Response.Result, a.Response.Error)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job never ran: %+v %v", a, err)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/node"
 )
 
@@ -36,6 +37,13 @@ func (e *env) build(name string, module []byte, edit func(*bundle.Manifest)) []b
 		e.t.Fatal(err)
 	}
 	return b
+}
+
+// openToAll makes a function callable in plaintext, and so by anyone:
+// confidential optional, invoker policy any.
+func openToAll(m *bundle.Manifest) {
+	m.Confidential = bundle.ConfidentialOptional
+	m.Invokers = &certs.Invokers{Kind: certs.InvokersAny}
 }
 
 // TestDeployIsAtomic: a reactor whose initialisation outlasts the deploy

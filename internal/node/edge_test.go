@@ -110,14 +110,9 @@ func refusedNow(t *testing.T, addr string, end time.Time) bool {
 }
 
 // metric reads one sample from the node's /metrics.
-func metric(t *testing.T, url, series string) float64 {
+func metric(t *testing.T, url, token, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(bytes.NewReader(scrape(t, url, token)))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
@@ -259,10 +254,10 @@ func TestEdgeHostileClient(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := metric(t, e.n.URL, `cloister_http_connections_refused_total{reason="per_client"}`); n < 4 {
+	if n := metric(t, e.n.URL, e.n.Token, `cloister_http_connections_refused_total{reason="per_client"}`); n < 4 {
 		t.Errorf("refusals per client: got %v, want at least 4", n)
 	}
-	if n := metric(t, e.n.URL, `cloister_http_connections_refused_total{reason="total"}`); n != 0 {
+	if n := metric(t, e.n.URL, e.n.Token, `cloister_http_connections_refused_total{reason="total"}`); n != 0 {
 		t.Errorf("refusals over the total cap: got %v, want 0", n)
 	}
 }

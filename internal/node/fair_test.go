@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -21,13 +20,7 @@ import (
 // metrics returns the node's /metrics page.
 func (e *env) metrics() []byte {
 	e.t.Helper()
-	resp, err := http.Get(e.n.URL + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b
+	return scrape(e.t, e.n.URL, e.n.Token)
 }
 
 // metric reads one sample, named with its labels, from the node's /metrics.

@@ -2,6 +2,9 @@ package node_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,4 +39,34 @@ func putObject(ctx context.Context, nc *nats.Conn, name string, b []byte) error 
 	}
 	_, err = os.PutBytes(ctx, name, b)
 	return err
+}
+
+// getWithKey GETs url with an API key and returns the status and body.
+func getWithKey(t testing.TB, url, key string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// scrape reads a gateway's /metrics with a platform key (token).
+func scrape(t testing.TB, url, token string) []byte {
+	t.Helper()
+	code, b := getWithKey(t, url+"/metrics", token)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", code, b)
+	}
+	return b
 }

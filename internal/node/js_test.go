@@ -86,7 +86,7 @@ func TestJavaScriptEndToEnd(t *testing.T) {
 func TestJavaScriptErrors(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
-	optional := func(m *bundle.Manifest) { jsManifest(m); m.Confidential = bundle.ConfidentialOptional }
+	optional := func(m *bundle.Manifest) { jsManifest(m); openToAll(m) }
 	e.deploy("thrower", []byte(`function main(p) { throw new Error("boom: " + p.secret) }`), optional)
 
 	_, err := e.c.Invoke(ctx, "thrower", []byte(`{"secret":"visible"}`), client.InvokeOptions{Plaintext: true})

@@ -84,10 +84,10 @@ func startMixed(t *testing.T) *mixedPool {
 	}
 	t.Cleanup(func() { n.Close() })
 	e.n = n
-	if e.c, err = client.New(n.URL, n.Token, n.Policy); err != nil {
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
-	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
 
 	snpTEE, err := snp.NewTSM(chip.TSM(), nil)
 	if err != nil {
@@ -226,7 +226,7 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 	}
 	pol := m.n.Policy
 	pol.ManifestHash = ch.ManifestHash
-	c2, err := client.New(m.n.URL, m.n.Token, pol)
+	c2, err := client.New(m.n.URL, m.n.Token, pol, client.WithCallerKey(m.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,10 +269,10 @@ func TestStoppedWorkerIsRoutedAround(t *testing.T) {
 	}
 	t.Cleanup(func() { n.Close() })
 	e.n = n
-	if e.c, err = client.New(n.URL, n.Token, n.Policy); err != nil {
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
-	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
 	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), nil)
 	second, err := sim.Open(filepath.Join(e.dir, "sim"))
@@ -345,10 +345,10 @@ func TestCoordinatorOnFakeSNP(t *testing.T) {
 	if err := collateral.WriteBundle(bundlePath, rs); err != nil {
 		t.Fatal(err)
 	}
-	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCollateral("", bundlePath)); err != nil {
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
-	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
 	ctx := context.Background()
 	a, err := e.c.Attest(ctx)
 	if err != nil {
@@ -366,7 +366,7 @@ func TestCoordinatorOnFakeSNP(t *testing.T) {
 	sp := *other.SEVSNP
 	sp.Measurements = []string{strings.Repeat("00", 48)}
 	other.SEVSNP = &sp
-	c2, _ := client.New(n.URL, n.Token, other, client.WithCollateral("", bundlePath))
+	c2, _ := client.New(n.URL, n.Token, other, client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner))
 	if _, err := c2.Attest(ctx); !errors.Is(err, client.ErrVerification) || !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("a client pinning another measurement: got %v", err)
 	}

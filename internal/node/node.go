@@ -385,9 +385,9 @@ func writeJSONFile(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-// writeClientEnv writes DIR/client.env. The admin key is kept across
-// restarts; the server stores only its hash, so a lost client.env means a
-// new key is issued.
+// writeClientEnv writes DIR/client.env. The platform admin key is kept
+// across restarts while it is valid; the server stores only its hash, so a
+// lost client.env, or a key revoked or expired, means a new key is issued.
 func writeClientEnv(ctx context.Context, dir, url, policyPath, by string, st *bus.Stores) (path, token string, err error) {
 	path = filepath.Join(dir, "client.env")
 	if old, err := ReadEnvFile(path); err == nil {
@@ -396,7 +396,7 @@ func writeClientEnv(ctx context.Context, dir, url, policyPath, by string, st *bu
 		}
 	}
 	if token == "" {
-		if token, err = gateway.IssueToken(ctx, st.Auth, gateway.Principal{Namespace: "default", Admin: true, Name: "admin (" + by + ")"}); err != nil {
+		if token, err = gateway.IssueToken(ctx, st.Auth, gateway.Principal{Namespace: "default", Scope: gateway.ScopeAdmin, Platform: true, Name: "platform admin (" + by + ")"}); err != nil {
 			return "", "", err
 		}
 	}

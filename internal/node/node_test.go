@@ -126,10 +126,12 @@ func start(t *testing.T, edit ...func(*node.Options)) *env {
 		t.Fatal(err)
 	}
 	nc.Flush()
-	if e.c, err = client.New(n.URL, n.Token, n.Policy); err != nil {
+	// The owner deploys and, by the default invoker policy, is the one
+	// caller of its functions.
+	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
+	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
-	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
 	return e
 }
 
@@ -141,7 +143,7 @@ func (e *env) tenant(ns string) *env {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c, err := client.New(e.n.URL, tok, e.n.Policy)
+	c, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -194,7 +196,7 @@ func TestPlaintextNeverReachesGatewayOrBus(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), nil)
-	e.deploy("open-echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+	e.deploy("open-echo", fixture(t, "echo.wasm"), openToAll)
 
 	secret := randomMarker()
 	res, err := e.c.Invoke(ctx, "echo", secret, client.InvokeOptions{})
@@ -276,8 +278,7 @@ func (e *env) sealer(name string, version int) *sealer {
 
 func (s *sealer) seal(input []byte, when time.Time, infoVersion int, infoName string) wire.SealedRequest {
 	s.t.Helper()
-	p := seal.NewPayload(input, when).Encode()
-	cc, err := seal.SealRequest(s.fc.HPKEKey, seal.Info(s.fc.Namespace, infoName, infoVersion, s.fc.CodeHash), p, false)
+	cc, err := seal.SealRequest(s.fc.HPKEKey, seal.Info(s.fc.Namespace, infoName, infoVersion, s.fc.CodeHash), seal.NewPayload(input, when), s.e.owner, false)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -441,7 +442,7 @@ func TestSwappedBundleIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	c, _ := client.New(n.URL, n.Token, n.Policy)
+	c, _ := client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner))
 	_, err = c.Invoke(ctx, "swap", []byte("x"), client.InvokeOptions{})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "bundle_integrity" {
@@ -456,7 +457,7 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 	p := e.n.Policy
 	p.AllowTEE = []tee.Kind{tee.KindSEVSNP}
 	p.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}}
-	c, err := client.New(e.n.URL, e.n.Token, p)
+	c, err := client.New(e.n.URL, e.n.Token, p, client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,14 +467,14 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 	}
 	p = e.n.Policy
 	p.Measurements = []string{strings.Repeat("00", 32)}
-	c, _ = client.New(e.n.URL, e.n.Token, p)
+	c, _ = client.New(e.n.URL, e.n.Token, p, client.WithCallerKey(e.owner))
 	if _, err = c.Attest(context.Background()); !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("wrong pinned measurement: got %v, want ErrMeasurement", err)
 	}
 }
 
 // TestNamespaces: an API key sees and runs only its own namespace's functions,
-// and only an admin key can create keys.
+// and only a key with the admin scope can create keys.
 func TestNamespaces(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
@@ -482,7 +483,7 @@ func TestNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := client.New(e.n.URL, tok, e.n.Policy)
+	b, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,8 +494,8 @@ func TestNamespaces(t *testing.T) {
 	if _, err := b.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); !errors.As(err, &ce) || ce.Code != "not_found" {
 		t.Errorf("team-b invoking default's echo: got %v, want not_found", err)
 	}
-	if _, err := b.CreateToken(ctx, "default", "x"); !errors.As(err, &ce) || ce.Code != "forbidden" {
-		t.Errorf("non-admin creating a key: got %v, want forbidden", err)
+	if _, err := b.CreateToken(ctx, "default", "x"); !errors.As(err, &ce) || ce.Code != string(apierr.InsufficientScope) {
+		t.Errorf("a deploy key creating a key: got %v, want insufficient_scope", err)
 	}
 	// team-b deploys its own echo, with its own key and certificate.
 	eb := &env{t: t, n: e.n, c: b, owner: e.owner, ns: "team-b"}
@@ -508,7 +509,7 @@ func TestNamespaces(t *testing.T) {
 	}
 	// A client pinned to team-b refuses a certificate from another namespace,
 	// as it would if a lying gateway routed it to default's echo.
-	pinned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithNamespace("team-b"))
+	pinned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
 	if _, err := pinned.Invoke(ctx, "echo", []byte("secret"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
 		t.Errorf("namespace pin: got %v, want a verification error", err)
 	}
@@ -534,7 +535,7 @@ func TestSignedForAnotherNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc, err := client.New(e.n.URL, tok, e.n.Policy)
+	bc, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +556,7 @@ func TestSignedForAnotherNamespace(t *testing.T) {
 	if _, err := bc.Deploy(ctx, "echo", build("")); !errors.As(err, &ce) || ce.Code != string(apierr.BundleSignature) || !strings.Contains(ce.Message, "no namespace") {
 		t.Errorf("a bundle signed for no namespace: got %v, want bundle_signature", err)
 	}
-	pinned, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithNamespace("team-b"))
+	pinned, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
 	if _, err := pinned.Deploy(ctx, "echo", build("default")); !errors.Is(err, bundle.ErrNamespace) {
 		t.Errorf("a pinned client uploading a bundle for another namespace: got %v, want ErrNamespace", err)
 	}
@@ -747,12 +748,7 @@ func TestReactorEndToEnd(t *testing.T) {
 	if gens[len(gens)-1] == 0 {
 		t.Errorf("generations %v: the sandbox was never reused", gens)
 	}
-	resp, err := http.Get(e.n.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, e.n.URL, e.n.Token)
 	if !bytes.Contains(body, []byte(`cloister_pool_events_total{event="reset",function="words"`)) {
 		t.Errorf("/metrics has no pool reset counter for words")
 	}
@@ -807,7 +803,7 @@ func TestSharedCompiledCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := client.New(e.n.URL, tok, e.n.Policy)
+	b, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
 	(&env{t: t, n: e.n, c: b, owner: e.owner, ns: "other"}).deploy("b", echo, nil)
 	for _, c := range []*client.Client{e.c, b} {
 		name := map[*client.Client]string{e.c: "a", b: "b"}[c]
@@ -818,12 +814,7 @@ func TestSharedCompiledCode(t *testing.T) {
 	if _, err := e.c.Invoke(ctx, "a", []byte("x"), client.InvokeOptions{Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(e.n.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, e.n.URL, e.n.Token)
 	if !bytes.Contains(body, []byte("\ncloister_worker_compiles_total 1\n")) {
 		t.Errorf("the worker compiled the same code more than once:\n%s", grepLines(body, "cloister_worker_comp"))
 	}

@@ -335,7 +335,7 @@ func TestOpenWhiskQueryParameters(t *testing.T) {
 	const base = "/api/v1/namespaces/_/"
 	echo := fixture(t, "echo.wasm")
 	for _, n := range []string{"c", "a", "b"} {
-		e.deploy(n, echo, func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+		e.deploy(n, echo, openToAll)
 	}
 
 	// A value that is not a boolean is refused, before anything runs.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/gateway"
 	"github.com/cloister-faas/cloister/internal/node"
 )
@@ -31,7 +30,7 @@ func TestNamespaceQuotas(t *testing.T) {
 	})
 	ctx := context.Background()
 	h := e.tenant("hostile")
-	open := func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional }
+	open := openToAll
 	h.deploy("f1", fixture(t, "echo.wasm"), open)
 	h.deploy("f2", fixture(t, "echo.wasm"), open)
 	h.deploy("f1", fixture(t, "echo.wasm"), open) // v2

@@ -149,15 +149,16 @@ func (r *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 func (r *Coordinator) Close(ctx context.Context) error { return r.Coord.Close(ctx) }
 
 // ClientEnv is what the coordinator role writes to Dir/client.env and
-// Dir/wskprops for clients: the admin API key, kept across restarts while
-// it is still valid in the auth bucket, and the gateway's URL when known.
+// Dir/wskprops for clients: the platform admin API key, kept across
+// restarts while it is still valid in the auth bucket, and the gateway's
+// URL when known.
 type ClientEnv struct {
 	EnvPath, WskpropsPath string
 	Token                 string
 }
 
-// WriteClientEnv issues (or keeps) the admin API key of namespace
-// "default" in st's auth bucket and writes dir/client.env (URL may be "",
+// WriteClientEnv issues (or keeps) the platform admin API key (namespace
+// "default") in st's auth bucket and writes dir/client.env (URL may be "",
 // then CLOISTER_URL is left out) and, if url is set, dir/wskprops. by names
 // the writer in the file's comment ("cloister up").
 func WriteClientEnv(ctx context.Context, dir, url, policyPath, by string, st *bus.Stores) (ClientEnv, error) {

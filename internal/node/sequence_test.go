@@ -196,7 +196,7 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 	if err != nil || !ownerPub.Equal(res.SequenceSigner) {
 		t.Fatalf("signed sequence: %v, signer %x", err, res.SequenceSigner)
 	}
-	pinned, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(ownerPub))
+	pinned, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(ownerPub), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 	other := &env{t: t, n: e.n, c: e.c}
 	_, other.owner, _ = ed25519.GenerateKey(rand.Reader)
 	other.deploy("echo", fixture(t, "echo.wasm"), nil)
-	fresh, err := client.New(e.n.URL, e.n.Token, e.n.Policy) // no cached certificate of echo's latest
+	fresh, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithCallerKey(e.owner)) // no cached certificate of echo's latest
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestResultTokenRenewsAttestation(t *testing.T) {
 	ctx := context.Background()
 	var offset atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	c, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithResultToken(), client.WithClock(clock))
+	c, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithResultToken(), client.WithClock(clock), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}

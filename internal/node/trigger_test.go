@@ -15,7 +15,6 @@ import (
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -51,7 +50,7 @@ func waitActivations(t *testing.T, e *env, fn, trigger string, n int) []*client.
 func TestTriggersFire(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
-	e.deploy("open-echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+	e.deploy("open-echo", fixture(t, "echo.wasm"), openToAll)
 
 	if _, err := e.c.PutTrigger(ctx, client.Trigger{Name: "tick", Cron: "* * * * * *", Payload: json.RawMessage(`{"tick":true}`)}); err != nil {
 		t.Fatal(err)
@@ -148,7 +147,7 @@ func TestTriggerBadInput(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), nil)
-	e.deploy("open-echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional })
+	e.deploy("open-echo", fixture(t, "echo.wasm"), openToAll)
 	var ce *client.Error
 	for _, c := range []struct {
 		name string
@@ -228,7 +227,7 @@ func TestTriggerCannotTapTheBus(t *testing.T) {
 	ctx := context.Background()
 	eb := e.tenant("team-b")
 	b := eb.c
-	open := func(m *bundle.Manifest) { m.Confidential = bundle.ConfidentialOptional }
+	open := openToAll
 	e.deploy("tap", fixture(t, "echo.wasm"), open)
 	eb.deploy("open-echo", fixture(t, "echo.wasm"), open)
 

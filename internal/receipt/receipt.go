@@ -91,6 +91,11 @@ type Receipt struct {
 	// proves what ran, not that the data stayed confidential. Empty for
 	// the sealed modes. Verify refuses any other combination.
 	Trust string `json:"trust,omitempty"`
+	// Caller is the hex SHA-256 of the key that signed the request
+	// (certs.CallerHash), checked by the worker against the function's
+	// invoker policy; empty for an anonymous or plaintext call. A session
+	// names the key that opened it.
+	Caller string `json:"caller_sha256,omitempty"`
 }
 
 // TrustGatewayTrusted marks a receipt of a plaintext invocation.
@@ -162,6 +167,9 @@ type Expect struct {
 	SnapshotHash string
 	RequestHash  string
 	ResponseHash string
+	// Caller is the hash of the caller key the request was signed with
+	// (certs.CallerHash); "-" expects an anonymous call.
+	Caller string
 }
 
 // Verified is the result of a successful Verify.
@@ -213,6 +221,19 @@ func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker fun
 	return check(s, w, exp)
 }
 
+// checkCaller compares a receipt's caller with the expected one: a hash,
+// "-" for anonymous, or "" for not checked.
+func checkCaller(got, want string) error {
+	switch {
+	case want == "" || got == want || (want == "-" && got == ""):
+		return nil
+	case want == "-":
+		return fmt.Errorf("%w: caller_sha256: got %q, want an anonymous call", ErrMismatch, got)
+	default:
+		return fmt.Errorf("%w: caller_sha256: got %q, want %q", ErrMismatch, got, want)
+	}
+}
+
 // check verifies everything but the signature of a receipt whose worker
 // certificate opened as w.
 func check(s *Signed, w *certs.Worker, exp Expect) (*Verified, error) {
@@ -248,6 +269,7 @@ func check(s *Signed, w *certs.Worker, exp Expect) (*Verified, error) {
 		check("snapshot_sha256", r.SnapshotHash, exp.SnapshotHash),
 		check("request_sha256", r.RequestHash, exp.RequestHash),
 		check("response_sha256", r.ResponseHash, exp.ResponseHash),
+		checkCaller(r.Caller, exp.Caller),
 	); err != nil {
 		return nil, err
 	}

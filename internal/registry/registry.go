@@ -38,6 +38,12 @@ type Record struct {
 	// Function is Certificate's body, decoded WITHOUT verification, for
 	// listing. Never trust it for a security decision.
 	Function certs.Function `json:"-"`
+	// Policy is the function's certified invoker policy (certs.Policy),
+	// which covers all its versions: Get returns the current one with
+	// every version; Put, given one, installs it as PolicyVersion. Nil
+	// for a function registered before policies existed.
+	Policy        *certs.Signed `json:"-"`
+	PolicyVersion int           `json:"-"`
 }
 
 type latest struct {
@@ -51,6 +57,11 @@ type latest struct {
 	// Version), for quotas. Records written before it existed count their
 	// latest bundle only.
 	LiveBytes int64 `json:"live_bytes,omitempty"`
+	// Policy is the function's certified invoker policy, and
+	// PolicyVersion its version, which only grows (a delete clears the
+	// policy, not the number).
+	Policy        *certs.Signed `json:"policy,omitempty"`
+	PolicyVersion int           `json:"policy_version,omitempty"`
 }
 
 // live reports whether l names a function that is served.
@@ -120,6 +131,7 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 			return nil, fmt.Errorf("%w: %s/%s latest record missing", ErrNotFound, ns, name)
 		}
 		withFunction(l.Record)
+		l.Record.Policy, l.Record.PolicyVersion = l.Policy, l.PolicyVersion
 		return l.Record, nil
 	}
 	e, err := r.kv.Get(ctx, bus.FunctionKey(ns, name, version))
@@ -129,7 +141,52 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 	if err != nil {
 		return nil, fmt.Errorf("reading function: %w", err)
 	}
-	return decode(e.Value())
+	rec, err := decode(e.Value())
+	if err != nil {
+		return nil, err
+	}
+	rec.Policy, rec.PolicyVersion = l.Policy, l.PolicyVersion
+	return rec, nil
+}
+
+// Policy returns a function's current certified invoker policy (nil if it
+// has none: registered before policies existed), its version, and whether
+// the function is live (deployed and not deleted).
+func (r *Registry) Policy(ctx context.Context, ns, name string) (*certs.Signed, int, bool, error) {
+	l, _, err := r.latest(ctx, ns, name)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if !l.live() {
+		return nil, l.PolicyVersion, false, nil
+	}
+	return l.Policy, l.PolicyVersion, true, nil
+}
+
+// SetPolicy installs a live function's new certified invoker policy. It
+// fails with ErrConflict unless version is exactly the current one plus
+// one, so that concurrent updates cannot both win, and with ErrNotFound if
+// the function is not live.
+func (r *Registry) SetPolicy(ctx context.Context, ns, name string, version int, policy certs.Signed) error {
+	l, rev, err := r.latest(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	if !l.live() {
+		return fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	if version != l.PolicyVersion+1 {
+		return fmt.Errorf("%w: the policy of %s/%s is at version %d; update to version %d", ErrConflict, ns, name, l.PolicyVersion, l.PolicyVersion+1)
+	}
+	l.Policy, l.PolicyVersion = &policy, version
+	lb, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev); err != nil {
+		return fmt.Errorf("%w: %s/%s changed during the policy update: %v", ErrConflict, ns, name, err)
+	}
+	return nil
 }
 
 func versionName(v int) string {
@@ -168,10 +225,17 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 		}
 	}
 	first, bytes := l.FirstLive, l.liveBytes()+int64(rec.Size)
+	policy, policyVersion := l.Policy, l.PolicyVersion
 	if l.Deleted || first == 0 {
-		first, bytes = version, int64(rec.Size)
+		first, bytes, policy = version, int64(rec.Size), nil
 	}
-	lb, err := json.Marshal(latest{Version: version, FirstLive: first, Record: rec, LiveBytes: bytes})
+	if rec.Policy != nil {
+		if rec.PolicyVersion != l.PolicyVersion+1 {
+			return fmt.Errorf("%w: the policy of %s/%s is at version %d; the deploy carries version %d", ErrConflict, ns, name, l.PolicyVersion, rec.PolicyVersion)
+		}
+		policy, policyVersion = rec.Policy, rec.PolicyVersion
+	}
+	lb, err := json.Marshal(latest{Version: version, FirstLive: first, Record: rec, LiveBytes: bytes, Policy: policy, PolicyVersion: policyVersion})
 	if err != nil {
 		return err
 	}

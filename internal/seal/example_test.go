@@ -25,7 +25,7 @@ func ExampleSealRequest() {
 
 	// Client: seal a payload (nonce, clock, input).
 	payload := seal.NewPayload([]byte("hello, enclave"), time.Now())
-	c, err := seal.SealRequest(seal.PublicKeyBytes(key), info, payload.Encode(), false)
+	c, err := seal.SealRequest(seal.PublicKeyBytes(key), info, payload, nil, false)
 	if err != nil {
 		panic(err)
 	}

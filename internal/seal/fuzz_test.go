@@ -14,6 +14,8 @@ import (
 func FuzzDecodePayload(f *testing.F) {
 	f.Add(seal.Payload{Nonce: [16]byte{1}, Time: time.Unix(1700000000, 5), Input: []byte("input")}.Encode())
 	f.Add(seal.Payload{}.Encode())
+	f.Add(seal.Payload{Nonce: [16]byte{2}, Time: time.Unix(1700000000, 5), Input: []byte("input"),
+		Caller: make([]byte, 32), Signature: make([]byte, 64)}.Encode())
 	f.Add([]byte{})
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -12,6 +12,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/rand"
@@ -47,6 +48,9 @@ var (
 	ErrDecrypt   = errors.New("seal: decryption failed (tampered, wrong key, or sealed to another function or version)")
 	ErrMalformed = errors.New("seal: malformed message")
 	ErrSuite     = errors.New("seal: unsupported ciphersuite")
+	// ErrCallerSignature: a signed payload whose signature does not verify
+	// for its caller key, this request and this function.
+	ErrCallerSignature = errors.New("seal: the caller's signature does not verify for this request")
 )
 
 // Info returns the HPKE info string that binds a request to one function
@@ -113,16 +117,27 @@ func OpenFrom(k hpke.PrivateKey, info, enc, ct []byte) ([]byte, error) {
 }
 
 // Payload is the plaintext inside every confidential request: a random
-// nonce and the client's clock (for replay protection) and the input.
+// nonce and the client's clock (for replay protection), the caller's
+// identity and the input.
 //
-// Encoding: version byte 1 | 16-byte nonce | int64 unix nanoseconds | input.
+// Encoding, version 1 (anonymous): 1 | 16-byte nonce | int64 unix
+// nanoseconds | input. Version 2 (signed by the caller): 2 | nonce | time
+// | 32-byte Ed25519 public key | 64-byte signature | input, the signature
+// made by SealRequest (see callerMessage).
 type Payload struct {
 	Nonce [16]byte
 	Time  time.Time
 	Input []byte
+	// Caller and Signature are set in a payload that SealRequest signed
+	// (version 2), and nil in an anonymous one. CheckCaller verifies them.
+	Caller    ed25519.PublicKey
+	Signature []byte
 }
 
-const payloadHeader = 1 + 16 + 8
+const (
+	payloadHeader   = 1 + 16 + 8
+	payloadSignedV2 = payloadHeader + ed25519.PublicKeySize + ed25519.SignatureSize
+)
 
 // NewPayload makes a payload with a fresh random nonce and the current time.
 func NewPayload(input []byte, now time.Time) Payload {
@@ -133,25 +148,86 @@ func NewPayload(input []byte, now time.Time) Payload {
 	return p
 }
 
-// Encode serializes the payload.
+// Encode serializes the payload: version 2 if it carries a caller,
+// version 1 if not.
 func (p Payload) Encode() []byte {
-	b := make([]byte, 0, payloadHeader+len(p.Input))
-	b = append(b, 1)
+	signed := p.Caller != nil
+	n := payloadHeader
+	if signed {
+		n = payloadSignedV2
+	}
+	b := make([]byte, 0, n+len(p.Input))
+	if signed {
+		b = append(b, 2)
+	} else {
+		b = append(b, 1)
+	}
 	b = append(b, p.Nonce[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(p.Time.UnixNano()))
+	if signed {
+		b = append(b, p.Caller...)
+		b = append(b, p.Signature...)
+	}
 	return append(b, p.Input...)
 }
 
-// DecodePayload parses an encoded payload.
+// DecodePayload parses an encoded payload. It does not verify the
+// caller's signature: CheckCaller does.
 func DecodePayload(b []byte) (Payload, error) {
-	if len(b) < payloadHeader || b[0] != 1 {
+	if len(b) < payloadHeader || (b[0] != 1 && b[0] != 2) || (b[0] == 2 && len(b) < payloadSignedV2) {
 		return Payload{}, fmt.Errorf("%w: payload header", ErrMalformed)
 	}
 	var p Payload
 	copy(p.Nonce[:], b[1:17])
 	p.Time = time.Unix(0, int64(binary.BigEndian.Uint64(b[17:25])))
 	p.Input = b[payloadHeader:]
+	if b[0] == 2 {
+		p.Caller = ed25519.PublicKey(b[payloadHeader : payloadHeader+ed25519.PublicKeySize])
+		p.Signature = b[payloadHeader+ed25519.PublicKeySize : payloadSignedV2]
+		p.Input = b[payloadSignedV2:]
+	}
 	return p, nil
+}
+
+// callerDomain separates caller signatures from every other signature.
+const callerDomain = "cloister/v1/caller\n"
+
+// CallerMessage is what a caller signs for a request with encapsulated key
+// enc under info: see callerMessage. SealRequest signs it; it is exported
+// for other implementations of the format.
+func CallerMessage(info, enc []byte, p Payload) []byte { return callerMessage(info, enc, &p) }
+
+// callerMessage is what a caller signs: the HPKE info (which names the
+// function, its version and code, and the kind of call), the
+// encapsulated key of this very request (so the signature cannot be moved
+// to another request, and only the signer can read the answer, whose key
+// comes from the same HPKE context), the nonce, the time and the hash of
+// the input.
+func callerMessage(info, enc []byte, p *Payload) []byte {
+	h := sha256.Sum256(p.Input)
+	b := make([]byte, 0, len(callerDomain)+8+len(info)+len(enc)+16+8+len(h))
+	b = append(b, callerDomain...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(info)))
+	b = append(b, info...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(enc)))
+	b = append(b, enc...)
+	b = append(b, p.Nonce[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(p.Time.UnixNano()))
+	return append(b, h[:]...)
+}
+
+// CheckCaller verifies the caller's signature of a payload opened from a
+// request with encapsulated key enc under info. An anonymous payload
+// (no caller) passes: whether anonymous callers are allowed is the
+// function's policy, not the envelope's.
+func (p *Payload) CheckCaller(info, enc []byte) error {
+	if p.Caller == nil {
+		return nil
+	}
+	if len(p.Caller) != ed25519.PublicKeySize || !ed25519.Verify(p.Caller, callerMessage(info, enc, p), p.Signature) {
+		return ErrCallerSignature
+	}
+	return nil
 }
 
 // ClientContext is the client's side of one sealed request.
@@ -163,8 +239,10 @@ type ClientContext struct {
 	ResponseKey, SessionKey []byte
 }
 
-// SealRequest seals payload to a function's HPKE public key under info.
-func SealRequest(pub, info, payload []byte, openSession bool) (*ClientContext, error) {
+// SealRequest seals p to a function's HPKE public key under info. With a
+// caller key, p is signed first (version 2, see callerMessage), inside
+// the envelope: only the function's worker sees who called.
+func SealRequest(pub, info []byte, p Payload, caller ed25519.PrivateKey, openSession bool) (*ClientContext, error) {
 	pk, err := kem.NewPublicKey(pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: function public key", ErrMalformed)
@@ -173,7 +251,12 @@ func SealRequest(pub, info, payload []byte, openSession bool) (*ClientContext, e
 	if err != nil {
 		return nil, fmt.Errorf("setting up HPKE sender: %w", err)
 	}
-	ct, err := s.Seal(nil, payload)
+	p.Caller, p.Signature = nil, nil
+	if caller != nil {
+		p.Caller = caller.Public().(ed25519.PublicKey)
+		p.Signature = ed25519.Sign(caller, callerMessage(info, enc, &p))
+	}
+	ct, err := s.Seal(nil, p.Encode())
 	if err != nil {
 		return nil, err
 	}
@@ -311,6 +394,10 @@ type Ticket struct {
 	Version   int       `json:"version"`
 	CodeHash  string    `json:"code"`
 	Expires   time.Time `json:"exp"`
+	// Caller is the key that signed the session's opening request (nil:
+	// opened anonymously). Every message of the session is that caller's:
+	// only it holds the session key.
+	Caller ed25519.PublicKey `json:"caller,omitempty"`
 }
 
 // TicketKey derives the session-ticket key from a function's private key.

@@ -2,6 +2,7 @@ package seal_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/hpke"
 	"errors"
 	"testing"
@@ -43,7 +44,7 @@ func TestSealOpenRequestRoundTrip(t *testing.T) {
 	k := hello.key(t)
 	for _, session := range []bool{false, true} {
 		p := seal.Payload{Nonce: [16]byte{1, 2, 3}, Time: now, Input: []byte(`{"who":"world"}`)}
-		c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), p.Encode(), session)
+		c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), p, nil, session)
 		if err != nil {
 			t.Fatalf("SealRequest(session=%v): %v", session, err)
 		}
@@ -80,7 +81,7 @@ func TestSealOpenRequestRoundTrip(t *testing.T) {
 
 func TestSessionKeyOnlyWhenBothAsk(t *testing.T) {
 	k := hello.key(t)
-	c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), []byte("x"), true)
+	c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), seal.Payload{Input: []byte("x")}, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestSessionKeyOnlyWhenBothAsk(t *testing.T) {
 	if s.SessionKey != nil {
 		t.Errorf("server did not open a session: got session key %x, want nil", s.SessionKey)
 	}
-	c2, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), []byte("x"), true)
+	c2, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), seal.Payload{Input: []byte("x")}, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestSessionKeyOnlyWhenBothAsk(t *testing.T) {
 
 func TestOpenRequestRefused(t *testing.T) {
 	k := hello.key(t)
-	c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), []byte("secret input"), false)
+	c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), seal.Payload{Input: []byte("secret input")}, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestOpenRequestRefused(t *testing.T) {
 
 func TestSealRequestBadKey(t *testing.T) {
 	for _, pub := range [][]byte{nil, make([]byte, 31), make([]byte, 33)} {
-		if c, err := seal.SealRequest(pub, hello.info(), []byte("x"), false); !errors.Is(err, seal.ErrMalformed) {
+		if c, err := seal.SealRequest(pub, hello.info(), seal.Payload{Input: []byte("x")}, nil, false); !errors.Is(err, seal.ErrMalformed) {
 			t.Errorf("public key of %d bytes: got %+v, %v; want %v", len(pub), c, err, seal.ErrMalformed)
 		}
 	}
@@ -563,4 +564,79 @@ func TestSHA256Hex(t *testing.T) {
 	if got := seal.SHA256Hex([]byte("abc")); got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
+}
+
+// TestCallerSignature: a payload signed by the caller opens with its key
+// and verifies for its own request only; a forged key, a signature moved
+// to another request, another function or another input are refused.
+func TestCallerSignature(t *testing.T) {
+	k := hello.key(t)
+	_, caller, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	open := func(c *seal.ClientContext, info []byte) (seal.Payload, error) {
+		t.Helper()
+		s, err := seal.OpenRequest(k, info, c.Enc, c.Ciphertext, false)
+		if err != nil {
+			return seal.Payload{}, err
+		}
+		p, err := seal.DecodePayload(s.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, p.CheckCaller(info, c.Enc)
+	}
+	p := seal.NewPayload([]byte("in"), now)
+	c, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), p, caller, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := open(c, hello.info())
+	if err != nil || !bytes.Equal(got.Caller, caller.Public().(ed25519.PublicKey)) || string(got.Input) != "in" || got.Nonce != p.Nonce {
+		t.Fatalf("signed payload: caller %x input %q: %v", got.Caller, got.Input, err)
+	}
+	// Anonymous payloads carry no caller and pass the envelope's check.
+	anon, err := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), p, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := open(anon, hello.info()); err != nil || got.Caller != nil {
+		t.Fatalf("anonymous payload: caller %x: %v", got.Caller, err)
+	}
+	// The signature names the request's encapsulated key: moved to another
+	// request of the same caller, with the same nonce and input, it fails.
+	c2, _ := seal.SealRequest(seal.PublicKeyBytes(k), hello.info(), p, caller, false)
+	p2, _ := open(c2, hello.info())
+	moved := p2
+	moved.Signature = signatureOf(t, k, c, hello.info())
+	if err := moved.CheckCaller(hello.info(), c2.Enc); !errors.Is(err, seal.ErrCallerSignature) {
+		t.Fatalf("signature moved to another request: %v", err)
+	}
+	// Another key claimed with the caller's signature; another input; the
+	// signature checked for another function.
+	forged := p2
+	forged.Caller = other.Public().(ed25519.PublicKey)
+	if err := forged.CheckCaller(hello.info(), c2.Enc); !errors.Is(err, seal.ErrCallerSignature) {
+		t.Fatalf("another caller key: %v", err)
+	}
+	changed := p2
+	changed.Input = []byte("other input")
+	if err := changed.CheckCaller(hello.info(), c2.Enc); !errors.Is(err, seal.ErrCallerSignature) {
+		t.Fatalf("another input: %v", err)
+	}
+	if err := p2.CheckCaller(fn{hello.ns, "goodbye", 1, codeHash}.info(), c2.Enc); !errors.Is(err, seal.ErrCallerSignature) {
+		t.Fatalf("another function: %v", err)
+	}
+}
+
+func signatureOf(t *testing.T, k hpke.PrivateKey, c *seal.ClientContext, info []byte) []byte {
+	t.Helper()
+	s, err := seal.OpenRequest(k, info, c.Enc, c.Ciphertext, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := seal.DecodePayload(s.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Signature
 }

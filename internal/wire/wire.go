@@ -243,6 +243,19 @@ type FunctionInfo struct {
 	Created      time.Time       `json:"created"`
 	Manifest     json.RawMessage `json:"manifest,omitempty"`
 	Certificate  certs.Signed    `json:"certificate"`
+	// Policy is the function's certified invoker policy (certs.Policy),
+	// absent for a function registered before policies existed (anyone
+	// may invoke it).
+	Policy *certs.Signed `json:"policy,omitempty"`
+}
+
+// PolicyRequest asks the coordinator to certify a function's new invoker
+// policy: Update is a certs.PolicyUpdate signed by the function's owner.
+// The answer is the certified policy (certs.Signed of a certs.Policy).
+type PolicyRequest struct {
+	Namespace string       `json:"namespace"`
+	Name      string       `json:"name"`
+	Update    certs.Signed `json:"update"`
 }
 
 // ManifestSignature is an admin's Ed25519 signature over a manifest

@@ -383,6 +383,12 @@ const asyncConsumerIdle = 10 * time.Minute
 // unique on workqueue stream": another consumer's filter overlaps.
 const jsErrCodeConsumerNotUnique jetstream.ErrorCode = 10100
 
+// recordVisible is how long after its job was queued an activation record
+// that cannot be read is taken for a replica that lags, not for a record
+// that does not exist. Its waits cost deliveries (20 at most), not
+// attempts; maxBusy leaves room for them.
+const recordVisible = 10 * time.Second
+
 // busy codes say the function or the worker had no room: nothing ran, so
 // the delivery is put back without costing an attempt.
 func busy(c apierr.Code) bool { return c == apierr.ConcurrencyLimit || c == apierr.Overloaded }
@@ -471,6 +477,13 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	case errors.Is(err, async.ErrFinal):
 		// Completed before (another worker, or this one before a lost ack).
 		_ = m.DoubleAck(ctx)
+		return
+	case apierr.CodeOf(err) == apierr.NotFound && time.Since(meta.Timestamp) < recordVisible:
+		// The gateway wrote the record before it queued the job, but a
+		// key-value read may be served by a replica that has not caught
+		// up yet: ask again shortly (a delivery, not an attempt).
+		log.Info("the activation record is not visible yet; the job waits", "queued", meta.Timestamp)
+		_ = m.NakWithDelay(recordVisible / 20)
 		return
 	case apierr.CodeOf(err) == apierr.NotFound:
 		dl.Code, dl.Reason = apierr.NotFound, "the activation record does not exist"

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -37,6 +39,7 @@ type opened struct {
 	reqHash     string
 	ticket      []byte
 	expires     time.Time
+	caller      ed25519.PublicKey // the key that signed the request or opened the session; nil: anonymous
 }
 
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
@@ -92,6 +95,9 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	if err != nil {
 		return nil, err
 	}
+	if err := authorise(fn, op.caller); err != nil {
+		return w.refuse(fn, req.Mode, op, err, "", 0)
+	}
 	if req.Mode == wire.ModeSessionOpen {
 		ack, err := seal.SealSymmetric(op.responseKey, seal.AADResponse, []byte(op.reqHash), nil)
 		if err != nil {
@@ -135,7 +141,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 			rep.Output = body
 		}
 	}
-	rc, err := w.receipt(fn, id, req.Mode, op.reqHash, body, status, len(op.input), &res)
+	rc, err := w.receipt(fn, id, req.Mode, op, body, status, &res)
 	if err != nil {
 		return nil, err
 	}
@@ -175,17 +181,17 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		if err != nil {
 			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
 		}
-		p, err := w.checkPayload(ctx, fn, sc.Payload, req.Activation)
+		p, err := w.checkPayload(ctx, fn, sc.Payload, req.Activation, info, s.Enc)
 		if err != nil {
 			return nil, err
 		}
-		op := &opened{input: p.Input, responseKey: sc.ResponseKey, reqHash: seal.RequestHash(req.Mode, s.Enc, nil, s.Ciphertext)}
+		op := &opened{input: p.Input, responseKey: sc.ResponseKey, reqHash: seal.RequestHash(req.Mode, s.Enc, nil, s.Ciphertext), caller: p.Caller}
 		if openSession {
 			op.expires = w.now().Add(SessionTTL).UTC()
 			tid := make([]byte, 16)
 			rand.Read(tid)
 			op.ticket, err = seal.SealTicket(fn.ticketKey, seal.Ticket{ID: tid, Key: sc.SessionKey, Namespace: f.Namespace,
-				Name: f.Name, Version: f.Version, CodeHash: f.CodeHash, Expires: op.expires})
+				Name: f.Name, Version: f.Version, CodeHash: f.CodeHash, Expires: op.expires, Caller: p.Caller})
 			if err != nil {
 				return nil, err
 			}
@@ -207,26 +213,36 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		if err != nil {
 			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
 		}
-		p, err := w.checkPayload(ctx, fn, pt, "")
+		p, err := w.checkPayload(ctx, fn, pt, "", nil, nil)
 		if err != nil {
 			return nil, err
 		}
-		return &opened{input: p.Input, responseKey: t.Key, reqHash: seal.RequestHash(req.Mode, nil, s.Ticket, s.Ciphertext)}, nil
+		if p.Caller != nil {
+			return nil, apierr.New(apierr.CallerSignature, "a session message carries no caller signature: the session's opener is its caller")
+		}
+		return &opened{input: p.Input, responseKey: t.Key, reqHash: seal.RequestHash(req.Mode, nil, s.Ticket, s.Ciphertext), caller: t.Caller}, nil
 	default:
 		return nil, apierr.New(apierr.BadRequest, "unknown mode %q", req.Mode)
 	}
 }
 
-// checkPayload decodes the sealed payload and refuses stale or replayed
-// requests. The nonce is remembered in the replay bucket, which every
-// worker shares, so a replay is caught whichever worker it reaches.
+// checkPayload decodes the sealed payload, verifies the caller's
+// signature of a request opened from HPKE encapsulation enc under info,
+// and refuses stale or replayed requests. The nonce is remembered in the
+// replay bucket, which every worker shares, so a replay is caught
+// whichever worker it reaches.
 //
 // An async request (activation != "") is remembered longer, with its
 // activation, in the async nonce bucket instead: see checkAsyncNonce.
-func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activation string) (seal.Payload, error) {
+func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activation string, info, enc []byte) (seal.Payload, error) {
 	p, err := seal.DecodePayload(b)
 	if err != nil {
 		return p, apierr.New(apierr.BadRequest, "%v", err)
+	}
+	if enc != nil {
+		if err := p.CheckCaller(info, enc); err != nil {
+			return p, apierr.New(apierr.CallerSignature, "%v", err)
+		}
 	}
 	if activation != "" {
 		return p, w.checkAsyncNonce(ctx, fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version), p, activation)
@@ -338,8 +354,26 @@ func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode str
 	})
 }
 
-func (w *Worker) receipt(fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) (*receipt.Signed, error) {
-	return receipt.Sign(w.receiptFor(fn, id, mode, reqHash, body, status, inBytes, res), w.signKey, w.cert.Load().signed)
+func (w *Worker) receipt(fn *loaded, id, mode string, op *opened, body []byte, status string, res *sandbox.Result) (*receipt.Signed, error) {
+	r := w.receiptFor(fn, id, mode, op.reqHash, body, status, len(op.input), res)
+	r.Caller = certs.CallerHash(op.caller)
+	return receipt.Sign(r, w.signKey, w.cert.Load().signed)
+}
+
+// refuse answers a call whose caller fn's invoker policy does not allow:
+// nothing ran, and the refusal is signed and logged like any invocation,
+// so that the owner sees who tried.
+// A refused step of a sequence names the sequence and the step.
+func (w *Worker) refuse(fn *loaded, mode string, op *opened, refusal error, sequence string, step int) (*wire.InvokeReply, error) {
+	ae := apierr.From(refusal)
+	r := w.receiptFor(fn, newInvocationID(w.now()), mode, op.reqHash, nil, string(ae.Code), len(op.input), &sandbox.Result{})
+	r.Caller, r.Sequence, r.Step = certs.CallerHash(op.caller), sequence, step
+	rc, err := receipt.Sign(r, w.signKey, w.cert.Load().signed)
+	if err != nil {
+		return nil, err
+	}
+	w.logReceipt(context.Background(), rc)
+	return &wire.InvokeReply{Version: fn.fn.Version, Error: ae, Receipt: rc}, nil
 }
 
 // receiptFor builds the unsigned receipt of one run.

@@ -40,8 +40,9 @@ type loaded struct {
 	ticketKey []byte
 	state     *state.Function // nil unless the manifest grants state
 	sem       chan struct{}
-	checked   atomic.Int64 // unix nanoseconds of the last registry check; calls share it
-	lastUsed  atomic.Int64 // unix nanoseconds of the last call, for eviction
+	checked   atomic.Int64                 // unix nanoseconds of the last registry check; calls share it
+	policy    atomic.Pointer[certs.Policy] // the newest verified invoker policy; nil: anyone (see authorise)
+	lastUsed  atomic.Int64                 // unix nanoseconds of the last call, for eviction
 }
 
 func fnID(ns, name string, version int) string { return fmt.Sprintf("%s/%s/%d", ns, name, version) }
@@ -66,9 +67,14 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 		if w.now().Sub(time.Unix(0, l.checked.Load())) < recheckAfter {
 			return l, nil
 		}
-		if _, err := w.reg.Get(ctx, ns, name, version); err != nil {
+		rec, err := w.reg.Get(ctx, ns, name, version)
+		if err != nil {
 			w.evict(id, l, "deleted")
 			return nil, registryError(err)
+		}
+		if err := w.applyPolicy(l, rec, w.cert.Load().coordKey); err != nil {
+			// The policy in force stays; a newer one is not verified.
+			w.log.Warn("invoker policy not applied", "namespace", ns, "name", name, "err", err)
 		}
 		l.checked.Store(w.now().UnixNano())
 		return l, nil
@@ -134,6 +140,10 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	}
 	l := &loaded{fn: fc, manifest: bd.Manifest, module: mod, script: script, sem: make(chan struct{}, lim.Concurrency)}
 	l.checked.Store(w.now().UnixNano())
+	if err := w.applyPolicy(l, rec, adm.coordKey); err != nil {
+		l.close()
+		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+	}
 	if mod.ABI() == sandbox.ABIReactor {
 		spec := fnspec.Spec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1

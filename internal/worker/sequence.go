@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -46,15 +47,31 @@ func (w *Worker) invokeSequence(ctx context.Context, req *wire.InvokeRequest) (*
 		fns[i] = fn
 		info[i] = seal.SequenceStep{Name: fn.fn.Name, Version: fn.fn.Version, CodeHash: fn.fn.CodeHash}
 	}
-	sc, err := seal.OpenRequest(fns[0].key, seal.SequenceInfo(req.Activation != "", req.Namespace, req.Name, info), s.Enc, s.Ciphertext, false)
+	seqInfo := seal.SequenceInfo(req.Activation != "", req.Namespace, req.Name, info)
+	sc, err := seal.OpenRequest(fns[0].key, seqInfo, s.Enc, s.Ciphertext, false)
 	if err != nil {
 		return nil, apierr.New(apierr.DecryptFailed, "%v", err)
 	}
-	p, err := w.checkPayload(ctx, fns[0], sc.Payload, req.Activation)
+	p, err := w.checkPayload(ctx, fns[0], sc.Payload, req.Activation, seqInfo, s.Enc)
 	if err != nil {
 		return nil, err
 	}
 	reqHash := seal.RequestHash(wire.ModeSequence, s.Enc, nil, s.Ciphertext)
+	// The caller must be allowed to invoke every step: a sequence is no
+	// way around a step's policy. The first step that refuses ends the
+	// chain before anything runs, with its refusal's receipt.
+	for i, fn := range fns {
+		if err := authorise(fn, p.Caller); err != nil {
+			op := &opened{input: p.Input, reqHash: reqHash, caller: p.Caller}
+			rep, rerr := w.refuse(fn, wire.ModeSequence, op, err, req.Name, i+1)
+			if rerr != nil {
+				return nil, rerr
+			}
+			rep.Step, rep.StepCode = i+1, apierr.CallerNotAuthorised
+			rep.Receipts = []*receipt.Signed{rep.Receipt}
+			return rep, nil
+		}
+	}
 	rep := &wire.InvokeReply{}
 	var logs bytes.Buffer
 	input, link, prev := p.Input, reqHash, ""
@@ -103,6 +120,7 @@ func (w *Worker) invokeSequence(ctx context.Context, req *wire.InvokeRequest) (*
 		}
 		r := w.receiptFor(fn, id, wire.ModeSequence, link, body, status, len(input), &res)
 		r.ResponseHash, r.Prev, r.Sequence, r.Step = respHash, prev, req.Name, step
+		r.Caller = certs.CallerHash(p.Caller)
 		rc, err := receipt.Sign(r, w.signKey, w.cert.Load().signed)
 		if err != nil {
 			return nil, err

@@ -87,6 +87,7 @@ type Worker struct {
 	cert      atomic.Pointer[admission]
 	reg       *registry.Registry
 	fns       sync.Map // fnID → *loaded
+	policies  sync.Map // namespace/name → the newest invoker policy version seen (int)
 	loadGroup singleflight.Group
 	ready     atomic.Bool
 	revoked   atomic.Bool  // a manifest change dropped this worker

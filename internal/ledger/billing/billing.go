@@ -43,8 +43,12 @@ const MaxDuplicates = 1000
 // that name it, each counted once. Metering a receipt does not carry (it
 // was not measured) adds nothing.
 type Line struct {
-	Namespace   string `json:"namespace"`
-	Function    string `json:"function"`
+	Namespace string `json:"namespace"`
+	Function  string `json:"function"`
+	// Caller is the hash of the caller key (receipt caller_sha256) in a
+	// bill per caller (PerCaller); "" there stands for anonymous and
+	// plaintext calls, and everywhere else for all callers.
+	Caller      string `json:"caller_sha256,omitempty"`
 	Invocations uint64 `json:"invocations"`
 	// Failed counts the invocations whose status is not "ok".
 	Failed       uint64 `json:"failed"`
@@ -72,7 +76,7 @@ type Duplicate struct {
 // can make a valid entry, and it cannot choose the signature bytes.
 type digest [16]byte
 
-type lineKey struct{ namespace, function string }
+type lineKey struct{ namespace, function, caller string }
 
 type dupAt struct {
 	index uint64
@@ -83,7 +87,8 @@ type dupAt struct {
 // ledger.CheckFunc: safe for concurrent use, in any order. Read the bill
 // with Bill and Duplicates once the audit has returned.
 type Auditor struct {
-	v *receipt.Verifier
+	v         *receipt.Verifier
+	perCaller bool
 
 	mu    sync.Mutex
 	lines map[lineKey]*Line
@@ -97,6 +102,11 @@ type Auditor struct {
 func NewAuditor(v *receipt.Verifier) *Auditor {
 	return &Auditor{v: v, lines: map[lineKey]*Line{}, seen: map[digest]uint64{}}
 }
+
+// PerCaller makes the bill one line per namespace, function and caller
+// (the key that signed the requests, as receipts name it). Call it before
+// the audit.
+func (a *Auditor) PerCaller() { a.perCaller = true }
 
 var _ ledger.CheckFunc = (*Auditor)(nil).Check
 
@@ -126,10 +136,13 @@ func (a *Auditor) Check(index uint64, entry []byte) error {
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	k := lineKey{rc.Namespace, rc.Function}
+	k := lineKey{namespace: rc.Namespace, function: rc.Function}
+	if a.perCaller {
+		k.caller = rc.Caller
+	}
 	u := a.lines[k]
 	if u == nil {
-		u = &Line{Namespace: rc.Namespace, Function: rc.Function}
+		u = &Line{Namespace: rc.Namespace, Function: rc.Function, Caller: k.caller}
 		a.lines[k] = u
 	}
 	if first, ok := a.seen[d]; ok {
@@ -185,7 +198,10 @@ func (a *Auditor) Bill() []Line {
 		if c := strings.Compare(x.Namespace, y.Namespace); c != 0 {
 			return c
 		}
-		return strings.Compare(x.Function, y.Function)
+		if c := strings.Compare(x.Function, y.Function); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Caller, y.Caller)
 	})
 	return lines
 }

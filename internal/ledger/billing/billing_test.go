@@ -371,3 +371,42 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestPerCaller: a bill per caller splits each function's line by the
+// caller its receipts name, anonymous calls apart; the default bill sums
+// all callers.
+func TestPerCaller(t *testing.T) {
+	cert := workerCert(t, coordKey, pub(workerKey))
+	callers := []string{"", certs.CallerHash(pub(key(20))), certs.CallerHash(pub(key(21)))}
+	var entries [][]byte
+	want := map[[2]string]uint64{}
+	for i := range 30 {
+		r := makeReceipt(i)
+		r.Namespace, r.Function, r.Caller = "acme", "hello", callers[i%3]
+		entries = append(entries, sign(t, r, workerKey, cert))
+		want[[2]string{"hello", r.Caller}]++
+	}
+	per := billing.NewAuditor(receipt.NewVerifier(pub(coordKey)))
+	per.PerCaller()
+	all := billing.NewAuditor(receipt.NewVerifier(pub(coordKey)))
+	for i, e := range entries {
+		if err := per.Check(uint64(i), e); err != nil {
+			t.Fatal(err)
+		}
+		if err := all.Check(uint64(i), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := per.Bill()
+	if len(lines) != 3 {
+		t.Fatalf("%d lines per caller, want 3: %+v", len(lines), lines)
+	}
+	for _, l := range lines {
+		if l.Invocations != want[[2]string{l.Function, l.Caller}] || l.Invocations != 10 {
+			t.Errorf("caller %q: %d invocations, want 10", l.Caller, l.Invocations)
+		}
+	}
+	if l := all.Bill(); len(l) != 1 || l[0].Invocations != 30 || l[0].Caller != "" {
+		t.Fatalf("the bill of all callers: %+v", l)
+	}
+}
