@@ -21,6 +21,8 @@
 #                                     # -benchtime 3s, 3 runs (COUNT), 8 clients (-conc N); ratio, CPU, bus
 #   bench/run.sh caller               # BenchmarkCallerSignature: hpke, session calls and session
 #                                     # opens, signed by the caller and anonymous, same run; raw output
+#   bench/run.sh suites               # BenchmarkSuites (internal/seal): sealing and opening a request and a
+#                                     # session opening, X25519 against MLKEM768-X25519, same run; raw output
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
 #                                     # cluster, once each; time to the next successful sealed call
 #
@@ -30,7 +32,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -92,6 +94,10 @@ cluster)
 	done | tee "$out"
 	bench=BenchmarkCluster
 	baseline=up
+	;;
+suites)
+	go test -run '^$' -bench BenchmarkSuites -benchtime "${BENCHTIME:-5000x}" -count "${COUNT:-5}" ./internal/seal/ "$@" | tee "$out"
+	bench=
 	;;
 caller)
 	go test -run '^$' -bench BenchmarkCallerSignature -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-3}" ./bench/ "$@" | tee "$out"

@@ -98,6 +98,7 @@ type Client struct {
 	resubmits map[string]sealedSubmission
 	// caller signs sealed requests (WithCallerKey); nil: anonymous.
 	caller ed25519.PrivateKey
+	pq     bool // WithPostQuantum
 
 	useToken bool
 	resultTk string           // the last verified attestation-result token
@@ -160,6 +161,13 @@ func WithNamespace(ns string) Option { return func(c *Client) { c.ns = ns } }
 // Namespace returns the namespace pinned with WithNamespace, or "" if none
 // is. Owner tooling signs bundles for it (Manifest.Namespace).
 func (c *Client) Namespace() string { return c.ns }
+
+// WithPostQuantum makes the client seal only to functions whose key is of
+// the post-quantum suite, MLKEM768-X25519 (X-Wing): a function certificate
+// of the X25519 suite (issued before the hybrid suite was the default) is
+// refused with ErrVerification. Without it, both are accepted, each as its
+// certificate says.
+func WithPostQuantum() Option { return func(c *Client) { c.pq = true } }
 
 // WithCallerKey makes the client sign every sealed request, and every
 // session it opens, with the caller key k, inside the envelope: the
@@ -397,8 +405,11 @@ type Function struct {
 	AllowTEE     []tee.Kind
 	// OwnerKey is the key that signed the function's bundle.
 	OwnerKey ed25519.PublicKey
-	hpkeKey  []byte
-	plain    bool // a plaintext call's stand-in: no certificate was fetched
+	// Suite names the HPKE suite of the function's key, from its
+	// certificate: "MLKEM768-X25519" (post-quantum, X-Wing) or "X25519".
+	Suite   string
+	hpkeKey []byte
+	plain   bool // a plaintext call's stand-in: no certificate was fetched
 }
 
 // Function fetches and verifies the certificate of a function version
@@ -435,8 +446,20 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 	if len(c.owners) > 0 && !slices.ContainsFunc(c.owners, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(fc.OwnerKey)) }) {
 		return nil, fmt.Errorf("%w: function is signed by owner %x, which is not pinned", ErrVerification, fc.OwnerKey)
 	}
+	// The suite is the certificate's, which the coordinator signed: the
+	// key must be one of it, and a client that wants post-quantum sealing
+	// refuses any other (a gateway serving an older version's certificate
+	// cannot make it seal with X25519 alone).
+	if err := seal.CheckSuite(fc.Suite, fc.HPKEKey); err != nil {
+		return nil, fmt.Errorf("%w: function certificate: %w", ErrVerification, err)
+	}
+	if c.pq && fc.Suite != seal.SuiteXWing {
+		return nil, fmt.Errorf("%w: %s v%d is sealed with %s, and this client requires post-quantum sealing (%s)", ErrVerification,
+			fc.Name, fc.Version, seal.SuiteName(fc.Suite), seal.SuiteName(seal.SuiteXWing))
+	}
 	fn := &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
-		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey}
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey,
+		Suite: seal.SuiteName(fc.Suite)}
 	c.mu.Lock()
 	if c.fns != nil {
 		c.fns[key] = cachedFunction{fn: fn, exp: c.now().Add(c.ttl)}

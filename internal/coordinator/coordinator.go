@@ -627,7 +627,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		return nil, err
 	}
 	v := bd.Manifest.Version
-	fk, err := seal.DeriveFunctionKey(c.master, req.Namespace, req.Name, v, bd.CodeHash)
+	fk, err := seal.DeriveFunctionKey(c.master, seal.DefaultSuite, req.Namespace, req.Name, v, bd.CodeHash)
 	if err != nil {
 		return nil, err
 	}
@@ -646,7 +646,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 		BundleHash:    bundleHash,
 		OwnerKey:      bd.Signer,
 		HPKEKey:       seal.PublicKeyBytes(fk),
-		Suite:         seal.Suite,
+		Suite:         seal.DefaultSuite,
 		Confidential:  bd.Manifest.Confidential,
 		AllowTEE:      bd.Manifest.TEE.Allow,
 		MinTCB:        bd.Manifest.TEE.MinTCB,
@@ -767,7 +767,7 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 			return nil, apierr.New(apierr.TEEPolicy, "function policy wants %s TCB at least %s; the worker has %s", w.TEE, min, w.TCB)
 		}
 	}
-	fk, err := seal.DeriveFunctionKey(c.master, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
+	fk, err := seal.DeriveFunctionKey(c.master, fc.Suite, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,9 @@ type RecoveryRequest struct {
 	Time time.Time `json:"time"`
 }
 
-// ParseRecoveryPublicKey reads a recovery public key (hex X25519).
+// ParseRecoveryPublicKey reads a recovery public key (hex, of a KEM seal
+// supports: X-Wing for keys `cloister keys recovery` makes, X25519 for
+// older ones).
 func ParseRecoveryPublicKey(s string) ([]byte, error) {
 	b, err := hex.DecodeString(strings.TrimSpace(s))
 	if err != nil {
@@ -160,10 +162,6 @@ type Recovered struct {
 // deployment's genesis hash, it seals the secrets to that key. It runs in
 // the owner's process, with the private recovery key.
 func Recover(ctx context.Context, kv jetstream.KeyValue, recoveryPriv []byte, policy attest.Policy, verifier *attest.Verifier, now time.Time) ([]Recovered, error) {
-	k, err := seal.ParsePrivateKey(recoveryPriv)
-	if err != nil {
-		return nil, fmt.Errorf("recovery private key: %w", err)
-	}
 	dep, err := readDeployment(ctx, kv)
 	if err != nil || dep == nil {
 		return nil, fmt.Errorf("no deployment record in NATS: %v", err)
@@ -176,7 +174,12 @@ func Recover(ctx context.Context, kv jetstream.KeyValue, recoveryPriv []byte, po
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return nil, fmt.Errorf("malformed recovery record: %w", err)
 	}
-	if r.Recipient != hex.EncodeToString(seal.PublicKeyBytes(k)) {
+	recipient, err := hex.DecodeString(r.Recipient)
+	if err != nil {
+		return nil, fmt.Errorf("malformed recovery record: recipient: %w", err)
+	}
+	k, err := seal.ParsePrivateKey(recipient, recoveryPriv)
+	if err != nil {
 		return nil, errors.New("the recovery record is sealed to another recovery key")
 	}
 	pt, err := seal.OpenFrom(k, []byte(InfoRecoverySecrets), r.Enc, r.Sealed)

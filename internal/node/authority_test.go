@@ -1,11 +1,16 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +108,29 @@ func TestAuthorityAttacks(t *testing.T) {
 			sr := wire.SealedRequest{Mode: wire.ModeHPKE, Version: s.fc.Version, Enc: enc, Ciphertext: ct}
 			e.refusedWithReceipt("another request's signature", "echo", sr, apierr.CallerSignature, nil)
 		}
+	})
+	t.Run("downgrades the suite", func(t *testing.T) {
+		// The certificate names the post-quantum suite; a gateway that
+		// rewrites it to X25519 breaks the coordinator's signature.
+		down, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithCallerKey(e.owner), client.WithHTTPClient(&http.Client{
+			Transport: rewriteCert{http.DefaultTransport, func(body map[string]any) { body["suite"] = map[string]int{"kem": 0x20, "kdf": 1, "aead": 1} }},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := down.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
+			t.Fatalf("a certificate whose suite was rewritten: %v", err)
+		}
+		if fn, err := e.c.Function(ctx, "echo", 0); err != nil || fn.Suite != "MLKEM768-X25519" {
+			t.Fatalf("the function's suite: %+v %v", fn, err)
+		}
+		// A request sealed with X25519 to the function does not open.
+		k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+		enc, ct, err := seal.SealTo(k.PublicKey().Bytes(), seal.Info(s.fc.Namespace, s.fc.Name, s.fc.Version, s.fc.CodeHash), seal.NewPayload([]byte("x"), time.Now()).Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.refusedWithReceipt("sealed with X25519", "echo", wire.SealedRequest{Mode: wire.ModeHPKE, Version: s.fc.Version, Enc: enc, Ciphertext: ct}, apierr.DecryptFailed, nil)
 	})
 	t.Run("plaintext to a function whose policy is owner", func(t *testing.T) {
 		_, err := e.c.Invoke(ctx, "open", []byte("x"), client.InvokeOptions{Plaintext: true})
@@ -236,4 +264,33 @@ func TestInvokerPolicyUpdate(t *testing.T) {
 	if _, err := anon.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{Plaintext: true}); err != nil {
 		t.Fatalf("plaintext under any: %v", err)
 	}
+}
+
+// rewriteCert is a gateway that rewrites the body of the function
+// certificates it serves.
+type rewriteCert struct {
+	next http.RoundTripper
+	edit func(map[string]any)
+}
+
+func (r rewriteCert) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if err != nil || !strings.HasSuffix(req.URL.Path, "/key") || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	var fi wire.FunctionInfo
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if json.Unmarshal(b, &fi) == nil {
+		var body map[string]any
+		if json.Unmarshal(fi.Certificate.Body, &body) == nil {
+			r.edit(body)
+			fi.Certificate.Body, _ = json.Marshal(body)
+			b, _ = json.Marshal(fi)
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Del("Content-Length")
+	return resp, nil
 }

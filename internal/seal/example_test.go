@@ -17,7 +17,7 @@ func ExampleSealRequest() {
 	master := bytes.Repeat([]byte{0x42}, 32)
 	const ns, name, version = "acme", "hello", 1
 	const code = "c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de"
-	key, err := seal.DeriveFunctionKey(master, ns, name, version, code)
+	key, err := seal.DeriveFunctionKey(master, seal.DefaultSuite, ns, name, version, code)
 	if err != nil {
 		panic(err)
 	}

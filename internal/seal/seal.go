@@ -9,6 +9,7 @@
 package seal
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
@@ -28,14 +29,92 @@ import (
 	"github.com/cloister-faas/cloister/internal/certs"
 )
 
-// Suite is the HPKE ciphersuite of every function key.
-var Suite = certs.Suite{KEM: 0x0020, KDF: 0x0001, AEAD: 0x0001}
+// The HPKE ciphersuites of function keys (RFC 9180 identifiers). Both use
+// HKDF-SHA256 and AES-128-GCM; they differ in the KEM.
+var (
+	// SuiteX25519 is DHKEM(X25519, HKDF-SHA256): the suite of every
+	// function certificate issued before SuiteXWing, still served.
+	SuiteX25519 = certs.Suite{KEM: 0x0020, KDF: 0x0001, AEAD: 0x0001}
+	// SuiteXWing is MLKEM768-X25519 (X-Wing, draft-ietf-hpke-pq): a
+	// post-quantum KEM (ML-KEM-768, FIPS 203) combined with X25519, so
+	// that it is as strong as the stronger of the two.
+	SuiteXWing = certs.Suite{KEM: 0x647a, KDF: 0x0001, AEAD: 0x0001}
+	// DefaultSuite is the suite of new function keys.
+	DefaultSuite = SuiteXWing
+)
 
 var (
-	kem  = hpke.DHKEM(ecdh.X25519())
-	kdf  = hpke.HKDFSHA256()
-	aead = hpke.AES128GCM()
+	kemX25519 = hpke.DHKEM(ecdh.X25519())
+	kemXWing  = hpke.MLKEM768X25519()
+	kdf       = hpke.HKDFSHA256()
+	aead      = hpke.AES128GCM()
 )
+
+// Public key sizes, which tell the two KEMs apart.
+const (
+	x25519PublicKeySize = 32
+	xwingPublicKeySize  = 1216
+)
+
+// kemOf returns the KEM of a supported suite.
+func kemOf(s certs.Suite) (hpke.KEM, error) {
+	switch s {
+	case SuiteX25519:
+		return kemX25519, nil
+	case SuiteXWing:
+		return kemXWing, nil
+	}
+	return nil, fmt.Errorf("%w: kem %#04x, kdf %#04x, aead %#04x", ErrSuite, s.KEM, s.KDF, s.AEAD)
+}
+
+// kemFor returns the KEM whose public keys have pub's size.
+func kemFor(pub []byte) (hpke.KEM, error) {
+	switch len(pub) {
+	case x25519PublicKeySize:
+		return kemX25519, nil
+	case xwingPublicKeySize:
+		return kemXWing, nil
+	}
+	return nil, fmt.Errorf("%w: a public key of %d bytes", ErrMalformed, len(pub))
+}
+
+// publicKey decodes pub with the KEM its size names.
+func publicKey(pub []byte) (hpke.PublicKey, error) {
+	k, err := kemFor(pub)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := k.NewPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key", ErrMalformed)
+	}
+	return pk, nil
+}
+
+// CheckSuite reports whether s is a supported suite and pub a valid public
+// key of its KEM: what a client checks in a function certificate before it
+// seals to the key, so that the certificate's named suite is the one used.
+func CheckSuite(s certs.Suite, pub []byte) error {
+	k, err := kemOf(s)
+	if err != nil {
+		return err
+	}
+	if _, err := k.NewPublicKey(pub); err != nil {
+		return fmt.Errorf("%w: the key is not a %#04x public key", ErrSuite, s.KEM)
+	}
+	return nil
+}
+
+// SuiteName names a suite for people.
+func SuiteName(s certs.Suite) string {
+	switch s {
+	case SuiteX25519:
+		return "X25519"
+	case SuiteXWing:
+		return "MLKEM768-X25519"
+	}
+	return fmt.Sprintf("unknown (kem %#04x)", s.KEM)
+}
 
 // Export contexts (RFC 9180 §5.3) for the keys derived from a request context.
 const (
@@ -64,36 +143,64 @@ func Info(ns, name string, version int, codeHash string) []byte {
 	return b
 }
 
-// DeriveFunctionKey derives a function version's HPKE key pair from the
-// coordinator's master secret (RFC 9180 DeriveKeyPair over an HKDF output).
-func DeriveFunctionKey(master []byte, ns, name string, version int, codeHash string) (hpke.PrivateKey, error) {
-	ikm, err := hkdf.Key(sha256.New, master, nil, string(Info(ns, name, version, codeHash)), 32)
+// DeriveFunctionKey derives a function version's HPKE key pair of suite s
+// from the coordinator's master secret (RFC 9180 DeriveKeyPair over an
+// HKDF output whose info names the version and, for suites other than
+// SuiteX25519, the KEM).
+func DeriveFunctionKey(master []byte, s certs.Suite, ns, name string, version int, codeHash string) (hpke.PrivateKey, error) {
+	k, err := kemOf(s)
 	if err != nil {
 		return nil, err
 	}
-	return kem.DeriveKeyPair(ikm)
+	info := Info(ns, name, version, codeHash)
+	if s != SuiteX25519 {
+		info = binary.BigEndian.AppendUint16(append(info, 0), s.KEM)
+	}
+	ikm, err := hkdf.Key(sha256.New, master, nil, string(info), 32)
+	if err != nil {
+		return nil, err
+	}
+	return k.DeriveKeyPair(ikm)
 }
 
-// NewKeyPair generates an X25519 HPKE key pair (for workers' key exchange).
-func NewKeyPair() (hpke.PrivateKey, error) { return kem.GenerateKey() }
+// NewKeyPair generates an HPKE key pair of the default suite's KEM (X-Wing),
+// for key exchanges: workers' key release, coordinators' peer recovery,
+// recovery keys.
+func NewKeyPair() (hpke.PrivateKey, error) { return kemXWing.GenerateKey() }
 
-// ParsePrivateKey decodes a serialized HPKE private key.
-func ParsePrivateKey(b []byte) (hpke.PrivateKey, error) { return kem.NewPrivateKey(b) }
+// ParsePrivateKey decodes the private key whose public key is pub (which
+// names the KEM by its size), and checks that they match.
+func ParsePrivateKey(pub, b []byte) (hpke.PrivateKey, error) {
+	k, err := kemFor(pub)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := k.NewPrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: private key", ErrMalformed)
+	}
+	if !bytes.Equal(sk.PublicKey().Bytes(), pub) {
+		return nil, fmt.Errorf("%w: the private key does not match its public key", ErrMalformed)
+	}
+	return sk, nil
+}
 
-// CheckPublicKey reports whether pub is a valid public key of the KEM.
+// CheckPublicKey reports whether pub is a valid public key of a supported
+// KEM.
 func CheckPublicKey(pub []byte) error {
-	_, err := kem.NewPublicKey(pub)
+	_, err := publicKey(pub)
 	return err
 }
 
 // PublicKeyBytes serializes a key pair's public key.
 func PublicKeyBytes(k hpke.PrivateKey) []byte { return k.PublicKey().Bytes() }
 
-// SealTo encrypts a one-shot message to a public key (single-shot HPKE Base mode).
+// SealTo encrypts a one-shot message to a public key (single-shot HPKE
+// Base mode), with the KEM the key's size names.
 func SealTo(pub, info, plaintext []byte) (enc, ct []byte, err error) {
-	pk, err := kem.NewPublicKey(pub)
+	pk, err := publicKey(pub)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: public key", ErrMalformed)
+		return nil, nil, err
 	}
 	enc, s, err := hpke.NewSender(pk, kdf, aead, info)
 	if err != nil {
@@ -242,10 +349,13 @@ type ClientContext struct {
 // SealRequest seals p to a function's HPKE public key under info. With a
 // caller key, p is signed first (version 2, see callerMessage), inside
 // the envelope: only the function's worker sees who called.
+//
+// The KEM is the one pub's size names; CheckSuite checks it against the
+// suite the function certificate names.
 func SealRequest(pub, info []byte, p Payload, caller ed25519.PrivateKey, openSession bool) (*ClientContext, error) {
-	pk, err := kem.NewPublicKey(pub)
+	pk, err := publicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("%w: function public key", ErrMalformed)
+		return nil, fmt.Errorf("function public key: %w", err)
 	}
 	enc, s, err := hpke.NewSender(pk, kdf, aead, info)
 	if err != nil {

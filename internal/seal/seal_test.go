@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/hpke"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/seal"
 )
 
@@ -33,7 +35,12 @@ func (f fn) info() []byte { return seal.Info(f.ns, f.name, f.version, f.code) }
 
 func (f fn) key(t testing.TB) hpke.PrivateKey {
 	t.Helper()
-	k, err := seal.DeriveFunctionKey(master, f.ns, f.name, f.version, f.code)
+	return f.keyOf(t, seal.DefaultSuite)
+}
+
+func (f fn) keyOf(t testing.TB, s certs.Suite) hpke.PrivateKey {
+	t.Helper()
+	k, err := seal.DeriveFunctionKey(master, s, f.ns, f.name, f.version, f.code)
 	if err != nil {
 		t.Fatalf("DeriveFunctionKey: %v", err)
 	}
@@ -221,7 +228,7 @@ func TestSealToOpenFrom(t *testing.T) {
 
 func TestDeriveFunctionKey(t *testing.T) {
 	pubOf := func(master []byte, f fn) string {
-		k, err := seal.DeriveFunctionKey(master, f.ns, f.name, f.version, f.code)
+		k, err := seal.DeriveFunctionKey(master, seal.DefaultSuite, f.ns, f.name, f.version, f.code)
 		if err != nil {
 			t.Fatalf("DeriveFunctionKey(%+v): %v", f, err)
 		}
@@ -256,20 +263,81 @@ func TestDeriveFunctionKey(t *testing.T) {
 }
 
 func TestParsePrivateKey(t *testing.T) {
-	k := hello.key(t)
-	b, err := k.Bytes()
-	if err != nil {
-		t.Fatal(err)
+	for _, s := range []certs.Suite{seal.SuiteX25519, seal.SuiteXWing} {
+		k := hello.keyOf(t, s)
+		b, err := k.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := seal.PublicKeyBytes(k)
+		k2, err := seal.ParsePrivateKey(pub, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pub, seal.PublicKeyBytes(k2)) {
+			t.Error("parsed key has a different public key")
+		}
+		if _, err := seal.ParsePrivateKey(pub, b[:31]); err == nil {
+			t.Error("31-byte private key: got nil error, want one")
+		}
+		other, _ := hello.keyOf(t, s).Bytes()
+		other[1] ^= 1 // not byte 0: X25519 clamps its low bits
+		if _, err := seal.ParsePrivateKey(pub, other); !errors.Is(err, seal.ErrMalformed) {
+			t.Errorf("%s: a private key of another public key: %v", seal.SuiteName(s), err)
+		}
 	}
-	k2, err := seal.ParsePrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestSuites: the X25519 suite derives the keys it always did (existing
+// certificates keep their keys); X-Wing derives other keys from the same
+// inputs; each round-trips a request; a certificate's named suite must
+// match its key.
+func TestSuites(t *testing.T) {
+	x := hello.keyOf(t, seal.SuiteX25519)
+	if got := hex.EncodeToString(seal.PublicKeyBytes(x)); got != helloX25519 {
+		t.Fatalf("the X25519 key of hello changed: %s", got)
 	}
-	if !bytes.Equal(seal.PublicKeyBytes(k), seal.PublicKeyBytes(k2)) {
-		t.Error("parsed key has a different public key")
+	w := hello.keyOf(t, seal.SuiteXWing)
+	if len(seal.PublicKeyBytes(w)) != 1216 || seal.DefaultSuite != seal.SuiteXWing {
+		t.Fatalf("X-Wing public key of %d bytes; default suite %v", len(seal.PublicKeyBytes(w)), seal.DefaultSuite)
 	}
-	if _, err := seal.ParsePrivateKey(b[:31]); err == nil {
-		t.Error("31-byte private key: got nil error, want one")
+	for _, c := range []struct {
+		s certs.Suite
+		k hpke.PrivateKey
+	}{{seal.SuiteX25519, x}, {seal.SuiteXWing, w}} {
+		pub := seal.PublicKeyBytes(c.k)
+		if err := seal.CheckSuite(c.s, pub); err != nil {
+			t.Fatalf("%s: %v", seal.SuiteName(c.s), err)
+		}
+		cc, err := seal.SealRequest(pub, hello.info(), seal.NewPayload([]byte("pq?"), now), nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := seal.OpenRequest(c.k, hello.info(), cc.Enc, cc.Ciphertext, true)
+		if err != nil || !bytes.Equal(sc.SessionKey, cc.SessionKey) || !bytes.Equal(sc.ResponseKey, cc.ResponseKey) {
+			t.Fatalf("%s: round trip: %v", seal.SuiteName(c.s), err)
+		}
+		// Sealed to one suite's key, opened with the other's: refused.
+		other := w
+		if c.k == w {
+			other = x
+		}
+		if _, err := seal.OpenRequest(other, hello.info(), cc.Enc, cc.Ciphertext, false); !errors.Is(err, seal.ErrDecrypt) {
+			t.Fatalf("%s opened with the other suite's key: %v", seal.SuiteName(c.s), err)
+		}
+	}
+	for _, c := range []struct {
+		s   certs.Suite
+		pub []byte
+	}{
+		{seal.SuiteX25519, seal.PublicKeyBytes(w)},
+		{seal.SuiteXWing, seal.PublicKeyBytes(x)},
+		{certs.Suite{KEM: 0x0020, KDF: 1, AEAD: 2}, seal.PublicKeyBytes(x)},
+		{certs.Suite{}, seal.PublicKeyBytes(x)},
+	} {
+		if err := seal.CheckSuite(c.s, c.pub); !errors.Is(err, seal.ErrSuite) {
+			t.Errorf("suite %+v with a key of %d bytes: %v", c.s, len(c.pub), err)
+		}
 	}
 }
 
@@ -640,3 +708,7 @@ func signatureOf(t *testing.T, k hpke.PrivateKey, c *seal.ClientContext, info []
 	}
 	return p.Signature
 }
+
+// helloX25519 is hello's X25519 public key as every earlier version
+// derived it from master: certificates issued then name it.
+const helloX25519 = "510dcad639d45cacebe75d3f3f989ab56bec2fba9b80ac6869264b3fec676d6e"

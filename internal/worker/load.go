@@ -250,8 +250,8 @@ func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Functio
 		return nil, nil, apierr.New(apierr.Internal, "function key release could not be opened")
 	}
 	defer clear(kb)
-	k, err := seal.ParsePrivateKey(kb)
-	if err != nil || !bytes.Equal(seal.PublicKeyBytes(k), fc.HPKEKey) {
+	k, err := seal.ParsePrivateKey(fc.HPKEKey, kb)
+	if err != nil {
 		return nil, nil, apierr.New(apierr.Internal, "released function key does not match its certificate")
 	}
 	sk, err := seal.OpenFrom(w.kexKey, wire.StateKeyReleaseInfo(adm.cert.WorkerID, fc.Namespace, fc.Name), resp.StateEnc, resp.StateSealed)
