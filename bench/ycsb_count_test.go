@@ -38,3 +38,11 @@ func (c *countingKV) Update(ctx context.Context, key string, v []byte, rev uint6
 	c.writes.Add(1)
 	return c.KeyValue.Update(ctx, key, v, rev)
 }
+
+// countingMetrics counts what a state store reports (state.Metrics): its
+// anchor requests, combined puts and direct reads.
+type countingMetrics struct{ anchorRequests, putsCombined, directReads atomic.Uint64 }
+
+func (c *countingMetrics) AnchorRequest() { c.anchorRequests.Add(1) }
+func (c *countingMetrics) PutCombined()   { c.putsCombined.Add(1) }
+func (c *countingMetrics) DirectRead()    { c.directReads.Add(1) }

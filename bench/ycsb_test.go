@@ -51,9 +51,9 @@ type ycsbEnv struct {
 	unsealed *state.Store
 	engine   *sandbox.Engine
 	fn       *sandbox.Function
-	kv       map[bool]sandbox.KV  // by sealed
-	bucket   map[bool]*countingKV // by sealed: counts the stores' bucket operations
-	sf       *state.Function
+	kv       map[bool]sandbox.KV       // by sealed
+	bucket   map[bool]*countingKV      // by sealed: counts the stores' bucket operations
+	metrics  map[bool]*countingMetrics // by sealed: counts what the stores report
 	cancel   context.CancelFunc
 	dir      string
 }
@@ -132,10 +132,11 @@ func setupYCSB() (*ycsbEnv, error) {
 		return fail(err)
 	}
 	e.bucket = map[bool]*countingKV{true: {KeyValue: workerSt.State}, false: {KeyValue: workerSt.State}}
-	if e.sealed, err = state.NewStore(state.Options{KV: e.bucket[true], Conn: workerNC, Anchor: state.BusTransport{Conn: workerNC}, Logger: log, Pipeline: *ycsbPipe}); err != nil {
+	e.metrics = map[bool]*countingMetrics{true: {}, false: {}}
+	if e.sealed, err = state.NewStore(state.Options{KV: e.bucket[true], Conn: workerNC, Anchor: state.BusTransport{Conn: workerNC}, Metrics: e.metrics[true], Logger: log, Pipeline: *ycsbPipe}); err != nil {
 		return fail(err)
 	}
-	if e.unsealed, err = state.NewStore(state.Options{KV: e.bucket[false], Conn: workerNC, Unsealed: true, Logger: log}); err != nil {
+	if e.unsealed, err = state.NewStore(state.Options{KV: e.bucket[false], Conn: workerNC, Unsealed: true, Metrics: e.metrics[false], Logger: log}); err != nil {
 		return fail(err)
 	}
 	key, _ := state.DeriveKey(master, "bench", "ycsb")
@@ -147,7 +148,6 @@ func setupYCSB() (*ycsbEnv, error) {
 	if err != nil {
 		return fail(err)
 	}
-	e.sf = sf
 	e.kv[true], e.kv[false] = worker.NewStateKV(sf), worker.NewStateKV(uf)
 	if e.engine, err = sandbox.New(ctx, sandbox.Config{Logger: log}); err != nil {
 		return fail(err)
@@ -255,7 +255,7 @@ func (e *ycsbEnv) newRun(sealed bool, reads float64) *ycsbRun {
 // run performs n more operations with the benchmark's clients.
 func (r *ycsbRun) run(n int) error {
 	e := r.e
-	anchor0, combined0 := e.anchorRequests(r.sealed), e.sf.PutsCombined.Load()
+	anchor0, combined0 := e.anchorRequests(r.sealed), e.metrics[true].putsCombined.Load()
 	reads0, writes0 := e.bucketReads(r.sealed), e.bucket[r.sealed].writes.Load()
 	cpu0 := processCPU()
 	l, err := runLoad(context.Background(), n, *ycsbConc, func(ctx context.Context) error {
@@ -283,7 +283,7 @@ func (r *ycsbRun) run(n int) error {
 	r.n += n
 	if r.sealed {
 		r.anchor += e.anchorRequests(true) - anchor0
-		r.combined += e.sf.PutsCombined.Load() - combined0
+		r.combined += e.metrics[true].putsCombined.Load() - combined0
 	}
 	r.bucketR += e.bucketReads(r.sealed) - reads0
 	r.bucketW += e.bucket[r.sealed].writes.Load() - writes0
@@ -405,16 +405,12 @@ func processCPU() time.Duration {
 
 // bucketReads counts the reads of the bucket by the store of one mode.
 func (e *ycsbEnv) bucketReads(sealed bool) uint64 {
-	st := e.unsealed
-	if sealed {
-		st = e.sealed
-	}
-	return e.bucket[sealed].reads.Load() + st.DirectReads.Load()
+	return e.bucket[sealed].reads.Load() + e.metrics[sealed].directReads.Load()
 }
 
 func (e *ycsbEnv) anchorRequests(sealed bool) uint64 {
 	if !sealed {
 		return 0
 	}
-	return e.sf.AnchorRequests.Load()
+	return e.metrics[true].anchorRequests.Load()
 }

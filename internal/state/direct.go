@@ -26,7 +26,7 @@ func (f *Function) newest(ctx context.Context, name string) (jetstream.KeyValueE
 	if f.s.direct == "" {
 		return f.s.o.KV.Get(ctx, name)
 	}
-	f.s.DirectReads.Add(1)
+	f.s.o.Metrics.DirectRead()
 	m, err := f.s.o.Conn.RequestWithContext(ctx, f.s.direct+name, noHeaders)
 	if err != nil {
 		return nil, err

@@ -31,6 +31,9 @@ const (
 	KindMissing  = "missing"  // the committed value is gone from the store
 )
 
+// KindAnchor is an anchor reply that was forged, altered or replayed.
+const KindAnchor = "anchor reply"
+
 // IntegrityError describes a detected violation. It wraps ErrIntegrity.
 // Its message names the function and the kind, never the key or the value.
 type IntegrityError struct {

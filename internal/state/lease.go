@@ -116,3 +116,17 @@ func (l *lease) store(key []byte, e *entry, gen uint64, running bool) {
 	}
 	l.entries[string(key)] = e
 }
+
+// renew queues a lease request on its own when the lease is due for
+// renewal, so that a worker whose reads all come from the lease keeps it.
+func (f *Function) renew() {
+	if !f.lease.want(time.Now()) {
+		return
+	}
+	p := &pending{op: op{Kind: opLease, Holder: f.holder}, done: make(chan struct{})}
+	select {
+	case f.q <- p:
+	default:
+		f.lease.granted(true, time.Now(), 0) // the queue is full: try later
+	}
+}

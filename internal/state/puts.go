@@ -64,7 +64,7 @@ func (f *Function) put(ctx context.Context, key, value []byte) error {
 	}
 	if mine == g.n || g.err == nil {
 		if mine != g.n {
-			f.PutsCombined.Add(1)
+			f.s.o.Metrics.PutCombined()
 		}
 		return g.err
 	}

@@ -61,7 +61,7 @@ func heldPuts(t *testing.T, f *Function, tr *gatedTransport, vals ...string) (re
 func gatedFunction(t *testing.T, e *env) (*Function, *gatedTransport) {
 	t.Helper()
 	tr := &gatedTransport{inner: LocalTransport{e.anchor}, entered: make(chan struct{}, 1)}
-	s, err := NewStore(Options{KV: e.kv, Anchor: tr, Logger: quiet()})
+	s, err := NewStore(Options{KV: e.kv, Anchor: tr, Metrics: &counts{}, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +107,8 @@ func TestPutsCombined(t *testing.T) {
 		}
 	}
 	wantValue(t, f, "k", "c")
-	if n := f.PutsCombined.Load(); n != 2 {
-		t.Fatalf("PutsCombined = %d, want 2", n)
+	if n := countsOf(f).putsCombined.Load(); n != 2 {
+		t.Fatalf("%d puts combined, want 2", n)
 	}
 	if got, want := storedValues(t, e, f, "k"), []string{"0", "held", "c"}; !slices.Equal(got, want) {
 		t.Fatalf("the bucket holds %q, want %q", got, want)
@@ -142,8 +142,8 @@ func TestPutsCombinedQuota(t *testing.T) {
 		t.Fatalf("big put: %v, want ErrQuota", errs[2])
 	}
 	wantValue(t, f, "k", "small")
-	if n := f.PutsCombined.Load(); n != 0 {
-		t.Fatalf("PutsCombined = %d, want 0", n)
+	if n := countsOf(f).putsCombined.Load(); n != 0 {
+		t.Fatalf("%d puts combined, want 0", n)
 	}
 }
 
@@ -212,7 +212,7 @@ func TestKeyLocks(t *testing.T) {
 func TestDirectReads(t *testing.T) {
 	e := newEnv(t, Limits{})
 	kv := &countingKV{KeyValue: e.kv, got: make(chan struct{}, 1)}
-	s, err := NewStore(Options{KV: kv, Conn: e.nc, Anchor: LocalTransport{e.anchor}, Logger: quiet()})
+	s, err := NewStore(Options{KV: kv, Conn: e.nc, Anchor: LocalTransport{e.anchor}, Metrics: &counts{}, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestDirectReads(t *testing.T) {
 	if n := kv.gets.Load() - gets; n != 0 {
 		t.Fatalf("%d reads through the KV interface (a write looked its key up)", n)
 	}
-	if n := s.DirectReads.Load(); n < 3 {
+	if n := countsOf(f).directReads.Load(); n < 3 {
 		t.Fatalf("%d direct reads", n)
 	}
 	// A delete marker the host put on top (an empty value without its

@@ -71,7 +71,7 @@ func (e *env) start(t testing.TB, limits Limits) {
 	}
 	// The main store reads with direct gets, as the worker's does; the
 	// other stores of the tests read through the KV interface.
-	if e.store, err = NewStore(Options{KV: e.kv, Conn: nc, Anchor: LocalTransport{e.anchor}, Logger: quiet()}); err != nil {
+	if e.store, err = NewStore(Options{KV: e.kv, Conn: nc, Anchor: LocalTransport{e.anchor}, Metrics: &counts{}, Logger: quiet()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -560,11 +560,11 @@ func TestLeaseServesReads(t *testing.T) {
 	f := e.fn(t, "ns", "fn")
 	mustPut(t, f, "k", "1") // asks for the lease
 	mustPut(t, f, "k", "2") // commits under it: the entry is cached
-	before := f.AnchorRequests.Load()
+	before := countsOf(f).anchorRequests.Load()
 	for range 10 {
 		wantValue(t, f, "k", "2")
 	}
-	if n := f.AnchorRequests.Load() - before; n > 1 {
+	if n := countsOf(f).anchorRequests.Load() - before; n > 1 {
 		t.Fatalf("10 reads under the lease sent %d anchor requests", n)
 	}
 	old := e.raw(t, f, "k")
@@ -640,6 +640,17 @@ func (t *gatedTransport) Exchange(ctx context.Context, req *AnchorRequest) (*Anc
 	}
 	return t.inner.Exchange(ctx, req)
 }
+
+// counts is a Metrics that counts.
+type counts struct{ anchorRequests, putsCombined, directReads atomic.Uint64 }
+
+func (c *counts) AnchorRequest() { c.anchorRequests.Add(1) }
+func (c *counts) PutCombined()   { c.putsCombined.Add(1) }
+func (c *counts) DirectRead()    { c.directReads.Add(1) }
+
+// countsOf returns the counts of f's store, made with a *counts as its
+// Options.Metrics.
+func countsOf(f *Function) *counts { return f.s.o.Metrics.(*counts) }
 
 // countingKV counts revision reads and reports the latest-value reads.
 type countingKV struct {

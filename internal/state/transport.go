@@ -9,6 +9,20 @@ import (
 	"github.com/cloister-faas/cloister/internal/bus"
 )
 
+// Transport carries anchor requests to the anchor (on the bus, the
+// coordinator; in tests, an Anchor in the same process).
+type Transport interface {
+	Exchange(ctx context.Context, req *AnchorRequest) (*AnchorReply, error)
+}
+
+// LocalTransport calls an Anchor directly.
+type LocalTransport struct{ Anchor *Anchor }
+
+// Exchange implements Transport.
+func (t LocalTransport) Exchange(_ context.Context, req *AnchorRequest) (*AnchorReply, error) {
+	return t.Anchor.Handle(req)
+}
+
 // BusTransport reaches the coordinator's anchor on the bus, in the wire
 // encoding (AnchorRequest.AppendBinary) without a JSON envelope
 // (bus.CallBytes).
