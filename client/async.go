@@ -35,17 +35,18 @@ type Pending struct {
 	// when the earlier submission went through the same Client, with the
 	// same input, within 10 minutes (the Client sends the same sealed
 	// request again); otherwise only the earlier Pending opens it.
-	Duplicate    bool       `json:"duplicate,omitempty"`
-	Kind         string     `json:"kind"` // "function" or "sequence"
-	Namespace    string     `json:"namespace"`
-	Name         string     `json:"name"`
-	Version      int        `json:"version,omitempty"`
-	CodeHash     string     `json:"code_sha256,omitempty"`
-	SnapshotHash string     `json:"snapshot_sha256,omitempty"`
-	AllowTEE     []tee.Kind `json:"allow_tee,omitempty"`
-	Mode         string     `json:"mode"`
-	RequestHash  string     `json:"request_sha256"`
-	ResponseKey  []byte     `json:"response_key,omitempty"`
+	Duplicate    bool                `json:"duplicate,omitempty"`
+	Kind         string              `json:"kind"` // "function" or "sequence"
+	Namespace    string              `json:"namespace"`
+	Name         string              `json:"name"`
+	Version      int                 `json:"version,omitempty"`
+	CodeHash     string              `json:"code_sha256,omitempty"`
+	SnapshotHash string              `json:"snapshot_sha256,omitempty"`
+	AllowTEE     []tee.Kind          `json:"allow_tee,omitempty"`
+	MinTCB       map[tee.Kind]string `json:"min_tcb,omitempty"`
+	Mode         string              `json:"mode"`
+	RequestHash  string              `json:"request_sha256"`
+	ResponseKey  []byte              `json:"response_key,omitempty"`
 	// Caller is the caller hash the receipt must name (certs.CallerHash),
 	// or "-" for an anonymous submission.
 	Caller string `json:"caller_sha256,omitempty"`
@@ -102,7 +103,7 @@ func (c *Client) InvokeAsync(ctx context.Context, name string, input []byte, o A
 		return nil, withActivationHint(publicError(err))
 	}
 	return &Pending{ActivationID: acc.ActivationID, Duplicate: acc.Duplicate, Kind: "function", Namespace: fn.Namespace, Name: fn.Name,
-		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, Mode: wire.ModeHPKE,
+		Version: fn.Version, CodeHash: fn.CodeHash, SnapshotHash: fn.SnapshotHash, AllowTEE: fn.AllowTEE, MinTCB: fn.MinTCB, Mode: wire.ModeHPKE,
 		RequestHash: seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext), ResponseKey: sub.responseKey, Caller: c.expectCaller()}, nil
 }
 
@@ -289,7 +290,7 @@ func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	fn := &Function{AllowTEE: p.AllowTEE}
+	fn := &Function{Namespace: p.Namespace, Name: p.Name, Version: p.Version, AllowTEE: p.AllowTEE, MinTCB: p.MinTCB}
 	if err := checkWorkerPolicy(fn, v.Worker); err != nil {
 		return nil, err
 	}

@@ -403,6 +403,9 @@ type Function struct {
 	BundleHash   string
 	Confidential string
 	AllowTEE     []tee.Kind
+	// MinTCB is the function's minimum TCB per TEE kind, from its
+	// certificate.
+	MinTCB map[tee.Kind]string
 	// OwnerKey is the key that signed the function's bundle.
 	OwnerKey ed25519.PublicKey
 	// Suite names the HPKE suite of the function's key, from its
@@ -458,7 +461,7 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 			fc.Name, fc.Version, seal.SuiteName(fc.Suite), seal.SuiteName(seal.SuiteXWing))
 	}
 	fn := &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
-		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey,
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, MinTCB: fc.MinTCB, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey,
 		Suite: seal.SuiteName(fc.Suite)}
 	c.mu.Lock()
 	if c.fns != nil {
@@ -601,16 +604,15 @@ func openLogs(key []byte, reqHash string, sealed []byte) ([]byte, error) {
 	return logs, nil
 }
 
+// checkWorkerPolicy checks the worker that signed a receipt against the
+// function's certified TEE policy (allow_tee and min_tcb), as every role
+// does (certs.Function.Admits).
 func checkWorkerPolicy(fn *Function, w *certs.Worker) error {
-	if len(fn.AllowTEE) == 0 {
-		return nil
+	f := certs.Function{Namespace: fn.Namespace, Name: fn.Name, Version: fn.Version, AllowTEE: fn.AllowTEE, MinTCB: fn.MinTCB}
+	if err := f.Admits(w); err != nil {
+		return fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	for _, k := range fn.AllowTEE {
-		if k == w.TEE {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: worker TEE %q is not allowed by the function's policy", ErrVerification, w.TEE)
+	return nil
 }
 
 // verifyErrorReceipt verifies the receipt attached to a function failure,

@@ -155,9 +155,27 @@ func (c Code) Status() int {
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// cause is the error Wrap gave it, kept for errors.Is and errors.As in
+	// this process; it does not travel (the JSON body carries the code and
+	// the message).
+	cause error
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Unwrap returns the error Wrap gave e, or nil.
+func (e *Error) Unwrap() error { return e.cause }
+
+// Wrap returns an *Error with code c and err's message, which unwraps to
+// err, so that errors.Is and errors.As still see the cause (a sentinel of
+// a library package, a context error). Wrap(c, nil) is nil. (It returns an
+// error, not an *Error, so that nil stays nil.)
+func Wrap(c Code, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: c, Message: err.Error(), cause: err}
+}
 
 // New returns an *Error with a formatted message.
 func New(c Code, format string, args ...any) *Error {

@@ -1,6 +1,10 @@
 package apierr
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -42,5 +46,23 @@ func TestCodesDocumented(t *testing.T) {
 		if _, ok := status[Code(code)]; !ok {
 			t.Errorf("docs/api.md documents %s, which is not a code", code)
 		}
+	}
+}
+
+// TestWrapKeepsTheCause: a wrapped error has its code and its cause's
+// message, errors.Is and errors.As see the cause through it, and its JSON
+// body is the code and the message only.
+func TestWrapKeepsTheCause(t *testing.T) {
+	cause := fmt.Errorf("reading: %w", context.DeadlineExceeded)
+	err := Wrap(Timeout, cause)
+	if CodeOf(err) != Timeout || !errors.Is(err, context.DeadlineExceeded) || err.Error() != "timeout: reading: context deadline exceeded" {
+		t.Fatalf("wrapped: %v (code %s)", err, CodeOf(err))
+	}
+	b, _ := json.Marshal(err)
+	if string(b) != `{"code":"timeout","message":"reading: context deadline exceeded"}` {
+		t.Fatalf("JSON body %s", b)
+	}
+	if Wrap(Timeout, nil) != nil {
+		t.Fatal("Wrap of nil is not nil")
 	}
 }

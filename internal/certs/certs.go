@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/tee"
 )
 
@@ -139,4 +141,27 @@ func OpenFunction(s Signed, coordinator ed25519.PublicKey) (*Function, error) {
 		return nil, fmt.Errorf("function certificate: %w: missing fields", ErrMalformed)
 	}
 	return &f, nil
+}
+
+// ErrTEEPolicy is wrapped by Admits: the function's TEE policy does not
+// admit the worker.
+var ErrTEEPolicy = errors.New("certs: the function's TEE policy does not admit the worker")
+
+// Admits reports whether the function's TEE policy admits worker w: its
+// kind is in AllowTEE (any kind if empty), and its TCB is at or above
+// MinTCB for its kind (if set). It returns nil, or an error wrapping
+// ErrTEEPolicy that says why. Every role and the client check the policy
+// with it: the gateway to route, the worker before it serves, the
+// coordinator before it releases the key, and the client on the receipt's
+// worker.
+func (f *Function) Admits(w *Worker) error {
+	if len(f.AllowTEE) > 0 && !slices.Contains(f.AllowTEE, w.TEE) {
+		return fmt.Errorf("%w: %s/%s v%d does not accept TEE kind %q", ErrTEEPolicy, f.Namespace, f.Name, f.Version, w.TEE)
+	}
+	if min := f.MinTCB[w.TEE]; min != "" {
+		if ok, err := attest.TCBAtLeast(w.TEE, w.TCB, min); err != nil || !ok {
+			return fmt.Errorf("%w: %s/%s v%d wants %s TCB at least %s; the worker has %s", ErrTEEPolicy, f.Namespace, f.Name, f.Version, w.TEE, min, w.TCB)
+		}
+	}
+	return nil
 }

@@ -261,3 +261,30 @@ func TestOpenFunctionRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestAdmits: the one TEE policy check of every role and the client.
+func TestAdmits(t *testing.T) {
+	snp := func(tcb string) *certs.Worker { return &certs.Worker{TEE: tee.KindSEVSNP, TCB: tcb} }
+	const min = "bl=3,tee=0,snp=8,ucode=115"
+	f := &certs.Function{Namespace: "ns", Name: "f", Version: 1, AllowTEE: []tee.Kind{tee.KindSEVSNP, tee.KindTDX},
+		MinTCB: map[tee.Kind]string{tee.KindSEVSNP: min}}
+	for _, c := range []struct {
+		name string
+		f    *certs.Function
+		w    *certs.Worker
+		ok   bool
+	}{
+		{"no policy", &certs.Function{}, &certs.Worker{TEE: tee.KindSim}, true},
+		{"kind not allowed", f, &certs.Worker{TEE: tee.KindSim, TCB: "sim-1"}, false},
+		{"at the minimum", f, snp(min), true},
+		{"above it", f, snp("bl=4,tee=1,snp=9,ucode=200"), true},
+		{"one component below", f, snp("bl=3,tee=0,snp=7,ucode=200"), false},
+		{"an unparsable TCB", f, snp("garbage"), false},
+		{"an allowed kind without a minimum", f, &certs.Worker{TEE: tee.KindTDX, TCB: "00"}, true},
+	} {
+		err := c.f.Admits(c.w)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, certs.ErrTEEPolicy)) {
+			t.Errorf("%s: %v, want admitted %v", c.name, err, c.ok)
+		}
+	}
+}

@@ -613,13 +613,13 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	// another namespace, or for none (built before the field existed), has
 	// no owner signature covering this registration: bundle_signature.
 	if err := bd.Manifest.BoundTo(req.Namespace); err != nil {
-		return nil, apierr.New(apierr.BundleSignature, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleSignature, err)
 	}
 	c.mu.Lock()
 	caps := c.m.caps()
 	c.mu.Unlock()
 	if err := caps.CheckLimits(bd.Manifest.Limits); err != nil {
-		return nil, apierr.New(apierr.InvalidManifest, "%v", err)
+		return nil, apierr.Wrap(apierr.InvalidManifest, err)
 	}
 	bundleHash := bundle.Hash(raw)
 	ins, err := c.inspectBundle(ctx, req.Namespace, req.Object, bd, bundleHash)
@@ -665,7 +665,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	}
 	if err := c.reg.Put(context.WithoutCancel(ctx), req.Namespace, req.Name, v, rec); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
-			return nil, apierr.New(apierr.Conflict, "%v", err)
+			return nil, apierr.Wrap(apierr.Conflict, err)
 		}
 		return nil, err
 	}
@@ -708,11 +708,11 @@ func (c *Coordinator) readBundle(ctx context.Context, obj string) ([]byte, error
 func bundleError(err error) error {
 	switch {
 	case errors.Is(err, bundle.ErrSignature):
-		return apierr.New(apierr.BundleSignature, "%v", err)
+		return apierr.Wrap(apierr.BundleSignature, err)
 	case errors.Is(err, bundle.ErrManifest):
-		return apierr.New(apierr.InvalidManifest, "%v", err)
+		return apierr.Wrap(apierr.InvalidManifest, err)
 	default:
-		return apierr.New(apierr.InvalidBundle, "%v", err)
+		return apierr.Wrap(apierr.InvalidBundle, err)
 	}
 }
 
@@ -736,11 +736,11 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	}
 	w, err := certs.OpenWorker(req.Certificate, c.IdentityKey())
 	if err != nil {
-		return nil, apierr.New(apierr.Forbidden, "%v", err)
+		return nil, apierr.Wrap(apierr.Forbidden, err)
 	}
 	now := c.now()
 	if err := w.ValidAt(now); err != nil {
-		return nil, apierr.New(apierr.Forbidden, "%v", err)
+		return nil, apierr.Wrap(apierr.Forbidden, err)
 	}
 	if err := c.stillAdmitted(w, req.Certificate); err != nil {
 		return nil, err
@@ -753,19 +753,14 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	}
 	rec, err := c.reg.Get(ctx, req.Namespace, req.Name, req.Version)
 	if err != nil {
-		return nil, apierr.New(apierr.NotFound, "%v", err)
+		return nil, apierr.Wrap(apierr.NotFound, err)
 	}
 	fc, err := certs.OpenFunction(rec.Certificate, c.IdentityKey())
 	if err != nil || fc.Namespace != req.Namespace || fc.Name != req.Name || fc.Version != req.Version {
 		return nil, apierr.New(apierr.BundleIntegrity, "registry record for %s/%s v%d is not one this coordinator certified", req.Namespace, req.Name, req.Version)
 	}
-	if len(fc.AllowTEE) > 0 && !slices.Contains(fc.AllowTEE, w.TEE) {
-		return nil, apierr.New(apierr.TEEPolicy, "function policy does not accept TEE kind %q", w.TEE)
-	}
-	if min := fc.MinTCB[w.TEE]; min != "" {
-		if ok, err := attest.TCBAtLeast(w.TEE, w.TCB, min); err != nil || !ok {
-			return nil, apierr.New(apierr.TEEPolicy, "function policy wants %s TCB at least %s; the worker has %s", w.TEE, min, w.TCB)
-		}
+	if err := fc.Admits(w); err != nil {
+		return nil, apierr.Wrap(apierr.TEEPolicy, err)
 	}
 	fk, err := seal.DeriveFunctionKey(c.master, fc.Suite, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
 	if err != nil {

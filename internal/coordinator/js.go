@@ -10,7 +10,7 @@ import (
 // Compiling it in the engine is the inspecting worker's (inspectBundle).
 func checkScript(script []byte) error {
 	if err := jsrt.CheckScript(script); err != nil {
-		return apierr.New(apierr.InvalidModule, "%v", err)
+		return apierr.Wrap(apierr.InvalidModule, err)
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ import (
 func (c *Coordinator) handleLedgerAppend(ctx context.Context, b []byte) ([]byte, error) {
 	var req wire.LedgerAppendRequest
 	if err := req.UnmarshalBinary(b); err != nil {
-		return nil, apierr.New(apierr.BadRequest, "%v", err)
+		return nil, apierr.Wrap(apierr.BadRequest, err)
 	}
 	entries := req.Receipts
 	if _, err := c.receipts.VerifyBatch(req.WorkerCert, entries, req.Signature, c.now()); err != nil {

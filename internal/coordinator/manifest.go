@@ -187,7 +187,7 @@ func checkSuccessor(cur Manifest, curHash string, next wire.SignedManifest) (Man
 		return m, apierr.New(apierr.InvalidManifest, "parsing the manifest: %v", err)
 	}
 	if err := m.Validate(); err != nil {
-		return m, apierr.New(apierr.InvalidManifest, "%v", err)
+		return m, apierr.Wrap(apierr.InvalidManifest, err)
 	}
 	if m.Version != cur.Version+1 || m.Previous != curHash {
 		return m, apierr.New(apierr.Conflict, "%v: it has version %d and previous %s; the current manifest is version %d with hash %s",
@@ -338,7 +338,7 @@ func (c *Coordinator) handleManifestHistory(ctx context.Context, _ []byte) (any,
 	return wire.ManifestHistory{Manifests: c.History()}, nil
 }
 
-// TokenTTL is how long an attestation-result token is valid (seed 003: 60 s).
+// TokenTTL is how long an attestation-result token is valid (60 s, as docs/operations.md says).
 const TokenTTL = 60 * time.Second
 
 // ResultToken issues an attestation-result token (package artoken): the

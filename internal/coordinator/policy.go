@@ -82,7 +82,7 @@ func (c *Coordinator) handlePolicy(ctx context.Context, b []byte) (any, error) {
 		return nil, apierr.New(apierr.Conflict, "the policy of %s/%s is at version %d; an update must carry version %d, not %d", req.Namespace, req.Name, rec.PolicyVersion, rec.PolicyVersion+1, u.Version)
 	}
 	if err := u.Invokers.Validate(); err != nil {
-		return nil, apierr.New(apierr.BadRequest, "%v", err)
+		return nil, apierr.Wrap(apierr.BadRequest, err)
 	}
 	signed, err := c.certifyPolicy(req.Namespace, req.Name, u.Version, u.Invokers, fc.OwnerKey)
 	if err != nil {
@@ -90,10 +90,10 @@ func (c *Coordinator) handlePolicy(ctx context.Context, b []byte) (any, error) {
 	}
 	if err := c.reg.SetPolicy(ctx, req.Namespace, req.Name, u.Version, signed); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
-			return nil, apierr.New(apierr.Conflict, "%v", err)
+			return nil, apierr.Wrap(apierr.Conflict, err)
 		}
 		if errors.Is(err, registry.ErrNotFound) {
-			return nil, apierr.New(apierr.NotFound, "%v", err)
+			return nil, apierr.Wrap(apierr.NotFound, err)
 		}
 		return nil, apierr.New(apierr.Unavailable, "storing the policy: %v", err)
 	}

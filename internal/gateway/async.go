@@ -361,7 +361,7 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 		// is refused like a bad signature: new definitions are signed for
 		// the namespace they are stored in.
 		if err := bundle.VerifySequence(def.Signer, def.Signature, p.Namespace, name, signed); err != nil {
-			return apierr.New(apierr.BundleSignature, "%v", err)
+			return apierr.Wrap(apierr.BundleSignature, err)
 		}
 	}
 	for i, s := range steps {

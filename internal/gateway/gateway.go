@@ -258,7 +258,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) e
 	}
 	if g.cfg.Ready != nil {
 		if err := g.cfg.Ready(); err != nil {
-			return apierr.New(apierr.Unavailable, "%v", err)
+			return apierr.Wrap(apierr.Unavailable, err)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -479,7 +479,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 	m.Version, m.Namespace = v, p.Namespace
 	m.ApplyDefaults()
 	if err := m.Validate(); err != nil {
-		return 0, apierr.New(apierr.InvalidManifest, "%v", err)
+		return 0, apierr.Wrap(apierr.InvalidManifest, err)
 	}
 	kv, err := g.owStore()
 	if err != nil {
@@ -491,7 +491,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 	}
 	b, err := bundle.Build(m, module, key)
 	if err != nil {
-		return 0, apierr.New(apierr.InvalidBundle, "%v", err)
+		return 0, apierr.Wrap(apierr.InvalidBundle, err)
 	}
 	fi, err := g.register(ctx, p.Namespace, name, bytes.NewReader(b), int64(len(b)))
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/registry"
@@ -207,16 +206,7 @@ func rank(cands []candidate, rot int) {
 	})
 }
 
-func satisfies(fc *certs.Function, w *certs.Worker) bool {
-	if len(fc.AllowTEE) > 0 && !slices.Contains(fc.AllowTEE, w.TEE) {
-		return false
-	}
-	if min := fc.MinTCB[w.TEE]; min != "" {
-		ok, err := attest.TCBAtLeast(w.TEE, w.TCB, min)
-		return err == nil && ok
-	}
-	return true
-}
+func satisfies(fc *certs.Function, w *certs.Worker) bool { return fc.Admits(w) == nil }
 
 func hashIndex(s string) int {
 	h := 0

@@ -138,15 +138,15 @@ func (w *Worker) readInspected(ctx context.Context, req *wire.InspectRequest) (*
 	bd, err := bundle.Open(raw)
 	if err != nil {
 		if errors.Is(err, bundle.ErrSignature) {
-			return nil, apierr.New(apierr.BundleSignature, "%v", err)
+			return nil, apierr.Wrap(apierr.BundleSignature, err)
 		}
-		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleIntegrity, err)
 	}
 	if bd.CodeHash != req.CodeHash || bd.Manifest.Name != req.Name || bd.Manifest.Version != req.Version {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the inspection request")
 	}
 	if err := bd.Manifest.BoundTo(req.Namespace); err != nil {
-		return nil, apierr.New(apierr.BundleSignature, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleSignature, err)
 	}
 	return bd, nil
 }
@@ -166,9 +166,9 @@ func inspectModuleError(ctx context.Context, err error) error {
 	case ctx.Err() != nil:
 		return inspectTimeout()
 	case errors.Is(err, sandbox.ErrMemoryLimit):
-		return apierr.New(apierr.MemoryLimit, "%v", err)
+		return apierr.Wrap(apierr.MemoryLimit, err)
 	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, sandbox.ErrInvalidLimits), errors.Is(err, sandbox.ErrInvalidInvocation):
-		return apierr.New(apierr.InvalidModule, "%v", err)
+		return apierr.Wrap(apierr.InvalidModule, err)
 	case errors.Is(err, sandbox.ErrClosed):
 		return apierr.New(apierr.Unavailable, "this worker is stopping")
 	default:
@@ -185,7 +185,7 @@ func inspectScriptError(ctx context.Context, err error) error {
 	case errors.As(err, &ex):
 		return apierr.New(apierr.InvalidModule, "the script does not compile: %v", ex)
 	case errors.Is(err, jsrt.ErrScript):
-		return apierr.New(apierr.InvalidModule, "%v", err)
+		return apierr.Wrap(apierr.InvalidModule, err)
 	case ctx.Err() != nil:
 		return inspectTimeout()
 	case errors.Is(err, sandbox.ErrMemoryLimit), errors.Is(err, jsrt.ErrOutOfMemory):

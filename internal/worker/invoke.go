@@ -179,7 +179,7 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		}
 		sc, err := seal.OpenRequest(fn.key, info, s.Enc, s.Ciphertext, openSession)
 		if err != nil {
-			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
+			return nil, apierr.Wrap(apierr.DecryptFailed, err)
 		}
 		p, err := w.checkPayload(ctx, fn, sc.Payload, req.Activation, info, s.Enc)
 		if err != nil {
@@ -211,7 +211,7 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		}
 		pt, err := seal.OpenSymmetric(t.Key, seal.AADRequest, s.Ticket, s.Ciphertext)
 		if err != nil {
-			return nil, apierr.New(apierr.DecryptFailed, "%v", err)
+			return nil, apierr.Wrap(apierr.DecryptFailed, err)
 		}
 		p, err := w.checkPayload(ctx, fn, pt, "", nil, nil)
 		if err != nil {
@@ -237,11 +237,11 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activation string, info, enc []byte) (seal.Payload, error) {
 	p, err := seal.DecodePayload(b)
 	if err != nil {
-		return p, apierr.New(apierr.BadRequest, "%v", err)
+		return p, apierr.Wrap(apierr.BadRequest, err)
 	}
 	if enc != nil {
 		if err := p.CheckCaller(info, enc); err != nil {
-			return p, apierr.New(apierr.CallerSignature, "%v", err)
+			return p, apierr.Wrap(apierr.CallerSignature, err)
 		}
 	}
 	if activation != "" {

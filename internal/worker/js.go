@@ -26,7 +26,7 @@ func (w *Worker) compileBundle(ctx context.Context, bd *bundle.Bundle) (*sandbox
 		return mod, nil, err
 	}
 	if err := jsrt.CheckScript(bd.Module); err != nil {
-		return nil, nil, apierr.New(apierr.InvalidModule, "%v", err)
+		return nil, nil, apierr.Wrap(apierr.InvalidModule, err)
 	}
 	mod, err := jsrt.Compile(ctx, w.cfg.Engine, lim)
 	return mod, bd.Module, err
@@ -83,6 +83,6 @@ func jsOutcome(res *sandbox.Result, runErr error, plain bool) error {
 		return apierr.New(apierr.MemoryLimit, "the function ran out of memory (%d pages used)", res.MemoryPages)
 	default:
 		res.Stdout = nil
-		return apierr.New(apierr.Internal, "%v", err)
+		return apierr.Wrap(apierr.Internal, err)
 	}
 }

@@ -99,7 +99,7 @@ func (w *Worker) function(ctx context.Context, ns, name string, version int) (*l
 
 func registryError(err error) error {
 	if errors.Is(err, registry.ErrNotFound) {
-		return apierr.New(apierr.NotFound, "%v", err)
+		return apierr.Wrap(apierr.NotFound, err)
 	}
 	return err
 }
@@ -142,7 +142,7 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	l.checked.Store(w.now().UnixNano())
 	if err := w.applyPolicy(l, rec, adm.coordKey); err != nil {
 		l.close()
-		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleIntegrity, err)
 	}
 	if mod.ABI() == sandbox.ABIReactor {
 		spec := fnspec.Spec(ns, bd.Manifest)
@@ -191,15 +191,15 @@ func openCertified(raw []byte, fc *certs.Function, ns, name string, version int)
 	bd, err := bundle.Open(raw)
 	if err != nil {
 		if errors.Is(err, bundle.ErrSignature) {
-			return nil, apierr.New(apierr.BundleSignature, "%v", err)
+			return nil, apierr.Wrap(apierr.BundleSignature, err)
 		}
-		return nil, apierr.New(apierr.BundleIntegrity, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleIntegrity, err)
 	}
 	if bd.CodeHash != fc.CodeHash || !bytes.Equal(bd.Signer, fc.OwnerKey) || bd.Manifest.Name != name || bd.Manifest.Version != version {
 		return nil, apierr.New(apierr.BundleIntegrity, "bundle contents differ from the certified function")
 	}
 	if err := bd.Manifest.BoundTo(ns); errors.Is(err, bundle.ErrNamespace) {
-		return nil, apierr.New(apierr.BundleSignature, "%v", err)
+		return nil, apierr.Wrap(apierr.BundleSignature, err)
 	}
 	return bd, nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -23,14 +22,8 @@ const AdvertiseInterval = 2 * time.Second
 // TEE does not satisfy. The coordinator would refuse the key too; checking
 // here gives the clear error before any work.
 func checkTEEPolicy(w *certs.Worker, fc *certs.Function) error {
-	if len(fc.AllowTEE) > 0 && !slices.Contains(fc.AllowTEE, w.TEE) {
-		return apierr.New(apierr.TEEPolicy, "function %s/%s v%d does not accept TEE kind %q", fc.Namespace, fc.Name, fc.Version, w.TEE)
-	}
-	if min := fc.MinTCB[w.TEE]; min != "" {
-		if ok, err := attest.TCBAtLeast(w.TEE, w.TCB, min); err != nil || !ok {
-			return apierr.New(apierr.TEEPolicy, "function %s/%s v%d wants %s TCB at least %s; this worker has %s",
-				fc.Namespace, fc.Name, fc.Version, w.TEE, min, w.TCB)
-		}
+	if err := fc.Admits(w); err != nil {
+		return apierr.Wrap(apierr.TEEPolicy, err)
 	}
 	return nil
 }

@@ -50,7 +50,7 @@ func (w *Worker) invokeSequence(ctx context.Context, req *wire.InvokeRequest) (*
 	seqInfo := seal.SequenceInfo(req.Activation != "", req.Namespace, req.Name, info)
 	sc, err := seal.OpenRequest(fns[0].key, seqInfo, s.Enc, s.Ciphertext, false)
 	if err != nil {
-		return nil, apierr.New(apierr.DecryptFailed, "%v", err)
+		return nil, apierr.Wrap(apierr.DecryptFailed, err)
 	}
 	p, err := w.checkPayload(ctx, fns[0], sc.Payload, req.Activation, seqInfo, s.Enc)
 	if err != nil {
