@@ -19,7 +19,7 @@ import (
 //
 //   - no-check: the attestation is verified once and never again (its TTL
 //     is longer than the run): the baseline with no attestation work per call;
-//   - cached-token: WithResultToken and the 60 s TTL of seed 003, as a
+//   - cached-token: WithResultToken and the tokens' 60 s TTL, as a
 //     client runs; within a run the cached result is reused;
 //   - token-renew-100ms: the attestation expires every 100 ms and is renewed
 //     with an attestation-result token (fetch + EdDSA verify);

@@ -1,9 +1,11 @@
 // Package seal implements Cloister's end-to-end encryption between a client
 // and the worker that runs its function, shared by the client SDK and the
 // worker. It uses only the standard library: HPKE (RFC 9180, crypto/hpke)
-// with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and AES-128-GCM, and AES-GCM
-// for responses and session messages under keys exported from the HPKE
-// context (RFC 9180 §5.3).
+// with MLKEM768-X25519 (X-Wing, post-quantum; docs/adr/0010) or, for
+// function keys certified before it, DHKEM(X25519, HKDF-SHA256), with
+// HKDF-SHA256 and AES-128-GCM; AES-GCM for responses and session messages
+// under keys exported from the HPKE context (RFC 9180 §5.3); and Ed25519
+// for the caller's signature inside the envelope (docs/authority.md).
 //
 // It must never log, return in errors, or persist any key or plaintext.
 package seal
