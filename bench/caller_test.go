@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"testing"
 
@@ -63,12 +64,23 @@ func (e *env) callerModes(tb testing.TB) []mode {
 	}
 }
 
+// callerRounds is how many times BenchmarkCallerSignature runs every mode,
+// round after round, so that a drift of the machine over the run weighs
+// on signed and anonymous modes alike.
+var callerRounds = flag.Int("caller.rounds", 3, "BenchmarkCallerSignature: rounds of all its modes")
+
 // BenchmarkCallerSignature measures the sealed modes with and without the
-// caller's signature, alternating, with -conc concurrent clients (see
-// BenchmarkInvoke). bench/run.sh caller runs it.
+// caller's signature, with -conc concurrent clients (see BenchmarkInvoke):
+// each round runs every mode once, signed and anonymous one after the
+// other. bench/run.sh caller runs it.
 func BenchmarkCallerSignature(b *testing.B) {
 	e := fixture(b)
-	benchModes(b, e, max(*concurrency, 1), e.callerModes(b))
+	modes := e.callerModes(b)
+	for r := range *callerRounds {
+		b.Run(fmt.Sprintf("round-%d", r+1), func(b *testing.B) {
+			benchModes(b, e, max(*concurrency, 1), modes)
+		})
+	}
 }
 
 // TestCallerModes is its quick check: one call in each mode, and each

@@ -20,7 +20,8 @@
 #                                     # 2 gateways, 2 workers) and `cloister up`, one after the other,
 #                                     # -benchtime 3s, 3 runs (COUNT), 8 clients (-conc N); ratio, CPU, bus
 #   bench/run.sh caller               # BenchmarkCallerSignature: hpke, session calls and session
-#                                     # opens, signed by the caller and anonymous, same run; raw output
+#                                     # opens, signed by the caller and anonymous, in COUNT (3) rounds
+#                                     # of every mode; raw output
 #   bench/run.sh suites               # BenchmarkSuites (internal/seal): sealing and opening a request and a
 #                                     # session opening, X25519 against MLKEM768-X25519, same run; raw output
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
@@ -100,7 +101,7 @@ suites)
 	bench=
 	;;
 caller)
-	go test -run '^$' -bench BenchmarkCallerSignature -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-3}" ./bench/ "$@" | tee "$out"
+	go test -run '^$' -bench BenchmarkCallerSignature -benchtime "${BENCHTIME:-3s}" ./bench/ -caller.rounds "${COUNT:-3}" "$@" | tee "$out"
 	bench=
 	;;
 failover)
