@@ -131,7 +131,7 @@ func (c *Client) SetPolicy(ctx context.Context, name, kind string, keys []ed2551
 	if err != nil {
 		return nil, err
 	}
-	if got.Version != version+1 || got.Kind != kind || !slices.EqualFunc(got.Keys, keys, func(a, b ed25519.PublicKey) bool { return bytes.Equal(a, b) }) {
+	if got.Version <= version || got.Kind != kind || !slices.EqualFunc(got.Keys, keys, func(a, b ed25519.PublicKey) bool { return bytes.Equal(a, b) }) {
 		return nil, fmt.Errorf("%w: the certified policy (version %d, %s) is not the update (version %d, %s)", ErrVerification, got.Version, got.Kind, version+1, kind)
 	}
 	return got, nil

@@ -42,6 +42,18 @@ type controlRecord struct {
 	// a coordinator that takes over re-checks it at the next manifest
 	// change.
 	Admit *admitRecord `json:"admit,omitempty"`
+	// Policy is an invoker policy version certified (kind "policy").
+	Policy *policyRecord `json:"policy,omitempty"`
+}
+
+// policyRecord is an invoker policy version the coordinator certified,
+// and the owner update it certified (the SHA-256 of its signed body; empty
+// for a deploy's policy).
+type policyRecord struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Version   int    `json:"version"`
+	Update    string `json:"update,omitempty"`
 }
 
 type admitRecord struct {
@@ -130,6 +142,16 @@ func (c *Coordinator) applyControlLocked(rec controlRecord) error {
 		delete(c.revoked, a.WorkerID)
 		if _, ok := c.seen[a.WorkerID]; !ok || c.now().After(c.seen[a.WorkerID]) {
 			c.seen[a.WorkerID] = c.now()
+		}
+	case "policy":
+		p := rec.Policy
+		if p == nil || p.Version < 1 {
+			return errors.New("malformed policy record")
+		}
+		id := p.Namespace + "/" + p.Name
+		c.policyMax[id] = max(c.policyMax[id], p.Version)
+		if p.Update != "" {
+			c.policyUpdates[p.Update] = true
 		}
 	case "lead":
 	default:

@@ -147,6 +147,12 @@ type Coordinator struct {
 	// change revoked; that certificate gets no more keys.
 	revoked map[string]string
 	history []wire.SignedManifest
+	// policyMax is the highest invoker policy version certified per
+	// function ("ns/name"), and policyUpdates the owner updates certified
+	// (the SHA-256 of their signed bodies), from the control journal:
+	// what storage cannot roll back (policy.go).
+	policyMax     map[string]int
+	policyUpdates map[string]bool
 }
 
 // admitted is a worker certificate the coordinator issued, with what the
@@ -204,27 +210,29 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	c := &Coordinator{
-		cfg:         &cfg,
-		tee:         cfg.TEE,
-		identity:    ed25519.NewKeyFromSeed(st.IdentitySeed),
-		master:      st.Master,
-		dir:         cfg.Dir,
-		verifier:    cfg.Verifier,
-		revoked:     map[string]string{},
-		reading:     semaphore.NewWeighted(MaxReadingBytes),
-		reg:         registry.New(cfg.Stores.Registry),
-		bundles:     cfg.Stores.Bundles,
-		js:          cfg.Stores.JS,
-		log:         cfg.Logger.WithGroup("coordinator"),
-		now:         cfg.Now,
-		workers:     map[string]admitted{},
-		seen:        map[string]time.Time{},
-		standbys:    map[string]wire.CoordinatorPeer{},
-		genesisRaw:  genesisRaw,
-		genesisHash: ManifestHash(genesisRaw),
-		replicas:    max(cfg.Stores.Replicas, 1),
-		node:        node,
-		kv:          kv,
+		cfg:           &cfg,
+		tee:           cfg.TEE,
+		identity:      ed25519.NewKeyFromSeed(st.IdentitySeed),
+		master:        st.Master,
+		dir:           cfg.Dir,
+		verifier:      cfg.Verifier,
+		revoked:       map[string]string{},
+		policyMax:     map[string]int{},
+		policyUpdates: map[string]bool{},
+		reading:       semaphore.NewWeighted(MaxReadingBytes),
+		reg:           registry.New(cfg.Stores.Registry),
+		bundles:       cfg.Stores.Bundles,
+		js:            cfg.Stores.JS,
+		log:           cfg.Logger.WithGroup("coordinator"),
+		now:           cfg.Now,
+		workers:       map[string]admitted{},
+		seen:          map[string]time.Time{},
+		standbys:      map[string]wire.CoordinatorPeer{},
+		genesisRaw:    genesisRaw,
+		genesisHash:   ManifestHash(genesisRaw),
+		replicas:      max(cfg.Stores.Replicas, 1),
+		node:          node,
+		kv:            kv,
 	}
 	c.term.Store(newTerm())
 	c.history = []wire.SignedManifest{{Manifest: genesisRaw}}

@@ -10,6 +10,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -25,7 +26,10 @@ type deployPolicy struct {
 // policy version; a new function (or one deleted and deployed again)
 // whose manifest is silent gets "owner"; otherwise the current policy
 // stays. registry.Put installs a new policy with the version, atomically,
-// or fails if another change came first.
+// or fails if another change came first. A new policy's version is past
+// both the registry's and every version certified before (the control
+// journal's), so that storage cannot make it one that workers which saw
+// a higher one ignore.
 func (c *Coordinator) deployPolicy(ctx context.Context, ns, name string, stated *certs.Invokers, owner ed25519.PublicKey) (deployPolicy, error) {
 	current, version, live, err := c.reg.Policy(ctx, ns, name)
 	if err != nil {
@@ -38,23 +42,40 @@ func (c *Coordinator) deployPolicy(ctx context.Context, ns, name string, stated 
 	if inv == nil {
 		return deployPolicy{inForce: current, version: version}, nil
 	}
-	signed, err := c.certifyPolicy(ns, name, version+1, *inv, owner)
+	signed, next, err := c.certifyPolicy(ctx, ns, name, version, *inv, owner, "")
 	if err != nil {
 		return deployPolicy{}, err
 	}
-	return deployPolicy{inForce: &signed, version: version + 1, install: &signed}, nil
+	return deployPolicy{inForce: &signed, version: next, install: &signed}, nil
 }
 
-func (c *Coordinator) certifyPolicy(ns, name string, version int, inv certs.Invokers, owner ed25519.PublicKey) (certs.Signed, error) {
-	return certs.Sign(c.identity, certs.DomainPolicy, certs.Policy{
-		Namespace: ns, Name: name, Version: version, Invokers: inv, OwnerKey: owner, IssuedAt: c.now().UTC(),
+// certifyPolicy signs the function's next invoker policy: its version is
+// past stored (the registry's) and past every version certified before,
+// and it is recorded in the control journal first, with the owner update
+// it certifies (update: the SHA-256 of its signed body; "" for a deploy),
+// which can then never be certified again.
+func (c *Coordinator) certifyPolicy(ctx context.Context, ns, name string, stored int, inv certs.Invokers, owner ed25519.PublicKey, update string) (certs.Signed, int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if update != "" && c.policyUpdates[update] {
+		return certs.Signed{}, 0, apierr.New(apierr.Replay, "this policy update of %s/%s was certified before", ns, name)
+	}
+	next := max(stored, c.policyMax[ns+"/"+name]) + 1
+	if err := c.appendControl(ctx, controlRecord{Kind: "policy", Policy: &policyRecord{Namespace: ns, Name: name, Version: next, Update: update}}); err != nil {
+		return certs.Signed{}, 0, apierr.New(apierr.Unavailable, "recording the policy: %v", err)
+	}
+	signed, err := certs.Sign(c.identity, certs.DomainPolicy, certs.Policy{
+		Namespace: ns, Name: name, Version: next, Invokers: inv, OwnerKey: owner, IssuedAt: c.now().UTC(),
 	})
+	return signed, next, err
 }
 
 // handlePolicy certifies an owner's invoker policy update: signed with the
 // owner key of the function's latest version, for this function, one
-// version past the current policy. The gateway that relays it is not
-// trusted with any of this; it can only drop the update.
+// version past the policy stored now, and never certified before. The
+// certified version is past every version certified before too (see
+// certifyPolicy). The gateway that relays it is not trusted with any of
+// this; it can only drop the update.
 func (c *Coordinator) handlePolicy(ctx context.Context, b []byte) (any, error) {
 	var req wire.PolicyRequest
 	if err := json.Unmarshal(b, &req); err != nil || !bundle.ValidName(req.Namespace) || !bundle.ValidName(req.Name) {
@@ -78,17 +99,27 @@ func (c *Coordinator) handlePolicy(ctx context.Context, b []byte) (any, error) {
 	if u.Namespace != req.Namespace || u.Name != req.Name {
 		return nil, apierr.New(apierr.BundleSignature, "the policy update is signed for %s/%s, not %s/%s", u.Namespace, u.Name, req.Namespace, req.Name)
 	}
-	if u.Version != rec.PolicyVersion+1 {
-		return nil, apierr.New(apierr.Conflict, "the policy of %s/%s is at version %d; an update must carry version %d, not %d", req.Namespace, req.Name, rec.PolicyVersion, rec.PolicyVersion+1, u.Version)
+	// The stored policy's version, as this coordinator certified it (not
+	// the registry's word for it).
+	stored := 0
+	if rec.Policy != nil {
+		p, err := certs.OpenPolicy(*rec.Policy, c.IdentityKey())
+		if err != nil {
+			return nil, apierr.New(apierr.Internal, "the registry's policy of %s/%s does not verify: %v", req.Namespace, req.Name, err)
+		}
+		stored = p.Version
+	}
+	if u.Version != stored+1 {
+		return nil, apierr.New(apierr.Conflict, "the policy of %s/%s is at version %d; an update must carry version %d, not %d", req.Namespace, req.Name, stored, stored+1, u.Version)
 	}
 	if err := u.Invokers.Validate(); err != nil {
 		return nil, apierr.Wrap(apierr.BadRequest, err)
 	}
-	signed, err := c.certifyPolicy(req.Namespace, req.Name, u.Version, u.Invokers, fc.OwnerKey)
+	signed, next, err := c.certifyPolicy(ctx, req.Namespace, req.Name, max(stored, rec.PolicyVersion), u.Invokers, fc.OwnerKey, seal.SHA256Hex(req.Update.Body))
 	if err != nil {
 		return nil, err
 	}
-	if err := c.reg.SetPolicy(ctx, req.Namespace, req.Name, u.Version, signed); err != nil {
+	if err := c.reg.SetPolicy(ctx, req.Namespace, req.Name, next, signed); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
 			return nil, apierr.Wrap(apierr.Conflict, err)
 		}
@@ -97,6 +128,6 @@ func (c *Coordinator) handlePolicy(ctx context.Context, b []byte) (any, error) {
 		}
 		return nil, apierr.New(apierr.Unavailable, "storing the policy: %v", err)
 	}
-	c.log.Info("invoker policy changed", "namespace", req.Namespace, "name", req.Name, "policy_version", u.Version, "invokers", u.Invokers.String())
+	c.log.Info("invoker policy changed", "namespace", req.Namespace, "name", req.Name, "policy_version", next, "invokers", u.Invokers.String())
 	return signed, nil
 }

@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/seal"
@@ -293,4 +296,69 @@ func (r rewriteCert) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.ContentLength = int64(len(b))
 	resp.Header.Del("Content-Length")
 	return resp, nil
+}
+
+// TestPolicyRollbackAndReplay: storage, which the host controls, puts back
+// an older certified policy and its version number; an owner update is
+// replayed. The coordinator certifies the next change past every version
+// it certified before (its control journal), so workers that saw the
+// newer policy take the change; and it certifies an update once.
+func TestPolicyRollbackAndReplay(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), nil)
+	get := func() *certs.Signed {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.n.URL+"/v1/functions/echo/policy", nil)
+		req.Header.Set("Authorization", "Bearer "+e.n.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var fi wire.FunctionInfo
+		if err := json.NewDecoder(resp.Body).Decode(&fi); err != nil || fi.Policy == nil {
+			t.Fatalf("policy: %v", err)
+		}
+		return fi.Policy
+	}
+	v1 := get()
+	update := func(version int, inv certs.Invokers) []byte {
+		u, _ := certs.Sign(e.owner, certs.DomainPolicyUpdate, certs.PolicyUpdate{Namespace: "default", Name: "echo", Version: version, Invokers: inv, Time: time.Now()})
+		return mustJSON(u)
+	}
+	any2 := update(2, certs.Invokers{Kind: certs.InvokersAny})
+	if status, body := e.send(http.MethodPut, "/v1/functions/echo/policy", "application/json", e.n.Token, any2); status != http.StatusOK {
+		t.Fatalf("the owner's update: HTTP %d %s %s", status, body.Code, body.Message)
+	}
+	// The host puts policy 1 back, with its number.
+	nc, err := e.n.Bus().Connect("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, bus.BucketRegistry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx, bus.LatestKey("default", "echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var latest map[string]any
+	json.Unmarshal(entry.Value(), &latest)
+	latest["policy"], latest["policy_version"] = v1, 1
+	if _, err := kv.Put(ctx, bus.LatestKey("default", "echo"), mustJSON(latest)); err != nil {
+		t.Fatal(err)
+	}
+	// The same update again: certified once only.
+	if status, body := e.send(http.MethodPut, "/v1/functions/echo/policy", "application/json", e.n.Token, any2); body.Code != apierr.Replay {
+		t.Fatalf("the update replayed: HTTP %d %s", status, body.Code)
+	}
+	// The owner, seeing policy 1, changes it: certified as version 3.
+	p, err := e.c.SetPolicy(ctx, "echo", client.InvokersOwner, nil, e.owner)
+	if err != nil || p.Version != 3 {
+		t.Fatalf("the owner's change after the rollback: %+v %v", p, err)
+	}
 }

@@ -164,9 +164,10 @@ func (r *Registry) Policy(ctx context.Context, ns, name string) (*certs.Signed, 
 }
 
 // SetPolicy installs a live function's new certified invoker policy. It
-// fails with ErrConflict unless version is exactly the current one plus
-// one, so that concurrent updates cannot both win, and with ErrNotFound if
-// the function is not live.
+// fails with ErrConflict unless version is past the current one (and if
+// another change comes between the read and the write: compare-and-set),
+// so that concurrent updates cannot both win, and with ErrNotFound if the
+// function is not live.
 func (r *Registry) SetPolicy(ctx context.Context, ns, name string, version int, policy certs.Signed) error {
 	l, rev, err := r.latest(ctx, ns, name)
 	if err != nil {
@@ -175,8 +176,8 @@ func (r *Registry) SetPolicy(ctx context.Context, ns, name string, version int, 
 	if !l.live() {
 		return fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
 	}
-	if version != l.PolicyVersion+1 {
-		return fmt.Errorf("%w: the policy of %s/%s is at version %d; update to version %d", ErrConflict, ns, name, l.PolicyVersion, l.PolicyVersion+1)
+	if version <= l.PolicyVersion {
+		return fmt.Errorf("%w: the policy of %s/%s is at version %d, past %d", ErrConflict, ns, name, l.PolicyVersion, version)
 	}
 	l.Policy, l.PolicyVersion = &policy, version
 	lb, err := json.Marshal(l)
@@ -230,7 +231,7 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 		first, bytes, policy = version, int64(rec.Size), nil
 	}
 	if rec.Policy != nil {
-		if rec.PolicyVersion != l.PolicyVersion+1 {
+		if rec.PolicyVersion <= l.PolicyVersion {
 			return fmt.Errorf("%w: the policy of %s/%s is at version %d; the deploy carries version %d", ErrConflict, ns, name, l.PolicyVersion, rec.PolicyVersion)
 		}
 		policy, policyVersion = rec.Policy, rec.PolicyVersion
