@@ -89,7 +89,7 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 
 // CreateToken creates an API key for a namespace (needs an admin key).
 func (c *Client) CreateToken(ctx context.Context, namespace, name string) (string, error) {
-	b, _ := json.Marshal(map[string]string{"namespace": namespace, "name": name})
+	b, _ := json.Marshal(map[string]string{"namespace": namespace, "name": name}) // strings always encode
 	var r struct {
 		Token string `json:"token"`
 	}

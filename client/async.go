@@ -135,7 +135,7 @@ func (c *Client) sealSubmission(fn *Function, input []byte, key string) (sealedS
 	if key != "" {
 		h := sha256.New()
 		for _, f := range []string{fn.Namespace, fn.Name, strconv.Itoa(fn.Version), fn.CodeHash, key} {
-			fmt.Fprintf(h, "%d:%s", len(f), f)
+			fmt.Fprintf(h, "%d:%s", len(f), f) // a hash.Hash never fails a write
 		}
 		h.Write(input)
 		id = string(h.Sum(nil))

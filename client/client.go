@@ -299,6 +299,7 @@ func (c *Client) Attest(ctx context.Context) (*Attestation, error) {
 	c.att, c.attExp = a, now.Add(c.ttl)
 	if c.cache != "" {
 		if b, err := json.Marshal(cachedDoc{Doc: doc, Fetched: now}); err == nil {
+			// Best effort: the cache only saves a fetch; the next verify writes it again.
 			_ = os.WriteFile(c.cache, b, 0o600)
 		}
 	}
@@ -366,7 +367,7 @@ func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
 	if c.policy.ManifestHash != "" && c.policy.ManifestHash != doc.ManifestHash {
 		return nil, fmt.Errorf("%w: manifest %s is not the pinned %s", ErrVerification, doc.ManifestHash, c.policy.ManifestHash)
 	}
-	mh, _ := hex.DecodeString(doc.ManifestHash)
+	mh, _ := hex.DecodeString(doc.ManifestHash) // the SHA256Hex of the manifest, checked above
 	if len(doc.IdentityKey) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("%w: coordinator identity key", ErrVerification)
 	}

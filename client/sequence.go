@@ -54,7 +54,7 @@ func (c *Client) PutSequence(ctx context.Context, name string, steps []StepRef, 
 		}
 		body["signer"], body["signature"] = owner.Public(), sig
 	}
-	b, _ := json.Marshal(body)
+	b, _ := json.Marshal(body) // steps, a key and a signature: Marshal cannot fail
 	var s Sequence
 	if err := c.do(ctx, http.MethodPut, "/v1/sequences/"+url.PathEscape(name), b, "application/json", &s); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -21,7 +22,10 @@ type Fired = wire.Fired
 // PutTrigger creates or replaces a trigger. Set at most one of Cron and
 // Subject; Payload is the input of cron and empty fires.
 func (c *Client) PutTrigger(ctx context.Context, t Trigger) (*Trigger, error) {
-	b, _ := json.Marshal(t)
+	b, err := json.Marshal(t) // fails on a Payload that is not JSON
+	if err != nil {
+		return nil, fmt.Errorf("encoding trigger %q: %w", t.Name, err)
+	}
 	var out Trigger
 	return &out, c.do(ctx, http.MethodPut, "/v1/triggers/"+url.PathEscape(t.Name), b, "application/json", &out)
 }
@@ -54,7 +58,10 @@ func (c *Client) FireTrigger(ctx context.Context, name string, payload []byte) (
 
 // PutRule creates or replaces a rule.
 func (c *Client) PutRule(ctx context.Context, r Rule) (*Rule, error) {
-	b, _ := json.Marshal(r)
+	b, err := json.Marshal(r) // fails only on a Created outside the years 0 to 9999
+	if err != nil {
+		return nil, fmt.Errorf("encoding rule %q: %w", r.Name, err)
+	}
 	var out Rule
 	return &out, c.do(ctx, http.MethodPut, "/v1/rules/"+url.PathEscape(r.Name), b, "application/json", &out)
 }

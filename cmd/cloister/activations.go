@@ -45,13 +45,13 @@ func savePending(p *client.Pending) error {
 			return nil
 		}
 	}
-	b, _ := json.MarshalIndent(p, "", "  ")
+	b, _ := json.MarshalIndent(p, "", "  ") // ids, names and keys: Marshal cannot fail
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("saving the activation key: %w", err)
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
+		_ = f.Close() // the write's error is the one to return
 		return err
 	}
 	return f.Close()
@@ -176,7 +176,12 @@ func cmdActivations(ctx context.Context, args []string) error {
 		fmt.Println("(unverified record; `cloister activations result` verifies the receipt and opens the result)")
 		return nil
 	case "logs":
-		p, _ := loadPending(id)
+		// Without the saved key (not found: queued by another client), the
+		// platform's lines still show; the function's stay sealed.
+		p, err := loadPending(id)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, "cloister: the saved key of %s is unusable (%v); the function's logs stay sealed\n", id, err)
+		}
 		lines, fl, err := c.ActivationLogs(ctx, id, p)
 		if err != nil {
 			return classify(err)
@@ -186,7 +191,7 @@ func cmdActivations(ctx context.Context, args []string) error {
 		}
 		if len(fl) > 0 {
 			fmt.Println("--- function logs (opened with this client's key) ---")
-			os.Stdout.Write(fl)
+			os.Stdout.Write(fl) // a failed write to stdout has no one left to tell
 		} else if a, err := c.Activation(ctx, id); err == nil && len(a.SealedLogs) > 0 {
 			fmt.Fprintln(os.Stderr, "the function's logs are sealed to the client that queued the invocation; its key is not here")
 		}
@@ -219,7 +224,7 @@ func cmdActivations(ctx context.Context, args []string) error {
 	if *asJSON {
 		return printJSON(map[string]any{"activationId": id, "output": string(res.Output), "receipt": res.Receipt, "verified": true})
 	}
-	os.Stdout.Write(res.Output)
+	os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
 	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
 		fmt.Println()
 	}
@@ -228,7 +233,7 @@ func cmdActivations(ctx context.Context, args []string) error {
 }
 
 func mustPendingDir() string {
-	d, _ := pendingDir()
+	d, _ := pendingDir() // called after loadPending, which returned pendingDir's error
 	return d
 }
 

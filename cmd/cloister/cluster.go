@@ -36,35 +36,40 @@ func cmdCluster(ctx context.Context, args []string) error {
 	if *asJSON {
 		return printJSON(st)
 	}
-	printCluster(os.Stdout, st, time.Now())
+	if err := printCluster(os.Stdout, st, time.Now()); err != nil {
+		return err
+	}
 	if st.Coordinator == nil {
 		return fmt.Errorf("no active coordinator answered: %s", st.CoordinatorError)
 	}
 	return nil
 }
 
-func printCluster(out io.Writer, st *client.ClusterStatus, now time.Time) {
+func printCluster(out io.Writer, st *client.ClusterStatus, now time.Time) error {
 	ago := func(t time.Time) string { return now.Sub(t).Round(100*time.Millisecond).String() + " ago" }
+	// Every row has cells, so the tabwriter buffers them all: Flush, at
+	// the end, is the write that can fail.
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tNAME\tSTATE\tDETAIL")
+	row := func(format string, a ...any) { fmt.Fprintf(tw, format, a...) } // buffered: see above
+	row("ROLE\tNAME\tSTATE\tDETAIL\n")
 	if c := st.Coordinator; c != nil {
-		fmt.Fprintf(tw, "coordinator\t%s\tactive\t%s, since %s, manifest %.12s, workers %d alive of %d admitted\n",
+		row("coordinator\t%s\tactive\t%s, since %s, manifest %.12s, workers %d alive of %d admitted\n",
 			c.Node, c.TEE, c.ActiveSince.Format(time.RFC3339), c.ManifestHash, c.Alive, c.Admitted)
 		for _, p := range c.Standbys {
-			fmt.Fprintf(tw, "coordinator\t%s\tstandby\t%s, seen %s\n", p.Node, p.TEE, ago(p.LastSeen))
+			row("coordinator\t%s\tstandby\t%s, seen %s\n", p.Node, p.TEE, ago(p.LastSeen))
 		}
 	} else {
-		fmt.Fprintf(tw, "coordinator\t-\tnone active\t%s\n", st.CoordinatorError)
+		row("coordinator\t-\tnone active\t%s\n", st.CoordinatorError)
 	}
 	for _, g := range st.Gateways {
 		state := "up"
 		if g.Self {
 			state = "up (answered)"
 		}
-		fmt.Fprintf(tw, "gateway\t%s\t%s\t%s\n", g.ID, state, g.URL)
+		row("gateway\t%s\t%s\t%s\n", g.ID, state, g.URL)
 	}
 	for _, w := range st.Workers {
-		fmt.Fprintf(tw, "worker\t%s\tup\t%s, %d of %d slots free, seen %s\n", w.ID, w.TEE, w.Free, w.Capacity, ago(w.LastSeen))
+		row("worker\t%s\tup\t%s, %d of %d slots free, seen %s\n", w.ID, w.TEE, w.Free, w.Capacity, ago(w.LastSeen))
 	}
 	for _, r := range st.NATS.Replicas {
 		state := "current"
@@ -82,11 +87,11 @@ func printCluster(out io.Writer, st *client.ClusterStatus, now time.Time) {
 		if r.Leader {
 			role = "leader"
 		}
-		fmt.Fprintf(tw, "nats\t%s\t%s\t%s, lag %d, active %dms ago\n", r.Name, state, role, r.Lag, r.ActiveMS)
+		row("nats\t%s\t%s\t%s, lag %d, active %dms ago\n", r.Name, state, role, r.Lag, r.ActiveMS)
 	}
 	if st.NATS.Error != "" {
-		fmt.Fprintf(tw, "nats\t-\tunknown\t%s\n", st.NATS.Error)
+		row("nats\t-\tunknown\t%s\n", st.NATS.Error)
 	}
-	fmt.Fprintf(tw, "nats\t(gateway's connection)\tconnected\t%s; known servers %s\n", st.NATS.Connected, strings.Join(st.NATS.Servers, ","))
-	tw.Flush()
+	row("nats\t(gateway's connection)\tconnected\t%s; known servers %s\n", st.NATS.Connected, strings.Join(st.NATS.Servers, ","))
+	return tw.Flush()
 }

@@ -129,7 +129,7 @@ func cmdCoordinator(ctx context.Context, args []string) error {
 	}
 	ce, err := node.WriteClientEnv(ctx, dir, *gatewayURL, role.PolicyPath, "cloister coordinator", st)
 	if err != nil {
-		_ = role.Close(context.Background())
+		_ = role.Close(context.Background()) // the write's error is the one to return
 		return err
 	}
 	log.Info("coordinator starting", "tee", backend.Kind(), "nats", nc.ConnectedUrlRedacted(), "data", dir,
@@ -166,7 +166,7 @@ func natsURLs(s string) (string, error) {
 // closeConn drains nc and waits (up to 10 s) until it is closed, so that
 // nothing in flight is lost.
 func closeConn(nc *nats.Conn) {
-	_ = nc.Drain()
+	_ = nc.Drain() // fails only on a closed connection, which the wait below passes
 	deadline := time.Now().Add(10 * time.Second)
 	for !nc.IsClosed() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)

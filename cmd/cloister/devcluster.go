@@ -263,7 +263,7 @@ func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int
 	// The meta leader prints the line once every node has joined.
 	if err := c.waitFor(ctx, "NATS and JetStream", func() bool {
 		for i := range res.Configs {
-			b, _ := os.ReadFile(c.logPath("nats", i+1))
+			b, _ := os.ReadFile(c.logPath("nats", i+1)) // a log not there yet: not ready, ask again
 			if bytes.Contains(b, []byte(devNATSReady)) {
 				return true
 			}
@@ -303,7 +303,7 @@ func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int
 			}
 		}
 		if err := c.startOne(ctx, "coordinator", i, "", data, func(p *devProc) bool {
-			b, _ := os.ReadFile(p.Log)
+			b, _ := os.ReadFile(p.Log) // as for NATS: not ready, ask again
 			return int64(len(b)) > p.logStart && bytes.Contains(b[p.logStart:], []byte(`msg="coordinator standby`))
 		}, append([]string{"coordinator", "--tee", "sim", "--data", data, "--replicas", replicas}, sec(natsconf.Coordinator)...)...); err != nil {
 			return err
@@ -321,7 +321,7 @@ func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int
 			}
 		}
 		if err := c.startOne(ctx, "worker", i, "", data, func(p *devProc) bool {
-			b, _ := os.ReadFile(p.Log)
+			b, _ := os.ReadFile(p.Log) // as for NATS: not ready, ask again
 			return int64(len(b)) > p.logStart && bytes.Contains(b[p.logStart:], []byte(`msg="worker serving"`))
 		}, append([]string{"worker", "--tee", "sim", "--data", data, "--policy", filepath.Join(data, "policy.json"),
 			"--id", "dev-worker-" + strconv.Itoa(i), "--replicas", replicas}, sec(natsconf.Worker)...)...); err != nil {
@@ -343,7 +343,7 @@ func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int
 			if err != nil {
 				return false
 			}
-			resp.Body.Close()
+			resp.Body.Close() // a probe: only that it answered counts
 			return true
 		}, append([]string{"gateway", "--addr", addr, "--replicas", replicas}, sec(natsconf.Gateway)...)...); err != nil {
 			return err
@@ -355,7 +355,7 @@ func (c *devCluster) start(ctx context.Context, nNATS, nCoord, nWorkers, nGW int
 			if err != nil {
 				return false
 			}
-			resp.Body.Close()
+			resp.Body.Close() // a probe: only the status counts
 			if resp.StatusCode != http.StatusOK {
 				return false
 			}
@@ -435,7 +435,7 @@ func (c *devCluster) spawn(role string, i int, addr, data string, args ...string
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", p.Log, err)
 	}
-	defer lf.Close()
+	defer lf.Close() // the child holds its own descriptor; this one wrote nothing
 	if fi, err := lf.Stat(); err == nil {
 		p.logStart = fi.Size()
 	}
@@ -514,7 +514,7 @@ func (c *devCluster) stop() {
 			}
 		}
 		for _, p := range group {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only on a process already gone; the wait below sees it
 		}
 		deadline := time.After(devStopTimeout)
 		for _, p := range group {
@@ -522,7 +522,7 @@ func (c *devCluster) stop() {
 			case <-p.done:
 			case <-deadline:
 				c.log.Warn("killing a process that did not stop", "name", p.Name, "pid", p.PID)
-				_ = p.cmd.Process.Kill()
+				_ = p.cmd.Process.Kill() // as for SIGTERM
 				<-p.done
 			}
 		}
@@ -537,7 +537,7 @@ func reservePorts(n, run int) ([]int, func(), error) {
 	var lns []net.Listener
 	release := func() {
 		for _, l := range lns {
-			l.Close()
+			l.Close() // freeing a reserved port: nothing to keep
 		}
 	}
 	listen := func(port int) (int, error) {
@@ -560,7 +560,7 @@ func reservePorts(n, run int) ([]int, func(), error) {
 			for j := range run {
 				if _, err := listen(base + j); err != nil {
 					for _, l := range got {
-						l.Close()
+						l.Close() // as in release
 					}
 					lns = lns[:len(lns)-len(got)]
 					continue try

@@ -47,10 +47,11 @@ func printList[T any](l []T, asJSON bool, header string, row func(T) string) err
 	if asJSON {
 		return printJSON(l)
 	}
+	// The tabwriter buffers rows with cells: Flush is the write that can fail.
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
+	fmt.Fprintln(tw, header) // buffered: see above
 	for _, v := range l {
-		fmt.Fprintln(tw, row(v))
+		fmt.Fprintln(tw, row(v)) // as for the header
 	}
 	return tw.Flush()
 }
@@ -168,9 +169,11 @@ func fnList(ctx context.Context, args []string) error {
 	if *asJSON {
 		return printJSON(fns)
 	}
+	// As in printList: Flush is the write that can fail.
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tCONFIDENTIAL\tCODE SHA256\tCREATED")
+	fmt.Fprintln(tw, "NAME\tVERSION\tCONFIDENTIAL\tCODE SHA256\tCREATED") // buffered: see above
 	for _, f := range fns {
+		// Buffered, as the header.
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", f.Name, f.Version, f.Confidential, short(f.CodeHash), f.Created.Format("2006-01-02 15:04:05"))
 	}
 	return tw.Flush()

@@ -94,7 +94,7 @@ func cmdGateway(ctx context.Context, args []string) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
-			_ = srv.Close()
+			_ = srv.Close() // stopping: the cut is all that is left to do
 		}
 		return nil
 	})

@@ -70,7 +70,7 @@ func cmdInvoke(ctx context.Context, args []string) error {
 		if res.Chain != nil {
 			v = res.Chain
 		}
-		b, _ := json.MarshalIndent(v, "", "  ")
+		b, _ := json.MarshalIndent(v, "", "  ") // receipts decoded from JSON re-encode
 		if err := os.WriteFile(*receiptOut, b, 0o644); err != nil {
 			return fmt.Errorf("writing receipt: %w", err)
 		}
@@ -96,7 +96,7 @@ func cmdInvoke(ctx context.Context, args []string) error {
 		}
 		return printJSON(out)
 	}
-	os.Stdout.Write(res.Output)
+	os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
 	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
 		fmt.Println()
 	}
@@ -111,7 +111,7 @@ func printLogs(logs []byte) {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "--- function stderr (sealed to you, verified) ---")
-	os.Stderr.Write(logs)
+	os.Stderr.Write(logs) // nowhere to report a failed write to stderr
 	if logs[len(logs)-1] != '\n' {
 		fmt.Fprintln(os.Stderr)
 	}

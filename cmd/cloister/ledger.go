@@ -129,7 +129,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 		if *byCaller {
 			head = slices.Insert(head, 2, "caller_sha256")
 		}
-		w.Write(head)
+		w.Write(head) // csv.Writer keeps the first error for w.Error below
 		for _, u := range lines {
 			row := []string{u.Namespace, u.Function, strconv.FormatUint(u.Invocations, 10), strconv.FormatUint(u.Failed, 10),
 				strconv.FormatUint(u.Instructions, 10),
@@ -139,7 +139,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 			if *byCaller {
 				row = slices.Insert(row, 2, u.Caller)
 			}
-			w.Write(row)
+			w.Write(row) // as for head
 		}
 		w.Flush()
 		if err := w.Error(); err != nil {
@@ -148,6 +148,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 	default:
 		fmt.Printf("audited entries %d..%d of a log of size %d (checkpoint signed by the attested coordinator); root matches: %v\n",
 			rep.From, rep.From+rep.Entries, rep.Checkpoint.Size, rep.RootMatches)
+		// The tabwriter buffers rows with cells: Flush is the write that can fail.
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		caller, callerCol := func(billing.Line) string { return "" }, ""
 		if *byCaller {
@@ -159,12 +160,16 @@ func ledgerAudit(ctx context.Context, args []string) error {
 				return short(u.Caller) + "\t"
 			}
 		}
+		// Buffered, as the rows below.
 		fmt.Fprintln(tw, "NAMESPACE\tFUNCTION\t"+callerCol+"INVOCATIONS\tFAILED\tINSTRUCTIONS\tWALL ms\tCPU ms\tIN bytes\tOUT bytes\tPEAK pages")
 		for _, u := range lines {
+			// Buffered, as the header.
 			fmt.Fprintf(tw, "%s\t%s\t%s%d\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%d\n", u.Namespace, u.Function, caller(u), u.Invocations, u.Failed, u.Instructions,
 				float64(u.WallNanos)/1e6, float64(u.CPUNanos)/1e6, u.InputBytes, u.OutputBytes, u.PeakPages)
 		}
-		tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 		fmt.Printf("duplicates: %d (entries that repeat a receipt logged before; each receipt is billed once)\n", ndups)
 		for _, d := range dups {
 			fmt.Printf("DUPLICATE at %d repeats the receipt at %d\n", d.Index, d.First)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/cloister-faas/cloister/internal/natsconf"
@@ -48,14 +47,14 @@ func cmdNATS(_ context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("generating the NATS config: %w", err)
 	}
-	fmt.Fprintf(os.Stdout, "NATS config for %d node(s) written to %s\n", len(res.Configs), *dir)
+	fmt.Printf("NATS config for %d node(s) written to %s\n", len(res.Configs), *dir)
 	for _, c := range res.Configs {
-		fmt.Fprintf(os.Stdout, "  server:      nats-server -c %s\n", c)
+		fmt.Printf("  server:      nats-server -c %s\n", c)
 	}
 	urls := strings.Join(res.ClientURLs, ",")
-	fmt.Fprintf(os.Stdout, "  coordinator: cloister coordinator --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Coordinator])
-	fmt.Fprintf(os.Stdout, "  gateway:     cloister gateway --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Gateway])
-	fmt.Fprintf(os.Stdout, "  worker:      cloister worker --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Worker])
-	fmt.Fprintf(os.Stdout, "Copy each seed (*.nk) only to the hosts of its role; keep %s offline.\n", natsconf.CAKeyFile)
+	fmt.Printf("  coordinator: cloister coordinator --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Coordinator])
+	fmt.Printf("  gateway:     cloister gateway --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Gateway])
+	fmt.Printf("  worker:      cloister worker --nats %s --nats-ca %s --nats-nkey %s\n", urls, res.CA, res.Seeds[natsconf.Worker])
+	fmt.Printf("Copy each seed (*.nk) only to the hosts of its role; keep %s offline.\n", natsconf.CAKeyFile)
 	return nil
 }

@@ -93,7 +93,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer eng.Close(context.Background())
+	defer eng.Close(context.Background()) // the engine holds only memory, given back as the process exits
 	// The async queue's jobs: every worker process consumes them, as the
 	// workers of `cloister up` do (the gateway opens the same streams with
 	// the same default limits).
@@ -109,6 +109,6 @@ func cmdWorker(ctx context.Context, args []string) error {
 	}
 	log.Info("worker starting", "id", wk.ID(), "tee", backend.Kind(), "nats", nc.ConnectedUrlRedacted())
 	err = wk.Run(ctx)
-	_ = nc.Drain()
+	_ = nc.Drain() // fails only on a closed connection; the run's error is the one to return
 	return err
 }

@@ -80,7 +80,7 @@ func Issue(key ed25519.PrivateKey, c Claims) (string, error) {
 	if c.Expires <= c.IssuedAt {
 		return "", fmt.Errorf("%w: exp must follow iat", ErrMalformed)
 	}
-	h, _ := json.Marshal(header{Alg: "EdDSA", Typ: "JWT"})
+	h, _ := json.Marshal(header{Alg: "EdDSA", Typ: "JWT"}) // two strings: Marshal cannot fail
 	p, err := json.Marshal(c)
 	if err != nil {
 		return "", err

@@ -148,11 +148,13 @@ func (s *Store) Submit(ctx context.Context, sub Submission) (wire.Accepted, erro
 			return s.resume(ctx, q, sub)
 		}
 	}
+	// undo is best effort: the caller is refused and holds no id, and a
+	// retry with the same idempotency key resumes from what is left.
 	undo := func() {
 		bg := context.WithoutCancel(ctx)
-		_ = s.st.Activations.Delete(bg, recordKey(ns, id))
+		_ = s.st.Activations.Delete(bg, recordKey(ns, id)) // best effort, as said
 		if sub.IdempotencyKey != "" {
-			_ = s.st.Activations.Delete(bg, idemKey(ns, sub.IdempotencyKey))
+			_ = s.st.Activations.Delete(bg, idemKey(ns, sub.IdempotencyKey)) // as above
 		}
 	}
 	rec, job, err := newJob(id, now, sub)
@@ -200,6 +202,7 @@ func newJob(id string, now time.Time, sub Submission) (rec, job []byte, err erro
 // wake tells idle workers that the namespace has a job; they would find it
 // at their next poll.
 func (s *Store) wake(ns string) {
+	// Best effort, as said: the job is queued already.
 	_ = s.st.JS.Conn().Publish(bus.SubjectAsyncQueued, []byte(ns))
 }
 
@@ -641,7 +644,7 @@ func (s *Store) DeadLetters(ctx context.Context, ns string, since time.Time, lim
 	defer func() {
 		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = s.st.Dead.DeleteConsumer(dctx, info.Name)
+			_ = s.st.Dead.DeleteConsumer(dctx, info.Name) // best effort: InactiveThreshold removes it
 			cancel()
 		}
 	}()
@@ -698,7 +701,7 @@ func (s *Store) Wait(ctx context.Context, ns, id string) (*wire.Activation, erro
 	if err != nil {
 		return nil, apierr.New(apierr.Unavailable, "activation store unavailable")
 	}
-	defer func() { _ = w.Stop() }()
+	defer func() { _ = w.Stop() }() // fails only once the subscription or its connection is closed
 	var last *wire.Activation
 	for {
 		select {

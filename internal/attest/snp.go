@@ -164,7 +164,7 @@ func (v *Verifier) verifySNP(raw []byte, sp *SNPPolicy) (*Claims, error) {
 	if report.GetCpuid1EaxFms() == 0 {
 		// Version 2 reports do not name the product; without a product the
 		// library guesses Milan and logs a warning (to stdout).
-		opts.Product, _ = kds.ParseProductLine(sp.productLine())
+		opts.Product, _ = kds.ParseProductLine(sp.productLine()) // validate checked the name; "Milan" parses
 	}
 	if err := verify.SnpAttestationContext(context.Background(), att, opts); err != nil {
 		return nil, classifyVerifyError("sev-snp", err)

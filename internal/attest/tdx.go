@@ -200,6 +200,8 @@ func (v *Verifier) verifyTDX(raw []byte, tp *TDXPolicy) (*Claims, error) {
 	if blk, _ := pem.Decode(chain); blk != nil {
 		if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil {
 			if ext, err := pcs.PckCertificateExtensions(leaf); err == nil {
+				// A PPID that is not hex leaves a prefix or nothing, which no
+				// pinned platform ID matches: refused when IDs are pinned.
 				c.HardwareID, _ = hex.DecodeString(ext.PPID)
 			}
 		}

@@ -241,11 +241,9 @@ func TestOpenRefused(t *testing.T) {
 
 	// The same manifest and module signed by another owner is a valid
 	// bundle; pasting that signature under the first owner's key is not.
-	other := build(t, manifest(), module)
-	if o, err := bundle.Build(manifest(), module, ownerKey(2)); err != nil {
+	other, err := bundle.Build(manifest(), module, ownerKey(2))
+	if err != nil {
 		t.Fatal(err)
-	} else {
-		other = o
 	}
 	oh, _ := parts(t, other)
 

@@ -28,8 +28,10 @@ type Handler func(ctx context.Context, req []byte) (any, error)
 // subscription's handlers.
 func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h Handler) (*nats.Subscription, error) {
 	return serve(ctx, nc, subject, queue, limit, func(m *nats.Msg) { Respond(ctx, m, log, h) }, func(m *nats.Msg, e *apierr.Error) {
-		out, _ := json.Marshal(reply{Error: e})
-		_ = m.Respond(out)
+		out, _ := json.Marshal(reply{Error: e}) // a code and a message: Marshal cannot fail
+		if err := m.Respond(out); err != nil {
+			log.Warn("sending reply", "subject", m.Subject, "err", err)
+		}
 	})
 }
 
@@ -64,7 +66,7 @@ func serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 	// Once Serve returns, the server knows of the subscription: a request
 	// from another connection finds it.
 	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
+		_ = sub.Unsubscribe() // the Flush error is the one to return
 		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
 	}
 	return sub, nil
@@ -86,7 +88,7 @@ func Respond(ctx context.Context, m *nats.Msg, log *slog.Logger, h Handler) {
 	} else {
 		rep.Result = b
 	}
-	out, _ := json.Marshal(rep)
+	out, _ := json.Marshal(rep) // an *apierr.Error or JSON just encoded: Marshal cannot fail
 	if err := m.Respond(out); err != nil {
 		log.Warn("sending reply", "subject", m.Subject, "err", err)
 	}
@@ -147,7 +149,7 @@ type BytesHandler func(ctx context.Context, req []byte) ([]byte, error)
 // ServeBytes is Serve for a BytesHandler; callers use CallBytes.
 func ServeBytes(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h BytesHandler) (*nats.Subscription, error) {
 	respondErr := func(m *nats.Msg, e *apierr.Error) {
-		b, _ := json.Marshal(e)
+		b, _ := json.Marshal(e) // a code and a message: Marshal cannot fail
 		r := nats.NewMsg(m.Reply)
 		r.Header.Set(HeaderError, string(b))
 		if err := m.RespondMsg(r); err != nil {

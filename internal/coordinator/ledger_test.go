@@ -52,10 +52,7 @@ func (f *fixture) signedReceipt(t *testing.T, cert certs.Signed, key ed25519.Pri
 func TestLedgerAppendBatch(t *testing.T) {
 	f := setup(t)
 	call := func(cert certs.Signed, entries [][]byte, sig []byte) (*wire.LedgerAppendResponse, error) {
-		req := wire.LedgerAppendRequest{WorkerCert: cert, Signature: sig}
-		for _, e := range entries {
-			req.Receipts = append(req.Receipts, e)
-		}
+		req := wire.LedgerAppendRequest{WorkerCert: cert, Signature: sig, Receipts: entries}
 		body, err := req.MarshalBinary()
 		if err != nil {
 			return nil, err

@@ -217,7 +217,7 @@ func listRecords(ctx context.Context, kv jetstream.KeyValue) (map[string]*Princi
 	if err != nil {
 		return nil, storeError("auth store", err)
 	}
-	defer w.Stop()
+	defer w.Stop() // fails only once the subscription or its connection is closed
 	out := map[string]*Principal{}
 	for {
 		select {
@@ -261,8 +261,9 @@ func revokeRecord(ctx context.Context, kv jetstream.KeyValue, name string, now t
 			return nil, apierr.New(apierr.Internal, "corrupt auth record")
 		}
 		p.Revoked = now.UTC()
+		// A time from the clock and raw JSON re-encode: Marshal cannot fail.
 		raw["revoked"], _ = json.Marshal(p.Revoked)
-		v, _ := json.Marshal(raw)
+		v, _ := json.Marshal(raw) // see above
 		_, err = kv.Update(ctx, name, v, e.Revision())
 		if err == nil {
 			return p, nil

@@ -41,7 +41,7 @@ func (g *Gateway) startAnnouncing() {
 	}
 	g.gws.self = wire.GatewayStatus{ID: id, URL: g.cfg.URL}
 	g.gws.seen = map[string]wire.GatewayStatus{}
-	_, _ = nc.Subscribe(bus.SubjectGatewayStatus, func(m *nats.Msg) {
+	_, err := nc.Subscribe(bus.SubjectGatewayStatus, func(m *nats.Msg) {
 		var st wire.GatewayStatus
 		if json.Unmarshal(m.Data, &st) != nil || st.ID == "" || len(st.ID) > 128 || len(st.URL) > 512 {
 			return
@@ -53,10 +53,15 @@ func (g *Gateway) startAnnouncing() {
 			g.gws.seen[st.ID] = st
 		}
 	})
+	if err != nil {
+		// The cluster view then lists this gateway alone; serving goes on.
+		g.log.Error("following other gateways' announcements", "err", err)
+	}
 	announce := func() {
 		g.gws.mu.Lock()
-		b, _ := json.Marshal(g.gws.self)
+		b, _ := json.Marshal(g.gws.self) // two strings: Marshal cannot fail
 		g.gws.mu.Unlock()
+		// Best effort: the next tick announces again.
 		_ = nc.Publish(bus.SubjectGatewayStatus, b)
 	}
 	announce()

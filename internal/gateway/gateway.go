@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -230,6 +231,8 @@ func (g *Gateway) admit(p *Principal, err error, need Scope, now time.Time) erro
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	// The status is sent: a failed write means the client is gone, and
+	// there is no one left to tell.
 	_ = json.NewEncoder(w).Encode(v)
 }
 
@@ -344,7 +347,7 @@ func storeError(what string, err error) error {
 	if errors.As(err, &ae) {
 		return err
 	}
-	return apierr.New(apierr.Unavailable, "%s unavailable: %v", what, err)
+	return apierr.Wrap(apierr.Unavailable, fmt.Errorf("%s unavailable: %w", what, err))
 }
 
 func versionString(v int) string {
@@ -382,7 +385,11 @@ func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	latest, _ := g.reg.Latest(r.Context(), p.Namespace, name)
+	latest, err := g.reg.Latest(r.Context(), p.Namespace, name)
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		// The version asked for was found; answer without the latest.
+		g.log.Warn("reading the latest version", "namespace", p.Namespace, "function", name, "err", err)
+	}
 	writeJSON(w, http.StatusOK, info(rec, latest))
 	return nil
 }
@@ -425,6 +432,8 @@ func (g *Gateway) deleteVersions(ctx context.Context, ns, name string) error {
 		return err
 	}
 	if b, err := json.Marshal(wire.Deleted{Namespace: ns, Name: name}); err == nil {
+		// Best effort: it only frees workers' pools early. Requests no
+		// longer reach them (lookups fail), and idle pools are evicted.
 		_ = g.cfg.Conn.Publish(bus.SubjectDeleted, b)
 	}
 	return nil
@@ -473,11 +482,13 @@ func (g *Gateway) register(ctx context.Context, ns, name string, src io.Reader, 
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if rec, gerr := g.reg.Get(rctx, ns, name, 0); gerr == nil && rec.Object == obj {
+				// Get just found this version: Latest can only fail with
+				// the store, and then the reply goes without it.
 				latest, _ := g.reg.Latest(rctx, ns, name)
 				return info(rec, latest), nil
 			}
 		}
-		_ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj)
+		g.removeBundle(ctx, obj)
 		if code == apierr.Timeout {
 			return wire.FunctionInfo{}, apierr.New(apierr.Timeout, "the deploy did not finish within the deploy timeout of %s; nothing was registered (%s)", timeout, apierr.From(err).Message)
 		}
@@ -506,7 +517,7 @@ func (g *Gateway) storeBundle(ctx context.Context, ns, name string, src io.Reade
 	case err != nil:
 		return "", apierr.New(apierr.Unavailable, "storing bundle: %v", err)
 	}
-	remove := func() { _ = g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj) }
+	remove := func() { g.removeBundle(ctx, obj) }
 	if info.Size == 0 {
 		remove()
 		return "", apierr.New(apierr.InvalidBundle, "empty body: send a bundle made by `cloister fn deploy`")
@@ -518,6 +529,14 @@ func (g *Gateway) storeBundle(ctx context.Context, ns, name string, src io.Reade
 		}
 	}
 	return obj, nil
+}
+
+// removeBundle deletes a stored bundle that no function version refers to.
+// Nothing else removes it, so a failure is logged for the operator.
+func (g *Gateway) removeBundle(ctx context.Context, obj string) {
+	if err := g.cfg.Stores.Bundles.Delete(context.WithoutCancel(ctx), obj); err != nil {
+		g.log.Warn("removing an unregistered bundle; it stays in the object store", "object", obj, "err", err)
+	}
 }
 
 // deployMargin is how much longer than the deploy timeout the gateway
@@ -534,6 +553,8 @@ func (g *Gateway) deployTimeout() time.Duration {
 // route forwards an invocation to a worker and waits for its reply.
 func (g *Gateway) route(ctx context.Context, rec *registry.Record, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
 	var m bundle.Manifest
+	// The coordinator validated the manifest at deploy; a zero limit only
+	// leaves the margin.
 	_ = json.Unmarshal(rec.Manifest, &m)
 	timeout := time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 30*time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -626,6 +647,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	} else if isAsync {
 		return g.invokeAsync(w, r, p, name, v, body)
 	}
+	// A Content-Type that does not parse is not the sealed one.
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.SealedContentType {
 		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)
 	}
@@ -642,7 +664,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 		return err
 	}
 	if rep.Receipt != nil {
-		rb, _ := json.Marshal(rep.Receipt)
+		rb, _ := json.Marshal(rep.Receipt) // a decoded receipt re-encodes
 		w.Header().Set(HeaderReceipt, base64.StdEncoding.EncodeToString(rb))
 	}
 	w.Header().Set(HeaderVersion, strconv.Itoa(rep.Version))
@@ -651,7 +673,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 		return nil
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	_, _ = io.Copy(w, bytes.NewReader(rep.Output))
+	_, _ = io.Copy(w, bytes.NewReader(rep.Output)) // the status is sent; the client is gone
 	return nil
 }
 
@@ -758,7 +780,7 @@ func (g *Gateway) ledgerFile(w http.ResponseWriter, r *http.Request, pr *Princip
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(b)
+		_, _ = w.Write(b) // the status is sent; the client is gone
 	}
 	return nil
 }

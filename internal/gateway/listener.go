@@ -173,7 +173,7 @@ func NewLimitListener(ln net.Listener, c EdgeConfig, reg prometheus.Registerer, 
 
 // refusal is the whole HTTP response that refuses a connection.
 func refusal(e *apierr.Error) []byte {
-	body, _ := json.Marshal(e)
+	body, _ := json.Marshal(e) // a code and a message: Marshal cannot fail
 	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
 		"Retry-After: 1\r\nConnection: close\r\n\r\n%s", e.Code.Status(), http.StatusText(e.Code.Status()), len(body), body)
 }
@@ -242,20 +242,23 @@ func (l *LimitListener) refuse(c net.Conn, key netip.Addr, reason string) {
 	select {
 	case l.refusing <- struct{}{}:
 	default:
-		_ = c.Close()
+		_ = c.Close() // refused: a failed close leaves nothing to do
 		return
 	}
 	go func() {
 		defer func() { <-l.refusing }()
+		// The connection is refused and closed below: each failure here
+		// only ends the courtesy sooner. SetDeadline fails only once it is
+		// closed, and then the Write fails too.
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(refuseLinger))
+		_ = c.SetDeadline(time.Now().Add(refuseLinger)) // see above
 		if _, err := c.Write(l.answer[reason]); err != nil {
 			return
 		}
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
+			_ = cw.CloseWrite() // see above
 		}
-		_, _ = io.CopyN(io.Discard, c, 64<<10)
+		_, _ = io.CopyN(io.Discard, c, 64<<10) // see above
 	}()
 }
 
@@ -267,11 +270,12 @@ func clientKey(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ap = ta.AddrPort()
 	} else if a != nil {
+		// An address that does not parse counts against the zero key.
 		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	ip := ap.Addr().Unmap().WithZone("")
 	if ip.Is6() {
-		p, _ := ip.Prefix(64)
+		p, _ := ip.Prefix(64) // cannot fail: 64 bits of an IPv6 address
 		ip = p.Addr()
 	}
 	return ip
@@ -341,7 +345,8 @@ func deadlines(h http.Handler, c EdgeConfig) http.Handler {
 		h.ServeHTTP(ew, r)
 		if c.WriteTimeout > 0 {
 			// What the handler left in the server's buffers is written
-			// after it returns.
+			// after it returns. (net/http's writer takes deadlines; it
+			// fails only on a closed connection, with nothing to bound.)
 			_ = rc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
 		}
 	})
@@ -380,6 +385,7 @@ func (b *edgeBody) Read(p []byte) (int, error) {
 	var ne net.Error
 	switch {
 	case err == nil:
+		// As in deadlines: fails only on a closed connection.
 		_ = b.rc.SetReadDeadline(b.deadline())
 	case errors.As(err, &ne) && ne.Timeout():
 		b.timedOut.Store(true)
@@ -413,6 +419,7 @@ func (w *edgeWriter) extend(k int) {
 		w.start = time.Now()
 	}
 	w.n += int64(k)
+	// As in deadlines: fails only on a closed connection.
 	_ = w.rc.SetWriteDeadline(w.start.Add(w.grace + allowance(w.n, w.rate)))
 }
 
@@ -429,14 +436,14 @@ func (w *edgeWriter) slowBody() bool {
 	w.replaced = true
 	e := apierr.New(apierr.BadRequest, "the request body arrived too slowly: after %s it must keep coming at %d bytes/s or more",
 		w.body.grace, w.body.rate)
-	b, _ := json.Marshal(e)
+	b, _ := json.Marshal(e) // a code and a message: Marshal cannot fail
 	h := w.ResponseWriter.Header()
 	clear(h)
 	h.Set("Content-Type", "application/json")
 	h.Set("Connection", "close")
 	w.ResponseWriter.WriteHeader(e.Code.Status())
 	w.extend(len(b))
-	_, _ = w.ResponseWriter.Write(b)
+	_, _ = w.ResponseWriter.Write(b) // the status is sent; a failure means the client is gone
 	return true
 }
 
@@ -461,5 +468,5 @@ func (w *edgeWriter) Flush() {
 		return
 	}
 	w.extend(0)
-	_ = w.rc.Flush()
+	_ = w.rc.Flush() // http.Flusher has no error to return; the next Write reports it
 }

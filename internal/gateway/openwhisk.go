@@ -215,7 +215,7 @@ func (g *Gateway) owPutMeta(ctx context.Context, key string, m *owMeta) error {
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(m)
+	b, _ := json.Marshal(m) // its raw values were decoded from JSON: Marshal cannot fail
 	if _, err := kv.Put(ctx, key, b); err != nil {
 		return apierr.New(apierr.Unavailable, "OpenWhisk store unavailable")
 	}
@@ -321,6 +321,7 @@ func writeOWList[T any](w http.ResponseWriter, collection string, list []T, pg o
 
 func owVersion(v int) string { return "0.0." + strconv.Itoa(v) }
 
+// jsonString encodes s; strings always encode.
 func jsonString(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
 
 func owAnno(list []OWKeyValue, key string) (string, bool) {
@@ -338,7 +339,7 @@ func owAnno(list []OWKeyValue, key string) (string, bool) {
 // withAnno returns list with key set to v (replacing a client's value: the
 // cloister-* annotations are the platform's word).
 func withAnno(list []OWKeyValue, key string, v any) []OWKeyValue {
-	b, _ := json.Marshal(v)
+	b, _ := json.Marshal(v) // the callers pass strings, which always encode
 	out := slices.DeleteFunc(slices.Clone(list), func(kv OWKeyValue) bool { return kv.Key == key })
 	return append(out, OWKeyValue{Key: key, Value: b})
 }
@@ -413,7 +414,11 @@ func (g *Gateway) owPutAction(w http.ResponseWriter, r *http.Request, p *Princip
 			return err
 		}
 		if isSeq {
-			_ = g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name))
+			// A sequence left behind would shadow the new code: invocations
+			// and reads look the sequence up first.
+			if err := g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
+				return storeError("sequence store", err)
+			}
 		}
 		meta.Kind, meta.Version = body.Exec.Kind, v
 	}
@@ -530,7 +535,7 @@ func (g *Gateway) owPutSequence(ctx context.Context, p *Principal, name string, 
 		}
 	}
 	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC()}
-	b, _ := json.Marshal(seq)
+	b, _ := json.Marshal(seq) // plain data: Marshal cannot fail
 	if _, err := g.cfg.Async.Sequences.Put(ctx, sequenceKey(p.Namespace, name), b); err != nil {
 		return apierr.New(apierr.Unavailable, "sequence store unavailable")
 	}
@@ -701,7 +706,11 @@ func (g *Gateway) owDeleteAction(w http.ResponseWriter, r *http.Request, p *Prin
 		return err
 	}
 	if kv, err := g.owStore(); err == nil {
-		_ = kv.Delete(ctx, actionMetaKey(p.Namespace, name))
+		// The action is gone; its stale parameters and annotations would
+		// come back with an action created again under its name.
+		if err := kv.Delete(ctx, actionMetaKey(p.Namespace, name)); err != nil {
+			g.log.Warn("deleting OpenWhisk action metadata", "namespace", p.Namespace, "action", name, "err", err)
+		}
 	}
 	writeJSON(w, http.StatusOK, a)
 	return nil
@@ -833,7 +842,7 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 			return "", confidentialRefusal(s.Name)
 		}
 		var m bundle.Manifest
-		_ = json.Unmarshal(rec.Manifest, &m)
+		_ = json.Unmarshal(rec.Manifest, &m) // validated at deploy; a zero limit leaves the margin
 		timeout += time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 5*time.Second
 		recs[i] = rec
 		meta, err := g.owMeta(ctx, actionMetaKey(seq.Namespace, s.Name))
@@ -925,7 +934,7 @@ func owResult(a *wire.Activation) json.RawMessage {
 	case resp.Sealed:
 		return json.RawMessage("{}")
 	case resp.Error != nil:
-		b, _ := json.Marshal(map[string]any{"error": resp.Error.Message, "code": resp.Error.Code})
+		b, _ := json.Marshal(map[string]any{"error": resp.Error.Message, "code": resp.Error.Code}) // two strings
 		return b
 	case len(resp.Result) == 0:
 		return json.RawMessage("{}")
@@ -938,7 +947,7 @@ func owResult(a *wire.Activation) json.RawMessage {
 	if json.Valid(resp.Result) {
 		out = json.RawMessage(resp.Result)
 	}
-	b, _ := json.Marshal(map[string]any{"output": out})
+	b, _ := json.Marshal(map[string]any{"output": out}) // a string, or JSON checked by json.Valid
 	return b
 }
 
@@ -972,12 +981,13 @@ func owActivation(a *wire.Activation) *OWActivation {
 	if a.Trigger != "" {
 		o.Annotations = append(o.Annotations, OWKeyValue{Key: "cause", Value: jsonString(a.Trigger + "/" + a.Rule)})
 	}
+	// Receipts decoded from the record re-encode: Marshal cannot fail.
 	if a.Receipt != nil {
-		b, _ := json.Marshal(a.Receipt)
+		b, _ := json.Marshal(a.Receipt) // see above
 		o.Annotations = append(o.Annotations, OWKeyValue{Key: "cloister-receipt", Value: b})
 	}
 	if len(a.Receipts) > 0 {
-		b, _ := json.Marshal(a.Receipts)
+		b, _ := json.Marshal(a.Receipts) // see above
 		o.Annotations = append(o.Annotations, OWKeyValue{Key: "cloister-receipts", Value: b})
 	}
 	return o
@@ -1232,7 +1242,10 @@ func (g *Gateway) owDeleteTrigger(w http.ResponseWriter, r *http.Request, p *Pri
 		return err
 	}
 	if kv, err := g.owStore(); err == nil {
-		_ = kv.Delete(r.Context(), triggerMetaKey(p.Namespace, name))
+		// As for actions: stale metadata would come back with a new trigger.
+		if err := kv.Delete(r.Context(), triggerMetaKey(p.Namespace, name)); err != nil {
+			g.log.Warn("deleting OpenWhisk trigger metadata", "namespace", p.Namespace, "trigger", name, "err", err)
+		}
 	}
 	writeJSON(w, http.StatusOK, o)
 	return nil

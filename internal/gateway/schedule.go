@@ -69,12 +69,19 @@ func (g *Gateway) startScheduling() {
 	if g.cfg.Conn == nil {
 		return
 	}
-	_, _ = g.cfg.Conn.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) {
+	// Subscribe fails only on a closed or draining connection, where the
+	// gateway serves nothing anyway; the log keeps the cause.
+	if _, err := g.cfg.Conn.Subscribe(bus.SubjectWorkerStatus, func(m *nats.Msg) {
 		if g.pool.update(m.Data) {
 			g.dropAttestation(false)
 		}
-	})
-	_, _ = g.cfg.Conn.Subscribe(bus.SubjectManifestChanged, func(*nats.Msg) { g.dropAttestation(true) })
+	}); err != nil {
+		g.log.Error("following worker advertisements", "err", err)
+	}
+	if _, err := g.cfg.Conn.Subscribe(bus.SubjectManifestChanged, func(*nats.Msg) { g.dropAttestation(true) }); err != nil {
+		g.log.Error("following manifest changes", "err", err)
+	}
+	// Best effort: workers also advertise every AdvertiseInterval.
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
 }
 

@@ -24,7 +24,7 @@ func validate(ctx context.Context, wasm []byte) (err error) {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: wazero panicked compiling the module: %v", ErrInvalid, p)
 		}
-		_ = r.Close(ctx)
+		_ = r.Close(ctx) // a throwaway runtime: the validation result is what counts
 	}()
 	cm, err := r.CompileModule(ctx, wasm)
 	if err != nil {

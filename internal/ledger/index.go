@@ -46,7 +46,7 @@ func openIndex(ctx context.Context, dir string, src EntrySource, size uint64) (*
 	}
 	x := &hashIndex{f: f, prefix: make(map[uint64]uint64, size), overflow: map[[sha256.Size]byte]uint64{}}
 	fail := func(err error) (*hashIndex, int, error) {
-		f.Close()
+		_ = f.Close() // the rebuild's error is the one to return
 		return nil, 0, fmt.Errorf("rebuilding the entry index: %w", err)
 	}
 	// Records past the log (there should be none) and a torn last record go.
@@ -140,6 +140,8 @@ func (x *hashIndex) add(s [sha256.Size]byte, i uint64) {
 // recordIs reports whether record i of the file is s.
 func (x *hashIndex) recordIs(i uint64, s [sha256.Size]byte) bool {
 	var r [sha256.Size]byte
+	// ReadAt returns n < len(r) exactly when it fails: a failed read is
+	// no match (a lookup then reports the entry as not found).
 	n, _ := x.f.ReadAt(r[:], int64(i*sha256.Size))
 	return n == sha256.Size && r == s
 }

@@ -359,7 +359,7 @@ func (s *journaled) integrateLoop() {
 		if err := s.integrateRound(); err != nil {
 			if errors.Is(err, ErrJournalMismatch) {
 				s.mu.Lock()
-				s.breakLocked(err)
+				_ = s.breakLocked(err) // it logs err and fails the waiters; it returns err
 				s.mu.Unlock()
 				return
 			}

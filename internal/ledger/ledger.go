@@ -231,13 +231,13 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	size, err := lr.IntegratedSize(ctx)
 	if err != nil {
-		_ = shutdown(ctx)
+		_ = shutdown(ctx) // the open's error is the one to return
 		cancel()
 		return nil, fmt.Errorf("opening ledger: reading its size: %w", err)
 	}
 	index, rebuilt, err := openIndex(ctx, dir, DirSource(dir), size)
 	if err != nil {
-		_ = shutdown(ctx)
+		_ = shutdown(ctx) // the open's error is the one to return
 		cancel()
 		return nil, fmt.Errorf("opening ledger: %w", err)
 	}
@@ -255,9 +255,10 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	if opts.Journal != nil {
 		if l.jr, err = openJournaled(ctx, bg, l, opts, size); err != nil {
+			// The open's error is the one to return.
 			_ = shutdown(ctx)
 			cancel()
-			index.close()
+			_ = index.close() // as above
 			delete(openDirs, dir)
 			return nil, fmt.Errorf("opening ledger: %w", err)
 		}

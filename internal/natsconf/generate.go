@@ -371,7 +371,7 @@ func writeFile(path string, b []byte, mode os.FileMode) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if _, err := f.Write(b); err != nil {
-		_ = f.Close()
+		_ = f.Close() // the write's error is the one to return
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {

@@ -13,7 +13,7 @@ func ReadEnvFile(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer f.Close() // read only: nothing is lost if closing fails
 	out := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

@@ -174,7 +174,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	n := &Node{}
 	defer func() {
 		if err != nil {
-			n.Close()
+			_ = n.Close() // the start's error is the one to return
 		}
 	}()
 	if n.nats, err = bus.StartServer(bus.ServerOptions{Dir: filepath.Join(dir, "nats"), Listen: o.NATSListen}); err != nil {
@@ -335,7 +335,7 @@ func (n *Node) Close() error {
 		cancel()
 		if err != nil {
 			// Cut what is still busy after the grace, such as a client
-			// that trickles its body.
+			// that trickles its body. (Shutdown's error is kept.)
 			_ = n.srv.Close()
 		}
 	}
@@ -359,7 +359,7 @@ func (n *Node) Close() error {
 	// Drain returns at once and finishes in the background: wait for each
 	// connection to close before NATS shuts down, so nothing in flight is lost.
 	for _, c := range n.conns {
-		_ = c.Drain()
+		_ = c.Drain() // fails only on a closed connection, which the wait below passes
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, c := range n.conns {
@@ -369,6 +369,8 @@ func (n *Node) Close() error {
 		c.Close()
 	}
 	for _, e := range n.engines {
+		// The engines hold only memory, which the process gives back as
+		// it exits; their errors change nothing about the shutdown.
 		_ = e.Close(context.Background())
 	}
 	if n.nats != nil {

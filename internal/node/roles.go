@@ -133,7 +133,7 @@ func NewCoordinator(ctx context.Context, o CoordinatorOptions) (_ *Coordinator, 
 	r := &Coordinator{Coord: coord, Policy: o.Policy, PolicyPath: filepath.Join(o.Dir, "policy.json")}
 	r.Policy.ManifestHash = coord.ManifestHash()
 	if err := writeJSONFile(r.PolicyPath, r.Policy); err != nil {
-		_ = r.Close(context.Background())
+		_ = r.Close(context.Background()) // the write's error is the one to return
 		return nil, fmt.Errorf("writing the client policy: %w", err)
 	}
 	return r, nil
@@ -229,7 +229,7 @@ func Listen(addr string, handler http.Handler, edge gateway.EdgeConfig, metrics 
 	}
 	limited, err := gateway.NewLimitListener(ln, edge, metrics, log)
 	if err != nil {
-		_ = ln.Close()
+		_ = ln.Close() // the listener's error is the one to return
 		return nil, nil, "", err
 	}
 	return limited, gateway.NewServer(handler, edge, log), "http://" + ln.Addr().String(), nil

@@ -108,8 +108,7 @@ func TestStateEndToEnd(t *testing.T) {
 	if c, _, err := kvInvoke(t, e.c, "nokv", kvReq('p', "k", "v")); err != nil || c != -5 {
 		t.Fatalf("a function without the state capability: %d %v", c, err)
 	}
-	var balKey string
-	balKey = changedKey(t, kv, func() {
+	balKey := changedKey(t, kv, func() {
 		if c, _, err := kvInvoke(t, e.c, "kv", kvReq('p', "balance", string(marker))); err != nil || c != 0 {
 			t.Fatalf("put: %d %v", c, err)
 		}
@@ -142,8 +141,7 @@ func TestStateEndToEnd(t *testing.T) {
 	wantIntegrity("rollback", kvReq('g', "balance", ""))
 
 	// Swap: another key's value under this key.
-	var aliceKey string
-	aliceKey = changedKey(t, kv, func() { kvInvoke(t, e.c, "kv", kvReq('p', "alice", "admin")) })
+	aliceKey := changedKey(t, kv, func() { kvInvoke(t, e.c, "kv", kvReq('p', "alice", "admin")) })
 	bobKey := changedKey(t, kv, func() { kvInvoke(t, e.c, "kv", kvReq('p', "bob", "guest")) })
 	a, _ := kv.Get(ctx, aliceKey)
 	kv.Put(ctx, bobKey, a.Value())

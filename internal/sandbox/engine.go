@@ -156,12 +156,12 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	// fails here rather than on the first request.
 	r, err := e.runtime(ctx, DefaultMemoryPages)
 	if err != nil {
-		_ = e.cache.Close(ctx)
+		_ = e.cache.Close(ctx) // the setup error is the one to return
 		return nil, err
 	}
 	wasi := r.Module(wasi_snapshot_preview1.ModuleName)
 	if wasi == nil {
-		_ = e.Close(ctx)
+		_ = e.Close(ctx) // the setup error is the one to return
 		return nil, errors.New("sandbox: WASI host module missing")
 	}
 	e.wasi = wasi.ExportedFunctionDefinitions()
@@ -227,11 +227,11 @@ func (e *Engine) runtime(ctx context.Context, pages uint32) (wazero.Runtime, err
 		WithDebugInfoEnabled(false)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := instantiateWASI(ctx, r); err != nil {
-		_ = r.Close(ctx)
+		_ = r.Close(ctx) // the setup error is the one to return
 		return nil, fmt.Errorf("instantiating WASI: %w", err)
 	}
 	if _, err := instantiateHost(ctx, r); err != nil {
-		_ = r.Close(ctx)
+		_ = r.Close(ctx) // the setup error is the one to return
 		return nil, fmt.Errorf("instantiating the %s host module: %w", HostModule, err)
 	}
 	e.runtimes[pages] = r
@@ -392,7 +392,7 @@ func (e *Engine) compileEntry(ctx context.Context, key cacheKey, ent *cacheEntry
 
 	if abandoned && mod != nil {
 		e.log.LogAttrs(ctx, slog.LevelDebug, "abandoned compile discarded", slog.String("code_hash", codeHash))
-		_ = mod.compiled.Close(context.WithoutCancel(ctx))
+		_ = mod.compiled.Close(context.WithoutCancel(ctx)) // wazero's CompiledModule.Close always returns nil
 	}
 }
 
@@ -449,7 +449,7 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	}
 	abi, err := e.checkABI(compiled, shape)
 	if err != nil {
-		_ = compiled.Close(ctx)
+		_ = compiled.Close(ctx) // always nil, as above
 		return nil, err
 	}
 	instrumentedHash := sha256.Sum256(rewritten)

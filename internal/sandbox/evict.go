@@ -69,6 +69,6 @@ func (e *Engine) evictIdle(now time.Time) {
 	for _, ent := range free {
 		e.evictions.Add(1)
 		e.log.LogAttrs(context.Background(), slog.LevelDebug, "compiled module freed", slog.String("code_hash", ent.mod.codeHash))
-		_ = ent.mod.compiled.Close(context.Background())
+		_ = ent.mod.compiled.Close(context.Background()) // wazero's CompiledModule.Close always returns nil
 	}
 }

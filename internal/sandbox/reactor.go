@@ -231,7 +231,7 @@ func (m *Module) CommandSnapshotHash(ctx context.Context) (string, error) {
 			m.cmdSnap.err = err
 			return
 		}
-		defer inst.Close(context.Background())
+		defer inst.Close(context.Background()) // as in sandbox.close
 		var pages uint32
 		var mem []byte
 		if mm := memoryOf(inst); mm != nil {

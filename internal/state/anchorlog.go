@@ -79,23 +79,23 @@ func openAnchorLog(dir string, master []byte, replay func(pt []byte) error, log 
 	l := &anchorLog{f: f, aead: g}
 	good, err := l.replay(replay)
 	if err != nil {
-		f.Close()
+		_ = f.Close() // no record was written yet; the error below is the one to return
 		return nil, err
 	}
 	end, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		f.Close()
+		_ = f.Close() // no record was written yet; the error below is the one to return
 		return nil, err
 	}
 	if good < end {
 		log.Warn("state anchor log: cutting off an incomplete or unreadable tail", "offset", good, "size", end)
 		if err := f.Truncate(good); err != nil {
-			f.Close()
+			_ = f.Close() // no record was written yet; the error below is the one to return
 			return nil, fmt.Errorf("truncating state anchor log: %w", err)
 		}
 	}
 	if _, err := f.Seek(good, io.SeekStart); err != nil {
-		f.Close()
+		_ = f.Close() // no record was written yet; the error below is the one to return
 		return nil, err
 	}
 	l.off = good
@@ -135,7 +135,8 @@ func (l *anchorLog) replay(apply func(pt []byte) error) (int64, error) {
 	}
 }
 
-// append writes pt as the next record. On an error nothing was written.
+// append writes pt as the next record. On an error nothing was written,
+// unless the error says that cutting off the partial record failed too.
 func (l *anchorLog) append(_ context.Context, pt []byte) error {
 	if l.f == nil {
 		return ErrClosed
@@ -149,8 +150,13 @@ func (l *anchorLog) append(_ context.Context, pt []byte) error {
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	if _, err := l.f.Write(buf); err != nil {
 		// Leave no partial record behind for later ones to follow.
-		_ = l.f.Truncate(l.off)
-		_, _ = l.f.Seek(l.off, io.SeekStart)
+		terr := l.f.Truncate(l.off)
+		if terr == nil {
+			_, terr = l.f.Seek(l.off, io.SeekStart)
+		}
+		if terr != nil {
+			return errors.Join(err, fmt.Errorf("state anchor log: cutting off the partial record: %w", terr))
+		}
 		return err
 	}
 	l.off += int64(len(buf))

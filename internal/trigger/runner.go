@@ -58,7 +58,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watching triggers: %w", err)
 	}
-	defer w.Stop()
+	defer w.Stop() // fails only once the subscription or its connection is closed
 	defer func() {
 		r.mu.Lock()
 		for k, stop := range r.running {
@@ -108,7 +108,7 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	tctx, cancel := context.WithCancel(ctx)
 	switch {
 	case t.Cron != "":
-		sched, _ := ParseCron(t.Cron)
+		sched, _ := ParseCron(t.Cron) // Validate parsed it above
 		done := make(chan struct{})
 		go func() { defer close(done); r.cron(tctx, &t, sched) }()
 		r.running[e.Key()] = func() { cancel(); <-done }
@@ -132,6 +132,7 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 			r.log.Warn("subscribing a trigger", "trigger", t.Name, "subject", t.Subject, "err", err)
 			return
 		}
+		// Unsubscribe fails only on a closed connection, which dropped it.
 		r.running[e.Key()] = func() { cancel(); _ = sub.Unsubscribe() }
 	default:
 		cancel() // fired over the API only

@@ -409,6 +409,6 @@ func CronPayload(t *wire.Trigger, at time.Time) []byte {
 	if len(t.Payload) > 0 {
 		return t.Payload
 	}
-	b, _ := json.Marshal(map[string]string{"trigger": t.Name, "scheduled": at.UTC().Format(time.RFC3339)})
+	b, _ := json.Marshal(map[string]string{"trigger": t.Name, "scheduled": at.UTC().Format(time.RFC3339)}) // strings always encode
 	return b
 }

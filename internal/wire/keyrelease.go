@@ -15,7 +15,7 @@ import (
 // and the request's JSON without its signature.
 func KeyRequestMessage(req FunctionKeyRequest) []byte {
 	req.Signature = nil
-	b, _ := json.Marshal(req)
+	b, _ := json.Marshal(req) // plain data: Marshal cannot fail
 	return append([]byte("cloister-fnkey-request-v1\n"), b...)
 }
 

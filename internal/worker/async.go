@@ -106,7 +106,7 @@ func (w *Worker) runAsync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to queued-job announcements: %w", err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer func() { _ = sub.Unsubscribe() }() // fails only on a closed connection, which drops it anyway
 	store := async.NewStore(a.Stores, w.now)
 	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
@@ -439,7 +439,7 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 			case <-hbDone:
 				return
 			case <-t.C:
-				_ = m.InProgress()
+				_ = m.InProgress() // a lost heartbeat: the next tick, a third of AckWait later, sends another
 			}
 		}
 	}()
@@ -476,14 +476,14 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	switch {
 	case errors.Is(err, async.ErrFinal):
 		// Completed before (another worker, or this one before a lost ack).
-		_ = m.DoubleAck(ctx)
+		_ = m.DoubleAck(ctx) // if lost, JetStream redelivers, and the final record acks it again
 		return
 	case apierr.CodeOf(err) == apierr.NotFound && time.Since(meta.Timestamp) < recordVisible:
 		// The gateway wrote the record before it queued the job, but a
 		// key-value read may be served by a replica that has not caught
 		// up yet: ask again shortly (a delivery, not an attempt).
 		log.Info("the activation record is not visible yet; the job waits", "queued", meta.Timestamp)
-		_ = m.NakWithDelay(recordVisible / 20)
+		_ = m.NakWithDelay(recordVisible / 20) // if lost, JetStream redelivers after AckWait
 		return
 	case apierr.CodeOf(err) == apierr.NotFound:
 		dl.Code, dl.Reason = apierr.NotFound, "the activation record does not exist"
@@ -491,7 +491,7 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		return
 	case err != nil:
 		log.Warn("updating activation record; will retry", "err", err)
-		_ = m.NakWithDelay(a.backoff(attempt))
+		_ = m.NakWithDelay(a.backoff(attempt)) // if lost, JetStream redelivers after AckWait
 		return
 	}
 	if a.Started != nil {
@@ -502,7 +502,7 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	}
 	rep, runErr := w.invoke(ctx, req)
 	if ctx.Err() != nil {
-		_ = m.Nak()
+		_ = m.Nak() // if lost, JetStream redelivers after AckWait
 		return
 	}
 	if runErr != nil {
@@ -545,13 +545,13 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	})
 	switch {
 	case err == nil:
-		_ = m.DoubleAck(ctx)
+		_ = m.DoubleAck(ctx) // if lost, JetStream redelivers, and the final record acks it again
 	case errors.Is(err, async.ErrFinal):
 		log.Info("activation was completed by another attempt; this result is discarded")
-		_ = m.DoubleAck(ctx)
+		_ = m.DoubleAck(ctx) // if lost, JetStream redelivers, and the final record acks it again
 	default:
 		log.Warn("recording the activation result failed; will retry", "err", err)
-		_ = m.NakWithDelay(a.backoff(attempt))
+		_ = m.NakWithDelay(a.backoff(attempt)) // if lost, JetStream redelivers after AckWait
 	}
 }
 
@@ -565,10 +565,10 @@ func (w *Worker) requeue(ctx context.Context, store *async.Store, m jetstream.Ms
 		return nil
 	})
 	if errors.Is(err, async.ErrFinal) {
-		_ = m.DoubleAck(ctx)
+		_ = m.DoubleAck(ctx) // if lost, JetStream redelivers, and the final record acks it again
 		return
 	}
-	_ = m.NakWithDelay(d)
+	_ = m.NakWithDelay(d) // if lost, JetStream redelivers after AckWait
 }
 
 func (a *AsyncConfig) backoff(attempt int) time.Duration {
@@ -590,12 +590,12 @@ func (w *Worker) finishFailed(ctx context.Context, store *async.Store, m jetstre
 		return nil
 	})
 	if errors.Is(err, async.ErrFinal) {
-		_ = m.DoubleAck(ctx)
+		_ = m.DoubleAck(ctx) // if lost, JetStream redelivers, and the final record acks it again
 		return
 	}
 	if err != nil && apierr.CodeOf(err) != apierr.NotFound {
 		log.Warn("recording the failure; will retry", "err", err)
-		_ = m.NakWithDelay(w.cfg.Async.backoff(dl.Attempts))
+		_ = m.NakWithDelay(w.cfg.Async.backoff(dl.Attempts)) // if lost, JetStream redelivers after AckWait
 		return
 	}
 	w.deadLetter(ctx, store, m, dl)
@@ -612,11 +612,11 @@ func (w *Worker) deadLetter(ctx context.Context, store *async.Store, m jetstream
 	}
 	if err := store.DeadLetter(ctx, dl); err != nil {
 		w.log.Warn("dead-lettering failed; the job will be delivered again", "activation", dl.Activation, "err", err)
-		_ = m.NakWithDelay(time.Second)
+		_ = m.NakWithDelay(time.Second) // if lost, JetStream redelivers after AckWait
 		return
 	}
 	w.log.Warn("job dead-lettered", "activation", dl.Activation, "code", dl.Code, "reason", dl.Reason)
-	_ = m.TermWithReason(string(dl.Code))
+	_ = m.TermWithReason(string(dl.Code)) // if lost, the redelivery finds the record final, or dead-letters again
 }
 
 // outcome maps a worker reply to an activation response.

@@ -46,6 +46,7 @@ func (w *Worker) advertise() {
 		return
 	}
 	if b, err := json.Marshal(w.status()); err == nil {
+		// Best effort: the next tick advertises again.
 		_ = w.cfg.Conn.Publish(bus.SubjectWorkerStatus, b)
 	}
 }
@@ -108,8 +109,9 @@ func (w *Worker) runScheduling(ctx context.Context) (func(), error) {
 	return func() {
 		close(done)
 		<-stopped
+		// Fails only on a closed connection, which drops them anyway.
 		_ = changed.Unsubscribe()
-		_ = ping.Unsubscribe()
+		_ = ping.Unsubscribe() // as above
 		// Wait (briefly) until the server has dropped the worker's own
 		// subject, so that gateways stop reaching it.
 		if direct.Drain() == nil {

@@ -212,7 +212,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer inspections.Drain()
+	defer inspections.Drain() // stopping: fails only on a closed connection, which dropped it
 	// Deploy events are unauthenticated hints (the worker verifies what it
 	// loads); at most a few pre-warms run at once, extra events are dropped.
 	prewarm := make(chan struct{}, 4)
@@ -239,7 +239,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to deploy events: %w", err)
 	}
-	defer events.Unsubscribe()
+	defer events.Unsubscribe() // as for inspections
 	deleted, err := w.cfg.Conn.Subscribe(bus.SubjectDeleted, func(m *nats.Msg) {
 		var d wire.Deleted
 		if json.Unmarshal(m.Data, &d) == nil {
@@ -249,7 +249,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to delete events: %w", err)
 	}
-	defer deleted.Unsubscribe()
+	defer deleted.Unsubscribe() // as for inspections
 	sweepDone := make(chan struct{})
 	sctx, stopSweep := context.WithCancel(ctx)
 	go func() { defer close(sweepDone); w.sweepLoaded(sctx) }()
@@ -274,7 +274,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() {
 		w.ready.Store(false)
 		stopScheduling()
-		_ = sub.Drain()
+		_ = sub.Drain() // as for inspections
 	}()
 	for {
 		a := w.cert.Load()

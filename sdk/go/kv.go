@@ -24,30 +24,6 @@ var (
 	ErrStateFailed = errors.New("cloister: state failed")
 )
 
-// Host codes.
-const (
-	kvNotFound    = -1
-	kvInvalid     = -2
-	kvTooLarge    = -3
-	kvQuota       = -4
-	kvDenied      = -5
-	kvBufferSmall = -6
-)
-
-func kvErr(code int32) error {
-	switch code {
-	case kvInvalid, kvBufferSmall:
-		return ErrStateInvalid
-	case kvTooLarge:
-		return ErrStateTooLarge
-	case kvQuota:
-		return ErrStateQuota
-	case kvDenied:
-		return ErrStateDenied
-	}
-	return ErrStateFailed
-}
-
 // KVGet returns the value of key and whether it exists.
 func KVGet(key []byte) ([]byte, bool, error) { return kvGet(key) }
 

@@ -22,6 +22,30 @@ func hostKVCAS(key unsafe.Pointer, keyLen int32, old unsafe.Pointer, oldLen int3
 //go:wasmimport cloister kv_list
 func hostKVList(prefix unsafe.Pointer, prefixLen int32, start unsafe.Pointer, startLen int32, buf unsafe.Pointer, bufCap int32) int32
 
+// Host codes (docs/reactor-abi.md).
+const (
+	kvNotFound    = -1
+	kvInvalid     = -2
+	kvTooLarge    = -3
+	kvQuota       = -4
+	kvDenied      = -5
+	kvBufferSmall = -6
+)
+
+func kvErr(code int32) error {
+	switch code {
+	case kvInvalid, kvBufferSmall:
+		return ErrStateInvalid
+	case kvTooLarge:
+		return ErrStateTooLarge
+	case kvQuota:
+		return ErrStateQuota
+	case kvDenied:
+		return ErrStateDenied
+	}
+	return ErrStateFailed
+}
+
 func ptr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
 // length returns len(b) as an i32, or -1 for nil (absent) when absent is

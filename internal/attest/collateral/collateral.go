@@ -258,7 +258,7 @@ func (f HTTPFetcher) Fetch(ctx context.Context, url string) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() // read to the end or abandoned: the close has nothing to report
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}

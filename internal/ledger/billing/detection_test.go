@@ -121,14 +121,14 @@ func reader(t testing.TB, dir string) *ledger.Reader {
 }
 
 // auditLog runs the audit of `cloister ledger audit`.
-func auditLog(t testing.TB, dir string) (*ledger.AuditReport, error, *billing.Auditor) {
+func auditLog(t testing.TB, dir string) (*ledger.AuditReport, *billing.Auditor, error) {
 	t.Helper()
 	a := newAuditor()
 	rep, err := reader(t, dir).Audit(context.Background(), 0, a.Check, nil)
 	if rep == nil || rep.Checkpoint == nil {
 		t.Fatalf("audit did not run: %v", err)
 	}
-	return rep, err, a
+	return rep, a, err
 }
 
 // Entry bundles on disk, in tessera's layout (tlog-tiles).
@@ -303,7 +303,7 @@ func TestDetectionRate(t *testing.T) {
 					es[5][len(es[5])-1] ^= 1 // same length: the bundle still parses
 					return es
 				})
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				return errors.Join(
 					tampered(rep, err, ledger.ErrModifiedEntry, []uint64{5}, ledger.ErrCheckFailed),
 					finding(rep, err, ledger.ErrCheckFailed, billing.ErrNotReceipt, 5),
@@ -313,7 +313,7 @@ func TestDetectionRate(t *testing.T) {
 				dir := buildLog(t, es)
 				other := genuine(t, logSize+1)[logSize] // signed, never logged
 				editEntries(t, dir, func(es [][]byte) [][]byte { es[270] = other; return es })
-				rep, err, _ := auditLog(t, dir)
+				rep, _, err := auditLog(t, dir)
 				return tampered(rep, err, ledger.ErrModifiedEntry, []uint64{270})
 			}},
 		}},
@@ -321,13 +321,13 @@ func TestDetectionRate(t *testing.T) {
 			{"an entry removed from a full bundle", func(t *testing.T) error {
 				dir := buildLog(t, es)
 				editEntries(t, dir, func(es [][]byte) [][]byte { return slices.Delete(es, 7, 8) })
-				rep, err, _ := auditLog(t, dir)
+				rep, _, err := auditLog(t, dir)
 				return tampered(rep, err, ledger.ErrDroppedEntry, []uint64{7})
 			}},
 			{"the last entry removed", func(t *testing.T) error {
 				dir := buildLog(t, es)
 				editEntries(t, dir, func(es [][]byte) [][]byte { return es[:logSize-1] })
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				return errors.Join(
 					tampered(rep, err, ledger.ErrDroppedEntry, []uint64{logSize - 1}),
 					billEqual(a.Bill(), expectedBill(without(all, logSize-1))))
@@ -337,7 +337,7 @@ func TestDetectionRate(t *testing.T) {
 			{"two entries swapped in a bundle", func(t *testing.T) error {
 				dir := buildLog(t, es)
 				editEntries(t, dir, func(es [][]byte) [][]byte { es[3], es[9] = es[9], es[3]; return es })
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				// Every receipt still verifies, and the bill is the same:
 				// only the root tells.
 				return errors.Join(
@@ -347,7 +347,7 @@ func TestDetectionRate(t *testing.T) {
 			{"an entry moved across bundles", func(t *testing.T) error {
 				dir := buildLog(t, es)
 				editEntries(t, dir, func(es [][]byte) [][]byte { es[100], es[266] = es[266], es[100]; return es })
-				rep, err, _ := auditLog(t, dir)
+				rep, _, err := auditLog(t, dir)
 				return tampered(rep, err, ledger.ErrReorderedEntry, []uint64{100, 266})
 			}},
 		}},
@@ -356,7 +356,7 @@ func TestDetectionRate(t *testing.T) {
 				// The coordinator was fooled into logging it: the log and its
 				// checkpoint are consistent, only the receipt is not.
 				dir := buildLog(t, slices.Insert(slices.Clone(es), 42, forged(t)))
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				if !rep.RootMatches {
 					return fmt.Errorf("root does not match (%v); the log itself is consistent", err)
 				}
@@ -369,7 +369,7 @@ func TestDetectionRate(t *testing.T) {
 				r.Function, r.InvocationID = "forged", "inv-forged"
 				f := sign(t, r, rogueWorkerKey, workerCert(t, coordKey, pub(workerKey)))
 				dir := buildLog(t, append(slices.Clone(es), f))
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				return errors.Join(
 					finding(rep, err, ledger.ErrCheckFailed, receipt.ErrSignature, logSize),
 					billEqual(a.Bill(), expectedBill(all)))
@@ -379,7 +379,7 @@ func TestDetectionRate(t *testing.T) {
 			{"bytes in and out changed on disk, signature kept", func(t *testing.T) error {
 				dir := buildLog(t, es)
 				editEntries(t, dir, func(es [][]byte) [][]byte { es[60] = alterMetering(t, es[60]); return es })
-				rep, err, a := auditLog(t, dir)
+				rep, a, err := auditLog(t, dir)
 				return errors.Join(
 					tampered(rep, err, ledger.ErrModifiedEntry, []uint64{60}, ledger.ErrCheckFailed),
 					finding(rep, err, ledger.ErrCheckFailed, receipt.ErrSignature, 60),
@@ -388,7 +388,7 @@ func TestDetectionRate(t *testing.T) {
 			{"bytes in and out changed before logging, signature kept", func(t *testing.T) error {
 				altered := slices.Clone(es)
 				altered[260] = alterMetering(t, es[260])
-				rep, err, a := auditLog(t, buildLog(t, altered))
+				rep, a, err := auditLog(t, buildLog(t, altered))
 				if !rep.RootMatches {
 					return fmt.Errorf("root does not match (%v); the log itself is consistent", err)
 				}
@@ -467,7 +467,7 @@ func TestDetectionRate(t *testing.T) {
 	// duplicate is billed once without being called tampering.
 	t.Run("clean log", func(t *testing.T) {
 		dir := buildLog(t, es)
-		rep, err, a := auditLog(t, dir)
+		rep, a, err := auditLog(t, dir)
 		if err != nil || !rep.RootMatches || rep.Entries != logSize || len(rep.Problems) != 0 {
 			t.Fatalf("audit: got %v (root matches %v, %d entries, problems %v); want clean, %d entries", err, rep.RootMatches, rep.Entries, rep.Problems, logSize)
 		}
@@ -485,7 +485,7 @@ func TestDetectionRate(t *testing.T) {
 		// A worker's batch retried after a coordinator restart logs
 		// receipts again.
 		dir := buildLog(t, append(slices.Clone(es), es[5], es[260], es[5]))
-		rep, err, a := auditLog(t, dir)
+		rep, a, err := auditLog(t, dir)
 		if err != nil || !rep.RootMatches {
 			t.Fatalf("audit: got %v (root matches %v); want clean", err, rep.RootMatches)
 		}

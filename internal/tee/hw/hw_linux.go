@@ -25,7 +25,7 @@ func tsmProvider() string {
 	if err != nil {
 		return ""
 	}
-	defer r.Destroy()
+	defer r.Destroy() // a probe: an entry left in configfs holds no secret and costs little
 	p, err := r.ReadOption("provider")
 	if err != nil {
 		return ""

@@ -87,7 +87,7 @@ func MeasureExecutable() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("measuring executable: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() // read only: nothing is lost if closing fails
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return nil, fmt.Errorf("measuring executable: %w", err)

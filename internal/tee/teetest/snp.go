@@ -106,7 +106,7 @@ func (c *SNPChip) unsignedReport(rd [64]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	tcb, _ := kds.ComposeTCBParts(c.Opts.TCB)
+	tcb, _ := kds.ComposeTCBParts(c.Opts.TCB) // a fake chip: a test's TCB parts out of range read as 0
 	r.Policy = abi.SnpPolicyToBytes(abi.SnpPolicy{Debug: c.Opts.Debug, MigrateMA: c.Opts.MigrationAgent, SMT: true})
 	r.Measurement = append([]byte(nil), c.Opts.Measurement...)
 	if len(c.Opts.HostData) == 32 {
@@ -161,7 +161,7 @@ func (c *SNPChip) Collateral(now time.Time, revokeASK bool) (map[string]collater
 	if err != nil {
 		return nil, fmt.Errorf("signing the fake ARK CRL: %w", err)
 	}
-	tcb, _ := kds.ComposeTCBParts(c.Opts.TCB)
+	tcb, _ := kds.ComposeTCBParts(c.Opts.TCB) // as in the report
 	m := map[string]collateral.Response{}
 	add := func(url string, body []byte) { m[url] = collateral.Response{URL: url, Body: body} }
 	add(c.Signer.Ask.CRLDistributionPoints[0], der)
@@ -215,7 +215,7 @@ func (d *snpDevice) Ioctl(command uintptr, req any) (uintptr, error) {
 			// A key that depends on the chip and on what the guest mixes in.
 			rsp := sreq.RespData.(*labi.SnpDerivedKeyRespABI)
 			mac := hmac.New(sha256.New, d.chip.secret[:])
-			fmt.Fprintf(mac, "%x %x %x", r.RootKeySelect, r.GuestFieldSelect, d.chip.Opts.Measurement)
+			fmt.Fprintf(mac, "%x %x %x", r.RootKeySelect, r.GuestFieldSelect, d.chip.Opts.Measurement) // a hash.Hash never fails a write
 			copy(rsp.Data[:], mac.Sum(nil))
 			return 0, nil
 		}

@@ -88,11 +88,12 @@ func NewTDXPlatform(o TDXOptions) (*TDXPlatform, error) {
 	if err != nil {
 		return nil, err
 	}
+	// crypto/rand never fails (it crashes the program instead).
 	gen := func() *ecdsa.PrivateKey { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
 	p.rootKey, p.interKey, p.pckKey, p.tcbSigningKey, p.attKey = gen(), gen(), gen(), gen(), gen()
 	notAfter := o.Created.AddDate(5, 0, 0)
 	mk := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) (*x509.Certificate, error) {
-		tmpl.SerialNumber, _ = rand.Int(rand.Reader, big.NewInt(1<<62))
+		tmpl.SerialNumber, _ = rand.Int(rand.Reader, big.NewInt(1<<62)) // as in gen
 		tmpl.NotBefore, tmpl.NotAfter = o.Created, notAfter
 		tmpl.SignatureAlgorithm = x509.ECDSAWithSHA256
 		if parent == nil {
