@@ -41,7 +41,7 @@ func (c *Coordinator) Serve(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = peers.Drain() }()
+	defer func() { _ = peers.Drain() }() // stopping: nothing to do with a failed drain
 	for {
 		err := c.serveTerm(ctx, nc)
 		if ctx.Err() != nil {
@@ -173,7 +173,7 @@ func (c *Coordinator) serveActive(ctx context.Context, nc *nats.Conn) ([]*nats.S
 
 func drain(subs []*nats.Subscription) {
 	for _, s := range subs {
-		_ = s.Drain()
+		_ = s.Drain() // stepping down: the connection drops what a failed drain leaves
 	}
 }
 
@@ -195,8 +195,8 @@ func (c *Coordinator) follow(ctx context.Context, me LeaseHolder) {
 		case <-t.C:
 		}
 		if time.Since(announced) >= bus.StatusInterval {
-			b, _ := json.Marshal(wire.CoordinatorPeer{Node: me.Node, Instance: me.Instance, TEE: me.TEE})
-			_ = c.nc.Publish(bus.SubjectCoordStandby, b)
+			b, _ := json.Marshal(wire.CoordinatorPeer{Node: me.Node, Instance: me.Instance, TEE: me.TEE}) // a struct of strings: cannot fail
+			_ = c.nc.Publish(bus.SubjectCoordStandby, b)                                                  // best effort: announced again every bus.StatusInterval
 			announced = time.Now()
 		}
 		if err := c.catchUp(ctx); err != nil && ctx.Err() == nil && err.Error() != lastErr {

@@ -266,14 +266,14 @@ func (c *Coordinator) openFollowers(ctx context.Context) error {
 	}
 	signer, verifier, err := ledger.NewSigner(LedgerOrigin, c.identity)
 	if err != nil {
-		c.anchor.Close()
+		_ = c.anchor.Close() // the error below is the one to report
 		return err
 	}
 	// The ledger's order is the ledger journal's: every coordinator's tile
 	// log is the same function of it.
 	if c.ledger, err = ledger.Open(ctx, ledger.Options{Dir: c.cfg.LedgerDir, Signer: signer, Verifier: verifier, BatchMaxAge: LedgerBatchAge,
 		Logger: c.cfg.Logger, Journal: &ledger.JournalOptions{JS: c.js, Replicas: c.replicas, Key: c.master}, Standby: true}); err != nil {
-		c.anchor.Close()
+		_ = c.anchor.Close() // the error below is the one to report
 		return fmt.Errorf("opening the ledger: %w", err)
 	}
 	return nil
@@ -360,7 +360,7 @@ func saveState(dir string, t tee.TEE, st *state) error {
 	if err != nil {
 		return err
 	}
-	pt, _ := json.Marshal(st)
+	pt, _ := json.Marshal(st) // a struct of byte slices: cannot fail
 	nonce := make([]byte, g.NonceSize())
 	rand.Read(nonce)
 	out := g.Seal(nonce, nonce, pt, []byte(stateAAD))
@@ -523,7 +523,7 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 		c.log.Warn("refusing worker", "worker", req.WorkerID, "err", err)
 		return nil, apierr.New(apierr.Forbidden, "worker evidence refused: %v", err)
 	}
-	ttl, _ := m.certTTL()
+	ttl, _ := m.certTTL() // the manifest was validated when it was set: its TTL parses
 	now := c.now().UTC()
 	w := certs.Worker{
 		WorkerID:     req.WorkerID,
@@ -679,7 +679,7 @@ func (c *Coordinator) handleRegister(ctx context.Context, b []byte) (any, error)
 	}
 	c.log.Info("registered function", "namespace", req.Namespace, "name", req.Name, "version", v, "code_sha256", bd.CodeHash, "snapshot_sha256", ins.SnapshotHash, "inspected_by", ins.WorkerID)
 	if b, err := json.Marshal(wire.Deployed{Namespace: req.Namespace, Name: req.Name, Version: v}); err == nil && c.nc != nil {
-		_ = c.nc.Publish(bus.SubjectDeployed, b)
+		_ = c.nc.Publish(bus.SubjectDeployed, b) // a hint: workers also load on first use
 	}
 	return wire.FunctionInfo{
 		Namespace: req.Namespace, Name: req.Name, Version: v, CodeHash: bd.CodeHash, BundleHash: fc.BundleHash,

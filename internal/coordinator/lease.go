@@ -113,7 +113,7 @@ func (l *lease) acquire(ctx context.Context, waiting func(LeaseHolder)) (abandon
 			}
 		case err == nil:
 			var h LeaseHolder
-			_ = json.Unmarshal(e.Value(), &h)
+			_ = json.Unmarshal(e.Value(), &h) // a malformed holder reads as nobody's: the lease's revision still decides
 			if e.Revision() != seenRev {
 				seenRev, seenAt = e.Revision(), time.Now()
 			}
@@ -169,7 +169,7 @@ func (l *lease) stillAt(ctx context.Context, rev uint64) bool {
 // if it does not exist).
 func (l *lease) take(ctx context.Context, rev uint64) error {
 	l.me.Since = time.Now().UTC()
-	b, _ := json.Marshal(l.me)
+	b, _ := json.Marshal(l.me) // a struct of strings: cannot fail
 	var err error
 	if rev == 0 {
 		l.rev, err = l.kv.Create(ctx, leaseKey, b)
@@ -192,7 +192,7 @@ var errStalled = errors.New("coordinator: could not renew the lease")
 func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
 	t := time.NewTicker(LeaseRenew)
 	defer t.Stop()
-	b, _ := json.Marshal(l.me)
+	b, _ := json.Marshal(l.me) // a struct of strings: cannot fail
 	for {
 		select {
 		case <-ctx.Done():
@@ -223,7 +223,7 @@ func (l *lease) hold(ctx context.Context, stop <-chan struct{}) error {
 // renewRetry, until it succeeds (nil: nobody took it meanwhile), the lease
 // is lost (ErrLostLease), or ctx ends or stop closes.
 func (l *lease) renew(ctx context.Context, stop <-chan struct{}) error {
-	b, _ := json.Marshal(l.me)
+	b, _ := json.Marshal(l.me) // a struct of strings: cannot fail
 	for {
 		rctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 		rev, err := l.kv.Update(rctx, leaseKey, b, l.rev)
@@ -250,7 +250,7 @@ func (l *lease) renew(ctx context.Context, stop <-chan struct{}) error {
 func (l *lease) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev))
+	_ = l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev)) // best effort: the lease expires after its TTL anyway
 }
 
 // Holder returns who holds the lease, if anyone.

@@ -91,7 +91,7 @@ func readLedgerFile(dir, p string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger file %s: %w", p, err)
 	}
-	defer f.Close()
+	defer f.Close() // read only: closing cannot lose anything
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading ledger file %s: %w", p, err)

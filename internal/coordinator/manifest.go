@@ -198,7 +198,7 @@ func checkSuccessor(cur Manifest, curHash string, next wire.SignedManifest) (Man
 		if !slices.Contains(cur.AdminKeys, s.Key) {
 			continue
 		}
-		k, _ := hex.DecodeString(s.Key)
+		k, _ := hex.DecodeString(s.Key) // a key that does not decode fails the length check below
 		if len(k) == ed25519.PublicKeySize && ed25519.Verify(k, msg, s.Sig) {
 			return m, nil
 		}
@@ -313,7 +313,7 @@ func (c *Coordinator) SetManifest(ctx context.Context, sm wire.SignedManifest) (
 	c.log.Info("manifest changed", "version", m.Version, "manifest_sha256", change.ManifestHash, "revoked", len(change.Revoked))
 	if c.nc != nil {
 		if b, err := json.Marshal(change); err == nil {
-			_ = c.nc.Publish(bus.SubjectManifestChanged, b)
+			_ = c.nc.Publish(bus.SubjectManifestChanged, b) // a hint: workers also check the manifest when they renew
 		}
 	}
 	return change, nil

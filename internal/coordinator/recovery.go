@@ -87,13 +87,13 @@ func (c *Coordinator) storeRecovery(ctx context.Context) error {
 			return nil
 		}
 	}
-	pt, _ := json.Marshal(state{IdentitySeed: c.identity.Seed(), Master: c.master})
+	pt, _ := json.Marshal(state{IdentitySeed: c.identity.Seed(), Master: c.master}) // a struct of byte slices: cannot fail
 	enc, sealed, err := seal.SealTo(pub, []byte(InfoRecoverySecrets), pt)
 	clear(pt)
 	if err != nil {
 		return fmt.Errorf("sealing the secrets to the recovery key: %w", err)
 	}
-	b, _ := json.Marshal(recoveryRecord{Recipient: hex.EncodeToString(pub), IdentityKey: c.IdentityKey(), Enc: enc, Sealed: sealed})
+	b, _ := json.Marshal(recoveryRecord{Recipient: hex.EncodeToString(pub), IdentityKey: c.IdentityKey(), Enc: enc, Sealed: sealed}) // plain data: cannot fail
 	if _, err := c.kv.Put(ctx, recoveryKey, b); err != nil {
 		return fmt.Errorf("storing the recovery record: %w", err)
 	}
@@ -114,7 +114,7 @@ func requestRecovery(ctx context.Context, cfg *Config, kv jetstream.KeyValue, ge
 		return "", nil, fmt.Errorf("getting evidence: %w", err)
 	}
 	id := newInstance()
-	b, _ := json.Marshal(RecoveryRequest{ID: id, PeerRecoverRequest: wire.PeerRecoverRequest{Evidence: ev, KeyExchange: pub, GenesisHash: genesisHash}, Time: cfg.Now().UTC()})
+	b, _ := json.Marshal(RecoveryRequest{ID: id, PeerRecoverRequest: wire.PeerRecoverRequest{Evidence: ev, KeyExchange: pub, GenesisHash: genesisHash}, Time: cfg.Now().UTC()}) // plain data: cannot fail
 	if _, err := kv.Put(ctx, recoveryRequestKey+id, b); err != nil {
 		return "", nil, fmt.Errorf("writing the recovery request: %w", err)
 	}
@@ -145,8 +145,8 @@ func recoveryAnswer(ctx context.Context, kv jetstream.KeyValue, id string, k hpk
 	if !ed25519.NewKeyFromSeed(st.IdentitySeed).Public().(ed25519.PublicKey).Equal(a.IdentityKey) {
 		return nil, errors.New("the recovered secrets do not match the identity the answer states")
 	}
-	_ = kv.Delete(ctx, recoveryRequestKey+id)
-	_ = kv.Delete(ctx, recoveryAnswerKey+id)
+	_ = kv.Delete(ctx, recoveryRequestKey+id) // best effort: the bucket's TTL removes them
+	_ = kv.Delete(ctx, recoveryAnswerKey+id)  // best effort: the bucket's TTL removes them
 	return st, nil
 }
 
@@ -235,7 +235,7 @@ func answerRecovery(ctx context.Context, kv jetstream.KeyValue, key, id string, 
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(wire.PeerRecoverResponse{IdentityKey: identity, Enc: enc, Sealed: sealed})
+	b, _ := json.Marshal(wire.PeerRecoverResponse{IdentityKey: identity, Enc: enc, Sealed: sealed}) // plain data: cannot fail
 	_, err = kv.Put(ctx, recoveryAnswerKey+id, b)
 	return err
 }

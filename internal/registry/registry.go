@@ -198,7 +198,7 @@ func versionName(v int) string {
 }
 
 func withFunction(rec *Record) {
-	_ = json.Unmarshal(rec.Certificate.Body, &rec.Function)
+	_ = json.Unmarshal(rec.Certificate.Body, &rec.Function) // Function is for listing only (never trusted): a body that does not decode leaves it empty
 }
 
 func decode(b []byte) (*Record, error) {
@@ -277,7 +277,7 @@ func (r *Registry) Delete(ctx context.Context, ns, name string) error {
 		return fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
 	}
 	l.Deleted = true
-	lb, _ := json.Marshal(l)
+	lb, _ := json.Marshal(l) // plain data: cannot fail
 	if _, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev); err != nil {
 		return fmt.Errorf("deleting: %w", err)
 	}
