@@ -195,8 +195,10 @@ func (c *Coordinator) follow(ctx context.Context, me LeaseHolder) {
 		case <-t.C:
 		}
 		if time.Since(announced) >= bus.StatusInterval {
-			b, _ := json.Marshal(wire.CoordinatorPeer{Node: me.Node, Instance: me.Instance, TEE: me.TEE}) // a struct of strings: cannot fail
-			_ = c.nc.Publish(bus.SubjectCoordStandby, b)                                                  // best effort: announced again every bus.StatusInterval
+			// A struct of strings cannot fail to encode; the announcement is
+			// best effort, made again every bus.StatusInterval.
+			b, _ := json.Marshal(wire.CoordinatorPeer{Node: me.Node, Instance: me.Instance, TEE: me.TEE})
+			_ = c.nc.Publish(bus.SubjectCoordStandby, b)
 			announced = time.Now()
 		}
 		if err := c.catchUp(ctx); err != nil && ctx.Err() == nil && err.Error() != lastErr {
