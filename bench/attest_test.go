@@ -42,7 +42,7 @@ func BenchmarkInvokeAttestation(b *testing.B) {
 	}
 	for i := range ways {
 		w := &ways[i]
-		c, err := client.New(e.node.URL, e.node.Token, e.node.Policy, append([]client.Option{client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)}, w.opts...)...)
+		c, err := client.New(e.node.URL, e.node.Token, clientPolicy(e.node), append([]client.Option{client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)}, w.opts...)...)
 		if err != nil {
 			b.Fatal(err)
 		}

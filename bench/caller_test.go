@@ -15,7 +15,7 @@ import (
 // caller's signature (issue 15), per request and per session. The echo's
 // invoker policy is "any", so the worker serves both.
 func (e *env) callerModes(tb testing.TB) []mode {
-	anon, err := client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc))
+	anon, err := client.New(e.node.URL, e.node.Token, clientPolicy(e.node), client.WithHTTPClient(e.hc))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func startCold(ctx context.Context) (e *coldEnv, err error) {
 	if _, e.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
-	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(e.node.URL, e.node.Token, clientPolicy(e.node), client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
 		return nil, err
 	}
 	m100k, err := os.ReadFile(reactor100KWasm)

@@ -26,6 +26,16 @@ var (
 	verbose     = flag.Bool("node.log", false, "log the node at Info level (default: warnings only)")
 )
 
+// clientPolicy is the client policy the node wrote (its PolicyPath), as
+// a CLI user's client loads it.
+func clientPolicy(n *node.Node) client.Policy {
+	p, err := client.LoadPolicy(n.PolicyPath)
+	if err != nil {
+		panic(err) // the node wrote and validated it when it started
+	}
+	return p
+}
+
 // echoWasm is the trivial function: it copies stdin to stdout.
 const echoWasm = "../internal/sandbox/testdata/echo.wasm"
 
@@ -131,7 +141,7 @@ func start(ctx context.Context, conc int, opts node.Options) (e *env, err error)
 	}
 	e.native = httptest.NewServer(http.HandlerFunc(nativeEcho))
 	e.hc = &http.Client{Transport: transport(conc), Timeout: time.Minute}
-	if e.c, err = client.New(e.node.URL, e.node.Token, e.node.Policy, client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(e.node.URL, e.node.Token, clientPolicy(e.node), client.WithHTTPClient(e.hc), client.WithCallerKey(e.owner)); err != nil {
 		return nil, err
 	}
 	if err := e.deploy(ctx, conc, fnName, echoWasm, bundle.ABICommand); err != nil {

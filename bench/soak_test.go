@@ -220,7 +220,7 @@ func newSoak(t *testing.T) *soak {
 		t.Fatal(err)
 	}
 	s.adminHC = &http.Client{Transport: transport(2), Timeout: time.Minute}
-	if s.admin, err = client.New(s.n.URL, s.n.Token, s.n.Policy, client.WithHTTPClient(s.adminHC)); err != nil {
+	if s.admin, err = client.New(s.n.URL, s.n.Token, clientPolicy(s.n), client.WithHTTPClient(s.adminHC)); err != nil {
 		s.close()
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func (s *soak) newTenant(ctx context.Context, ns string, conc int) *soakTenant {
 }
 
 func (tn *soakTenant) newClient(n *node.Node) (*client.Client, error) {
-	return client.New(n.URL, tn.token, n.Policy, client.WithHTTPClient(tn.hc), client.WithCallerKey(tn.owner))
+	return client.New(n.URL, tn.token, clientPolicy(n), client.WithHTTPClient(tn.hc), client.WithCallerKey(tn.owner))
 }
 
 // deploy signs file for tn's namespace as function name (edit changes the

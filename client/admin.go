@@ -6,14 +6,31 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/bundle"
-	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // FunctionInfo describes a registered function version as the gateway
 // reports it. It is informational: Invoke verifies the certificate itself.
-type FunctionInfo = wire.FunctionInfo
+type FunctionInfo struct {
+	Namespace    string          `json:"namespace"`
+	Name         string          `json:"name"`
+	Version      int             `json:"version"`
+	Latest       int             `json:"latest,omitempty"`
+	CodeHash     string          `json:"code_sha256"`
+	BundleHash   string          `json:"bundle_sha256"`
+	Confidential string          `json:"confidential"`
+	Created      time.Time       `json:"created"`
+	Manifest     json.RawMessage `json:"manifest,omitempty"`
+	// Certificate is the function version's certificate, unverified
+	// (Client.Function verifies it).
+	Certificate Certificate `json:"certificate"`
+	// Policy is the function's certified invoker policy, unverified
+	// (Client.Policy verifies it); absent for a function registered
+	// before invoker policies existed.
+	Policy *Certificate `json:"policy,omitempty"`
+}
 
 // BundleContentType is the media type of a bundle upload.
 const BundleContentType = "application/vnd.cloister.bundle"

@@ -11,11 +11,29 @@ import (
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
-// APIKey describes a stored API key, never the key itself.
-type APIKey = wire.APIKey
+// APIKey describes a stored API key, never the key itself (the gateway
+// stores only its SHA-256).
+type APIKey struct {
+	// ID is the key's id (APIKeyID).
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	// Scope is "invoke", "deploy" or "admin"; each includes the ones before.
+	Scope string `json:"scope"`
+	// Platform keys reach past their namespace (docs/adr/0008-api-keys.md).
+	Platform bool      `json:"platform,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires,omitzero"`
+	Revoked  time.Time `json:"revoked,omitzero"`
+	// Status is "active", "expired" or "revoked", as of the answer.
+	Status string `json:"status"`
+}
 
 // NewAPIKey is a key just created: the key, shown this once, and its record.
-type NewAPIKey = wire.NewAPIKey
+type NewAPIKey struct {
+	Key string `json:"key"`
+	APIKey
+}
 
 // APIKeyOptions describe a key to create.
 type APIKeyOptions struct {

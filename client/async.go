@@ -19,10 +19,74 @@ import (
 
 // Activation is an activation record as the gateway stores it. It is
 // untrusted: ActivationResult verifies the receipt and opens the result.
-type Activation = wire.Activation
+// Field names follow OpenWhisk where one exists.
+type Activation struct {
+	ActivationID string `json:"activationId"`
+	Namespace    string `json:"namespace"`
+	Name         string `json:"name"`
+	// Version is the function version that ran (0 until it runs when the
+	// latest was asked for).
+	Version int    `json:"version"`
+	Kind    string `json:"kind"` // "function" or "sequence"
+	Mode    string `json:"mode"`
+	// Trust is "gateway-trusted" for a plaintext invocation: the gateway
+	// saw its input and output.
+	Trust string `json:"trust,omitempty"`
+	// Status is "queued", "running", "success", "application_error",
+	// "developer_error" or "platform_error"; the last four are final.
+	Status string `json:"status"`
+	// Submitted, Start and End are milliseconds since the Unix epoch;
+	// Duration is End - Start in milliseconds.
+	Submitted int64              `json:"submitted"`
+	Start     int64              `json:"start,omitempty"`
+	End       int64              `json:"end,omitempty"`
+	Duration  int64              `json:"duration,omitempty"`
+	Response  ActivationResponse `json:"response"`
+	// Logs are platform lines (queued, attempts, retries) and, for a
+	// plaintext invocation, the function's stderr. SealedLogs is the
+	// function's stderr sealed to the caller (ActivationLogs opens it).
+	Logs       []string         `json:"logs"`
+	SealedLogs []byte           `json:"sealed_logs,omitempty"`
+	Receipt    *SignedReceipt   `json:"receipt,omitempty"`
+	Receipts   []*SignedReceipt `json:"receipts,omitempty"`
+	Attempts   int              `json:"attempts"`
+	Worker     string           `json:"worker,omitempty"`
+	// IdempotencyKey is the caller's key, if any (AsyncOptions.IdempotencyKey).
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Trigger and Rule name what fired a triggered activation.
+	Trigger string `json:"trigger,omitempty"`
+	Rule    string `json:"rule,omitempty"`
+}
 
-// StepRef names a step of a sequence.
-type StepRef = wire.StepRef
+// ActivationResponse is the outcome of an activation, shaped like
+// OpenWhisk's response object. Result is the function's output: sealed to
+// the caller (Sealed true) for a confidential invocation, plain otherwise.
+type ActivationResponse struct {
+	Status  string           `json:"status"`
+	Success bool             `json:"success"`
+	Sealed  bool             `json:"sealed,omitempty"`
+	Result  []byte           `json:"result,omitempty"`
+	Error   *ActivationError `json:"error,omitempty"`
+	// Step and StepCode name the failed step of a sequence.
+	Step     int    `json:"step,omitempty"`
+	StepCode string `json:"step_code,omitempty"`
+}
+
+// ActivationError is the platform's error code and message for a failed
+// activation (Error.Code lists the codes).
+type ActivationError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// StepRef names one step of a sequence. In a sequence definition Version
+// may be 0 (the latest when invoked) and CodeHash empty; in a sealed
+// sequence request both are resolved from the step's verified certificate.
+type StepRef struct {
+	Name     string `json:"name"`
+	Version  int    `json:"version,omitempty"`
+	CodeHash string `json:"code_sha256,omitempty"`
+}
 
 // Pending is an asynchronous invocation this client submitted: everything
 // needed later to verify the activation's receipt and open its result.
@@ -35,19 +99,19 @@ type Pending struct {
 	// when the earlier submission went through the same Client, with the
 	// same input, within 10 minutes (the Client sends the same sealed
 	// request again); otherwise only the earlier Pending opens it.
-	Duplicate    bool                `json:"duplicate,omitempty"`
-	Kind         string              `json:"kind"` // "function" or "sequence"
-	Namespace    string              `json:"namespace"`
-	Name         string              `json:"name"`
-	Version      int                 `json:"version,omitempty"`
-	CodeHash     string              `json:"code_sha256,omitempty"`
-	SnapshotHash string              `json:"snapshot_sha256,omitempty"`
-	AllowTEE     []tee.Kind          `json:"allow_tee,omitempty"`
-	MinTCB       map[tee.Kind]string `json:"min_tcb,omitempty"`
-	Mode         string              `json:"mode"`
-	RequestHash  string              `json:"request_sha256"`
-	ResponseKey  []byte              `json:"response_key,omitempty"`
-	// Caller is the caller hash the receipt must name (certs.CallerHash),
+	Duplicate    bool              `json:"duplicate,omitempty"`
+	Kind         string            `json:"kind"` // "function" or "sequence"
+	Namespace    string            `json:"namespace"`
+	Name         string            `json:"name"`
+	Version      int               `json:"version,omitempty"`
+	CodeHash     string            `json:"code_sha256,omitempty"`
+	SnapshotHash string            `json:"snapshot_sha256,omitempty"`
+	AllowTEE     []string          `json:"allow_tee,omitempty"`
+	MinTCB       map[string]string `json:"min_tcb,omitempty"`
+	Mode         string            `json:"mode"`
+	RequestHash  string            `json:"request_sha256"`
+	ResponseKey  []byte            `json:"response_key,omitempty"`
+	// Caller is the caller hash the receipt must name (Client.CallerHash),
 	// or "-" for an anonymous submission.
 	Caller string `json:"caller_sha256,omitempty"`
 	// Steps are a sequence's resolved steps; Signer the owner key that
@@ -182,9 +246,20 @@ func withActivationHint(err error) error {
 	return fmt.Errorf("%w (if it was queued, Activations lists it; an IdempotencyKey makes a submission safe to retry)", err)
 }
 
-// DeadLetter is a job the async queue gave up on (wire.DeadLetter), as
-// listed: without the job itself.
-type DeadLetter = wire.DeadLetter
+// DeadLetter is a job the async queue gave up on (malformed, refused by
+// the worker, or out of attempts), as listed: without the job itself, a
+// sealed queue message that the listing leaves out.
+type DeadLetter struct {
+	Activation string `json:"activation,omitempty"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name,omitempty"`
+	// Code is the platform's error code (Error.Code), Reason what happened.
+	Code     string    `json:"code"`
+	Reason   string    `json:"reason"`
+	Attempts int       `json:"attempts"`
+	Worker   string    `json:"worker,omitempty"`
+	Time     time.Time `json:"time"`
+}
 
 // DeadLetters lists the namespace's dead letters, newest first, at most
 // limit (0: the server's default, 30), published at or after since (zero:
@@ -290,7 +365,7 @@ func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	fn := &Function{Namespace: p.Namespace, Name: p.Name, Version: p.Version, AllowTEE: p.AllowTEE, MinTCB: p.MinTCB}
+	fn := &Function{Namespace: p.Namespace, Name: p.Name, Version: p.Version, allowTEE: kinds[tee.Kind](p.AllowTEE), minTCB: minTCBs[tee.Kind](p.MinTCB)}
 	if err := checkWorkerPolicy(fn, v.Worker); err != nil {
 		return nil, err
 	}
@@ -299,7 +374,7 @@ func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, err
 		if v.Receipt.Status != string(code) {
 			return nil, fmt.Errorf("%w: receipt status %q differs from error %q", ErrVerification, v.Receipt.Status, code)
 		}
-		return nil, &Error{Status: code.Status(), Code: string(code), Message: errorBody(resp).Message, Receipt: v.Receipt}
+		return nil, &Error{Status: code.Status(), Code: string(code), Message: errorBody(resp).Message, Receipt: receiptFrom(v.Receipt)}
 	}
 	if v.Receipt.Status != "ok" {
 		return nil, fmt.Errorf("%w: receipt status %q on a successful activation", ErrVerification, v.Receipt.Status)
@@ -310,7 +385,7 @@ func (c *Client) ActivationResult(ctx context.Context, p *Pending) (*Result, err
 			return nil, fmt.Errorf("%w: result: %w", ErrVerification, err)
 		}
 	}
-	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: v.Receipt, SignedReceipt: ar.Receipt, Worker: v.Worker,
+	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: receiptFrom(v.Receipt), SignedReceipt: signedReceiptFrom(ar.Receipt), Worker: workerFrom(v.Worker),
 		Attestation: a, Mode: p.Mode}, nil
 }
 

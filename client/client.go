@@ -6,6 +6,11 @@
 //
 // Nothing it sends to the gateway contains the plaintext of a confidential
 // request, and it returns an output only after its receipt verified.
+//
+// Every type it exports is its own, never an internal one: it converts at
+// the boundary, and its tests check that each type that mirrors one the
+// server sends has that type's JSON, so that a change inside the platform
+// cannot change this API unseen.
 package client
 
 import (
@@ -37,18 +42,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
-// Policy is a client attestation policy (see attest.Policy).
-type Policy = attest.Policy
-
-// Receipt is a decoded invocation receipt.
-type Receipt = receipt.Receipt
-
-// SignedReceipt is a receipt as it travels, with signature and worker certificate.
-type SignedReceipt = receipt.Signed
-
-// LoadPolicy reads a JSON policy file.
-func LoadPolicy(path string) (Policy, error) { return attest.LoadPolicy(path) }
-
 // ErrVerification wraps every failure to verify attestation, a certificate,
 // a response or a receipt. A caller must not use the output then.
 var ErrVerification = errors.New("cloister: verification failed")
@@ -79,7 +72,7 @@ type Client struct {
 	cur    atomic.Int64 // index in gws of the gateway that answered last
 	log    *slog.Logger
 	token  string
-	policy Policy
+	policy attest.Policy
 	hc     *http.Client
 	ttl    time.Duration
 	now    func() time.Time
@@ -226,14 +219,15 @@ func WithOwnerKeys(keys ...ed25519.PublicKey) Option {
 // Attestation, function keys and the ledger are GETs and fail over freely;
 // they are verified whichever gateway serves them.
 func New(baseURL, token string, policy Policy, opts ...Option) (*Client, error) {
-	if err := policy.Validate(); err != nil {
+	ap := policy.internal()
+	if err := ap.Validate(); err != nil {
 		return nil, err
 	}
 	gws, err := parseGateways(baseURL)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{gws: gws, token: token, policy: policy,
+	c := &Client{gws: gws, token: token, policy: ap,
 		hc: &http.Client{Timeout: 10 * time.Minute}, ttl: 60 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(c)
@@ -243,13 +237,14 @@ func New(baseURL, token string, policy Policy, opts ...Option) (*Client, error) 
 
 // Attestation is a verified coordinator attestation.
 type Attestation struct {
-	TEE          tee.Kind
+	// TEE is the coordinator's TEE kind: "sim", "sev-snp" or "tdx".
+	TEE          string
 	TCB          string
 	Measurement  string
 	IdentityKey  ed25519.PublicKey
 	ManifestHash string
 	// Workers are the admitted workers' certificates, verified against IdentityKey.
-	Workers []*certs.Worker
+	Workers []*Worker
 	// LedgerOrigin names the transparency log whose checkpoints IdentityKey signs.
 	LedgerOrigin string
 	// Warning is set for sim evidence, which offers no hardware protection.
@@ -313,11 +308,11 @@ func (c *Client) renewWithToken(ctx context.Context, now time.Time) error {
 	if err := c.do(ctx, http.MethodGet, "/v1/attestation/token", nil, "", &t); err != nil {
 		return err
 	}
-	cl, err := VerifyResultToken(t.Token, c.att.IdentityKey, now)
+	cl, err := verifyResultToken(t.Token, c.att.IdentityKey, now)
 	if err != nil {
 		return err
 	}
-	if cl.TEE != c.att.TEE || cl.Measurement != c.att.Measurement || cl.ManifestHash != c.att.ManifestHash {
+	if string(cl.TEE) != c.att.TEE || cl.Measurement != c.att.Measurement || cl.ManifestHash != c.att.ManifestHash {
 		return fmt.Errorf("%w: the result token describes another coordinator state", ErrVerification)
 	}
 	c.resultTk, c.resultCl = t.Token, cl
@@ -331,25 +326,13 @@ func (c *Client) renewWithToken(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// ResultClaims are the claims of an attestation-result token.
-type ResultClaims = artoken.Claims
-
-// VerifyResultToken verifies an attestation-result token signed by the
-// coordinator identity key (taken from a verified Attestation) at now.
-func VerifyResultToken(token string, identityKey ed25519.PublicKey, now time.Time) (*ResultClaims, error) {
-	cl, err := artoken.Verify(token, identityKey, now)
-	if err != nil {
-		return nil, fmt.Errorf("%w: result token: %w", ErrVerification, err)
-	}
-	return cl, nil
-}
-
 // ResultToken returns the last attestation-result token this client
-// verified (with WithResultToken), for handing to a relying party.
+// verified (with WithResultToken), for handing to a relying party, and its
+// claims; "" and nil before the first.
 func (c *Client) ResultToken() (string, *ResultClaims) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.resultTk, c.resultCl
+	return c.resultTk, claimsFrom(c.resultCl)
 }
 
 func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
@@ -379,14 +362,14 @@ func (c *Client) verifyDoc(doc *wire.Attestation) (*Attestation, error) {
 		c.verifier = receipt.NewVerifier(doc.IdentityKey)
 		c.fns = map[string]cachedFunction{}
 	}
-	a := &Attestation{TEE: claims.Kind, TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
+	a := &Attestation{TEE: string(claims.Kind), TCB: claims.TCB, Measurement: hex.EncodeToString(claims.Measurement),
 		IdentityKey: doc.IdentityKey, ManifestHash: doc.ManifestHash, VerifiedAt: c.now(), LedgerOrigin: doc.LedgerOrigin}
 	for _, w := range doc.Workers {
 		wc, err := certs.OpenWorker(w, doc.IdentityKey)
 		if err != nil {
 			return nil, fmt.Errorf("%w: admitted worker: %w", ErrVerification, err)
 		}
-		a.Workers = append(a.Workers, wc)
+		a.Workers = append(a.Workers, workerFrom(wc))
 	}
 	if claims.Kind == tee.KindSim {
 		a.Warning = "sim TEE: no hardware protection (development only)"
@@ -403,10 +386,12 @@ type Function struct {
 	SnapshotHash string
 	BundleHash   string
 	Confidential string
-	AllowTEE     []tee.Kind
+	// AllowTEE lists the TEE kinds the function may run in, from its
+	// certificate ("sim", "sev-snp", "tdx").
+	AllowTEE []string
 	// MinTCB is the function's minimum TCB per TEE kind, from its
 	// certificate.
-	MinTCB map[tee.Kind]string
+	MinTCB map[string]string
 	// OwnerKey is the key that signed the function's bundle.
 	OwnerKey ed25519.PublicKey
 	// Suite names the HPKE suite of the function's key, from its
@@ -414,6 +399,10 @@ type Function struct {
 	Suite   string
 	hpkeKey []byte
 	plain   bool // a plaintext call's stand-in: no certificate was fetched
+	// allowTEE and minTCB are AllowTEE and MinTCB as the certificate has
+	// them, which checkWorkerPolicy checks receipts against.
+	allowTEE []tee.Kind
+	minTCB   map[tee.Kind]string
 }
 
 // Function fetches and verifies the certificate of a function version
@@ -462,7 +451,8 @@ func (c *Client) Function(ctx context.Context, name string, version int) (*Funct
 			fc.Name, fc.Version, seal.SuiteName(fc.Suite), seal.SuiteName(seal.SuiteXWing))
 	}
 	fn := &Function{Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, CodeHash: fc.CodeHash, SnapshotHash: fc.SnapshotHash,
-		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: fc.AllowTEE, MinTCB: fc.MinTCB, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey,
+		BundleHash: fc.BundleHash, Confidential: fc.Confidential, AllowTEE: kinds[string](fc.AllowTEE), MinTCB: minTCBs[string](fc.MinTCB),
+		allowTEE: fc.AllowTEE, minTCB: fc.MinTCB, OwnerKey: ed25519.PublicKey(fc.OwnerKey), hpkeKey: fc.HPKEKey,
 		Suite: seal.SuiteName(fc.Suite)}
 	c.mu.Lock()
 	if c.fns != nil {
@@ -485,9 +475,10 @@ type Result struct {
 	Version       int
 	Receipt       *Receipt
 	SignedReceipt *SignedReceipt
-	Worker        *certs.Worker
-	Attestation   *Attestation
-	Mode          string
+	// Worker is the certificate of the worker that signed the receipt.
+	Worker      *Worker
+	Attestation *Attestation
+	Mode        string
 	// Chain is a sequence's verified receipt chain, step 1 first; Receipt
 	// and SignedReceipt are its last step.
 	Chain []*SignedReceipt
@@ -586,7 +577,7 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Output: out, Version: fn.Version, Receipt: v.Receipt, SignedReceipt: resp.Receipt, Worker: v.Worker, Attestation: a, Mode: sr.Mode, Logs: logs}, nil
+	return &Result{Output: out, Version: fn.Version, Receipt: receiptFrom(v.Receipt), SignedReceipt: signedReceiptFrom(resp.Receipt), Worker: workerFrom(v.Worker), Attestation: a, Mode: sr.Mode, Logs: logs}, nil
 }
 
 // openLogs opens a function's stderr sealed to the caller; none is nil.
@@ -609,7 +600,7 @@ func openLogs(key []byte, reqHash string, sealed []byte) ([]byte, error) {
 // function's certified TEE policy (allow_tee and min_tcb), as every role
 // does (certs.Function.Admits).
 func checkWorkerPolicy(fn *Function, w *certs.Worker) error {
-	f := certs.Function{Namespace: fn.Namespace, Name: fn.Name, Version: fn.Version, AllowTEE: fn.AllowTEE, MinTCB: fn.MinTCB}
+	f := certs.Function{Namespace: fn.Namespace, Name: fn.Name, Version: fn.Version, AllowTEE: fn.allowTEE, MinTCB: fn.minTCB}
 	if err := f.Admits(w); err != nil {
 		return fmt.Errorf("%w: %w", ErrVerification, err)
 	}
@@ -640,7 +631,7 @@ func (c *Client) verifyErrorReceipt(ctx context.Context, err error, fn *Function
 		if v.Receipt.Status != string(e.body.Code) {
 			return fmt.Errorf("%w: receipt status %q differs from error %q", ErrVerification, v.Receipt.Status, e.body.Code)
 		}
-		out.Receipt = v.Receipt
+		out.Receipt = receiptFrom(v.Receipt)
 	}
 	return out
 }
@@ -676,7 +667,7 @@ func (c *Client) invokePlain(ctx context.Context, name string, input []byte, ver
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: v.Receipt, SignedReceipt: &sr, Worker: v.Worker, Attestation: a, Mode: wire.ModePlain}, nil
+	return &Result{Output: out, Version: v.Receipt.FunctionVersion, Receipt: receiptFrom(v.Receipt), SignedReceipt: signedReceiptFrom(&sr), Worker: workerFrom(v.Worker), Attestation: a, Mode: wire.ModePlain}, nil
 }
 
 // receipts returns the receipt verifier of the current attestation.

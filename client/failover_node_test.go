@@ -48,7 +48,11 @@ func TestFailoverInvoke(t *testing.T) {
 	ctx := context.Background()
 
 	// Deploy echo, allowed in plaintext too.
-	c, err := client.New(n.URL, n.Token, n.Policy)
+	pol, err := client.LoadPolicy(n.PolicyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(n.URL, n.Token, pol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,7 @@ func TestFailoverInvoke(t *testing.T) {
 	// came through the first gateway, to which it sticks.
 	newClient := func(gws ...string) (*client.Client, *http.Transport) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		c, err := client.New(strings.Join(gws, ","), n.Token, n.Policy, client.WithHTTPClient(&http.Client{Transport: tr}))
+		c, err := client.New(strings.Join(gws, ","), n.Token, pol, client.WithHTTPClient(&http.Client{Transport: tr}))
 		if err != nil {
 			t.Fatal(err)
 		}

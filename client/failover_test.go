@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/tee"
 )
 
 // fakeGateway answers the few routes these tests call, and counts the
@@ -82,7 +81,7 @@ func deadURL(t *testing.T) string {
 
 func newTestClient(t *testing.T, urls ...string) *Client {
 	t.Helper()
-	c, err := New(strings.Join(urls, ","), "clk_test", Policy{AllowTEE: []tee.Kind{tee.KindSim}, Measurements: []string{strings.Repeat("00", 32)}, SimRoots: []string{strings.Repeat("00", 32)}})
+	c, err := New(strings.Join(urls, ","), "clk_test", Policy{AllowTEE: []string{"sim"}, Measurements: []string{strings.Repeat("00", 32)}, SimRoots: []string{strings.Repeat("00", 32)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,16 +4,29 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-
-	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // SignedManifest is a deployment manifest document with admin signatures.
-type SignedManifest = wire.SignedManifest
+type SignedManifest struct {
+	// Manifest is the document's exact bytes, which the signatures cover.
+	Manifest   json.RawMessage     `json:"manifest"`
+	Signatures []ManifestSignature `json:"signatures,omitempty"`
+}
+
+// ManifestSignature is an admin's Ed25519 signature over a manifest
+// document's exact bytes (under the domain "cloister-manifest-v1\n").
+type ManifestSignature struct {
+	Key string `json:"key"` // hex public key
+	Sig []byte `json:"sig"`
+}
 
 // ManifestChange answers an accepted manifest change: the new version and
 // hash (pin it in the client policy), and the workers it revoked.
-type ManifestChange = wire.ManifestChange
+type ManifestChange struct {
+	Version      int      `json:"version"`
+	ManifestHash string   `json:"manifest_sha256"`
+	Revoked      []string `json:"revoked_workers,omitempty"`
+}
 
 // CurrentManifest returns the coordinator's current manifest document and
 // its hash, as the gateway reports them. Attest verifies them.
@@ -30,7 +43,9 @@ func (c *Client) CurrentManifest(ctx context.Context) (json.RawMessage, string, 
 
 // ManifestHistory returns every manifest since the first, oldest first.
 func (c *Client) ManifestHistory(ctx context.Context) ([]SignedManifest, error) {
-	var h wire.ManifestHistory
+	var h struct {
+		Manifests []SignedManifest `json:"manifests"`
+	}
 	if err := c.do(ctx, http.MethodGet, "/v1/manifest/history", nil, "", &h); err != nil {
 		return nil, err
 	}

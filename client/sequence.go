@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
@@ -19,8 +20,19 @@ import (
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
-// Sequence is a stored sequence definition.
-type Sequence = wire.Sequence
+// Sequence is a stored sequence definition: a function made of functions.
+type Sequence struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	Steps     []StepRef `json:"steps"`
+	Created   time.Time `json:"created"`
+	// Signer and Signature are the owner's Ed25519 key and its signature
+	// of the namespace, name and steps (PutSequence). Both are absent from
+	// a definition the gateway made (the OpenWhisk API); a client that
+	// pins owner keys refuses those.
+	Signer    []byte `json:"signer,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
+}
 
 func (c *Client) postJSON(ctx context.Context, path string, v any, ctype string, hdr http.Header, out any) error {
 	b, err := json.Marshal(v)
@@ -135,7 +147,11 @@ func (c *Client) sealSequence(ctx context.Context, name string, input []byte, as
 	if err != nil {
 		return nil, wire.SealedRequest{}, err
 	}
-	sr := wire.SealedRequest{Mode: wire.ModeSequence, Enc: cc.Enc, Ciphertext: cc.Ciphertext, Steps: p.Steps}
+	steps := make([]wire.StepRef, len(p.Steps))
+	for i, s := range p.Steps {
+		steps[i] = wire.StepRef(s)
+	}
+	sr := wire.SealedRequest{Mode: wire.ModeSequence, Enc: cc.Enc, Ciphertext: cc.Ciphertext, Steps: steps}
 	p.RequestHash = seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext)
 	p.ResponseKey, p.Caller = cc.ResponseKey, c.expectCaller()
 	return p, sr, nil
@@ -209,7 +225,7 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 		if r.Sequence != p.Name || r.Function != s.Name || r.FunctionVersion != s.Version || r.CodeHash != s.CodeHash || r.Mode != wire.ModeSequence {
 			return nil, fmt.Errorf("%w: receipt %d is for %s v%d of %q, not step %s v%d", ErrVerification, i+1, r.Function, r.FunctionVersion, r.Sequence, s.Name, s.Version)
 		}
-		rcs[i] = r
+		rcs[i] = receiptFrom(r)
 	}
 	lastV := vs[len(vs)-1]
 	if !ok {
@@ -217,7 +233,7 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 		failed := lastV.Receipt
 		switch {
 		case eb.Step == len(vs) && failed.Status == string(eb.StepCode):
-			e.Receipt = failed // the failed step ran and its receipt says how it failed
+			e.Receipt = rcs[len(rcs)-1] // the failed step ran and its receipt says how it failed
 		case eb.Step == len(vs)+1 && failed.Status == "ok":
 			// the failed step never ran (its input was refused)
 		default:
@@ -234,8 +250,9 @@ func (c *Client) finishSequence(ctx context.Context, p *Pending, ct []byte, chai
 	if err != nil {
 		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
 	}
-	return &Result{Output: out, Version: lastV.Receipt.FunctionVersion, Receipt: lastV.Receipt, SignedReceipt: chain[len(chain)-1],
-		Worker: lastV.Worker, Attestation: a, Mode: wire.ModeSequence, Chain: chain, SequenceSigner: signerKey(p.Signer)}, nil
+	pub := signedReceiptsFrom(chain)
+	return &Result{Output: out, Version: lastV.Receipt.FunctionVersion, Receipt: rcs[len(rcs)-1], SignedReceipt: pub[len(pub)-1],
+		Worker: workerFrom(lastV.Worker), Attestation: a, Mode: wire.ModeSequence, Chain: pub, SequenceSigner: signerKey(p.Signer)}, nil
 }
 
 // maxVerifiedSequences bounds the client's memory of verified sequence

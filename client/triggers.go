@@ -6,18 +6,42 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-
-	"github.com/cloister-faas/cloister/internal/wire"
+	"time"
 )
 
-// Trigger fires rules on a cron schedule, a NATS subject, or on demand.
-type Trigger = wire.Trigger
+// Trigger fires rules on a cron schedule, on every message of a NATS
+// subject, or on demand (FireTrigger).
+type Trigger struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Cron      string `json:"cron,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	// Payload is the input of cron fires (default: {"trigger","time"}).
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Created time.Time       `json:"created"`
+	// Disabled, when set, says why a stored trigger no longer fires (a
+	// record from before a stricter rule); re-creating the trigger clears
+	// it. It is ignored when a trigger is written.
+	Disabled string `json:"disabled,omitempty"`
+}
 
-// Rule invokes a function asynchronously each time its trigger fires.
-type Rule = wire.Rule
+// Rule invokes a function asynchronously each time its trigger fires,
+// with the fire's payload, while Active.
+type Rule struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	Trigger   string    `json:"trigger"`
+	Function  string    `json:"function"`
+	Version   int       `json:"version,omitempty"`
+	Active    bool      `json:"active"`
+	Created   time.Time `json:"created"`
+}
 
-// Fired lists the activations one fire created.
-type Fired = wire.Fired
+// Fired lists the activations one fire created: one per active rule.
+type Fired struct {
+	Trigger     string   `json:"trigger"`
+	Activations []string `json:"activationIds"`
+}
 
 // PutTrigger creates or replaces a trigger. Set at most one of Cron and
 // Subject; Payload is the input of cron and empty fires.

@@ -259,7 +259,7 @@ func verifyChainFile(ctx context.Context, path string, b []byte, asJSON, require
 		}
 		if require {
 			for _, s := range chain {
-				if _, _, err := c.VerifyInclusion(ctx, s); err != nil {
+				if _, _, err := c.VerifyInclusion(ctx, publicReceipt(s)); err != nil {
 					return &codedError{code: exitVerify, err: err}
 				}
 			}
@@ -272,11 +272,16 @@ func verifyChainFile(ctx context.Context, path string, b []byte, asJSON, require
 		fmt.Printf("  step %d: %s/%s v%d (code %s) on %s [%s]: %s\n", i+1, r.Namespace, r.Function, r.FunctionVersion, short(r.CodeHash), v.Worker.WorkerID, v.Worker.TEE, r.Status)
 	}
 	for _, s := range chain {
-		if err := verifyInclusion(ctx, c, s, require); err != nil {
+		if err := verifyInclusion(ctx, c, publicReceipt(s), require); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// publicReceipt is a receipt of a chain as the client takes it.
+func publicReceipt(s *receipt.Signed) *client.SignedReceipt {
+	return &client.SignedReceipt{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: client.Certificate(s.WorkerCert)}
 }
 
 // isChain reports whether a receipt file holds a chain (a JSON array).

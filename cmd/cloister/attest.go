@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cloister-faas/cloister/client"
-	"github.com/cloister-faas/cloister/internal/receipt"
 )
 
 func cmdAttest(ctx context.Context, args []string) error {
@@ -64,17 +63,19 @@ func cmdReceipt(ctx context.Context, args []string) error {
 	if isChain(b) {
 		return verifyChainFile(ctx, pos[0], b, *asJSON, *require)
 	}
-	var s receipt.Signed
+	var s client.SignedReceipt
 	if err := json.Unmarshal(b, &s); err != nil {
 		return &codedError{code: exitVerify, err: fmt.Errorf("%s is not a signed receipt: %w", pos[0], err)}
 	}
-	c, a, err := attestedClient(ctx)
+	c, _, err := attestedClient(ctx)
 	if err != nil {
 		return err
 	}
-	v, err := receipt.Verify(&s, a.IdentityKey, receipt.Expect{})
+	// The receipt names its worker and TEE as the worker's certificate
+	// does: VerifyReceipt checks that they match.
+	r, err := c.VerifyReceipt(ctx, &s)
 	if err != nil {
-		return &codedError{code: exitVerify, err: fmt.Errorf("%w: %w", client.ErrVerification, err)}
+		return &codedError{code: exitVerify, err: err}
 	}
 	if *asJSON {
 		if *require {
@@ -82,11 +83,10 @@ func cmdReceipt(ctx context.Context, args []string) error {
 				return &codedError{code: exitVerify, err: err}
 			}
 		}
-		return printJSON(v.Receipt)
+		return printJSON(r)
 	}
-	r := v.Receipt
 	fmt.Printf("receipt verified: signed by worker %s [%s], certified by the attested coordinator\n  invocation: %s\n  function:   %s/%s v%d (code %s)\n  status:     %s\n  time:       %s\n",
-		v.Worker.WorkerID, v.Worker.TEE, r.InvocationID, r.Namespace, r.Function, r.FunctionVersion, r.CodeHash, r.Status, r.Time)
+		r.WorkerID, r.TEE.Kind, r.InvocationID, r.Namespace, r.Function, r.FunctionVersion, r.CodeHash, r.Status, r.Time)
 	return verifyInclusion(ctx, c, &s, *require)
 }
 

@@ -34,7 +34,7 @@ func cmdLedger(ctx context.Context, args []string) error {
 }
 
 // attestedLedger returns an attested client and a reader of its ledger.
-func attestedLedger(ctx context.Context) (*client.Client, *client.Attestation, *ledger.Reader, error) {
+func attestedLedger(ctx context.Context) (*client.Client, *client.Attestation, *client.Ledger, error) {
 	c, a, err := attestedClient(ctx)
 	if err != nil {
 		return nil, nil, nil, err
@@ -186,7 +186,7 @@ func ledgerAudit(ctx context.Context, args []string) error {
 
 // verifyInclusion prints where a receipt is in the log; it is part of
 // `receipt verify`.
-func verifyInclusion(ctx context.Context, c *client.Client, s *receipt.Signed, require bool) error {
+func verifyInclusion(ctx context.Context, c *client.Client, s *client.SignedReceipt, require bool) error {
 	idx, cp, err := c.VerifyInclusion(ctx, s)
 	switch {
 	case err == nil:

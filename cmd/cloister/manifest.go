@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/coordinator"
 	"github.com/cloister-faas/cloister/internal/node"
 	"github.com/cloister-faas/cloister/internal/strictjson"
-	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // cmdManifest shows, changes and lists the deployment manifest.
@@ -109,7 +109,7 @@ func manifestSet(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ch, err := c.SetManifest(ctx, wire.SignedManifest{Manifest: raw, Signatures: []wire.ManifestSignature{coordinator.SignManifest(raw, key)}})
+	ch, err := c.SetManifest(ctx, client.SignedManifest{Manifest: raw, Signatures: []client.ManifestSignature{client.ManifestSignature(coordinator.SignManifest(raw, key))}})
 	if err != nil {
 		return err
 	}

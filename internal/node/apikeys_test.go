@@ -12,7 +12,6 @@ import (
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/receipt"
 )
 
 // TestAnotherTenantsKey is an attack table: a key of namespace team-b goes
@@ -162,7 +161,7 @@ func TestAnotherTenantsKey(t *testing.T) {
 
 // waitIncluded waits until c proves s's inclusion and returns the size of
 // the checkpoint it was proven in.
-func waitIncluded(t *testing.T, c *client.Client, s *receipt.Signed) uint64 {
+func waitIncluded(t *testing.T, c *client.Client, s *client.SignedReceipt) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -190,7 +189,7 @@ func tokenOf(t *testing.T, e *env, ns, scope string) string {
 // clientOf is a client of e's node with key, and e's owner as caller.
 func clientOf(t *testing.T, e *env, key string) *client.Client {
 	t.Helper()
-	c, err := client.New(e.n.URL, key, e.n.Policy, client.WithCallerKey(e.owner))
+	c, err := client.New(e.n.URL, key, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}

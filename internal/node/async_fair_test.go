@@ -226,7 +226,7 @@ func TestAsyncUpgradeKeepsQueuedJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
-	c1, err := client.New(n1.URL, n1.Token, n1.Policy, client.WithCallerKey(owner))
+	c1, err := client.New(n1.URL, n1.Token, clientPolicy(n1.Policy), client.WithCallerKey(owner))
 	if err != nil {
 		n1.Close()
 		t.Fatal(err)
@@ -274,7 +274,7 @@ func TestAsyncUpgradeKeepsQueuedJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n2.Close() })
-	c2, err := client.New(n2.URL, n2.Token, n2.Policy, client.WithCallerKey(owner))
+	c2, err := client.New(n2.URL, n2.Token, clientPolicy(n2.Policy), client.WithCallerKey(owner))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,7 +262,7 @@ func TestAsyncPoisonMessagesAreDeadLettered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.Status != wire.StatusPlatformError || a.Response.Error == nil || a.Response.Error.Code != apierr.DecryptFailed {
+		if a.Status != wire.StatusPlatformError || a.Response.Error == nil || a.Response.Error.Code != string(apierr.DecryptFailed) {
 			t.Fatalf("activation %d: %+v", i, a)
 		}
 		found := false
@@ -280,9 +280,12 @@ func TestAsyncPoisonMessagesAreDeadLettered(t *testing.T) {
 		t.Fatalf("dead letters: %+v %v", l, err)
 	}
 	for _, d := range l {
-		if !slices.Contains(ids, d.Activation) || d.Code != apierr.DecryptFailed || d.Name != "echo" || d.Job != nil || d.JobBase64 != nil {
+		if !slices.Contains(ids, d.Activation) || d.Code != string(apierr.DecryptFailed) || d.Name != "echo" {
 			t.Errorf("listed dead letter %+v", d)
 		}
+	}
+	if st, body := getWithKey(t, e.n.URL+"/v1/dead-letters", e.n.Token); st != http.StatusOK || bytes.Contains(body, []byte(`"job`)) {
+		t.Errorf("the listing (HTTP %d) carries jobs: %s", st, body)
 	}
 	if l[0].Time.Before(l[1].Time) {
 		t.Errorf("not newest first: %v, %v", l[0].Time, l[1].Time)

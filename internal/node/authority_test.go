@@ -115,7 +115,7 @@ func TestAuthorityAttacks(t *testing.T) {
 	t.Run("downgrades the suite", func(t *testing.T) {
 		// The certificate names the post-quantum suite; a gateway that
 		// rewrites it to X25519 breaks the coordinator's signature.
-		down, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithCallerKey(e.owner), client.WithHTTPClient(&http.Client{
+		down, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner), client.WithHTTPClient(&http.Client{
 			Transport: rewriteCert{http.DefaultTransport, func(body map[string]any) { body["suite"] = map[string]int{"kem": 0x20, "kdf": 1, "aead": 1} }},
 		}))
 		if err != nil {
@@ -153,7 +153,7 @@ func TestAuthorityAttacks(t *testing.T) {
 		}
 	})
 	t.Run("anonymous async and sequence calls", func(t *testing.T) {
-		anon, err := client.New(e.n.URL, e.n.Token, e.n.Policy)
+		anon, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func TestInvokerPolicyUpdate(t *testing.T) {
 	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), nil)
 	_, friend, _ := ed25519.GenerateKey(rand.Reader)
-	fc, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithCallerKey(friend))
+	fc, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithCallerKey(friend))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestInvokerPolicyUpdate(t *testing.T) {
 	if p, err := e.c.Policy(ctx, "echo"); err != nil || p.Version != 3 || p.Kind != client.InvokersAny {
 		t.Fatalf("after a deploy that states any: %+v %v", p, err)
 	}
-	anon, _ := client.New(e.n.URL, e.n.Token, e.n.Policy)
+	anon, _ := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy))
 	eventually("anyone is let in, version 1 too", func() bool {
 		_, err := anon.Invoke(ctx, "echo", []byte("x"), client.InvokeOptions{Version: 1})
 		return err == nil

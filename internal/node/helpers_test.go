@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
@@ -9,8 +10,24 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/attest"
 	"github.com/cloister-faas/cloister/internal/bus"
 )
+
+// clientPolicy is a node's client policy (or a test's edit of it) as the
+// client takes it: the same JSON document, which client.Policy mirrors
+// (client's TestPublicJSON).
+func clientPolicy(p attest.Policy) client.Policy {
+	b, err := json.Marshal(p)
+	if err == nil {
+		var cp client.Policy
+		if err = json.Unmarshal(b, &cp); err == nil {
+			return cp
+		}
+	}
+	panic(err)
+}
 
 func getRegistry(ctx context.Context, nc *nats.Conn, key string) ([]byte, error) {
 	js, err := jetstream.New(nc)

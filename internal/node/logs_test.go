@@ -44,7 +44,7 @@ func TestInvokeLogs(t *testing.T) {
 	}
 
 	// A gateway that alters the sealed logs.
-	tampering, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithHTTPClient(&http.Client{Transport: flipLogs{http.DefaultTransport}}), client.WithCallerKey(e.owner))
+	tampering, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithHTTPClient(&http.Client{Transport: flipLogs{http.DefaultTransport}}), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/tee/snp"
 	"github.com/cloister-faas/cloister/internal/tee/tdx"
 	"github.com/cloister-faas/cloister/internal/tee/teetest"
-	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // mixedPool is a node whose coordinator admits sim, fake SEV-SNP and fake
@@ -85,7 +84,7 @@ func startMixed(t *testing.T) *mixedPool {
 	t.Cleanup(func() { n.Close() })
 	e.n = n
 	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
-	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -122,7 +121,7 @@ func (m *mixedPool) waitPool(name string, want tee.Kind) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		r, err := m.c.Invoke(context.Background(), name, []byte("x"), client.InvokeOptions{})
-		if err == nil && r.Worker.TEE == want {
+		if err == nil && tee.Kind(r.Worker.TEE) == want {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -168,7 +167,7 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 			if string(r.Output) != "hello" {
 				t.Fatalf("%s: output %q", name, r.Output)
 			}
-			got[r.Worker.TEE]++
+			got[tee.Kind(r.Worker.TEE)]++
 		}
 		return got
 	}
@@ -216,7 +215,7 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sm := wire.SignedManifest{Manifest: raw, Signatures: []wire.ManifestSignature{coordinator.SignManifest(raw, ed25519.NewKeyFromSeed(seed))}}
+	sm := client.SignedManifest{Manifest: raw, Signatures: []client.ManifestSignature{client.ManifestSignature(coordinator.SignManifest(raw, ed25519.NewKeyFromSeed(seed)))}}
 	ch, err := m.c.SetManifest(ctx, sm)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +225,7 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 	}
 	pol := m.n.Policy
 	pol.ManifestHash = ch.ManifestHash
-	c2, err := client.New(m.n.URL, m.n.Token, pol, client.WithCallerKey(m.owner))
+	c2, err := client.New(m.n.URL, m.n.Token, clientPolicy(pol), client.WithCallerKey(m.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +248,7 @@ func TestMixedPoolSchedulesByTEEPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got[r.Worker.TEE]++
+		got[tee.Kind(r.Worker.TEE)]++
 	}
 	if got[tee.KindTDX] > 0 || got[tee.KindSim] > 0 {
 		t.Fatalf("either ran on %v after TDX was dropped", got)
@@ -270,7 +269,7 @@ func TestStoppedWorkerIsRoutedAround(t *testing.T) {
 	t.Cleanup(func() { n.Close() })
 	e.n = n
 	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
-	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -346,7 +345,7 @@ func TestCoordinatorOnFakeSNP(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
-	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -354,19 +353,19 @@ func TestCoordinatorOnFakeSNP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.TEE != tee.KindSEVSNP || a.ManifestHash != n.Policy.ManifestHash || a.Warning != "" {
+	if tee.Kind(a.TEE) != tee.KindSEVSNP || a.ManifestHash != n.Policy.ManifestHash || a.Warning != "" {
 		t.Fatalf("attestation: %+v", a)
 	}
 	e.deploy("echo", fixture(t, "echo.wasm"), func(m *bundle.Manifest) { m.TEE.Allow = []tee.Kind{tee.KindSEVSNP} })
 	r, err := e.c.Invoke(ctx, "echo", []byte("on snp"), client.InvokeOptions{})
-	if err != nil || string(r.Output) != "on snp" || r.Worker.TEE != tee.KindSEVSNP {
+	if err != nil || string(r.Output) != "on snp" || tee.Kind(r.Worker.TEE) != tee.KindSEVSNP {
 		t.Fatalf("invoke: %v %+v", err, r)
 	}
 	other := n.Policy
 	sp := *other.SEVSNP
 	sp.Measurements = []string{strings.Repeat("00", 48)}
 	other.SEVSNP = &sp
-	c2, _ := client.New(n.URL, n.Token, other, client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner))
+	c2, _ := client.New(n.URL, n.Token, clientPolicy(other), client.WithCollateral("", bundlePath), client.WithCallerKey(e.owner))
 	if _, err := c2.Attest(ctx); !errors.Is(err, client.ErrVerification) || !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("a client pinning another measurement: got %v", err)
 	}

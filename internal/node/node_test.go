@@ -129,7 +129,7 @@ func start(t *testing.T, edit ...func(*node.Options)) *env {
 	// The owner deploys and, by the default invoker policy, is the one
 	// caller of its functions.
 	_, e.owner, _ = ed25519.GenerateKey(rand.Reader)
-	if e.c, err = client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner)); err != nil {
+	if e.c, err = client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCallerKey(e.owner)); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -143,7 +143,7 @@ func (e *env) tenant(ns string) *env {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
+	c, err := client.New(e.n.URL, tok, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -442,7 +442,7 @@ func TestSwappedBundleIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	c, _ := client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner))
+	c, _ := client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCallerKey(e.owner))
 	_, err = c.Invoke(ctx, "swap", []byte("x"), client.InvokeOptions{})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != "bundle_integrity" {
@@ -457,7 +457,7 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 	p := e.n.Policy
 	p.AllowTEE = []tee.Kind{tee.KindSEVSNP}
 	p.SEVSNP = &attest.SNPPolicy{Measurements: []string{strings.Repeat("ab", 48)}}
-	c, err := client.New(e.n.URL, e.n.Token, p, client.WithCallerKey(e.owner))
+	c, err := client.New(e.n.URL, e.n.Token, clientPolicy(p), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestPolicyWithoutSimRefusesSimEvidence(t *testing.T) {
 	}
 	p = e.n.Policy
 	p.Measurements = []string{strings.Repeat("00", 32)}
-	c, _ = client.New(e.n.URL, e.n.Token, p, client.WithCallerKey(e.owner))
+	c, _ = client.New(e.n.URL, e.n.Token, clientPolicy(p), client.WithCallerKey(e.owner))
 	if _, err = c.Attest(context.Background()); !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("wrong pinned measurement: got %v, want ErrMeasurement", err)
 	}
@@ -483,7 +483,7 @@ func TestNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
+	b, err := client.New(e.n.URL, tok, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,12 +509,12 @@ func TestNamespaces(t *testing.T) {
 	}
 	// A client pinned to team-b refuses a certificate from another namespace,
 	// as it would if a lying gateway routed it to default's echo.
-	pinned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
+	pinned, _ := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
 	if _, err := pinned.Invoke(ctx, "echo", []byte("secret"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
 		t.Errorf("namespace pin: got %v, want a verification error", err)
 	}
 	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
-	owned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(stranger.Public().(ed25519.PublicKey)))
+	owned, _ := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithOwnerKeys(stranger.Public().(ed25519.PublicKey)))
 	if _, err := owned.Invoke(ctx, "echo", []byte("secret"), client.InvokeOptions{}); !errors.Is(err, client.ErrVerification) {
 		t.Errorf("owner pin: got %v, want a verification error", err)
 	}
@@ -535,7 +535,7 @@ func TestSignedForAnotherNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc, err := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
+	bc, err := client.New(e.n.URL, tok, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +556,7 @@ func TestSignedForAnotherNamespace(t *testing.T) {
 	if _, err := bc.Deploy(ctx, "echo", build("")); !errors.As(err, &ce) || ce.Code != string(apierr.BundleSignature) || !strings.Contains(ce.Message, "no namespace") {
 		t.Errorf("a bundle signed for no namespace: got %v, want bundle_signature", err)
 	}
-	pinned, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
+	pinned, _ := client.New(e.n.URL, tok, clientPolicy(e.n.Policy), client.WithNamespace("team-b"), client.WithCallerKey(e.owner))
 	if _, err := pinned.Deploy(ctx, "echo", build("default")); !errors.Is(err, bundle.ErrNamespace) {
 		t.Errorf("a pinned client uploading a bundle for another namespace: got %v, want ErrNamespace", err)
 	}
@@ -625,7 +625,7 @@ func TestSignedForAnotherNamespace(t *testing.T) {
 	if _, err := e.c.InvokeSequence(ctx, "pipe", []byte("x")); err != nil {
 		t.Errorf("a legacy signature, no owner pinned: %v", err)
 	}
-	owned, _ := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(e.owner.Public().(ed25519.PublicKey)))
+	owned, _ := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithOwnerKeys(e.owner.Public().(ed25519.PublicKey)))
 	if _, err := owned.InvokeSequence(ctx, "pipe", []byte("x")); !errors.Is(err, client.ErrVerification) || !errors.Is(err, bundle.ErrSequenceUnbound) {
 		t.Errorf("a legacy signature, owner pinned: got %v, want a verification error (unbound)", err)
 	}
@@ -803,7 +803,7 @@ func TestSharedCompiledCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := client.New(e.n.URL, tok, e.n.Policy, client.WithCallerKey(e.owner))
+	b, _ := client.New(e.n.URL, tok, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner))
 	(&env{t: t, n: e.n, c: b, owner: e.owner, ns: "other"}).deploy("b", echo, nil)
 	for _, c := range []*client.Client{e.c, b} {
 		name := map[*client.Client]string{e.c: "a", b: "b"}[c]
@@ -909,7 +909,7 @@ func TestReceiptsReachTheLedger(t *testing.T) {
 	forged.Receipt = bytes.Replace(bytes.Clone(forged.Receipt), []byte(`"status":"ok"`), []byte(`"status":"xx"`), 1)
 	fb, _ := forged.Entry()
 	gb, _ := signed[0].Entry()
-	req := wire.LedgerAppendRequest{WorkerCert: signed[0].WorkerCert, Receipts: [][]byte{gb, fb}, Signature: make([]byte, 64)}
+	req := wire.LedgerAppendRequest{WorkerCert: certs.Signed(signed[0].WorkerCert), Receipts: [][]byte{gb, fb}, Signature: make([]byte, 64)}
 	batch, err := req.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -63,7 +64,11 @@ func TestSequenceThreeSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := receipt.NewVerifier(a.IdentityKey)
-	vs, err := v.VerifyChain(res.Chain, receipt.Expect{}, receipt.Expect{})
+	chain := make([]*receipt.Signed, len(res.Chain))
+	for i, s := range res.Chain {
+		chain[i] = &receipt.Signed{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: certs.Signed(s.WorkerCert)}
+	}
+	vs, err := v.VerifyChain(chain, receipt.Expect{}, receipt.Expect{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +82,11 @@ func TestSequenceThreeSteps(t *testing.T) {
 		t.Fatal("prev links missing")
 	}
 	// A reordered or truncated chain does not verify.
-	swapped := []*receipt.Signed{res.Chain[1], res.Chain[0], res.Chain[2]}
+	swapped := []*receipt.Signed{chain[1], chain[0], chain[2]}
 	if _, err := v.VerifyChain(swapped, receipt.Expect{}, receipt.Expect{}); !errors.Is(err, receipt.ErrBrokenChain) {
 		t.Fatalf("swapped chain: %v", err)
 	}
-	if _, err := v.VerifyChain([]*receipt.Signed{res.Chain[0], res.Chain[2]}, receipt.Expect{}, receipt.Expect{}); !errors.Is(err, receipt.ErrBrokenChain) {
+	if _, err := v.VerifyChain([]*receipt.Signed{chain[0], chain[2]}, receipt.Expect{}, receipt.Expect{}); !errors.Is(err, receipt.ErrBrokenChain) {
 		t.Fatalf("chain without step 2: %v", err)
 	}
 	if leaks(e.http.bytes(), secret) || leaks(e.bus.bytes(), secret) {
@@ -196,7 +201,7 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 	if err != nil || !ownerPub.Equal(res.SequenceSigner) {
 		t.Fatalf("signed sequence: %v, signer %x", err, res.SequenceSigner)
 	}
-	pinned, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithOwnerKeys(ownerPub), client.WithCallerKey(e.owner))
+	pinned, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithOwnerKeys(ownerPub), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +220,7 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tamper := func(edit func(*wire.Sequence)) {
+	tamper := func(edit func(*client.Sequence)) {
 		t.Helper()
 		s := *def
 		s.Steps = slices.Clone(def.Steps)
@@ -225,12 +230,12 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for what, edit := range map[string]func(*wire.Sequence){
-		"a step replaced": func(s *wire.Sequence) { s.Steps[0].Name = "echo" },
-		"steps swapped":   func(s *wire.Sequence) { s.Steps[0], s.Steps[1] = s.Steps[1], s.Steps[0] },
-		"a step dropped":  func(s *wire.Sequence) { s.Steps = s.Steps[:1] },
-		"version pinned":  func(s *wire.Sequence) { s.Steps[1].Version = 1 },
-		"another signer":  func(s *wire.Sequence) { s.Signer = bytes.Repeat([]byte{1}, 32) },
+	for what, edit := range map[string]func(*client.Sequence){
+		"a step replaced": func(s *client.Sequence) { s.Steps[0].Name = "echo" },
+		"steps swapped":   func(s *client.Sequence) { s.Steps[0], s.Steps[1] = s.Steps[1], s.Steps[0] },
+		"a step dropped":  func(s *client.Sequence) { s.Steps = s.Steps[:1] },
+		"version pinned":  func(s *client.Sequence) { s.Steps[1].Version = 1 },
+		"another signer":  func(s *client.Sequence) { s.Signer = bytes.Repeat([]byte{1}, 32) },
 	} {
 		tamper(edit)
 		if _, err := e.c.InvokeSequence(ctx, "pipe", []byte("abc")); !errors.Is(err, client.ErrVerification) {
@@ -238,7 +243,7 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 		}
 	}
 	// Stripped: an unpinned client runs it and says so; a pinned one refuses.
-	tamper(func(s *wire.Sequence) { s.Steps[0].Name = "echo"; s.Signer, s.Signature = nil, nil })
+	tamper(func(s *client.Sequence) { s.Steps[0].Name = "echo"; s.Signer, s.Signature = nil, nil })
 	if res, err := e.c.InvokeSequence(ctx, "pipe", []byte("abc")); err != nil || res.SequenceSigner != nil || string(res.Output) != "abc" {
 		t.Errorf("unsigned definition, no pins: %v %q, signer %x", err, res.Output, res.SequenceSigner)
 	}
@@ -248,14 +253,14 @@ func TestSequenceDefinitionSigned(t *testing.T) {
 	if _, err := pinned.InvokeSequenceAsync(ctx, "pipe", []byte("abc"), ""); !errors.Is(err, client.ErrVerification) {
 		t.Errorf("unsigned definition queued, owner pinned: got %v, want a verification error", err)
 	}
-	tamper(func(*wire.Sequence) {})
+	tamper(func(*client.Sequence) {})
 
 	// A step's function is later deployed by someone else: the owner's
 	// signature does not extend to it.
 	other := &env{t: t, n: e.n, c: e.c}
 	_, other.owner, _ = ed25519.GenerateKey(rand.Reader)
 	other.deploy("echo", fixture(t, "echo.wasm"), nil)
-	fresh, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithCallerKey(e.owner)) // no cached certificate of echo's latest
+	fresh, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithCallerKey(e.owner)) // no cached certificate of echo's latest
 	if err != nil {
 		t.Fatal(err)
 	}

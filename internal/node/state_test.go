@@ -188,7 +188,7 @@ func TestStateEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	c2, err := client.New(n.URL, n.Token, n.Policy, client.WithCallerKey(e.owner))
+	c2, err := client.New(n.URL, n.Token, clientPolicy(n.Policy), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}

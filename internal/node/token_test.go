@@ -22,7 +22,7 @@ func TestResultTokenRenewsAttestation(t *testing.T) {
 	ctx := context.Background()
 	var offset atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	c, err := client.New(e.n.URL, e.n.Token, e.n.Policy, client.WithResultToken(), client.WithClock(clock), client.WithCallerKey(e.owner))
+	c, err := client.New(e.n.URL, e.n.Token, clientPolicy(e.n.Policy), client.WithResultToken(), client.WithClock(clock), client.WithCallerKey(e.owner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestResultTokenRenewsAttestation(t *testing.T) {
 	if n := strings.Count(string(e.http.bytes()), "/v1/attestation\n"); n != before {
 		t.Fatalf("the renewal fetched the raw evidence again (%d → %d)", before, n)
 	}
-	if cl.TEE != tee.KindSim || cl.ManifestHash != a.ManifestHash || cl.Subject != hex.EncodeToString(a.IdentityKey) || len(cl.Workers) != 1 {
+	if cl.TEE != string(tee.KindSim) || cl.ManifestHash != a.ManifestHash || cl.Subject != hex.EncodeToString(a.IdentityKey) || len(cl.Workers) != 1 {
 		t.Fatalf("claims: %+v", cl)
 	}
 	// A relying party that trusts the identity key verifies the token alone.
