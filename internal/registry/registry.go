@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,23 +79,81 @@ func (l latest) liveBytes() int64 {
 // Registry reads and writes function records.
 type Registry struct {
 	kv jetstream.KeyValue
+	// decoded keeps the latest entries decoded, by key, with the revision
+	// they were decoded from. A read still fetches the entry (so it sees
+	// every change) but decodes it only when its revision is new: the
+	// records carry certificates, manifests and policies, and decoding
+	// them was a measurable part of every invocation (bench/README.md).
+	decoded decodeCache
 }
 
 // New wraps a registry bucket.
 func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
 
+// decodeCache holds decoded "latest" entries by key and revision.
+type decodeCache struct {
+	mu sync.Mutex
+	m  map[string]decodedLatest
+}
+
+type decodedLatest struct {
+	rev uint64
+	l   latest
+}
+
+// maxDecoded bounds the cache; when full it starts again empty (a read
+// after that costs one decode).
+const maxDecoded = 4096
+
+func (c *decodeCache) get(key string, rev uint64) (latest, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[key]
+	if !ok || d.rev != rev {
+		return latest{}, false
+	}
+	return d.l.clone(), true
+}
+
+func (c *decodeCache) put(key string, rev uint64, l latest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxDecoded {
+		c.m = make(map[string]decodedLatest)
+	}
+	c.m[key] = decodedLatest{rev: rev, l: l.clone()}
+}
+
+// clone copies l and its record, so that a caller that sets a record's
+// fields (Get sets Function and Policy) never changes the cached one.
+func (l latest) clone() latest {
+	if l.Record != nil {
+		rec := *l.Record
+		l.Record = &rec
+	}
+	return l
+}
+
 func (r *Registry) latest(ctx context.Context, ns, name string) (latest, uint64, error) {
-	e, err := r.kv.Get(ctx, bus.LatestKey(ns, name))
+	key := bus.LatestKey(ns, name)
+	e, err := r.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return latest{}, 0, nil
 	}
 	if err != nil {
 		return latest{}, 0, fmt.Errorf("reading latest: %w", err)
 	}
+	if l, ok := r.decoded.get(key, e.Revision()); ok {
+		return l, e.Revision(), nil
+	}
 	var l latest
 	if err := json.Unmarshal(e.Value(), &l); err != nil {
 		return latest{}, 0, fmt.Errorf("decoding latest: %w", err)
 	}
+	if l.Record != nil {
+		withFunction(l.Record)
+	}
+	r.decoded.put(key, e.Revision(), l)
 	return l, e.Revision(), nil
 }
 
@@ -130,7 +189,6 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 		if l.Record == nil {
 			return nil, fmt.Errorf("%w: %s/%s latest record missing", ErrNotFound, ns, name)
 		}
-		withFunction(l.Record)
 		l.Record.Policy, l.Record.PolicyVersion = l.Policy, l.PolicyVersion
 		return l.Record, nil
 	}

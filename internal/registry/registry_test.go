@@ -443,3 +443,39 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("live versions after redeploy: %d, want 1", n)
 	}
 }
+
+// TestDecodedCacheSeesEveryChange: a registry decodes each latest entry
+// once per revision, and still sees every change another process makes,
+// and a caller that changes a returned record changes nothing cached.
+func TestDecodedCacheSeesEveryChange(t *testing.T) {
+	ctx := t.Context()
+	st := newStores(t)
+	reader, writer := registry.New(st.Registry), registry.New(st.Registry)
+	v1 := put(t, writer, "acme", "hello", 1)
+	got, err := reader.Get(ctx, "acme", "hello", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecord(t, got, v1)
+	got.Object, got.Function.Name = "changed", "changed"
+
+	again, err := reader.Get(ctx, "acme", "hello", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecord(t, again, v1)
+
+	v2 := put(t, writer, "acme", "hello", 2)
+	got, err = reader.Get(ctx, "acme", "hello", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecord(t, got, v2)
+
+	if err := writer.Delete(ctx, "acme", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Get(ctx, "acme", "hello", 0); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Get after another registry deleted it: %v, want ErrNotFound", err)
+	}
+}

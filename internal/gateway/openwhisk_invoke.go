@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/async"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// OpenWhisk invocations: blocking or not, of functions and of
+// gateway-run sequences.
+
+// owParams merges the action's default parameters under the request's.
+func owParams(body []byte, defaults []OWKeyValue) ([]byte, error) {
+	params := map[string]json.RawMessage{}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &params); err != nil || params == nil {
+			return nil, apierr.New(apierr.BadRequest, "The request content was malformed: parameters must be a JSON object")
+		}
+	}
+	for _, kv := range defaults {
+		if _, ok := params[kv.Key]; !ok {
+			params[kv.Key] = kv.Value
+		}
+	}
+	return json.Marshal(params)
+}
+
+func confidentialRefusal(name string) error {
+	return apierr.New(apierr.ConfidentialRequired,
+		"action %q requires confidential invocations (confidential: required), and an OpenWhisk client sends plaintext that the gateway can read (gateway-trusted). "+
+			"Invoke it with the confidential client instead: `cloister invoke %s --data '{...}'`, or the Go SDK (github.com/cloister-faas/cloister/client), "+
+			"which seal the request to the attested worker", name, name)
+}
+
+func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	name, err := functionName(r)
+	if err != nil {
+		return err
+	}
+	blocking, err := owQueryBool(r, "blocking", false)
+	if err != nil {
+		return err
+	}
+	resultOnly, err := owQueryBool(r, "result", false)
+	if err != nil {
+		return err
+	}
+	st, err := g.asyncStore()
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	if err != nil {
+		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+	}
+	ctx := r.Context()
+	meta, err := g.owMeta(ctx, actionMetaKey(p.Namespace, name))
+	if err != nil {
+		return err
+	}
+	params, err := owParams(body, meta.Parameters)
+	if err != nil {
+		return err
+	}
+	var id string
+	if seq, err := g.sequence(ctx, p.Namespace, name); err == nil {
+		if id, err = g.owStartSequence(ctx, st, seq, params); err != nil {
+			return err
+		}
+	} else {
+		rec, err := g.lookup(ctx, p.Namespace, name, 0)
+		if err != nil {
+			return err
+		}
+		if rec.Function.Confidential != bundle.ConfidentialOptional {
+			return confidentialRefusal(name)
+		}
+		acc, err := st.Submit(ctx, async.Submission{Kind: "function", IdempotencyKey: r.Header.Get(HeaderIdempotencyKey),
+			Request: wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: params}})
+		if err != nil {
+			return err
+		}
+		id = acc.ActivationID
+	}
+	if !blocking {
+		writeJSON(w, http.StatusAccepted, map[string]string{"activationId": id})
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, owBlockingWait)
+	defer cancel()
+	a, err := st.Wait(wctx, p.Namespace, id)
+	if err != nil {
+		return err
+	}
+	if !wire.FinalStatus(a.Status) {
+		writeJSON(w, http.StatusAccepted, map[string]string{"activationId": id})
+		return nil
+	}
+	oa := owActivation(a)
+	status := http.StatusOK
+	switch a.Status {
+	case wire.StatusApplicationError, wire.StatusDeveloperError:
+		status = http.StatusBadGateway
+	case wire.StatusPlatformError:
+		status = http.StatusInternalServerError
+	}
+	if resultOnly {
+		writeJSON(w, status, oa.Response.Result)
+		return nil
+	}
+	writeJSON(w, status, oa)
+	return nil
+}
+
+// owStartSequence records a sequence activation and runs its steps, one
+// queued plaintext activation each, in the background. The gateway sees
+// every intermediate result: this is the gateway-trusted counterpart of a
+// sealed sequence, whose intermediate results stay in the worker.
+func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wire.Sequence, params []byte) (string, error) {
+	now := time.Now()
+	a := &wire.Activation{ActivationID: async.NewID(now), Namespace: seq.Namespace, Name: seq.Name, Kind: "sequence",
+		Mode: wire.ModePlain, Trust: wire.TrustGatewayTrusted, Status: wire.StatusRunning, Submitted: async.Millis(now),
+		Start: async.Millis(now), Logs: []string{}}
+	recs := make([]*registry.Record, len(seq.Steps))
+	defaults := make([][]OWKeyValue, len(seq.Steps))
+	timeout := 30 * time.Second
+	for i, s := range seq.Steps {
+		rec, err := g.lookup(ctx, seq.Namespace, s.Name, s.Version)
+		if err != nil {
+			return "", err
+		}
+		if rec.Function.Confidential != bundle.ConfidentialOptional {
+			return "", confidentialRefusal(s.Name)
+		}
+		var m bundle.Manifest
+		_ = json.Unmarshal(rec.Manifest, &m) // validated at deploy; a zero limit leaves the margin
+		timeout += time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 5*time.Second
+		recs[i] = rec
+		meta, err := g.owMeta(ctx, actionMetaKey(seq.Namespace, s.Name))
+		if err != nil {
+			return "", err
+		}
+		defaults[i] = meta.Parameters
+	}
+	if err := st.Record(ctx, a); err != nil {
+		return "", err
+	}
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	go func() {
+		defer cancel()
+		resp, steps := g.owRunSteps(bg, st, seq, recs, defaults, params)
+		_, err := st.Update(context.WithoutCancel(bg), seq.Namespace, a.ActivationID, func(x *wire.Activation) error {
+			end := time.Now()
+			x.Logs = steps
+			x.Response = resp
+			x.Status = resp.Status
+			x.End, x.Duration = async.Millis(end), async.Millis(end)-x.Start
+			return nil
+		})
+		if err != nil {
+			g.log.Error("finishing a sequence activation", "activation", a.ActivationID, "err", err)
+		}
+	}()
+	return a.ActivationID, nil
+}
+
+// owRunSteps runs the steps and returns the sequence's response and its
+// logs (the steps' activation ids, as OpenWhisk lists them). Each step's
+// default parameters go under its input, as in OpenWhisk.
+func (g *Gateway) owRunSteps(ctx context.Context, st *async.Store, seq *wire.Sequence, recs []*registry.Record, defaults [][]OWKeyValue, input []byte) (wire.ActivationResponse, []string) {
+	logs := []string{}
+	for i, rec := range recs {
+		in, err := owParams(input, defaults[i])
+		if err != nil {
+			return failed(i+1, apierr.New(apierr.BadRequest, "the input of step %d (%s) is not a JSON object", i+1, rec.Function.Name)), logs
+		}
+		acc, err := st.Submit(ctx, async.Submission{Kind: "function",
+			Request: wire.InvokeRequest{Namespace: seq.Namespace, Name: rec.Function.Name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: in}})
+		if err != nil {
+			return failed(i+1, apierr.From(err)), logs
+		}
+		logs = append(logs, acc.ActivationID)
+		a, err := st.Wait(ctx, seq.Namespace, acc.ActivationID)
+		if err == nil && !wire.FinalStatus(a.Status) {
+			err = apierr.New(apierr.Timeout, "step %d (%s) did not finish in time", i+1, rec.Function.Name)
+		}
+		if err != nil {
+			return failed(i+1, apierr.From(err)), logs
+		}
+		if a.Status != wire.StatusSuccess {
+			r := a.Response
+			r.Step = i + 1
+			if r.Error != nil {
+				r.StepCode = r.Error.Code
+			}
+			return r, logs
+		}
+		input = a.Response.Result
+	}
+	return wire.ActivationResponse{Status: wire.StatusSuccess, Success: true, Result: input}, logs
+}
+
+func failed(step int, e *apierr.Error) wire.ActivationResponse {
+	return wire.ActivationResponse{Status: wire.StatusPlatformError, Error: e, Step: step, StepCode: e.Code}
+}
