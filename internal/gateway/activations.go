@@ -53,15 +53,8 @@ func (g *Gateway) asyncRoutes() {
 	}))
 }
 
-func (g *Gateway) asyncStore() (*async.Store, error) {
-	if g.cfg.Async == nil {
-		return nil, apierr.New(apierr.Unavailable, "async invocations are not enabled on this gateway")
-	}
-	return async.NewStore(g.cfg.Async, nil), nil
-}
-
 func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.asyncStore()
+	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}
@@ -87,7 +80,7 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request, p *Pri
 // listDeadLetters answers GET /v1/dead-letters[?limit=N][&since=RFC3339]:
 // the namespace's dead letters, newest first, without their jobs.
 func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.asyncStore()
+	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}
@@ -112,7 +105,7 @@ func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Pri
 }
 
 func (g *Gateway) activation(r *http.Request, p *Principal) (*wire.Activation, error) {
-	st, err := g.asyncStore()
+	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return nil, err
 	}

@@ -223,7 +223,7 @@ func listRecords(ctx context.Context, kv jetstream.KeyValue) (map[string]*Princi
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, apierr.New(apierr.Unavailable, "auth store unavailable")
+				return nil, apierr.New(apierr.Unavailable, "auth store unavailable: the listing stopped")
 			}
 			if e == nil { // every current record was delivered
 				return out, nil
@@ -314,7 +314,7 @@ func (a *authCache) lookup(ctx context.Context, token string) (*Principal, error
 			return nil, apierr.New(apierr.Unauthorized, "unknown API key")
 		}
 		if err != nil {
-			return nil, apierr.New(apierr.Unavailable, "auth store unavailable")
+			return nil, storeError("auth store", err)
 		}
 		p, err := decodeRecord(k, e.Value())
 		if err != nil {

@@ -53,7 +53,7 @@ func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, name, v)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
@@ -70,6 +71,7 @@ type Gateway struct {
 	cfg  Config
 	log  *slog.Logger
 	reg  *registry.Registry
+	svc  *service
 	auth *authCache
 	mux  *http.ServeMux
 	// certs opens the workers' certificates that scheduling checks per request.
@@ -119,6 +121,11 @@ func New(cfg Config) *Gateway {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"route"}),
 	}
+	var queue activationQueue
+	if cfg.Async != nil {
+		queue = async.NewStore(cfg.Async, nil)
+	}
+	g.svc = newService(g.reg, busInvoker{g}, queue)
 	g.quotas = cfg.Quotas.withDefaults()
 	g.rates = newRates(g.quotas)
 	g.uploads = newUploads()

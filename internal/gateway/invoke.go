@@ -7,11 +7,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/async"
-	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -27,28 +26,26 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	body, err := readInvokeBody(w, r)
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+		return err
 	}
 	if isAsync, err := queryAsync(r); err != nil {
 		return err
 	} else if isAsync {
 		return g.invokeAsync(w, r, p, name, v, body)
 	}
-	// A Content-Type that does not parse is not the sealed one.
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.SealedContentType {
+	if isSealed(r) {
 		return g.sealed(w, r, p, name, v, body, wire.ModeHPKE, wire.ModeSession)
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, name, v)
 	if err != nil {
 		return err
 	}
-	if rec.Function.Confidential != bundle.ConfidentialOptional {
-		return apierr.New(apierr.ConfidentialRequired,
-			"function %q requires confidential requests; use `cloister invoke` or the client SDK, which seal the request to the attested worker", name)
+	if err := requirePlain(rec, plainHintInvoke); err != nil {
+		return err
 	}
-	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: body})
+	rep, err := g.svc.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: body})
 	if err != nil {
 		return err
 	}
@@ -66,6 +63,18 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request, p *Principal) e
 	return nil
 }
 
+// readInvokeBody reads an invocation's body, up to MaxInvokeBytes.
+func readInvokeBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	if err != nil {
+		return nil, apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+	}
+	return body, nil
+}
+
+// maxSessionOpenBytes bounds a session-opening request.
+const maxSessionOpenBytes = 64 << 10
+
 func (g *Gateway) openSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	name, err := functionName(r)
 	if err != nil {
@@ -75,28 +84,32 @@ func (g *Gateway) openSession(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSessionOpenBytes))
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "session request over 64 KiB")
+		return apierr.New(apierr.PayloadTooLarge, "session request over %d KiB", maxSessionOpenBytes>>10)
 	}
 	return g.sealed(w, r, p, name, v, body, wire.ModeSessionOpen)
+}
+
+// parseSealed reads the routing fields of a sealed request: its mode, which
+// must be one of modes, and its version, reconciled with the query's (v).
+// The ciphertext stays as it is.
+func parseSealed(body []byte, v int, modes ...string) (wire.SealedRequest, int, error) {
+	var sr wire.SealedRequest
+	if err := json.Unmarshal(body, &sr); err != nil {
+		return sr, 0, apierr.New(apierr.BadRequest, "malformed sealed request: %v", err)
+	}
+	if !slices.Contains(modes, sr.Mode) {
+		return sr, 0, apierr.New(apierr.BadRequest, "mode %q is not accepted here (want one of %v)", sr.Mode, modes)
+	}
+	v, err := sealedVersion(v, sr.Version)
+	return sr, v, err
 }
 
 // sealed forwards a sealed request. The gateway reads only its routing
 // fields; the ciphertext goes to the worker untouched.
 func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, name string, v int, body []byte, modes ...string) error {
-	var sr wire.SealedRequest
-	if err := json.Unmarshal(body, &sr); err != nil {
-		return apierr.New(apierr.BadRequest, "malformed sealed request: %v", err)
-	}
-	ok := false
-	for _, m := range modes {
-		ok = ok || sr.Mode == m
-	}
-	if !ok {
-		return apierr.New(apierr.BadRequest, "mode %q is not accepted here (want one of %v)", sr.Mode, modes)
-	}
-	v, err := sealedVersion(v, sr.Version)
+	sr, v, err := parseSealed(body, v, modes...)
 	if err != nil {
 		return err
 	}
@@ -107,11 +120,11 @@ func (g *Gateway) sealed(w http.ResponseWriter, r *http.Request, p *Principal, n
 			return apierr.New(apierr.BadRequest, "logs must be true or false")
 		}
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, name, v)
 	if err != nil {
 		return err
 	}
-	rep, err := g.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: sr.Mode, Sealed: sr, Logs: logs})
+	rep, err := g.svc.route(r.Context(), rec, &wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: sr.Mode, Sealed: sr, Logs: logs})
 	if err != nil {
 		return err
 	}
@@ -144,44 +157,38 @@ func queryAsync(r *http.Request) (bool, error) {
 	return false, nil
 }
 
+// isSealed reports whether the request's Content-Type is the sealed one
+// (one that does not parse is not).
 func isSealed(r *http.Request) bool {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")) // one that does not parse is not sealed
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")) // see above
 	return mt == wire.SealedContentType
 }
 
 // invokeAsync queues an invocation and answers 202 with its activation id.
 // A sealed body is queued as it is: the gateway reads only its routing fields.
 func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request, p *Principal, name string, v int, body []byte) error {
-	st, err := g.asyncStore()
-	if err != nil {
+	if _, err := g.svc.asyncQueue(); err != nil {
 		return err
 	}
-	req := wire.InvokeRequest{Namespace: p.Namespace, Name: name}
+	req := wire.InvokeRequest{Namespace: p.Namespace, Name: name, Mode: wire.ModePlain, Plain: body}
 	if isSealed(r) {
-		var sr wire.SealedRequest
-		if err := json.Unmarshal(body, &sr); err != nil {
-			return apierr.New(apierr.BadRequest, "malformed sealed request: %v", err)
-		}
-		if sr.Mode != wire.ModeHPKE {
-			return apierr.New(apierr.BadRequest, "mode %q cannot be queued; async invocations are sealed with mode hpke", sr.Mode)
-		}
-		if v, err = sealedVersion(v, sr.Version); err != nil {
+		sr, sv, err := parseSealed(body, v, wire.ModeHPKE)
+		if err != nil {
 			return err
 		}
-		req.Mode, req.Sealed = wire.ModeHPKE, sr
-	} else {
-		req.Mode, req.Plain = wire.ModePlain, body
+		req.Mode, req.Sealed, req.Plain, v = wire.ModeHPKE, sr, nil, sv
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, name, v)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, name, v)
 	if err != nil {
 		return err
 	}
-	if req.Mode == wire.ModePlain && rec.Function.Confidential != bundle.ConfidentialOptional {
-		return apierr.New(apierr.ConfidentialRequired,
-			"function %q requires confidential requests; use `cloister invoke --async` or the client SDK, which seal the request to the attested worker", name)
+	if req.Mode == wire.ModePlain {
+		if err := requirePlain(rec, plainHintAsync); err != nil {
+			return err
+		}
 	}
 	req.Version = rec.Function.Version
-	acc, err := st.Submit(r.Context(), async.Submission{Request: req, Kind: "function", IdempotencyKey: r.Header.Get(HeaderIdempotencyKey)})
+	acc, err := g.svc.submit(r.Context(), "function", req, r.Header.Get(HeaderIdempotencyKey))
 	if err != nil {
 		return err
 	}

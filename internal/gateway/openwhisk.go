@@ -192,7 +192,7 @@ func (g *Gateway) owMeta(ctx context.Context, key string) (*owMeta, error) {
 		return &owMeta{}, nil
 	}
 	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "OpenWhisk store unavailable")
+		return nil, storeError("OpenWhisk store", err)
 	}
 	var m owMeta
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
@@ -208,7 +208,7 @@ func (g *Gateway) owPutMeta(ctx context.Context, key string, m *owMeta) error {
 	}
 	b, _ := json.Marshal(m) // its raw values were decoded from JSON: Marshal cannot fail
 	if _, err := kv.Put(ctx, key, b); err != nil {
-		return apierr.New(apierr.Unavailable, "OpenWhisk store unavailable")
+		return storeError("OpenWhisk store", err)
 	}
 	return nil
 }

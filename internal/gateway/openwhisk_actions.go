@@ -201,7 +201,7 @@ func (g *Gateway) owPutSequence(ctx context.Context, p *Principal, name string, 
 		if g.owSequenceExists(ctx, p.Namespace, n) {
 			return apierr.New(apierr.BadRequest, "component %d (%s) is a sequence; sequences of sequences are not supported", i+1, n)
 		}
-		if _, err := g.lookup(ctx, p.Namespace, n, 0); err != nil {
+		if _, err := g.svc.lookup(ctx, p.Namespace, n, 0); err != nil {
 			return err
 		}
 		steps[i] = wire.StepRef{Name: n}
@@ -214,7 +214,7 @@ func (g *Gateway) owPutSequence(ctx context.Context, p *Principal, name string, 
 	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC()}
 	b, _ := json.Marshal(seq) // plain data: Marshal cannot fail
 	if _, err := g.cfg.Async.Sequences.Put(ctx, sequenceKey(p.Namespace, name), b); err != nil {
-		return apierr.New(apierr.Unavailable, "sequence store unavailable")
+		return storeError("sequence store", err)
 	}
 	return nil
 }
@@ -242,7 +242,7 @@ func (g *Gateway) owAction(ctx context.Context, ns, name string, code bool) (*OW
 		}
 		return a, nil
 	}
-	rec, err := g.lookup(ctx, ns, name, 0)
+	rec, err := g.svc.lookup(ctx, ns, name, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +377,7 @@ func (g *Gateway) owDeleteAction(w http.ResponseWriter, r *http.Request, p *Prin
 	}
 	if a.Exec.Kind == KindSequence {
 		if err := g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
-			return apierr.New(apierr.Unavailable, "sequence store unavailable")
+			return storeError("sequence store", err)
 		}
 	} else if err := g.deleteVersions(ctx, p.Namespace, name); err != nil {
 		return err

@@ -92,7 +92,7 @@ func owActivation(a *wire.Activation) *OWActivation {
 }
 
 func (g *Gateway) owListActivations(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	st, err := g.asyncStore()
+	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}

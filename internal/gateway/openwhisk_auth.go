@@ -85,11 +85,14 @@ func (d *deployKeys) key(ctx context.Context, kv jetstream.KeyValue, ns string) 
 	}
 	if _, err := kv.Create(ctx, deployKeyName(ns), seed); err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, apierr.New(apierr.Unavailable, "OpenWhisk store unavailable")
+			return nil, storeError("OpenWhisk store", err)
 		}
 		e, err := kv.Get(ctx, deployKeyName(ns))
-		if err != nil || len(e.Value()) != ed25519.SeedSize {
-			return nil, apierr.New(apierr.Unavailable, "OpenWhisk store unavailable")
+		if err != nil {
+			return nil, storeError("OpenWhisk store", err)
+		}
+		if len(e.Value()) != ed25519.SeedSize {
+			return nil, apierr.New(apierr.Internal, "the deploy key of namespace %q in the OpenWhisk store is corrupt", ns)
 		}
 		seed = e.Value()
 	}

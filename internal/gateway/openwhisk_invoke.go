@@ -3,14 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/async"
-	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -34,13 +32,6 @@ func owParams(body []byte, defaults []OWKeyValue) ([]byte, error) {
 	return json.Marshal(params)
 }
 
-func confidentialRefusal(name string) error {
-	return apierr.New(apierr.ConfidentialRequired,
-		"action %q requires confidential invocations (confidential: required), and an OpenWhisk client sends plaintext that the gateway can read (gateway-trusted). "+
-			"Invoke it with the confidential client instead: `cloister invoke %s --data '{...}'`, or the Go SDK (github.com/cloister-faas/cloister/client), "+
-			"which seal the request to the attested worker", name, name)
-}
-
 func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	name, err := functionName(r)
 	if err != nil {
@@ -54,13 +45,13 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 	if err != nil {
 		return err
 	}
-	st, err := g.asyncStore()
+	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	body, err := readInvokeBody(w, r)
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+		return err
 	}
 	ctx := r.Context()
 	meta, err := g.owMeta(ctx, actionMetaKey(p.Namespace, name))
@@ -77,15 +68,16 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 			return err
 		}
 	} else {
-		rec, err := g.lookup(ctx, p.Namespace, name, 0)
+		rec, err := g.svc.lookup(ctx, p.Namespace, name, 0)
 		if err != nil {
 			return err
 		}
-		if rec.Function.Confidential != bundle.ConfidentialOptional {
-			return confidentialRefusal(name)
+		if err := requirePlain(rec, plainHintOpenWhisk); err != nil {
+			return err
 		}
-		acc, err := st.Submit(ctx, async.Submission{Kind: "function", IdempotencyKey: r.Header.Get(HeaderIdempotencyKey),
-			Request: wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: params}})
+		acc, err := g.svc.submit(ctx, "function",
+			wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: params},
+			r.Header.Get(HeaderIdempotencyKey))
 		if err != nil {
 			return err
 		}
@@ -125,25 +117,21 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 // queued plaintext activation each, in the background. The gateway sees
 // every intermediate result: this is the gateway-trusted counterpart of a
 // sealed sequence, whose intermediate results stay in the worker.
-func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wire.Sequence, params []byte) (string, error) {
+func (g *Gateway) owStartSequence(ctx context.Context, st activationQueue, seq *wire.Sequence, params []byte) (string, error) {
 	now := time.Now()
 	a := &wire.Activation{ActivationID: async.NewID(now), Namespace: seq.Namespace, Name: seq.Name, Kind: "sequence",
 		Mode: wire.ModePlain, Trust: wire.TrustGatewayTrusted, Status: wire.StatusRunning, Submitted: async.Millis(now),
 		Start: async.Millis(now), Logs: []string{}}
 	recs := make([]*registry.Record, len(seq.Steps))
 	defaults := make([][]OWKeyValue, len(seq.Steps))
-	timeout := 30 * time.Second
 	for i, s := range seq.Steps {
-		rec, err := g.lookup(ctx, seq.Namespace, s.Name, s.Version)
+		rec, err := g.svc.lookup(ctx, seq.Namespace, s.Name, s.Version)
 		if err != nil {
 			return "", err
 		}
-		if rec.Function.Confidential != bundle.ConfidentialOptional {
-			return "", confidentialRefusal(s.Name)
+		if err := requirePlain(rec, plainHintOpenWhisk); err != nil {
+			return "", err
 		}
-		var m bundle.Manifest
-		_ = json.Unmarshal(rec.Manifest, &m) // validated at deploy; a zero limit leaves the margin
-		timeout += time.Duration(m.Limits.TimeoutMS)*time.Millisecond + 5*time.Second
 		recs[i] = rec
 		meta, err := g.owMeta(ctx, actionMetaKey(seq.Namespace, s.Name))
 		if err != nil {
@@ -154,7 +142,7 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 	if err := st.Record(ctx, a); err != nil {
 		return "", err
 	}
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.svc.callBudget(recs...))
 	go func() {
 		defer cancel()
 		resp, steps := g.owRunSteps(bg, st, seq, recs, defaults, params)
@@ -176,15 +164,15 @@ func (g *Gateway) owStartSequence(ctx context.Context, st *async.Store, seq *wir
 // owRunSteps runs the steps and returns the sequence's response and its
 // logs (the steps' activation ids, as OpenWhisk lists them). Each step's
 // default parameters go under its input, as in OpenWhisk.
-func (g *Gateway) owRunSteps(ctx context.Context, st *async.Store, seq *wire.Sequence, recs []*registry.Record, defaults [][]OWKeyValue, input []byte) (wire.ActivationResponse, []string) {
+func (g *Gateway) owRunSteps(ctx context.Context, st activationQueue, seq *wire.Sequence, recs []*registry.Record, defaults [][]OWKeyValue, input []byte) (wire.ActivationResponse, []string) {
 	logs := []string{}
 	for i, rec := range recs {
 		in, err := owParams(input, defaults[i])
 		if err != nil {
 			return failed(i+1, apierr.New(apierr.BadRequest, "the input of step %d (%s) is not a JSON object", i+1, rec.Function.Name)), logs
 		}
-		acc, err := st.Submit(ctx, async.Submission{Kind: "function",
-			Request: wire.InvokeRequest{Namespace: seq.Namespace, Name: rec.Function.Name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: in}})
+		acc, err := g.svc.submit(ctx, "function",
+			wire.InvokeRequest{Namespace: seq.Namespace, Name: rec.Function.Name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: in}, "")
 		if err != nil {
 			return failed(i+1, apierr.From(err)), logs
 		}

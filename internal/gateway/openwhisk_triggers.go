@@ -11,7 +11,6 @@ import (
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/async"
-	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -214,7 +213,7 @@ func (g *Gateway) owFireTrigger(w http.ResponseWriter, r *http.Request, p *Princ
 	if err != nil {
 		return err
 	}
-	q, err := g.asyncStore()
+	q, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}
@@ -299,12 +298,12 @@ func (g *Gateway) owPutRule(w http.ResponseWriter, r *http.Request, p *Principal
 	if g.owSequenceExists(ctx, p.Namespace, act) {
 		return apierr.New(apierr.BadRequest, "action %q is a sequence; rules can fire functions only", act)
 	}
-	rec, err := g.lookup(ctx, p.Namespace, act, 0)
+	rec, err := g.svc.lookup(ctx, p.Namespace, act, 0)
 	if err != nil {
 		return err
 	}
-	if rec.Function.Confidential != bundle.ConfidentialOptional {
-		return confidentialRefusal(act)
+	if err := requirePlain(rec, plainHintTrigger); err != nil {
+		return err
 	}
 	ru := &wire.Rule{Namespace: p.Namespace, Name: name, Trigger: trig, Function: act, Active: body.Status != "inactive", Created: time.Now().UTC()}
 	if err := st.PutRule(ctx, ru); err != nil {

@@ -24,7 +24,7 @@ func (g *Gateway) getPolicy(w http.ResponseWriter, r *http.Request, p *Principal
 	if err != nil {
 		return err
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, name, 0)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, name, 0)
 	if err != nil {
 		return err
 	}

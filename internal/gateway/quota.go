@@ -112,14 +112,14 @@ func (g *Gateway) checkDeployQuota(ctx context.Context, ns, name string, size in
 	q := g.quotas
 	live, err := g.reg.LiveVersions(ctx, ns, name)
 	if err != nil {
-		return apierr.New(apierr.Unavailable, "registry unavailable")
+		return storeError("registry", err)
 	}
 	if live >= q.Versions {
 		return apierr.New(apierr.QuotaExceeded, "function %q has %d live versions, its quota; delete the function to start again from one", name, live)
 	}
 	u, err := g.reg.Usage(ctx, ns)
 	if err != nil {
-		return apierr.New(apierr.Unavailable, "registry unavailable")
+		return storeError("registry", err)
 	}
 	if live == 0 && u.Functions >= q.Functions {
 		return apierr.New(apierr.QuotaExceeded, "the namespace has %d functions, its quota; delete one first", u.Functions)

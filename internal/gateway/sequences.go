@@ -5,16 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
-	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
-	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -32,7 +30,7 @@ func (g *Gateway) sequence(ctx context.Context, ns, name string) (*wire.Sequence
 		return nil, apierr.New(apierr.NotFound, "sequence %q not found in namespace %q", name, ns)
 	}
 	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "sequence store unavailable")
+		return nil, storeError("sequence store", err)
 	}
 	var s wire.Sequence
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
@@ -84,7 +82,7 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 		}
 	}
 	for i, s := range steps {
-		rec, err := g.lookup(r.Context(), p.Namespace, s.Name, s.Version)
+		rec, err := g.svc.lookup(r.Context(), p.Namespace, s.Name, s.Version)
 		if err != nil {
 			return err
 		}
@@ -97,7 +95,7 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC(), Signer: def.Signer, Signature: def.Signature}
 	b, _ := json.Marshal(seq) // plain data: Marshal cannot fail
 	if _, err := g.cfg.Async.Sequences.Put(r.Context(), sequenceKey(p.Namespace, name), b); err != nil {
-		return apierr.New(apierr.Unavailable, "sequence store unavailable")
+		return storeError("sequence store", err)
 	}
 	writeJSON(w, http.StatusOK, seq)
 	return nil
@@ -125,7 +123,7 @@ func (g *Gateway) deleteSequence(w http.ResponseWriter, r *http.Request, p *Prin
 		return err
 	}
 	if err := g.cfg.Async.Sequences.Delete(r.Context(), sequenceKey(p.Namespace, name)); err != nil {
-		return apierr.New(apierr.Unavailable, "sequence store unavailable")
+		return storeError("sequence store", err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 	return nil
@@ -137,7 +135,7 @@ func (g *Gateway) listSequences(w http.ResponseWriter, r *http.Request, p *Princ
 	}
 	l, err := g.cfg.Async.Sequences.ListKeysFiltered(r.Context(), "s."+p.Namespace+".*")
 	if err != nil {
-		return apierr.New(apierr.Unavailable, "sequence store unavailable")
+		return storeError("sequence store", err)
 	}
 	out := []*wire.Sequence{}
 	for k := range l.Keys() {
@@ -163,19 +161,17 @@ func (g *Gateway) invokeSequence(w http.ResponseWriter, r *http.Request, p *Prin
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInvokeBytes))
+	body, err := readInvokeBody(w, r)
 	if err != nil {
-		return apierr.New(apierr.PayloadTooLarge, "request body over %d bytes", MaxInvokeBytes)
+		return err
 	}
 	if !isSealed(r) {
 		return apierr.New(apierr.ConfidentialRequired, "sequences take sealed requests only (Content-Type %s); use `cloister invoke` or the client SDK", wire.SealedContentType)
 	}
-	var sr wire.SealedRequest
-	if err := json.Unmarshal(body, &sr); err != nil {
-		return apierr.New(apierr.BadRequest, "malformed sealed request: %v", err)
-	}
-	if sr.Mode != wire.ModeSequence {
-		return apierr.New(apierr.BadRequest, "mode %q is not accepted here (want %q)", sr.Mode, wire.ModeSequence)
+	// A sequence's steps carry their versions; the request's own is unused.
+	sr, _, err := parseSealed(body, 0, wire.ModeSequence)
+	if err != nil {
+		return err
 	}
 	seq, err := g.sequence(r.Context(), p.Namespace, name)
 	if err != nil {
@@ -184,7 +180,7 @@ func (g *Gateway) invokeSequence(w http.ResponseWriter, r *http.Request, p *Prin
 	if len(sr.Steps) != len(seq.Steps) {
 		return apierr.New(apierr.BadRequest, "the request has %d steps; sequence %q has %d", len(sr.Steps), name, len(seq.Steps))
 	}
-	timeout := 30 * time.Second
+	recs := make([]*registry.Record, len(seq.Steps))
 	for i, s := range seq.Steps {
 		got := sr.Steps[i]
 		if got.Version < 0 || got.Version > MaxVersion {
@@ -193,31 +189,21 @@ func (g *Gateway) invokeSequence(w http.ResponseWriter, r *http.Request, p *Prin
 		if got.Name != s.Name || (s.Version != 0 && got.Version != s.Version) {
 			return apierr.New(apierr.BadRequest, "step %d of the request is %s v%d; the sequence names %s v%s", i+1, got.Name, got.Version, s.Name, versionString(s.Version))
 		}
-		rec, err := g.lookup(r.Context(), p.Namespace, got.Name, got.Version)
-		if err != nil {
+		if recs[i], err = g.svc.lookup(r.Context(), p.Namespace, got.Name, got.Version); err != nil {
 			return err
 		}
-		var m bundle.Manifest
-		_ = json.Unmarshal(rec.Manifest, &m) // validated at deploy; a zero limit adds nothing
-		timeout += time.Duration(m.Limits.TimeoutMS) * time.Millisecond
 	}
 	req := wire.InvokeRequest{Namespace: p.Namespace, Name: name, Mode: wire.ModeSequence, Sealed: sr}
 	if isAsync {
-		st, err := g.asyncStore()
-		if err != nil {
-			return err
-		}
-		acc, err := st.Submit(r.Context(), async.Submission{Request: req, Kind: "sequence", IdempotencyKey: r.Header.Get(HeaderIdempotencyKey)})
+		acc, err := g.svc.submit(r.Context(), "sequence", req, r.Header.Get(HeaderIdempotencyKey))
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusAccepted, acc)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	var rep wire.InvokeReply
-	if err := bus.Call(ctx, g.cfg.Conn, bus.SubjectInvoke, &req, &rep); err != nil {
+	rep, err := g.svc.routeSequence(r.Context(), recs, &req)
+	if err != nil {
 		return err
 	}
 	if rep.Error != nil {

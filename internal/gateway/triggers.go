@@ -109,7 +109,7 @@ func (g *Gateway) fireTrigger(w http.ResponseWriter, r *http.Request, p *Princip
 	if len(body) == 0 {
 		body = trigger.CronPayload(t, time.Now())
 	}
-	q, _ := g.asyncStore() // fails only without g.cfg.Async, which triggerStore checked
+	q, _ := g.svc.asyncQueue() // fails only without g.cfg.Async, which triggerStore checked
 	f, err := trigger.Fire(r.Context(), st, q, t, body, r.Header.Get(HeaderIdempotencyKey))
 	if err != nil {
 		return err
@@ -131,12 +131,12 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request, p *Principal) 
 	if !bundle.ValidName(ru.Function) || ru.Version < 0 || ru.Version > MaxVersion {
 		return apierr.New(apierr.InvalidTrigger, "a rule needs a valid function name and a version from 0 (the latest) to %d", MaxVersion)
 	}
-	rec, err := g.lookup(r.Context(), p.Namespace, ru.Function, ru.Version)
+	rec, err := g.svc.lookup(r.Context(), p.Namespace, ru.Function, ru.Version)
 	if err != nil {
 		return err
 	}
-	if rec.Function.Confidential != bundle.ConfidentialOptional {
-		return apierr.New(apierr.ConfidentialRequired, "function %q requires sealed requests; trigger events are plaintext, so a rule can only fire functions deployed with confidential: optional", ru.Function)
+	if err := requirePlain(rec, plainHintTrigger); err != nil {
+		return err
 	}
 	if err := st.PutRule(r.Context(), &ru); err != nil {
 		return err

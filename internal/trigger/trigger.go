@@ -367,10 +367,15 @@ func (s *Store) RulesFor(ctx context.Context, ns, trigger string, active bool) (
 	return out, nil
 }
 
+// Submitter queues invocations: *async.Store.
+type Submitter interface {
+	Submit(ctx context.Context, sub async.Submission) (wire.Accepted, error)
+}
+
 // Fire invokes every active rule of t asynchronously with payload. key, if
 // set, makes the fire idempotent: firing again with the same key (another
 // trigger runner, a redelivered event) creates no new activations.
-func Fire(ctx context.Context, s *Store, q *async.Store, t *wire.Trigger, payload []byte, key string) (wire.Fired, error) {
+func Fire(ctx context.Context, s *Store, q Submitter, t *wire.Trigger, payload []byte, key string) (wire.Fired, error) {
 	out := wire.Fired{Trigger: t.Name, Activations: []string{}}
 	if err := Validate(t); err != nil {
 		return out, apierr.New(apierr.InvalidTrigger, "trigger %q is disabled (%v); create it again to enable it", t.Name, err)

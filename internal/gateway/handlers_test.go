@@ -1,0 +1,598 @@
+package gateway
+
+// Unit tests of the invocation handlers of both APIs, over a fake
+// registry, bus and queue (the service layer's interfaces): every error
+// path answers with its stable code, and nothing reaches a worker or the
+// queue that should not.
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/async"
+	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/certs"
+	"github.com/cloister-faas/cloister/internal/receipt"
+	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/wire"
+)
+
+// fakeFunctions is a registry in memory; err, when set, is every read's.
+type fakeFunctions struct {
+	recs map[string]*registry.Record // "ns/name/version"; version 0 is the latest
+	err  error
+}
+
+func (f *fakeFunctions) Get(_ context.Context, ns, name string, version int) (*registry.Record, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	rec, ok := f.recs[fmt.Sprintf("%s/%s/%d", ns, name, version)]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s/%s", registry.ErrNotFound, ns, name)
+	}
+	return rec, nil
+}
+
+func (f *fakeFunctions) add(ns, name string, version int, confidential string, timeoutMS int) *registry.Record {
+	m, _ := json.Marshal(bundle.Manifest{Name: name, Version: version, Limits: bundle.Limits{TimeoutMS: timeoutMS}})
+	rec := &registry.Record{Manifest: m, Function: certs.Function{Namespace: ns, Name: name, Version: version,
+		Confidential: confidential, BundleHash: fmt.Sprintf("bundle-%s-%d", name, version)}}
+	f.recs[fmt.Sprintf("%s/%s/%d", ns, name, version)] = rec
+	f.recs[fmt.Sprintf("%s/%s/0", ns, name)] = rec
+	return rec
+}
+
+// fakeInvoker is the bus: it records what reached it and answers with
+// reply or err.
+type fakeInvoker struct {
+	mu       sync.Mutex
+	reqs     []*wire.InvokeRequest
+	deadline time.Duration // of the last call's context
+	reply    *wire.InvokeReply
+	err      error
+}
+
+func (f *fakeInvoker) call(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs = append(f.reqs, req)
+	if d, ok := ctx.Deadline(); ok {
+		f.deadline = time.Until(d)
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	rep := *f.reply
+	return &rep, nil
+}
+
+func (f *fakeInvoker) invoke(ctx context.Context, _ *registry.Record, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	return f.call(ctx, req)
+}
+
+func (f *fakeInvoker) invokeAny(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	return f.call(ctx, req)
+}
+
+func (f *fakeInvoker) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.reqs)
+}
+
+// fakeQueue keeps activations in memory and finishes each submitted one
+// at once with result (nil: it stays queued).
+type fakeQueue struct {
+	mu     sync.Mutex
+	subs   []async.Submission
+	acts   map[string]*wire.Activation
+	result *wire.ActivationResponse
+	err    error
+}
+
+func (q *fakeQueue) Submit(_ context.Context, sub async.Submission) (wire.Accepted, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return wire.Accepted{}, q.err
+	}
+	q.subs = append(q.subs, sub)
+	id := fmt.Sprintf("%032d", len(q.subs))
+	a := &wire.Activation{ActivationID: id, Namespace: sub.Request.Namespace, Name: sub.Request.Name, Version: sub.Request.Version,
+		Mode: sub.Request.Mode, Status: wire.StatusQueued}
+	if q.result != nil {
+		a.Status, a.Response = q.result.Status, *q.result
+	}
+	q.acts[id] = a
+	return wire.Accepted{ActivationID: id}, nil
+}
+
+func (q *fakeQueue) get(ns, id string) (*wire.Activation, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	a, ok := q.acts[id]
+	if !ok || a.Namespace != ns {
+		return nil, apierr.New(apierr.NotFound, "activation %s not found", id)
+	}
+	cp := *a
+	return &cp, nil
+}
+
+func (q *fakeQueue) Wait(_ context.Context, ns, id string) (*wire.Activation, error) {
+	return q.get(ns, id)
+}
+
+func (q *fakeQueue) Get(_ context.Context, ns, id string) (*wire.Activation, uint64, error) {
+	a, err := q.get(ns, id)
+	return a, 1, err
+}
+
+func (q *fakeQueue) Update(_ context.Context, ns, id string, fn func(*wire.Activation) error) (*wire.Activation, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	a, ok := q.acts[id]
+	if !ok || a.Namespace != ns {
+		return nil, apierr.New(apierr.NotFound, "activation %s not found", id)
+	}
+	return a, fn(a)
+}
+
+func (q *fakeQueue) Record(_ context.Context, a *wire.Activation) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.acts[a.ActivationID] = a
+	return nil
+}
+
+func (q *fakeQueue) List(context.Context, string, async.ListOptions) ([]*wire.Activation, error) {
+	return nil, errors.New("not used")
+}
+
+func (q *fakeQueue) DeadLetters(context.Context, string, time.Time, int) ([]wire.DeadLetter, error) {
+	return nil, errors.New("not used")
+}
+
+func (q *fakeQueue) submissions() []async.Submission {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]async.Submission(nil), q.subs...)
+}
+
+// fakeKV is a key-value bucket in memory with the few methods the
+// handlers under test use; the others panic (the embedded nil interface).
+type fakeKV struct {
+	jetstream.KeyValue
+	mu  sync.Mutex
+	m   map[string][]byte
+	err error
+}
+
+type kvEntry struct {
+	jetstream.KeyValueEntry
+	key string
+	val []byte
+}
+
+func (e kvEntry) Key() string      { return e.key }
+func (e kvEntry) Value() []byte    { return e.val }
+func (e kvEntry) Revision() uint64 { return 1 }
+
+func (kv *fakeKV) Get(_ context.Context, key string) (jetstream.KeyValueEntry, error) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.err != nil {
+		return nil, kv.err
+	}
+	v, ok := kv.m[key]
+	if !ok {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return kvEntry{key: key, val: v}, nil
+}
+
+func (kv *fakeKV) Put(_ context.Context, key string, v []byte) (uint64, error) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.err != nil {
+		return 0, kv.err
+	}
+	kv.m[key] = v
+	return 1, nil
+}
+
+// handlerFixture is a gateway whose service runs on fakes.
+type handlerFixture struct {
+	g         *Gateway
+	fns       *fakeFunctions
+	workers   *fakeInvoker
+	queue     *fakeQueue
+	sequences *fakeKV
+	p         *Principal
+}
+
+func newHandlerFixture(t *testing.T, withQueue bool) *handlerFixture {
+	t.Helper()
+	f := &handlerFixture{
+		fns:       &fakeFunctions{recs: map[string]*registry.Record{}},
+		workers:   &fakeInvoker{reply: &wire.InvokeReply{}},
+		queue:     &fakeQueue{acts: map[string]*wire.Activation{}},
+		sequences: &fakeKV{m: map[string][]byte{}},
+		p:         &Principal{Namespace: "acme", Scope: ScopeDeploy},
+	}
+	var q activationQueue
+	cfg := Config{}
+	if withQueue {
+		q = f.queue
+		cfg.Async = &bus.AsyncStores{Sequences: f.sequences, OpenWhisk: &fakeKV{m: map[string][]byte{}}}
+	}
+	f.g = &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), svc: newService(f.fns, f.workers, q)}
+	return f
+}
+
+// answer is a handler's response as a client sees it.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) code(t *testing.T) apierr.Code {
+	t.Helper()
+	var e struct {
+		Code apierr.Code `json:"code"`
+	}
+	if err := json.Unmarshal(a.body, &e); err != nil {
+		t.Fatalf("error body %q: %v", a.body, err)
+	}
+	return e.Code
+}
+
+// serve runs h as the gateway's routes do: an error becomes the API's
+// error body (openWhisk: OpenWhisk's).
+func (f *handlerFixture) serve(h handlerFunc, openWhisk bool, method, target, name, contentType string, body []byte) answer {
+	r := httptest.NewRequest(method, target, bytes.NewReader(body))
+	r.SetPathValue("name", name)
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	w := httptest.NewRecorder()
+	if err := h(w, r, f.p); err != nil {
+		if openWhisk {
+			owErr(w, err)
+		} else {
+			writeError(w, err)
+		}
+	}
+	return answer{status: w.Code, header: w.Header(), body: w.Body.Bytes()}
+}
+
+// handlerRefusal is a request that a handler must refuse with status and code.
+type handlerRefusal struct {
+	name, target, fn, ctype string
+	body                    []byte
+	status                  int
+	code                    apierr.Code
+}
+
+// refuses checks that h refuses each case as it should.
+func (f *handlerFixture) refuses(t *testing.T, h handlerFunc, cases []handlerRefusal) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := f.serve(h, false, http.MethodPost, c.target, c.fn, c.ctype, c.body)
+			if a.status != c.status || a.code(t) != c.code {
+				t.Fatalf("got %d %s (%s), want %d %s", a.status, a.code(t), a.body, c.status, c.code)
+			}
+		})
+	}
+}
+
+func sealedBody(t *testing.T, mode string, version int) []byte {
+	t.Helper()
+	b, err := json.Marshal(wire.SealedRequest{Mode: mode, Version: version, Ciphertext: []byte("opaque")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestInvokeErrors(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 1000)
+	f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 1000)
+	big := bytes.Repeat([]byte("x"), MaxInvokeBytes+1)
+	cases := []handlerRefusal{
+		{"invalid name", "/v1/functions/Bad!/invoke", "Bad!", "", nil, 400, apierr.BadRequest},
+		{"invalid version", "/v1/functions/open/invoke?version=-1", "open", "", nil, 400, apierr.BadRequest},
+		{"version past 31 bits", "/v1/functions/open/invoke?version=2147483648", "open", "", nil, 400, apierr.BadRequest},
+		{"oversized body", "/v1/functions/open/invoke", "open", "", big, 413, apierr.PayloadTooLarge},
+		{"bad async flag", "/v1/functions/open/invoke?async=maybe", "open", "", nil, 400, apierr.BadRequest},
+		{"unknown function", "/v1/functions/nope/invoke", "nope", "", nil, 404, apierr.NotFound},
+		{"unknown version", "/v1/functions/open/invoke?version=7", "open", "", nil, 404, apierr.NotFound},
+		{"plaintext to a confidential function", "/v1/functions/secret/invoke", "secret", "", []byte("{}"), 403, apierr.ConfidentialRequired},
+		{"queued plaintext to a confidential function", "/v1/functions/secret/invoke?async=true", "secret", "", []byte("{}"), 403, apierr.ConfidentialRequired},
+		{"malformed sealed request", "/v1/functions/secret/invoke", "secret", wire.SealedContentType, []byte("{not json"), 400, apierr.BadRequest},
+		{"sealed mode not accepted", "/v1/functions/secret/invoke", "secret", wire.SealedContentType, sealedBody(t, wire.ModeSequence, 0), 400, apierr.BadRequest},
+		{"sealed version disagrees with the query", "/v1/functions/secret/invoke?version=1", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 2), 400, apierr.BadRequest},
+		{"sealed version out of range", "/v1/functions/secret/invoke", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, -1), 400, apierr.BadRequest},
+		{"bad logs flag", "/v1/functions/secret/invoke?logs=lots", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 0), 400, apierr.BadRequest},
+		{"a session queued", "/v1/functions/secret/invoke?async=true", "secret", wire.SealedContentType, sealedBody(t, wire.ModeSession, 0), 400, apierr.BadRequest},
+	}
+	f.refuses(t, f.g.invoke, cases)
+	if n := f.workers.calls(); n != 0 {
+		t.Errorf("%d refused requests reached a worker", n)
+	}
+	if n := len(f.queue.submissions()); n != 0 {
+		t.Errorf("%d refused requests were queued", n)
+	}
+}
+
+func TestInvokeStoresUnavailable(t *testing.T) {
+	f := newHandlerFixture(t, false)
+	f.fns.err = errors.New("nats: timeout")
+	a := f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke", "open", "", []byte("{}"))
+	if a.status != 503 || a.code(t) != apierr.Unavailable {
+		t.Fatalf("registry down: got %d %s, want 503 unavailable", a.status, a.code(t))
+	}
+	f.fns.err = nil
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	a = f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke?async=true", "open", "", []byte("{}"))
+	if a.status != 503 || a.code(t) != apierr.Unavailable {
+		t.Fatalf("async without a queue: got %d %s, want 503 unavailable", a.status, a.code(t))
+	}
+}
+
+func TestInvokePlaintext(t *testing.T) {
+	f := newHandlerFixture(t, false)
+	f.fns.add("acme", "open", 3, bundle.ConfidentialOptional, 2000)
+	rc := &receipt.Signed{Receipt: []byte(`{"x":1}`), Signature: []byte{1}}
+	f.workers.reply = &wire.InvokeReply{Version: 3, Output: []byte("hello"), Receipt: rc}
+	a := f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke", "open", "", []byte(`{"a":1}`))
+	if a.status != 200 || string(a.body) != "hello" || a.header.Get(HeaderVersion) != "3" {
+		t.Fatalf("got %d %q version %q", a.status, a.body, a.header.Get(HeaderVersion))
+	}
+	if h, err := base64.StdEncoding.DecodeString(a.header.Get(HeaderReceipt)); err != nil || !bytes.Contains(h, []byte(`"sig"`)) {
+		t.Errorf("receipt header %q: %v", a.header.Get(HeaderReceipt), err)
+	}
+	req := f.workers.reqs[0]
+	if req.Mode != wire.ModePlain || string(req.Plain) != `{"a":1}` || req.Version != 3 || req.Namespace != "acme" {
+		t.Errorf("the worker got %+v", req)
+	}
+	// The call is bounded by the function's own limit plus the margins.
+	if want := replyMargin + stepMargin + 2*time.Second; f.workers.deadline > want || f.workers.deadline < want-time.Second {
+		t.Errorf("call budget %v, want about %v", f.workers.deadline, want)
+	}
+
+	// A function that failed: the code's status, with the receipt.
+	f.workers.reply = &wire.InvokeReply{Version: 3, Error: &apierr.Error{Code: apierr.FuelExhausted, Message: "out of fuel"}, Receipt: rc}
+	a = f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke", "open", "", nil)
+	var eb wire.ErrorBody
+	if err := json.Unmarshal(a.body, &eb); err != nil || a.status != apierr.FuelExhausted.Status() || eb.Code != apierr.FuelExhausted || eb.Receipt == nil {
+		t.Errorf("failed call: got %d %s (%v)", a.status, a.body, err)
+	}
+
+	// The bus refuses: the code passes through.
+	f.workers.err = apierr.New(apierr.NoWorker, "no worker")
+	a = f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke", "open", "", nil)
+	if a.status != apierr.NoWorker.Status() || a.code(t) != apierr.NoWorker {
+		t.Errorf("no worker: got %d %s", a.status, a.body)
+	}
+}
+
+func TestInvokeSealedForwardsCiphertext(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "secret", 2, bundle.ConfidentialRequired, 0)
+	f.workers.reply = &wire.InvokeReply{Version: 2, Ciphertext: []byte("sealed-answer")}
+	a := f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/secret/invoke?version=2&logs=true", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 2))
+	var sr wire.SealedResponse
+	if err := json.Unmarshal(a.body, &sr); err != nil || a.status != 200 || string(sr.Ciphertext) != "sealed-answer" || sr.Version != 2 {
+		t.Fatalf("got %d %s (%v)", a.status, a.body, err)
+	}
+	req := f.workers.reqs[0]
+	if req.Mode != wire.ModeHPKE || string(req.Sealed.Ciphertext) != "opaque" || !req.Logs || req.Plain != nil {
+		t.Errorf("the worker got %+v", req)
+	}
+
+	// Queued: the sealed body as it is, at the resolved version.
+	a = f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/secret/invoke?async=true", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 0))
+	subs := f.queue.submissions()
+	if a.status != 202 || len(subs) != 1 || subs[0].Request.Version != 2 || string(subs[0].Request.Sealed.Ciphertext) != "opaque" || subs[0].Kind != "function" {
+		t.Fatalf("queued: got %d %s, submissions %+v", a.status, a.body, subs)
+	}
+}
+
+func TestOpenSessionModes(t *testing.T) {
+	f := newHandlerFixture(t, false)
+	f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 0)
+	a := f.serve(f.g.openSession, false, http.MethodPost, "/v1/functions/secret/sessions", "secret", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 0))
+	if a.status != 400 || a.code(t) != apierr.BadRequest {
+		t.Errorf("hpke to the sessions route: got %d %s", a.status, a.body)
+	}
+	big := bytes.Repeat([]byte("x"), maxSessionOpenBytes+1)
+	a = f.serve(f.g.openSession, false, http.MethodPost, "/v1/functions/secret/sessions", "secret", wire.SealedContentType, big)
+	if a.status != 413 || a.code(t) != apierr.PayloadTooLarge {
+		t.Errorf("oversized session request: got %d %s", a.status, a.body)
+	}
+	f.workers.reply = &wire.InvokeReply{Version: 1, Ticket: []byte("ticket")}
+	a = f.serve(f.g.openSession, false, http.MethodPost, "/v1/functions/secret/sessions", "secret", wire.SealedContentType, sealedBody(t, wire.ModeSessionOpen, 0))
+	if a.status != 200 || !bytes.Contains(a.body, []byte(base64.StdEncoding.EncodeToString([]byte("ticket")))) {
+		t.Errorf("session open: got %d %s", a.status, a.body)
+	}
+}
+
+func putSequence(t *testing.T, f *handlerFixture, name string, steps ...string) {
+	t.Helper()
+	seq := wire.Sequence{Namespace: "acme", Name: name}
+	for _, s := range steps {
+		seq.Steps = append(seq.Steps, wire.StepRef{Name: s})
+	}
+	b, _ := json.Marshal(seq)
+	f.sequences.m[sequenceKey("acme", name)] = b
+}
+
+func TestInvokeSequence(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "a", 1, bundle.ConfidentialRequired, 1000)
+	f.fns.add("acme", "b", 1, bundle.ConfidentialRequired, 3000)
+	putSequence(t, f, "pipe", "a", "b")
+	seqBody := func(steps ...string) []byte {
+		sr := wire.SealedRequest{Mode: wire.ModeSequence, Ciphertext: []byte("opaque")}
+		for _, s := range steps {
+			sr.Steps = append(sr.Steps, wire.StepRef{Name: s, Version: 1})
+		}
+		b, _ := json.Marshal(sr)
+		return b
+	}
+	cases := []handlerRefusal{
+		{"plaintext", "/v1/sequences/pipe/invoke", "pipe", "", []byte("{}"), 403, apierr.ConfidentialRequired},
+		{"wrong mode", "/v1/sequences/pipe/invoke", "pipe", wire.SealedContentType, sealedBody(t, wire.ModeHPKE, 0), 400, apierr.BadRequest},
+		{"unknown sequence", "/v1/sequences/nope/invoke", "nope", wire.SealedContentType, seqBody("a", "b"), 404, apierr.NotFound},
+		{"other steps", "/v1/sequences/pipe/invoke", "pipe", wire.SealedContentType, seqBody("b", "a"), 400, apierr.BadRequest},
+		{"fewer steps", "/v1/sequences/pipe/invoke", "pipe", wire.SealedContentType, seqBody("a"), 400, apierr.BadRequest},
+	}
+	f.refuses(t, f.g.invokeSequence, cases)
+	if n := f.workers.calls(); n != 0 {
+		t.Fatalf("%d refused sequences reached a worker", n)
+	}
+	f.workers.reply = &wire.InvokeReply{Ciphertext: []byte("out")}
+	a := f.serve(f.g.invokeSequence, false, http.MethodPost, "/v1/sequences/pipe/invoke", "pipe", wire.SealedContentType, seqBody("a", "b"))
+	if a.status != 200 {
+		t.Fatalf("got %d %s", a.status, a.body)
+	}
+	// Both steps' limits, each with its margin, and the reply's.
+	if want := replyMargin + 2*stepMargin + 4*time.Second; f.workers.deadline > want || f.workers.deadline < want-time.Second {
+		t.Errorf("sequence budget %v, want about %v", f.workers.deadline, want)
+	}
+	f.sequences.err = errors.New("nats: connection closed")
+	a = f.serve(f.g.invokeSequence, false, http.MethodPost, "/v1/sequences/pipe/invoke", "pipe", wire.SealedContentType, seqBody("a", "b"))
+	if a.status != 503 || a.code(t) != apierr.Unavailable {
+		t.Errorf("sequence store down: got %d %s", a.status, a.body)
+	}
+}
+
+func TestOpenWhiskInvoke(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 0)
+
+	a := f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/secret", "secret", "application/json", []byte("{}"))
+	var ow struct {
+		Error string      `json:"error"`
+		Code  apierr.Code `json:"code"`
+	}
+	if err := json.Unmarshal(a.body, &ow); err != nil || a.status != 403 || ow.Code != apierr.ConfidentialRequired ||
+		!strings.Contains(ow.Error, "cloister invoke secret") || !strings.Contains(ow.Error, "Go SDK") {
+		t.Errorf("confidential action: got %d %s", a.status, a.body)
+	}
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open", "open", "application/json", []byte("[1,2]"))
+	if a.status != 400 {
+		t.Errorf("parameters that are not an object: got %d %s", a.status, a.body)
+	}
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=perhaps", "open", "application/json", nil)
+	if a.status != 400 {
+		t.Errorf("bad blocking flag: got %d %s", a.status, a.body)
+	}
+	if n := len(f.queue.submissions()); n != 0 {
+		t.Fatalf("%d refused invocations were queued", n)
+	}
+
+	// Not blocking: 202 and the id.
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open", "open", "application/json", []byte(`{"x":1}`))
+	if a.status != 202 || !bytes.Contains(a.body, []byte("activationId")) {
+		t.Errorf("non-blocking: got %d %s", a.status, a.body)
+	}
+	// Blocking, with the result only: the function's JSON object.
+	f.queue.result = &wire.ActivationResponse{Status: wire.StatusSuccess, Success: true, Result: json.RawMessage(`{"y":2}`)}
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true&result=true", "open", "application/json", []byte(`{"x":1}`))
+	if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"y":2}` {
+		t.Errorf("blocking result: got %d %s", a.status, a.body)
+	}
+	// An application error is a 502, as in OpenWhisk.
+	f.queue.result = &wire.ActivationResponse{Status: wire.StatusApplicationError, Error: &apierr.Error{Code: apierr.FunctionTrap, Message: "trap"}}
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true", "open", "application/json", nil)
+	if a.status != 502 {
+		t.Errorf("application error: got %d %s", a.status, a.body)
+	}
+	subs := f.queue.submissions()
+	if got := subs[0].Request; got.Mode != wire.ModePlain || string(got.Plain) != `{"x":1}` || got.Version != 1 {
+		t.Errorf("queued %+v", got)
+	}
+
+	// The queue refuses: its code passes through, in OpenWhisk's shape.
+	f.queue.err = apierr.New(apierr.QuotaExceeded, "too many queued")
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open", "open", "application/json", nil)
+	if err := json.Unmarshal(a.body, &ow); err != nil || a.status != apierr.QuotaExceeded.Status() || ow.Code != apierr.QuotaExceeded {
+		t.Errorf("queue full: got %d %s", a.status, a.body)
+	}
+
+	// Without async, OpenWhisk invocations are unavailable.
+	g := newHandlerFixture(t, false)
+	a = g.serve(g.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open", "open", "application/json", nil)
+	if a.status != 503 {
+		t.Errorf("no async: got %d %s", a.status, a.body)
+	}
+}
+
+func TestRequirePlain(t *testing.T) {
+	f := newHandlerFixture(t, false)
+	open := f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	secret := f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 0)
+	empty := f.fns.add("acme", "empty", 1, "", 0)
+	if err := requirePlain(open, plainHintInvoke); err != nil {
+		t.Errorf("optional: %v", err)
+	}
+	for _, rec := range []*registry.Record{secret, empty} {
+		err := requirePlain(rec, plainHintOpenWhisk)
+		if apierr.CodeOf(err) != apierr.ConfidentialRequired || !strings.Contains(err.Error(), "cloister invoke "+rec.Function.Name) {
+			t.Errorf("%s: %v", rec.Function.Name, err)
+		}
+	}
+}
+
+func TestTimeLimitDecodedOncePerBundle(t *testing.T) {
+	f := newHandlerFixture(t, false)
+	rec := f.fns.add("acme", "slow", 1, bundle.ConfidentialOptional, 4000)
+	s := f.g.svc
+	if got := s.timeLimit(rec); got != 4*time.Second {
+		t.Fatalf("limit %v, want 4s", got)
+	}
+	// The same bundle hash is the same manifest: not decoded again.
+	rec.Manifest = json.RawMessage(`{"limits":{"timeout_ms":1}}`)
+	if got := s.timeLimit(rec); got != 4*time.Second {
+		t.Errorf("limit %v after the cache, want 4s", got)
+	}
+	// A manifest without a limit gets the default.
+	def := f.fns.add("acme", "default", 1, bundle.ConfidentialOptional, 0)
+	var m bundle.Manifest
+	m.ApplyDefaults()
+	if got := s.timeLimit(def); got != time.Duration(m.Limits.TimeoutMS)*time.Millisecond || got == 0 {
+		t.Errorf("default limit %v", got)
+	}
+	if got := s.callBudget(rec, def); got != replyMargin+2*stepMargin+4*time.Second+time.Duration(m.Limits.TimeoutMS)*time.Millisecond {
+		t.Errorf("budget %v", got)
+	}
+}
+
+// The fakes are what the service layer takes.
+var (
+	_ functionReader  = (*registry.Registry)(nil)
+	_ activationQueue = (*async.Store)(nil)
+	_ io.Writer       = (*statusWriter)(nil)
+)
