@@ -265,10 +265,11 @@ func (a answer) code(t *testing.T) apierr.Code {
 }
 
 // serve runs h as the gateway's routes do: an error becomes the API's
-// error body (openWhisk: OpenWhisk's).
+// error body (openWhisk: OpenWhisk's). name is the route's {name} or {id}.
 func (f *handlerFixture) serve(h handlerFunc, openWhisk bool, method, target, name, contentType string, body []byte) answer {
 	r := httptest.NewRequest(method, target, bytes.NewReader(body))
 	r.SetPathValue("name", name)
+	r.SetPathValue("id", name)
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
@@ -587,6 +588,73 @@ func TestTimeLimitDecodedOncePerBundle(t *testing.T) {
 	}
 	if got := s.callBudget(rec, def); got != replyMargin+2*stepMargin+4*time.Second+time.Duration(m.Limits.TimeoutMS)*time.Millisecond {
 		t.Errorf("budget %v", got)
+	}
+}
+
+func TestActivationHandlers(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	get := func(h handlerFunc, ow bool, id string) answer {
+		return f.serve(h, ow, http.MethodGet, "/v1/activations/"+id, id, "", nil)
+	}
+	// Queued and not finished.
+	pending := f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke?async=true", "open", "", []byte("{}"))
+	var acc wire.Accepted
+	if err := json.Unmarshal(pending.body, &acc); err != nil || pending.status != 202 {
+		t.Fatalf("queueing: %d %s", pending.status, pending.body)
+	}
+	if a := get(f.g.getActivation, false, acc.ActivationID); a.status != 200 || !bytes.Contains(a.body, []byte(wire.StatusQueued)) {
+		t.Errorf("a queued activation: %d %s", a.status, a.body)
+	}
+	if a := get(f.g.activationResult, false, acc.ActivationID); a.status != apierr.ActivationPending.Status() || a.code(t) != apierr.ActivationPending {
+		t.Errorf("the result of a queued activation: %d %s", a.status, a.body)
+	}
+	// OpenWhisk lists an activation once it has finished.
+	if a := get(f.g.owGetActivation, true, acc.ActivationID); a.status != 404 {
+		t.Errorf("OpenWhisk, a queued activation: %d %s", a.status, a.body)
+	}
+
+	f.queue.result = &wire.ActivationResponse{Status: wire.StatusSuccess, Success: true, Result: json.RawMessage(`{"ok":true}`)}
+	done := f.serve(f.g.invoke, false, http.MethodPost, "/v1/functions/open/invoke?async=true", "open", "", []byte("{}"))
+	if err := json.Unmarshal(done.body, &acc); err != nil {
+		t.Fatal(err)
+	}
+	if a := get(f.g.activationResult, false, acc.ActivationID); a.status != 200 || !bytes.Contains(a.body, []byte(`"success":true`)) {
+		t.Errorf("a result: %d %s", a.status, a.body)
+	}
+	if a := get(f.g.activationLogs, false, acc.ActivationID); a.status != 200 || !bytes.Contains(a.body, []byte(acc.ActivationID)) {
+		t.Errorf("logs: %d %s", a.status, a.body)
+	}
+	var ow OWActivation
+	if a := get(f.g.owGetActivation, true, acc.ActivationID); a.status != 200 || json.Unmarshal(a.body, &ow) != nil || !ow.Response.Success || ow.Name != "open" {
+		t.Errorf("OpenWhisk, a finished activation: %d %s", a.status, a.body)
+	}
+	// Another namespace's activation is not found.
+	f.p = &Principal{Namespace: "other", Scope: ScopeInvoke}
+	if a := get(f.g.getActivation, false, acc.ActivationID); a.status != 404 {
+		t.Errorf("another namespace's activation: %d %s", a.status, a.body)
+	}
+
+	for _, target := range []string{"/v1/activations?limit=0", "/v1/activations?limit=x", "/v1/activations?name=Bad!"} {
+		if a := f.serve(f.g.listActivations, false, http.MethodGet, target, "", "", nil); a.status != 400 {
+			t.Errorf("%s: %d %s", target, a.status, a.body)
+		}
+	}
+	for _, target := range []string{"/v1/dead-letters?limit=-1", "/v1/dead-letters?since=yesterday"} {
+		if a := f.serve(f.g.listDeadLetters, false, http.MethodGet, target, "", "", nil); a.status != 400 {
+			t.Errorf("%s: %d %s", target, a.status, a.body)
+		}
+	}
+	if a := f.serve(f.g.owListActivations, true, http.MethodGet, "/api/v1/namespaces/_/activations?count=true", "", "", nil); a.status != 400 {
+		t.Errorf("OpenWhisk count of activations: %d %s", a.status, a.body)
+	}
+
+	// Without async, every activation route is unavailable.
+	g := newHandlerFixture(t, false)
+	for _, h := range []handlerFunc{g.g.getActivation, g.g.activationResult, g.g.activationLogs, g.g.listActivations, g.g.listDeadLetters, g.g.owGetActivation, g.g.owListActivations} {
+		if a := g.serve(h, false, http.MethodGet, "/v1/activations/"+acc.ActivationID, acc.ActivationID, "", nil); a.status != 503 {
+			t.Errorf("no async: %d %s", a.status, a.body)
+		}
 	}
 }
 
