@@ -29,7 +29,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "cloister")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	args := []string{"build", "-o", binary}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building cloister: %v\n%s", err, out)
 		os.Exit(1)
@@ -90,8 +94,18 @@ func startUp(t *testing.T, dir string, extra ...string) *server {
 			s.cmd.Process.Kill()
 			<-s.done
 		}
+		childRaces(t, "cloister up", s.log.String())
 	})
 	return s
+}
+
+// childRaces fails the test if a child built with -race (raceBuild)
+// reported a data race in its output.
+func childRaces(t *testing.T, name, log string) {
+	t.Helper()
+	if i := strings.Index(log, "WARNING: DATA RACE"); i >= 0 {
+		t.Errorf("%s reported a data race:\n%s", name, log[i:min(len(log), i+6000)])
+	}
 }
 
 // stop sends SIGTERM and expects a clean exit.

@@ -66,6 +66,7 @@ func startRole(t *testing.T, dir, name string, args ...string) *roleProc {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+		childRaces(t, name, p.log.String())
 	})
 	return p
 }
