@@ -46,6 +46,12 @@ type FunctionSpec struct {
 	IdleTimeout time.Duration
 	// Prewarm sandboxes are made at once.
 	Prewarm int
+	// InitInput, when not nil, is the request cloister_init reads with
+	// input_len and input_read (output_write still refuses, and the state
+	// is still denied). A language engine takes the function's source here
+	// and loads it once, so the snapshot, and its hash, include the loaded
+	// code. Nil: input_len returns 0 during init, as the ABI says.
+	InitInput []byte
 }
 
 // PoolStats are a function's pool counters.
@@ -298,7 +304,7 @@ func (f *Function) takeSnapshot(ctx context.Context) error {
 		return err
 	}
 	defer inst.Close(context.Background()) // as in sandbox.close
-	if err := m.runInit(ctx, inst); err != nil {
+	if err := m.runInit(ctx, inst, f.spec.InitInput); err != nil {
 		return err
 	}
 	var pages uint32
@@ -322,13 +328,20 @@ func (f *Function) takeSnapshot(ctx context.Context) error {
 	return nil
 }
 
-// runInit calls _initialize and cloister_init, those that are exported.
-func (m *Module) runInit(ctx context.Context, inst api.Module) error {
+// runInit calls _initialize and cloister_init, those that are exported;
+// cloister_init sees input (FunctionSpec.InitInput) as its request.
+func (m *Module) runInit(ctx context.Context, inst api.Module, input []byte) error {
 	ictx, cancel := context.WithTimeoutCause(isolate(ctx), max(m.limits.Timeout, 30*time.Second), errWallLimit)
 	defer cancel()
 	for _, name := range []string{ExportInitialize, ExportInit} {
 		if fn := inst.ExportedFunction(name); fn != nil {
-			if _, err := fn.Call(ictx); err != nil {
+			cctx := ictx
+			if name == ExportInit && input != nil {
+				// An output that is already over its limit refuses every
+				// write; no KV means the state is denied.
+				cctx = context.WithValue(ictx, callStateKey{}, &callState{input: input, output: &boundedBuffer{overflowed: true}})
+			}
+			if _, err := fn.Call(cctx); err != nil {
 				return fmt.Errorf("%w: %s: %s", errInitFailed, name, shorten(err.Error()))
 			}
 		}
@@ -350,7 +363,7 @@ func (f *Function) newSandbox(ctx context.Context) (*sandbox, error) {
 			return nil, err
 		}
 		s.inst, s.oneShot = inst, true
-		if err := m.runInit(ctx, inst); err != nil {
+		if err := m.runInit(ctx, inst, f.spec.InitInput); err != nil {
 			s.close()
 			return nil, err
 		}
