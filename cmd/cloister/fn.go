@@ -66,7 +66,7 @@ func fnDeploy(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return usageErr("usage: cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F]")
+		return usageErr("usage: cloister fn deploy NAME FILE.wasm|FILE.js|FILE.py [--manifest F] [--key F]")
 	}
 	name, file := pos[0], pos[1]
 	if !bundle.ValidName(name) {
@@ -99,12 +99,23 @@ func fnDeploy(ctx context.Context, args []string) error {
 		}
 	}
 	kind := "wasm"
-	if strings.HasSuffix(file, ".js") {
-		// A script: the JavaScript runtime, unless the manifest chose
-		// otherwise (the coordinator then refuses what does not fit).
+	// A script: its language's runtime, unless the manifest chose
+	// otherwise (the coordinator then refuses what does not fit).
+	switch {
+	case strings.HasSuffix(file, ".js"):
 		kind = "JavaScript"
 		if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
 			m.Runtime, m.ABI = bundle.RuntimeJS, bundle.ABIJS
+		}
+	case strings.HasSuffix(file, ".py"):
+		kind = "Python"
+		if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
+			m.Runtime, m.ABI = bundle.RuntimePython, bundle.ABIPython
+			if *manifestPath == "" {
+				// The interpreter takes about 15 MiB of the limit
+				// (docs/python.md): give a call room beside it.
+				m.Limits.MemoryPages = bundle.DefaultPythonMemoryPages
+			}
 		}
 	}
 	key, err := loadKey(*keyPath)

@@ -61,7 +61,7 @@ Usage:
                                                              create an API key and print it (admin key)
   cloister keys api list [--namespace NS] [--json] | revoke KEY-OR-ID
                                                              list the API keys (never the keys) or revoke one (admin key)
-  cloister fn deploy NAME FILE.wasm|FILE.js [--manifest F] [--key F] [--json]
+  cloister fn deploy NAME FILE.wasm|FILE.js|FILE.py [--manifest F] [--key F] [--json]
                                                              sign, upload and register a function
   cloister fn list [--json] | get NAME [--version V] [--json] | delete NAME
   cloister fn policy NAME [--invokers owner|any|HEXKEY,...] [--key F] [--json]

@@ -33,7 +33,8 @@ const (
 	SessionInvalid       Code = "session_invalid"
 	FunctionTrap         Code = "function_trap"
 	FunctionExit         Code = "function_exit"
-	JSError              Code = "js_error" // a JavaScript function threw (docs/js.md)
+	JSError              Code = "js_error"     // a JavaScript function threw (docs/js.md)
+	PythonError          Code = "python_error" // a Python function raised an exception that nothing caught (docs/python.md)
 	Timeout              Code = "timeout"
 	FuelExhausted        Code = "fuel_exhausted"
 	MemoryLimit          Code = "memory_limit"
@@ -116,6 +117,7 @@ var status = map[Code]int{
 	FunctionTrap:         http.StatusUnprocessableEntity,
 	FunctionExit:         http.StatusUnprocessableEntity,
 	JSError:              http.StatusUnprocessableEntity,
+	PythonError:          http.StatusUnprocessableEntity,
 	Timeout:              http.StatusGatewayTimeout,
 	FuelExhausted:        http.StatusUnprocessableEntity,
 	MemoryLimit:          http.StatusUnprocessableEntity,

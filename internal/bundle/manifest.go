@@ -19,13 +19,24 @@ const (
 	ABICommand = "wasi-command" // request on stdin, result on stdout, metadata in env; fresh instance per call
 	ABIReactor = "reactor"      // cloister_handle per call from a snapshot taken after init (docs/reactor-abi.md)
 	ABIJS      = "js"           // the module is a JavaScript script run by the shared engine (docs/js.md)
+	ABIPython  = "python"       // the module is a Python script, imported once by the shared engine (docs/python.md)
 )
 
 // Runtimes a function can use.
 const (
-	RuntimeWasm = "wasm" // the module is WebAssembly
-	RuntimeJS   = "js"   // the module is a JavaScript script (abi js)
+	RuntimeWasm   = "wasm"   // the module is WebAssembly
+	RuntimeJS     = "js"     // the module is a JavaScript script (abi js)
+	RuntimePython = "python" // the module is a Python script (abi python)
 )
+
+// DefaultPythonMemoryPages is the memory limit (64 KiB pages, 32 MiB) of
+// a Python function deployed without a manifest: the interpreter's own
+// state takes about 15 MiB of it (docs/python.md).
+const DefaultPythonMemoryPages = 512
+
+// Script reports whether the runtime's module is source code run by a
+// shared language engine (JavaScript, Python) rather than WebAssembly.
+func Script(runtime string) bool { return runtime == RuntimeJS || runtime == RuntimePython }
 
 // Confidentiality modes.
 const (
@@ -122,15 +133,23 @@ func DefaultManifest(name string) Manifest {
 // ApplyDefaults fills zero fields with defaults.
 func (m *Manifest) ApplyDefaults() {
 	if m.Runtime == "" {
-		m.Runtime = RuntimeWasm
-		if m.ABI == ABIJS {
+		switch m.ABI {
+		case ABIJS:
 			m.Runtime = RuntimeJS
+		case ABIPython:
+			m.Runtime = RuntimePython
+		default:
+			m.Runtime = RuntimeWasm
 		}
 	}
 	if m.ABI == "" {
-		m.ABI = ABICommand
-		if m.Runtime == RuntimeJS {
+		switch m.Runtime {
+		case RuntimeJS:
 			m.ABI = ABIJS
+		case RuntimePython:
+			m.ABI = ABIPython
+		default:
+			m.ABI = ABICommand
 		}
 	}
 	if m.Confidential == "" {
@@ -161,12 +180,14 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: name %q must match %s", ErrManifest, m.Name, nameRE)
 	case m.Version < 1:
 		return fmt.Errorf("%w: version %d must be >= 1", ErrManifest, m.Version)
-	case m.Runtime != RuntimeWasm && m.Runtime != RuntimeJS:
-		return fmt.Errorf("%w: runtime %q is not supported (want %s or %s)", ErrManifest, m.Runtime, RuntimeWasm, RuntimeJS)
+	case m.Runtime != RuntimeWasm && m.Runtime != RuntimeJS && m.Runtime != RuntimePython:
+		return fmt.Errorf("%w: runtime %q is not supported (want %s, %s or %s)", ErrManifest, m.Runtime, RuntimeWasm, RuntimeJS, RuntimePython)
 	case m.Runtime == RuntimeWasm && m.ABI != ABICommand && m.ABI != ABIReactor:
 		return fmt.Errorf("%w: abi %q is not supported for runtime wasm (want %s or %s)", ErrManifest, m.ABI, ABICommand, ABIReactor)
 	case m.Runtime == RuntimeJS && m.ABI != ABIJS:
 		return fmt.Errorf("%w: abi %q is not supported for runtime js (want %s)", ErrManifest, m.ABI, ABIJS)
+	case m.Runtime == RuntimePython && m.ABI != ABIPython:
+		return fmt.Errorf("%w: abi %q is not supported for runtime python (want %s)", ErrManifest, m.ABI, ABIPython)
 	case m.Namespace != "" && !ValidName(m.Namespace):
 		return fmt.Errorf("%w: namespace %q must match %s", ErrManifest, m.Namespace, nameRE)
 	case m.Deployer != "" && m.Deployer != DeployerGatewayTrusted:

@@ -45,8 +45,8 @@ const (
 // timeout). No worker answering is no_worker; a worker's refusal keeps its
 // stable code (invalid_module, memory_limit, timeout, …).
 func (c *Coordinator) inspectBundle(ctx context.Context, ns, object string, bd *bundle.Bundle, bundleHash string) (*wire.Inspection, error) {
-	if bd.Manifest.Runtime == bundle.RuntimeJS {
-		if err := checkScript(bd.Module); err != nil {
+	if bundle.Script(bd.Manifest.Runtime) {
+		if err := checkScript(bd.Manifest.Runtime, bd.Module); err != nil {
 			return nil, err
 		}
 	}
@@ -94,9 +94,9 @@ func (c *Coordinator) inspectBundle(ctx context.Context, ns, object string, bd *
 		return nil, err
 	}
 	switch {
-	case bd.Manifest.Runtime == bundle.RuntimeJS && ins.ABI != bundle.ABIReactor:
-		return nil, apierr.New(apierr.BundleIntegrity, "the worker inspected a JavaScript function as a %s; nothing was registered", ins.ABI)
-	case bd.Manifest.Runtime != bundle.RuntimeJS && (bd.Manifest.ABI == bundle.ABIReactor) != (ins.ABI == bundle.ABIReactor):
+	case bundle.Script(bd.Manifest.Runtime) && ins.ABI != bundle.ABIReactor:
+		return nil, apierr.New(apierr.BundleIntegrity, "the worker inspected a %s function as a %s; nothing was registered", bd.Manifest.Runtime, ins.ABI)
+	case !bundle.Script(bd.Manifest.Runtime) && (bd.Manifest.ABI == bundle.ABIReactor) != (ins.ABI == bundle.ABIReactor):
 		return nil, apierr.New(apierr.InvalidModule, "manifest says abi %q but the module is a %s", bd.Manifest.ABI, ins.ABI)
 	}
 	return ins, nil

@@ -25,11 +25,13 @@ import (
 
 // OpenWhisk action kinds served.
 const (
-	KindNodeDefault = "nodejs:default"
-	KindNode20      = "nodejs:20"
-	KindBlackbox    = "blackbox"
-	KindWasm        = "wasm"
-	KindSequence    = "sequence"
+	KindNodeDefault   = "nodejs:default"
+	KindNode20        = "nodejs:20"
+	KindPython3       = "python:3"
+	KindPythonDefault = "python:default"
+	KindBlackbox      = "blackbox"
+	KindWasm          = "wasm"
+	KindSequence      = "sequence"
 )
 
 // owBlockingWait is how long a blocking invocation waits before it answers

@@ -127,6 +127,15 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 			return 0, apierr.New(apierr.BadRequest, "exec.main %q: the entry point must be main", ex.Main)
 		}
 		m.Runtime, m.ABI, module = bundle.RuntimeJS, bundle.ABIJS, []byte(ex.Code)
+	case KindPython3, KindPythonDefault:
+		if ex.Binary {
+			return 0, apierr.New(apierr.BadRequest, "zipped Python actions are not supported; send the script as exec.code")
+		}
+		if ex.Main != "" && ex.Main != "main" {
+			return 0, apierr.New(apierr.BadRequest, "exec.main %q: the entry point must be main", ex.Main)
+		}
+		m.Runtime, m.ABI, module = bundle.RuntimePython, bundle.ABIPython, []byte(ex.Code)
+		m.Limits.MemoryPages = bundle.DefaultPythonMemoryPages
 	case KindBlackbox, KindWasm:
 		if ex.Code == "" {
 			return 0, apierr.New(apierr.BadRequest, "kind %s needs exec.code: a WebAssembly module, base64 (container images are not run)", ex.Kind)
@@ -140,7 +149,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 			m.ABI = abi
 		}
 	default:
-		return 0, apierr.New(apierr.BadRequest, "kind %q is not supported (use %s, %s, %s, %s or %s)", ex.Kind, KindNodeDefault, KindNode20, KindBlackbox, KindWasm, KindSequence)
+		return 0, apierr.New(apierr.BadRequest, "kind %q is not supported (use %s, %s, %s, %s, %s, %s or %s)", ex.Kind, KindNodeDefault, KindNode20, KindPython3, KindPythonDefault, KindBlackbox, KindWasm, KindSequence)
 	}
 	if c, ok := owAnno(annos, "confidential"); ok {
 		m.Confidential = c
@@ -149,7 +158,10 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 		if lim.Memory < 0 || lim.Memory > bundle.MaxMemoryPages/16 || lim.Timeout < 0 {
 			return 0, apierr.New(apierr.BadRequest, "limits: memory must be 0 to %d MB and timeout ≥ 0 ms", bundle.MaxMemoryPages/16)
 		}
-		m.Limits.MemoryPages, m.Limits.TimeoutMS = uint32(lim.Memory*16), lim.Timeout
+		if lim.Memory > 0 {
+			m.Limits.MemoryPages = uint32(lim.Memory * 16)
+		}
+		m.Limits.TimeoutMS = lim.Timeout
 		if lim.Concurrency > 0 {
 			m.Limits.Concurrency = lim.Concurrency
 		}
@@ -255,20 +267,27 @@ func (g *Gateway) owAction(ctx context.Context, ns, name string, code bool) (*OW
 	a.Version = owVersion(f.Version)
 	kind := meta.Kind
 	if kind == "" || kind == KindSequence {
-		kind = KindWasm
-		if m.Runtime == bundle.RuntimeJS {
+		switch m.Runtime {
+		case bundle.RuntimeJS:
 			kind = KindNodeDefault
+		case bundle.RuntimePython:
+			kind = KindPython3
+		default:
+			kind = KindWasm
 		}
 	}
-	a.Exec = OWExec{Kind: kind, Binary: m.Runtime != bundle.RuntimeJS}
+	a.Exec = OWExec{Kind: kind, Binary: !bundle.Script(m.Runtime)}
 	a.Limits = OWLimits{Timeout: m.Limits.TimeoutMS, Memory: int(m.Limits.MemoryPages / 16), Logs: 10, Concurrency: m.Limits.Concurrency}
 	deployer := "owner"
 	if m.Deployer != "" {
 		deployer = m.Deployer
 	}
-	execAnno := "nodejs"
-	if m.Runtime != bundle.RuntimeJS {
-		execAnno = "blackbox"
+	execAnno := "blackbox"
+	switch m.Runtime {
+	case bundle.RuntimeJS:
+		execAnno = "nodejs"
+	case bundle.RuntimePython:
+		execAnno = "python"
 	}
 	a.Annotations = withAnno(a.Annotations, "exec", execAnno)
 	a.Annotations = withAnno(a.Annotations, "confidential", m.Confidential)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -12,6 +13,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/fnspec"
 	"github.com/cloister-faas/cloister/internal/jsrt"
+	"github.com/cloister-faas/cloister/internal/pyrt"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -94,8 +96,17 @@ func (w *Worker) inspect(ctx context.Context, req *wire.InspectRequest) (sandbox
 	}
 	defer release()
 	spec := fnspec.Spec(req.Namespace, bd.Manifest)
-	if bd.Manifest.Runtime == bundle.RuntimeJS {
+	switch bd.Manifest.Runtime {
+	case bundle.RuntimeJS:
 		h, err := jsrt.Inspect(ctx, w.cfg.Engine, lim, spec, bd.Module)
+		if err != nil {
+			return "", "", inspectScriptError(ctx, err)
+		}
+		return sandbox.ABIReactor, h, nil
+	case bundle.RuntimePython:
+		// The snapshot is taken after the script's import, as every
+		// worker serving it takes it (load.go): the same hash.
+		h, err := pyrt.InspectLoaded(ctx, w.cfg.Engine, lim, spec, bd.Module)
 		if err != nil {
 			return "", "", inspectScriptError(ctx, err)
 		}
@@ -176,20 +187,28 @@ func inspectModuleError(ctx context.Context, err error) error {
 	}
 }
 
-// inspectScriptError is inspectModuleError for a JavaScript function,
-// whose module is its script: the script is compiled (not run) in the
-// shared engine.
+// inspectScriptError is inspectModuleError for a JavaScript or Python
+// function, whose module is its script: the script is compiled (not run)
+// in the shared JavaScript engine, or imported (its top level run) in the
+// Python engine.
 func inspectScriptError(ctx context.Context, err error) error {
 	var ex *jsrt.Exception
+	var pyEx *pyrt.Exception
 	switch {
 	case errors.As(err, &ex):
 		return apierr.New(apierr.InvalidModule, "the script does not compile: %v", ex)
-	case errors.Is(err, jsrt.ErrScript):
+	case errors.As(err, &pyEx):
+		msg := pyEx.Error()
+		if pyEx.Traceback != "" {
+			msg = strings.TrimRight(pyEx.Traceback, "\n")
+		}
+		return apierr.New(apierr.InvalidModule, "importing the script failed:\n%s", truncateText(msg, maxExceptionText))
+	case errors.Is(err, jsrt.ErrScript), errors.Is(err, pyrt.ErrScript):
 		return apierr.Wrap(apierr.InvalidModule, err)
 	case ctx.Err() != nil:
 		return inspectTimeout()
-	case errors.Is(err, sandbox.ErrMemoryLimit), errors.Is(err, jsrt.ErrOutOfMemory):
-		return apierr.New(apierr.MemoryLimit, "the JavaScript engine does not fit in the function's memory limit: %v", err)
+	case errors.Is(err, sandbox.ErrMemoryLimit), errors.Is(err, jsrt.ErrOutOfMemory), errors.Is(err, pyrt.ErrOutOfMemory):
+		return apierr.New(apierr.MemoryLimit, "the language engine does not fit in the function's memory limit: %v", err)
 	case errors.Is(err, sandbox.ErrClosed):
 		return apierr.New(apierr.Unavailable, "this worker is stopping")
 	default:

@@ -326,12 +326,12 @@ func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode str
 		ctx = sandbox.WithKV(ctx, stateKV{fn.state})
 	}
 	if fn.script != nil {
-		in, err := jsInput(fn.script, input)
+		in, err := scriptInput(fn, input)
 		if err != nil {
 			return sandbox.Result{}, err
 		}
 		res, runErr := fn.reactor.Call(ctx, in)
-		return res, jsOutcome(&res, runErr, mode == wire.ModePlain)
+		return res, scriptOutcome(fn.manifest.Runtime, &res, runErr, mode == wire.ModePlain)
 	}
 	if fn.reactor != nil {
 		return fn.reactor.Call(ctx, input)

@@ -34,7 +34,7 @@ type loaded struct {
 	manifest  bundle.Manifest
 	module    *sandbox.Module
 	reactor   *sandbox.Function // nil for commands
-	script    []byte            // a JavaScript function's script (its reactor runs the engine); nil otherwise
+	script    []byte            // a JavaScript or Python function's script (its reactor runs the engine); nil otherwise
 	snapshot  string            // hash of the state every invocation starts from
 	key       hpke.PrivateKey
 	ticketKey []byte
@@ -147,6 +147,10 @@ func (w *Worker) load(ctx context.Context, ns, name string, version int) (*loade
 	if mod.ABI() == sandbox.ABIReactor {
 		spec := fnspec.Spec(ns, bd.Manifest)
 		spec.MaxSandboxes, spec.IdleTimeout, spec.Prewarm = lim.Concurrency, w.cfg.PoolIdle, 1
+		if spec.InitInput, err = initInput(bd); err != nil {
+			l.close()
+			return nil, err
+		}
 		if l.reactor, err = mod.NewFunction(ctx, spec); err != nil {
 			l.close()
 			return nil, sandboxError(err)

@@ -116,6 +116,25 @@ async function main () {
     assert.equal(a.logs.length, 2, 'a sequence logs its two component activations')
   })
 
+  await step('create and invoke a python:3 action', async () => {
+    const src = 'import json, hashlib\n\ndef main(params):\n    name = params.get("name", "stranger")\n    return {"greeting": "Hello, " + name + "!", "sha": hashlib.sha256(name.encode()).hexdigest()[:8]}\n'
+    const a = await ow.actions.create({ name: 'hello-py', action: src, kind: 'python:3' })
+    assert.equal(a.exec.kind, 'python:3')
+    const r = await ow.actions.invoke({ name: 'hello-py', blocking: true, result: true, params: { name: 'Ada' } })
+    assert.deepEqual(r, { greeting: 'Hello, Ada!', sha: '99a563ab' })
+    const got = await ow.actions.get({ name: 'hello-py' })
+    assert.equal(got.exec.kind, 'python:3')
+    assert.equal(got.exec.code, src)
+  })
+
+  await step('a python:default action that raises is an error activation', async () => {
+    await ow.actions.create({ name: 'boom-py', action: 'def main(params):\n    raise ValueError("boom")\n', kind: 'python:default' })
+    await assert.rejects(ow.actions.invoke({ name: 'boom-py', blocking: true, result: true }), err => {
+      assert.equal(err.statusCode, 502)
+      return true
+    })
+  })
+
   await step('an application error is an error activation', async () => {
     await ow.actions.create({ name: 'boom', action: 'function main() { throw new Error("boom") }' })
     await assert.rejects(ow.actions.invoke({ name: 'boom', blocking: true, result: true }), err => {
