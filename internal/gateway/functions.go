@@ -30,7 +30,7 @@ func info(rec *registry.Record, latest int) wire.FunctionInfo {
 }
 
 func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	recs, err := g.reg.List(r.Context(), p.Namespace)
+	recs, err := g.svc.functions.List(r.Context(), p.Namespace)
 	if err != nil {
 		return storeError("registry", err)
 	}
@@ -57,7 +57,7 @@ func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	latest, err := g.reg.Latest(r.Context(), p.Namespace, name)
+	latest, err := g.svc.functions.Latest(r.Context(), p.Namespace, name)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		// The version asked for was found; answer without the latest.
 		g.log.Warn("reading the latest version", "namespace", p.Namespace, "function", name, "err", err)
@@ -73,7 +73,7 @@ func (g *Gateway) nextVersion(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	v, err := g.reg.NextVersion(r.Context(), p.Namespace, name)
+	v, err := g.svc.functions.NextVersion(r.Context(), p.Namespace, name)
 	if err != nil {
 		return storeError("registry", err)
 	}
@@ -156,7 +156,7 @@ func (g *Gateway) register(ctx context.Context, ns, name string, src io.Reader, 
 			if rec, gerr := g.reg.Get(rctx, ns, name, 0); gerr == nil && rec.Object == obj {
 				// Get just found this version: Latest can only fail with
 				// the store, and then the reply goes without it.
-				latest, _ := g.reg.Latest(rctx, ns, name)
+				latest, _ := g.svc.functions.Latest(rctx, ns, name)
 				return info(rec, latest), nil
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,35 @@ func (f *fakeFunctions) Get(_ context.Context, ns, name string, version int) (*r
 		return nil, fmt.Errorf("%w: %s/%s", registry.ErrNotFound, ns, name)
 	}
 	return rec, nil
+}
+
+func (f *fakeFunctions) Latest(ctx context.Context, ns, name string) (int, error) {
+	rec, err := f.Get(ctx, ns, name, 0)
+	if err != nil {
+		return 0, err
+	}
+	return rec.Function.Version, nil
+}
+
+func (f *fakeFunctions) NextVersion(ctx context.Context, ns, name string) (int, error) {
+	v, err := f.Latest(ctx, ns, name)
+	if errors.Is(err, registry.ErrNotFound) {
+		return 1, nil
+	}
+	return v + 1, err
+}
+
+func (f *fakeFunctions) List(_ context.Context, ns string) ([]*registry.Record, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []*registry.Record
+	for k, rec := range f.recs {
+		if strings.HasPrefix(k, ns+"/") && strings.HasSuffix(k, "/0") {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeFunctions) add(ns, name string, version int, confidential string, timeoutMS int) *registry.Record {
@@ -215,6 +245,41 @@ func (kv *fakeKV) Put(_ context.Context, key string, v []byte) (uint64, error) {
 	}
 	kv.m[key] = v
 	return 1, nil
+}
+
+func (kv *fakeKV) Delete(_ context.Context, key string, _ ...jetstream.KVDeleteOpt) error {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.err != nil {
+		return kv.err
+	}
+	delete(kv.m, key)
+	return nil
+}
+
+// fakeLister lists keys already collected.
+type fakeLister struct{ keys chan string }
+
+func (l fakeLister) Keys() <-chan string { return l.keys }
+func (l fakeLister) Stop() error         { return nil }
+
+func (kv *fakeKV) ListKeysFiltered(_ context.Context, filters ...string) (jetstream.KeyLister, error) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.err != nil {
+		return nil, kv.err
+	}
+	ch := make(chan string, len(kv.m))
+	for k := range kv.m {
+		for _, f := range filters {
+			if ok, _ := path.Match(strings.ReplaceAll(f, ".", "/"), strings.ReplaceAll(k, ".", "/")); ok {
+				ch <- k
+				break
+			}
+		}
+	}
+	close(ch)
+	return fakeLister{keys: ch}, nil
 }
 
 // handlerFixture is a gateway whose service runs on fakes.
@@ -654,6 +719,124 @@ func TestActivationHandlers(t *testing.T) {
 	for _, h := range []handlerFunc{g.g.getActivation, g.g.activationResult, g.g.activationLogs, g.g.listActivations, g.g.listDeadLetters, g.g.owGetActivation, g.g.owListActivations} {
 		if a := g.serve(h, false, http.MethodGet, "/v1/activations/"+acc.ActivationID, acc.ActivationID, "", nil); a.status != 503 {
 			t.Errorf("no async: %d %s", a.status, a.body)
+		}
+	}
+}
+
+func TestFunctionHandlers(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	f.fns.add("acme", "open", 2, bundle.ConfidentialOptional, 0)
+	cases := []struct {
+		name, target, fn string
+		h                handlerFunc
+		status           int
+	}{
+		{"get, invalid name", "/v1/functions/A", "A", f.g.getFunction, 400},
+		{"get, invalid version", "/v1/functions/open?version=0x1", "open", f.g.getFunction, 400},
+		{"get, unknown", "/v1/functions/nope", "nope", f.g.getFunction, 404},
+		{"get, unknown version", "/v1/functions/open?version=9", "open", f.g.getFunction, 404},
+		{"get", "/v1/functions/open", "open", f.g.getFunction, 200},
+		{"get an older version", "/v1/functions/open?version=1", "open", f.g.getFunction, 200},
+		{"next version, invalid name", "/v1/functions/-/next-version", "-", f.g.nextVersion, 400},
+		{"next version", "/v1/functions/open/next-version", "open", f.g.nextVersion, 200},
+		{"list", "/v1/functions", "", f.g.listFunctions, 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if a := f.serve(c.h, false, http.MethodGet, c.target, c.fn, "", nil); a.status != c.status {
+				t.Fatalf("got %d %s, want %d", a.status, a.body, c.status)
+			}
+		})
+	}
+	var fi wire.FunctionInfo
+	if a := f.serve(f.g.getFunction, false, http.MethodGet, "/v1/functions/open?version=1", "open", "", nil); json.Unmarshal(a.body, &fi) != nil || fi.Version != 1 || fi.Latest != 2 {
+		t.Errorf("an older version: %s", a.body)
+	}
+	if a := f.serve(f.g.nextVersion, false, http.MethodGet, "/v1/functions/new/next-version", "new", "", nil); !bytes.Contains(a.body, []byte(`"version":1`)) {
+		t.Errorf("next version of a new function: %s", a.body)
+	}
+	f.fns.err = errors.New("nats: no responders")
+	for _, h := range []handlerFunc{f.g.getFunction, f.g.nextVersion, f.g.listFunctions} {
+		if a := f.serve(h, false, http.MethodGet, "/v1/functions/open", "open", "", nil); a.status != 503 || a.code(t) != apierr.Unavailable {
+			t.Errorf("registry down: got %d %s", a.status, a.body)
+		}
+	}
+}
+
+func TestSequenceHandlers(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "a", 1, bundle.ConfidentialRequired, 0)
+	f.fns.add("acme", "b", 1, bundle.ConfidentialRequired, 0)
+	put := func(name, body string) answer {
+		return f.serve(f.g.putSequence, false, http.MethodPut, "/v1/sequences/"+name, name, "application/json", []byte(body))
+	}
+	steps := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = `{"name":"a"}`
+		}
+		return `{"steps":[` + strings.Join(s, ",") + `]}`
+	}
+	refusals := []struct {
+		name, seq, body string
+		code            apierr.Code
+	}{
+		{"invalid name", "Bad", steps(1), apierr.BadRequest},
+		{"not JSON", "pipe", `{"steps":`, apierr.BadRequest},
+		{"oversized", "pipe", strings.Repeat(" ", maxDefinitionBytes+1), apierr.PayloadTooLarge},
+		{"no steps", "pipe", steps(0), apierr.BadRequest},
+		{"too many steps", "pipe", steps(MaxSequenceSteps + 1), apierr.BadRequest},
+		{"a function's name", "a", steps(1), apierr.Conflict},
+		{"an invalid step", "pipe", `{"steps":[{"name":"a","version":-1}]}`, apierr.BadRequest},
+		{"an unknown step", "pipe", `{"steps":[{"name":"nope"}]}`, apierr.NotFound},
+		{"a signature that does not verify", "pipe", `{"steps":[{"name":"a"}],"signer":"AAAA","signature":"AAAA"}`, apierr.BundleSignature},
+	}
+	for _, c := range refusals {
+		t.Run(c.name, func(t *testing.T) {
+			if a := put(c.seq, c.body); a.status != c.code.Status() || a.code(t) != c.code {
+				t.Fatalf("got %d %s, want %d %s", a.status, a.body, c.code.Status(), c.code)
+			}
+		})
+	}
+	if len(f.sequences.m) != 0 {
+		t.Fatalf("refused definitions were stored: %v", f.sequences.m)
+	}
+	if a := put("pipe", `{"steps":[{"name":"a"},{"name":"b","version":1}]}`); a.status != 200 {
+		t.Fatalf("put: %d %s", a.status, a.body)
+	}
+	if a := f.serve(f.g.getSequence, false, http.MethodGet, "/v1/sequences/pipe", "pipe", "", nil); a.status != 200 || !bytes.Contains(a.body, []byte(`"name":"b"`)) {
+		t.Errorf("get: %d %s", a.status, a.body)
+	}
+	if a := f.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil); a.status != 200 || !bytes.Contains(a.body, []byte(`"pipe"`)) {
+		t.Errorf("list: %d %s", a.status, a.body)
+	}
+	// Another namespace sees none of it.
+	other := *f
+	other.p = &Principal{Namespace: "other", Scope: ScopeDeploy}
+	if a := other.serve(f.g.getSequence, false, http.MethodGet, "/v1/sequences/pipe", "pipe", "", nil); a.status != 404 {
+		t.Errorf("another namespace's get: %d %s", a.status, a.body)
+	}
+	if a := other.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil); bytes.Contains(a.body, []byte(`"pipe"`)) {
+		t.Errorf("another namespace's list: %s", a.body)
+	}
+	if a := f.serve(f.g.deleteSequence, false, http.MethodDelete, "/v1/sequences/pipe", "pipe", "", nil); a.status != 200 {
+		t.Errorf("delete: %d %s", a.status, a.body)
+	}
+	if a := f.serve(f.g.deleteSequence, false, http.MethodDelete, "/v1/sequences/pipe", "pipe", "", nil); a.status != 404 {
+		t.Errorf("delete again: %d %s", a.status, a.body)
+	}
+	f.sequences.err = errors.New("nats: timeout")
+	if a := put("pipe", steps(1)); a.status != 503 {
+		t.Errorf("store down, put: %d %s", a.status, a.body)
+	}
+	if a := f.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil); a.status != 503 {
+		t.Errorf("store down, list: %d %s", a.status, a.body)
+	}
+	g := newHandlerFixture(t, false)
+	for _, h := range []handlerFunc{g.g.putSequence, g.g.getSequence, g.g.deleteSequence, g.g.listSequences} {
+		if a := g.serve(h, false, http.MethodPut, "/v1/sequences/pipe", "pipe", "", []byte(steps(1))); a.status != 503 {
+			t.Errorf("without async: %d %s", a.status, a.body)
 		}
 	}
 }

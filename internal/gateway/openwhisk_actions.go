@@ -54,7 +54,7 @@ func (g *Gateway) owPutAction(w http.ResponseWriter, r *http.Request, p *Princip
 		return apierr.New(apierr.BadRequest, "The request content was malformed: %v", err)
 	}
 	ctx := r.Context()
-	_, fnErr := g.reg.Latest(ctx, p.Namespace, name)
+	_, fnErr := g.svc.functions.Latest(ctx, p.Namespace, name)
 	isFn, isSeq := fnErr == nil, g.owSequenceExists(ctx, p.Namespace, name)
 	if (isFn || isSeq) && !overwrite {
 		return apierr.New(apierr.Conflict, "resource already exists (add ?overwrite=true to update it)")
@@ -166,7 +166,7 @@ func (g *Gateway) owDeployCode(ctx context.Context, p *Principal, name string, e
 			m.Limits.Concurrency = lim.Concurrency
 		}
 	}
-	v, err := g.reg.NextVersion(ctx, p.Namespace, name)
+	v, err := g.svc.functions.NextVersion(ctx, p.Namespace, name)
 	if err != nil {
 		return 0, err
 	}
@@ -338,7 +338,7 @@ func (g *Gateway) owListActions(w http.ResponseWriter, r *http.Request, p *Princ
 		return err
 	}
 	ctx := r.Context()
-	recs, err := g.reg.List(ctx, p.Namespace)
+	recs, err := g.svc.functions.List(ctx, p.Namespace)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 	if len(def.Steps) < 1 || len(def.Steps) > MaxSequenceSteps {
 		return apierr.New(apierr.BadRequest, "a sequence has 1 to %d steps, not %d", MaxSequenceSteps, len(def.Steps))
 	}
-	if _, err := g.reg.Latest(r.Context(), p.Namespace, name); err == nil {
+	if _, err := g.svc.functions.Latest(r.Context(), p.Namespace, name); err == nil {
 		return apierr.New(apierr.Conflict, "a function named %q exists; a sequence needs a name of its own", name)
 	}
 	steps := make([]wire.StepRef, len(def.Steps))

@@ -30,6 +30,9 @@ import (
 // functionReader reads function records: *registry.Registry.
 type functionReader interface {
 	Get(ctx context.Context, ns, name string, version int) (*registry.Record, error)
+	Latest(ctx context.Context, ns, name string) (int, error)
+	NextVersion(ctx context.Context, ns, name string) (int, error)
+	List(ctx context.Context, ns string) ([]*registry.Record, error)
 }
 
 // invoker runs invocations on workers: over NATS (busInvoker), or a fake.
