@@ -31,6 +31,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/registry"
+	"github.com/cloister-faas/cloister/internal/trigger"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -305,7 +306,7 @@ func newHandlerFixture(t *testing.T, withQueue bool) *handlerFixture {
 	cfg := Config{}
 	if withQueue {
 		q = f.queue
-		cfg.Async = &bus.AsyncStores{Sequences: f.sequences, OpenWhisk: &fakeKV{m: map[string][]byte{}}}
+		cfg.Async = &bus.AsyncStores{Sequences: f.sequences, OpenWhisk: &fakeKV{m: map[string][]byte{}}, Triggers: &fakeKV{m: map[string][]byte{}}}
 	}
 	f.g = &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), svc: newService(f.fns, f.workers, q)}
 	return f
@@ -836,6 +837,83 @@ func TestSequenceHandlers(t *testing.T) {
 	g := newHandlerFixture(t, false)
 	for _, h := range []handlerFunc{g.g.putSequence, g.g.getSequence, g.g.deleteSequence, g.g.listSequences} {
 		if a := g.serve(h, false, http.MethodPut, "/v1/sequences/pipe", "pipe", "", []byte(steps(1))); a.status != 503 {
+			t.Errorf("without async: %d %s", a.status, a.body)
+		}
+	}
+}
+
+func TestTriggerAndRuleHandlers(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 0)
+	do := func(h handlerFunc, ow bool, name, body string) answer {
+		return f.serve(h, ow, http.MethodPut, "/", name, "application/json", []byte(body))
+	}
+	for _, c := range []struct {
+		name, trig, body string
+		code             apierr.Code
+	}{
+		{"invalid name", "Bad", `{}`, apierr.InvalidTrigger},
+		{"not JSON", "t", `{`, apierr.BadRequest},
+		{"cron and subject", "t", `{"cron":"* * * * *","subject":"cloister.events.acme.x"}`, apierr.InvalidTrigger},
+		{"bad cron", "t", `{"cron":"every day"}`, apierr.InvalidTrigger},
+		{"another namespace's subject", "t", `{"subject":"cloister.events.other.x"}`, apierr.InvalidTrigger},
+	} {
+		if a := do(f.g.putTrigger, false, c.trig, c.body); a.code(t) != c.code {
+			t.Errorf("trigger, %s: got %d %s, want %s", c.name, a.status, a.body, c.code)
+		}
+	}
+	if a := do(f.g.putTrigger, false, "t", `{}`); a.status != 200 {
+		t.Fatalf("put trigger: %d %s", a.status, a.body)
+	}
+	for _, c := range []struct {
+		name, body string
+		code       apierr.Code
+	}{
+		{"invalid function", `{"trigger":"t","function":"Bad"}`, apierr.InvalidTrigger},
+		{"version out of range", `{"trigger":"t","function":"open","version":-2}`, apierr.InvalidTrigger},
+		{"unknown function", `{"trigger":"t","function":"nope"}`, apierr.NotFound},
+		{"a confidential function", `{"trigger":"t","function":"secret"}`, apierr.ConfidentialRequired},
+	} {
+		if a := do(f.g.putRule, false, "r", c.body); a.code(t) != c.code {
+			t.Errorf("rule, %s: got %d %s, want %s", c.name, a.status, a.body, c.code)
+		}
+	}
+	if a := do(f.g.putRule, false, "r", `{"trigger":"t","function":"open"}`); a.status != 200 {
+		t.Fatalf("put rule: %d %s", a.status, a.body)
+	}
+
+	// A fire queues the rule's function with the event, in plaintext.
+	if a := f.serve(f.g.fireTrigger, false, http.MethodPost, "/", "t", "application/json", []byte(`{"x":1}`)); a.status != 202 {
+		t.Fatalf("fire: %d %s", a.status, a.body)
+	}
+	subs := f.queue.submissions()
+	if len(subs) != 1 || subs[0].Request.Name != "open" || string(subs[0].Request.Plain) != `{"x":1}` || subs[0].Trigger != "t" || subs[0].Rule != "r" {
+		t.Fatalf("fire queued %+v", subs)
+	}
+	if a := f.serve(f.g.fireTrigger, false, http.MethodPost, "/", "nope", "", nil); a.status != 404 {
+		t.Errorf("fire an unknown trigger: %d %s", a.status, a.body)
+	}
+	big := bytes.Repeat([]byte("x"), trigger.MaxPayload+1)
+	if a := f.serve(f.g.fireTrigger, false, http.MethodPost, "/", "t", "", big); a.code(t) != apierr.PayloadTooLarge {
+		t.Errorf("an oversized event: %d", a.status)
+	}
+	// The queue refuses: nothing is lost silently.
+	f.queue.err = apierr.New(apierr.QuotaExceeded, "full")
+	if a := f.serve(f.g.fireTrigger, false, http.MethodPost, "/", "t", "", []byte(`{}`)); a.code(t) != apierr.QuotaExceeded {
+		t.Errorf("fire into a full queue: %d %s", a.status, a.body)
+	}
+	f.queue.err = nil
+
+	// OpenWhisk: a rule to a confidential action is refused, saying why
+	// (events are plaintext).
+	if a := do(f.g.owPutRule, true, "r2", `{"trigger":"t","action":"secret"}`); a.status != 403 || !bytes.Contains(a.body, []byte("trigger events are plaintext")) {
+		t.Errorf("OpenWhisk rule to a confidential action: %d %s", a.status, a.body)
+	}
+
+	g := newHandlerFixture(t, false)
+	for _, h := range []handlerFunc{g.g.putTrigger, g.g.listTriggers, g.g.fireTrigger, g.g.putRule, g.g.listRules, g.g.owPutRule, g.g.owFireTrigger} {
+		if a := g.serve(h, false, http.MethodPut, "/", "t", "", []byte(`{}`)); a.status != 503 {
 			t.Errorf("without async: %d %s", a.status, a.body)
 		}
 	}
