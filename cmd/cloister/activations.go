@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/receipt"
@@ -103,133 +104,125 @@ func invokeAsync(ctx context.Context, c *client.Client, name string, input []byt
 	return nil
 }
 
-func cmdActivations(ctx context.Context, args []string) error {
+func cmdActivations(sub string, fs *pflag.FlagSet) runFunc {
 	const use = "usage: cloister activations list [--limit N] [--name F] [--json] | get ID [--json] | result ID [--wait D] [--json] | logs ID | dead [--limit N] [--since T] [--json]"
-	if len(args) == 0 {
-		return usageErr(use)
-	}
-	fs := flag.NewFlagSet("activations "+args[0], flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
 	limit := fs.Int("limit", 30, "how many activations to list (1-200)")
 	name := fs.String("name", "", "list only this function's or sequence's activations")
 	waitFor := fs.Duration("wait", 0, "wait up to this long for the activation to finish")
 	since := fs.String("since", "", "dead: only dead letters at or after this RFC 3339 time or this long ago (a Go duration, such as 24h)")
-	pos, err := parseFlags(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	switch args[0] {
-	case "list":
-		list, err := c.Activations(ctx, *limit, *name)
+	return func(ctx context.Context, pos []string) error {
+		c, err := newClient()
 		if err != nil {
 			return err
 		}
-		return printList(list, *asJSON, "ACTIVATION\tNAME\tVERSION\tSTATUS\tSTART\tDURATION\tATTEMPTS\tTRIGGER", func(a *client.Activation) string {
-			start := "-"
-			if a.Start > 0 {
-				start = time.UnixMilli(a.Start).UTC().Format(time.RFC3339)
+		switch sub {
+		case "list":
+			list, err := c.Activations(ctx, *limit, *name)
+			if err != nil {
+				return err
 			}
-			return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%dms\t%d\t%s", a.ActivationID, a.Name, a.Version, a.Status, start, a.Duration, a.Attempts, a.Trigger)
-		})
-	case "dead":
-		var from time.Time
-		if *since != "" {
-			if d, err := time.ParseDuration(*since); err == nil && d > 0 {
-				from = time.Now().Add(-d)
-			} else if from, err = time.Parse(time.RFC3339, *since); err != nil {
-				return usageErr("--since %q: want an RFC 3339 time or a positive duration", *since)
+			return printList(list, *asJSON, "ACTIVATION\tNAME\tVERSION\tSTATUS\tSTART\tDURATION\tATTEMPTS\tTRIGGER", func(a *client.Activation) string {
+				start := "-"
+				if a.Start > 0 {
+					start = time.UnixMilli(a.Start).UTC().Format(time.RFC3339)
+				}
+				return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%dms\t%d\t%s", a.ActivationID, a.Name, a.Version, a.Status, start, a.Duration, a.Attempts, a.Trigger)
+			})
+		case "dead":
+			var from time.Time
+			if *since != "" {
+				if d, err := time.ParseDuration(*since); err == nil && d > 0 {
+					from = time.Now().Add(-d)
+				} else if from, err = time.Parse(time.RFC3339, *since); err != nil {
+					return usageErr("--since %q: want an RFC 3339 time or a positive duration", *since)
+				}
 			}
+			list, err := c.DeadLetters(ctx, *limit, from)
+			if err != nil {
+				return err
+			}
+			return printList(list, *asJSON, "TIME\tACTIVATION\tNAME\tCODE\tATTEMPTS\tREASON", func(d client.DeadLetter) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", d.Time.UTC().Format(time.RFC3339), orDash(d.Activation), orDash(d.Name), d.Code, d.Attempts, d.Reason)
+			})
+		case "get", "result", "logs":
+		default:
+			return usageErr(use)
 		}
-		list, err := c.DeadLetters(ctx, *limit, from)
-		if err != nil {
-			return err
+		if len(pos) != 1 {
+			return usageErr(use)
 		}
-		return printList(list, *asJSON, "TIME\tACTIVATION\tNAME\tCODE\tATTEMPTS\tREASON", func(d client.DeadLetter) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", d.Time.UTC().Format(time.RFC3339), orDash(d.Activation), orDash(d.Name), d.Code, d.Attempts, d.Reason)
-		})
-	case "get", "result", "logs":
-	default:
-		return usageErr(use)
-	}
-	if len(pos) != 1 {
-		return usageErr(use)
-	}
-	id := pos[0]
-	switch args[0] {
-	case "get":
-		a, err := c.Activation(ctx, id)
-		if err != nil {
-			return err
+		id := pos[0]
+		switch sub {
+		case "get":
+			a, err := c.Activation(ctx, id)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(a)
+			}
+			fmt.Printf("activation %s: %s %s v%d (%s)\n  status:   %s\n  attempts: %d on worker %s\n  duration: %dms\n",
+				a.ActivationID, a.Kind, a.Name, a.Version, a.Mode, a.Status, a.Attempts, a.Worker, a.Duration)
+			if a.Response.Error != nil {
+				fmt.Printf("  error:    %s: %s\n", a.Response.Error.Code, a.Response.Error.Message)
+			}
+			fmt.Println("(unverified record; `cloister activations result` verifies the receipt and opens the result)")
+			return nil
+		case "logs":
+			// Without the saved key (not found: queued by another client), the
+			// platform's lines still show; the function's stay sealed.
+			p, err := loadPending(id)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintf(os.Stderr, "cloister: the saved key of %s is unusable (%v); the function's logs stay sealed\n", id, err)
+			}
+			lines, fl, err := c.ActivationLogs(ctx, id, p)
+			if err != nil {
+				return classify(err)
+			}
+			for _, l := range lines {
+				fmt.Println(l)
+			}
+			if len(fl) > 0 {
+				fmt.Println("--- function logs (opened with this client's key) ---")
+				os.Stdout.Write(fl) // a failed write to stdout has no one left to tell
+			} else if a, err := c.Activation(ctx, id); err == nil && len(a.SealedLogs) > 0 {
+				fmt.Fprintln(os.Stderr, "the function's logs are sealed to the client that queued the invocation; its key is not here")
+			}
+			return nil
 		}
-		if *asJSON {
-			return printJSON(a)
-		}
-		fmt.Printf("activation %s: %s %s v%d (%s)\n  status:   %s\n  attempts: %d on worker %s\n  duration: %dms\n",
-			a.ActivationID, a.Kind, a.Name, a.Version, a.Mode, a.Status, a.Attempts, a.Worker, a.Duration)
-		if a.Response.Error != nil {
-			fmt.Printf("  error:    %s: %s\n", a.Response.Error.Code, a.Response.Error.Message)
-		}
-		fmt.Println("(unverified record; `cloister activations result` verifies the receipt and opens the result)")
-		return nil
-	case "logs":
-		// Without the saved key (not found: queued by another client), the
-		// platform's lines still show; the function's stay sealed.
 		p, err := loadPending(id)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(os.Stderr, "cloister: the saved key of %s is unusable (%v); the function's logs stay sealed\n", id, err)
+		if errors.Is(err, os.ErrNotExist) {
+			a, aerr := c.Activation(ctx, id)
+			if aerr != nil {
+				return aerr
+			}
+			if a.Mode != "plain" {
+				return fmt.Errorf("the result of %s is sealed to the client that queued it; its key is not in %s", id, mustPendingDir())
+			}
+			p = &client.Pending{ActivationID: id, Kind: a.Kind, Namespace: a.Namespace, Name: a.Name, Mode: a.Mode}
+		} else if err != nil {
+			return err
 		}
-		lines, fl, err := c.ActivationLogs(ctx, id, p)
+		var res *client.Result
+		if *waitFor > 0 {
+			wctx, cancel := context.WithTimeout(ctx, *waitFor)
+			res, err = c.WaitActivation(wctx, p, 200*time.Millisecond)
+			cancel()
+		} else {
+			res, err = c.ActivationResult(ctx, p)
+		}
 		if err != nil {
 			return classify(err)
 		}
-		for _, l := range lines {
-			fmt.Println(l)
+		if *asJSON {
+			return printJSON(map[string]any{"activationId": id, "output": string(res.Output), "receipt": res.Receipt, "verified": true})
 		}
-		if len(fl) > 0 {
-			fmt.Println("--- function logs (opened with this client's key) ---")
-			os.Stdout.Write(fl) // a failed write to stdout has no one left to tell
-		} else if a, err := c.Activation(ctx, id); err == nil && len(a.SealedLogs) > 0 {
-			fmt.Fprintln(os.Stderr, "the function's logs are sealed to the client that queued the invocation; its key is not here")
-		}
+		os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
+		endLine(os.Stderr, res.Output)
+		fmt.Fprintln(os.Stderr, summary(res))
 		return nil
 	}
-	p, err := loadPending(id)
-	if errors.Is(err, os.ErrNotExist) {
-		a, aerr := c.Activation(ctx, id)
-		if aerr != nil {
-			return aerr
-		}
-		if a.Mode != "plain" {
-			return fmt.Errorf("the result of %s is sealed to the client that queued it; its key is not in %s", id, mustPendingDir())
-		}
-		p = &client.Pending{ActivationID: id, Kind: a.Kind, Namespace: a.Namespace, Name: a.Name, Mode: a.Mode}
-	} else if err != nil {
-		return err
-	}
-	var res *client.Result
-	if *waitFor > 0 {
-		wctx, cancel := context.WithTimeout(ctx, *waitFor)
-		res, err = c.WaitActivation(wctx, p, 200*time.Millisecond)
-		cancel()
-	} else {
-		res, err = c.ActivationResult(ctx, p)
-	}
-	if err != nil {
-		return classify(err)
-	}
-	if *asJSON {
-		return printJSON(map[string]any{"activationId": id, "output": string(res.Output), "receipt": res.Receipt, "verified": true})
-	}
-	os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
-	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
-		fmt.Println()
-	}
-	fmt.Fprintln(os.Stderr, summary(res))
-	return nil
 }
 
 func mustPendingDir() string {

@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -16,25 +17,6 @@ import (
 
 const apiKeysUsage = "usage: cloister keys api create --scope invoke|deploy|admin [--expires DURATION] [--name N] [--namespace NS] [--platform] [--json]" +
 	" | keys api list [--namespace NS] [--json] | keys api revoke KEY-OR-ID"
-
-// cmdKeysAPI runs `cloister keys api create|list|revoke`: the gateway's
-// API keys (docs/adr/0008-api-keys.md). Keys are printed once, by create,
-// and never by anything else.
-func cmdKeysAPI(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usageErr(apiKeysUsage)
-	}
-	switch args[0] {
-	case "create":
-		return apiKeyCreate(ctx, args[1:])
-	case "list", "ls":
-		return apiKeyList(ctx, args[1:])
-	case "revoke":
-		return apiKeyRevoke(ctx, args[1:])
-	default:
-		return usageErr("unknown keys api command %q (create, list, revoke)", args[0])
-	}
-}
 
 // parseLifetime reads a Go duration ("720h", "90m") or a number of days ("30d").
 func parseLifetime(s string) (time.Duration, error) {
@@ -52,43 +34,41 @@ func parseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func apiKeyCreate(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("keys api create", flag.ContinueOnError)
+func apiKeyCreate(fs *pflag.FlagSet) runFunc {
 	scope := fs.String("scope", "", "invoke, deploy or admin (each includes the ones before)")
 	expires := fs.String("expires", "", "lifetime of the key, such as 720h or 30d (default: it does not expire)")
-	name := fs.String("name", "", "a label shown by `keys api list`")
+	name := fs.String("name", "", "a label shown by 'keys api list'")
 	ns := fs.String("namespace", "", "the key's namespace (default: your key's; another needs a platform admin key)")
 	platform := fs.Bool("platform", false, "a platform key, which reaches past its namespace (needs a platform admin key)")
 	asJSON := fs.Bool("json", false, "print the key and its record as JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 || *scope == "" {
-		return usageErr(apiKeysUsage)
-	}
-	o := client.APIKeyOptions{Scope: *scope, Namespace: *ns, Name: *name, Platform: *platform}
-	if *expires != "" {
-		if o.Expires, err = parseLifetime(*expires); err != nil {
-			return usageErr("--expires: %v", err)
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 0 || *scope == "" {
+			return usageErr(apiKeysUsage)
 		}
+		o := client.APIKeyOptions{Scope: *scope, Namespace: *ns, Name: *name, Platform: *platform}
+		if *expires != "" {
+			var err error
+			if o.Expires, err = parseLifetime(*expires); err != nil {
+				return usageErr("--expires: %v", err)
+			}
+		}
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		k, err := c.CreateAPIKey(ctx, o)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(k)
+		}
+		// stdout carries the key and nothing else, for scripts.
+		fmt.Println(k.Key)
+		fmt.Fprintf(os.Stderr, "created API key %s: namespace %s, scope %s%s, %s; it is shown only this once\n",
+			k.ID, k.Namespace, k.Scope, map[bool]string{true: " (platform)"}[k.Platform], expiry(k.APIKey))
+		return nil
 	}
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	k, err := c.CreateAPIKey(ctx, o)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(k)
-	}
-	// stdout carries the key and nothing else, for scripts.
-	fmt.Println(k.Key)
-	fmt.Fprintf(os.Stderr, "created API key %s: namespace %s, scope %s%s, %s; it is shown only this once\n",
-		k.ID, k.Namespace, k.Scope, map[bool]string{true: " (platform)"}[k.Platform], expiry(k.APIKey))
-	return nil
 }
 
 func expiry(k client.APIKey) string {
@@ -98,62 +78,56 @@ func expiry(k client.APIKey) string {
 	return "expires " + k.Expires.UTC().Format(time.RFC3339)
 }
 
-func apiKeyList(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("keys api list", flag.ContinueOnError)
+func apiKeyList(fs *pflag.FlagSet) runFunc {
 	ns := fs.String("namespace", "", "only this namespace's keys")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usageErr(apiKeysUsage)
-	}
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	keys, err := c.APIKeys(ctx, *ns)
-	if err != nil {
-		return err
-	}
-	return printList(keys, *asJSON, "ID\tNAMESPACE\tSCOPE\tNAME\tCREATED\tEXPIRES\tSTATUS", func(k client.APIKey) string {
-		scope, exp := k.Scope, "-"
-		if k.Platform {
-			scope += " (platform)"
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 0 {
+			return usageErr(apiKeysUsage)
 		}
-		if !k.Expires.IsZero() {
-			exp = k.Expires.UTC().Format(time.RFC3339)
+		c, err := newClient()
+		if err != nil {
+			return err
 		}
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Namespace, scope, k.Name, k.Created.UTC().Format(time.RFC3339), exp, k.Status)
-	})
+		keys, err := c.APIKeys(ctx, *ns)
+		if err != nil {
+			return err
+		}
+		return printList(keys, *asJSON, "ID\tNAMESPACE\tSCOPE\tNAME\tCREATED\tEXPIRES\tSTATUS", func(k client.APIKey) string {
+			scope, exp := k.Scope, "-"
+			if k.Platform {
+				scope += " (platform)"
+			}
+			if !k.Expires.IsZero() {
+				exp = k.Expires.UTC().Format(time.RFC3339)
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Namespace, scope, k.Name, k.Created.UTC().Format(time.RFC3339), exp, k.Status)
+		})
+	}
 }
 
-func apiKeyRevoke(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("keys api revoke", flag.ContinueOnError)
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+func apiKeyRevoke(fs *pflag.FlagSet) runFunc {
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 1 {
+			return usageErr(apiKeysUsage)
+		}
+		arg := pos[0]
+		if !strings.HasPrefix(arg, wire.APIKeyPrefix) {
+			arg = strings.ToLower(arg)
+		}
+		if _, err := hex.DecodeString(arg); !strings.HasPrefix(arg, wire.APIKeyPrefix) && (err != nil || len(arg) != wire.APIKeyIDLen) {
+			return usageErr("keys api revoke: %q is neither a key (%s...) nor a key id (%d hex digits, from `keys api list`)", short(arg), wire.APIKeyPrefix, wire.APIKeyIDLen)
+		}
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		k, err := c.RevokeAPIKey(ctx, arg)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("revoked API key %s (namespace %s, scope %s) at %s; every gateway refuses it within seconds\n",
+			k.ID, k.Namespace, k.Scope, k.Revoked.UTC().Format(time.RFC3339))
+		return nil
 	}
-	if len(pos) != 1 {
-		return usageErr(apiKeysUsage)
-	}
-	arg := pos[0]
-	if !strings.HasPrefix(arg, wire.APIKeyPrefix) {
-		arg = strings.ToLower(arg)
-	}
-	if _, err := hex.DecodeString(arg); !strings.HasPrefix(arg, wire.APIKeyPrefix) && (err != nil || len(arg) != wire.APIKeyIDLen) {
-		return usageErr("keys api revoke: %q is neither a key (%s...) nor a key id (%d hex digits, from `keys api list`)", short(arg), wire.APIKeyPrefix, wire.APIKeyIDLen)
-	}
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	k, err := c.RevokeAPIKey(ctx, arg)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("revoked API key %s (namespace %s, scope %s) at %s; every gateway refuses it within seconds\n",
-		k.ID, k.Namespace, k.Scope, k.Revoked.UTC().Format(time.RFC3339))
-	return nil
 }

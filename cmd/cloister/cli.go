@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,31 +17,6 @@ import (
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/node"
 )
-
-// parseFlags parses flags that may come before, between or after positional
-// arguments, and returns the positional ones.
-func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(os.Stderr)
-				fs.PrintDefaults()
-			}
-			return nil, usageErr("%s: %v", fs.Name(), err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
 
 // clientEnv are the settings every client command needs.
 type clientEnv struct {
@@ -168,11 +141,41 @@ func classify(err error) error {
 	if errors.Is(err, client.ErrVerification) {
 		return &codedError{code: exitVerify, err: err}
 	}
-	var ce *client.Error
-	if errors.As(err, &ce) && ce.Receipt != nil {
+	if functionFailed(err) {
 		return &codedError{code: exitFunction, err: err}
 	}
 	return err
+}
+
+// functionCodes are the error codes of a function that ran and failed
+// (docs/api.md). Every other code, bad_request among them, is a request
+// the platform refused or could not serve: the function's code did not
+// fail, and its logs hold nothing about it.
+var functionCodes = map[string]bool{
+	"function_trap":         true,
+	"function_exit":         true,
+	"js_error":              true,
+	"python_error":          true,
+	"timeout":               true,
+	"fuel_exhausted":        true,
+	"memory_limit":          true,
+	"output_too_large":      true,
+	"state_quota":           true,
+	"state_value_too_large": true,
+}
+
+// functionFailed reports whether err says that a function ran and failed
+// (exit 4): an error with a receipt (the function ran) and a function's
+// code, or a sequence whose failed step ran and failed so.
+func functionFailed(err error) bool {
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Receipt == nil {
+		return false
+	}
+	if ce.Code == "sequence_step_failed" {
+		return ce.StepCode == "" || functionCodes[ce.StepCode]
+	}
+	return functionCodes[ce.Code]
 }
 
 func short(h string) string {

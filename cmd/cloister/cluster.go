@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,39 +9,36 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/bus"
 )
 
 // cmdCluster runs `cloister cluster status`: the active coordinator and
 // its standbys, the gateways, the workers and the NATS nodes (a platform key).
-func cmdCluster(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "status" {
-		return usageErr("usage: cloister cluster status [--json]")
-	}
-	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+func cmdCluster(fs *pflag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseFlags(fs, args[1:]); err != nil {
-		return err
+	return func(ctx context.Context, _ []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		st, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return classify(err)
+		}
+		if *asJSON {
+			return printJSON(st)
+		}
+		if err := printCluster(os.Stdout, st, time.Now()); err != nil {
+			return err
+		}
+		if st.Coordinator == nil {
+			return fmt.Errorf("no active coordinator answered: %s", st.CoordinatorError)
+		}
+		return nil
 	}
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	st, err := c.ClusterStatus(ctx)
-	if err != nil {
-		return classify(err)
-	}
-	if *asJSON {
-		return printJSON(st)
-	}
-	if err := printCluster(os.Stdout, st, time.Now()); err != nil {
-		return err
-	}
-	if st.Coordinator == nil {
-		return fmt.Errorf("no active coordinator answered: %s", st.CoordinatorError)
-	}
-	return nil
 }
 
 func printCluster(out io.Writer, st *client.ClusterStatus, now time.Time) error {

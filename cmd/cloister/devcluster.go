@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -21,14 +20,11 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/internal/natsconf"
 	"github.com/cloister-faas/cloister/internal/node"
 )
-
-// devUsage is the usage of `cloister dev`.
-const devUsage = "usage: cloister dev cluster --dir DIR [--nats N] [--coordinators N] [--gateways N] [--workers N] [--log-level L]\n" +
-	"       cloister dev nats --config FILE"
 
 // devNATSReady is the line a `cloister dev nats` node prints once
 // JetStream is ready: alone, at once; in a cluster, on the meta leader once
@@ -41,86 +37,66 @@ const (
 	devStopTimeout  = 25 * time.Second // each group, after SIGTERM, before SIGKILL
 )
 
-// cmdDev runs `cloister dev`: a local cluster of real processes for
-// developers and tests, and the NATS node it runs them on. Everything it
-// starts runs the sim TEE and listens on loopback only.
-func cmdDev(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usageErr("%s", devUsage)
-	}
-	switch args[0] {
-	case "cluster":
-		return cmdDevCluster(ctx, args[1:])
-	case "nats":
-		return cmdDevNATS(ctx, args[1:])
-	default:
-		return usageErr("dev: unknown command %q\n%s", args[0], devUsage)
-	}
-}
-
 // cmdDevNATS runs one NATS server in this process from a config file (as
 // `cloister nats config` writes them), so that a local cluster needs no
 // nats-server binary. It stops gracefully on SIGINT or SIGTERM.
-func cmdDevNATS(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("dev nats", flag.ContinueOnError)
-	config := fs.String("config", "", "NATS server config file (from `cloister nats config`)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usageErr("dev nats: unexpected argument %q", pos[0])
-	}
-	if *config == "" {
-		return usageErr("dev nats: --config is required")
-	}
-	opts, err := natsserver.ProcessConfigFile(*config)
-	if err != nil {
-		return usageErr("dev nats: --config %s: %v", *config, err)
-	}
-	// Signals end ctx; the server must not handle them itself.
-	opts.NoSigs = true
-	// A development node serves NATS monitoring (/varz, /jsz) on a free
-	// loopback port, printed in its log ("Starting http monitor on"), so
-	// that benchmarks can count the messages (bench/README.md), unless the
-	// config chose a port.
-	if opts.HTTPPort == 0 && opts.HTTPSPort == 0 {
-		opts.HTTPHost, opts.HTTPPort = "127.0.0.1", natsserver.RANDOM_PORT
-	}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		return fmt.Errorf("creating the NATS server: %w", err)
-	}
-	ns.ConfigureLogger()
-	ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		return errors.New("the NATS server did not become ready within 30s")
-	}
-	peers := 1
-	if opts.Cluster.Port != 0 {
-		peers += len(opts.Routes)
-	}
-	// In a cluster, the meta leader must see every node for 2 s in a row:
-	// routes are re-made for a while after the nodes first meet.
-	seen := 0
-	for {
-		if ns.JetStreamEnabled() && (!ns.JetStreamIsClustered() || ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) >= peers) {
-			if seen++; !ns.JetStreamIsClustered() || seen >= 20 {
-				fmt.Fprintf(os.Stderr, "%s (%d node(s))\n", devNATSReady, peers)
-				break
+func cmdDevNATS(fs *pflag.FlagSet) runFunc {
+	config := fs.String("config", "", "NATS server config file (from 'cloister nats config')")
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 0 {
+			return usageErr("dev nats: unexpected argument %q", pos[0])
+		}
+		if *config == "" {
+			return usageErr("dev nats: --config is required")
+		}
+		opts, err := natsserver.ProcessConfigFile(*config)
+		if err != nil {
+			return usageErr("dev nats: --config %s: %v", *config, err)
+		}
+		// Signals end ctx; the server must not handle them itself.
+		opts.NoSigs = true
+		// A development node serves NATS monitoring (/varz, /jsz) on a free
+		// loopback port, printed in its log ("Starting http monitor on"), so
+		// that benchmarks can count the messages (bench/README.md), unless the
+		// config chose a port.
+		if opts.HTTPPort == 0 && opts.HTTPSPort == 0 {
+			opts.HTTPHost, opts.HTTPPort = "127.0.0.1", natsserver.RANDOM_PORT
+		}
+		ns, err := natsserver.NewServer(opts)
+		if err != nil {
+			return fmt.Errorf("creating the NATS server: %w", err)
+		}
+		ns.ConfigureLogger()
+		ns.Start()
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		if !ns.ReadyForConnections(30 * time.Second) {
+			return errors.New("the NATS server did not become ready within 30s")
+		}
+		peers := 1
+		if opts.Cluster.Port != 0 {
+			peers += len(opts.Routes)
+		}
+		// In a cluster, the meta leader must see every node for 2 s in a row:
+		// routes are re-made for a while after the nodes first meet.
+		seen := 0
+		for {
+			if ns.JetStreamEnabled() && (!ns.JetStreamIsClustered() || ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) >= peers) {
+				if seen++; !ns.JetStreamIsClustered() || seen >= 20 {
+					fmt.Fprintf(os.Stderr, "%s (%d node(s))\n", devNATSReady, peers)
+					break
+				}
+			} else {
+				seen = 0
 			}
-		} else {
-			seen = 0
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
+		<-ctx.Done()
+		return nil
 	}
-	<-ctx.Done()
-	return nil
 }
 
 // devProc is one process of a local cluster, as cluster.json lists it.
@@ -168,67 +144,64 @@ type devCluster struct {
 // nkey per role as in production, and the sim TEE. It writes DIR/client.env
 // and DIR/cluster.json, stays in the foreground and stops every process it
 // started on SIGINT or SIGTERM. It restarts nothing.
-func cmdDevCluster(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("dev cluster", flag.ContinueOnError)
+func cmdDevCluster(fs *pflag.FlagSet) runFunc {
 	dirFlag := fs.String("dir", "", "directory for the cluster's files: NATS config and store, data directories, logs, client.env, cluster.json (must not hold an earlier cluster)")
 	nNATS := fs.Int("nats", 1, "NATS nodes (1 to 9); the coordinator and the gateways ask for min(3, N) JetStream replicas")
 	nCoord := fs.Int("coordinators", 1, "coordinators (1 to 9): the first is active, the others standbys that take over when it dies")
 	nGW := fs.Int("gateways", 1, "gateways (1 to 9), each on a free loopback port")
 	nWorkers := fs.Int("workers", 1, "sim workers (1 to 9)")
 	logLevel := fs.String("log-level", "info", "the children's --log-level: debug, info, warn or error")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usageErr("dev cluster: unexpected argument %q", pos[0])
-	}
-	if *dirFlag == "" {
-		return usageErr("dev cluster: --dir is required")
-	}
-	for _, c := range []struct {
-		name string
-		n    int
-	}{{"--nats", *nNATS}, {"--coordinators", *nCoord}, {"--gateways", *nGW}, {"--workers", *nWorkers}} {
-		if c.n < 1 || c.n > 9 {
-			return usageErr("dev cluster: %s %d: want 1 to 9", c.name, c.n)
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 0 {
+			return usageErr("dev cluster: unexpected argument %q", pos[0])
 		}
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageErr("--log-level: %v", err)
-	}
-	dir, err := filepath.Abs(*dirFlag)
-	if err != nil {
+		if *dirFlag == "" {
+			return usageErr("dev cluster: --dir is required")
+		}
+		for _, c := range []struct {
+			name string
+			n    int
+		}{{"--nats", *nNATS}, {"--coordinators", *nCoord}, {"--gateways", *nGW}, {"--workers", *nWorkers}} {
+			if c.n < 1 || c.n > 9 {
+				return usageErr("dev cluster: %s %d: want 1 to 9", c.name, c.n)
+			}
+		}
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+			return usageErr("--log-level: %v", err)
+		}
+		dir, err := filepath.Abs(*dirFlag)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(dir, "cluster.json")); err == nil {
+			return usageErr("dev cluster: %s already holds a cluster (cluster.json); use a new directory", dir)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding this binary: %w", err)
+		}
+		if exe, err = filepath.EvalSymlinks(exe); err != nil {
+			return fmt.Errorf("finding this binary: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+		c := &devCluster{dir: dir, exe: exe, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+		fmt.Fprint(os.Stderr, node.Banner())
+		err = c.start(ctx, *nNATS, *nCoord, *nWorkers, *nGW, *logLevel)
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "\ncloister dev cluster is up (TEE: sim, NOT SECURE); stop it with Ctrl-C\n  client settings: CLOISTER_ENV=%s\n  processes: %s\n  logs: %s\n\n",
+				filepath.Join(dir, "client.env"), filepath.Join(dir, "cluster.json"), filepath.Join(dir, "logs"))
+			<-ctx.Done()
+			c.log.Info("stopping the cluster")
+		}
+		c.stop()
+		if err == nil {
+			c.log.Info("cluster stopped")
+		}
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cluster.json")); err == nil {
-		return usageErr("dev cluster: %s already holds a cluster (cluster.json); use a new directory", dir)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding this binary: %w", err)
-	}
-	if exe, err = filepath.EvalSymlinks(exe); err != nil {
-		return fmt.Errorf("finding this binary: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
-	}
-	c := &devCluster{dir: dir, exe: exe, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	fmt.Fprint(os.Stderr, node.Banner())
-	err = c.start(ctx, *nNATS, *nCoord, *nWorkers, *nGW, *logLevel)
-	if err == nil {
-		fmt.Fprintf(os.Stderr, "\ncloister dev cluster is up (TEE: sim, NOT SECURE); stop it with Ctrl-C\n  client settings: CLOISTER_ENV=%s\n  processes: %s\n  logs: %s\n\n",
-			filepath.Join(dir, "client.env"), filepath.Join(dir, "cluster.json"), filepath.Join(dir, "logs"))
-		<-ctx.Done()
-		c.log.Info("stopping the cluster")
-	}
-	c.stop()
-	if err == nil {
-		c.log.Info("cluster stopped")
-	}
-	return err
 }
 
 // start starts the NATS nodes, the coordinator, the workers and the

@@ -154,6 +154,9 @@ func (s *server) cli(args ...string) result {
 	} else if err != nil {
 		s.t.Fatal(err)
 	}
+	if strings.Contains(errb.String(), "cloister: cloister:") {
+		s.t.Errorf("cloister %s: a doubled prefix in %q", strings.Join(args, " "), errb.String())
+	}
 	return result{out.String(), errb.String(), code}
 }
 

@@ -5,18 +5,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/spf13/pflag"
+
 	"github.com/cloister-faas/cloister/client"
 )
 
-func cmdInvoke(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
+func cmdInvoke(fs *pflag.FlagSet) runFunc {
 	data := fs.String("data", "", "input: a literal (JSON or text) or @file (@- for stdin)")
 	version := fs.Int("version", 0, "function version (default latest)")
 	plaintext := fs.Bool("plaintext", false, "send unsealed (only for confidential: optional functions; the gateway sees the data)")
@@ -26,83 +26,79 @@ func cmdInvoke(ctx context.Context, args []string) error {
 	idemKey := fs.String("idempotency-key", "", "with --async: queue at most once per key in the namespace")
 	withLogs := fs.Bool("logs", false, "also print what the function wrote on stderr (sealed to you like the output), also when it fails")
 	keyPath := fs.String("key", "", "the caller key that signs the request (default: CLOISTER_KEY, else the owner key if there is one)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: cloister invoke NAME [--data JSON|@file] [--version V] [--key F] [--json]")
-	}
-	input, err := readData(*data)
-	if err != nil {
-		return err
-	}
-	c, err := newClientAs(*keyPath)
-	if err != nil {
-		return err
-	}
-	if *withLogs && (*plaintext || *isAsync) {
-		return usageErr("--logs goes with a sealed synchronous invocation (queued ones keep their logs: `cloister activations logs ID`)")
-	}
-	if *isAsync {
-		return invokeAsync(ctx, c, pos[0], input, client.AsyncOptions{Version: *version, Plaintext: *plaintext, IdempotencyKey: *idemKey}, *asJSON)
-	}
-	res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext, Logs: *withLogs})
-	var ce *client.Error
-	isSequence := false
-	if errors.As(err, &ce) && ce.Code == "not_found" && *version == 0 && !*plaintext {
-		if _, serr := c.GetSequence(ctx, pos[0]); serr == nil {
-			isSequence = true
-			res, err = c.InvokeSequence(ctx, pos[0], input)
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 1 {
+			return usageErr("usage: cloister invoke NAME [--data JSON|@file] [--version V] [--key F] [--json]")
 		}
-	}
-	if err != nil {
-		if errors.As(err, &ce) {
-			printLogs(ce.Logs)
-			if ce.Receipt != nil && !*withLogs && !*plaintext && !isSequence {
-				err = fmt.Errorf("%w\n(add --logs to see what the function wrote on stderr)", err)
+		input, err := readData(*data)
+		if err != nil {
+			return err
+		}
+		c, err := newClientAs(*keyPath)
+		if err != nil {
+			return err
+		}
+		if *withLogs && (*plaintext || *isAsync) {
+			return usageErr("--logs goes with a sealed synchronous invocation (queued ones keep their logs: `cloister activations logs ID`)")
+		}
+		if *isAsync {
+			return invokeAsync(ctx, c, pos[0], input, client.AsyncOptions{Version: *version, Plaintext: *plaintext, IdempotencyKey: *idemKey}, *asJSON)
+		}
+		res, err := c.Invoke(ctx, pos[0], input, client.InvokeOptions{Version: *version, Plaintext: *plaintext, Logs: *withLogs})
+		var ce *client.Error
+		isSequence := false
+		if errors.As(err, &ce) && ce.Code == "not_found" && *version == 0 && !*plaintext {
+			if _, serr := c.GetSequence(ctx, pos[0]); serr == nil {
+				isSequence = true
+				res, err = c.InvokeSequence(ctx, pos[0], input)
 			}
 		}
-		return classify(err)
+		if err != nil {
+			if errors.As(err, &ce) {
+				printLogs(ce.Logs)
+				if functionFailed(err) && !*withLogs && !*plaintext && !isSequence {
+					err = fmt.Errorf("%w\n(add --logs to see what the function wrote on stderr)", err)
+				}
+			}
+			return classify(err)
+		}
+		if *receiptOut != "" {
+			var v any = res.SignedReceipt
+			if res.Chain != nil {
+				v = res.Chain
+			}
+			b, _ := json.MarshalIndent(v, "", "  ") // receipts decoded from JSON re-encode
+			if err := os.WriteFile(*receiptOut, b, 0o644); err != nil {
+				return fmt.Errorf("writing receipt: %w", err)
+			}
+		}
+		if *asJSON {
+			out := map[string]any{
+				"version":  res.Version,
+				"mode":     res.Mode,
+				"receipt":  res.Receipt,
+				"verified": true,
+				"tee":      res.Worker.TEE,
+			}
+			if utf8.Valid(res.Output) {
+				out["output"] = string(res.Output)
+			} else {
+				out["output_base64"] = res.Output
+			}
+			if res.Attestation.Warning != "" {
+				out["warning"] = res.Attestation.Warning
+			}
+			if *withLogs {
+				out["logs"] = string(res.Logs)
+			}
+			return printJSON(out)
+		}
+		os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
+		endLine(os.Stderr, res.Output)
+		printLogs(res.Logs)
+		fmt.Fprintln(os.Stderr, summary(res))
+		return nil
 	}
-	if *receiptOut != "" {
-		var v any = res.SignedReceipt
-		if res.Chain != nil {
-			v = res.Chain
-		}
-		b, _ := json.MarshalIndent(v, "", "  ") // receipts decoded from JSON re-encode
-		if err := os.WriteFile(*receiptOut, b, 0o644); err != nil {
-			return fmt.Errorf("writing receipt: %w", err)
-		}
-	}
-	if *asJSON {
-		out := map[string]any{
-			"version":  res.Version,
-			"mode":     res.Mode,
-			"receipt":  res.Receipt,
-			"verified": true,
-			"tee":      res.Worker.TEE,
-		}
-		if utf8.Valid(res.Output) {
-			out["output"] = string(res.Output)
-		} else {
-			out["output_base64"] = res.Output
-		}
-		if res.Attestation.Warning != "" {
-			out["warning"] = res.Attestation.Warning
-		}
-		if *withLogs {
-			out["logs"] = string(res.Logs)
-		}
-		return printJSON(out)
-	}
-	os.Stdout.Write(res.Output) // a failed write to stdout has no one left to tell
-	if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' && isTerminal(os.Stdout) {
-		fmt.Println()
-	}
-	printLogs(res.Logs)
-	fmt.Fprintln(os.Stderr, summary(res))
-	return nil
 }
 
 // printLogs prints a function's stderr on stderr, set apart.

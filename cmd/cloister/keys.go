@@ -6,11 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
 
 // defaultKeyPath is where the owner key lives unless --key or CLOISTER_KEY says otherwise.
@@ -27,37 +28,26 @@ func defaultKeyPath() string {
 
 const keyHeader = "cloister-owner-key-v1 "
 
-func cmdKeys(ctx context.Context, args []string) error {
-	if len(args) > 0 && args[0] == "recovery" {
-		return cmdKeysRecovery(args[1:])
-	}
-	if len(args) > 0 && args[0] == "api" {
-		return cmdKeysAPI(ctx, args[1:])
-	}
-	if len(args) == 0 || args[0] != "new" {
-		return usageErr("usage: cloister keys new [--out FILE] [--force] | keys recovery --out FILE | keys api create|list|revoke")
-	}
-	fs := flag.NewFlagSet("keys new", flag.ContinueOnError)
+func cmdKeys(fs *pflag.FlagSet) runFunc {
 	out := fs.String("out", defaultKeyPath(), "where to write the key")
 	force := fs.Bool("force", false, "overwrite an existing key")
-	if _, err := parseFlags(fs, args[1:]); err != nil {
-		return err
+	return func(ctx context.Context, _ []string) error {
+		if _, err := os.Stat(*out); err == nil && !*force {
+			return fmt.Errorf("%s exists; pass --force to replace it (functions signed with it stay deployed)", *out)
+		}
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*out, []byte(keyHeader+hex.EncodeToString(priv.Seed())+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing key: %w", err)
+		}
+		fmt.Printf("owner key written to %s\npublic key: %s\n", *out, hex.EncodeToString(pub))
+		return nil
 	}
-	if _, err := os.Stat(*out); err == nil && !*force {
-		return fmt.Errorf("%s exists; pass --force to replace it (functions signed with it stay deployed)", *out)
-	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(*out, []byte(keyHeader+hex.EncodeToString(priv.Seed())+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing key: %w", err)
-	}
-	fmt.Printf("owner key written to %s\npublic key: %s\n", *out, hex.EncodeToString(pub))
-	return nil
 }
 
 // loadKey reads an owner key written by `keys new`.

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/internal/worker"
 )
@@ -12,7 +13,7 @@ import (
 // slotFlags adds the flags that share a worker's slots and guest memory
 // across namespaces, and returns a function that reads them once fs is
 // parsed. slots is the total (the worker's --concurrency; 0 for up's).
-func slotFlags(fs *flag.FlagSet) func(slots int) (worker.SlotLimits, error) {
+func slotFlags(fs *pflag.FlagSet) func(slots int) (worker.SlotLimits, error) {
 	budget := fs.String("memory-budget", "8GiB", "guest memory all running calls of a worker may reserve; each call reserves its function's memory limit (B, KiB, MiB, GiB)")
 	nsMemory := fs.String("namespace-memory", "", "the most of --memory-budget one namespace's running calls may reserve (default: half)")
 	nsSlots := fs.Int("namespace-slots", 0, "the most invocation slots one namespace may hold on a worker (default: half of them)")

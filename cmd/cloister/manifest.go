@@ -5,10 +5,11 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/client"
 	"github.com/cloister-faas/cloister/internal/attest"
@@ -17,122 +18,101 @@ import (
 	"github.com/cloister-faas/cloister/internal/strictjson"
 )
 
-// cmdManifest shows, changes and lists the deployment manifest.
-func cmdManifest(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usageErr("usage: cloister manifest show|set|history")
-	}
-	switch args[0] {
-	case "show":
-		return manifestShow(ctx, args[1:])
-	case "set":
-		return manifestSet(ctx, args[1:])
-	case "history":
-		return manifestHistory(ctx, args[1:])
-	}
-	return usageErr("unknown manifest command %q (want show, set or history)", args[0])
-}
-
-func manifestShow(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("manifest show", flag.ContinueOnError)
+func manifestShow(fs *pflag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, _ []string) error {
+		// Show only what the attestation verified: the manifest its evidence binds.
+		c, a, err := attestedClient(ctx)
+		if err != nil {
+			return err
+		}
+		raw, hash, err := c.CurrentManifest(ctx)
+		if err != nil {
+			return err
+		}
+		if hash != a.ManifestHash || coordinator.ManifestHash(raw) != hash {
+			return classify(fmt.Errorf("the gateway served a manifest other than the attested one"))
+		}
+		if *asJSON {
+			return printJSON(map[string]any{"manifest_sha256": hash, "manifest": json.RawMessage(raw)})
+		}
+		var pretty any
+		// The coordinator's manifest is JSON (its hash was checked above);
+		// indenting what was just decoded cannot fail.
+		_ = json.Unmarshal(raw, &pretty)
+		b, _ := json.MarshalIndent(pretty, "", "  ") // see above
+		fmt.Printf("manifest sha256 %s (bound in the coordinator's verified evidence)\n%s\n", hash, b)
+		return nil
 	}
-	// Show only what the attestation verified: the manifest its evidence binds.
-	c, a, err := attestedClient(ctx)
-	if err != nil {
-		return err
-	}
-	raw, hash, err := c.CurrentManifest(ctx)
-	if err != nil {
-		return err
-	}
-	if hash != a.ManifestHash || coordinator.ManifestHash(raw) != hash {
-		return classify(fmt.Errorf("the gateway served a manifest other than the attested one"))
-	}
-	if *asJSON {
-		return printJSON(map[string]any{"manifest_sha256": hash, "manifest": json.RawMessage(raw)})
-	}
-	var pretty any
-	// The coordinator's manifest is JSON (its hash was checked above);
-	// indenting what was just decoded cannot fail.
-	_ = json.Unmarshal(raw, &pretty)
-	b, _ := json.MarshalIndent(pretty, "", "  ") // see above
-	fmt.Printf("manifest sha256 %s (bound in the coordinator's verified evidence)\n%s\n", hash, b)
-	return nil
 }
 
-func manifestSet(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("manifest set", flag.ContinueOnError)
+func manifestSet(fs *pflag.FlagSet) runFunc {
 	keyPath := fs.String("key", filepath.Join(".cloister", node.AdminKeyFile), "admin key file (Ed25519 seed) named in the current manifest's admin_keys")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pin := fs.Bool("pin", true, "pin the new manifest hash in your policy file (CLOISTER_POLICY)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: cloister manifest set FILE.json [--key ADMIN.key]")
-	}
-	b, err := os.ReadFile(pos[0])
-	if err != nil {
-		return err
-	}
-	var m coordinator.Manifest
-	if err := strictjson.Unmarshal(b, &m); err != nil {
-		return usageErr("%s: %v", pos[0], err)
-	}
-	seed, err := os.ReadFile(*keyPath)
-	if err != nil || len(seed) != ed25519.SeedSize {
-		return usageErr("--key %s: want a %d-byte Ed25519 seed (%v)", *keyPath, ed25519.SeedSize, err)
-	}
-	key := ed25519.NewKeyFromSeed(seed)
-	c, a, err := attestedClient(ctx)
-	if err != nil {
-		return err
-	}
-	// The change follows the attested manifest: fill in the sequence.
-	var cur coordinator.Manifest
-	rawCur, _, err := c.CurrentManifest(ctx)
-	if err != nil {
-		return err
-	}
-	if coordinator.ManifestHash(rawCur) != a.ManifestHash || json.Unmarshal(rawCur, &cur) != nil {
-		return classify(fmt.Errorf("the gateway served a manifest other than the attested one"))
-	}
-	m.Version, m.Previous = cur.Version+1, a.ManifestHash
-	if err := m.Validate(); err != nil {
-		return usageErr("%s: %v", pos[0], err)
-	}
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	ch, err := c.SetManifest(ctx, client.SignedManifest{Manifest: raw, Signatures: []client.ManifestSignature{client.ManifestSignature(coordinator.SignManifest(raw, key))}})
-	if err != nil {
-		return err
-	}
-	pinned := false
-	if *pin {
-		if err := pinManifest(ch.ManifestHash); err != nil {
-			return fmt.Errorf("the change was accepted, but pinning it in your policy failed: %w", err)
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) != 1 {
+			return usageErr("usage: cloister manifest set FILE.json [--key ADMIN.key]")
 		}
-		pinned = true
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		var m coordinator.Manifest
+		if err := strictjson.Unmarshal(b, &m); err != nil {
+			return usageErr("%s: %v", pos[0], err)
+		}
+		seed, err := os.ReadFile(*keyPath)
+		if err != nil || len(seed) != ed25519.SeedSize {
+			return usageErr("--key %s: want a %d-byte Ed25519 seed (%v)", *keyPath, ed25519.SeedSize, err)
+		}
+		key := ed25519.NewKeyFromSeed(seed)
+		c, a, err := attestedClient(ctx)
+		if err != nil {
+			return err
+		}
+		// The change follows the attested manifest: fill in the sequence.
+		var cur coordinator.Manifest
+		rawCur, _, err := c.CurrentManifest(ctx)
+		if err != nil {
+			return err
+		}
+		if coordinator.ManifestHash(rawCur) != a.ManifestHash || json.Unmarshal(rawCur, &cur) != nil {
+			return classify(fmt.Errorf("the gateway served a manifest other than the attested one"))
+		}
+		m.Version, m.Previous = cur.Version+1, a.ManifestHash
+		if err := m.Validate(); err != nil {
+			return usageErr("%s: %v", pos[0], err)
+		}
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		ch, err := c.SetManifest(ctx, client.SignedManifest{Manifest: raw, Signatures: []client.ManifestSignature{client.ManifestSignature(coordinator.SignManifest(raw, key))}})
+		if err != nil {
+			return err
+		}
+		pinned := false
+		if *pin {
+			if err := pinManifest(ch.ManifestHash); err != nil {
+				return fmt.Errorf("the change was accepted, but pinning it in your policy failed: %w", err)
+			}
+			pinned = true
+		}
+		if *asJSON {
+			return printJSON(ch)
+		}
+		fmt.Printf("manifest version %d accepted, sha256 %s (signed by %s)\n", ch.Version, ch.ManifestHash, hex.EncodeToString(key.Public().(ed25519.PublicKey)))
+		for _, w := range ch.Revoked {
+			fmt.Printf("  revoked worker %s: the new manifest drops its reference values\n", w)
+		}
+		if pinned {
+			fmt.Printf("pinned %s in your policy; other clients that pin the manifest must pin it too\n", ch.ManifestHash)
+		} else {
+			fmt.Printf("clients that pin the manifest must now pin %s (manifest_hash in their policy)\n", ch.ManifestHash)
+		}
+		return nil
 	}
-	if *asJSON {
-		return printJSON(ch)
-	}
-	fmt.Printf("manifest version %d accepted, sha256 %s (signed by %s)\n", ch.Version, ch.ManifestHash, hex.EncodeToString(key.Public().(ed25519.PublicKey)))
-	for _, w := range ch.Revoked {
-		fmt.Printf("  revoked worker %s: the new manifest drops its reference values\n", w)
-	}
-	if pinned {
-		fmt.Printf("pinned %s in your policy; other clients that pin the manifest must pin it too\n", ch.ManifestHash)
-	} else {
-		fmt.Printf("clients that pin the manifest must now pin %s (manifest_hash in their policy)\n", ch.ManifestHash)
-	}
-	return nil
 }
 
 // pinManifest writes hash as manifest_hash into the client's policy file.
@@ -157,31 +137,29 @@ func pinManifest(hash string) error {
 	return os.Rename(tmp, e.Policy)
 }
 
-func manifestHistory(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("manifest history", flag.ContinueOnError)
+func manifestHistory(fs *pflag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	c, _, err := attestedClient(ctx)
-	if err != nil {
-		return err
-	}
-	h, err := c.ManifestHistory(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(h)
-	}
-	for _, sm := range h {
-		var m coordinator.Manifest
-		_ = json.Unmarshal(sm.Manifest, &m) // the coordinator's own record; one that did not parse shows as v0
-		signer := "genesis (configured at start)"
-		if len(sm.Signatures) > 0 {
-			signer = "signed by " + short(sm.Signatures[0].Key)
+	return func(ctx context.Context, _ []string) error {
+		c, _, err := attestedClient(ctx)
+		if err != nil {
+			return err
 		}
-		fmt.Printf("v%-3d %s  kinds %v  %s\n", m.Version, coordinator.ManifestHash(sm.Manifest), m.Workers.AllowTEE, signer)
+		h, err := c.ManifestHistory(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(h)
+		}
+		for _, sm := range h {
+			var m coordinator.Manifest
+			_ = json.Unmarshal(sm.Manifest, &m) // the coordinator's own record; one that did not parse shows as v0
+			signer := "genesis (configured at start)"
+			if len(sm.Signatures) > 0 {
+				signer = "signed by " + short(sm.Signatures[0].Key)
+			}
+			fmt.Printf("v%-3d %s  kinds %v  %s\n", m.Version, coordinator.ManifestHash(sm.Manifest), m.Workers.AllowTEE, signer)
+		}
+		return nil
 	}
-	return nil
 }

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"flag"
 	"log/slog"
 	"os"
+
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/natsconf"
@@ -24,10 +25,10 @@ type natsSecFlags struct {
 	ca, nkey *string
 }
 
-func addNATSSecFlags(fs *flag.FlagSet) natsSecFlags {
+func addNATSSecFlags(fs *pflag.FlagSet) natsSecFlags {
 	return natsSecFlags{
-		ca:   fs.String("nats-ca", "", "CA certificate (PEM) of the NATS servers: connect with TLS and trust it (from `cloister nats config`)"),
-		nkey: fs.String("nats-nkey", "", "this role's NATS nkey seed file (from `cloister nats config`); the connection authenticates with it"),
+		ca:   fs.String("nats-ca", "", "CA certificate (PEM) of the NATS servers: connect with TLS and trust it (from 'cloister nats config')"),
+		nkey: fs.String("nats-nkey", "", "this role's NATS nkey seed file (from 'cloister nats config'); the connection authenticates with it"),
 	}
 }
 
@@ -46,7 +47,7 @@ func (s natsSecFlags) dialOptions(role natsconf.Role) []bus.DialOption {
 
 // addRoleFlags adds the shared flags to fs; replicasHelp says what the
 // replica count applies to.
-func addRoleFlags(fs *flag.FlagSet, replicasHelp string) roleFlags {
+func addRoleFlags(fs *pflag.FlagSet, replicasHelp string) roleFlags {
 	return roleFlags{
 		nats:     fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL, or several comma-separated (the connection fails over between them)"),
 		replicas: fs.Int("replicas", 1, replicasHelp),
