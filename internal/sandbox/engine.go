@@ -81,6 +81,9 @@ type Engine struct {
 
 	idle      time.Duration // Config.IdleModules
 	stopSweep chan struct{} // closed by Close
+
+	// images shares pages between the snapshot images of each module.
+	images imageBases
 }
 
 // cacheKey identifies one compilation.

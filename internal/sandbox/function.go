@@ -319,7 +319,7 @@ func (f *Function) takeSnapshot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	img, err := newImage(bytes)
+	img, err := m.engine.images.newImage(m.instHash, bytes)
 	if err != nil {
 		return err
 	}
