@@ -3,7 +3,8 @@
 # from Debian's source package (bookworm, python3.11 3.11.2-6+deb12u8, with
 # Debian's patches) and zlib from Debian's zlib source package, linked with
 # the glue internal/pyrt/engine/{engine.c,vfs.c} and the standard library
-# frozen by internal/pyrt/engine/freeze.py, for wasm32-wasi as a Cloister
+# frozen by internal/pyrt/engine/freeze.py (with the engine's own modules,
+# _cloister.py and cloister.py), for wasm32-wasi as a Cloister
 # reactor (docs/reactor-abi.md), with Debian's clang 14, lld and wasi-libc.
 # docs/python.md says why and how.
 #
@@ -199,10 +200,10 @@ printf '*disabled*\n_socket\nselect\n_crypt\nxxsubtype\n' >"$tmp/build/Modules.S
 )
 
 echo "pyengine: freezing the standard library" >&2
-cp "$glue/engine.c" "$glue/vfs.c" "$glue/freeze.py" "$glue/_cloister.py" "$repo/sdk/c/cloister.h" "$tmp/"
+cp "$glue/engine.c" "$glue/vfs.c" "$glue/freeze.py" "$glue/_cloister.py" "$glue/cloister.py" "$repo/sdk/c/cloister.h" "$tmp/"
 (
 	cd "$tmp"
-	"$build_python" -I -S -B freeze.py src/Lib _cloister.py frozen.c
+	"$build_python" -I -S -B freeze.py src/Lib frozen.c _cloister.py cloister.py
 )
 
 echo "pyengine: linking" >&2
@@ -219,10 +220,10 @@ out=$tmp/python.wasm
 		-lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm
 )
 
-# The engine reaches the host only through the reactor ABI and the WASI
-# functions vfs.c forwards.
+# The engine reaches the host only through the reactor ABI, the state
+# functions (cloister.state) and the WASI functions vfs.c forwards.
 imports=$(wasm-objdump -j Import -x "$out" | sed -n 's/.*<- \([a-z_0-9]*\)\.\([a-z_0-9]*\)$/\1.\2/p' | LC_ALL=C sort | tr '\n' ' ')
-want=$( (printf 'cloister.%s\n' input_len input_read output_write; printf 'wasi_snapshot_preview1.%s\n' $wasi_imports) | LC_ALL=C sort | tr '\n' ' ')
+want=$( (printf 'cloister.%s\n' input_len input_read output_write kv_get kv_put kv_delete kv_cas kv_list; printf 'wasi_snapshot_preview1.%s\n' $wasi_imports) | LC_ALL=C sort | tr '\n' ' ')
 if [[ $imports != "$want" ]]; then
 	echo "pyengine: the engine imports $imports; want $want" >&2
 	exit 1

@@ -9,10 +9,10 @@
 // function gets exactly what a WebAssembly function gets: its code is
 // instrumented for metering and fuel, its memory, wall time and fuel are
 // bounded by the manifest's limits, it has no host access beyond the
-// manifest's grants (the engine imports only the reactor ABI and seven WASI
-// functions; its files live in its own memory), and every call starts from
-// the snapshot taken after the interpreter's start-up, restored
-// copy-on-write. The engine is compiled once per process and memory limit
+// manifest's grants (the engine imports only the reactor ABI, the state
+// functions behind cloister.state and seven WASI functions; its files live
+// in its own memory), and every call starts from the snapshot taken after
+// the interpreter's start-up, restored copy-on-write. The engine is compiled once per process and memory limit
 // and shared by every Python function (its code hash is [EngineHash]). A
 // function's own code is its source, which either travels with each
 // request ([Request], [Call]: its top level runs at every call) or is
@@ -51,7 +51,7 @@ const (
 const MaxScriptBytes = 4 << 20
 
 // MinMemoryPages is the smallest memory limit (in 64 KiB pages) the engine
-// starts in: its snapshot after start-up is 232 pages (docs/python.md), and
+// starts in: its snapshot after start-up is 233 pages (docs/python.md), and
 // the default limit, sandbox.DefaultMemoryPages, leaves a call the rest.
 const MinMemoryPages = 256
 

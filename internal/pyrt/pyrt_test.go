@@ -68,7 +68,8 @@ func mustCall(t *testing.T, f *sandbox.Function, script, params, want string) sa
 }
 
 // TestEngineImports: the engine reaches the host only through the reactor
-// ABI and the WASI functions engine/vfs.c forwards.
+// ABI, the state functions (cloister.state) and the WASI functions
+// engine/vfs.c forwards.
 func TestEngineImports(t *testing.T) {
 	ctx := context.Background()
 	r := wazero.NewRuntime(ctx)
@@ -84,7 +85,9 @@ func TestEngineImports(t *testing.T) {
 	}
 	slices.Sort(got)
 	want := []string{
-		"cloister.input_len", "cloister.input_read", "cloister.output_write",
+		"cloister.input_len", "cloister.input_read",
+		"cloister.kv_cas", "cloister.kv_delete", "cloister.kv_get", "cloister.kv_list", "cloister.kv_put",
+		"cloister.output_write",
 		"wasi_snapshot_preview1.clock_res_get", "wasi_snapshot_preview1.clock_time_get",
 		"wasi_snapshot_preview1.environ_get", "wasi_snapshot_preview1.environ_sizes_get",
 		"wasi_snapshot_preview1.fd_write", "wasi_snapshot_preview1.poll_oneoff",

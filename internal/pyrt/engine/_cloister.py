@@ -64,8 +64,8 @@ BLOCKED = {
 # Imported once, before the snapshot: a call that imports them pays only a
 # dictionary look-up.
 PRELOAD = """
-    base64 collections csv dataclasses datetime decimal hashlib hmac
-    itertools json math random re statistics string textwrap typing
+    base64 cloister collections csv dataclasses datetime decimal hashlib
+    hmac itertools json math random re statistics string textwrap typing
     unicodedata zlib
 """.split()
 

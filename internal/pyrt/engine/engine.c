@@ -13,10 +13,15 @@
  * _cloister.handle and writes what it returns; _cloister.py documents the
  * framing and the answers.
  *
- * Nothing here reaches the host but the reactor ABI's three functions and
- * the few WASI functions vfs.c forwards (stdout and stderr to the call's
- * log, clocks, random_get, the environment, sleep). Files live in linear
- * memory (vfs.c).
+ * The built-in module _cloister_state passes cloister.state's operations
+ * (cloister.py) to the host's kv_* functions (docs/state.md), which deny
+ * them unless the manifest grants the state, and always during
+ * cloister_init.
+ *
+ * Nothing here reaches the host but the reactor ABI's three functions, the
+ * five kv_* functions, and the few WASI functions vfs.c forwards (stdout
+ * and stderr to the call's log, clocks, random_get, the environment,
+ * sleep). Files live in linear memory (vfs.c).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +42,210 @@ static PyObject *handle_fn; /* _cloister.handle */
  * (docs/reactor-abi.md). */
 #define HEADROOM (2 << 20)
 
+/* --- _cloister_state: the host's kv_* functions for cloister.state
+ * (cloister.py, which checks the arguments, encodes them and turns the
+ * host's codes into exceptions). Keys and values are bytes; an operation
+ * answers the host's negative code as an int, and MemoryError when a value
+ * does not fit in memory. --- */
+
+/* bytes_arg returns argv[i]'s buffer, or NULL with a TypeError pending. */
+static const char *bytes_arg(PyObject *const *argv, Py_ssize_t i, int32_t *len)
+{
+    if (!PyBytes_Check(argv[i])) {
+        PyErr_SetString(PyExc_TypeError, "_cloister_state: arguments must be bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(argv[i]) > INT32_MAX) {
+        *len = -1;
+        return PyBytes_AS_STRING(argv[i]);
+    }
+    *len = (int32_t)PyBytes_GET_SIZE(argv[i]);
+    return PyBytes_AS_STRING(argv[i]);
+}
+
+/* optional_arg is bytes_arg, with None as absent (a length of -1). */
+static const char *optional_arg(PyObject *const *argv, Py_ssize_t i, int32_t *len, int *too_large)
+{
+    *len = -1;
+    if (argv[i] == Py_None)
+        return "";
+    const char *p = bytes_arg(argv, i, len);
+    if (p != NULL && *len < 0)
+        *too_large = 1;
+    return p;
+}
+
+static int check_args(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 1;
+    PyErr_Format(PyExc_TypeError, "_cloister_state.%s takes %zd arguments", name, want);
+    return 0;
+}
+
+/* get(key) -> the value (bytes), or a code (int; -1: absent). */
+static PyObject *state_get(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    (void)self;
+    int32_t kn;
+    const char *k;
+    if (!check_args("get", nargs, 1) || (k = bytes_arg(argv, 0, &kn)) == NULL)
+        return NULL;
+    if (kn < 0)
+        return PyLong_FromLong(CLOISTER_KV_INVALID);
+    /* Most values fit here; a longer one is read again into a bytes
+     * object of its length (the host keeps it for that second read). */
+    char small[1024];
+    int32_t got = cloister_kv_get(k, kn, small, (int32_t)sizeof small);
+    if (got < 0)
+        return PyLong_FromLong(got);
+    if (got <= (int32_t)sizeof small)
+        return PyBytes_FromStringAndSize(small, got);
+    for (;;) {
+        PyObject *v = PyBytes_FromStringAndSize(NULL, got);
+        if (v == NULL)
+            return NULL; /* MemoryError */
+        int32_t again = cloister_kv_get(k, kn, PyBytes_AS_STRING(v), got);
+        if (again == got)
+            return v;
+        Py_DECREF(v);
+        if (again < 0)
+            return PyLong_FromLong(again);
+        if (again < got) {
+            PyErr_SetString(PyExc_RuntimeError, "_cloister_state: the host answered a shorter value");
+            return NULL;
+        }
+        got = again; /* longer: read it again into a bigger buffer */
+    }
+}
+
+/* put(key, value) -> 0, or a code. */
+static PyObject *state_put(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    (void)self;
+    int32_t kn, vn;
+    const char *k, *v;
+    if (!check_args("put", nargs, 2) || (k = bytes_arg(argv, 0, &kn)) == NULL || (v = bytes_arg(argv, 1, &vn)) == NULL)
+        return NULL;
+    if (kn < 0)
+        return PyLong_FromLong(CLOISTER_KV_INVALID);
+    if (vn < 0)
+        return PyLong_FromLong(CLOISTER_KV_TOO_LARGE);
+    return PyLong_FromLong(cloister_kv_put(k, kn, v, vn));
+}
+
+/* delete(key) -> 1 (it existed), 0 (it did not), or a code. */
+static PyObject *state_delete(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    (void)self;
+    int32_t kn;
+    const char *k;
+    if (!check_args("delete", nargs, 1) || (k = bytes_arg(argv, 0, &kn)) == NULL)
+        return NULL;
+    if (kn < 0)
+        return PyLong_FromLong(CLOISTER_KV_INVALID);
+    return PyLong_FromLong(cloister_kv_delete(k, kn));
+}
+
+/* cas(key, expected, new) -> 1 (swapped), 0 (not), or a code; None as
+ * expected means absent, as new means delete. */
+static PyObject *state_cas(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    (void)self;
+    int32_t kn, on, nn;
+    int too_large = 0;
+    const char *k, *o, *n;
+    if (!check_args("cas", nargs, 3) || (k = bytes_arg(argv, 0, &kn)) == NULL ||
+        (o = optional_arg(argv, 1, &on, &too_large)) == NULL || (n = optional_arg(argv, 2, &nn, &too_large)) == NULL)
+        return NULL;
+    if (kn < 0)
+        return PyLong_FromLong(CLOISTER_KV_INVALID);
+    if (too_large)
+        return PyLong_FromLong(CLOISTER_KV_TOO_LARGE);
+    return PyLong_FromLong(cloister_kv_cas(k, kn, o, on, n, nn));
+}
+
+/* list(prefix) -> the keys (a list of bytes) that start with prefix, in
+ * byte order, or a code. */
+static PyObject *state_list(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    (void)self;
+    int32_t pn;
+    const char *prefix;
+    if (!check_args("list", nargs, 1) || (prefix = bytes_arg(argv, 0, &pn)) == NULL)
+        return NULL;
+    if (pn < 0)
+        return PyLong_FromLong(CLOISTER_KV_INVALID);
+    enum { CAP = 64 * 1024, KEY_MAX = 512 };
+    unsigned char *buf = PyMem_Malloc(CAP);
+    PyObject *keys = PyList_New(0);
+    if (buf == NULL || keys == NULL) {
+        PyMem_Free(buf);
+        Py_XDECREF(keys);
+        return PyErr_NoMemory();
+    }
+    unsigned char start[KEY_MAX];
+    int32_t start_len = 0;
+    PyObject *ret = keys;
+    for (;;) {
+        int32_t got = cloister_kv_list(prefix, pn, start, start_len, buf, CAP);
+        if (got <= 0) {
+            if (got < 0) {
+                Py_DECREF(keys);
+                ret = PyLong_FromLong(got);
+            }
+            break;
+        }
+        for (int32_t at = 0; at < got;) {
+            if (got - at < 4) {
+                Py_DECREF(keys);
+                PyErr_SetString(PyExc_RuntimeError, "_cloister_state: malformed list from the host");
+                ret = NULL;
+                goto out;
+            }
+            uint32_t kl = (uint32_t)buf[at] | (uint32_t)buf[at + 1] << 8 | (uint32_t)buf[at + 2] << 16 | (uint32_t)buf[at + 3] << 24;
+            at += 4;
+            if (kl == 0 || kl > KEY_MAX || kl > (uint32_t)(got - at)) {
+                Py_DECREF(keys);
+                PyErr_SetString(PyExc_RuntimeError, "_cloister_state: malformed list from the host");
+                ret = NULL;
+                goto out;
+            }
+            PyObject *key = PyBytes_FromStringAndSize((const char *)buf + at, kl);
+            if (key == NULL || PyList_Append(keys, key) != 0) {
+                Py_XDECREF(key);
+                Py_DECREF(keys);
+                ret = NULL; /* MemoryError */
+                goto out;
+            }
+            Py_DECREF(key);
+            memcpy(start, buf + at, kl);
+            start_len = (int32_t)kl;
+            at += (int32_t)kl;
+        }
+    }
+out:
+    PyMem_Free(buf);
+    return ret;
+}
+
+static PyMethodDef state_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))state_get, METH_FASTCALL, NULL},
+    {"put", (PyCFunction)(void (*)(void))state_put, METH_FASTCALL, NULL},
+    {"delete", (PyCFunction)(void (*)(void))state_delete, METH_FASTCALL, NULL},
+    {"cas", (PyCFunction)(void (*)(void))state_cas, METH_FASTCALL, NULL},
+    {"list", (PyCFunction)(void (*)(void))state_list, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef state_module = {
+    PyModuleDef_HEAD_INIT, "_cloister_state",
+    "The host's state functions, for cloister.state (engine.c).", -1, state_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+static PyObject *init_state_module(void) { return PyModule_Create(&state_module); }
+
 /* fail stops the initialisation: the deploy fails with invalid_module.
  * (What Python printed to stderr is dropped: there is no call's log.) */
 _Noreturn static void fail(void)
@@ -48,6 +257,8 @@ _Noreturn static void fail(void)
 void cloister_init(void)
 {
     PyImport_FrozenModules = cloister_frozen;
+    if (PyImport_AppendInittab("_cloister_state", init_state_module) != 0)
+        __builtin_trap();
 
     PyPreConfig pre;
     PyPreConfig_InitIsolatedConfig(&pre);

@@ -5,10 +5,12 @@ the same CPython version as the engine, so its bytecode and marshal format
 are the engine's) and PYTHONHASHSEED=0 (marshal writes the members of a
 frozenset constant in hash order), as
 
-    python3.11 -I -S -B freeze.py LIBDIR RUNTIME OUT.c
+    python3.11 -I -S -B freeze.py LIBDIR OUT.c OWN.py...
 
-LIBDIR is the engine's Lib/ (Debian's patched tree), RUNTIME the engine's
-own module (_cloister.py, frozen as "_cloister"). OUT.c defines
+LIBDIR is the engine's Lib/ (Debian's patched tree), each OWN.py one of
+the engine's own modules, frozen under its file name (_cloister.py, the
+runtime, as "_cloister"; cloister.py, the functions' API, as "cloister").
+OUT.c defines
 cloister_frozen, a table for PyImport_FrozenModules: every module listed
 below, compiled with co_filename "<frozen NAME>" as CPython's own frozen
 modules are. Nothing of the standard library is ever read from a disk.
@@ -129,16 +131,18 @@ def target_magic(lib):
 
 
 def main():
-    if len(sys.argv) != 4:
-        sys.exit("usage: freeze.py LIBDIR RUNTIME OUT.c")
-    lib, runtime, out = sys.argv[1:]
+    if len(sys.argv) < 4:
+        sys.exit("usage: freeze.py LIBDIR OUT.c OWN.py...")
+    lib, out, own = sys.argv[1], sys.argv[2], sys.argv[3:]
     if os.environ.get("PYTHONHASHSEED") != "0":
         sys.exit("freeze: run with PYTHONHASHSEED=0 (frozenset constants are marshalled in hash order)")
     if importlib.util.MAGIC_NUMBER != target_magic(lib):
         sys.exit(f"freeze: the build Python ({sys.version.split()[0]}) compiles other bytecode than the engine")
 
     entries = [(n, open(p, "rb").read(), pkg) for n, p, pkg in modules(lib)]
-    entries.append(("_cloister", open(runtime, "rb").read(), False))
+    for path in own:
+        name = os.path.basename(path)[:-len(".py")]
+        entries.append((name, open(path, "rb").read(), False))
     entries.append((SYSCONFIGDATA_NAME, SYSCONFIGDATA.encode(), False))
     entries.sort()
     names = [e[0] for e in entries]
