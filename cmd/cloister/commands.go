@@ -214,6 +214,9 @@ wrote it, and a one-line verification summary to stderr.
 			leaf(sub(cmdRule, "delete"), "delete NAME", "Delete a rule", `  cloister rule delete nightly-report`, "json"),
 			leaf(sub(cmdRule, "enable"), "enable NAME", "Enable a rule", `  cloister rule enable nightly-report`, "json"),
 			leaf(sub(cmdRule, "disable"), "disable NAME", "Disable a rule", `  cloister rule disable nightly-report`, "json")),
+		withLong(leaf(cmdConsole, "console", "Run the web console on this machine (it verifies what it shows)",
+			`  cloister console
+  cloister console --addr 127.0.0.1:0 --key alice.key`), consoleLong),
 		leaf(cmdAttest, "attest", "Verify and show the coordinator's attestation",
 			`  cloister attest
   cloister attest --json`),

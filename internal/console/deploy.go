@@ -1,0 +1,94 @@
+package console
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/cloister-faas/cloister/client"
+	"github.com/cloister-faas/cloister/internal/bundle"
+)
+
+// UsageError is a deploy the owner asked for wrongly: a bad name, file or
+// manifest. It is refused before anything is signed or sent.
+type UsageError struct{ msg string }
+
+func (e *UsageError) Error() string { return e.msg }
+
+func usage(format string, a ...any) error { return &UsageError{msg: fmt.Sprintf(format, a...)} }
+
+// PrepareManifest is the manifest `cloister fn deploy NAME FILE` would
+// sign: manifestJSON (a draft; empty: the defaults) for the function name,
+// with the runtime of the file's kind (.wasm, .js or .py) unless the draft
+// chose one. Its namespace and version are set by Deploy.
+func PrepareManifest(name, filename string, manifestJSON []byte) (bundle.Manifest, error) {
+	if !bundle.ValidName(name) {
+		return bundle.Manifest{}, usage("invalid function name %q: use lower-case letters, digits, '-' and '_' (at most 63)", name)
+	}
+	ext := strings.ToLower(filepath.Ext(filename))
+	switch ext {
+	case ".wasm", ".js", ".py":
+	default:
+		return bundle.Manifest{}, usage("%q is not a .wasm module, a .js or a .py script", filename)
+	}
+	m := bundle.DefaultManifest(name)
+	hasManifest := len(strings.TrimSpace(string(manifestJSON))) > 0
+	if hasManifest {
+		var err error
+		if m, err = bundle.ParseManifestDraft(manifestJSON); err != nil {
+			return bundle.Manifest{}, usage("manifest: %v", err)
+		}
+		if m.Name == "" {
+			m.Name = name
+		}
+		if m.Name != name {
+			return bundle.Manifest{}, usage("manifest names function %q, not %q", m.Name, name)
+		}
+	}
+	// A script: its language's runtime, unless the manifest chose
+	// otherwise (the coordinator then refuses what does not fit).
+	if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
+		switch ext {
+		case ".js":
+			m.Runtime, m.ABI = bundle.RuntimeJS, bundle.ABIJS
+		case ".py":
+			m.Runtime, m.ABI = bundle.RuntimePython, bundle.ABIPython
+			if !hasManifest {
+				// The interpreter takes about 15 MiB of the limit
+				// (docs/python.md): give a call room beside it.
+				m.Limits.MemoryPages = bundle.DefaultPythonMemoryPages
+			}
+		}
+	}
+	return m, nil
+}
+
+// Deploy signs code with m as `cloister fn deploy` does and uploads it: for
+// the client's pinned namespace (or else the API key's, as the gateway
+// says: a lie makes the bundle unusable, not misplaced), at the next
+// version, signed by owner.
+func Deploy(ctx context.Context, c *client.Client, m bundle.Manifest, code []byte, owner ed25519.PrivateKey) (*client.FunctionInfo, error) {
+	ns := c.Namespace()
+	if ns == "" {
+		var err error
+		if ns, err = c.KeyNamespace(ctx); err != nil {
+			return nil, fmt.Errorf("asking the gateway for the API key's namespace: %w", err)
+		}
+	}
+	if m.Namespace != "" && m.Namespace != ns {
+		return nil, usage("manifest names namespace %q, not %q, the API key's", m.Namespace, ns)
+	}
+	m.Namespace = ns
+	v, err := c.NextVersion(ctx, m.Name)
+	if err != nil {
+		return nil, fmt.Errorf("asking for the next version: %w", err)
+	}
+	m.Version = v
+	b, err := bundle.Build(m, code, owner)
+	if err != nil {
+		return nil, usage("building the bundle: %v", err)
+	}
+	return c.Deploy(ctx, m.Name, b)
+}
