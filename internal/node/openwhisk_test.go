@@ -99,7 +99,9 @@ func TestOpenWhiskActions(t *testing.T) {
 	const base = "/api/v1/namespaces/_/"
 	// Bad input, each with a clear error.
 	for _, tc := range []struct{ body, code string }{
-		{`{"exec":{"kind":"python:3","code":"x"}}`, "bad_request"},
+		{`{"exec":{"kind":"ruby:2.5","code":"x"}}`, "bad_request"},
+		{`{"exec":{"kind":"python:3","code":"x"}}`, "invalid_module"}, // a script whose import raises (NameError)
+		{`{"exec":{"kind":"python:3","code":"def main(p):\n  return {}","binary":true}}`, "bad_request"},
 		{`{"exec":{"kind":"nodejs:default","code":"function main( {"}}`, "invalid_module"},
 		{`{"exec":{"kind":"blackbox","image":"docker/x"}}`, "bad_request"},
 		{`{"exec":{"kind":"wasm","code":"not base64!"}}`, "bad_request"},
