@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
 
 	"github.com/spf13/pflag"
 
@@ -70,5 +69,5 @@ func (r roleFlags) parse() (*slog.Logger, string, error) {
 	if *r.replicas < 1 || *r.replicas > 5 {
 		return nil, "", usageErr("--replicas %d: want 1 to 5", *r.replicas)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), urls, nil
+	return newLogger(lvl), urls, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -37,14 +38,15 @@ func cmdUp(fs *pflag.FlagSet) runFunc {
 		if tee.Kind(*teeKind) != tee.KindSim {
 			return usageErr("--tee %s: `cloister up` runs the sim backend only; in an SEV-SNP or TDX VM run `cloister worker --tee auto` against a coordinator's NATS (see docs/operations.md)", *teeKind)
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+		log := newLogger(lvl)
 		fmt.Fprint(os.Stderr, node.Banner())
 		n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle, Slots: slots,
 			Quotas: gateway.Quotas{Rate: *rate}, Edge: gateway.EdgeConfig{MaxConns: *maxConns, MaxConnsPerClient: *maxConnsPerClient}})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "\ncloister is up at %s (TEE: sim, NOT SECURE)\n  client settings: source %s\n  try: cloister keys new && cloister fn deploy hello examples/hello-go/hello-go.wasm && cloister invoke hello --data '{\"name\":\"Ada\"}'\n\n", n.URL, n.EnvPath)
+		_, keyErr := os.Stat(defaultKeyPath())
+		fmt.Fprint(os.Stderr, upBanner(n.URL, n.EnvPath, keyErr == nil))
 		done := make(chan error, 1)
 		go func() { done <- n.Wait() }()
 		select {
@@ -59,4 +61,20 @@ func cmdUp(fs *pflag.FlagSet) runFunc {
 		log.Info("cloister stopped")
 		return err
 	}
+}
+
+// upBanner is what `up` prints once it serves: lines a user can copy. The
+// first command is `keys new` only while there is no owner key.
+func upBanner(url, envPath string, haveKey bool) string {
+	next := "./cloister fn deploy hello examples/hello-go && ./cloister invoke hello --data '{\"name\":\"Ada\"}'"
+	if !haveKey {
+		next = "./cloister keys new && " + next
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ncloister is up (TEE: sim, NOT SECURE)\n")
+	fmt.Fprintf(&b, "  gateway:  %s   (another address: up --addr HOST:PORT)\n", url)
+	fmt.Fprintf(&b, "  metrics:  %s/metrics   (with a platform API key, as the one in client.env)\n", url)
+	fmt.Fprintf(&b, "  client:   %s   (read by the CLI run from this directory; elsewhere: export CLOISTER_ENV=%s)\n", envPath, envPath)
+	fmt.Fprintf(&b, "  next, in another terminal here:\n    go build -o cloister ./cmd/cloister && %s\n\n", next)
+	return b.String()
 }

@@ -62,7 +62,7 @@ func cmdWorker(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return usageErr("--policy: %v", err)
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+		log := newLogger(lvl)
 		backend, err := hw.Open(*teeKind, filepath.Join(*dataDir, "sim"))
 		if err != nil {
 			return fmt.Errorf("opening the TEE: %w", err)

@@ -293,8 +293,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// quietWait is how long a worker waits for its coordinator before it says
+// so at info level: on every start, the roles of one process come up
+// together and the first attempts find no coordinator yet.
+const quietWait = 5 * time.Second
+
 func (w *Worker) admitWithRetry(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	start := time.Now()
 	for {
 		err := w.admit(ctx)
 		if err == nil {
@@ -304,7 +310,11 @@ func (w *Worker) admitWithRetry(ctx context.Context) error {
 		if errors.As(err, &ae) && ae.Code == apierr.Forbidden {
 			return fmt.Errorf("coordinator refused admission: %w", err)
 		}
-		w.log.Info("waiting for coordinator", "err", err)
+		lvl := slog.LevelDebug
+		if time.Since(start) > quietWait {
+			lvl = slog.LevelInfo
+		}
+		w.log.Log(ctx, lvl, "waiting for coordinator", "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
