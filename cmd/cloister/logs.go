@@ -48,4 +48,6 @@ func (d libraryHandler) WithAttrs(a []slog.Attr) slog.Handler {
 	return libraryHandler{d.h.WithAttrs(a)}
 }
 
-func (d libraryHandler) WithGroup(name string) slog.Handler { return libraryHandler{d.h.WithGroup(name)} }
+func (d libraryHandler) WithGroup(name string) slog.Handler {
+	return libraryHandler{d.h.WithGroup(name)}
+}
