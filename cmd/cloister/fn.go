@@ -72,42 +72,19 @@ func fnDeploy(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return fmt.Errorf("reading module: %w", err)
 		}
-		m := bundle.DefaultManifest(name)
+		var draft []byte
 		if manifest != "" {
-			b, err := os.ReadFile(manifest)
-			if err != nil {
+			if draft, err = os.ReadFile(manifest); err != nil {
 				return fmt.Errorf("reading manifest: %w", err)
 			}
-			m, err = bundle.ParseManifestDraft(b)
-			if err != nil {
-				return err
-			}
-			if m.Name == "" {
-				m.Name = name
-			}
-			if m.Name != name {
-				return usageErr("manifest names function %q, not %q", m.Name, name)
-			}
 		}
-		kind := "wasm"
-		// A script: its language's runtime, unless the manifest chose
-		// otherwise (the coordinator then refuses what does not fit).
-		switch {
-		case strings.HasSuffix(file, ".js"):
-			kind = "JavaScript"
-			if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
-				m.Runtime, m.ABI = bundle.RuntimeJS, bundle.ABIJS
-			}
-		case strings.HasSuffix(file, ".py"):
-			kind = "Python"
-			if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
-				m.Runtime, m.ABI = bundle.RuntimePython, bundle.ABIPython
-				if manifest == "" {
-					// The interpreter takes about 15 MiB of the limit
-					// (docs/python.md): give a call room beside it.
-					m.Limits.MemoryPages = bundle.DefaultPythonMemoryPages
-				}
-			}
+		m, err := bundle.ManifestFor(name, file, draft)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		kind := map[string]string{bundle.RuntimeJS: "JavaScript", bundle.RuntimePython: "Python"}[m.Runtime]
+		if kind == "" {
+			kind = "wasm"
 		}
 		key, err := loadKey(*keyPath)
 		if err != nil {

@@ -555,3 +555,34 @@ func TestManifestEnvValues(t *testing.T) {
 		}
 	}
 }
+
+func TestManifestFor(t *testing.T) {
+	for _, tt := range []struct {
+		name, file, draft string
+		runtime           string
+		pages             uint32
+		bad               bool
+	}{
+		{"hello", "hello.wasm", "", bundle.RuntimeWasm, 256, false},
+		{"hello", "hello", "", bundle.RuntimeWasm, 256, false}, // no extension: a module
+		{"hello", "main.js", "", bundle.RuntimeJS, 256, false},
+		{"hello", "main.py", "", bundle.RuntimePython, bundle.DefaultPythonMemoryPages, false},
+		{"hello", "main.py", `{"limits":{"memory_pages":300}}`, bundle.RuntimePython, 300, false},
+		{"hello", "main.py", `{"confidential":"optional"}`, bundle.RuntimePython, 256, false}, // a draft's limits are its own
+		{"hello", "main.js", `{"abi":"reactor"}`, bundle.RuntimeWasm, 256, false},             // the draft chose
+		{"Hello", "main.py", "", "", 0, true},
+		{"hello", "main.py", `{"name":"other"}`, "", 0, true},
+		{"hello", "main.py", `{"nonsense":`, "", 0, true},
+	} {
+		m, err := bundle.ManifestFor(tt.name, tt.file, []byte(tt.draft))
+		if tt.bad {
+			if !errors.Is(err, bundle.ErrManifest) {
+				t.Errorf("%s %s %s: got %v, want ErrManifest", tt.name, tt.file, tt.draft, err)
+			}
+			continue
+		}
+		if err != nil || m.Runtime != tt.runtime || m.Limits.MemoryPages != tt.pages || m.Name != tt.name {
+			t.Errorf("%s %s %s: got %+v, %v; want runtime %s, %d pages", tt.name, tt.file, tt.draft, m, err, tt.runtime, tt.pages)
+		}
+	}
+}

@@ -1,8 +1,11 @@
 package bundle
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -280,5 +283,51 @@ func ParseManifestDraft(b []byte) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("%w: %v", ErrManifest, err)
 	}
 	m.ApplyDefaults()
+	return m, nil
+}
+
+// ManifestFor is the manifest a deploy of file (a .js or .py script, or
+// else a WebAssembly module) as function name signs: draft (JSON; empty: the
+// defaults), named name, with the script's runtime unless draft chose
+// one, and for Python without a draft DefaultPythonMemoryPages. Its
+// namespace and version are the deployer's to set. Errors wrap
+// ErrManifest.
+func ManifestFor(name, file string, draft []byte) (Manifest, error) {
+	if !ValidName(name) {
+		return Manifest{}, fmt.Errorf("%w: invalid function name %q: use lower-case letters, digits, '-' and '_' (at most 63)", ErrManifest, name)
+	}
+	ext := strings.ToLower(filepath.Ext(file))
+	m := DefaultManifest(name)
+	hasDraft := len(bytes.TrimSpace(draft)) > 0
+	if hasDraft {
+		var err error
+		if m, err = ParseManifestDraft(draft); err != nil {
+			if !errors.Is(err, ErrManifest) {
+				err = fmt.Errorf("%w: %w", ErrManifest, err)
+			}
+			return Manifest{}, err
+		}
+		if m.Name == "" {
+			m.Name = name
+		}
+		if m.Name != name {
+			return Manifest{}, fmt.Errorf("%w: the manifest names function %q, not %q", ErrManifest, m.Name, name)
+		}
+	}
+	// A script: its language's runtime, unless the manifest chose
+	// otherwise (the coordinator then refuses what does not fit).
+	if m.Runtime == RuntimeWasm && m.ABI == ABICommand {
+		switch ext {
+		case ".js":
+			m.Runtime, m.ABI = RuntimeJS, ABIJS
+		case ".py":
+			m.Runtime, m.ABI = RuntimePython, ABIPython
+			if !hasDraft {
+				// The interpreter takes about 15 MiB of the limit
+				// (docs/python.md): give a call room beside it.
+				m.Limits.MemoryPages = DefaultPythonMemoryPages
+			}
+		}
+	}
 	return m, nil
 }

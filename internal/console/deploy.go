@@ -24,43 +24,14 @@ func usage(format string, a ...any) error { return &UsageError{msg: fmt.Sprintf(
 // with the runtime of the file's kind (.wasm, .js or .py) unless the draft
 // chose one. Its namespace and version are set by Deploy.
 func PrepareManifest(name, filename string, manifestJSON []byte) (bundle.Manifest, error) {
-	if !bundle.ValidName(name) {
-		return bundle.Manifest{}, usage("invalid function name %q: use lower-case letters, digits, '-' and '_' (at most 63)", name)
-	}
-	ext := strings.ToLower(filepath.Ext(filename))
-	switch ext {
+	switch strings.ToLower(filepath.Ext(filename)) {
 	case ".wasm", ".js", ".py":
 	default:
 		return bundle.Manifest{}, usage("%q is not a .wasm module, a .js or a .py script", filename)
 	}
-	m := bundle.DefaultManifest(name)
-	hasManifest := len(strings.TrimSpace(string(manifestJSON))) > 0
-	if hasManifest {
-		var err error
-		if m, err = bundle.ParseManifestDraft(manifestJSON); err != nil {
-			return bundle.Manifest{}, usage("manifest: %v", err)
-		}
-		if m.Name == "" {
-			m.Name = name
-		}
-		if m.Name != name {
-			return bundle.Manifest{}, usage("manifest names function %q, not %q", m.Name, name)
-		}
-	}
-	// A script: its language's runtime, unless the manifest chose
-	// otherwise (the coordinator then refuses what does not fit).
-	if m.Runtime == bundle.RuntimeWasm && m.ABI == bundle.ABICommand {
-		switch ext {
-		case ".js":
-			m.Runtime, m.ABI = bundle.RuntimeJS, bundle.ABIJS
-		case ".py":
-			m.Runtime, m.ABI = bundle.RuntimePython, bundle.ABIPython
-			if !hasManifest {
-				// The interpreter takes about 15 MiB of the limit
-				// (docs/python.md): give a call room beside it.
-				m.Limits.MemoryPages = bundle.DefaultPythonMemoryPages
-			}
-		}
+	m, err := bundle.ManifestFor(name, filename, manifestJSON)
+	if err != nil {
+		return bundle.Manifest{}, usage("%v", err)
 	}
 	return m, nil
 }
