@@ -25,15 +25,12 @@ package jsrt
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
+	"github.com/cloister-faas/cloister/internal/enginert"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 )
 
@@ -49,10 +46,7 @@ const MaxScriptBytes = 4 << 20
 //go:embed engine/quickjs.wasm
 var engine []byte
 
-var engineHash = func() string {
-	s := sha256.Sum256(engine)
-	return hex.EncodeToString(s[:])
-}()
+var engineHash = enginert.Hash(engine)
 
 // Engine returns the engine module's bytes. Callers must not modify them.
 func Engine() []byte { return engine }
@@ -98,17 +92,7 @@ func (e *Exception) Is(target error) bool { return target == ErrException }
 
 // CheckScript reports whether b can be a function's script.
 func CheckScript(b []byte) error {
-	switch {
-	case len(b) == 0:
-		return fmt.Errorf("%w: empty", ErrScript)
-	case len(b) > MaxScriptBytes:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrScript, len(b), MaxScriptBytes)
-	case !utf8.Valid(b):
-		return fmt.Errorf("%w: not UTF-8", ErrScript)
-	case bytes.IndexByte(b, 0) >= 0:
-		return fmt.Errorf("%w: contains a NUL byte", ErrScript)
-	}
-	return nil
+	return enginert.CheckSource(b, MaxScriptBytes, ErrScript)
 }
 
 // Request frames a call of script with the request body params for the
@@ -125,11 +109,7 @@ func Request(script, params []byte) ([]byte, error) {
 	} else if p[0] != '{' || !json.Valid(p) {
 		return nil, ErrParams
 	}
-	out := make([]byte, 0, 8+len(script)+len(p))
-	out = append(out, "CJS1"...)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(script)))
-	out = append(out, script...)
-	return append(out, p...), nil
+	return enginert.Frame("CJS1", script, p), nil
 }
 
 // Response decodes the engine's answer: the result's JSON, or an error
@@ -154,31 +134,16 @@ func Response(out []byte) ([]byte, error) {
 	case 'O':
 		return nil, ErrOutOfMemory
 	case 'X':
-		return nil, fmt.Errorf("%w: %s", ErrEngine, printable(body))
+		return nil, fmt.Errorf("%w: %s", ErrEngine, enginert.Printable(body))
 	default:
 		return nil, fmt.Errorf("%w: unknown answer tag %#x", ErrEngine, out[0])
 	}
 }
 
-// printable shortens an engine message for an error.
-func printable(b []byte) string {
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	return fmt.Sprintf("%q", b)
-}
-
 // Compile compiles the engine with limits on e (cached by [EngineHash], so
 // every JavaScript function shares one compilation per memory limit).
 func Compile(ctx context.Context, e *sandbox.Engine, limits sandbox.Limits) (*sandbox.Module, error) {
-	m, err := e.Compile(ctx, engineHash, engine, limits)
-	if err != nil {
-		return nil, err
-	}
-	if m.ABI() != sandbox.ABIReactor {
-		return nil, fmt.Errorf("%w: the engine is not a reactor", ErrEngine)
-	}
-	return m, nil
+	return enginert.Compile(ctx, e, engineHash, engine, limits, ErrEngine)
 }
 
 // Call runs script with params on f, a function made from the engine
@@ -205,11 +170,7 @@ func Check(ctx context.Context, f *sandbox.Function, script []byte) error {
 	if err := CheckScript(script); err != nil {
 		return err
 	}
-	in := make([]byte, 0, 8+len(script))
-	in = append(in, "CJSC"...)
-	in = binary.LittleEndian.AppendUint32(in, uint32(len(script)))
-	in = append(in, script...)
-	res, err := f.Call(ctx, in)
+	res, err := f.Call(ctx, enginert.Frame("CJSC", script, nil))
 	if err != nil {
 		return err
 	}

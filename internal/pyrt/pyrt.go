@@ -29,15 +29,13 @@ package pyrt
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/cloister-faas/cloister/internal/enginert"
 	"github.com/cloister-faas/cloister/internal/sandbox"
 )
 
@@ -58,10 +56,7 @@ const MinMemoryPages = 256
 //go:embed engine/python.wasm
 var engine []byte
 
-var engineHash = func() string {
-	s := sha256.Sum256(engine)
-	return hex.EncodeToString(s[:])
-}()
+var engineHash = enginert.Hash(engine)
 
 // Engine returns the engine module's bytes. Callers must not modify them.
 func Engine() []byte { return engine }
@@ -112,17 +107,7 @@ func (e *Exception) Is(target error) bool { return target == ErrException }
 
 // CheckScript reports whether b can be a function's source.
 func CheckScript(b []byte) error {
-	switch {
-	case len(b) == 0:
-		return fmt.Errorf("%w: empty", ErrScript)
-	case len(b) > MaxScriptBytes:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrScript, len(b), MaxScriptBytes)
-	case !utf8.Valid(b):
-		return fmt.Errorf("%w: not UTF-8", ErrScript)
-	case bytes.IndexByte(b, 0) >= 0:
-		return fmt.Errorf("%w: contains a NUL byte", ErrScript)
-	}
-	return nil
+	return enginert.CheckSource(b, MaxScriptBytes, ErrScript)
 }
 
 // Request frames a call of script with the request body params for the
@@ -137,7 +122,7 @@ func Request(script, params []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return frame("CPY1", script, p), nil
+	return enginert.Frame("CPY1", script, p), nil
 }
 
 // checkParams returns the request body as the engine takes it: {} for
@@ -152,14 +137,6 @@ func checkParams(params []byte) ([]byte, error) {
 		return nil, ErrParams
 	}
 	return p, nil
-}
-
-func frame(magic string, script, params []byte) []byte {
-	out := make([]byte, 0, 8+len(script)+len(params))
-	out = append(out, magic...)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(script)))
-	out = append(out, script...)
-	return append(out, params...)
 }
 
 // Response decodes the engine's answer: the result's JSON, or an error
@@ -184,31 +161,16 @@ func Response(out []byte) ([]byte, error) {
 	case 'O':
 		return nil, ErrOutOfMemory
 	case 'X':
-		return nil, fmt.Errorf("%w: %s", ErrEngine, printable(body))
+		return nil, fmt.Errorf("%w: %s", ErrEngine, enginert.Printable(body))
 	default:
 		return nil, fmt.Errorf("%w: unknown answer tag %#x", ErrEngine, out[0])
 	}
 }
 
-// printable shortens an engine message for an error.
-func printable(b []byte) string {
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	return fmt.Sprintf("%q", b)
-}
-
 // Compile compiles the engine with limits on e (cached by [EngineHash], so
 // every Python function shares one compilation per memory limit).
 func Compile(ctx context.Context, e *sandbox.Engine, limits sandbox.Limits) (*sandbox.Module, error) {
-	m, err := e.Compile(ctx, engineHash, engine, limits)
-	if err != nil {
-		return nil, err
-	}
-	if m.ABI() != sandbox.ABIReactor {
-		return nil, fmt.Errorf("%w: the engine is not a reactor", ErrEngine)
-	}
-	return m, nil
+	return enginert.Compile(ctx, e, engineHash, engine, limits, ErrEngine)
 }
 
 // Call runs script with params on f, a function made from the engine
@@ -236,7 +198,7 @@ func Check(ctx context.Context, f *sandbox.Function, script []byte) error {
 	if err := CheckScript(script); err != nil {
 		return err
 	}
-	res, err := f.Call(ctx, frame("CPYC", script, nil))
+	res, err := f.Call(ctx, enginert.Frame("CPYC", script, nil))
 	if err != nil {
 		return err
 	}
@@ -251,7 +213,7 @@ func LoadRequest(script []byte) ([]byte, error) {
 	if err := CheckScript(script); err != nil {
 		return nil, err
 	}
-	return frame("CPYI", script, nil), nil
+	return enginert.Frame("CPYI", script, nil), nil
 }
 
 // InvokeRequest frames a call of the loaded script's main with params:
@@ -261,7 +223,7 @@ func InvokeRequest(params []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return frame("CPYP", nil, p), nil
+	return enginert.Frame("CPYP", nil, p), nil
 }
 
 // NewFunction makes a function of m (the engine, from [Compile]) whose
