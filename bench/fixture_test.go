@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
+
+	"github.com/cloister-faas/cloister/internal/instrument"
 )
 
 var updateFixtures = flag.Bool("update", false, "rewrite "+reactor100KWat+" from its generator (then run scripts/fixtures.sh)")
@@ -21,6 +23,9 @@ const (
 	reactor100KWasm = "testdata/reactor_100k.wasm"
 	// goReactorWasm is the Go example reactor (3.3 MB, 4 MiB of memory after init).
 	goReactorWasm = "../examples/reactor-go/reactor-go.wasm"
+	// goCommandWasm is the Go example command (3.3 MB): what a Go function
+	// really weighs.
+	goCommandWasm = "../examples/hello-go/hello-go.wasm"
 )
 
 // The 100 KB reactor's data segment: 100 KiB at 64 KiB (page 1), starting
@@ -133,16 +138,31 @@ func TestReactor100KFixture(t *testing.T) {
 	if _, err := withNonce(patched, 1); err == nil {
 		t.Errorf("withNonce patched a module without a zero nonce")
 	}
-	gow, err := os.ReadFile(goReactorWasm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gop, err := withGoBuildID(gow, 0xabc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(gop) != len(gow) || !bytes.Contains(gop, []byte(goBuildID+"0000000000000abc")) {
-		t.Errorf("withGoBuildID did not patch the build ID in place")
+	for _, path := range []string{goReactorWasm, goCommandWasm} {
+		gow, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gop, err := withGoBuildInfo(gow, 0xabc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gop) != len(gow) || !bytes.Contains(gop, []byte(goBuildPath+"0000000000000abc")) {
+			t.Errorf("%s: withGoBuildInfo did not patch the build information in place", path)
+		}
+		// The patch must survive what the sandbox compiles: the module
+		// decoded and encoded again, without its custom sections.
+		m, err := instrument.Decode(t.Context(), gop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(enc, []byte(goBuildPath+"0000000000000abc")) {
+			t.Errorf("%s: the patch is not in what the sandbox compiles", path)
+		}
 	}
 }
 
@@ -158,21 +178,25 @@ func withNonce(wasm []byte, n uint64) ([]byte, error) {
 	return out, nil
 }
 
-// goBuildID precedes the build ID the Go linker writes into a module's
-// read-only data. Nothing reads it at run time.
-const goBuildID = "Go build ID: \""
+// goBuildPath starts the main package's path in the build information
+// the Go linker writes into a module's data (what runtime/debug's
+// ReadBuildInfo returns). Nothing reads it at run time. (The build ID is
+// no use here: it is in a custom section, which the sandbox drops before
+// compiling, so patching it changes nothing that is compiled.)
+const goBuildPath = "path\t"
 
-// withGoBuildID returns a copy of a Go module with the first 16 characters
-// of its build ID replaced by n in hex: different bytes in a data segment,
-// so new code for every cache, and the same behaviour.
-func withGoBuildID(wasm []byte, n uint64) ([]byte, error) {
-	i := bytes.Index(wasm, []byte(goBuildID))
-	if i < 0 || bytes.Count(wasm, []byte(goBuildID)) != 1 {
-		return nil, fmt.Errorf("module does not hold %q exactly once", goBuildID)
+// withGoBuildInfo returns a copy of a Go module with the first 16
+// characters of its main package's path in the build information replaced
+// by n in hex: different bytes in a data segment, so new code for every
+// cache, and the same behaviour.
+func withGoBuildInfo(wasm []byte, n uint64) ([]byte, error) {
+	i := bytes.Index(wasm, []byte(goBuildPath))
+	if i < 0 || bytes.Count(wasm, []byte(goBuildPath)) != 1 {
+		return nil, fmt.Errorf("module does not hold %q exactly once", goBuildPath)
 	}
-	i += len(goBuildID)
-	if end := bytes.IndexByte(wasm[i:], '"'); end < 16 {
-		return nil, fmt.Errorf("module's Go build ID is shorter than 16 characters")
+	i += len(goBuildPath)
+	if end := bytes.IndexByte(wasm[i:], '\n'); end < 16 {
+		return nil, fmt.Errorf("module's main package path is shorter than 16 characters")
 	}
 	out := bytes.Clone(wasm)
 	copy(out[i:], fmt.Sprintf("%016x", n))

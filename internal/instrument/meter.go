@@ -60,29 +60,7 @@ type MeterInfo struct {
 // Errors wrap ErrMalformed, ErrLimit, ErrReserved or ErrInvalid (see
 // Prepare and Meter), or are ctx's error.
 func PrepareMetered(ctx context.Context, wasm []byte) ([]byte, *Info, *MeterInfo, error) {
-	m, err := Decode(ctx, wasm)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("decoding module: %w", err)
-	}
-	info, err := ExportMutableGlobals(m)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("exporting globals: %w", err)
-	}
-	if err := ScanCode(ctx, m, info); err != nil {
-		return nil, nil, nil, fmt.Errorf("scanning code: %w", err)
-	}
-	mi, err := Meter(ctx, m)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("metering: %w", err)
-	}
-	out, err := m.Encode()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := validate(ctx, out); err != nil {
-		return nil, nil, nil, fmt.Errorf("validating the metered module: %w", err)
-	}
-	return out, info, mi, nil
+	return Rewrite(ctx, wasm, Options{Metered: true})
 }
 
 // Meter adds to m the two globals exported as CounterExport and

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/cloister-faas/cloister/internal/instrument"
@@ -36,6 +37,10 @@ type Config struct {
 	// bound is what keeps abandoned compiles from piling up. Zero means
 	// half of GOMAXPROCS, and at least 1.
 	MaxCompiles int
+	// CompileWorkers is how many goroutines compile the functions of one
+	// module in parallel (wazero's compilation workers). Zero means
+	// GOMAXPROCS: a module compiles in about 1/N of the time on N cores.
+	CompileWorkers int
 	// IdleModules is how long a compiled module that nobody holds (every
 	// Module from Compile given back with Release) stays cached before it
 	// is freed (default DefaultIdleModules). Keep it above the longest
@@ -58,6 +63,7 @@ const DefaultIdleModules = 10 * time.Minute
 // after the last holder released them (see Module.Release).
 type Engine struct {
 	unmetered bool
+	workers   int // Config.CompileWorkers
 	log       *slog.Logger
 	cache     wazero.CompilationCache
 	// wasi lists the functions of wasi_snapshot_preview1 by name, to check
@@ -139,8 +145,13 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if slots <= 0 {
 		slots = max(1, runtime.GOMAXPROCS(0)/2)
 	}
+	workers := cfg.CompileWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
 	e := &Engine{
 		unmetered:    cfg.Unmetered,
+		workers:      workers,
 		log:          log.WithGroup("sandbox"),
 		compileSlots: make(chan struct{}, slots),
 		runtimes:     make(map[uint32]wazero.Runtime),
@@ -425,24 +436,20 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 	// Every module is rewritten before its only compile: its mutable
 	// globals exported (so that a reactor's reset can restore them) and
 	// instruction metering and fuel added (so that receipts carry an exact
-	// count and runaway code stops at its budget). wazero validates the
-	// rewritten module in full; the pass adds functions' code, globals and
+	// count and runaway code stops at its budget). The compile below is
+	// the rewritten module's validation (wazero validates in full what it
+	// compiles; a refusal is ErrInvalidModule), so the pass does not
+	// validate it first. The pass adds functions' code, globals and
 	// exports, never imports or function exports, so the ABI check sees
 	// what the owner wrote.
-	var rewritten []byte
-	var info *instrument.Info
-	if e.unmetered {
-		rewritten, info, err = instrument.Prepare(ctx, prepared)
-	} else {
-		rewritten, info, _, err = instrument.PrepareMetered(ctx, prepared)
-	}
+	rewritten, info, _, err := instrument.Rewrite(ctx, prepared, instrument.Options{Metered: !e.unmetered, CallerCompiles: true})
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr // abandoned: no one will read this
 		}
 		return nil, fmt.Errorf("%w: %s", ErrInvalidModule, shorten(err.Error()))
 	}
-	compiled, err := compileGuarded(ctx, r, rewritten)
+	compiled, err := compileGuarded(experimental.WithCompilationWorkers(ctx, e.workers), r, rewritten)
 	if err != nil && e.closed.Load() {
 		return nil, ErrClosed // the runtime was closed under the compile
 	}

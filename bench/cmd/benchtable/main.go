@@ -203,13 +203,18 @@ func invokeTable(rows []*row, baseline string) (string, error) {
 	return b.String(), nil
 }
 
-// coldTable renders BenchmarkColdStart rows: "kind/module" paths such as
-// deploy-to-first-result/go-reactor-new-code or warm/go-reactor. The last
-// column divides each case's mean by the mean of warm/<module>, where the
-// module is the path's last element without "-new-code".
+// coldTable renders BenchmarkColdStart rows: a module's deploy-to-first-
+// result (go-reactor, go-3MB-new-code) or "kind/module" paths such as
+// warm/go-reactor. The last two columns divide each case's mean by the
+// mean of warm/<module>, where the module is the path's last element
+// without "-new-code", and a -new-code case's mean by that of the same
+// module's already compiled case.
 func coldTable(rows []*row) (string, error) {
-	warm := map[string]float64{}
+	warm, means := map[string]float64{}, map[string]float64{}
 	for _, r := range rows {
+		if v, ok := r.mean("ms/op"); ok {
+			means[r.name] = v
+		}
 		if mod, ok := strings.CutPrefix(r.name, "warm/"); ok {
 			if v, ok := r.mean("ms/op"); ok {
 				warm[mod] = v
@@ -217,8 +222,8 @@ func coldTable(rows []*row) (string, error) {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| case | ops | mean ms | p50 ms | max ms | deploy ms | first result ms | mean vs warm |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| case | ops | mean ms | p50 ms | max ms | deploy ms | first result ms | mean vs warm | new code vs compiled |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		v, err := need(r, "ms/op", "p50-ms", "max-ms")
 		if err != nil {
@@ -236,12 +241,16 @@ func coldTable(rows []*row) (string, error) {
 		if w := warm[mod]; w > 0 {
 			vsWarm = ratio(v[0] / w)
 		}
+		vsCompiled := ""
+		if same, ok := strings.CutSuffix(r.name, "-new-code"); ok && means[same] > 0 {
+			vsCompiled = ratio(v[0] / means[same])
+		}
 		mean := num(v[0])
 		if len(r.runs) > 1 {
 			lo, hi := r.span("ms/op")
 			mean = fmt.Sprintf("%s (%s–%s)", mean, num(lo), num(hi))
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.name, r.ops, mean, num(v[1]), num(v[2]), deploy, first, vsWarm)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.ops, mean, num(v[1]), num(v[2]), deploy, first, vsWarm, vsCompiled)
 	}
 	return b.String(), nil
 }
