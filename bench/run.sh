@@ -24,6 +24,10 @@
 #                                     # of every mode; raw output
 #   bench/run.sh suites               # BenchmarkSuites (internal/seal): sealing and opening a request and a
 #                                     # session opening, X25519 against MLKEM768-X25519, same run; raw output
+#   bench/run.sh hey                  # hey -z 20s -c 32 (DURATION, CONC), a client that is not ours, against
+#                                     # a native net/http echo, then a real `cloister up`: the plaintext /v1
+#                                     # invoke and the OpenWhisk blocking invoke of a `confidential: optional`
+#                                     # echo reactor; req/s, p50, p99 and the ratio to the native echo
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
 #                                     # cluster, once each; time to the next successful sealed call
 #
@@ -33,7 +37,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites) what=$1; shift ;;
+invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -106,6 +110,64 @@ caller)
 	;;
 failover)
 	go test -run '^TestFailover$' -timeout 30m -v ./bench/ -failover "$@" | tee "$out"
+	bench=
+	;;
+hey)
+	tmp=$(mktemp -d)
+	pids=
+	trap 'kill $pids 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp" "$out"' EXIT
+	go build -o "$tmp/cloister" ./cmd/cloister
+	go build -o "$tmp/echo" ./bench/cmd/echo
+	GOBIN="$tmp" go install github.com/rakyll/hey@v0.1.5
+	# The node: no namespace rate limit and no per-client connection cap,
+	# since one client address makes every request.
+	"$tmp/cloister" up --data "$tmp/data" --addr 127.0.0.1:0 --namespace-rate 1e9 --max-conns-per-client -1 >"$tmp/up.log" 2>&1 &
+	pids="$pids $!"
+	"$tmp/echo" >"$tmp/echo.url" &
+	pids="$pids $!"
+	i=0
+	until [ -s "$tmp/data/wskprops" ] && [ -s "$tmp/echo.url" ]; do
+		i=$((i + 1))
+		[ $i -le 600 ] || { cat "$tmp/up.log"; echo "cloister up did not start in 60 s" >&2; exit 1; }
+		sleep 0.1
+	done
+	. "$tmp/data/client.env"
+	. "$tmp/data/wskprops"
+	export CLOISTER_ENV="$tmp/data/client.env" CLOISTER_KEY="$tmp/owner.key"
+	"$tmp/cloister" keys new >/dev/null
+	echo '{"abi":"reactor","confidential":"optional","invokers":"any"}' >"$tmp/m.json"
+	"$tmp/cloister" fn deploy echo bench/testdata/reactor_echo.wasm --manifest "$tmp/m.json"
+	body='{"name":"Ada"}'
+	# heyrun NAME ARGS...: one hey run; its summary lines go to $out.
+	heyrun() {
+		name=$1
+		shift
+		echo "== $name: hey -z ${DURATION:-20s} -c ${CONC:-32} $*" | tee -a "$out"
+		"$tmp/hey" -z "${DURATION:-20s}" -c "${CONC:-32}" -m POST -T application/json -d "$body" "$@" >"$tmp/hey.out"
+		grep -E 'Requests/sec|50%|99%|\[[0-9]+\]' "$tmp/hey.out" | tee -a "$out"
+	}
+	heyrun native "$(cat "$tmp/echo.url")/"
+	heyrun plaintext-v1 -H "Authorization: Bearer $CLOISTER_TOKEN" "$CLOISTER_URL/v1/functions/echo/invoke"
+	# hey's -a loses its header (hey 0.1.5 replaces the request's headers
+	# after setting it), so the basic auth goes in -H.
+	heyrun openwhisk-blocking -H "Authorization: Basic $(printf %s "$AUTH" | base64 | tr -d '\n')" "$APIHOST/api/v1/namespaces/_/actions/echo?blocking=true&result=true"
+	echo
+	awk '
+		/^== / { name = $2; sub(":", "", name); order[++n] = name }
+		/Requests\/sec/ { rps[name] = $2 }
+		/50%/ { p50[name] = $3 * 1000 }
+		/99%/ { p99[name] = $3 * 1000 }
+		/^ *\[[0-9]+\]/ { code = $1; gsub(/[][]/, "", code); if (code != "200") bad[name] += $2 }
+		END {
+			print "| target | req/s | p50 ms | p99 ms | non-200 | ratio to native |"
+			print "|---|---:|---:|---:|---:|---:|"
+			for (i = 1; i <= n; i++) {
+				t = order[i]
+				printf "| %s | %.0f | %.2f | %.2f | %d | %.3f× |\n", t, rps[t], p50[t], p99[t], bad[t], rps[t] / rps["native"]
+				failed += bad[t]
+			}
+			if (failed > 0) { print "FAIL: some answers were not 200: the rates above count them" > "/dev/stderr"; exit 1 }
+		}' "$out"
 	bench=
 	;;
 ycsb)
