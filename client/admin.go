@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/bundle"
@@ -88,6 +89,28 @@ func (c *Client) List(ctx context.Context) ([]FunctionInfo, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/functions", nil, "", &r)
 	return r.Functions, err
+}
+
+// MaxFunctionPage is the largest limit ListPage takes.
+const MaxFunctionPage = 200
+
+// ListPage returns a page of the latest versions of the key's namespace's
+// functions, in name order: at most limit (1 to MaxFunctionPage) of those
+// whose names sort after after ("": from the first). next is the after of
+// the following page, "" on the last page.
+func (c *Client) ListPage(ctx context.Context, after string, limit int) (list []FunctionInfo, next string, err error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	var r struct {
+		Functions []FunctionInfo `json:"functions"`
+		Next      string         `json:"next"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/functions?"+q.Encode(), nil, "", &r); err != nil {
+		return nil, "", err
+	}
+	return r.Functions, r.Next, nil
 }
 
 // Get returns one function version (0 = latest).

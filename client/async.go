@@ -294,24 +294,52 @@ func (c *Client) Activation(ctx context.Context, id string) (*Activation, error)
 // Activations lists the namespace's activations, newest first; name, if
 // set, keeps one function's or sequence's.
 func (c *Client) Activations(ctx context.Context, limit int, name string) ([]*Activation, error) {
-	q := url.Values{}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	list, _, err := c.ActivationsPage(ctx, ActivationQuery{Limit: limit, Name: name})
+	return list, err
+}
+
+// MaxActivationPage is the largest ActivationQuery.Limit.
+const MaxActivationPage = 200
+
+// ActivationQuery selects a page of activations.
+type ActivationQuery struct {
+	// Limit is the page's size, 1 to MaxActivationPage (0: the gateway's
+	// default, 30).
+	Limit int
+	// Name, if set, keeps one function's or sequence's activations.
+	Name string
+	// Before, if set, starts the page after this activation: the next
+	// cursor of the page before.
+	Before string
+}
+
+// ActivationsPage returns a page of the namespace's activations, newest
+// first, and the Before of the following page ("" on the last). With a
+// Name, a page may come back short (the gateway bounds the records one
+// page reads) while next is still set.
+func (c *Client) ActivationsPage(ctx context.Context, q ActivationQuery) (list []*Activation, next string, err error) {
+	v := url.Values{}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
 	}
-	if name != "" {
-		q.Set("name", name)
+	if q.Name != "" {
+		v.Set("name", q.Name)
+	}
+	if q.Before != "" {
+		v.Set("before", q.Before)
 	}
 	var out struct {
 		Activations []*Activation `json:"activations"`
+		Next        string        `json:"next"`
 	}
 	path := "/v1/activations"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if len(v) > 0 {
+		path += "?" + v.Encode()
 	}
 	if err := c.do(ctx, http.MethodGet, path, nil, "", &out); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return out.Activations, nil
+	return out.Activations, out.Next, nil
 }
 
 // activationResult is the body of GET /v1/activations/{id}/result.

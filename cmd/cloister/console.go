@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,9 +35,19 @@ only with the random token in the URL it prints (docs/console.md).`
 func cmdConsole(fs *pflag.FlagSet) runFunc {
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address (loopback unless you mean otherwise; port 0: any free port)")
 	keyPath := fs.String("key", "", "owner key that signs deploys and invocations (default: CLOISTER_KEY or the owner key's default path, if there)")
+	metricsURLs := fs.StringArray("metrics", nil, "a Prometheus endpoint the Metrics page scrapes besides each gateway's /metrics (a cloister worker process's, say), with no credential; repeatable")
+	scrape := fs.Duration("scrape-interval", console.DefaultScrapeInterval, "how often the Metrics page's scraper reads the metrics (it keeps the last 180 intervals)")
 	return func(ctx context.Context, pos []string) error {
 		if len(pos) != 0 {
-			return usageErr("usage: cloister console [--addr HOST:PORT] [--key F]")
+			return usageErr("usage: cloister console [--addr HOST:PORT] [--key F] [--metrics URL]... [--scrape-interval D]")
+		}
+		if *scrape < 100*time.Millisecond {
+			return usageErr("--scrape-interval %v: want at least 100ms", *scrape)
+		}
+		for _, u := range *metricsURLs {
+			if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+				return usageErr("--metrics %q: want an http or https URL", u)
+			}
 		}
 		c, err := newClientAs(*keyPath)
 		if err != nil {
@@ -54,7 +65,8 @@ func cmdConsole(fs *pflag.FlagSet) runFunc {
 		if kp == "" {
 			kp = defaultKeyPath()
 		}
-		cfg := console.Config{Client: c, Policy: pol, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		cfg := console.Config{Client: c, Policy: pol, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			MetricsURLs: *metricsURLs, ScrapeInterval: *scrape}
 		if _, err := os.Stat(kp); err == nil {
 			if cfg.OwnerKey, err = loadKey(kp); err != nil {
 				return err
@@ -89,6 +101,7 @@ func cmdConsole(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
+		defer s.Close() // after the Shutdown below: stops the metrics scraper
 		srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 		host, port, _ := net.SplitHostPort(ln.Addr().String()) // a listener's address always splits
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {

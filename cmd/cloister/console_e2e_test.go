@@ -31,6 +31,27 @@ func chromiumPath() (string, error) {
 	return exec.LookPath("chromium")
 }
 
+// browserTools returns node and Debian's chromium, with playwright-core
+// installed in test/console, or skips the test (fails it in CI, which
+// installs them).
+func browserTools(t *testing.T) (nodeBin, chromium string) {
+	t.Helper()
+	nodeBin, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(repo("test", "console", "node_modules", "playwright-core", "package.json"))
+	}
+	if err == nil {
+		chromium, err = chromiumPath()
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("node, playwright-core or chromium is missing (.ci/run installs chromium with apt and playwright-core with npm ci in test/console): %v", err)
+		}
+		t.Skipf("skipping: node, playwright-core or chromium is missing (apt install chromium; npm ci in test/console): %v", err)
+	}
+	return nodeBin, chromium
+}
+
 // startConsole runs `cloister console` for s's deployment, with env added
 // to the client's environment (a CLOISTER_URL there points it elsewhere),
 // and returns the URL it printed, with its token.
@@ -144,20 +165,7 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Skip("builds and runs the binary and a browser")
 	}
 	script := repo("test", "console", "console_test.js")
-	nodeBin, err := exec.LookPath("node")
-	if err == nil {
-		_, err = os.Stat(repo("test", "console", "node_modules", "playwright-core", "package.json"))
-	}
-	var chromium string
-	if err == nil {
-		chromium, err = chromiumPath()
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node, playwright-core or chromium is missing (.ci/run installs chromium with apt and playwright-core with npm ci in test/console): %v", err)
-		}
-		t.Skipf("skipping: node, playwright-core or chromium is missing (apt install chromium; npm ci in test/console): %v", err)
-	}
+	nodeBin, chromium := browserTools(t)
 
 	dir := t.TempDir()
 	s := startUp(t, dir)

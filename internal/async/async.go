@@ -543,6 +543,10 @@ func isWrongRevision(err error) bool {
 // ListOptions filter List.
 type ListOptions struct {
 	Limit int
+	// Before, an activation id, keeps only the activations older than it:
+	// a page starts after the last activation of the one before (the
+	// cursor ListPage returns).
+	Before string
 	// Skip leaves out the first Skip activations that pass the filters
 	// (the newest), for paging.
 	Skip int
@@ -552,36 +556,67 @@ type ListOptions struct {
 	Keep func(*wire.Activation) bool
 }
 
+// MaxListScan bounds the records one List or ListPage call reads, however
+// many it skips or filters out.
+const MaxListScan = 20 * MaxList
+
 // List returns a namespace's activations, newest first: at most o.Limit
 // (30 if o.Limit <= 0, at most MaxList) of those that pass the filters,
-// after the first o.Skip of them. It reads at most 20 × MaxList records,
+// after the first o.Skip of them. It reads at most MaxListScan records,
 // the newest, however many it skips or filters out.
 func (s *Store) List(ctx context.Context, ns string, o ListOptions) ([]*wire.Activation, error) {
+	out, _, err := s.ListPage(ctx, ns, o)
+	return out, err
+}
+
+// ListPage is List, with the cursor of the next page: the id to pass as
+// o.Before to continue, or "" when no older activation is left. Ids sort
+// by submission time (NewID), so a page is the keys older than o.Before,
+// newest first; it reads records from there only, o.Limit of them when
+// nothing is filtered out, and at most MaxListScan. A filtered page may be
+// short, or even empty with a next cursor, when it stopped at that bound;
+// the page after the last match may be empty.
+func (s *Store) ListPage(ctx context.Context, ns string, o ListOptions) ([]*wire.Activation, string, error) {
 	if o.Limit <= 0 {
 		o.Limit = 30
 	}
 	o.Limit = min(o.Limit, MaxList)
-	lister, err := s.st.Activations.ListKeysFiltered(ctx, "a."+ns+".*")
+	if o.Before != "" && !ValidID(o.Before) {
+		return nil, "", apierr.New(apierr.BadRequest, "before must be an activation id (32 lower-case hex digits)")
+	}
+	prefix := "a." + ns + "."
+	lister, err := s.st.Activations.ListKeysFiltered(ctx, prefix+"*")
 	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "activation store unavailable")
+		return nil, "", apierr.New(apierr.Unavailable, "activation store unavailable")
 	}
-	var keys []string
+	// Only the ids are kept, the older than the cursor; the listing reads
+	// keys, not records.
+	var ids []string
 	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	slices.Reverse(keys)
-	out := []*wire.Activation{}
-	for i, k := range keys {
-		if len(out) == o.Limit || i >= 20*MaxList {
-			break
+		if id := strings.TrimPrefix(k, prefix); o.Before == "" || id < o.Before {
+			ids = append(ids, id)
 		}
-		a, _, err := s.Get(ctx, ns, strings.TrimPrefix(k, "a."+ns+"."))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", apierr.New(apierr.Unavailable, "activation store unavailable")
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	out, last := []*wire.Activation{}, ""
+	for i, id := range ids {
+		if len(out) == o.Limit {
+			return out, last, nil
+		}
+		if i == MaxListScan {
+			// Continue after the last record read.
+			return out, ids[i-1], nil
+		}
+		a, _, err := s.Get(ctx, ns, id)
 		if apierr.CodeOf(err) == apierr.NotFound {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if (o.Name != "" && a.Name != o.Name) || (o.Keep != nil && !o.Keep(a)) {
 			continue
@@ -590,9 +625,9 @@ func (s *Store) List(ctx context.Context, ns string, o ListOptions) ([]*wire.Act
 			o.Skip--
 			continue
 		}
-		out = append(out, a)
+		out, last = append(out, a), id
 	}
-	return out, nil
+	return out, "", nil
 }
 
 // DeadLetter publishes d on the dead-letter subject of its namespace.

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -42,6 +43,7 @@ func (s *Server) routes() {
 	api.HandleFunc("GET /api/ledger", s.ledger)
 	api.HandleFunc("GET /api/ledger/bill", s.bill)
 	api.HandleFunc("POST /api/ledger/inclusion", s.inclusion)
+	api.HandleFunc("GET /api/metrics", s.metricsAPI)
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, kindNotFound, "no such API: "+r.Method+" "+r.URL.Path)
 	})
@@ -218,14 +220,39 @@ type FunctionView struct {
 	Certificate Verification    `json:"certificate"`
 }
 
+// functions answers GET /api/functions[?limit=N][&after=NAME]: a page of
+// the functions (of limit, or MaxFunctionPage), in name order, through the
+// gateway's paging, and "next", the after of the next page; without limit
+// or after, all of them.
 func (s *Server) functions(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	q := r.URL.Query()
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > client.MaxFunctionPage {
+			writeError(w, http.StatusBadRequest, kindBadRequest, fmt.Sprintf("limit must be 1-%d", client.MaxFunctionPage))
+			return
+		}
+		limit = n
+	}
+	after := q.Get("after")
+	if after != "" && !bundle.ValidName(after) {
+		writeError(w, http.StatusBadRequest, kindBadRequest, fmt.Sprintf("invalid cursor %q: after is a function name", after))
+		return
+	}
 	a, err := s.cfg.Client.Attest(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	list, err := s.cfg.Client.List(ctx)
+	var list []client.FunctionInfo
+	next := ""
+	if limit == 0 && after == "" {
+		list, err = s.cfg.Client.List(ctx)
+	} else {
+		list, next, err = s.cfg.Client.ListPage(ctx, after, cmp.Or(limit, client.MaxFunctionPage))
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -234,7 +261,11 @@ func (s *Server) functions(w http.ResponseWriter, r *http.Request) {
 	for _, fi := range list {
 		out = append(out, functionView(fi, a.IdentityKey, s.cfg.Client.Namespace()))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"functions": out})
+	body := map[string]any{"functions": out}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // functionView opens fi's certificate with the coordinator's key and shows
@@ -500,16 +531,31 @@ type ActivationSummary struct {
 	KeyHeld bool `json:"key_held"`
 }
 
+// activationScanPages bounds the gateway pages one filtered page of
+// activations reads (the status and since filters are the console's).
+const activationScanPages = 5
+
+// activations answers GET /api/activations[?limit=N][&before=ID]
+// [&function=NAME][&status=S][&since=T]: a page of activations, newest
+// first, through the gateway's paging, and "next", the before of the next
+// page. The gateway filters by function; the console by status and since,
+// reading a few gateway pages at most to fill a page (a page may be short
+// while next is set).
 func (s *Server) activations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit := 50
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 200 {
-			writeError(w, http.StatusBadRequest, kindBadRequest, "limit must be 1-200")
+		if err != nil || n < 1 || n > client.MaxActivationPage {
+			writeError(w, http.StatusBadRequest, kindBadRequest, fmt.Sprintf("limit must be 1-%d", client.MaxActivationPage))
 			return
 		}
 		limit = n
+	}
+	before := q.Get("before")
+	if before != "" && !validActivationID(before) {
+		writeError(w, http.StatusBadRequest, kindBadRequest, "invalid cursor: before is an activation id")
+		return
 	}
 	name, status := q.Get("function"), q.Get("status")
 	if name != "" && !bundle.ValidName(name) {
@@ -525,22 +571,51 @@ func (s *Server) activations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	list, err := s.cfg.Client.Activations(r.Context(), limit, name)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	out := []ActivationSummary{}
-	for _, a := range list {
-		sub := time.UnixMilli(a.Submitted)
-		if (status != "" && a.Status != status) || (!since.IsZero() && sub.Before(since)) {
-			continue
-		}
-		out = append(out, ActivationSummary{ID: a.ActivationID, Name: a.Name, Version: a.Version, Kind: a.Kind, Mode: a.Mode,
-			Status: a.Status, Submitted: sub, Duration: a.Duration, Attempts: a.Attempts, Trigger: a.Trigger, KeyHeld: s.pendingFor(a.ActivationID) != nil})
+	next := before
+	// Without a status filter, a gateway page is the page (since only
+	// ends it early); with one, full pages are read until this one is full.
+	fetch := limit
+	if status != "" {
+		fetch = client.MaxActivationPage
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"activations": out, "verified": false,
-		"note": "the list is the gateway's record; open an activation to verify its receipt"})
+pages:
+	for range activationScanPages {
+		list, gwNext, err := s.cfg.Client.ActivationsPage(r.Context(), client.ActivationQuery{Limit: fetch, Name: name, Before: next})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		next = gwNext
+		for i, a := range list {
+			sub := time.UnixMilli(a.Submitted)
+			if !since.IsZero() && sub.Before(since) {
+				// Newest first: the rest is older still.
+				next = ""
+				break pages
+			}
+			if status != "" && a.Status != status {
+				continue
+			}
+			out = append(out, ActivationSummary{ID: a.ActivationID, Name: a.Name, Version: a.Version, Kind: a.Kind, Mode: a.Mode,
+				Status: a.Status, Submitted: sub, Duration: a.Duration, Attempts: a.Attempts, Trigger: a.Trigger, KeyHeld: s.pendingFor(a.ActivationID) != nil})
+			if len(out) == limit {
+				if i < len(list)-1 {
+					next = a.ActivationID
+				}
+				break pages
+			}
+		}
+		if next == "" {
+			break
+		}
+	}
+	body := map[string]any{"activations": out, "verified": false,
+		"note": "the list is the gateway's record; open an activation to verify its receipt"}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // ActivationView is one activation: the gateway's record (unverified),

@@ -20,12 +20,15 @@ type BillReport struct {
 	Entries     uint64          `json:"entries"`
 	RootMatches bool            `json:"root_matches"`
 	// Problems are the audit's findings, as text.
-	Problems     []string            `json:"problems"`
-	Counts       map[string]uint64   `json:"counts,omitempty"`
-	Bill         []billing.Line      `json:"bill"`
-	Duplicates   uint64              `json:"duplicates"`
-	DupEntries   []billing.Duplicate `json:"duplicate_entries,omitempty"`
-	Verification Verification        `json:"verification"`
+	Problems   []string            `json:"problems"`
+	Counts     map[string]uint64   `json:"counts,omitempty"`
+	Bill       []billing.Line      `json:"bill"`
+	Duplicates uint64              `json:"duplicates"`
+	DupEntries []billing.Duplicate `json:"duplicate_entries,omitempty"`
+	// Series is the billed receipts over time: invocations, failures and
+	// instructions per minute, hour or day, by each receipt's signed time.
+	Series       billing.Series `json:"series"`
+	Verification Verification   `json:"verification"`
 }
 
 // Bill audits the ledger as `cloister ledger audit` does. A report whose
@@ -41,7 +44,8 @@ func Bill(ctx context.Context, c *client.Client) (*BillReport, error) {
 		return nil, err
 	}
 	auditor := billing.NewAuditor(receipt.NewVerifier(a.IdentityKey))
-	rep, auditErr := l.Audit(ctx, 0, auditor.Check, nil)
+	timeline := billing.NewTimeline(auditor)
+	rep, auditErr := l.Audit(ctx, 0, timeline.Check, nil)
 	if rep == nil || rep.Checkpoint == nil {
 		if errors.Is(auditErr, context.Canceled) || errors.Is(auditErr, context.DeadlineExceeded) {
 			return nil, auditErr
@@ -50,7 +54,8 @@ func Bill(ctx context.Context, c *client.Client) (*BillReport, error) {
 	}
 	ndups, dups := auditor.Duplicates()
 	out := &BillReport{Checkpoint: checkpointView(rep.Checkpoint), From: rep.From, Entries: rep.Entries, RootMatches: rep.RootMatches,
-		Problems: []string{}, Counts: rep.Counts, Bill: auditor.Bill(), Duplicates: ndups, DupEntries: dups}
+		Problems: []string{}, Counts: rep.Counts, Bill: auditor.Bill(), Duplicates: ndups, DupEntries: dups,
+		Series: timeline.Series()}
 	if out.Bill == nil {
 		out.Bill = []billing.Line{}
 	}

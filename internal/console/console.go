@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cloister-faas/cloister/client"
 )
@@ -69,7 +70,15 @@ type Config struct {
 	// is kept per coordinator (as `cloister ledger verify` keeps it), so
 	// that each new one is proved to extend it.
 	CheckpointDir string
-	// HTTP does the health checks (default: a client with a 5 s timeout).
+	// MetricsURLs are Prometheus endpoints the metrics page scrapes besides
+	// each gateway's /metrics (`cloister worker` processes', say), with no
+	// credential.
+	MetricsURLs []string
+	// ScrapeInterval is how often the metrics page's scraper reads them
+	// (default DefaultScrapeInterval).
+	ScrapeInterval time.Duration
+	// HTTP does the health checks and the scrapes of MetricsURLs (default:
+	// a client with a 5 s timeout).
 	HTTP *http.Client
 	// Logger receives request failures; never a secret or a payload.
 	Logger *slog.Logger
@@ -82,6 +91,8 @@ type Server struct {
 	assets fs.FS
 	mux    *http.ServeMux // the assets
 	api    *http.ServeMux // the JSON API, under /api/
+
+	metrics *metricsScraper // started by the first GET /api/metrics; see Close
 
 	mu      sync.Mutex
 	pending map[string]*client.Pending // async invocations' keys, by activation ID
@@ -106,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening embedded assets: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, assets: assets, mux: http.NewServeMux(), api: http.NewServeMux(), pending: map[string]*client.Pending{}}
+	s.metrics = newMetricsScraper(cfg)
 	s.routes()
 	return s, nil
 }

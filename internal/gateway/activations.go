@@ -53,13 +53,18 @@ func (g *Gateway) asyncRoutes() {
 	}))
 }
 
+// listActivations answers GET /v1/activations[?limit=N][&name=NAME]
+// [&before=ID]: the namespace's activations, newest first, older than
+// before when it is set. With more to come, the answer's "next" is the
+// id to pass as before for the next page.
 func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	st, err := g.svc.asyncQueue()
 	if err != nil {
 		return err
 	}
-	o := async.ListOptions{Name: r.URL.Query().Get("name")}
-	if s := r.URL.Query().Get("limit"); s != "" {
+	q := r.URL.Query()
+	o := async.ListOptions{Name: q.Get("name"), Before: q.Get("before")}
+	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > async.MaxList {
 			return apierr.New(apierr.BadRequest, "limit must be 1 to %d", async.MaxList)
@@ -69,11 +74,18 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request, p *Pri
 	if o.Name != "" && !bundle.ValidName(o.Name) {
 		return apierr.New(apierr.BadRequest, "invalid name %q", o.Name)
 	}
-	list, err := st.List(r.Context(), p.Namespace, o)
+	if o.Before != "" && !async.ValidID(o.Before) {
+		return apierr.New(apierr.BadRequest, "before must be an activation id (32 lower-case hex digits), the next of the previous page")
+	}
+	list, next, err := st.ListPage(r.Context(), p.Namespace, o)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"activations": list})
+	body := map[string]any{"activations": list}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

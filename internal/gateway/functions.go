@@ -8,11 +8,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
+	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
@@ -29,8 +31,28 @@ func info(rec *registry.Record, latest int) wire.FunctionInfo {
 	}
 }
 
+// MaxFunctionPage bounds one page of GET /v1/functions?limit=N.
+const MaxFunctionPage = 200
+
+// listFunctions answers GET /v1/functions[?limit=N][&after=NAME]: the
+// latest version of each function, in name order; without limit, all of
+// them. With more to come, the answer's "next" is the name to pass as
+// after for the next page.
 func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	recs, err := g.svc.functions.List(r.Context(), p.Namespace)
+	q := r.URL.Query()
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxFunctionPage {
+			return apierr.New(apierr.BadRequest, "limit must be 1 to %d", MaxFunctionPage)
+		}
+		limit = n
+	}
+	after := q.Get("after")
+	if after != "" && !bundle.ValidName(after) {
+		return apierr.New(apierr.BadRequest, "after must be a function name (the next of the previous page), not %q", after)
+	}
+	recs, more, err := g.svc.functions.ListPage(r.Context(), p.Namespace, after, limit)
 	if err != nil {
 		return storeError("registry", err)
 	}
@@ -40,7 +62,11 @@ func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request, p *Princ
 		i.Manifest = nil
 		out = append(out, i)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"functions": out})
+	body := map[string]any{"functions": out}
+	if more && len(out) > 0 {
+		body["next"] = out[len(out)-1].Name
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +80,19 @@ func (f *fakeFunctions) List(_ context.Context, ns string) ([]*registry.Record, 
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeFunctions) ListPage(ctx context.Context, ns, after string, limit int) ([]*registry.Record, bool, error) {
+	recs, err := f.List(ctx, ns)
+	if err != nil {
+		return nil, false, err
+	}
+	slices.SortFunc(recs, func(a, b *registry.Record) int { return strings.Compare(a.Function.Name, b.Function.Name) })
+	recs = slices.DeleteFunc(recs, func(r *registry.Record) bool { return r.Function.Name <= after })
+	if limit > 0 && len(recs) > limit {
+		return recs[:limit], true, nil
+	}
+	return recs, false, nil
 }
 
 func (f *fakeFunctions) add(ns, name string, version int, confidential string, timeoutMS int) *registry.Record {
@@ -194,6 +208,10 @@ func (q *fakeQueue) Record(_ context.Context, a *wire.Activation) error {
 
 func (q *fakeQueue) List(context.Context, string, async.ListOptions) ([]*wire.Activation, error) {
 	return nil, errors.New("not used")
+}
+
+func (q *fakeQueue) ListPage(context.Context, string, async.ListOptions) ([]*wire.Activation, string, error) {
+	return nil, "", errors.New("not used")
 }
 
 func (q *fakeQueue) DeadLetters(context.Context, string, time.Time, int) ([]wire.DeadLetter, error) {

@@ -33,6 +33,9 @@ type functionReader interface {
 	Latest(ctx context.Context, ns, name string) (int, error)
 	NextVersion(ctx context.Context, ns, name string) (int, error)
 	List(ctx context.Context, ns string) ([]*registry.Record, error)
+	// ListPage is a page of List in name order, after the name after
+	// (limit <= 0: all of them), and whether more follow.
+	ListPage(ctx context.Context, ns, after string, limit int) ([]*registry.Record, bool, error)
 }
 
 // invoker runs invocations on workers: over NATS (busInvoker), or a fake.
@@ -54,6 +57,8 @@ type activationQueue interface {
 	Update(ctx context.Context, ns, id string, fn func(*wire.Activation) error) (*wire.Activation, error)
 	Record(ctx context.Context, a *wire.Activation) error
 	List(ctx context.Context, ns string, o async.ListOptions) ([]*wire.Activation, error)
+	// ListPage is List with the cursor of the next page ("" at the end).
+	ListPage(ctx context.Context, ns string, o async.ListOptions) ([]*wire.Activation, string, error)
 	DeadLetters(ctx context.Context, ns string, since time.Time, limit int) ([]wire.DeadLetter, error)
 }
 

@@ -387,18 +387,32 @@ func (r *Registry) LiveVersions(ctx context.Context, ns, name string) (int, erro
 	return l.Version - max(l.FirstLive, 1) + 1, nil
 }
 
-// List returns the latest live version of every function in a namespace.
+// List returns the latest live version of every function in a namespace,
+// in name order.
 func (r *Registry) List(ctx context.Context, ns string) ([]*Record, error) {
+	out, _, err := r.ListPage(ctx, ns, "", 0)
+	return out, err
+}
+
+// ListPage returns, in name order, the latest live version of the first
+// limit functions of a namespace whose names sort after after ("": from
+// the first; limit <= 0: all of them), and whether a live function
+// follows the last one returned. It lists the names (keys only) and reads
+// the records of the page alone, plus those it passes over because they
+// were deleted, plus one to tell whether more follow.
+func (r *Registry) ListPage(ctx context.Context, ns, after string, limit int) ([]*Record, bool, error) {
 	lister, err := r.kv.ListKeysFiltered(ctx, "latest."+ns+".*")
 	if err != nil {
-		return nil, fmt.Errorf("listing: %w", err)
+		return nil, false, fmt.Errorf("listing: %w", err)
 	}
 	var names []string
 	for k := range lister.Keys() {
-		names = append(names, strings.TrimPrefix(k, "latest."+ns+"."))
+		if n := strings.TrimPrefix(k, "latest."+ns+"."); n > after {
+			names = append(names, n)
+		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("listing: %w", err)
+		return nil, false, fmt.Errorf("listing: %w", err)
 	}
 	sort.Strings(names)
 	var out []*Record
@@ -408,9 +422,12 @@ func (r *Registry) List(ctx context.Context, ns string) ([]*Record, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if limit > 0 && len(out) == limit {
+			return out, true, nil
 		}
 		out = append(out, rec)
 	}
-	return out, nil
+	return out, false, nil
 }

@@ -388,6 +388,91 @@ step("a receipt tampered by the gateway is shown as a verification failure", asy
   await tp.close();
 });
 
+// chartInfo returns, for the chart (figure) with id in page: its data-max,
+// its value count, each series' data-max by name, and its axis labels.
+async function chartInfo(page, id) {
+  return page.locator("#" + id).evaluate((fig) => ({
+    max: Number(fig.dataset.max),
+    values: Number(fig.dataset.values),
+    series: Object.fromEntries([...fig.querySelectorAll("g.series")].map((g) => [g.dataset.series, g.dataset.max === "" ? null : Number(g.dataset.max)])),
+    labels: [...fig.querySelectorAll("g.axis text")].map((t) => t.textContent),
+    legend: [...fig.querySelectorAll(".legend li")].map((li) => li.textContent),
+    svgs: fig.querySelectorAll("svg").length,
+  }));
+}
+
+step("the ledger page charts the audited invocations and instructions over time", async () => {
+  await page.goto(origin + "/#ledger");
+  await page.locator("h2:has-text('Checkpoint') .badge").waitFor();
+  await page.locator("#audit-btn").click();
+  await page.locator("#ledger-charts, #bill .error").first().waitFor({ timeout: LONG });
+  const text = await page.locator("#bill").innerText();
+  check(await page.locator("#ledger-charts figure.chart svg").count() === 2, `the ledger shows no two charts: ${text}`);
+  const inv = await chartInfo(page, "chart-ledger-invocations");
+  const ins = await chartInfo(page, "chart-ledger-instructions");
+  console.log(`# ledger charts: invocations max ${inv.max} per bucket over ${inv.values} bucket(s), instructions max ${ins.max}`);
+  check(inv.max >= 1 && inv.values >= 1 && inv.series.ok >= 1, `the invocations chart holds no invocation: ${JSON.stringify(inv)}`);
+  check(ins.max > 0, `the instructions chart holds no instruction: ${JSON.stringify(ins)}`);
+  check(inv.labels.length >= 3 && ins.labels.length >= 3, `a ledger chart has no axis labels: ${JSON.stringify([inv.labels, ins.labels])}`);
+  check(inv.legend.some((l) => l.includes("ok")) && inv.legend.some((l) => l.includes("failed")), `the invocations chart's legend: ${inv.legend}`);
+  // The bars add up to the bill.
+  const billed = await page.locator("#bill").evaluate((b) => [...b.querySelectorAll("tbody tr")].reduce((a, tr) => a + Number(tr.children[2].textContent), 0));
+  const charted = await page.locator("#chart-ledger-invocations").evaluate((fig) => [...fig.querySelectorAll("rect.bar title")].reduce((a, t) => a + Number(t.textContent.split(": ").pop()), 0));
+  check(charted === billed, `the invocations charted add up to ${charted}, the bill to ${billed}`);
+  await noScriptInjected(page, "the ledger's charts");
+  await shot(page, "ledger-charts");
+});
+
+step("the metrics page charts throughput, latency, errors and pools from the platform's metrics", async () => {
+  // The console scrapes from the first visit on: the calls made next show
+  // as a rate at the following scrape.
+  await page.goto(origin + "/#metrics");
+  await page.locator("#chart-throughput").waitFor();
+  check(await page.locator("#nav a[data-page='metrics'][aria-current='page']").count() === 1, "the Metrics link is not the current page");
+  for (let i = 0; i < 3; i++) {
+    await expectVerifiedResult(await invokeOn(page, "hello-js", { name: "Metrics " + i }), "hello-js", "Hello, Metrics " + i);
+  }
+  const missing = await invokeOn(page, "no-such-function", { name: "Ada" }); // a refusal: not_found
+  check(await missing.locator(".error").count() === 1, `invoking a missing function: ${await missing.innerText()}`);
+  await page.goto(origin + "/#metrics");
+  let thr;
+  let errs;
+  for (let i = 0; i < 40; i++) {
+    await page.locator("#chart-throughput").waitFor();
+    thr = await chartInfo(page, "chart-throughput");
+    errs = await chartInfo(page, "chart-errors");
+    if (thr.series["invocations/s (workers)"] > 0 && errs.max > 0) break;
+    await page.waitForTimeout(1000); // the page redraws itself
+  }
+  const lat = await chartInfo(page, "chart-latency");
+  const pools = await chartInfo(page, "chart-pools");
+  console.log(`# metrics: throughput ${JSON.stringify(thr.series)}; latency ${JSON.stringify(lat.series)}; errors ${JSON.stringify(errs.series)}; pools ${JSON.stringify(pools.series)}`);
+  check(thr.series["invocations/s (workers)"] > 0, `no throughput point above zero after 3 calls: ${JSON.stringify(thr)}\n${await page.locator("main").innerText()}`);
+  check(lat.values > 0 && lat.series["p99 at the gateway"] > 0, `the latency chart holds no value: ${JSON.stringify(lat)}`);
+  check(Object.keys(errs.series).some((k) => k.includes("not_found")), `the errors chart has no not_found: ${JSON.stringify(errs.series)}`);
+  check(pools.svgs === 1 && "slots in use" in pools.series, `the pools chart: ${JSON.stringify(pools)}`);
+  for (const c of [thr, lat, errs, pools]) check(c.labels.length >= 4 && c.legend.length >= 1, `a chart without axis labels or legend: ${JSON.stringify(c)}`);
+  check(await page.locator("main .error").count() === 0, `a scrape failed: ${await page.locator("main").innerText()}`);
+  const src = await page.locator("main table").innerText();
+  check(src.includes("/metrics") && src.includes("api key"), `the sources table: ${src}`);
+  // It fits at 390 px: nothing wider than the window.
+  await page.setViewportSize({ width: 390, height: 900 });
+  await page.reload();
+  await page.locator("#chart-throughput").waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `the metrics page is ${overflow} px wider than a 390 px window`);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.reload();
+  await page.locator("#chart-throughput").waitFor();
+  await noScriptInjected(page, "the metrics page");
+  await shot(page, "metrics");
+  // Leaving the page stops its redraws.
+  await page.goto(origin + "/#overview");
+  await page.locator("h1:text('Overview')").waitFor();
+  await page.waitForTimeout(6000);
+  check(await page.locator("h1:text('Overview')").count() === 1, "the metrics page redrew itself over another page");
+});
+
 step("no page error, dialog or CSP violation anywhere", async () => {
   check(pageErrors.length === 0, `page errors: ${pageErrors.join("; ")}`);
   check(dialogs.length === 0, `dialogs: ${dialogs.join("; ")}`);

@@ -3,6 +3,8 @@
 // comes from the server is inserted as text (textContent, text nodes),
 // never as HTML.
 
+import { barChart, lineChart, seconds } from "./charts.js";
+
 const TOKEN_KEY = "cloister-console-token";
 const TOKEN_HEADER = "X-Cloister-Console-Token";
 
@@ -148,20 +150,39 @@ function mono(s) {
   return el("code", { className: "mono" }, s || "");
 }
 
+// table renders rows under head. A head entry is a label, or
+// { label, cls }: cls goes on the column's header and cells (the style
+// sheet hides the "opt-wide" columns on narrower screens and the
+// "opt-narrow" ones on phones; "wrap-cell" lets a column wrap).
 function table(head, rows, empty) {
   if (!rows.length) return el("p", { className: "muted" }, empty || "Nothing yet.");
+  const cols = head.map((h) => (typeof h === "object" && h !== null && !(h instanceof Node) ? h : { label: h }));
   return el("div", { className: "scroll" },
     el("table", {},
-      el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c instanceof Node ? c : String(c ?? ""))))))));
+      el("thead", {}, el("tr", {}, cols.map((h) => el("th", { scope: "col", className: h.cls }, h.label)))),
+      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c, i) => el("td", { className: cols[i] && cols[i].cls }, c instanceof Node ? c : String(c ?? ""))))))));
+}
+
+// pager is a list's paging control: links to the first page (when this
+// is not it) and to the next (when there is one).
+function pager(firstHref, nextHref, nextText, what) {
+  if (!firstHref && !nextHref) return null;
+  return el("div", { className: "pager", role: "navigation", "aria-label": "Pages of " + what },
+    firstHref ? el("a", { href: firstHref, className: "pager-first" }, "← " + (what === "activations" ? "Newest" : "First page")) : null,
+    nextHref ? el("a", { href: nextHref, className: "pager-next", rel: "next" }, nextText + " →") : null);
+}
+
+// hashQuery is the query of the address's hash (#page?k=v).
+function hashQuery() {
+  return new URLSearchParams(location.hash.split("?")[1] || "");
 }
 
 function short(h, n = 12) {
   return h && h.length > n ? h.slice(0, n) + "…" : h || "";
 }
 
-function hashCell(h) {
-  return el("code", { className: "mono", title: h || "" }, short(h, 16));
+function hashCell(h, n = 16) {
+  return el("code", { className: "mono", title: h || "" }, short(h, n));
 }
 
 function when(t) {
@@ -269,12 +290,23 @@ async function overview() {
   setPage(el("h1", {}, "Overview"), el("div", { className: "grid" }, att, pol, workers, health));
 }
 
+// FUNCTION_PAGE and ACTIVATION_PAGE are how many rows a list page shows;
+// the console pages through the gateway's lists (?after=, ?before=).
+const FUNCTION_PAGE = 50;
+const ACTIVATION_PAGE = 50;
+
 async function functions() {
   loading("functions");
+  const after = hashQuery().get("after") || "";
   let list = [];
+  let next = "";
   let listErr = null;
   try {
-    list = (await api("GET", "/api/functions")).functions;
+    const p = new URLSearchParams({ limit: String(FUNCTION_PAGE) });
+    if (after) p.set("after", after);
+    const r = await api("GET", "/api/functions?" + p.toString());
+    list = r.functions;
+    next = r.next || "";
   } catch (e) {
     if (e.status === 401) return;
     listErr = e;
@@ -316,39 +348,48 @@ async function functions() {
     String(f.version) + (f.latest && f.latest !== f.version ? " (latest " + f.latest + ")" : ""),
     [f.runtime, f.abi].filter(Boolean).join(" / "),
     f.confidential,
-    hashCell(f.owner_key),
-    hashCell(f.code_sha256),
-    hashCell(f.snapshot_sha256),
+    hashCell(f.owner_key, 10),
+    hashCell(f.code_sha256, 10),
+    hashCell(f.snapshot_sha256, 10),
     f.suite || "",
     f.certificate.ok ? badge(true) : el("span", { title: f.certificate.error || "" }, badge(false)),
-    el("button", {
-      className: "small-btn", type: "button", "aria-label": "Details of " + f.name,
-      onclick: async () => {
-        try {
-          detail.replaceChildren(functionDetail((await api("GET", "/api/functions/" + encodeURIComponent(f.name))).function));
-          detail.scrollIntoView({ block: "nearest" });
-        } catch (e) {
-          if (e.status !== 401) detail.replaceChildren(errorBox(e));
-        }
-      },
-    }, "Details"),
-    el("button", {
-      className: "danger small-btn", type: "button", "aria-label": "Delete " + f.name,
-      onclick: async () => {
-        if (!confirm("Delete " + f.name + " and all its versions?")) return;
-        try {
-          await api("DELETE", "/api/functions/" + encodeURIComponent(f.name));
-          route();
-        } catch (e) {
-          if (e.status !== 401) status.replaceChildren(errorBox(e));
-        }
-      },
-    }, "Delete"),
+    el("span", { className: "actions" },
+      el("button", {
+        className: "small-btn", type: "button", "aria-label": "Details of " + f.name,
+        onclick: async () => {
+          try {
+            detail.replaceChildren(functionDetail((await api("GET", "/api/functions/" + encodeURIComponent(f.name))).function));
+            detail.scrollIntoView({ block: "nearest" });
+          } catch (e) {
+            if (e.status !== 401) detail.replaceChildren(errorBox(e));
+          }
+        },
+      }, "Details"),
+      el("button", {
+        className: "danger small-btn", type: "button", "aria-label": "Delete " + f.name,
+        onclick: async () => {
+          if (!confirm("Delete " + f.name + " and all its versions?")) return;
+          try {
+            await api("DELETE", "/api/functions/" + encodeURIComponent(f.name));
+            route();
+          } catch (e) {
+            if (e.status !== 401) status.replaceChildren(errorBox(e));
+          }
+        },
+      }, "Delete")),
   ]);
+  const head = [
+    { label: "Name", cls: "wrap-cell" }, "Version", { label: "Runtime", cls: "opt-narrow wrap-cell" }, { label: "Confidential", cls: "opt-narrow" },
+    { label: "Owner key", cls: "opt-narrow" }, { label: "Code", cls: "opt-narrow" }, { label: "Snapshot", cls: "opt-wide" },
+    { label: "Suite", cls: "opt-wide wrap-cell" }, "Certificate", { label: "", cls: "wrap-cell" },
+  ];
+  const paging = pager(after ? "#functions" : "", next ? "#functions?after=" + encodeURIComponent(next) : "", "Next page", "functions");
   const listCard = el("section", { className: "card" },
     el("h2", {}, "Functions"),
     el("p", { className: "muted" }, "Runtime, confidential mode, owner key, hashes and sealing suite come from each certificate, verified by this console against the attested coordinator. Limits (in Details) are the gateway's report of the manifest."),
-    listErr ? errorBox(listErr) : table(["Name", "Version", "Runtime", "Confidential", "Owner key", "Code", "Snapshot", "Suite", "Certificate", "", ""], rows, "No functions yet: deploy one."));
+    after ? el("p", { className: "muted small" }, "Functions after ", mono(after), ", in name order.") : null,
+    listErr ? errorBox(listErr) : table(head, rows, after ? "No functions after " + after + "." : "No functions yet: deploy one."),
+    paging);
   setPage(el("h1", {}, "Functions"), form, listCard, detail);
 }
 
@@ -487,7 +528,7 @@ function inclusionView(r) {
 
 async function activations(id) {
   if (id) return activation(id);
-  const q = new URLSearchParams(location.hash.split("?")[1] || "");
+  const q = hashQuery();
   const fn = el("input", { id: "act-function", value: q.get("function") || "", placeholder: "any function", autocomplete: "off" });
   const st = el("select", { id: "act-status" },
     ["", "queued", "running", "success", "application_error", "developer_error", "platform_error"].map((s) => el("option", { value: s, selected: q.get("status") === s }, s || "any status")));
@@ -505,8 +546,12 @@ async function activations(id) {
     },
   }, el("label", { htmlFor: "act-function" }, "Function"), fn, st, since, el("button", { type: "submit" }, "Filter"));
   setPage(el("h1", {}, "Activations"), form, el("p", { className: "muted" }, "Loading…"));
-  const p = new URLSearchParams();
-  for (const k of ["function", "status", "since"]) if (q.get(k)) p.set(k, q.get(k));
+  const filters = new URLSearchParams();
+  for (const k of ["function", "status", "since"]) if (q.get(k)) filters.set(k, q.get(k));
+  const before = q.get("before") || "";
+  const p = new URLSearchParams(filters);
+  p.set("limit", String(ACTIVATION_PAGE));
+  if (before) p.set("before", before);
   let r;
   try {
     r = await api("GET", "/api/activations?" + p.toString());
@@ -514,11 +559,23 @@ async function activations(id) {
     if (e.status !== 401) setPage(el("h1", {}, "Activations"), form, errorBox(e));
     return;
   }
+  const here = (extra) => {
+    const h = new URLSearchParams(filters);
+    for (const [k, v] of Object.entries(extra)) h.set(k, v);
+    const s = h.toString();
+    return "#activations" + (s ? "?" + s : "");
+  };
+  const head = [
+    "Activation", { label: "Function", cls: "wrap-cell" }, { label: "Version", cls: "opt-narrow" }, "Status", { label: "Submitted", cls: "opt-narrow" },
+    { label: "Duration", cls: "opt-narrow" }, { label: "Attempts", cls: "opt-wide" }, "Key held",
+  ];
   setPage(el("h1", {}, "Activations"), form,
     el("p", { className: "muted" }, r.note),
-    el("section", { className: "card" }, table(["Activation", "Function", "Version", "Status", "Submitted", "Duration", "Attempts", "Key held"],
+    before ? el("p", { className: "muted small" }, "Activations older than ", mono(short(before, 16)), ", newest first.") : null,
+    el("section", { className: "card" }, table(head,
       r.activations.map((a) => [el("a", { href: "#activations/" + a.activation_id }, mono(short(a.activation_id, 16))), a.name, a.version, a.status, when(a.submitted), a.duration_ms + " ms", a.attempts, a.key_held ? "yes" : "no"]),
-      "No activations match.")));
+      before ? "No older activations match." : "No activations match."),
+    pager(before ? here({}) : "", r.next ? here({ before: r.next }) : "", "Older", "activations")));
 }
 
 async function activation(id) {
@@ -562,9 +619,9 @@ async function ledger() {
       onclick: async () => {
         billOut.replaceChildren(el("p", { className: "muted" }, "Auditing…"));
         try {
-          billOut.replaceChildren(billView(await api("GET", "/api/ledger/bill")));
+          billOut.replaceChildren(billWithCharts(await api("GET", "/api/ledger/bill")));
         } catch (e) {
-          if (e.status !== 401) billOut.replaceChildren(e.body && e.body.bill ? billView(e.body) : errorBox(e));
+          if (e.status !== 401) billOut.replaceChildren(e.body && e.body.bill ? billWithCharts(e.body) : errorBox(e));
         }
       },
     }, "Audit the ledger"),
@@ -602,9 +659,124 @@ function billView(b) {
       "No receipts in the ledger yet."));
 }
 
+// The metrics page: the gateways' and workers' Prometheus metrics, which
+// the console scrapes every few seconds; the page redraws itself while it
+// is shown.
+
+let metricsTimer = null;
+
+function stopMetricsTimer() {
+  if (metricsTimer !== null) clearTimeout(metricsTimer);
+  metricsTimer = null;
+}
+
+function currentPage() {
+  return location.hash.replace(/^#/, "").split("?")[0].split("/")[0];
+}
+
+async function metrics() {
+  stopMetricsTimer();
+  if (!main().querySelector("#metrics-charts")) loading("the metrics");
+  let v;
+  try {
+    v = await api("GET", "/api/metrics");
+  } catch (e) {
+    if (e.status === 401) return;
+    if (currentPage() !== "metrics") return;
+    setPage(el("h1", {}, "Metrics"), errorBox(e));
+    scheduleMetrics(5);
+    return;
+  }
+  if (currentPage() !== "metrics") return; // the user moved on meanwhile
+  setPage(metricsView(v));
+  scheduleMetrics(Math.min(5, Math.max(1, v.interval_seconds || 5)));
+}
+
+function scheduleMetrics(secs) {
+  stopMetricsTimer();
+  metricsTimer = setTimeout(() => {
+    metricsTimer = null;
+    if (currentPage() === "metrics" && token) metrics();
+  }, secs * 1000);
+}
+
+function metricsView(v) {
+  const pts = v.points || [];
+  const times = pts.map((p) => new Date(p.t).getTime());
+  const col = (k) => pts.map((p) => (p[k] === undefined ? null : p[k]));
+  const keys = (k) => [...new Set(pts.flatMap((p) => Object.keys(p[k] || {})))].sort();
+  const rates = pts.filter((p) => p.invocations_per_s !== null).length;
+  const throughput = lineChart({
+    id: "chart-throughput", title: "Throughput", unit: "per second",
+    times, series: [{ name: "invocations/s (workers)", values: col("invocations_per_s") }, { name: "HTTP requests/s (gateways)", values: col("requests_per_s") }],
+  });
+  const latency = lineChart({
+    id: "chart-latency", title: "Latency of invocations", unit: "seconds", format: seconds, empty: "no invocation in this period",
+    times, series: [
+      { name: "p50 at the gateway", values: col("p50_s") }, { name: "p99 at the gateway", values: col("p99_s") },
+      { name: "p50 in the worker", values: col("worker_p50_s") }, { name: "p99 in the worker", values: col("worker_p99_s") },
+    ],
+  });
+  const errorKeys = keys("errors");
+  const errors = barChart({
+    id: "chart-errors", title: "Errors by code", unit: "per interval", seconds: v.interval_seconds, empty: "no error in this period",
+    times, series: errorKeys.map((k) => ({ name: k, values: pts.map((p) => (p.errors ? p.errors[k] || 0 : null)) })),
+  });
+  const poolKeys = keys("pools");
+  const pools = lineChart({
+    id: "chart-pools", title: "Pools and slots", unit: "count", empty: "no pool or slot reported",
+    times, series: [
+      ...poolKeys.map((k) => ({ name: "sandboxes " + k, values: pts.map((p) => (p.pools ? p.pools[k] || 0 : null)) })),
+      { name: "slots in use", values: col("slots_in_use") }, { name: "calls waiting for a slot", values: col("slots_waiting") },
+    ],
+  });
+  const lastErr = pts.length ? pts[pts.length - 1].error : "";
+  const sources = el("section", { className: "card" },
+    el("h2", {}, "Sources"),
+    table(["Endpoint", "Credential", "Last scrape", "Status"],
+      (v.sources || []).map((s) => [s.url, s.auth, when(s.last_scrape), s.error ? el("span", { className: "bad-text" }, s.error) : "ok"]),
+      "No endpoint to scrape."));
+  return el("div", { id: "metrics-charts" },
+    el("h1", {}, "Metrics ", el("span", { className: "badge neutral" }, "platform's word")),
+    el("p", { className: "muted" }, v.note, " Scraped by this console: a point every ", String(v.interval_seconds), " s, the last ", String(v.capacity),
+      " kept; this page redraws itself while it is open. Rates need two scrapes of a source."),
+    rates < 1 ? el("p", { className: "muted", id: "metrics-collecting" }, "Collecting: the first rates come with the next scrape.") : null,
+    lastErr ? el("div", { className: "error", role: "alert" }, el("strong", {}, "scrape failed"), ": ", lastErr) : null,
+    el("div", { className: "charts" }, throughput, latency, errors, pools),
+    sources);
+}
+
+// The ledger's charts: the audited receipts over time, by the time each
+// receipt carries.
+
+function ledgerCharts(s) {
+  if (!s || !s.buckets) return null;
+  const times = s.buckets.map((b) => new Date(b.start).getTime());
+  const per = s.interval ? "per " + s.interval : "";
+  return el("section", { className: "card", id: "ledger-charts" },
+    el("h3", {}, "Over time"),
+    el("p", { className: "muted" }, "The verified receipts counted above, " + per + ", by the time each receipt carries (UTC)."),
+    el("div", { className: "charts" },
+      barChart({
+        id: "chart-ledger-invocations", title: "Invocations " + per, unit: "invocations", seconds: s.interval_seconds, empty: "no receipt yet",
+        times, series: [
+          { name: "ok", values: s.buckets.map((b) => b.invocations - b.failed) },
+          { name: "failed", values: s.buckets.map((b) => b.failed) },
+        ],
+      }),
+      barChart({
+        id: "chart-ledger-instructions", title: "Instructions " + per, unit: "instructions", seconds: s.interval_seconds, empty: "no receipt yet",
+        times, series: [{ name: "instructions (fuel)", values: s.buckets.map((b) => b.instructions) }],
+      })));
+}
+
+function billWithCharts(b) {
+  return el("div", {}, billView(b), ledgerCharts(b.series));
+}
+
 // Routing: #page or #page/arg.
 
-const pages = { overview, functions, invoke, activations, ledger };
+const pages = { overview, functions, invoke, activations, ledger, metrics };
 
 async function route() {
   if (!token) {
