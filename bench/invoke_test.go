@@ -105,9 +105,23 @@ func (e *env) nativeOp(ctx context.Context) error {
 type load struct {
 	elapsed time.Duration
 	lat     []time.Duration // one per completed op, sorted
+	// early and late count the ops completed in the first and the second
+	// half of elapsed.
+	early, late int
 }
 
 func (l load) throughput() float64 { return float64(len(l.lat)) / l.elapsed.Seconds() }
+
+// sustained is the throughput of the second half of the run over that of
+// the first: below 1, the rate fell as the run went on (a queue filling,
+// a store growing). With -benchtime 60s it compares the last 30 s with the
+// first 30 s.
+func (l load) sustained() float64 {
+	if l.early == 0 {
+		return 0
+	}
+	return float64(l.late) / float64(l.early)
+}
 
 // percentile returns the nearest-rank p-th percentile (0 < p ≤ 100) of
 // sorted latencies.
@@ -128,20 +142,23 @@ func runLoad(ctx context.Context, n, conc int, op func(context.Context) error) (
 		next    atomic.Int64
 		wg      sync.WaitGroup
 		perConn = make([][]time.Duration, conc)
+		doneAt  = make([][]time.Duration, conc) // completion times since start
 	)
 	start := time.Now()
 	for g := range conc {
 		wg.Go(func() {
 			lat := make([]time.Duration, 0, n/conc+1)
+			at := make([]time.Duration, 0, n/conc+1)
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
 				t0 := time.Now()
 				if err := op(ctx); err != nil {
 					cancel(err)
 					break
 				}
-				lat = append(lat, time.Since(t0))
+				t1 := time.Now()
+				lat, at = append(lat, t1.Sub(t0)), append(at, t1.Sub(start))
 			}
-			perConn[g] = lat
+			perConn[g], doneAt[g] = lat, at
 		})
 	}
 	wg.Wait()
@@ -151,6 +168,15 @@ func runLoad(ctx context.Context, n, conc int, op func(context.Context) error) (
 	}
 	l.lat = slices.Concat(perConn...)
 	slices.Sort(l.lat)
+	for _, at := range doneAt {
+		for _, d := range at {
+			if d < l.elapsed/2 {
+				l.early++
+			} else {
+				l.late++
+			}
+		}
+	}
 	if len(l.lat) != n {
 		return l, fmt.Errorf("completed %d ops, want %d", len(l.lat), n)
 	}
@@ -160,6 +186,9 @@ func runLoad(ctx context.Context, n, conc int, op func(context.Context) error) (
 // BenchmarkInvoke measures throughput and latency of the echo function in
 // each mode, with -conc concurrent clients over loopback HTTP. ns/op is
 // the inverse of the throughput, not a latency; read p50-ms and p99-ms.
+// p99/p50 is the tail's spread; late/early is the throughput of the run's
+// second half over its first (with -benchtime 60s: the last 30 s against
+// the first 30 s, the sustained-load check; below 1, the rate fell).
 func BenchmarkInvoke(b *testing.B) {
 	e := fixture(b)
 	conc := *concurrency
@@ -191,6 +220,8 @@ func benchModes(b *testing.B, e *env, conc int, modes []mode) {
 			b.ReportMetric(l.throughput(), "req/s")
 			b.ReportMetric(ms(percentile(l.lat, 50)), "p50-ms")
 			b.ReportMetric(ms(percentile(l.lat, 99)), "p99-ms")
+			b.ReportMetric(float64(percentile(l.lat, 99))/float64(percentile(l.lat, 50)), "p99/p50")
+			b.ReportMetric(l.sustained(), "late/early")
 		})
 	}
 }
@@ -214,6 +245,9 @@ func TestInvokeModes(t *testing.T) {
 			}
 			if got := len(l.lat); got != 4*conc {
 				t.Fatalf("burst recorded %d latencies, want %d", got, 4*conc)
+			}
+			if l.early+l.late != 4*conc || l.early == 0 {
+				t.Fatalf("burst counted %d ops in its first half and %d in its second, want %d in all and some early", l.early, l.late, 4*conc)
 			}
 		})
 	}

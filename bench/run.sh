@@ -4,6 +4,8 @@
 #
 #   bench/run.sh [invoke]             # BenchmarkInvoke, -benchtime 3s, 8 clients
 #   BENCHTIME=10s bench/run.sh invoke -conc 16
+#   bench/run.sh sustained            # BenchmarkInvoke, -benchtime 60s, the ledger on: late/early is each
+#                                     # mode's last 30 s against its first 30 s (about 10 min)
 #   bench/run.sh coldstart            # BenchmarkColdStart, -benchtime 10x -count 3
 #   bench/run.sh reset                # BenchmarkReset (internal/sandbox), -count 3:
 #                                     # 2000x, and 20x for go-reactor/fresh
@@ -37,7 +39,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey) what=$1; shift ;;
+invoke | sustained | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -53,6 +55,10 @@ echo
 case $what in
 invoke)
 	go test -run '^$' -bench BenchmarkInvoke -benchtime "${BENCHTIME:-3s}" ./bench/ "$@" | tee "$out"
+	bench=BenchmarkInvoke
+	;;
+sustained)
+	go test -run '^$' -bench '^BenchmarkInvoke$' -benchtime 60s -timeout 60m ./bench/ "$@" | tee "$out"
 	bench=BenchmarkInvoke
 	;;
 coldstart)

@@ -3,7 +3,8 @@
 //
 //   - BenchmarkInvoke (the default): each mode's throughput, median and p99
 //     latency, with throughput and median as ratios against the native
-//     baseline (-baseline);
+//     baseline (-baseline), and p99/p50 and late/early (the second half's
+//     throughput over the first's) when the runs report them;
 //   - BenchmarkColdStart: each case's mean operation (with the range of the
 //     runs' means), median and slowest operation (means over runs), the
 //     deploy and first-result parts of deploy-to-first-result, and each
@@ -188,9 +189,22 @@ func invokeTable(rows []*row, baseline string) (string, error) {
 			base = vals[r]
 		}
 	}
+	// The tail's spread and the sustained-load ratio, when every row has
+	// them (BenchmarkInvoke reports both; older output does not).
+	extra := true
+	for _, r := range rows {
+		if _, err := need(r, "p99/p50", "late/early"); err != nil {
+			extra = false
+		}
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| mode | req/s | p50 ms | p99 ms | req/s vs %s | p50 vs %s |\n", baseline, baseline)
-	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| mode | req/s | p50 ms | p99 ms | req/s vs %s | p50 vs %s |", baseline, baseline)
+	sep := "|---|---:|---:|---:|---:|---:|"
+	if extra {
+		b.WriteString(" p99/p50 | late/early |")
+		sep += "---:|---:|"
+	}
+	b.WriteString("\n" + sep + "\n")
 	for _, r := range rows {
 		v := vals[r]
 		reqRatio, p50Ratio := "n/a", "n/a"
@@ -198,7 +212,12 @@ func invokeTable(rows []*row, baseline string) (string, error) {
 			reqRatio = ratio(v[0] / base[0])
 			p50Ratio = ratio(v[1] / base[1])
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.name, num(v[0]), num(v[1]), num(v[2]), reqRatio, p50Ratio)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |", r.name, num(v[0]), num(v[1]), num(v[2]), reqRatio, p50Ratio)
+		if extra {
+			x, _ := need(r, "p99/p50", "late/early")
+			fmt.Fprintf(&b, " %s | %s |", num(x[0]), num(x[1]))
+		}
+		b.WriteString("\n")
 	}
 	return b.String(), nil
 }

@@ -35,6 +35,23 @@ func TestRun(t *testing.T) {
 	}
 }
 
+func TestRunSustained(t *testing.T) {
+	in := "BenchmarkInvoke/plaintext-2 100 1 ns/op 1000 req/s 2 p50-ms 6 p99-ms 3.000 p99/p50 0.9500 late/early\n" +
+		"BenchmarkInvoke/native-2 100 1 ns/op 10000 req/s 0.5 p50-ms 1 p99-ms 2.000 p99/p50 1.010 late/early\n"
+	var out bytes.Buffer
+	if err := run(nil, strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	want := `| mode | req/s | p50 ms | p99 ms | req/s vs native | p50 vs native | p99/p50 | late/early |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| plaintext | 1000 | 2.00 | 6.00 | 0.100× | 4.00× | 3.00 | 0.950 |
+| native | 10000 | 0.500 | 1.00 | 1.00× | 1.00× | 2.00 | 1.01 |
+`
+	if got := out.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestRunAveragesRuns(t *testing.T) {
 	in := "BenchmarkInvoke/native-2 10 1 ns/op 100 req/s 1 p50-ms 2 p99-ms\n" +
 		"BenchmarkInvoke/native-2 10 1 ns/op 300 req/s 3 p50-ms 4 p99-ms\n"
