@@ -150,6 +150,8 @@ type fakeQueue struct {
 	acts   map[string]*wire.Activation
 	result *wire.ActivationResponse
 	err    error
+	// recordErr fails Record.
+	recordErr error
 }
 
 func (q *fakeQueue) Submit(_ context.Context, sub async.Submission) (wire.Accepted, error) {
@@ -202,6 +204,9 @@ func (q *fakeQueue) Update(_ context.Context, ns, id string, fn func(*wire.Activ
 func (q *fakeQueue) Record(_ context.Context, a *wire.Activation) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.recordErr != nil {
+		return q.recordErr
+	}
 	q.acts[a.ActivationID] = a
 	return nil
 }
@@ -309,6 +314,8 @@ type handlerFixture struct {
 	queue     *fakeQueue
 	sequences *fakeKV
 	p         *Principal
+	// header is added to every request serve makes.
+	header http.Header
 }
 
 func newHandlerFixture(t *testing.T, withQueue bool) *handlerFixture {
@@ -356,6 +363,9 @@ func (f *handlerFixture) serve(h handlerFunc, openWhisk bool, method, target, na
 	r.SetPathValue("id", name)
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range f.header {
+		r.Header[k] = v
 	}
 	w := httptest.NewRecorder()
 	if err := h(w, r, f.p); err != nil {
@@ -603,19 +613,37 @@ func TestOpenWhiskInvoke(t *testing.T) {
 	if a.status != 202 || !bytes.Contains(a.body, []byte("activationId")) {
 		t.Errorf("non-blocking: got %d %s", a.status, a.body)
 	}
-	// Blocking, with the result only: the function's JSON object.
-	f.queue.result = &wire.ActivationResponse{Status: wire.StatusSuccess, Success: true, Result: json.RawMessage(`{"y":2}`)}
+	// Blocking, with the result only: the function's JSON object, run at
+	// once on a worker, and its activation recorded, finished.
+	f.workers.reply = &wire.InvokeReply{Version: 1, Output: []byte(`{"y":2}`), Logs: []byte("line 1\nline 2\n")}
 	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true&result=true", "open", "application/json", []byte(`{"x":1}`))
 	if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"y":2}` {
 		t.Errorf("blocking result: got %d %s", a.status, a.body)
 	}
-	// An application error is a 502, as in OpenWhisk.
-	f.queue.result = &wire.ActivationResponse{Status: wire.StatusApplicationError, Error: &apierr.Error{Code: apierr.FunctionTrap, Message: "trap"}}
+	if got := f.workers.reqs[len(f.workers.reqs)-1]; got.Mode != wire.ModePlain || string(got.Plain) != `{"x":1}` || got.Version != 1 || !got.Logs {
+		t.Errorf("blocking call sent %+v", got)
+	}
+	// An application error is a 502, as in OpenWhisk, with the activation.
+	f.workers.reply = &wire.InvokeReply{Version: 1, Error: &apierr.Error{Code: apierr.FunctionExit, Message: "exit 1"}}
 	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true", "open", "application/json", nil)
-	if a.status != 502 {
+	var act struct {
+		ID       string `json:"activationId"`
+		Response struct {
+			Status string `json:"status"`
+		} `json:"response"`
+	}
+	if err := json.Unmarshal(a.body, &act); err != nil || a.status != 502 || act.Response.Status != "application error" {
 		t.Errorf("application error: got %d %s", a.status, a.body)
 	}
+	rec, err := f.queue.get("acme", act.ID)
+	if err != nil || rec.Status != wire.StatusApplicationError || rec.Kind != "function" || rec.Attempts != 1 || rec.End < rec.Start ||
+		rec.Trust != wire.TrustGatewayTrusted || len(rec.Logs) != 2 {
+		t.Errorf("blocking activation record: %+v, %v", rec, err)
+	}
 	subs := f.queue.submissions()
+	if len(subs) != 1 {
+		t.Fatalf("%d invocations queued, want only the non-blocking one", len(subs))
+	}
 	if got := subs[0].Request; got.Mode != wire.ModePlain || string(got.Plain) != `{"x":1}` || got.Version != 1 {
 		t.Errorf("queued %+v", got)
 	}
@@ -632,6 +660,47 @@ func TestOpenWhiskInvoke(t *testing.T) {
 	a = g.serve(g.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open", "open", "application/json", nil)
 	if a.status != 503 {
 		t.Errorf("no async: got %d %s", a.status, a.body)
+	}
+}
+
+// TestOpenWhiskBlockingQueued checks which blocking invocations still go
+// through the queue (an idempotency key, a function that may outlast the
+// blocking wait) and what a direct one does when the worker or the
+// activation store fails.
+func TestOpenWhiskBlockingQueued(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
+	f.fns.add("acme", "slow", 1, bundle.ConfidentialOptional, 120_000)
+	f.queue.result = &wire.ActivationResponse{Status: wire.StatusSuccess, Success: true, Result: json.RawMessage(`{"q":1}`)}
+	f.workers.reply = &wire.InvokeReply{Version: 1, Output: []byte(`{"d":1}`)}
+
+	a := f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/slow?blocking=true&result=true", "slow", "application/json", nil)
+	if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"q":1}` || len(f.queue.submissions()) != 1 || f.workers.calls() != 0 {
+		t.Errorf("a function that may outlast the wait: got %d %s, %d queued, %d direct", a.status, a.body, len(f.queue.submissions()), f.workers.calls())
+	}
+	f.header = http.Header{HeaderIdempotencyKey: {"k1"}}
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true&result=true", "open", "application/json", nil)
+	if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"q":1}` || len(f.queue.submissions()) != 2 || f.workers.calls() != 0 {
+		t.Errorf("with an idempotency key: got %d %s, %d queued, %d direct", a.status, a.body, len(f.queue.submissions()), f.workers.calls())
+	}
+	if got := f.queue.submissions()[1].IdempotencyKey; got != "k1" {
+		t.Errorf("queued with idempotency key %q", got)
+	}
+	f.header = nil
+
+	// No worker: the error, and nothing recorded, since nothing ran.
+	f.workers.err = apierr.New(apierr.Unavailable, "no worker")
+	n := len(f.queue.acts)
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true", "open", "application/json", nil)
+	if a.status != 503 || len(f.queue.acts) != n {
+		t.Errorf("no worker: got %d %s, %d records (had %d)", a.status, a.body, len(f.queue.acts), n)
+	}
+	f.workers.err = nil
+	// The store fails after the function ran: the caller still gets the result.
+	f.queue.recordErr = apierr.New(apierr.Unavailable, "store down")
+	a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true&result=true", "open", "application/json", nil)
+	if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"d":1}` {
+		t.Errorf("store down after the run: got %d %s", a.status, a.body)
 	}
 }
 

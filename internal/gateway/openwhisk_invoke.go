@@ -75,6 +75,13 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 		if err := requirePlain(rec, plainHintOpenWhisk); err != nil {
 			return err
 		}
+		if blocking && r.Header.Get(HeaderIdempotencyKey) == "" && g.svc.callBudget(rec) <= owBlockingWait {
+			a, err := g.owRunBlocking(ctx, st, rec, params)
+			if err != nil {
+				return err
+			}
+			return owAnswer(w, a, resultOnly)
+		}
 		acc, err := g.svc.submit(ctx, "function",
 			wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: params},
 			r.Header.Get(HeaderIdempotencyKey))
@@ -97,6 +104,13 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 		writeJSON(w, http.StatusAccepted, map[string]string{"activationId": id})
 		return nil
 	}
+	return owAnswer(w, a, resultOnly)
+}
+
+// owAnswer answers a blocking invocation with its finished activation:
+// 200, 502 for an application or developer error, 500 for a platform
+// error; the whole activation, or its result only.
+func owAnswer(w http.ResponseWriter, a *wire.Activation, resultOnly bool) error {
 	oa := owActivation(a)
 	status := http.StatusOK
 	switch a.Status {
@@ -111,6 +125,39 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 	}
 	writeJSON(w, status, oa)
 	return nil
+}
+
+// owRunBlocking runs a blocking invocation of rec on a worker at once, as
+// the native API's plaintext invoke does, and records its activation,
+// finished, in one write (docs/adr/0019-openwhisk-blocking-direct.md).
+// It serves the blocking invocations the queue is not needed for: those
+// without an idempotency key whose function finishes within the blocking
+// wait. A failure to reach a worker is the caller's error, as on the
+// native API, and nothing is recorded, since nothing ran. A failure to
+// record the activation after the function ran is logged, and the caller
+// still gets the result: the receipt, in the ledger, is what proves the
+// run.
+func (g *Gateway) owRunBlocking(ctx context.Context, st activationQueue, rec *registry.Record, params []byte) (*wire.Activation, error) {
+	start := time.Now()
+	req := &wire.InvokeRequest{Namespace: rec.Function.Namespace, Name: rec.Function.Name, Version: rec.Function.Version,
+		Mode: wire.ModePlain, Plain: params, Logs: true}
+	rep, err := g.svc.route(ctx, rec, req)
+	if err != nil {
+		return nil, err
+	}
+	end := time.Now()
+	a := &wire.Activation{ActivationID: async.NewID(start), Namespace: req.Namespace, Name: req.Name, Version: rep.Version,
+		Kind: "function", Mode: wire.ModePlain, Trust: wire.TrustGatewayTrusted, Submitted: async.Millis(start),
+		Start: async.Millis(start), End: async.Millis(end), Response: async.Outcome(req, rep), Receipt: rep.Receipt, Attempts: 1}
+	a.Duration = a.End - a.Start
+	a.Status = a.Response.Status
+	a.Logs = append([]string{async.LogLine(start, "run at once (blocking)")}, async.LogLines(rep.Logs)...)
+	a.Logs = append(a.Logs, async.LogLine(end, "finished: %s", a.Status))
+	if err := st.Record(context.WithoutCancel(ctx), a); err != nil {
+		g.log.Warn("recording a blocking activation failed; the caller has its result", "namespace", a.Namespace,
+			"function", a.Name, "activation", a.ActivationID, "err", err)
+	}
+	return a, nil
 }
 
 // owStartSequence records a sequence activation and runs its steps, one

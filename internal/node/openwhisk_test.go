@@ -178,6 +178,11 @@ func TestOpenWhiskActions(t *testing.T) {
 	if err != nil || v.Receipt.Trust != receipt.TrustGatewayTrusted || v.Receipt.Mode != "plain" {
 		t.Errorf("receipt: %v %+v, want a verified plain receipt with trust gateway-trusted", err, v)
 	}
+	// The blocking activation ran at once, and its record is there to get.
+	if code, b := e.ow("GET", base+"activations/"+act.ActivationID, ""); code != 200 ||
+		decode[gateway.OWActivation](t, b).Response.Status != "success" {
+		t.Errorf("the blocking activation's record: %d %s", code, b)
+	}
 	// result=true gives the result; the wasm action's non-object output is wrapped.
 	if code, b := e.ow("POST", base+"actions/greet?blocking=true&result=true", `{"name":"Bo","greeting":"Yo"}`); code != 200 || string(b) != `{"msg":"Yo, Bo"}`+"\n" {
 		t.Errorf("result=true: %d %s", code, b)

@@ -530,12 +530,12 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		r.Version = rep.Version
 		r.End = async.Millis(now)
 		r.Duration = r.End - r.Start
-		r.Response = outcome(req, rep)
+		r.Response = async.Outcome(req, rep)
 		r.Status = r.Response.Status
 		r.Receipt, r.Receipts = rep.Receipt, rep.Receipts
 		if req.Mode == wire.ModePlain {
 			if len(rep.Logs) > 0 {
-				r.Logs = append(r.Logs, splitLines(rep.Logs)...)
+				r.Logs = append(r.Logs, async.LogLines(rep.Logs)...)
 			}
 		} else {
 			r.SealedLogs = rep.Logs
@@ -617,46 +617,6 @@ func (w *Worker) deadLetter(ctx context.Context, store *async.Store, m jetstream
 	}
 	w.log.Warn("job dead-lettered", "activation", dl.Activation, "code", dl.Code, "reason", dl.Reason)
 	_ = m.TermWithReason(string(dl.Code)) // if lost, the redelivery finds the record final, or dead-letters again
-}
-
-// outcome maps a worker reply to an activation response.
-func outcome(req *wire.InvokeRequest, rep *wire.InvokeReply) wire.ActivationResponse {
-	r := wire.ActivationResponse{Sealed: req.Mode != wire.ModePlain}
-	if rep.Error == nil {
-		r.Status, r.Success = wire.StatusSuccess, true
-		r.Result = rep.Output
-		if r.Sealed {
-			r.Result = rep.Ciphertext
-		}
-		return r
-	}
-	r.Error, r.Step, r.StepCode = rep.Error, rep.Step, rep.StepCode
-	code := rep.Error.Code
-	if rep.StepCode != "" {
-		code = rep.StepCode
-	}
-	if code == apierr.FunctionExit {
-		r.Status = wire.StatusApplicationError
-	} else {
-		r.Status = wire.StatusDeveloperError
-	}
-	return r
-}
-
-func splitLines(b []byte) []string {
-	var out []string
-	for len(b) > 0 && len(out) < async.MaxLogLines {
-		i := 0
-		for i < len(b) && b[i] != '\n' {
-			i++
-		}
-		out = append(out, string(b[:i]))
-		if i < len(b) {
-			i++
-		}
-		b = b[i:]
-	}
-	return out
 }
 
 // checkAsyncNonce refuses a replayed or stale async request. The nonce is
