@@ -695,6 +695,16 @@ func TestOpenWhiskBlockingQueued(t *testing.T) {
 	if a.status != 503 || len(f.queue.acts) != n {
 		t.Errorf("no worker: got %d %s, %d records (had %d)", a.status, a.body, len(f.queue.acts), n)
 	}
+	// A worker with no room: nothing ran, so the invocation is queued and
+	// waited for.
+	for _, code := range []apierr.Code{apierr.ConcurrencyLimit, apierr.Overloaded} {
+		f.workers.err = apierr.New(code, "full")
+		queued := len(f.queue.submissions())
+		a = f.serve(f.g.owInvoke, true, http.MethodPost, "/api/v1/namespaces/_/actions/open?blocking=true&result=true", "open", "application/json", nil)
+		if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"q":1}` || len(f.queue.submissions()) != queued+1 {
+			t.Errorf("worker full (%s): got %d %s, %d queued (had %d)", code, a.status, a.body, len(f.queue.submissions()), queued)
+		}
+	}
 	f.workers.err = nil
 	// The store fails after the function ran: the caller still gets the result.
 	f.queue.recordErr = apierr.New(apierr.Unavailable, "store down")

@@ -77,10 +77,14 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 		}
 		if blocking && r.Header.Get(HeaderIdempotencyKey) == "" && g.svc.callBudget(rec) <= owBlockingWait {
 			a, err := g.owRunBlocking(ctx, st, rec, params)
-			if err != nil {
+			switch code := apierr.CodeOf(err); {
+			case err == nil:
+				return owAnswer(w, a, resultOnly)
+			case code != apierr.ConcurrencyLimit && code != apierr.Overloaded:
 				return err
 			}
-			return owAnswer(w, a, resultOnly)
+			// The worker had no room and nothing ran: the queue waits for
+			// room, as it does for every queued invocation.
 		}
 		acc, err := g.svc.submit(ctx, "function",
 			wire.InvokeRequest{Namespace: p.Namespace, Name: name, Version: rec.Function.Version, Mode: wire.ModePlain, Plain: params},
@@ -133,7 +137,8 @@ func owAnswer(w http.ResponseWriter, a *wire.Activation, resultOnly bool) error 
 // It serves the blocking invocations the queue is not needed for: those
 // without an idempotency key whose function finishes within the blocking
 // wait. A failure to reach a worker is the caller's error, as on the
-// native API, and nothing is recorded, since nothing ran. A failure to
+// native API, and nothing is recorded, since nothing ran (a worker with no
+// room is not: owInvoke queues the invocation then). A failure to
 // record the activation after the function ran is logged, and the caller
 // still gets the result: the receipt, in the ledger, is what proves the
 // run.
