@@ -211,13 +211,12 @@ func storeError(what string, err error) error {
 type busInvoker struct{ g *Gateway }
 
 func (b busInvoker) invoke(ctx context.Context, rec *registry.Record, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
-	var rep wire.InvokeReply
 	for attempt := 0; ; attempt++ {
 		subject, err := b.g.pick(ctx, rec)
 		if err != nil {
 			return nil, err
 		}
-		err = b.g.callWorker(ctx, subject, req, &rep)
+		rep, err := b.g.callWorker(ctx, subject, req)
 		// A worker that stopped since its last advertisement (gone, or
 		// stopping): forget it and pick again. Nothing ran, so nothing is
 		// repeated.
@@ -233,16 +232,12 @@ func (b busInvoker) invoke(ctx context.Context, rec *registry.Record, req *wire.
 		if err != nil {
 			return nil, err
 		}
-		return &rep, nil
+		return rep, nil
 	}
 }
 
 func (b busInvoker) invokeAny(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
-	var rep wire.InvokeReply
-	if err := bus.Call(ctx, b.g.cfg.Conn, bus.SubjectInvoke, req, &rep); err != nil {
-		return nil, err
-	}
-	return &rep, nil
+	return b.g.callWorker(ctx, bus.SubjectInvoke, req)
 }
 
 // probeInterval is how often the gateway checks, during a synchronous
@@ -252,14 +247,30 @@ const probeInterval = time.Second
 // errWorkerLost ends a call whose worker left the bus.
 var errWorkerLost = errors.New("worker lost")
 
-// callWorker sends req to subject and waits for the reply. When subject is
-// one worker's own, it checks every probeInterval that the worker is still
-// subscribed (an empty request answered with "no responders" means it is
-// not): a worker killed mid-call then ends the call with worker_lost
-// within about a second instead of at the call's timeout.
-func (g *Gateway) callWorker(ctx context.Context, subject string, req, rep any) error {
+// callWorker sends req to subject in the binary envelope
+// (wire.InvokeRequest.AppendBinary) and waits for the reply. When subject
+// is one worker's own, it checks every probeInterval that the worker is
+// still subscribed (an empty request answered with "no responders" means
+// it is not): a worker killed mid-call then ends the call with
+// worker_lost within about a second instead of at the call's timeout.
+func (g *Gateway) callWorker(ctx context.Context, subject string, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
+	b, err := req.AppendBinary(make([]byte, 0, 256+len(req.Plain)+len(req.Sealed.Ciphertext)+len(req.Sealed.Enc)+len(req.Sealed.Ticket)))
+	if err != nil {
+		return nil, fmt.Errorf("encoding invoke request: %w", err)
+	}
+	call := func(ctx context.Context) (*wire.InvokeReply, error) {
+		out, err := bus.CallBytes(ctx, g.cfg.Conn, subject, b)
+		if err != nil {
+			return nil, err
+		}
+		var rep wire.InvokeReply
+		if err := rep.UnmarshalBinary(out); err != nil {
+			return nil, apierr.New(apierr.Internal, "malformed reply on %s: %v", subject, err)
+		}
+		return &rep, nil
+	}
 	if subject == bus.SubjectInvoke {
-		return bus.Call(ctx, g.cfg.Conn, subject, req, rep)
+		return call(ctx)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -281,10 +292,10 @@ func (g *Gateway) callWorker(ctx context.Context, subject string, req, rep any) 
 			}
 		}
 	}()
-	err := bus.Call(cctx, g.cfg.Conn, subject, req, rep)
+	rep, err := call(cctx)
 	if err != nil && errors.Is(context.Cause(cctx), errWorkerLost) {
-		return apierr.New(apierr.WorkerLost, "worker %s stopped before it answered; the call may have run: retry only if running it twice is safe",
+		return nil, apierr.New(apierr.WorkerLost, "worker %s stopped before it answered; the call may have run: retry only if running it twice is safe",
 			strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
 	}
-	return err
+	return rep, err
 }

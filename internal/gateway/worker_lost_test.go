@@ -10,6 +10,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/bus/bustest"
+	"github.com/cloister-faas/cloister/internal/wire"
 )
 
 // TestWorkerLostMidCall: a worker that leaves the bus while it runs a call
@@ -34,8 +35,8 @@ func TestWorkerLostMidCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	var rep struct{}
-	err = g.callWorker(ctx, bus.WorkerSubject("dies"), struct{ X int }{1}, &rep)
+	req := &wire.InvokeRequest{Namespace: "acme", Name: "f", Mode: wire.ModePlain, Plain: []byte("x")}
+	_, err = g.callWorker(ctx, bus.WorkerSubject("dies"), req)
 	if apierr.CodeOf(err) != apierr.WorkerLost {
 		t.Fatalf("call on a worker that died: %v, want worker_lost", err)
 	}
@@ -48,17 +49,22 @@ func TestWorkerLostMidCall(t *testing.T) {
 			_ = m.Respond([]byte(`{}`))
 			return
 		}
+		var got wire.InvokeRequest
+		if err := got.UnmarshalBinary(m.Data); err != nil || string(got.Plain) != "x" {
+			t.Errorf("the worker got %q (%v), want the binary request", m.Data, err)
+		}
 		go func() {
 			time.Sleep(3 * probeInterval)
-			_ = m.Respond([]byte(`{"result":{"OK":true}}`))
+			out, _ := (&wire.InvokeReply{Version: 2, Output: []byte("ok")}).AppendBinary(nil)
+			_ = m.Respond(out)
 		}()
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Unsubscribe()
-	var got struct{ OK bool }
-	if err := g.callWorker(ctx, bus.WorkerSubject("slow"), struct{ X int }{1}, &got); err != nil || !got.OK {
-		t.Fatalf("a slow worker that is still there: %v %+v", err, got)
+	rep, err := g.callWorker(ctx, bus.WorkerSubject("slow"), req)
+	if err != nil || rep.Version != 2 || string(rep.Output) != "ok" {
+		t.Fatalf("a slow worker that is still there: %v %+v", err, rep)
 	}
 }

@@ -60,7 +60,7 @@ func (r *LedgerAppendRequest) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary decodes an encoding made by MarshalBinary. The receipts
 // alias b.
 func (r *LedgerAppendRequest) UnmarshalBinary(b []byte) error {
-	d := decoder{b: b}
+	d := decoder{b: b, malformed: ErrMalformedLedgerBatch}
 	if string(d.take(len(ledgerAppendMagic))) != ledgerAppendMagic {
 		return fmt.Errorf("%w: bad magic", ErrMalformedLedgerBatch)
 	}
@@ -105,7 +105,7 @@ func (r *LedgerAppendResponse) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary decodes an encoding made by MarshalBinary.
 func (r *LedgerAppendResponse) UnmarshalBinary(b []byte) error {
-	d := decoder{b: b}
+	d := decoder{b: b, malformed: ErrMalformedLedgerBatch}
 	if string(d.take(len(ledgerIndicesMagic))) != ledgerIndicesMagic {
 		return fmt.Errorf("%w: bad magic in indices", ErrMalformedLedgerBatch)
 	}
@@ -124,10 +124,20 @@ func (r *LedgerAppendResponse) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// decoder reads length-prefixed parts; the first failure sticks in err.
+// decoder reads the binary messages of this package (ledger batches here,
+// invoke envelopes in binary.go); the first failure sticks in err, which
+// wraps malformed.
 type decoder struct {
-	b   []byte
-	err error
+	b         []byte
+	err       error
+	malformed error // what a failure wraps: ErrMalformedLedgerBatch, ErrMalformed
+}
+
+func (d *decoder) malformedErr() error {
+	if d.malformed == nil {
+		return ErrMalformed
+	}
+	return d.malformed
 }
 
 func (d *decoder) take(n int) []byte {
@@ -135,7 +145,7 @@ func (d *decoder) take(n int) []byte {
 		return nil
 	}
 	if n > len(d.b) {
-		d.err = fmt.Errorf("%w: truncated", ErrMalformedLedgerBatch)
+		d.err = fmt.Errorf("%w: truncated", d.malformedErr())
 		return nil
 	}
 	p := d.b[:n:n]
@@ -155,7 +165,7 @@ func (d *decoder) u32() uint32 {
 func (d *decoder) part(limit int) []byte {
 	n := d.u32()
 	if d.err == nil && n > uint32(limit) {
-		d.err = fmt.Errorf("%w: a part of %d bytes, limit %d", ErrMalformedLedgerBatch, n, limit)
+		d.err = fmt.Errorf("%w: a part of %d bytes, limit %d", d.malformedErr(), n, limit)
 	}
 	return d.take(int(n))
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -42,17 +41,17 @@ type opened struct {
 	caller      ed25519.PublicKey // the key that signed the request or opened the session; nil: anonymous
 }
 
-func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
+func (w *Worker) handleInvoke(ctx context.Context, b []byte) ([]byte, error) {
 	if len(b) == 0 {
 		// A gateway's liveness probe during a call (bus.WorkerSubject).
-		return struct{}{}, nil
+		return nil, nil
 	}
 	start := time.Now()
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
 	var req wire.InvokeRequest
-	if err := json.Unmarshal(b, &req); err != nil {
-		return nil, apierr.New(apierr.BadRequest, "malformed invoke request")
+	if err := req.UnmarshalBinary(b); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "malformed invoke request: %v", err)
 	}
 	rep, err := w.invoke(ctx, &req)
 	status := "ok"
@@ -63,7 +62,10 @@ func (w *Worker) handleInvoke(ctx context.Context, b []byte) (any, error) {
 	}
 	w.invocations.WithLabelValues(req.Mode, status).Inc()
 	w.duration.WithLabelValues(req.Mode).Observe(time.Since(start).Seconds())
-	return rep, err
+	if err != nil {
+		return nil, err
+	}
+	return rep.AppendBinary(nil)
 }
 
 func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
