@@ -192,6 +192,11 @@ func (g *Gateway) register(ctx context.Context, ns, name string, src io.Reader, 
 		}
 		return wire.FunctionInfo{}, err
 	}
+	// A call of the function's latest version right after this deploy
+	// must find it, whatever the registry's watch has delivered yet.
+	if err := g.reg.Refresh(cctx, ns, name); err != nil {
+		g.log.Warn("reading the registry after a deploy", "namespace", ns, "function", name, "err", err)
+	}
 	fi.Latest = fi.Version
 	return fi, nil
 }

@@ -53,6 +53,9 @@ func (g *Gateway) setPolicy(w http.ResponseWriter, r *http.Request, p *Principal
 	if err := bus.Call(r.Context(), g.cfg.Conn, bus.SubjectPolicy, wire.PolicyRequest{Namespace: p.Namespace, Name: name, Update: upd}, &signed); err != nil {
 		return err
 	}
+	if err := g.reg.Refresh(r.Context(), p.Namespace, name); err != nil {
+		g.log.Warn("reading the registry after a policy update", "namespace", p.Namespace, "function", name, "err", err)
+	}
 	writeJSON(w, http.StatusOK, wire.FunctionInfo{Namespace: p.Namespace, Name: name, Policy: &signed})
 	return nil
 }

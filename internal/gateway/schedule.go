@@ -83,6 +83,13 @@ func (g *Gateway) startScheduling() {
 	}
 	// Best effort: workers also advertise every AdvertiseInterval.
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
+	// Lookups from memory while the registry's watch runs; without it
+	// (a failure here is logged), every lookup reads the store.
+	if g.cfg.Stores != nil && g.cfg.Stores.Registry != nil {
+		if err := g.reg.Follow(context.Background()); err != nil {
+			g.log.Warn("following the registry; lookups read the store", "err", err)
+		}
+	}
 }
 
 // staleAttestation is how long the gateway serves its last attestation

@@ -85,10 +85,104 @@ type Registry struct {
 	// records carry certificates, manifests and policies, and decoding
 	// them was a measurable part of every invocation (bench/README.md).
 	decoded decodeCache
+	// follow, when Follow runs, says which revision of each entry is
+	// current, so that a decoded one can be served without a read.
+	follow follow
 }
 
 // New wraps a registry bucket.
 func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
+
+// follow holds, while the registry follows its bucket (Follow), the
+// revision of every "latest" entry as the watch last delivered it.
+type follow struct {
+	mu     sync.Mutex
+	synced bool // the watch has delivered every entry that existed when it started
+	revs   map[string]uint64
+}
+
+// rev returns the revision last seen for key, if the follow is synced and
+// has seen one.
+func (f *follow) rev(key string) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.synced {
+		return 0, false
+	}
+	rev, ok := f.revs[key]
+	return rev, ok
+}
+
+func (f *follow) following() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.synced
+}
+
+// saw records revision rev of key, from the watch or from a read or a
+// write of this registry, unless a newer one was seen.
+func (f *follow) saw(key string, rev uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.revs != nil && rev > f.revs[key] {
+		f.revs[key] = rev
+	}
+}
+
+func (f *follow) set(synced bool, revs map[string]uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.synced, f.revs = synced, revs
+}
+
+func (f *follow) markSynced() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.synced = true
+}
+
+// Follow watches the bucket's "latest" entries (their revisions only, not
+// their values) until ctx ends or the watch stops, so that Get and Latest
+// skip the store round trip for an entry whose current revision is
+// decoded already (bench/README.md: the gateway made one on every call).
+// Every other read, and every write, still goes to the store.
+//
+// A change reaches this registry when the watch delivers it, a few
+// milliseconds after the write, as a read from a lagging replica would
+// see it. Writes made through this registry, and reads that found a
+// newer revision, are known at once; a version newer than the one last
+// seen is read from the store. Follow returns once the watch has started;
+// until it has delivered the entries that existed then, reads go to the
+// store.
+func (r *Registry) Follow(ctx context.Context) error {
+	w, err := r.kv.Watch(ctx, "latest.>", jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("following the registry: %w", err)
+	}
+	r.follow.set(false, map[string]uint64{})
+	go func() {
+		defer func() {
+			r.follow.set(false, nil) // stale from now on: back to the store
+			_ = w.Stop()             // the watch is over either way
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				switch {
+				case !ok:
+					return
+				case e == nil:
+					r.follow.markSynced()
+				default:
+					r.follow.saw(e.Key(), e.Revision())
+				}
+			}
+		}
+	}()
+	return nil
+}
 
 // decodeCache holds decoded "latest" entries by key and revision.
 type decodeCache struct {
@@ -137,6 +231,9 @@ func (l latest) clone() latest {
 func (r *Registry) latest(ctx context.Context, ns, name string) (latest, uint64, error) {
 	key := bus.LatestKey(ns, name)
 	e, err := r.kv.Get(ctx, key)
+	if err == nil {
+		r.follow.saw(key, e.Revision())
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return latest{}, 0, nil
 	}
@@ -157,9 +254,32 @@ func (r *Registry) latest(ctx context.Context, ns, name string) (latest, uint64,
 	return l, e.Revision(), nil
 }
 
+// followed is latest for reads that may be served from memory: when the
+// registry follows the bucket (Follow) and the entry it last saw for the
+// key is decoded already, no store round trip is made. Writes, which need
+// the exact revision to update, always read the store (latest).
+func (r *Registry) followed(ctx context.Context, ns, name string) (latest, error) {
+	key := bus.LatestKey(ns, name)
+	if rev, ok := r.follow.rev(key); ok {
+		if l, ok := r.decoded.get(key, rev); ok {
+			return l, nil
+		}
+	}
+	l, _, err := r.latest(ctx, ns, name)
+	return l, err
+}
+
+// Refresh reads a function's latest entry from the store, so that a
+// following registry serves what another process (the coordinator, at a
+// deploy) has just written without waiting for the watch.
+func (r *Registry) Refresh(ctx context.Context, ns, name string) error {
+	_, _, err := r.latest(ctx, ns, name)
+	return err
+}
+
 // Latest returns the latest live version of a function.
 func (r *Registry) Latest(ctx context.Context, ns, name string) (int, error) {
-	l, _, err := r.latest(ctx, ns, name)
+	l, err := r.followed(ctx, ns, name)
 	if err != nil {
 		return 0, err
 	}
@@ -178,9 +298,16 @@ func (r *Registry) NextVersion(ctx context.Context, ns, name string) (int, error
 
 // Get returns one version (0 = latest).
 func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Record, error) {
-	l, _, err := r.latest(ctx, ns, name)
+	l, err := r.followed(ctx, ns, name)
 	if err != nil {
 		return nil, err
+	}
+	if version > l.Version && r.follow.following() {
+		// Deployed since the follow last saw the entry (a client that
+		// deploys and then calls the new version at once): read it.
+		if l, _, err = r.latest(ctx, ns, name); err != nil {
+			return nil, err
+		}
 	}
 	if l.Version == 0 || l.Deleted || version > l.Version || version < 0 || (version != 0 && version < l.FirstLive) {
 		return nil, fmt.Errorf("%w: %s/%s version %s", ErrNotFound, ns, name, versionName(version))
@@ -242,9 +369,11 @@ func (r *Registry) SetPolicy(ctx context.Context, ns, name string, version int, 
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev); err != nil {
+	newRev, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
+	if err != nil {
 		return fmt.Errorf("%w: %s/%s changed during the policy update: %v", ErrConflict, ns, name, err)
 	}
+	r.follow.saw(bus.LatestKey(ns, name), newRev)
 	return nil
 }
 
@@ -298,14 +427,16 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 	if err != nil {
 		return err
 	}
+	var newRev uint64
 	if rev == 0 {
-		_, err = r.kv.Create(ctx, bus.LatestKey(ns, name), lb)
+		newRev, err = r.kv.Create(ctx, bus.LatestKey(ns, name), lb)
 	} else {
-		_, err = r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
+		newRev, err = r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s/%s changed during the deploy: %v", ErrConflict, ns, name, err)
 	}
+	r.follow.saw(bus.LatestKey(ns, name), newRev)
 	// Committed. The history copy is best effort here and repaired by the
 	// next deploy.
 	_ = r.copyVersion(ctx, ns, name, version, rec)
@@ -336,9 +467,11 @@ func (r *Registry) Delete(ctx context.Context, ns, name string) error {
 	}
 	l.Deleted = true
 	lb, _ := json.Marshal(l) // plain data: cannot fail
-	if _, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev); err != nil {
+	newRev, err := r.kv.Update(ctx, bus.LatestKey(ns, name), lb, rev)
+	if err != nil {
 		return fmt.Errorf("deleting: %w", err)
 	}
+	r.follow.saw(bus.LatestKey(ns, name), newRev)
 	return nil
 }
 

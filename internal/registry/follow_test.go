@@ -1,0 +1,132 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/registry"
+)
+
+// countingKV counts the reads of the store.
+type countingKV struct {
+	jetstream.KeyValue
+	gets atomic.Int64
+}
+
+func (c *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	c.gets.Add(1)
+	return c.KeyValue.Get(ctx, key)
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 5 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestFollow: a following registry (the gateway's) serves Get and Latest
+// from memory once it has the entry's current revision decoded, and sees
+// what another registry (the coordinator's) writes: a new version asked
+// for by number at once, the latest and a delete once the watch delivers
+// them; when the follow ends, every read goes to the store again.
+func TestFollow(t *testing.T) {
+	st := newStores(t)
+	writer := registry.New(st.Registry)
+	kv := &countingKV{KeyValue: st.Registry}
+	r := registry.New(kv)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	want1 := put(t, writer, "acme", "fn", 1)
+	if err := r.Follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first lookup", func() bool {
+		rec, err := r.Get(t.Context(), "acme", "fn", 0)
+		return err == nil && rec.Function.Version == 1
+	})
+	// Synced and decoded: lookups make no store read.
+	eventually(t, "lookups from memory", func() bool {
+		before := kv.gets.Load()
+		for range 50 {
+			rec, err := r.Get(t.Context(), "acme", "fn", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRecord(t, rec, want1)
+			if v, err := r.Latest(t.Context(), "acme", "fn"); err != nil || v != 1 {
+				t.Fatalf("Latest = %d, %v", v, err)
+			}
+		}
+		return kv.gets.Load() == before
+	})
+	// A served record is a copy: changing it changes nothing cached.
+	rec, _ := r.Get(t.Context(), "acme", "fn", 0)
+	rec.Object = "changed"
+	if again, _ := r.Get(t.Context(), "acme", "fn", 0); again.Object == "changed" {
+		t.Fatal("a caller changed the cached record")
+	}
+
+	// Another process deploys v2: asked for by number, it is found at
+	// once; as the latest, once the watch delivers it.
+	want2 := put(t, writer, "acme", "fn", 2)
+	rec, err := r.Get(t.Context(), "acme", "fn", 2)
+	if err != nil {
+		t.Fatalf("v2 right after its deploy: %v", err)
+	}
+	checkRecord(t, rec, want2)
+	eventually(t, "the new latest", func() bool {
+		rec, err := r.Get(t.Context(), "acme", "fn", 0)
+		return err == nil && rec.Function.Version == 2
+	})
+	// Refresh makes it at once.
+	put(t, writer, "acme", "fn", 3)
+	if err := r.Refresh(t.Context(), "acme", "fn"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Latest(t.Context(), "acme", "fn"); err != nil || v != 3 {
+		t.Fatalf("Latest after Refresh = %d, %v; want 3", v, err)
+	}
+
+	// Another process deletes it.
+	if err := writer.Delete(t.Context(), "acme", "fn"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete", func() bool {
+		_, err := r.Get(t.Context(), "acme", "fn", 0)
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	// A write through the following registry is known at once: redeploy
+	// and delete again through r itself.
+	put(t, r, "acme", "fn", 4)
+	if v, err := r.Latest(t.Context(), "acme", "fn"); err != nil || v != 4 {
+		t.Fatalf("Latest after its own deploy = %d, %v; want 4", v, err)
+	}
+	if err := r.Delete(t.Context(), "acme", "fn"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(t.Context(), "acme", "fn", 0); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Get after its own delete: %v", err)
+	}
+
+	// The follow ends: reads go to the store.
+	put(t, r, "acme", "other", 1)
+	cancel()
+	eventually(t, "reads from the store once the follow ended", func() bool {
+		before := kv.gets.Load()
+		if _, err := r.Get(t.Context(), "acme", "other", 0); err != nil {
+			t.Fatal(err)
+		}
+		return kv.gets.Load() > before
+	})
+}
