@@ -2,7 +2,6 @@ package certs
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/binary"
 	"sync"
 )
@@ -18,23 +17,27 @@ const maxCached = 4096
 // OpenWorker would. Expiry is not part of opening: callers check
 // Worker.ValidAt as they would after OpenWorker. It is safe for concurrent
 // use; the zero value is ready.
+//
+// The key is the three byte strings themselves, length-prefixed: a map
+// lookup hashes them faster than SHA-256 would (the cache was a measurable
+// part of every call, docs/architecture.md), and an exact key cannot
+// collide.
 type WorkerCache struct {
 	mu sync.RWMutex
-	m  map[[sha256.Size]byte]*Worker
+	m  map[string]*Worker
 }
 
 // Open is OpenWorker through the cache. The returned Worker is shared:
 // callers must not modify it.
 func (c *WorkerCache) Open(s Signed, coordinator ed25519.PublicKey) (*Worker, error) {
-	h := sha256.New()
+	var buf [1024]byte // most keys fit: no allocation for a lookup
+	k := buf[:0]
 	for _, part := range [][]byte{coordinator, s.Signature, s.Body} {
-		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(part))))
-		h.Write(part)
+		k = binary.BigEndian.AppendUint64(k, uint64(len(part)))
+		k = append(k, part...)
 	}
-	var k [sha256.Size]byte
-	h.Sum(k[:0])
 	c.mu.RLock()
-	w, ok := c.m[k]
+	w, ok := c.m[string(k)]
 	c.mu.RUnlock()
 	if ok {
 		return w, nil
@@ -45,9 +48,9 @@ func (c *WorkerCache) Open(s Signed, coordinator ed25519.PublicKey) (*Worker, er
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCached {
-		c.m = make(map[[sha256.Size]byte]*Worker)
+		c.m = make(map[string]*Worker)
 	}
-	c.m[k] = w
+	c.m[string(k)] = w
 	c.mu.Unlock()
 	return w, nil
 }
