@@ -70,6 +70,21 @@ func TestFollow(t *testing.T) {
 		}
 		return kv.gets.Load() == before
 	})
+	// An entry not confirmed for 5 s is read from the store again (a watch
+	// that stalled must not keep serving it), then served from memory.
+	var skew atomic.Int64
+	registry.SetFollowClock(r, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	skew.Store(int64(6 * time.Second))
+	before := kv.gets.Load()
+	if _, err := r.Get(t.Context(), "acme", "fn", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(t.Context(), "acme", "fn", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := kv.gets.Load() - before; got != 1 {
+		t.Errorf("%d store reads for two lookups of an entry unconfirmed for 6 s, want 1", got)
+	}
 	// A served record is a copy: changing it changes nothing cached.
 	rec, _ := r.Get(t.Context(), "acme", "fn", 0)
 	rec.Object = "changed"

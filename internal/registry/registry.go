@@ -94,23 +94,46 @@ type Registry struct {
 func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
 
 // follow holds, while the registry follows its bucket (Follow), the
-// revision of every "latest" entry as the watch last delivered it.
+// revision of every "latest" entry as the watch last delivered it, and
+// when it was last confirmed.
 type follow struct {
 	mu     sync.Mutex
 	synced bool // the watch has delivered every entry that existed when it started
-	revs   map[string]uint64
+	revs   map[string]seenRev
+	now    func() time.Time // time.Now; tests move it
 }
 
+type seenRev struct {
+	rev uint64
+	at  time.Time // when the watch delivered it, or a read or write found it current
+}
+
+// maxFollowAge bounds how long a revision is served without being
+// confirmed: a watch that stalled without closing (a lost consumer) must
+// not keep a changed function's old entry in service. An entry that does
+// not change is read from the store about once per maxFollowAge.
+const maxFollowAge = 5 * time.Second
+
 // rev returns the revision last seen for key, if the follow is synced and
-// has seen one.
+// has seen one within maxFollowAge.
 func (f *follow) rev(key string) (uint64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.synced {
 		return 0, false
 	}
-	rev, ok := f.revs[key]
-	return rev, ok
+	s, ok := f.revs[key]
+	if !ok || f.clock().Sub(s.at) > maxFollowAge {
+		return 0, false
+	}
+	return s.rev, true
+}
+
+func (f *follow) clock() time.Time {
+	if f.now != nil {
+		return f.now()
+	}
+	return time.Now()
 }
 
 func (f *follow) following() bool {
@@ -120,16 +143,20 @@ func (f *follow) following() bool {
 }
 
 // saw records revision rev of key, from the watch or from a read or a
-// write of this registry, unless a newer one was seen.
+// write of this registry, unless a newer one was seen; the current one it
+// confirms.
 func (f *follow) saw(key string, rev uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.revs != nil && rev > f.revs[key] {
-		f.revs[key] = rev
+	if f.revs == nil {
+		return
+	}
+	if cur := f.revs[key]; rev >= cur.rev {
+		f.revs[key] = seenRev{rev: rev, at: f.clock()}
 	}
 }
 
-func (f *follow) set(synced bool, revs map[string]uint64) {
+func (f *follow) set(synced bool, revs map[string]seenRev) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.synced, f.revs = synced, revs
@@ -149,7 +176,8 @@ func (f *follow) markSynced() {
 //
 // A change reaches this registry when the watch delivers it, a few
 // milliseconds after the write, as a read from a lagging replica would
-// see it. Writes made through this registry, and reads that found a
+// see it; an entry not confirmed for maxFollowAge is read again, so a
+// watch that stalls without closing delays a change by at most that. Writes made through this registry, and reads that found a
 // newer revision, are known at once; a version newer than the one last
 // seen is read from the store. Follow returns once the watch has started;
 // until it has delivered the entries that existed then, reads go to the
@@ -159,7 +187,7 @@ func (r *Registry) Follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("following the registry: %w", err)
 	}
-	r.follow.set(false, map[string]uint64{})
+	r.follow.set(false, map[string]seenRev{})
 	go func() {
 		defer func() {
 			r.follow.set(false, nil) // stale from now on: back to the store
