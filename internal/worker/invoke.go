@@ -41,6 +41,10 @@ type opened struct {
 	caller      ed25519.PublicKey // the key that signed the request or opened the session; nil: anonymous
 }
 
+// handleInvoke answers a gateway's synchronous invocation on the bus: a
+// wire.InvokeRequest in the binary envelope in, a wire.InvokeReply in the
+// same envelope out (docs/adr/0020-binary-invoke-envelope.md); an error
+// travels in the bus's error header.
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) ([]byte, error) {
 	if len(b) == 0 {
 		// A gateway's liveness probe during a call (bus.WorkerSubject).
