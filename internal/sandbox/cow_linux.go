@@ -504,16 +504,34 @@ func (m *cowMemory) reset() (int, error) {
 	if m.img == nil || m.open > roundUp(m.img.size, hostPage) {
 		return 0, errNotResettable
 	}
-	if m.img.size == 0 {
+	return m.restore(m.buf[:m.img.size], m.img.data)
+}
+
+// zero puts a memory that maps no image (a command's) back to all zeros,
+// every page it opened, so that another instance of the same module can
+// take it. It returns the number of host pages it cleared or dropped.
+func (m *cowMemory) zero() (int, error) {
+	if m.img != nil {
+		return 0, errNotResettable
+	}
+	return m.restore(m.buf[:m.open], nil)
+}
+
+// restore makes b, the start of the memory, equal to src (zeros when src
+// is nil): it copies src over the pages that were written, or drops them
+// (MADV_DONTNEED: they read the image or zeros again) past
+// copyBackMaxPages or every trimEvery restores.
+func (m *cowMemory) restore(b, src []byte) (int, error) {
+	if len(b) == 0 {
 		return 0, nil
 	}
-	regions, err := scanDirty(m.regions[:0], m.buf[:m.img.size])
+	regions, err := scanDirty(m.regions[:0], b)
 	if err != nil {
-		// No PAGEMAP_SCAN: drop every page of the image mapping.
-		if err := unix.Madvise(m.buf[:m.img.size], unix.MADV_DONTNEED); err != nil {
+		// No PAGEMAP_SCAN: drop every page.
+		if err := unix.Madvise(b, unix.MADV_DONTNEED); err != nil {
 			return 0, fmt.Errorf("madvise: %w", err)
 		}
-		return int(m.img.size / hostPage), nil
+		return len(b) / int(hostPage), nil
 	}
 	m.regions = regions
 	pages := 0
@@ -523,17 +541,26 @@ func (m *cowMemory) reset() (int, error) {
 	m.resets++
 	if pages <= copyBackMaxPages && m.resets < trimEvery {
 		for _, r := range regions {
-			copy(m.buf[r[0]:r[1]], m.img.data[r[0]:r[1]])
+			if src == nil {
+				clear(b[r[0]:r[1]])
+			} else {
+				copy(b[r[0]:r[1]], src[r[0]:r[1]])
+			}
 		}
 		return pages, nil
 	}
 	m.resets = 0
 	for _, r := range regions {
-		if err := unix.Madvise(m.buf[r[0]:r[1]], unix.MADV_DONTNEED); err != nil {
+		if err := unix.Madvise(b[r[0]:r[1]], unix.MADV_DONTNEED); err != nil {
 			return pages, fmt.Errorf("madvise: %w", err)
 		}
 	}
 	return pages, nil
+}
+
+// fits reports whether the memory was reserved for a limit of max bytes.
+func (m *cowMemory) fits(limit uint64) bool {
+	return m.reserved == max(roundUp(limit, hostPage), hostPage)
 }
 
 // PAGEMAP_SCAN (Linux 6.7+), from <linux/fs.h>.

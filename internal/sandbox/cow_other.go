@@ -71,3 +71,13 @@ func (m *cowMemory) reset() (int, error) {
 	copy(m.buf, m.img.b)
 	return int(m.img.size / 4096), nil
 }
+
+func (m *cowMemory) zero() (int, error) {
+	if m.img != nil {
+		return 0, errNotResettable
+	}
+	clear(m.buf[:cap(m.buf)])
+	return cap(m.buf) / 4096, nil
+}
+
+func (m *cowMemory) fits(limit uint64) bool { return m.max == limit }

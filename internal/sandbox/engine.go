@@ -90,6 +90,11 @@ type Engine struct {
 
 	// images shares pages between the snapshot images of each module.
 	images imageBases
+
+	// spares counts the spare memories the modules keep (spare.go), at
+	// most maxSpares.
+	spares    atomic.Int64
+	maxSpares int64
 }
 
 // cacheKey identifies one compilation.
@@ -158,6 +163,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		modules:      make(map[cacheKey]*cacheEntry),
 		idle:         cfg.IdleModules,
 		stopSweep:    make(chan struct{}),
+		maxSpares:    maxSpares(),
 	}
 	if e.idle <= 0 {
 		e.idle = DefaultIdleModules
@@ -198,8 +204,14 @@ func (e *Engine) Close(ctx context.Context) error {
 	for _, ent := range e.modules {
 		ent.cancel() // compiles waiting for their turn give up
 	}
+	modules := e.modules
 	e.runtimes, e.modules = nil, nil
 	e.mu.Unlock()
+	for _, ent := range modules {
+		if ent.mod != nil {
+			ent.mod.freeSpares()
+		}
+	}
 
 	ctx = isolate(ctx)
 	var errs []error
@@ -481,6 +493,7 @@ func (e *Engine) compile(ctx context.Context, codeHash string, wasm []byte, lim 
 		info:     info,
 		instHash: hex.EncodeToString(instrumentedHash[:]),
 		cmdSnap:  &lazyHash{},
+		spares:   &spareMemories{},
 		base:     wazero.NewModuleConfig().WithName("").WithStartFunctions(),
 	}, nil
 }

@@ -25,13 +25,19 @@ func (m *Module) Release() {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	ent := e.modules[cacheKey{codeHash: m.codeHash, pages: m.limits.MemoryPages}]
 	if ent == nil || ent.mod == nil || ent.mod.compiled != m.compiled || ent.refs == 0 {
+		e.mu.Unlock()
 		return
 	}
-	if ent.refs--; ent.refs == 0 {
+	ent.refs--
+	idle := ent.refs == 0
+	if idle {
 		ent.idleSince = time.Now()
+	}
+	e.mu.Unlock()
+	if idle {
+		m.freeSpares() // nothing runs the module now
 	}
 }
 
@@ -69,6 +75,7 @@ func (e *Engine) evictIdle(now time.Time) {
 	for _, ent := range free {
 		e.evictions.Add(1)
 		e.log.LogAttrs(context.Background(), slog.LevelDebug, "compiled module freed", slog.String("code_hash", ent.mod.codeHash))
+		ent.mod.freeSpares()
 		_ = ent.mod.compiled.Close(context.Background()) // wazero's CompiledModule.Close always returns nil
 	}
 }

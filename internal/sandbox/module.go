@@ -48,6 +48,8 @@ type Module struct {
 	// the memory size before the instance is closed). wazero configs are
 	// immutable, so sharing it between goroutines is safe.
 	base wazero.ModuleConfig
+	// spares are the zeroed memories of finished runs (spare.go).
+	spares *spareMemories
 }
 
 // lazyHash is a hash computed once, on first use.
@@ -170,14 +172,7 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	// Go slice, grown by copying: a 1 GiB guest then costs two to three
 	// times that in Go heap, which the runtime returns only slowly.)
 	var allocErr error
-	ctx = experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
-		mem, err := newCOWMemory(nil, max)
-		if err != nil {
-			allocErr = err
-			return nil
-		}
-		return cowLinear{mem}
-	}))
+	ctx = experimental.WithMemoryAllocator(ctx, m.commandMemory(&allocErr))
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, m.limits.Timeout, errWallLimit)
 	defer cancelTimeout()
 	ctx, abort := context.WithCancelCause(ctx)
@@ -201,8 +196,14 @@ func (m *Module) Run(ctx context.Context, inv Invocation) (Result, error) {
 	if inv.Caps.Clock {
 		cfg = cfg.WithSysWalltime().WithSysNanotime().WithNanosleep(sleeper(ctx))
 	}
+	// Without the capability, the guest reads the same deterministic stream
+	// as a reactor does. (Left unset, wazero would seed a math/rand source
+	// for every instance, which costs more than the rest of setting up the
+	// instance's system context.)
 	if inv.Caps.Random {
 		cfg = cfg.WithRandSource(rand.Reader)
+	} else {
+		cfg = cfg.WithRandSource(&detRand{})
 	}
 
 	out := m.call(ctx, cfg)
