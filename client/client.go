@@ -525,10 +525,14 @@ func (c *Client) Invoke(ctx context.Context, name string, input []byte, o Invoke
 	if o.Logs {
 		path += "?logs=true"
 	}
-	return c.sendSealed(ctx, fn, path, sr, cc.ResponseKey, seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext))
+	rk, err := seal.NewSymmetric(cc.ResponseKey)
+	if err != nil {
+		return nil, err
+	}
+	return c.sendSealed(ctx, fn, path, sr, rk, seal.RequestHash(sr.Mode, sr.Enc, nil, sr.Ciphertext))
 }
 
-func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr wire.SealedRequest, key []byte, reqHash string) (*Result, error) {
+func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr wire.SealedRequest, key *seal.Symmetric, reqHash string) (*Result, error) {
 	body, err := json.Marshal(sr)
 	if err != nil {
 		return nil, err
@@ -569,7 +573,7 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 	if err := checkWorkerPolicy(fn, v.Worker); err != nil {
 		return nil, err
 	}
-	out, err := seal.OpenSymmetric(key, seal.AADResponse, []byte(reqHash), resp.Ciphertext)
+	out, err := key.Open(seal.AADResponse, []byte(reqHash), resp.Ciphertext)
 	if err != nil {
 		return nil, fmt.Errorf("%w: response: %w", ErrVerification, err)
 	}
@@ -582,11 +586,11 @@ func (c *Client) sendSealed(ctx context.Context, fn *Function, path string, sr w
 
 // openLogs opens a function's stderr sealed to the caller; none is nil.
 // Logs that do not open were altered on the way: a verification error.
-func openLogs(key []byte, reqHash string, sealed []byte) ([]byte, error) {
+func openLogs(key *seal.Symmetric, reqHash string, sealed []byte) ([]byte, error) {
 	if sealed == nil {
 		return nil, nil
 	}
-	logs, err := seal.OpenSymmetric(key, seal.AADLogs, []byte(reqHash), sealed)
+	logs, err := key.Open(seal.AADLogs, []byte(reqHash), sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%w: logs: %w", ErrVerification, err)
 	}

@@ -20,7 +20,7 @@ import (
 type Session struct {
 	c       *Client
 	fn      *Function
-	key     []byte
+	key     *seal.Symmetric // the session key
 	ticket  []byte
 	expires time.Time
 }
@@ -53,7 +53,11 @@ func (c *Client) OpenSession(ctx context.Context, name string, version int) (*Se
 	if len(resp.Ticket) == 0 {
 		return nil, fmt.Errorf("%w: no session ticket", ErrVerification)
 	}
-	return &Session{c: c, fn: fn, key: cc.SessionKey, ticket: resp.Ticket, expires: resp.TicketExpires}, nil
+	key, err := seal.NewSymmetric(cc.SessionKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{c: c, fn: fn, key: key, ticket: resp.Ticket, expires: resp.TicketExpires}, nil
 }
 
 // Expires reports when the session ends.
@@ -65,7 +69,7 @@ func (s *Session) Function() *Function { return s.fn }
 // Invoke runs the function once within the session.
 func (s *Session) Invoke(ctx context.Context, input []byte) (*Result, error) {
 	payload := seal.NewPayload(input, s.c.now()).Encode()
-	ct, err := seal.SealSymmetric(s.key, seal.AADRequest, s.ticket, payload)
+	ct, err := s.key.Seal(seal.AADRequest, s.ticket, payload)
 	if err != nil {
 		return nil, err
 	}

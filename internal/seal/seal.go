@@ -422,27 +422,51 @@ const (
 // SealSymmetric encrypts with AES-GCM under key with a random nonce, binding
 // label and aad: nonce(12) ‖ ciphertext.
 func SealSymmetric(key []byte, label string, aad, plaintext []byte) ([]byte, error) {
-	g, err := newGCM(key)
+	k, err := NewSymmetric(key)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 12, 12+len(plaintext)+g.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		return nil, err
-	}
-	return g.Seal(out, out[:12], plaintext, symmetricAAD(label, aad)), nil
+	return k.Seal(label, aad, plaintext)
 }
 
 // OpenSymmetric reverses SealSymmetric.
 func OpenSymmetric(key []byte, label string, aad, ct []byte) ([]byte, error) {
+	k, err := NewSymmetric(key)
+	if err != nil {
+		return nil, err
+	}
+	return k.Open(label, aad, ct)
+}
+
+// Symmetric is a key of SealSymmetric and OpenSymmetric with its cipher
+// set up once, for a key that serves many messages: a session's. It is
+// safe for concurrent use.
+type Symmetric struct{ aead cipher.AEAD }
+
+// NewSymmetric sets up key (16 or 32 bytes) for AES-GCM.
+func NewSymmetric(key []byte) (*Symmetric, error) {
 	g, err := newGCM(key)
 	if err != nil {
 		return nil, err
 	}
-	if len(ct) < 12+g.Overhead() {
+	return &Symmetric{aead: g}, nil
+}
+
+// Seal is SealSymmetric under k.
+func (k *Symmetric) Seal(label string, aad, plaintext []byte) ([]byte, error) {
+	out := make([]byte, 12, 12+len(plaintext)+k.aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		return nil, err
+	}
+	return k.aead.Seal(out, out[:12], plaintext, symmetricAAD(label, aad)), nil
+}
+
+// Open is OpenSymmetric under k.
+func (k *Symmetric) Open(label string, aad, ct []byte) ([]byte, error) {
+	if len(ct) < 12+k.aead.Overhead() {
 		return nil, ErrDecrypt
 	}
-	pt, err := g.Open(nil, ct[:12], ct[12:], symmetricAAD(label, aad))
+	pt, err := k.aead.Open(nil, ct[:12], ct[12:], symmetricAAD(label, aad))
 	if err != nil {
 		return nil, ErrDecrypt
 	}

@@ -663,5 +663,5 @@ func sealLogs(op *opened, stderr []byte) ([]byte, error) {
 	if op.responseKey == nil {
 		return bytes.Clone(stderr), nil
 	}
-	return seal.SealSymmetric(op.responseKey, seal.AADLogs, []byte(op.reqHash), stderr)
+	return op.responseKey.Seal(seal.AADLogs, []byte(op.reqHash), stderr)
 }

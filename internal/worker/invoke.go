@@ -34,7 +34,7 @@ const maxSkew = bus.ReplayWindow / 2
 // opened is a request after decryption and replay checks.
 type opened struct {
 	input       []byte
-	responseKey []byte // nil in plain mode
+	responseKey *seal.Symmetric // nil in plain mode
 	reqHash     string
 	ticket      []byte
 	expires     time.Time
@@ -105,7 +105,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 		return w.refuse(fn, req.Mode, op, err, "", 0)
 	}
 	if req.Mode == wire.ModeSessionOpen {
-		ack, err := seal.SealSymmetric(op.responseKey, seal.AADResponse, []byte(op.reqHash), nil)
+		ack, err := op.responseKey.Seal(seal.AADResponse, []byte(op.reqHash), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -139,7 +139,7 @@ func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.Inv
 	} else {
 		body = res.Stdout
 		if op.responseKey != nil {
-			if body, err = seal.SealSymmetric(op.responseKey, seal.AADResponse, []byte(op.reqHash), res.Stdout); err != nil {
+			if body, err = op.responseKey.Seal(seal.AADResponse, []byte(op.reqHash), res.Stdout); err != nil {
 				return nil, err
 			}
 			rep.Ciphertext = body
@@ -191,7 +191,11 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		if err != nil {
 			return nil, err
 		}
-		op := &opened{input: p.Input, responseKey: sc.ResponseKey, reqHash: seal.RequestHash(req.Mode, s.Enc, nil, s.Ciphertext), caller: p.Caller}
+		rk, err := seal.NewSymmetric(sc.ResponseKey)
+		if err != nil {
+			return nil, err
+		}
+		op := &opened{input: p.Input, responseKey: rk, reqHash: seal.RequestHash(req.Mode, s.Enc, nil, s.Ciphertext), caller: p.Caller}
 		if openSession {
 			op.expires = w.now().Add(SessionTTL).UTC()
 			tid := make([]byte, 16)
@@ -205,17 +209,12 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		return op, nil
 	case wire.ModeSession:
 		s := req.Sealed
-		t, err := seal.OpenTicket(fn.ticketKey, s.Ticket)
+		ot, err := fn.sessionTicket(s.Ticket, w.now())
 		if err != nil {
-			return nil, apierr.New(apierr.SessionInvalid, "session ticket is not valid for this function version")
+			return nil, err
 		}
-		if t.Namespace != f.Namespace || t.Name != f.Name || t.Version != f.Version || t.CodeHash != f.CodeHash {
-			return nil, apierr.New(apierr.SessionInvalid, "session ticket belongs to another function version")
-		}
-		if w.now().After(t.Expires) {
-			return nil, apierr.New(apierr.SessionInvalid, "session expired at %s; open a new one", t.Expires.Format(time.RFC3339))
-		}
-		pt, err := seal.OpenSymmetric(t.Key, seal.AADRequest, s.Ticket, s.Ciphertext)
+		t := ot.ticket
+		pt, err := ot.key.Open(seal.AADRequest, s.Ticket, s.Ciphertext)
 		if err != nil {
 			return nil, apierr.Wrap(apierr.DecryptFailed, err)
 		}
@@ -226,7 +225,7 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 		if p.Caller != nil {
 			return nil, apierr.New(apierr.CallerSignature, "a session message carries no caller signature: the session's opener is its caller")
 		}
-		return &opened{input: p.Input, responseKey: t.Key, reqHash: seal.RequestHash(req.Mode, nil, s.Ticket, s.Ciphertext), caller: t.Caller}, nil
+		return &opened{input: p.Input, responseKey: ot.key, reqHash: seal.RequestHash(req.Mode, nil, s.Ticket, s.Ciphertext), caller: t.Caller}, nil
 	default:
 		return nil, apierr.New(apierr.BadRequest, "unknown mode %q", req.Mode)
 	}

@@ -38,6 +38,7 @@ type loaded struct {
 	snapshot  string            // hash of the state every invocation starts from
 	key       hpke.PrivateKey
 	ticketKey []byte
+	tickets   ticketCache     // the session tickets opened with ticketKey
 	state     *state.Function // nil unless the manifest grants state
 	sem       chan struct{}
 	checked   atomic.Int64                 // unix nanoseconds of the last registry check; calls share it
