@@ -247,3 +247,23 @@ func TestAllGatewaysFail(t *testing.T) {
 		t.Errorf("a refused connection reported as outcome unknown: %v", err)
 	}
 }
+
+// TestReadAnswer: a body whose length the gateway sent is read into one
+// buffer of that size; a body cut short is an error; without a length the
+// body is read to its end.
+func TestReadAnswer(t *testing.T) {
+	body := strings.Repeat("r", 3000)
+	b, err := readAnswer(strings.NewReader(body), int64(len(body)))
+	if err != nil || string(b) != body {
+		t.Fatalf("with its length: %d bytes, %v", len(b), err)
+	}
+	if n := testing.AllocsPerRun(20, func() { _, _ = readAnswer(strings.NewReader(body), int64(len(body))) }); n > 2 {
+		t.Errorf("reading %d bytes of known length allocates %v times, want at most 2 (the reader and the buffer)", len(body), n)
+	}
+	if _, err := readAnswer(strings.NewReader(body[:10]), int64(len(body))); err == nil {
+		t.Error("a body shorter than its length: no error")
+	}
+	if b, err := readAnswer(strings.NewReader(body), -1); err != nil || string(b) != body {
+		t.Errorf("without a length: %d bytes, %v", len(b), err)
+	}
+}

@@ -197,7 +197,7 @@ func (c *Client) attempt(ctx context.Context, gw, method, path string, body []by
 		return nil, !notSent, err
 	}
 	defer resp.Body.Close() // read here: the close has nothing to report
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	b, err := readAnswer(resp.Body, resp.ContentLength)
 	if err != nil {
 		return nil, true, fmt.Errorf("reading the answer of %s: %w", gw, err)
 	}
@@ -248,4 +248,19 @@ func (t gatewayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return &http.Response{Status: fmt.Sprintf("%d %s", a.status, http.StatusText(a.status)), StatusCode: a.status,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: a.header, Body: io.NopCloser(bytes.NewReader(a.body)),
 		ContentLength: int64(len(a.body)), Request: r}, nil
+}
+
+// readAnswer reads an answer's body, at most maxAnswer bytes of it. When
+// the gateway sent its length, the body is read into a buffer of that size
+// at once, not grown as io.ReadAll grows it (net/http ends the body at that
+// length, or fails it short).
+func readAnswer(body io.Reader, length int64) ([]byte, error) {
+	if length < 0 || length > maxAnswer {
+		return io.ReadAll(io.LimitReader(body, maxAnswer))
+	}
+	b := make([]byte, length)
+	if _, err := io.ReadFull(body, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }

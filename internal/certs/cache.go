@@ -1,8 +1,8 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/ed25519"
-	"encoding/binary"
 	"sync"
 )
 
@@ -18,39 +18,40 @@ const maxCached = 4096
 // Worker.ValidAt as they would after OpenWorker. It is safe for concurrent
 // use; the zero value is ready.
 //
-// The key is the three byte strings themselves, length-prefixed: a map
-// lookup hashes them faster than SHA-256 would (the cache was a measurable
-// part of every call, docs/architecture.md), and an exact key cannot
-// collide.
+// Certificates are found by their signature, and a hit compares the body
+// and the coordinator key byte for byte: a lookup neither hashes nor copies
+// the certificate (the cache is on the path of every call,
+// docs/architecture.md).
 type WorkerCache struct {
 	mu sync.RWMutex
-	m  map[string]*Worker
+	m  map[string]*openedWorker // by signature
+}
+
+// openedWorker is a certificate that opened, with what it opened under.
+type openedWorker struct {
+	body, coordinator []byte
+	w                 *Worker
 }
 
 // Open is OpenWorker through the cache. The returned Worker is shared:
 // callers must not modify it.
 func (c *WorkerCache) Open(s Signed, coordinator ed25519.PublicKey) (*Worker, error) {
-	var buf [1024]byte // most keys fit: no allocation for a lookup
-	k := buf[:0]
-	for _, part := range [][]byte{coordinator, s.Signature, s.Body} {
-		k = binary.BigEndian.AppendUint64(k, uint64(len(part)))
-		k = append(k, part...)
-	}
 	c.mu.RLock()
-	w, ok := c.m[string(k)]
+	e := c.m[string(s.Signature)]
 	c.mu.RUnlock()
-	if ok {
-		return w, nil
+	if e != nil && bytes.Equal(e.body, s.Body) && bytes.Equal(e.coordinator, coordinator) {
+		return e.w, nil
 	}
 	w, err := OpenWorker(s, coordinator)
 	if err != nil {
 		return nil, err
 	}
+	e = &openedWorker{body: bytes.Clone(s.Body), coordinator: bytes.Clone(coordinator), w: w}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCached {
-		c.m = make(map[string]*Worker)
+		c.m = make(map[string]*openedWorker)
 	}
-	c.m[string(k)] = w
+	c.m[string(s.Signature)] = e
 	c.mu.Unlock()
 	return w, nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,22 @@ func TestWorkerCache(t *testing.T) {
 	bad.Body = append(append([]byte{}, s.Body...), ' ')
 	if _, err := c.Open(bad, pub); !errors.Is(err, ErrSignature) {
 		t.Errorf("altered body: %v", err)
+	}
+	// A hit neither copies nor hashes the certificate: no allocation, even
+	// for a certificate larger than a stack buffer.
+	big, err := Sign(priv, DomainWorker, Worker{WorkerID: "w1", SigningKey: wpub, TCB: strings.Repeat("t", 4096)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Open(big, pub); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := c.Open(big, pub); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a hit allocates %v times, want 0", n)
 	}
 	// The cache stays bounded.
 	for i := range maxCached + 10 {

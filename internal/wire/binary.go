@@ -163,6 +163,27 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
+// BinarySize is about the size of r's binary encoding, never less: a
+// buffer of this capacity holds it without growing.
+func (r *InvokeReply) BinarySize() int {
+	n := 100 + len(r.Output) + len(r.Ciphertext) + len(r.Ticket) + len(r.Logs) + len(r.StepCode) + signedSize(r.Receipt)
+	if r.Error != nil {
+		n += 20 + len(r.Error.Code) + len(r.Error.Message)
+	}
+	for _, s := range r.Receipts {
+		n += signedSize(s)
+	}
+	return n
+}
+
+// signedSize bounds what appendSigned appends for s.
+func signedSize(s *receipt.Signed) int {
+	if s == nil {
+		return 1
+	}
+	return 41 + len(s.Receipt) + len(s.Signature) + len(s.WorkerCert.Body) + len(s.WorkerCert.Signature)
+}
+
 // appendSigned appends a presence byte and, for a receipt, its four byte
 // strings.
 func appendSigned(b []byte, s *receipt.Signed) []byte {

@@ -61,6 +61,9 @@ func TestBinaryRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(b) > want.BinarySize() {
+			t.Errorf("reply %d: %d bytes, more than its BinarySize %d", i, len(b), want.BinarySize())
+		}
 		var got InvokeReply
 		if err := got.UnmarshalBinary(b); err != nil {
 			t.Fatalf("reply %d: %v", i, err)
@@ -157,6 +160,9 @@ func FuzzInvokeBinary(f *testing.F) {
 			b, err := p.AppendBinary(nil)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(b) > p.BinarySize() {
+				t.Fatalf("reply of %d bytes, more than its BinarySize %d", len(b), p.BinarySize())
 			}
 			var again InvokeReply
 			if err := again.UnmarshalBinary(b); err != nil || !reflect.DeepEqual(p, again) {

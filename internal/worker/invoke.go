@@ -69,7 +69,7 @@ func (w *Worker) handleInvoke(ctx context.Context, b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rep.AppendBinary(nil)
+	return rep.AppendBinary(make([]byte, 0, rep.BinarySize()))
 }
 
 func (w *Worker) invoke(ctx context.Context, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
