@@ -246,8 +246,11 @@ func TestInvokeModes(t *testing.T) {
 			if got := len(l.lat); got != 4*conc {
 				t.Fatalf("burst recorded %d latencies, want %d", got, 4*conc)
 			}
-			if l.early+l.late != 4*conc || l.early == 0 {
-				t.Fatalf("burst counted %d ops in its first half and %d in its second, want %d in all and some early", l.early, l.late, 4*conc)
+			// How the ops split between the halves is timing: a burst this
+			// short can finish all of them in its second half when its
+			// goroutines start late (it did once, on a loaded CI machine).
+			if l.early+l.late != 4*conc || l.late == 0 {
+				t.Fatalf("burst counted %d ops in its first half and %d in its second, want %d in all, the last one late", l.early, l.late, 4*conc)
 			}
 		})
 	}
