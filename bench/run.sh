@@ -30,6 +30,8 @@
 #                                     # a native net/http echo, then a real `cloister up`: the plaintext /v1
 #                                     # invoke and the OpenWhisk blocking invoke of a `confidential: optional`
 #                                     # echo reactor; req/s, p50, p99 and the ratio to the native echo
+#   bench/run.sh hops                 # CPU profiles of BenchmarkInvoke per mode (BENCHTIME 18000x, COUNT 2
+#                                     # rounds): µs of CPU per call per hop, by bench/cmd/hops (about 2 min)
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
 #                                     # cluster, once each; time to the next successful sealed call
 #
@@ -39,7 +41,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | sustained | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey) what=$1; shift ;;
+invoke | sustained | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey | hops) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -176,6 +178,36 @@ hey)
 			}
 			if (failed > 0) { print "FAIL: some answers were not 200: the rates above count them" > "/dev/stderr"; exit 1 }
 		}' "$out"
+	bench=
+	;;
+hops)
+	# CPU per call per hop (docs/architecture.md, "Where an invocation's
+	# time goes"): each mode profiled with native after it, native alone,
+	# and the fixture alone, COUNT rounds pooled; bench/cmd/hops charges the
+	# samples to the hops and subtracts the baselines.
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp" "$out"' EXIT
+	n=${BENCHTIME:-18000x}
+	case $n in *x) ;; *) echo "hops: BENCHTIME must be a count (Nx)" >&2; exit 2 ;; esac
+	rounds=${COUNT:-2}
+	go test -c -o "$tmp/bench.test" ./bench/
+	prof() { # NAME PATTERN ROUND
+		(cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "^BenchmarkInvoke\$/^($2)\$" -test.benchtime "$n" -test.cpuprofile "$tmp/$1.$3.prof") | grep '^Benchmark' || true
+		go tool pprof -traces "$tmp/bench.test" "$tmp/$1.$3.prof" >"$tmp/$1.$3.traces" 2>/dev/null
+	}
+	modes="hpke session reactor-session plaintext"
+	for i in $(seq "$rounds"); do
+		prof fixture nomatch "$i"
+		prof native native "$i"
+		for m in $modes; do prof "$m" "$m|native" "$i"; done
+	done
+	pooled() { seq "$rounds" | sed "s|.*|$tmp/$1.&.traces|" | paste -sd+; }
+	args=
+	for m in $modes; do args="$args $m=$(pooled "$m"),$(pooled native)"; done
+	echo
+	# A run of -benchtime Nx makes N + 33 calls (two warm-ups of 2 x 8, and
+	# the framework's one-call round).
+	go run ./bench/cmd/hops -calls $(( (${n%x} + 33) * rounds )) -table $args native="$(pooled native),$(pooled fixture)"
 	bench=
 	;;
 ycsb)

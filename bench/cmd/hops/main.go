@@ -18,6 +18,11 @@
 //
 // -base subtracts, row by row, a profile of what is not the mode's own
 // work: the native echo alone, for a mode that ran with native after it.
+//
+// With -table, each argument is NAME=TRACES[,BASE] (several TRACES or BASE
+// files joined by "+" are pooled), and the output is one markdown table
+// with a column per NAME. `bench/run.sh hops` runs the profiles and prints
+// that table.
 package main
 
 import (
@@ -170,37 +175,93 @@ func readFile(name string) (map[string]float64, error) {
 	return readTraces(f)
 }
 
-func main() {
-	calls := flag.Int("calls", 0, "the calls the profiled run made")
-	base := flag.String("base", "", "traces of a profile to subtract, row by row")
-	flag.Parse()
-	if flag.NArg() != 1 || *calls <= 0 {
-		fmt.Fprintln(os.Stderr, "usage: hops -calls N [-base TRACES] TRACES")
-		os.Exit(2)
-	}
-	sum, err := readFile(flag.Arg(0))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hops:", err)
-		os.Exit(1)
-	}
-	if *base != "" {
-		b, err := readFile(*base)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hops:", err)
-			os.Exit(1)
+// perCall returns each row of traces (files joined by "+", pooled) minus
+// base (likewise; "" for none), in µs per call, and the total of the rows
+// that are not sub-rows.
+func perCall(traces, base string, calls int) (map[string]float64, float64, error) {
+	sum := map[string]float64{}
+	add := func(files string, sign float64) error {
+		for f := range strings.SplitSeq(files, "+") {
+			m, err := readFile(f)
+			if err != nil {
+				return err
+			}
+			for row, v := range m {
+				sum[row] += sign * v
+			}
 		}
-		for row, v := range b {
-			sum[row] -= v
+		return nil
+	}
+	if err := add(traces, 1); err != nil {
+		return nil, 0, err
+	}
+	if base != "" {
+		if err := add(base, -1); err != nil {
+			return nil, 0, err
 		}
 	}
 	total := 0.0
-	for _, row := range rows {
+	for row, v := range sum {
+		sum[row] = v / float64(calls) * 1e6
 		if !strings.HasPrefix(row, " ") {
 			total += sum[row]
 		}
 	}
-	for _, row := range rows {
-		fmt.Printf("%s\t%s\n", row, strconv.FormatFloat(sum[row]/float64(*calls)*1e6, 'f', 0, 64))
+	return sum, total, nil
+}
+
+func us(v float64) string { return strconv.FormatFloat(max(v, 0), 'f', 0, 64) }
+
+func main() {
+	calls := flag.Int("calls", 0, "the calls each profiled run made (pooled runs: the sum)")
+	base := flag.String("base", "", "traces of a profile to subtract, row by row")
+	table := flag.Bool("table", false, "print a markdown table of NAME=TRACES[,BASE] arguments")
+	flag.Parse()
+	if *calls <= 0 || (!*table && flag.NArg() != 1) || (*table && flag.NArg() == 0) {
+		fmt.Fprintln(os.Stderr, "usage: hops -calls N [-base TRACES] TRACES\n       hops -calls N -table NAME=TRACES[,BASE] ...")
+		os.Exit(2)
 	}
-	fmt.Printf("total\t%s\n", strconv.FormatFloat(total/float64(*calls)*1e6, 'f', 0, 64))
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "hops:", err)
+		os.Exit(1)
+	}
+	if !*table {
+		sum, total, err := perCall(flag.Arg(0), *base, *calls)
+		if err != nil {
+			fail(err)
+		}
+		for _, row := range rows {
+			fmt.Printf("%s\t%s\n", row, us(sum[row]))
+		}
+		fmt.Printf("total\t%s\n", us(total))
+		return
+	}
+	var names []string
+	var sums []map[string]float64
+	var totals []float64
+	for _, arg := range flag.Args() {
+		name, files, ok := strings.Cut(arg, "=")
+		if !ok {
+			fail(fmt.Errorf("%q: want NAME=TRACES[,BASE]", arg))
+		}
+		traces, b, _ := strings.Cut(files, ",")
+		sum, total, err := perCall(traces, b, *calls)
+		if err != nil {
+			fail(err)
+		}
+		names, sums, totals = append(names, name), append(sums, sum), append(totals, total)
+	}
+	fmt.Printf("| hop (µs CPU per call) | %s |\n|---|%s\n", strings.Join(names, " | "), strings.Repeat("---:|", len(names)))
+	for _, row := range rows {
+		fmt.Printf("| %s |", strings.Replace(row, "  ", "&nbsp;&nbsp;", 1))
+		for _, sum := range sums {
+			fmt.Printf(" %s |", us(sum[row]))
+		}
+		fmt.Println()
+	}
+	fmt.Print("| **total** |")
+	for _, t := range totals {
+		fmt.Printf(" **%s** |", us(t))
+	}
+	fmt.Println()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -55,5 +56,37 @@ Duration: 1.38s, Total samples = 2.24s (162.02%)
 	want := map[string]float64{"worker": 0.01, "  worker: receipt signing": 0.01, "runtime": 0.03}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestPerCall: pooled files add up, the base is subtracted row by row, and
+// sub-rows stay out of the total.
+func TestPerCall(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sample := func(w, frame string) string {
+		return "-----------+---\n      " + w + "   " + frame + "\n"
+	}
+	a := write("a", sample("30ms", mod+"internal/worker.(*Worker).invoke")+sample("20ms", "net/http.(*conn).serve"))
+	b := write("b", sample("10ms", mod+"internal/receipt.Sign")+sample("10ms", "net/http.(*conn).serve"))
+	base := write("base", sample("10ms", "net/http.(*conn).serve"))
+	sum, total, err := perCall(a+"+"+b, base, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"worker": 40, "  worker: receipt signing": 10, "http": 20}
+	for row, v := range want {
+		if d := sum[row] - v; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: got %v µs, want %v", row, sum[row], v)
+		}
+	}
+	if total < 60-1e-9 || total > 60+1e-9 {
+		t.Errorf("total: got %v µs, want 60 (sub-rows not counted)", total)
 	}
 }
