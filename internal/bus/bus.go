@@ -110,6 +110,15 @@ const ReplayWindow = 10 * time.Minute
 // MaxPayload is the largest NATS message the embedded server accepts.
 const MaxPayload = 16 << 20
 
+// MaxPending is how many bytes the embedded server buffers for a client
+// that reads slower than they arrive, before it cuts the client off as a
+// slow consumer (nats-server's default is 64 MB). A worker that loads
+// several large bundles at once from the object store, on a machine busy
+// compiling them, passed 64 MB, was cut off and reconnected two seconds
+// later, and the replies sent to it in between were lost: a deploy then
+// found no worker to inspect it, and a call waited out its timeout.
+const MaxPending = 512 << 20
+
 // Server is an embedded NATS server with JetStream on disk.
 type Server struct {
 	ns *server.Server
@@ -131,6 +140,7 @@ func StartServer(o ServerOptions) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(o.Dir, "jetstream"),
 		MaxPayload: MaxPayload,
+		MaxPending: MaxPending,
 		NoSigs:     true,
 		NoLog:      true,
 	}

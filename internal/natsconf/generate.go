@@ -311,6 +311,7 @@ func serverConfig(o Options, i int, nodes []node, res *Result) (string, error) {
 	fmt.Fprintf(&b, "server_name: %q\n", "cloister-"+strconv.Itoa(i+1))
 	fmt.Fprintf(&b, "listen: %q\n", net.JoinHostPort(listenHost(n.host), strconv.Itoa(n.client)))
 	fmt.Fprintf(&b, "max_payload: %d\n", bus.MaxPayload)
+	fmt.Fprintf(&b, "max_pending: %d\n", bus.MaxPending)
 	fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n}\n", filepath.Join(o.StoreDir, "cloister-"+strconv.Itoa(i+1)))
 	fmt.Fprintf(&b, "# Every client must use TLS; a plaintext client is refused.\n")
 	fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  timeout: 5\n}\n", res.ServerCert, res.ServerKey)

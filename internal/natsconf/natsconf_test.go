@@ -164,6 +164,11 @@ func TestGenerateFiles(t *testing.T) {
 		if len(opts.Nkeys) != 3 || opts.TLSConfig == nil || len(opts.Routes) != 2 || opts.Cluster.TLSConfig == nil {
 			t.Errorf("%s: %d nkeys, TLS %v, %d routes, route TLS %v", c, len(opts.Nkeys), opts.TLSConfig != nil, len(opts.Routes), opts.Cluster.TLSConfig != nil)
 		}
+		// Large bundles cross the bus: a worker loading several must not be
+		// cut off as a slow consumer at nats-server's default 64 MB.
+		if opts.MaxPayload != bus.MaxPayload || opts.MaxPending != bus.MaxPending {
+			t.Errorf("%s: max_payload %d, max_pending %d; want %d and %d", c, opts.MaxPayload, opts.MaxPending, bus.MaxPayload, bus.MaxPending)
+		}
 		text, _ := os.ReadFile(c)
 		for _, r := range natsconf.Roles {
 			seed, _ := os.ReadFile(res.Seeds[r])
