@@ -78,6 +78,11 @@ type Gateway struct {
 	certs certs.WorkerCache
 	// deployKeys sign the bundles built for OpenWhisk clients.
 	deployKeys deployKeys
+	// owActions and sequences serve the OpenWhisk action records
+	// ("a.<ns>.<name>") and the sequence definitions that every OpenWhisk
+	// invocation reads from memory while they follow their buckets
+	// (docs/adr/0023-followed-buckets.md); nil without async stores.
+	owActions, sequences *bus.Follower
 
 	attMu   sync.Mutex
 	att     *wire.Attestation
@@ -124,6 +129,10 @@ func New(cfg Config) *Gateway {
 	var queue activationQueue
 	if cfg.Async != nil {
 		queue = async.NewStore(cfg.Async, nil)
+		if cfg.Async.OpenWhisk != nil {
+			g.owActions = bus.NewFollower(cfg.Async.OpenWhisk)
+		}
+		g.sequences = bus.NewFollower(cfg.Async.Sequences)
 	}
 	g.svc = newService(g.reg, busInvoker{g}, queue)
 	g.quotas = cfg.Quotas.withDefaults()

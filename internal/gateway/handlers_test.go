@@ -328,12 +328,13 @@ func newHandlerFixture(t *testing.T, withQueue bool) *handlerFixture {
 		p:         &Principal{Namespace: "acme", Scope: ScopeDeploy},
 	}
 	var q activationQueue
-	cfg := Config{}
+	f.g = &Gateway{log: slog.New(slog.DiscardHandler)}
 	if withQueue {
 		q = f.queue
-		cfg.Async = &bus.AsyncStores{Sequences: f.sequences, OpenWhisk: &fakeKV{m: map[string][]byte{}}, Triggers: &fakeKV{m: map[string][]byte{}}}
+		f.g.cfg.Async = &bus.AsyncStores{Sequences: f.sequences, OpenWhisk: &fakeKV{m: map[string][]byte{}}, Triggers: &fakeKV{m: map[string][]byte{}}}
+		f.g.owActions, f.g.sequences = bus.NewFollower(f.g.cfg.Async.OpenWhisk), bus.NewFollower(f.sequences)
 	}
-	f.g = &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), svc: newService(f.fns, f.workers, q)}
+	f.g.svc = newService(f.fns, f.workers, q)
 	return f
 }
 

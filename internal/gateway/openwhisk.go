@@ -185,11 +185,10 @@ func (g *Gateway) owStore() (jetstream.KeyValue, error) {
 }
 
 func (g *Gateway) owMeta(ctx context.Context, key string) (*owMeta, error) {
-	kv, err := g.owStore()
-	if err != nil {
+	if _, err := g.owStore(); err != nil {
 		return nil, err
 	}
-	e, err := kv.Get(ctx, key)
+	e, err := g.owActions.Get(ctx, key) // trigger records ("t.") are read from the store
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return &owMeta{}, nil
 	}
@@ -197,19 +196,18 @@ func (g *Gateway) owMeta(ctx context.Context, key string) (*owMeta, error) {
 		return nil, storeError("OpenWhisk store", err)
 	}
 	var m owMeta
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if err := json.Unmarshal(e.Value, &m); err != nil {
 		return nil, apierr.New(apierr.Internal, "corrupt OpenWhisk record %s", key)
 	}
 	return &m, nil
 }
 
 func (g *Gateway) owPutMeta(ctx context.Context, key string, m *owMeta) error {
-	kv, err := g.owStore()
-	if err != nil {
+	if _, err := g.owStore(); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(m) // its raw values were decoded from JSON: Marshal cannot fail
-	if _, err := kv.Put(ctx, key, b); err != nil {
+	if _, err := g.owActions.Put(ctx, key, b); err != nil {
 		return storeError("OpenWhisk store", err)
 	}
 	return nil

@@ -93,7 +93,7 @@ func (g *Gateway) owPutAction(w http.ResponseWriter, r *http.Request, p *Princip
 		if isSeq {
 			// A sequence left behind would shadow the new code: invocations
 			// and reads look the sequence up first.
-			if err := g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
+			if err := g.sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
 				return storeError("sequence store", err)
 			}
 		}
@@ -225,7 +225,7 @@ func (g *Gateway) owPutSequence(ctx context.Context, p *Principal, name string, 
 	}
 	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC()}
 	b, _ := json.Marshal(seq) // plain data: Marshal cannot fail
-	if _, err := g.cfg.Async.Sequences.Put(ctx, sequenceKey(p.Namespace, name), b); err != nil {
+	if _, err := g.sequences.Put(ctx, sequenceKey(p.Namespace, name), b); err != nil {
 		return storeError("sequence store", err)
 	}
 	return nil
@@ -395,16 +395,16 @@ func (g *Gateway) owDeleteAction(w http.ResponseWriter, r *http.Request, p *Prin
 		return err
 	}
 	if a.Exec.Kind == KindSequence {
-		if err := g.cfg.Async.Sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
+		if err := g.sequences.Delete(ctx, sequenceKey(p.Namespace, name)); err != nil {
 			return storeError("sequence store", err)
 		}
 	} else if err := g.deleteVersions(ctx, p.Namespace, name); err != nil {
 		return err
 	}
-	if kv, err := g.owStore(); err == nil {
+	if _, err := g.owStore(); err == nil {
 		// The action is gone; its stale parameters and annotations would
 		// come back with an action created again under its name.
-		if err := kv.Delete(ctx, actionMetaKey(p.Namespace, name)); err != nil {
+		if err := g.owActions.Delete(ctx, actionMetaKey(p.Namespace, name)); err != nil {
 			g.log.Warn("deleting OpenWhisk action metadata", "namespace", p.Namespace, "action", name, "err", err)
 		}
 	}

@@ -64,7 +64,8 @@ func (p *pool) forget(id string) {
 }
 
 // startScheduling follows worker advertisements and manifest changes, and
-// asks the workers to advertise at once.
+// asks the workers to advertise at once; and it follows the buckets that
+// invocations read.
 func (g *Gateway) startScheduling() {
 	if g.cfg.Conn == nil {
 		return
@@ -88,6 +89,19 @@ func (g *Gateway) startScheduling() {
 	if g.cfg.Stores != nil && g.cfg.Stores.Registry != nil {
 		if err := g.reg.Follow(context.Background()); err != nil {
 			g.log.Warn("following the registry; lookups read the store", "err", err)
+		}
+	}
+	// Likewise for what an OpenWhisk invocation reads besides the registry.
+	for _, f := range []struct {
+		what   string
+		f      *bus.Follower
+		prefix string
+	}{{"OpenWhisk actions", g.owActions, "a."}, {"sequences", g.sequences, "s."}} {
+		if f.f == nil {
+			continue
+		}
+		if err := f.f.Follow(context.Background(), f.prefix); err != nil {
+			g.log.Warn("following a bucket; its reads go to the store", "bucket", f.what, "err", err)
 		}
 	}
 }

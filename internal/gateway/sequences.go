@@ -25,7 +25,7 @@ func (g *Gateway) sequence(ctx context.Context, ns, name string) (*wire.Sequence
 	if g.cfg.Async == nil {
 		return nil, apierr.New(apierr.Unavailable, "sequences are not enabled on this gateway")
 	}
-	e, err := g.cfg.Async.Sequences.Get(ctx, sequenceKey(ns, name))
+	e, err := g.sequences.Get(ctx, sequenceKey(ns, name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, apierr.New(apierr.NotFound, "sequence %q not found in namespace %q", name, ns)
 	}
@@ -33,7 +33,7 @@ func (g *Gateway) sequence(ctx context.Context, ns, name string) (*wire.Sequence
 		return nil, storeError("sequence store", err)
 	}
 	var s wire.Sequence
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
+	if err := json.Unmarshal(e.Value, &s); err != nil {
 		return nil, apierr.New(apierr.Internal, "corrupt sequence record")
 	}
 	return &s, nil
@@ -94,7 +94,7 @@ func (g *Gateway) putSequence(w http.ResponseWriter, r *http.Request, p *Princip
 	}
 	seq := wire.Sequence{Namespace: p.Namespace, Name: name, Steps: steps, Created: time.Now().UTC(), Signer: def.Signer, Signature: def.Signature}
 	b, _ := json.Marshal(seq) // plain data: Marshal cannot fail
-	if _, err := g.cfg.Async.Sequences.Put(r.Context(), sequenceKey(p.Namespace, name), b); err != nil {
+	if _, err := g.sequences.Put(r.Context(), sequenceKey(p.Namespace, name), b); err != nil {
 		return storeError("sequence store", err)
 	}
 	writeJSON(w, http.StatusOK, seq)
@@ -122,7 +122,7 @@ func (g *Gateway) deleteSequence(w http.ResponseWriter, r *http.Request, p *Prin
 	if _, err := g.sequence(r.Context(), p.Namespace, name); err != nil {
 		return err
 	}
-	if err := g.cfg.Async.Sequences.Delete(r.Context(), sequenceKey(p.Namespace, name)); err != nil {
+	if err := g.sequences.Delete(r.Context(), sequenceKey(p.Namespace, name)); err != nil {
 		return storeError("sequence store", err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})

@@ -4,7 +4,5 @@ import "time"
 
 // SetFollowClock makes r's follow read its time from now (tests only).
 func SetFollowClock(r *Registry, now func() time.Time) {
-	r.follow.mu.Lock()
-	defer r.follow.mu.Unlock()
-	r.follow.now = now
+	r.follow.SetClock(now)
 }

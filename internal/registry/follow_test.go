@@ -7,32 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 	"github.com/cloister-faas/cloister/internal/registry"
 )
-
-// countingKV counts the reads of the store.
-type countingKV struct {
-	jetstream.KeyValue
-	gets atomic.Int64
-}
-
-func (c *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
-	c.gets.Add(1)
-	return c.KeyValue.Get(ctx, key)
-}
-
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 5 s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestFollow: a following registry (the gateway's) serves Get and Latest
 // from memory once it has the entry's current revision decoded, and sees
@@ -42,7 +19,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestFollow(t *testing.T) {
 	st := newStores(t)
 	writer := registry.New(st.Registry)
-	kv := &countingKV{KeyValue: st.Registry}
+	kv := &bustest.CountingKV{KeyValue: st.Registry}
 	r := registry.New(kv)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -51,13 +28,13 @@ func TestFollow(t *testing.T) {
 	if err := r.Follow(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the first lookup", func() bool {
+	bustest.Eventually(t, "the first lookup", func() bool {
 		rec, err := r.Get(t.Context(), "acme", "fn", 0)
 		return err == nil && rec.Function.Version == 1
 	})
 	// Synced and decoded: lookups make no store read.
-	eventually(t, "lookups from memory", func() bool {
-		before := kv.gets.Load()
+	bustest.Eventually(t, "lookups from memory", func() bool {
+		before := kv.Gets()
 		for range 50 {
 			rec, err := r.Get(t.Context(), "acme", "fn", 0)
 			if err != nil {
@@ -68,21 +45,21 @@ func TestFollow(t *testing.T) {
 				t.Fatalf("Latest = %d, %v", v, err)
 			}
 		}
-		return kv.gets.Load() == before
+		return kv.Gets() == before
 	})
 	// An entry not confirmed for 5 s is read from the store again (a watch
 	// that stalled must not keep serving it), then served from memory.
 	var skew atomic.Int64
 	registry.SetFollowClock(r, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
 	skew.Store(int64(6 * time.Second))
-	before := kv.gets.Load()
+	before := kv.Gets()
 	if _, err := r.Get(t.Context(), "acme", "fn", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Get(t.Context(), "acme", "fn", 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := kv.gets.Load() - before; got != 1 {
+	if got := kv.Gets() - before; got != 1 {
 		t.Errorf("%d store reads for two lookups of an entry unconfirmed for 6 s, want 1", got)
 	}
 	// A served record is a copy: changing it changes nothing cached.
@@ -100,7 +77,7 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("v2 right after its deploy: %v", err)
 	}
 	checkRecord(t, rec, want2)
-	eventually(t, "the new latest", func() bool {
+	bustest.Eventually(t, "the new latest", func() bool {
 		rec, err := r.Get(t.Context(), "acme", "fn", 0)
 		return err == nil && rec.Function.Version == 2
 	})
@@ -117,7 +94,7 @@ func TestFollow(t *testing.T) {
 	if err := writer.Delete(t.Context(), "acme", "fn"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the delete", func() bool {
+	bustest.Eventually(t, "the delete", func() bool {
 		_, err := r.Get(t.Context(), "acme", "fn", 0)
 		return errors.Is(err, registry.ErrNotFound)
 	})
@@ -137,11 +114,11 @@ func TestFollow(t *testing.T) {
 	// The follow ends: reads go to the store.
 	put(t, r, "acme", "other", 1)
 	cancel()
-	eventually(t, "reads from the store once the follow ended", func() bool {
-		before := kv.gets.Load()
+	bustest.Eventually(t, "reads from the store once the follow ended", func() bool {
+		before := kv.Gets()
 		if _, err := r.Get(t.Context(), "acme", "other", 0); err != nil {
 			t.Fatal(err)
 		}
-		return kv.gets.Load() > before
+		return kv.Gets() > before
 	})
 }

@@ -85,130 +85,30 @@ type Registry struct {
 	// records carry certificates, manifests and policies, and decoding
 	// them was a measurable part of every invocation (bench/README.md).
 	decoded decodeCache
-	// follow, when Follow runs, says which revision of each entry is
-	// current, so that a decoded one can be served without a read.
-	follow follow
+	// follow, while Follow runs, serves the "latest" entries from memory
+	// (docs/adr/0021-registry-follow.md).
+	follow *bus.Follower
 }
 
 // New wraps a registry bucket.
-func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
+func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv, follow: bus.NewFollower(kv)} }
 
-// follow holds, while the registry follows its bucket (Follow), the
-// revision of every "latest" entry as the watch last delivered it, and
-// when it was last confirmed.
-type follow struct {
-	mu     sync.Mutex
-	synced bool // the watch has delivered every entry that existed when it started
-	revs   map[string]seenRev
-	now    func() time.Time // time.Now; tests move it
-}
-
-type seenRev struct {
-	rev uint64
-	at  time.Time // when the watch delivered it, or a read or write found it current
-}
-
-// maxFollowAge bounds how long a revision is served without being
-// confirmed: a watch that stalled without closing (a lost consumer) must
-// not keep a changed function's old entry in service. An entry that does
-// not change is read from the store about once per maxFollowAge.
-const maxFollowAge = 5 * time.Second
-
-// rev returns the revision last seen for key, if the follow is synced and
-// has seen one within maxFollowAge.
-func (f *follow) rev(key string) (uint64, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.synced {
-		return 0, false
-	}
-	s, ok := f.revs[key]
-	if !ok || f.clock().Sub(s.at) > maxFollowAge {
-		return 0, false
-	}
-	return s.rev, true
-}
-
-func (f *follow) clock() time.Time {
-	if f.now != nil {
-		return f.now()
-	}
-	return time.Now()
-}
-
-func (f *follow) following() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.synced
-}
-
-// saw records revision rev of key, from the watch or from a read or a
-// write of this registry, unless a newer one was seen; the current one it
-// confirms.
-func (f *follow) saw(key string, rev uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.revs == nil {
-		return
-	}
-	if cur := f.revs[key]; rev >= cur.rev {
-		f.revs[key] = seenRev{rev: rev, at: f.clock()}
-	}
-}
-
-func (f *follow) set(synced bool, revs map[string]seenRev) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.synced, f.revs = synced, revs
-}
-
-func (f *follow) markSynced() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.synced = true
-}
-
-// Follow watches the bucket's "latest" entries (their revisions only, not
-// their values) until ctx ends or the watch stops, so that Get and Latest
-// skip the store round trip for an entry whose current revision is
-// decoded already (bench/README.md: the gateway made one on every call).
-// Every other read, and every write, still goes to the store.
-//
-// A change reaches this registry when the watch delivers it, a few
-// milliseconds after the write, as a read from a lagging replica would
-// see it; an entry not confirmed for maxFollowAge is read again, so a
-// watch that stalls without closing delays a change by at most that. Writes made through this registry, and reads that found a
-// newer revision, are known at once; a version newer than the one last
-// seen is read from the store. Follow returns once the watch has started;
+// Follow watches the bucket's "latest" entries until ctx ends or the watch
+// stops, so that Get and Latest skip the store round trip for an entry
+// whose current revision the registry has (bench/README.md: the gateway
+// made one on every call); each revision is decoded once. Every other
+// read, and every write, still goes to the store. Freshness is
+// bus.Follower's: a change made elsewhere arrives with the watch, a few
+// milliseconds after the write, as a read from a lagging replica would see
+// it; this registry's own writes at once; an entry unconfirmed for
+// bus.MaxFollowAge is read again. A version newer than the one last seen
+// is read from the store (Get). Follow returns once the watch has started;
 // until it has delivered the entries that existed then, reads go to the
 // store.
 func (r *Registry) Follow(ctx context.Context) error {
-	w, err := r.kv.Watch(ctx, "latest.>", jetstream.MetaOnly())
-	if err != nil {
+	if err := r.follow.Follow(ctx, "latest."); err != nil {
 		return fmt.Errorf("following the registry: %w", err)
 	}
-	r.follow.set(false, map[string]seenRev{})
-	go func() {
-		defer func() {
-			r.follow.set(false, nil) // stale from now on: back to the store
-			_ = w.Stop()             // the watch is over either way
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				switch {
-				case !ok:
-					return
-				case e == nil:
-					r.follow.markSynced()
-				default:
-					r.follow.saw(e.Key(), e.Revision())
-				}
-			}
-		}
-	}()
 	return nil
 }
 
@@ -256,45 +156,44 @@ func (l latest) clone() latest {
 	return l
 }
 
+// latest reads a function's latest entry from the store, with its
+// revision: writes need the exact revision for their compare-and-set.
 func (r *Registry) latest(ctx context.Context, ns, name string) (latest, uint64, error) {
 	key := bus.LatestKey(ns, name)
-	e, err := r.kv.Get(ctx, key)
-	if err == nil {
-		r.follow.saw(key, e.Revision())
-	}
+	e, err := r.follow.Read(ctx, key)
+	return r.decodeLatest(key, e, err)
+}
+
+// followed is latest for reads that may be served from memory: when the
+// registry follows the bucket (Follow), no store round trip is made for an
+// entry whose current revision it has.
+func (r *Registry) followed(ctx context.Context, ns, name string) (latest, error) {
+	key := bus.LatestKey(ns, name)
+	e, err := r.follow.Get(ctx, key)
+	l, _, err := r.decodeLatest(key, e, err)
+	return l, err
+}
+
+// decodeLatest decodes an entry once per revision.
+func (r *Registry) decodeLatest(key string, e bus.KVEntry, err error) (latest, uint64, error) {
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return latest{}, 0, nil
 	}
 	if err != nil {
 		return latest{}, 0, fmt.Errorf("reading latest: %w", err)
 	}
-	if l, ok := r.decoded.get(key, e.Revision()); ok {
-		return l, e.Revision(), nil
+	if l, ok := r.decoded.get(key, e.Revision); ok {
+		return l, e.Revision, nil
 	}
 	var l latest
-	if err := json.Unmarshal(e.Value(), &l); err != nil {
+	if err := json.Unmarshal(e.Value, &l); err != nil {
 		return latest{}, 0, fmt.Errorf("decoding latest: %w", err)
 	}
 	if l.Record != nil {
 		withFunction(l.Record)
 	}
-	r.decoded.put(key, e.Revision(), l)
-	return l, e.Revision(), nil
-}
-
-// followed is latest for reads that may be served from memory: when the
-// registry follows the bucket (Follow) and the entry it last saw for the
-// key is decoded already, no store round trip is made. Writes, which need
-// the exact revision to update, always read the store (latest).
-func (r *Registry) followed(ctx context.Context, ns, name string) (latest, error) {
-	key := bus.LatestKey(ns, name)
-	if rev, ok := r.follow.rev(key); ok {
-		if l, ok := r.decoded.get(key, rev); ok {
-			return l, nil
-		}
-	}
-	l, _, err := r.latest(ctx, ns, name)
-	return l, err
+	r.decoded.put(key, e.Revision, l)
+	return l, e.Revision, nil
 }
 
 // Refresh reads a function's latest entry from the store, so that a
@@ -330,7 +229,7 @@ func (r *Registry) Get(ctx context.Context, ns, name string, version int) (*Reco
 	if err != nil {
 		return nil, err
 	}
-	if version > l.Version && r.follow.following() {
+	if version > l.Version && r.follow.Following() {
 		// Deployed since the follow last saw the entry (a client that
 		// deploys and then calls the new version at once): read it.
 		if l, _, err = r.latest(ctx, ns, name); err != nil {
@@ -401,7 +300,7 @@ func (r *Registry) SetPolicy(ctx context.Context, ns, name string, version int, 
 	if err != nil {
 		return fmt.Errorf("%w: %s/%s changed during the policy update: %v", ErrConflict, ns, name, err)
 	}
-	r.follow.saw(bus.LatestKey(ns, name), newRev)
+	r.follow.Wrote(bus.LatestKey(ns, name), newRev, lb)
 	return nil
 }
 
@@ -464,7 +363,7 @@ func (r *Registry) Put(ctx context.Context, ns, name string, version int, rec *R
 	if err != nil {
 		return fmt.Errorf("%w: %s/%s changed during the deploy: %v", ErrConflict, ns, name, err)
 	}
-	r.follow.saw(bus.LatestKey(ns, name), newRev)
+	r.follow.Wrote(bus.LatestKey(ns, name), newRev, lb)
 	// Committed. The history copy is best effort here and repaired by the
 	// next deploy.
 	_ = r.copyVersion(ctx, ns, name, version, rec)
@@ -499,7 +398,7 @@ func (r *Registry) Delete(ctx context.Context, ns, name string) error {
 	if err != nil {
 		return fmt.Errorf("deleting: %w", err)
 	}
-	r.follow.saw(bus.LatestKey(ns, name), newRev)
+	r.follow.Wrote(bus.LatestKey(ns, name), newRev, lb)
 	return nil
 }
 
