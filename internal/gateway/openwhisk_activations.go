@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -37,12 +38,14 @@ func owResult(a *wire.Activation) json.RawMessage {
 	case len(resp.Result) == 0:
 		return json.RawMessage("{}")
 	}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(resp.Result, &obj) == nil && obj != nil {
+	// Valid JSON that starts with "{" is an object: checked without
+	// decoding it (every blocking call with result=true answers this).
+	valid := json.Valid(resp.Result)
+	if t := bytes.TrimLeft(resp.Result, " \t\r\n"); valid && t[0] == '{' {
 		return resp.Result
 	}
 	var out any = string(resp.Result)
-	if json.Valid(resp.Result) {
+	if valid {
 		out = json.RawMessage(resp.Result)
 	}
 	b, _ := json.Marshal(map[string]any{"output": out}) // a string, or JSON checked by json.Valid

@@ -115,7 +115,6 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 // 200, 502 for an application or developer error, 500 for a platform
 // error; the whole activation, or its result only.
 func owAnswer(w http.ResponseWriter, a *wire.Activation, resultOnly bool) error {
-	oa := owActivation(a)
 	status := http.StatusOK
 	switch a.Status {
 	case wire.StatusApplicationError, wire.StatusDeveloperError:
@@ -124,10 +123,10 @@ func owAnswer(w http.ResponseWriter, a *wire.Activation, resultOnly bool) error 
 		status = http.StatusInternalServerError
 	}
 	if resultOnly {
-		writeJSON(w, status, oa.Response.Result)
+		writeJSON(w, status, owResult(a)) // no need for the rest of the record
 		return nil
 	}
-	writeJSON(w, status, oa)
+	writeJSON(w, status, owActivation(a))
 	return nil
 }
 
