@@ -14,15 +14,16 @@ import (
 type Worker struct {
 	WorkerID   string            `json:"worker_id"`
 	SigningKey ed25519.PublicKey `json:"signing_key"`
-	// KeyExchange is the worker's HPKE public key for key release.
-	KeyExchange  []byte    `json:"kex_key"`
-	TEE          string    `json:"tee"`
-	TCB          string    `json:"tcb"`
-	Measurement  string    `json:"measurement"`
-	EvidenceHash string    `json:"evidence_sha256"`
-	ManifestHash string    `json:"manifest_sha256"`
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
+	// KeyExchangeHash is the hex SHA-256 of the worker's HPKE public key
+	// for key release (the key itself is not in the certificate).
+	KeyExchangeHash string    `json:"kex_key_sha256"`
+	TEE             string    `json:"tee"`
+	TCB             string    `json:"tcb"`
+	Measurement     string    `json:"measurement"`
+	EvidenceHash    string    `json:"evidence_sha256"`
+	ManifestHash    string    `json:"manifest_sha256"`
+	NotBefore       time.Time `json:"not_before"`
+	NotAfter        time.Time `json:"not_after"`
 }
 
 // workerFrom is a verified worker certificate's public form; nil stays nil.
@@ -30,7 +31,7 @@ func workerFrom(w *certs.Worker) *Worker {
 	if w == nil {
 		return nil
 	}
-	return &Worker{WorkerID: w.WorkerID, SigningKey: w.SigningKey, KeyExchange: w.KeyExchange, TEE: string(w.TEE), TCB: w.TCB,
+	return &Worker{WorkerID: w.WorkerID, SigningKey: w.SigningKey, KeyExchangeHash: w.KeyExchangeHash, TEE: string(w.TEE), TCB: w.TCB,
 		Measurement: w.Measurement, EvidenceHash: w.EvidenceHash, ManifestHash: w.ManifestHash, NotBefore: w.NotBefore, NotAfter: w.NotAfter}
 }
 

@@ -10,6 +10,8 @@ package certs
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,9 @@ var (
 	ErrSignature = errors.New("certs: signature does not verify")
 	ErrExpired   = errors.New("certs: certificate not valid at this time")
 	ErrMalformed = errors.New("certs: malformed statement")
+	// ErrKeyExchange: a key-exchange key is not the one a worker
+	// certificate names.
+	ErrKeyExchange = errors.New("certs: key-exchange key is not the certified one")
 )
 
 // Signed is a statement and a detached Ed25519 signature over domain ‖ Body.
@@ -62,16 +67,37 @@ func Open(s Signed, pub ed25519.PublicKey, domain string, v any) error {
 // Worker certifies that a worker's signing key was bound into evidence that
 // the coordinator verified and validated against its manifest.
 type Worker struct {
-	WorkerID     string            `json:"worker_id"`
-	SigningKey   ed25519.PublicKey `json:"signing_key"`
-	KeyExchange  []byte            `json:"kex_key"` // HPKE public key for key release
-	TEE          tee.Kind          `json:"tee"`
-	TCB          string            `json:"tcb"`
-	Measurement  string            `json:"measurement"`
-	EvidenceHash string            `json:"evidence_sha256"`
-	ManifestHash string            `json:"manifest_sha256"`
-	NotBefore    time.Time         `json:"not_before"`
-	NotAfter     time.Time         `json:"not_after"`
+	WorkerID   string            `json:"worker_id"`
+	SigningKey ed25519.PublicKey `json:"signing_key"`
+	// KeyExchangeHash is the hex SHA-256 of the worker's HPKE public key
+	// for key release, which its evidence binds. The key itself (1,216
+	// bytes of X-Wing) travels only in the requests that need it, checked
+	// with CheckKeyExchange: this certificate rides in every receipt
+	// (docs/adr/0024-worker-cert-kex-hash.md).
+	KeyExchangeHash string    `json:"kex_key_sha256"`
+	TEE             tee.Kind  `json:"tee"`
+	TCB             string    `json:"tcb"`
+	Measurement     string    `json:"measurement"`
+	EvidenceHash    string    `json:"evidence_sha256"`
+	ManifestHash    string    `json:"manifest_sha256"`
+	NotBefore       time.Time `json:"not_before"`
+	NotAfter        time.Time `json:"not_after"`
+}
+
+// KeyExchangeHash is the value of Worker.KeyExchangeHash for key.
+func KeyExchangeHash(key []byte) string {
+	h := sha256.Sum256(key)
+	return hex.EncodeToString(h[:])
+}
+
+// CheckKeyExchange reports whether key is the key-exchange key w
+// certifies (ErrKeyExchange if not, and for a certificate that names
+// none).
+func (w *Worker) CheckKeyExchange(key []byte) error {
+	if len(key) == 0 || w.KeyExchangeHash == "" || KeyExchangeHash(key) != w.KeyExchangeHash {
+		return ErrKeyExchange
+	}
+	return nil
 }
 
 // ValidAt reports whether t is inside the certificate's validity window.

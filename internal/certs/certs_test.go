@@ -26,16 +26,16 @@ func pub(seed byte) ed25519.PublicKey { return key(seed).Public().(ed25519.Publi
 
 func worker() certs.Worker {
 	return certs.Worker{
-		WorkerID:     "w-1",
-		SigningKey:   pub(10),
-		KeyExchange:  bytes.Repeat([]byte{7}, 32),
-		TEE:          tee.KindSim,
-		TCB:          "sim-1",
-		Measurement:  "ab12",
-		EvidenceHash: "cd34",
-		ManifestHash: "ef56",
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
+		WorkerID:        "w-1",
+		SigningKey:      pub(10),
+		KeyExchangeHash: certs.KeyExchangeHash(bytes.Repeat([]byte{7}, 32)),
+		TEE:             tee.KindSim,
+		TCB:             "sim-1",
+		Measurement:     "ab12",
+		EvidenceHash:    "cd34",
+		ManifestHash:    "ef56",
+		NotBefore:       notBefore,
+		NotAfter:        notAfter,
 	}
 }
 
@@ -286,5 +286,25 @@ func TestAdmits(t *testing.T) {
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, certs.ErrTEEPolicy)) {
 			t.Errorf("%s: %v, want admitted %v", c.name, err, c.ok)
 		}
+	}
+}
+
+// TestCheckKeyExchange: a worker certificate names its key-exchange key by
+// its hash; only that key passes, and a certificate that names none (one
+// issued before the hash, which carried the key) passes no key.
+func TestCheckKeyExchange(t *testing.T) {
+	k := bytes.Repeat([]byte{7}, 32)
+	w := worker()
+	if err := w.CheckKeyExchange(k); err != nil {
+		t.Fatalf("the certified key: %v", err)
+	}
+	for name, other := range map[string][]byte{"another key": bytes.Repeat([]byte{8}, 32), "a prefix": k[:31], "no key": nil} {
+		if err := w.CheckKeyExchange(other); !errors.Is(err, certs.ErrKeyExchange) {
+			t.Errorf("%s: %v, want ErrKeyExchange", name, err)
+		}
+	}
+	old := certs.Worker{WorkerID: "w-old"}
+	if err := old.CheckKeyExchange(k); !errors.Is(err, certs.ErrKeyExchange) {
+		t.Errorf("a certificate without a key-exchange hash: %v, want ErrKeyExchange", err)
 	}
 }

@@ -526,16 +526,16 @@ func (c *Coordinator) handleAdmit(ctx context.Context, b []byte) (any, error) {
 	ttl, _ := m.certTTL() // the manifest was validated when it was set: its TTL parses
 	now := c.now().UTC()
 	w := certs.Worker{
-		WorkerID:     req.WorkerID,
-		SigningKey:   req.SigningKey,
-		KeyExchange:  req.KeyExchange,
-		TEE:          claims.Kind,
-		TCB:          claims.TCB,
-		Measurement:  hex.EncodeToString(claims.Measurement),
-		EvidenceHash: seal.SHA256Hex(req.Evidence.Raw),
-		ManifestHash: mhash,
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(ttl),
+		WorkerID:        req.WorkerID,
+		SigningKey:      req.SigningKey,
+		KeyExchangeHash: certs.KeyExchangeHash(req.KeyExchange),
+		TEE:             claims.Kind,
+		TCB:             claims.TCB,
+		Measurement:     hex.EncodeToString(claims.Measurement),
+		EvidenceHash:    seal.SHA256Hex(req.Evidence.Raw),
+		ManifestHash:    mhash,
+		NotBefore:       now.Add(-time.Minute),
+		NotAfter:        now.Add(ttl),
 	}
 	cert, err := certs.Sign(c.identity, certs.DomainWorker, w)
 	if err != nil {
@@ -770,6 +770,11 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 	if err := fc.Admits(w); err != nil {
 		return nil, apierr.Wrap(apierr.TEEPolicy, err)
 	}
+	// The certificate names the key-exchange key by its hash; the request,
+	// which the worker signed, carries the key.
+	if err := w.CheckKeyExchange(req.KeyExchange); err != nil {
+		return nil, apierr.Wrap(apierr.Forbidden, err)
+	}
 	fk, err := seal.DeriveFunctionKey(c.master, fc.Suite, fc.Namespace, fc.Name, fc.Version, fc.CodeHash)
 	if err != nil {
 		return nil, err
@@ -779,12 +784,12 @@ func (c *Coordinator) handleFunctionKey(ctx context.Context, b []byte) (any, err
 		return nil, err
 	}
 	defer clear(kb)
-	enc, ct, err := seal.SealTo(w.KeyExchange, KeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name, fc.Version), kb)
+	enc, ct, err := seal.SealTo(req.KeyExchange, KeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name, fc.Version), kb)
 	if err != nil {
 		return nil, apierr.New(apierr.Forbidden, "sealing key to worker: %v", err)
 	}
 	resp := wire.FunctionKeyResponse{Enc: enc, Sealed: ct}
-	if resp.StateEnc, resp.StateSealed, err = c.sealStateKey(w, fc); err != nil {
+	if resp.StateEnc, resp.StateSealed, err = c.sealStateKey(w, req.KeyExchange, fc); err != nil {
 		return nil, apierr.New(apierr.Forbidden, "sealing state key to worker: %v", err)
 	}
 	c.log.Info("released function key", "worker", w.WorkerID, "namespace", fc.Namespace, "name", fc.Name, "version", fc.Version)

@@ -3,12 +3,14 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/hpke"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +43,8 @@ type fixture struct {
 	// forge, if set, alters the fake inspector's answers.
 	forge        func(*wire.InspectRequest, *wire.InspectReply)
 	inspectorKey ed25519.PrivateKey
+	// kex is the key-exchange key of the worker admit admitted last.
+	kex hpke.PrivateKey
 }
 
 func newRoot(t *testing.T) ed25519.PrivateKey {
@@ -123,6 +127,7 @@ func (f *fixture) admit(tb tee.TEE, bindTo ed25519.PublicKey) (*wire.AdmitRespon
 	_, sk, _ := ed25519.GenerateKey(rand.Reader)
 	kx, _ := seal.NewKeyPair()
 	kex := seal.PublicKeyBytes(kx)
+	f.kex = kx
 	if bindTo == nil {
 		bindTo = f.c.IdentityKey()
 	}
@@ -195,15 +200,36 @@ func TestFunctionKeyRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ask := func(name string, cert certs.Signed, key ed25519.PrivateKey, at time.Time) (*wire.FunctionKeyResponse, error) {
-		req := wire.FunctionKeyRequest{Certificate: cert, Namespace: "default", Name: name, Version: 1, Time: at}
+	kex := seal.PublicKeyBytes(f.kex)
+	askWith := func(name string, cert certs.Signed, key ed25519.PrivateKey, at time.Time, kex []byte) (*wire.FunctionKeyResponse, error) {
+		req := wire.FunctionKeyRequest{Certificate: cert, KeyExchange: kex, Namespace: "default", Name: name, Version: 1, Time: at}
 		req.Signature = ed25519.Sign(key, KeyRequestMessage(req))
 		var out wire.FunctionKeyResponse
 		err := bus.Call(ctx, f.nc, bus.SubjectFunctionKey, req, &out)
 		return &out, err
 	}
-	if _, err := ask("open", resp.Certificate, sk, f.now); err != nil {
+	ask := func(name string, cert certs.Signed, key ed25519.PrivateKey, at time.Time) (*wire.FunctionKeyResponse, error) {
+		return askWith(name, cert, key, at, kex)
+	}
+	w, err := certs.OpenWorker(resp.Certificate, f.c.IdentityKey())
+	if err != nil || w.CheckKeyExchange(kex) != nil || w.KeyExchangeHash != seal.SHA256Hex(kex) {
+		t.Fatalf("the certificate does not name the worker's key-exchange key by its hash: %+v, %v", w, err)
+	}
+	good, err := ask("open", resp.Certificate, sk, f.now)
+	if err != nil {
 		t.Fatalf("good key request: %v", err)
+	}
+	if _, err := seal.OpenFrom(f.kex, KeyReleaseInfo(w.WorkerID, "default", "open", 1), good.Enc, good.Sealed); err != nil {
+		t.Fatalf("the released key is not sealed to the worker's key-exchange key: %v", err)
+	}
+	// The key-exchange key travels in the signed request; the certificate
+	// names it by its hash, so another key (one the gateway or a NATS
+	// client would like the function key sealed to) is refused.
+	other, _ := seal.NewKeyPair()
+	for name, k := range map[string][]byte{"another key-exchange key": seal.PublicKeyBytes(other), "no key-exchange key": nil} {
+		if _, err := askWith("open", resp.Certificate, sk, f.now, k); codeOf(err) != apierr.Forbidden || !strings.Contains(err.Error(), "key-exchange") {
+			t.Errorf("%s: got %v, want forbidden", name, err)
+		}
 	}
 	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
 	forged, _ := certs.Sign(stranger, certs.DomainWorker, certs.Worker{WorkerID: "w9", SigningKey: stranger.Public().(ed25519.PublicKey),

@@ -13,6 +13,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/artoken"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -129,7 +130,7 @@ func TestManifestChangeRevokesWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	ask := func() error {
-		req := wire.FunctionKeyRequest{Certificate: resp.Certificate, Namespace: "default", Name: "fn", Version: 1, Time: f.now}
+		req := wire.FunctionKeyRequest{Certificate: resp.Certificate, KeyExchange: seal.PublicKeyBytes(f.kex), Namespace: "default", Name: "fn", Version: 1, Time: f.now}
 		req.Signature = ed25519.Sign(sk, KeyRequestMessage(req))
 		return bus.Call(ctx, f.nc, bus.SubjectFunctionKey, req, &wire.FunctionKeyResponse{})
 	}

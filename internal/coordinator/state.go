@@ -19,14 +19,15 @@ func StateKeyReleaseInfo(workerID, ns, name string) []byte {
 }
 
 // sealStateKey derives the function's state key (shared by all its
-// versions) and seals it to the worker's key-exchange key.
-func (c *Coordinator) sealStateKey(w *certs.Worker, fc *certs.Function) (enc, sealed []byte, err error) {
+// versions) and seals it to the worker's key-exchange key kex, which the
+// caller checked against w.
+func (c *Coordinator) sealStateKey(w *certs.Worker, kex []byte, fc *certs.Function) (enc, sealed []byte, err error) {
 	sk, err := fnstate.DeriveKey(c.master, fc.Namespace, fc.Name)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer clear(sk)
-	return seal.SealTo(w.KeyExchange, StateKeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name), sk)
+	return seal.SealTo(kex, StateKeyReleaseInfo(w.WorkerID, fc.Namespace, fc.Name), sk)
 }
 
 // handleStateAnchor answers a worker's sealed batch of state operations

@@ -34,7 +34,7 @@ func (f *fixture) startInspector() {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	f.inspectorKey = key
 	cert, err := certs.Sign(f.c.identity, certs.DomainWorker, certs.Worker{
-		WorkerID: "inspector", SigningKey: key.Public().(ed25519.PublicKey), KeyExchange: []byte("kex"), TEE: tee.KindSim,
+		WorkerID: "inspector", SigningKey: key.Public().(ed25519.PublicKey), KeyExchangeHash: certs.KeyExchangeHash([]byte("kex")), TEE: tee.KindSim,
 		ManifestHash: f.c.ManifestHash(), NotBefore: f.now.Add(-time.Minute), NotAfter: f.now.Add(time.Hour),
 	})
 	if err != nil {

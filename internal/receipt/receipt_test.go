@@ -134,6 +134,32 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	}
 }
 
+// TestVerifyOlderWorkerCert: receipts logged before worker certificates
+// named the key-exchange key by its hash carry certificates with the key
+// itself ("kex_key"); they still verify (docs/adr/0024-worker-cert-kex-hash.md).
+func TestVerifyOlderWorkerCert(t *testing.T) {
+	w := workerCert()
+	body, err := json.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "kex_key_sha256")
+	m["kex_key"] = bytes.Repeat([]byte{7}, 1216)
+	old, _ := json.Marshal(m)
+	cert := certs.Signed{Body: old, Signature: ed25519.Sign(coordinator, append([]byte(certs.DomainWorker), old...))}
+	s, err := receipt.Sign(testReceipt(), workerKey, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := receipt.Verify(s, pub(1), expect()); err != nil || v.Worker.WorkerID != "w-1" {
+		t.Fatalf("a receipt with an older worker certificate: %+v, %v", v, err)
+	}
+}
+
 func TestSignedJSONRoundTrip(t *testing.T) {
 	s := signReceipt(t, testReceipt())
 	b, err := json.Marshal(s)

@@ -88,6 +88,9 @@ type Deleted struct {
 // the request body (without Signature) with its certified key.
 type FunctionKeyRequest struct {
 	Certificate certs.Signed `json:"certificate"`
+	// KeyExchange is the worker's key-exchange key, which the certificate
+	// names by its hash: the key is sealed to it.
+	KeyExchange []byte `json:"kex_key"`
 	Namespace   string       `json:"namespace"`
 	Name        string       `json:"name"`
 	Version     int          `json:"version"`

@@ -244,7 +244,7 @@ func (l *loaded) close() {
 // but it arrives sealed to this worker's attested key under its own info,
 // and a wrong one authenticates nothing at the coordinator's anchor.
 func (w *Worker) fetchKey(ctx context.Context, adm *admission, fc *certs.Function) (hpke.PrivateKey, []byte, error) {
-	req := wire.FunctionKeyRequest{Certificate: adm.signed, Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, Time: w.now().UTC()}
+	req := wire.FunctionKeyRequest{Certificate: adm.signed, KeyExchange: seal.PublicKeyBytes(w.kexKey), Namespace: fc.Namespace, Name: fc.Name, Version: fc.Version, Time: w.now().UTC()}
 	req.Signature = ed25519.Sign(w.signKey, wire.KeyRequestMessage(req))
 	var resp wire.FunctionKeyResponse
 	if err := bus.Call(ctx, w.cfg.Conn, bus.SubjectFunctionKey, req, &resp); err != nil {

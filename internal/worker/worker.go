@@ -9,6 +9,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hpke"
@@ -361,6 +362,9 @@ func (w *Worker) admit(ctx context.Context) error {
 	c, err := certs.OpenWorker(resp.Certificate, doc.IdentityKey)
 	if err != nil {
 		return fmt.Errorf("checking certificate: %w", err)
+	}
+	if c.WorkerID != w.cfg.ID || !bytes.Equal(c.SigningKey, pub) || c.CheckKeyExchange(kex) != nil {
+		return fmt.Errorf("checking certificate: it does not certify this worker's id and keys")
 	}
 	w.cert.Store(&admission{signed: resp.Certificate, cert: c, coordKey: doc.IdentityKey})
 	w.log.Info("admitted", "not_after", c.NotAfter)
