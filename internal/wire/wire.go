@@ -90,12 +90,12 @@ type FunctionKeyRequest struct {
 	Certificate certs.Signed `json:"certificate"`
 	// KeyExchange is the worker's key-exchange key, which the certificate
 	// names by its hash: the key is sealed to it.
-	KeyExchange []byte `json:"kex_key"`
-	Namespace   string       `json:"namespace"`
-	Name        string       `json:"name"`
-	Version     int          `json:"version"`
-	Time        time.Time    `json:"time"`
-	Signature   []byte       `json:"sig,omitempty"`
+	KeyExchange []byte    `json:"kex_key"`
+	Namespace   string    `json:"namespace"`
+	Name        string    `json:"name"`
+	Version     int       `json:"version"`
+	Time        time.Time `json:"time"`
+	Signature   []byte    `json:"sig,omitempty"`
 }
 
 // FunctionKeyResponse holds the function key sealed to the worker's key-exchange key.
