@@ -34,12 +34,20 @@ type Follower struct {
 	prefix  string
 	synced  bool // the watch has delivered every entry that existed when it started
 	entries map[string]followed
-	now     func() time.Time // time.Now; tests move it (SetClock)
+	// absent holds the keys a read did not find and nothing else has
+	// reported, with when; at most maxAbsent of them, since callers may
+	// ask for any key (a client calling names that do not exist).
+	absent map[string]time.Time
+	now    func() time.Time // time.Now; tests move it (SetClock)
 }
 
-// followed is a key's last known state. A deleted key (or one a read did
-// not find) has deleted set and keeps the revision that deleted it (0
-// when unknown), so that an older put delivered late does not revive it.
+// maxAbsent bounds Follower.absent; when full it starts again empty (the
+// next read of each such key asks the store again).
+const maxAbsent = 4096
+
+// followed is a key's last known state, from the watch or a write. A
+// deleted key has deleted set and keeps the revision that deleted it, so
+// that an older put delivered late does not revive it.
 type followed struct {
 	rev     uint64
 	value   []byte
@@ -88,12 +96,12 @@ func (f *Follower) Follow(ctx context.Context, prefix string) error {
 		return fmt.Errorf("following the bucket: %w", err)
 	}
 	f.mu.Lock()
-	f.prefix, f.synced, f.entries = prefix, false, map[string]followed{}
+	f.prefix, f.synced, f.entries, f.absent = prefix, false, map[string]followed{}, map[string]time.Time{}
 	f.mu.Unlock()
 	go func() {
 		defer func() {
 			f.mu.Lock()
-			f.synced, f.entries = false, nil // stale from now on: back to the store
+			f.synced, f.entries, f.absent = false, nil, nil // stale from now on: back to the store
 			f.mu.Unlock()
 			_ = w.Stop() // the watch is over either way
 		}()
@@ -139,6 +147,7 @@ func (f *Follower) record(key string, rev uint64, value []byte, deleted bool) {
 		return
 	}
 	f.entries[key] = followed{rev: rev, value: value, deleted: deleted, at: f.clock()}
+	delete(f.absent, key)
 }
 
 // recordAbsent notes that a read did not find key: an absence, or a
@@ -150,11 +159,17 @@ func (f *Follower) recordAbsent(key string) {
 	if f.entries == nil || !strings.HasPrefix(key, f.prefix) {
 		return
 	}
-	cur, ok := f.entries[key]
-	if ok && !cur.deleted {
+	if cur, ok := f.entries[key]; ok {
+		if cur.deleted {
+			cur.at = f.clock()
+			f.entries[key] = cur
+		}
 		return
 	}
-	f.entries[key] = followed{rev: cur.rev, deleted: true, at: f.clock()}
+	if len(f.absent) >= maxAbsent {
+		clear(f.absent)
+	}
+	f.absent[key] = f.clock()
 }
 
 // cached returns key's entry from memory if it may be served.
@@ -165,7 +180,14 @@ func (f *Follower) cached(key string) (followed, bool) {
 		return followed{}, false
 	}
 	e, ok := f.entries[key]
-	if !ok || f.clock().Sub(e.at) > MaxFollowAge {
+	if !ok {
+		at, ok := f.absent[key]
+		e = followed{deleted: true, at: at}
+		if !ok {
+			return followed{}, false
+		}
+	}
+	if f.clock().Sub(e.at) > MaxFollowAge {
 		return followed{}, false
 	}
 	return e, true

@@ -1,14 +1,16 @@
 package bus
 
 import (
+	"fmt"
 	"testing"
+	"time"
 )
 
 // TestFollowerOrder: revisions only move forward, whatever order the
 // watch, reads and the follower's own writes report them in (the watch
 // lags behind the writes; this test plays its deliveries by hand).
 func TestFollowerOrder(t *testing.T) {
-	f := &Follower{prefix: "a.", synced: true, entries: map[string]followed{}}
+	f := &Follower{prefix: "a.", synced: true, entries: map[string]followed{}, absent: map[string]time.Time{}}
 	state := func(key string) string {
 		t.Helper()
 		e, ok := f.cached(key)
@@ -53,7 +55,17 @@ func TestFollowerOrder(t *testing.T) {
 	f.recordAbsent("t.none")
 	check("outside the prefix", "t.k", "<unknown>")
 	check("outside the prefix", "t.none", "<unknown>")
-	if len(f.entries) != 2 {
-		t.Fatalf("%d entries kept, want 2", len(f.entries))
+	if len(f.entries) != 2 || len(f.absent) != 0 {
+		t.Fatalf("%d entries and %d absences kept, want 2 and 0", len(f.entries), len(f.absent))
 	}
+
+	// Absences found by reads are bounded: a caller may ask for any name.
+	for i := range 3 * maxAbsent {
+		f.recordAbsent(fmt.Sprintf("a.missing-%d", i))
+	}
+	if len(f.absent) > maxAbsent {
+		t.Fatalf("%d absences kept, want at most %d", len(f.absent), maxAbsent)
+	}
+	check("a recent absence", fmt.Sprintf("a.missing-%d", 3*maxAbsent-1), "<deleted>")
+	check("a known entry, after many absences", "a.k", "v8")
 }
