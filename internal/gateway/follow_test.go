@@ -27,15 +27,16 @@ func TestOpenWhiskReadsFollowed(t *testing.T) {
 	})
 	before := ow.Gets() + seqs.Gets()
 	for range 20 {
-		m, err := g.owMeta(ctx, actionMetaKey("acme", "fn"))
+		m, err := g.owMetaFollowed(ctx, actionMetaKey("acme", "fn"))
 		if err != nil || len(m.Parameters) != 1 || string(m.Parameters[0].Value) != `"v"` {
 			t.Fatalf("owMeta = %+v, %v", m, err)
 		}
-		if _, err := g.sequence(ctx, "acme", "fn"); apierr.CodeOf(err) != apierr.NotFound {
+		if _, err := g.sequenceFollowed(ctx, "acme", "fn"); apierr.CodeOf(err) != apierr.NotFound {
 			t.Fatalf("sequence: %v, want not_found", err)
 		}
 	}
-	// One read at most, for the sequence's first absence.
+	// One read at most, for the sequence's first absence. The routes that
+	// show or change a record read the store.
 	if n := ow.Gets() + seqs.Gets() - before; n > 1 {
 		t.Fatalf("%d store reads for 20 invocations' lookups, want at most 1", n)
 	}
@@ -44,8 +45,12 @@ func TestOpenWhiskReadsFollowed(t *testing.T) {
 	if _, err := raw.Put(ctx, sequenceKey("acme", "fn"), []byte(`{"namespace":"acme","name":"fn"}`)); err != nil {
 		t.Fatal(err)
 	}
+	// The routes that show or run a sequence read the store: they see it at once.
+	if s, err := g.sequence(ctx, "acme", "fn"); err != nil || s.Name != "fn" {
+		t.Fatalf("sequence right after another gateway stored it: %+v, %v", s, err)
+	}
 	bustest.Eventually(t, "another gateway's sequence", func() bool {
-		s, err := g.sequence(ctx, "acme", "fn")
+		s, err := g.sequenceFollowed(ctx, "acme", "fn")
 		return err == nil && s.Name == "fn"
 	})
 }

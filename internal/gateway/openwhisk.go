@@ -184,11 +184,29 @@ func (g *Gateway) owStore() (jetstream.KeyValue, error) {
 	return g.cfg.Async.OpenWhisk, nil
 }
 
+// owMeta reads an action's or trigger's record from the store.
 func (g *Gateway) owMeta(ctx context.Context, key string) (*owMeta, error) {
+	return g.lookupOWMeta(ctx, key, false)
+}
+
+// owMetaFollowed is owMeta served from memory while the gateway follows
+// the action records (docs/adr/0023-followed-buckets.md), for the
+// invocation path, which reads an action's default parameters on every
+// call; a change made elsewhere arrives with the watch. Trigger records
+// ("t.") are not followed: they are read from the store.
+func (g *Gateway) owMetaFollowed(ctx context.Context, key string) (*owMeta, error) {
+	return g.lookupOWMeta(ctx, key, true)
+}
+
+func (g *Gateway) lookupOWMeta(ctx context.Context, key string, fromMemory bool) (*owMeta, error) {
 	if _, err := g.owStore(); err != nil {
 		return nil, err
 	}
-	e, err := g.owActions.Get(ctx, key) // trigger records ("t.") are read from the store
+	read := g.owActions.Read
+	if fromMemory {
+		read = g.owActions.Get
+	}
+	e, err := read(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return &owMeta{}, nil
 	}

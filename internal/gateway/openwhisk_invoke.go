@@ -54,7 +54,7 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	ctx := r.Context()
-	meta, err := g.owMeta(ctx, actionMetaKey(p.Namespace, name))
+	meta, err := g.owMetaFollowed(ctx, actionMetaKey(p.Namespace, name))
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (g *Gateway) owInvoke(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	var id string
-	if seq, err := g.sequence(ctx, p.Namespace, name); err == nil {
+	if seq, err := g.sequenceFollowed(ctx, p.Namespace, name); err == nil {
 		if id, err = g.owStartSequence(ctx, st, seq, params); err != nil {
 			return err
 		}
@@ -184,7 +184,7 @@ func (g *Gateway) owStartSequence(ctx context.Context, st activationQueue, seq *
 			return "", err
 		}
 		recs[i] = rec
-		meta, err := g.owMeta(ctx, actionMetaKey(seq.Namespace, s.Name))
+		meta, err := g.owMetaFollowed(ctx, actionMetaKey(seq.Namespace, s.Name))
 		if err != nil {
 			return "", err
 		}

@@ -21,11 +21,30 @@ import (
 
 func sequenceKey(ns, name string) string { return "s." + ns + "." + name }
 
+// sequence reads a sequence definition from the store, as every route
+// that shows, changes or runs a sequence does: what another gateway (or
+// anything else) stored is seen at once.
 func (g *Gateway) sequence(ctx context.Context, ns, name string) (*wire.Sequence, error) {
+	return g.lookupSequence(ctx, ns, name, false)
+}
+
+// sequenceFollowed is sequence served from memory while the gateway
+// follows the bucket (docs/adr/0023-followed-buckets.md), for the
+// OpenWhisk invocation path, which asks on every call whether the name is
+// a sequence; a change made elsewhere arrives with the watch.
+func (g *Gateway) sequenceFollowed(ctx context.Context, ns, name string) (*wire.Sequence, error) {
+	return g.lookupSequence(ctx, ns, name, true)
+}
+
+func (g *Gateway) lookupSequence(ctx context.Context, ns, name string, fromMemory bool) (*wire.Sequence, error) {
 	if g.cfg.Async == nil {
 		return nil, apierr.New(apierr.Unavailable, "sequences are not enabled on this gateway")
 	}
-	e, err := g.sequences.Get(ctx, sequenceKey(ns, name))
+	read := g.sequences.Read
+	if fromMemory {
+		read = g.sequences.Get
+	}
+	e, err := read(ctx, sequenceKey(ns, name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, apierr.New(apierr.NotFound, "sequence %q not found in namespace %q", name, ns)
 	}
