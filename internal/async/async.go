@@ -585,20 +585,17 @@ func (s *Store) ListPage(ctx context.Context, ns string, o ListOptions) ([]*wire
 		return nil, "", apierr.New(apierr.BadRequest, "before must be an activation id (32 lower-case hex digits)")
 	}
 	prefix := "a." + ns + "."
-	lister, err := s.st.Activations.ListKeysFiltered(ctx, prefix+"*")
+	keys, err := bus.Keys(ctx, s.st.JS, s.st.Activations, prefix+"*") // running activations change all the time
 	if err != nil {
 		return nil, "", apierr.New(apierr.Unavailable, "activation store unavailable")
 	}
 	// Only the ids are kept, the older than the cursor; the listing reads
 	// keys, not records.
 	var ids []string
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		if id := strings.TrimPrefix(k, prefix); o.Before == "" || id < o.Before {
 			ids = append(ids, id)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, "", apierr.New(apierr.Unavailable, "activation store unavailable")
 	}
 	slices.Sort(ids)
 	slices.Reverse(ids)
