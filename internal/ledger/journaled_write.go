@@ -180,6 +180,14 @@ func (s *journaled) commitNext() bool {
 			s.addMarkLocked(seq, hash)
 		}
 	}
+	// Fail first, then answer: a caller that gets ErrFenced must find
+	// Fenced closed (the waiters return without taking s.mu).
+	switch {
+	case foreign || err == errFencedBy:
+		s.failLocked(errFencedBy)
+	case err != nil:
+		s.failLocked(err)
+	}
 	for k, sl := range slots {
 		delete(s.inflight, sl.sum)
 		if err != nil {
@@ -187,12 +195,6 @@ func (s *journaled) commitNext() bool {
 		} else {
 			sl.resolve(first+uint64(k), nil)
 		}
-	}
-	switch {
-	case foreign || err == errFencedBy:
-		s.failLocked(errFencedBy)
-	case err != nil:
-		s.failLocked(err)
 	}
 	return err == nil && !foreign
 }
