@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,30 @@ type testCluster struct {
 	mu        sync.Mutex
 	procs     map[string]clusterEntry
 	restarted []*restartedProc
+	failures  []string // the test's failures, as fatalf and errorf saw them
+}
+
+// errorf fails the test with the message, which the cleanup repeats after
+// the processes' logs (see fatalf).
+func (c *testCluster) errorf(format string, args ...any) {
+	c.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	c.mu.Lock()
+	c.failures = append(c.failures, msg)
+	c.mu.Unlock()
+	c.t.Error(msg)
+}
+
+// fatalf ends the test with the message, which the cleanup repeats after
+// the processes' logs: those fill the end of the output, where a CI report
+// that keeps only the end would otherwise lose the reason.
+func (c *testCluster) fatalf(format string, args ...any) {
+	c.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	c.mu.Lock()
+	c.failures = append(c.failures, msg)
+	c.mu.Unlock()
+	c.t.Fatal(msg)
 }
 
 // restartedProc is a process the test started again from its argv.
@@ -55,6 +80,15 @@ func startCluster(t *testing.T, budget time.Duration, args ...string) *testClust
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(c.logs())
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for i, f := range c.failures {
+				if i == 10 {
+					t.Logf("and %d more failures (above)", len(c.failures)-i)
+					break
+				}
+				t.Log("failure (repeated after the logs): " + f)
+			}
 		}
 	})
 	envPath := filepath.Join(c.cdir, "client.env")
@@ -129,26 +163,26 @@ func (c *testCluster) waitFor(what string, ok func() bool) {
 	c.t.Helper()
 	for !ok() {
 		if done, err := c.launcher.exited(); done {
-			c.t.Fatalf("waiting for %s: the launcher exited (%v)", what, err)
+			c.fatalf("waiting for %s: the launcher exited (%v)", what, err)
 		}
 		c.mu.Lock()
 		for _, r := range c.restarted {
 			select {
 			case <-r.done:
-				if c.procs[r.name].PID == r.cmd.Process.Pid {
+				if p := c.procs[r.name]; p.PID == r.cmd.Process.Pid {
 					c.mu.Unlock()
-					tail, _ := os.ReadFile(c.procs[r.name].Log)
+					tail, _ := os.ReadFile(p.Log)
 					if len(tail) > 3000 {
 						tail = tail[len(tail)-3000:]
 					}
-					c.t.Fatalf("waiting for %s: %s, started again, exited (%v); the end of %s:\n%s", what, r.name, r.err, c.procs[r.name].Log, tail)
+					c.fatalf("waiting for %s: %s, started again, exited (%v); the end of %s:\n%s", what, r.name, r.err, p.Log, tail)
 				}
 			default:
 			}
 		}
 		c.mu.Unlock()
 		if time.Now().After(c.deadline) {
-			c.t.Fatalf("waiting for %s: out of time", what)
+			c.fatalf("waiting for %s: out of time", what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -157,10 +191,10 @@ func (c *testCluster) waitFor(what string, ok func() bool) {
 // proc returns the named process as the test last knows it.
 func (c *testCluster) proc(name string) clusterEntry {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p, ok := c.procs[name]
+	c.mu.Unlock()
 	if !ok {
-		c.t.Fatalf("no process %s in cluster.json", name)
+		c.fatalf("no process %s in cluster.json", name)
 	}
 	return p
 }
@@ -172,7 +206,7 @@ func (c *testCluster) kill(name string) time.Time {
 	p := c.proc(name)
 	at := time.Now()
 	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
-		c.t.Fatalf("killing %s: %v", name, err)
+		c.fatalf("killing %s: %v", name, err)
 	}
 	c.waitFor(name+" to die", func() bool { return !alive(p.PID) })
 	return at
@@ -186,7 +220,7 @@ func (c *testCluster) restart(name string) {
 	p := c.proc(name)
 	lf, err := os.OpenFile(p.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		c.t.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	defer lf.Close()
 	cmd := exec.Command(p.Argv[0], p.Argv[1:]...)
@@ -194,7 +228,7 @@ func (c *testCluster) restart(name string) {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("restarting %s: %v", name, err)
+		c.fatalf("restarting %s: %v", name, err)
 	}
 	r := &restartedProc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -213,7 +247,7 @@ func (c *testCluster) client() *client.Client {
 	c.t.Helper()
 	pol, err := client.LoadPolicy(c.env["CLOISTER_POLICY"])
 	if err != nil {
-		c.t.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	var opts []client.Option
 	// The CLI's key (`keys new`) deployed the functions and, by their
@@ -223,7 +257,7 @@ func (c *testCluster) client() *client.Client {
 	}
 	cl, err := client.New(c.env["CLOISTER_URL"], c.env["CLOISTER_TOKEN"], pol, opts...)
 	if err != nil {
-		c.t.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	return cl
 }

@@ -279,7 +279,7 @@ func TestClusterFaults(t *testing.T) {
 		reports = append(reports, report{name, rec, failed, total})
 		t.Logf("killed %s: calls recovered after %v; %d of %d calls failed (mostly: %s)", name, rec.Round(time.Millisecond), failed, total, top)
 		if rec > 10*time.Second {
-			t.Errorf("killing %s: calls recovered only after %v (want within 10 s)", name, rec)
+			c.errorf("killing %s: calls recovered only after %v (want within 10 s)", name, rec)
 		}
 		c.restart(name)
 		c.waitFor(name+" to rejoin", func() bool { st := status(); return st != nil && rejoined[role](st) })
@@ -316,9 +316,9 @@ func TestClusterFaults(t *testing.T) {
 				// Finished, and failed: lost as far as its caller knows.
 				a, _ := l.c.Activation(vctx, p.ActivationID)
 				if a != nil {
-					t.Errorf("job %s (activation %s): %v; %d attempts: %q", key, p.ActivationID, err, a.Attempts, a.Logs)
+					c.errorf("job %s (activation %s): %v; %d attempts: %q", key, p.ActivationID, err, a.Attempts, a.Logs)
 				} else {
-					t.Errorf("job %s (activation %s): %v", key, p.ActivationID, err)
+					c.errorf("job %s (activation %s): %v", key, p.ActivationID, err)
 				}
 				lost++
 			case err != nil:
@@ -330,9 +330,9 @@ func TestClusterFaults(t *testing.T) {
 	for key, p := range pending {
 		a, _ := l.c.Activation(vctx, p.ActivationID)
 		if a != nil {
-			t.Errorf("job %s (activation %s) did not complete within 2 minutes: %s after %d attempts: %q; the roles logged: %q", key, p.ActivationID, a.Status, a.Attempts, a.Logs, c.grep(p.ActivationID, 20))
+			c.errorf("job %s (activation %s) did not complete within 2 minutes: %s after %d attempts: %q; the roles logged: %q", key, p.ActivationID, a.Status, a.Attempts, a.Logs, c.grep(p.ActivationID, 20))
 		} else {
-			t.Errorf("job %s (activation %s) did not complete within 2 minutes", key, p.ActivationID)
+			c.errorf("job %s (activation %s) did not complete within 2 minutes", key, p.ActivationID)
 		}
 		lost++
 	}
@@ -340,7 +340,7 @@ func TestClusterFaults(t *testing.T) {
 	for key := range jobs {
 		r, err := l.c.Invoke(vctx, "kv", fmt.Appendf(nil, `{"op":"get","key":%q}`, key), client.InvokeOptions{})
 		if err != nil || !strings.Contains(string(r.Output), `"found":true`) {
-			t.Errorf("job %s: its write is not there (%v)", key, err)
+			c.errorf("job %s: its write is not there (%v)", key, err)
 			lost++
 		}
 	}
@@ -348,14 +348,14 @@ func TestClusterFaults(t *testing.T) {
 	// No acknowledged increment lost.
 	r, err := l.c.Invoke(vctx, "kv", []byte(`{"op":"add","key":"counter","delta":0}`), client.InvokeOptions{})
 	if err != nil {
-		t.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	var v struct{ Value int }
 	if err := json.Unmarshal(r.Output, &v); err != nil {
-		t.Fatalf("counter: %s: %v", r.Output, err)
+		c.fatalf("counter: %s: %v", r.Output, err)
 	}
 	if v.Value < acked || v.Value > acked+uncertain {
-		t.Errorf("counter is %d after %d acknowledged increments (%d more of unknown outcome, %d of them cut off by the end of the load)", v.Value, acked, uncertain, cutOff)
+		c.errorf("counter is %d after %d acknowledged increments (%d more of unknown outcome, %d of them cut off by the end of the load)", v.Value, acked, uncertain, cutOff)
 	}
 
 	// Every receipt a client got is in the ledger, unless the worker that
@@ -365,13 +365,13 @@ func TestClusterFaults(t *testing.T) {
 	// until it holds them all or 20 s have passed.
 	rd, err := l.c.Ledger(vctx)
 	if err != nil {
-		t.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	want := map[string]*client.SignedReceipt{}
 	for _, s := range receipts {
 		e, err := s.Entry()
 		if err != nil {
-			t.Fatal(err)
+			c.fatalf("%v", err)
 		}
 		want[receipt.EntryHash(e)] = s
 	}
@@ -388,7 +388,7 @@ func TestClusterFaults(t *testing.T) {
 			return nil
 		}, nil)
 		if err != nil {
-			t.Fatalf("ledger audit: %v", err)
+			c.fatalf("ledger audit: %v", err)
 		}
 		missing := 0
 		for h := range want {
@@ -412,7 +412,7 @@ func TestClusterFaults(t *testing.T) {
 		}
 		notLogged++
 		if notLogged <= 5 {
-			t.Errorf("receipt %s (invocation %s, worker %s, signed %s) is not in the ledger", h[:12], rc.InvocationID, rc.WorkerID, rc.Time.Format("15:04:05.000"))
+			c.errorf("receipt %s (invocation %s, worker %s, signed %s) is not in the ledger", h[:12], rc.InvocationID, rc.WorkerID, rc.Time.Format("15:04:05.000"))
 		}
 	}
 
@@ -436,11 +436,11 @@ func TestClusterFaults(t *testing.T) {
 	for key, n := range runs {
 		if n > 1 {
 			twice++
-			t.Errorf("job %s ran %d times", key, n)
+			c.errorf("job %s ran %d times", key, n)
 		}
 	}
 	if out := cli.mustCLI("ledger", "audit", "--json"); !strings.Contains(out.stdout, `"ok": true`) {
-		t.Errorf("ledger audit: %s", out.stdout)
+		c.errorf("ledger audit: %s", out.stdout)
 	}
 	// The checkpoint trusted before the kills is consistent with today's.
 	cli.mustCLI("ledger", "verify")
