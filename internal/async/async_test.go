@@ -17,15 +17,7 @@ import (
 
 func open(t *testing.T) (*Store, *bus.AsyncStores) {
 	t.Helper()
-	nc := bustest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bus.OpenAsync(context.Background(), js, 1, bus.AsyncLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := bustest.OpenAsync(t, bustest.Connect(t))
 	return NewStore(st, nil), st
 }
 

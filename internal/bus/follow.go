@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -83,47 +84,67 @@ func (f *Follower) clock() time.Time {
 }
 
 // Follow watches the keys that start with prefix ("" for the whole
-// bucket; otherwise it ends with a dot) until ctx ends or the watch
-// stops, and serves Get from memory meanwhile. It returns once the watch
-// has started; until the watch has delivered the entries that existed
-// then, reads go to the store.
-func (f *Follower) Follow(ctx context.Context, prefix string) error {
+// bucket; otherwise it ends with a dot) until ctx ends, and serves Get
+// from memory meanwhile. Until the watch has delivered the entries that
+// existed when it started, reads go to the store; they do again whenever
+// the watch fails, until a new one, started after a wait (see Supervise,
+// which logs to log), has delivered them.
+//
+// It returns once the first watch has started, or with the reason it
+// could not start: the follower tries again regardless.
+func (f *Follower) Follow(ctx context.Context, prefix string, log *slog.Logger) error {
 	if prefix != "" && !strings.HasSuffix(prefix, ".") {
 		return fmt.Errorf("following %q: the prefix must end with a dot", prefix)
 	}
+	started := make(chan error, 1)
+	go Supervise(ctx, log, fmt.Sprintf("the watch of %s (%s>)", f.kv.Bucket(), prefix), func(ctx context.Context) error {
+		return f.watch(ctx, prefix, started)
+	})
+	return <-started
+}
+
+// watch follows the keys under prefix until ctx ends or the watch fails.
+// Whether it started goes to started, unless that holds a result already.
+func (f *Follower) watch(ctx context.Context, prefix string, started chan<- error) error {
+	report := func(err error) {
+		select {
+		case started <- err:
+		default:
+		}
+	}
 	w, err := f.kv.Watch(ctx, prefix+">")
 	if err != nil {
-		return fmt.Errorf("following the bucket: %w", err)
+		err = fmt.Errorf("following the bucket: %w", err)
+		report(err)
+		return err
 	}
 	f.mu.Lock()
 	f.prefix, f.synced, f.entries, f.absent = prefix, false, map[string]followed{}, map[string]time.Time{}
 	f.mu.Unlock()
-	go func() {
-		defer func() {
-			f.mu.Lock()
-			f.synced, f.entries, f.absent = false, nil, nil // stale from now on: back to the store
-			f.mu.Unlock()
-			_ = w.Stop() // the watch is over either way
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				switch {
-				case !ok:
-					return
-				case e == nil:
-					f.mu.Lock()
-					f.synced = true
-					f.mu.Unlock()
-				default:
-					f.record(e.Key(), e.Revision(), e.Value(), e.Operation() != jetstream.KeyValuePut)
-				}
+	report(nil)
+	defer func() {
+		f.mu.Lock()
+		f.synced, f.entries, f.absent = false, nil, nil // stale from now on: back to the store
+		f.mu.Unlock()
+		_ = w.Stop() // the watch is over either way
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return errors.New("the watch ended")
+			case e == nil:
+				f.mu.Lock()
+				f.synced = true
+				f.mu.Unlock()
+			default:
+				f.record(e.Key(), e.Revision(), e.Value(), e.Operation() != jetstream.KeyValuePut)
 			}
 		}
-	}()
-	return nil
+	}
 }
 
 // Following reports whether Get serves entries from memory.

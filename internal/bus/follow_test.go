@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,7 +70,7 @@ func TestFollower(t *testing.T) {
 	if _, err := other.Put(ctx, "t.y", []byte("trigger")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Follow(ctx, "a"); err == nil {
+	if err := f.Follow(ctx, "a", slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("a prefix without its dot was accepted")
 	}
 	// Before Follow, reads go to the store.
@@ -77,7 +78,7 @@ func TestFollower(t *testing.T) {
 	if getValue(t, f, "a.x") != "1" || kv.Gets() != before+1 {
 		t.Fatal("a read before Follow did not go to the store")
 	}
-	if err := f.Follow(ctx, "a."); err != nil {
+	if err := f.Follow(ctx, "a.", slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	bustest.Eventually(t, "synced", f.Following)
@@ -159,4 +160,34 @@ func TestFollower(t *testing.T) {
 	if f.Following() {
 		t.Fatal("Following after the follow ended")
 	}
+}
+
+// TestFollowerWatchesAgain: a watch that cannot start, and one that ends,
+// are started again; meanwhile reads go to the store, and once the new
+// watch has delivered the bucket, to memory again.
+func TestFollowerWatchesAgain(t *testing.T) {
+	other, kv, _ := followBucket(t)
+	flaky := bustest.NewFlakyWatches(kv)
+	f := bus.NewFollower(flaky)
+	if _, err := other.Put(t.Context(), "a.x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Follow(t.Context(), "a.", slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("Follow did not report that its first watch failed")
+	}
+	w := flaky.NextWatch(t)
+	bustest.Eventually(t, "synced after the second watch", f.Following)
+	noReads(t, kv, f, "a.x", "1")
+
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// While no watch runs, a change made elsewhere is read from the store.
+	if _, err := other.Put(t.Context(), "a.x", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, "the change, read from the store or delivered by a new watch", func() bool { return getValue(t, f, "a.x") == "2" })
+	flaky.NextWatch(t)
+	bustest.Eventually(t, "synced after the third watch", f.Following)
+	noReads(t, kv, f, "a.x", "2")
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -185,15 +184,7 @@ type activationsPage struct {
 // TestListActivationsPages pages through 450 activations of a real store
 // (embedded NATS) with before: each once, newest first.
 func TestListActivationsPages(t *testing.T) {
-	nc := bustest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := bus.OpenAsync(t.Context(), js, 1, bus.AsyncLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := bustest.OpenAsync(t, bustest.Connect(t))
 	store := async.NewStore(as, nil)
 	base := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
 	ids := make([]string, 450) // oldest first

@@ -87,8 +87,8 @@ func (g *Gateway) startScheduling() {
 	// Lookups from memory while the registry's watch runs; without it
 	// (a failure here is logged), every lookup reads the store.
 	if g.cfg.Stores != nil && g.cfg.Stores.Registry != nil {
-		if err := g.reg.Follow(context.Background()); err != nil {
-			g.log.Warn("following the registry; lookups read the store", "err", err)
+		if err := g.reg.Follow(context.Background(), g.log); err != nil {
+			g.log.Warn("following the registry; lookups read the store until a watch starts", "err", err)
 		}
 	}
 	// Likewise for what an OpenWhisk invocation reads besides the registry.
@@ -100,8 +100,8 @@ func (g *Gateway) startScheduling() {
 		if f.f == nil {
 			continue
 		}
-		if err := f.f.Follow(context.Background(), f.prefix); err != nil {
-			g.log.Warn("following a bucket; its reads go to the store", "bucket", f.what, "err", err)
+		if err := f.f.Follow(context.Background(), f.prefix, g.log); err != nil {
+			g.log.Warn("following a bucket; its reads go to the store until a watch starts", "bucket", f.what, "err", err)
 		}
 	}
 }

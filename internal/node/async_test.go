@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -532,5 +533,51 @@ func TestAsyncRecordSeenLate(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the job never ran: %+v %v", a, err)
 		}
+	}
+}
+
+// unansweredJS is a JetStream handle whose first consumer deletion finds
+// no answer, as while a NATS node restarts.
+type unansweredJS struct {
+	jetstream.JetStream
+	calls *atomic.Int32
+}
+
+func (u unansweredJS) DeleteConsumer(ctx context.Context, stream, consumer string) error {
+	if u.calls.Add(1) == 1 {
+		return errors.New("nats: no response from stream")
+	}
+	return u.JetStream.DeleteConsumer(ctx, stream, consumer)
+}
+
+// TestAsyncQueueSetUpRetried: a worker whose async queue cannot be set up
+// at first (JetStream does not answer) sets it up again, and takes jobs.
+// Before, the queue stopped for good, and the jobs waited for a restart.
+func TestAsyncQueueSetUpRetried(t *testing.T) {
+	var calls atomic.Int32
+	e := start(t, func(o *node.Options) {
+		o.Async = func(_ int, c *worker.AsyncConfig) {
+			st := *c.Stores
+			st.JS = unansweredJS{JetStream: st.JS, calls: &calls}
+			c.Stores = &st
+		}
+	})
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), openToAll)
+	p, err := e.c.InvokeAsync(ctx, "echo", []byte("queued"), client.AsyncOptions{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	r, err := e.c.WaitActivation(rctx, p, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Output) != "queued" {
+		t.Errorf("output %q", r.Output)
+	}
+	if calls.Load() < 2 {
+		t.Errorf("the set-up ran %d times, want a second time after the failure", calls.Load())
 	}
 }

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestFollow(t *testing.T) {
 	defer cancel()
 
 	want1 := put(t, writer, "acme", "fn", 1)
-	if err := r.Follow(ctx); err != nil {
+	if err := r.Follow(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	bustest.Eventually(t, "the first lookup", func() bool {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -102,11 +103,12 @@ func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv, follow: bus
 // milliseconds after the write, as a read from a lagging replica would see
 // it; this registry's own writes at once; an entry unconfirmed for
 // bus.MaxFollowAge is read again. A version newer than the one last seen
-// is read from the store (Get). Follow returns once the watch has started;
-// until it has delivered the entries that existed then, reads go to the
-// store.
-func (r *Registry) Follow(ctx context.Context) error {
-	if err := r.follow.Follow(ctx, "latest."); err != nil {
+// is read from the store (Get). Follow returns once the watch has started,
+// or with why it could not: it is tried again (and started again when it
+// fails), with its failures in log. Until a watch has delivered the
+// entries that existed when it started, reads go to the store.
+func (r *Registry) Follow(ctx context.Context, log *slog.Logger) error {
+	if err := r.follow.Follow(ctx, "latest.", log); err != nil {
 		return fmt.Errorf("following the registry: %w", err)
 	}
 	return nil

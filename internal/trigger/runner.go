@@ -3,6 +3,7 @@ package trigger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -37,7 +38,14 @@ type Runner struct {
 	queue *async.Store
 
 	mu      sync.Mutex
-	running map[string]func() // trigger key → stop
+	running map[string]runningTrigger // by trigger key
+}
+
+// runningTrigger is the revision of a trigger record the runner applied,
+// and how to stop what it started.
+type runningTrigger struct {
+	rev  uint64
+	stop func()
 }
 
 // NewRunner returns a runner.
@@ -49,50 +57,89 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		cfg.Now = time.Now
 	}
 	return &Runner{cfg: cfg, log: cfg.Logger.WithGroup("triggers"), store: NewStore(cfg.Async.Triggers),
-		queue: async.NewStore(cfg.Async, cfg.Now), running: map[string]func(){}}
+		queue: async.NewStore(cfg.Async, cfg.Now), running: map[string]runningTrigger{}}
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. The watch of the triggers bucket is started
+// again whenever it fails (a NATS node restarting, a stream electing a
+// leader): the triggers already running keep running meanwhile.
 func (r *Runner) Run(ctx context.Context) error {
-	w, err := r.cfg.Async.Triggers.WatchFiltered(ctx, []string{"t.>"})
-	if err != nil {
-		return fmt.Errorf("watching triggers: %w", err)
-	}
-	defer w.Stop() // fails only once the subscription or its connection is closed
 	defer func() {
 		r.mu.Lock()
-		for k, stop := range r.running {
-			stop()
+		for k, rt := range r.running {
+			rt.stop()
 			delete(r.running, k)
 		}
 		r.mu.Unlock()
 	}()
+	bus.Supervise(ctx, r.log, "the triggers' watch", r.follow)
+	return nil
+}
+
+// follow watches the triggers bucket until ctx ends or the watch fails.
+// A watch delivers every trigger first: those running from an earlier
+// watch whose record is unchanged go on as they are, and those whose
+// record went away meanwhile stop.
+func (r *Runner) follow(ctx context.Context) error {
+	w, err := r.cfg.Async.Triggers.WatchFiltered(ctx, []string{"t.>"})
+	if err != nil {
+		return fmt.Errorf("watching triggers: %w", err)
+	}
+	defer w.Stop()            // fails only once the subscription or its connection is closed
+	seen := map[string]bool{} // during the initial values; nil after
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return errors.New("the watch of the triggers ended")
 			}
-			if e == nil {
-				continue // the initial values are all delivered
+			if e == nil { // the initial values are all delivered
+				if seen != nil {
+					r.keepOnly(seen)
+					seen = nil
+				}
+				continue
+			}
+			if seen != nil {
+				seen[e.Key()] = true
 			}
 			r.apply(ctx, e)
 		}
 	}
 }
 
+// keepOnly stops the running triggers whose keys are not in keys.
+func (r *Runner) keepOnly(keys map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, rt := range r.running {
+		if !keys[k] {
+			rt.stop()
+			delete(r.running, k)
+		}
+	}
+}
+
+// apply starts, changes or stops the trigger of a bucket entry. An entry
+// whose revision already runs changes nothing.
 func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if stop, ok := r.running[e.Key()]; ok {
-		stop()
+	if rt, ok := r.running[e.Key()]; ok {
+		if rt.rev == e.Revision() {
+			return
+		}
+		rt.stop()
 		delete(r.running, e.Key())
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		return
 	}
+	// From here the revision is applied, even if it starts nothing: a
+	// watch started again does not warn about it twice.
+	r.running[e.Key()] = runningTrigger{rev: e.Revision(), stop: func() {}}
 	var t wire.Trigger
 	if err := json.Unmarshal(e.Value(), &t); err != nil || e.Key() != TriggerKey(t.Namespace, t.Name) {
 		r.log.Warn("ignoring a malformed trigger record", "key", e.Key())
@@ -111,7 +158,7 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		sched, _ := ParseCron(t.Cron) // Validate parsed it above
 		done := make(chan struct{})
 		go func() { defer close(done); r.cron(tctx, &t, sched) }()
-		r.running[e.Key()] = func() { cancel(); <-done }
+		r.running[e.Key()] = runningTrigger{rev: e.Revision(), stop: func() { cancel(); <-done }}
 	case t.Subject != "":
 		space := EventSpace(t.Namespace)
 		sub, err := r.cfg.Conn.QueueSubscribe(t.Subject, bus.TriggerQueue, func(m *nats.Msg) {
@@ -129,11 +176,12 @@ func (r *Runner) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		})
 		if err != nil {
 			cancel()
+			delete(r.running, e.Key()) // the next watch tries again
 			r.log.Warn("subscribing a trigger", "trigger", t.Name, "subject", t.Subject, "err", err)
 			return
 		}
 		// Unsubscribe fails only on a closed connection, which dropped it.
-		r.running[e.Key()] = func() { cancel(); _ = sub.Unsubscribe() }
+		r.running[e.Key()] = runningTrigger{rev: e.Revision(), stop: func() { cancel(); _ = sub.Unsubscribe() }}
 	default:
 		cancel() // fired over the API only
 	}

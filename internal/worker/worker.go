@@ -260,9 +260,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		asyncDone := make(chan struct{})
 		go func() {
 			defer close(asyncDone)
-			if err := w.runAsync(actx); err != nil {
-				w.log.Error("async queue stopped", "err", err)
-			}
+			// Its set-up fails while JetStream does not answer (a node
+			// restarting): without this, the worker would take no
+			// queued job again until it restarts.
+			bus.Supervise(actx, w.log, "the async queue", w.runAsync)
 		}()
 		defer func() { stopAsync(); <-asyncDone }()
 	}
