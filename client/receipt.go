@@ -74,24 +74,12 @@ type ReceiptTEE struct {
 
 // SignedReceipt is a receipt as it travels and as it is saved (cloister
 // invoke --receipt-out): the receipt's canonical bytes, the worker's
-// Ed25519 signature of them, and the worker's certificate. A worker that
-// signed several concurrent calls' receipts at once signed the root of a
-// Merkle tree of them: Tree then places this receipt in it. Its JSON is
+// Ed25519 signature of them, and the worker's certificate. Its JSON is
 // the ledger entry of the receipt (Entry), so it must not change.
 type SignedReceipt struct {
-	Receipt    []byte       `json:"receipt"`
-	Signature  []byte       `json:"sig"`
-	WorkerCert Certificate  `json:"worker_cert"`
-	Tree       *ReceiptTree `json:"tree,omitempty"`
-}
-
-// ReceiptTree is a receipt's inclusion proof in the tree of receipts its
-// signature signs (RFC 6962 hashing): the tree's size, the receipt's
-// index, and the hashes from its sibling up to the root.
-type ReceiptTree struct {
-	Size  uint64   `json:"size"`
-	Index uint64   `json:"index"`
-	Path  [][]byte `json:"path"`
+	Receipt    []byte      `json:"receipt"`
+	Signature  []byte      `json:"sig"`
+	WorkerCert Certificate `json:"worker_cert"`
 }
 
 // Certificate is a document signed by the attested coordinator, as it
@@ -130,7 +118,7 @@ func (s *SignedReceipt) internal() *receipt.Signed {
 	if s == nil {
 		return nil
 	}
-	return &receipt.Signed{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: certs.Signed(s.WorkerCert), Tree: (*receipt.TreeProof)(s.Tree)}
+	return &receipt.Signed{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: certs.Signed(s.WorkerCert)}
 }
 
 // signedReceiptFrom is a verified receipt's public form; nil stays nil.
@@ -138,7 +126,7 @@ func signedReceiptFrom(s *receipt.Signed) *SignedReceipt {
 	if s == nil {
 		return nil
 	}
-	return &SignedReceipt{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: Certificate(s.WorkerCert), Tree: (*ReceiptTree)(s.Tree)}
+	return &SignedReceipt{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: Certificate(s.WorkerCert)}
 }
 
 // signedReceiptsFrom converts a receipt chain; nil stays nil.

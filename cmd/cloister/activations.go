@@ -274,7 +274,7 @@ func verifyChainFile(ctx context.Context, path string, b []byte, asJSON, require
 
 // publicReceipt is a receipt of a chain as the client takes it.
 func publicReceipt(s *receipt.Signed) *client.SignedReceipt {
-	return &client.SignedReceipt{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: client.Certificate(s.WorkerCert), Tree: (*client.ReceiptTree)(s.Tree)}
+	return &client.SignedReceipt{Receipt: s.Receipt, Signature: s.Signature, WorkerCert: client.Certificate(s.WorkerCert)}
 }
 
 // isChain reports whether a receipt file holds a chain (a JSON array).

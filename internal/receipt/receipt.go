@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/certs"
@@ -103,14 +102,11 @@ type Receipt struct {
 const TrustGatewayTrusted = "gateway-trusted"
 
 // Signed is a receipt as it travels: the canonical bytes that were signed,
-// the worker's signature, and the worker's certificate. A receipt signed
-// with others in a tree (SignTree) carries its place in the tree, and the
-// signature is the tree root's.
+// the worker's signature, and the worker's certificate.
 type Signed struct {
 	Receipt    []byte       `json:"receipt"`
 	Signature  []byte       `json:"sig"`
 	WorkerCert certs.Signed `json:"worker_cert"`
-	Tree       *TreeProof   `json:"tree,omitempty"`
 }
 
 // Entry is the ledger entry of a signed receipt: its canonical JSON
@@ -122,11 +118,9 @@ func (s *Signed) Entry() ([]byte, error) {
 	b64 := base64.StdEncoding
 	n := len(`{"receipt":"","sig":"","worker_cert":{"body":"","sig":""}}`) + b64.EncodedLen(len(s.Receipt)) +
 		b64.EncodedLen(len(s.Signature)) + b64.EncodedLen(len(s.WorkerCert.Body)) + b64.EncodedLen(len(s.WorkerCert.Signature))
-	if s.Tree != nil {
-		n += len(`,"tree":{"size":,"index":,"path":[]}`) + 40 + len(s.Tree.Path)*(b64.EncodedLen(sha256.Size)+3)
-	}
 	b := make([]byte, 0, n)
-	bytesValue := func(v []byte) {
+	field := func(prefix string, v []byte) {
+		b = append(b, prefix...)
 		if v == nil {
 			b = append(b, "null"...)
 			return
@@ -135,36 +129,11 @@ func (s *Signed) Entry() ([]byte, error) {
 		b = b64.AppendEncode(b, v)
 		b = append(b, '"')
 	}
-	field := func(prefix string, v []byte) {
-		b = append(b, prefix...)
-		bytesValue(v)
-	}
 	field(`{"receipt":`, s.Receipt)
 	field(`,"sig":`, s.Signature)
 	field(`,"worker_cert":{"body":`, s.WorkerCert.Body)
 	field(`,"sig":`, s.WorkerCert.Signature)
-	b = append(b, '}')
-	if t := s.Tree; t != nil {
-		b = append(b, `,"tree":{"size":`...)
-		b = strconv.AppendUint(b, t.Size, 10)
-		b = append(b, `,"index":`...)
-		b = strconv.AppendUint(b, t.Index, 10)
-		b = append(b, `,"path":`...)
-		if t.Path == nil {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, '[')
-			for i, h := range t.Path {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				bytesValue(h)
-			}
-			b = append(b, ']')
-		}
-		b = append(b, '}')
-	}
-	return append(b, '}'), nil
+	return append(b, "}}"...), nil
 }
 
 // EntryHash is hex sha256 of Entry: the key clients look a receipt up by.
@@ -213,7 +182,7 @@ type Verified struct {
 // worker certificate was valid when the receipt was made, that the bytes are
 // canonical, and that the receipt matches exp.
 func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, error) {
-	return verify(s, coordinator, exp, certs.OpenWorker, nil)
+	return verify(s, coordinator, exp, certs.OpenWorker)
 }
 
 // Verifier verifies receipts against one coordinator key, remembering the
@@ -222,7 +191,6 @@ func Verify(s *Signed, coordinator ed25519.PublicKey, exp Expect) (*Verified, er
 type Verifier struct {
 	coordinator ed25519.PublicKey
 	workers     certs.WorkerCache
-	roots       rootCache // tree signatures verified
 }
 
 // NewVerifier returns a Verifier for a coordinator key.
@@ -230,7 +198,7 @@ func NewVerifier(coordinator ed25519.PublicKey) *Verifier { return &Verifier{coo
 
 // Verify is Verify with the verifier's coordinator key and certificate cache.
 func (v *Verifier) Verify(s *Signed, exp Expect) (*Verified, error) {
-	return verify(s, v.coordinator, exp, v.openWorker, &v.roots)
+	return verify(s, v.coordinator, exp, v.openWorker)
 }
 
 // openWorker opens a worker certificate, from the cache if it was opened
@@ -239,9 +207,7 @@ func (v *Verifier) openWorker(c certs.Signed, key ed25519.PublicKey) (*certs.Wor
 	return v.workers.Open(c, key)
 }
 
-// verify checks s; roots, if not nil, remembers the tree signatures that
-// verified.
-func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker func(certs.Signed, ed25519.PublicKey) (*certs.Worker, error), roots *rootCache) (*Verified, error) {
+func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker func(certs.Signed, ed25519.PublicKey) (*certs.Worker, error)) (*Verified, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: missing", ErrMalformed)
 	}
@@ -249,17 +215,7 @@ func verify(s *Signed, coordinator ed25519.PublicKey, exp Expect, openWorker fun
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChain, err)
 	}
-	if s.Tree == nil {
-		if !ed25519.Verify(w.SigningKey, append([]byte(domain), s.Receipt...), s.Signature) {
-			return nil, ErrSignature
-		}
-		return check(s, w, exp)
-	}
-	msg, err := treeSigned(s)
-	if err != nil {
-		return nil, err
-	}
-	if roots != nil && !roots.verify(w.SigningKey, msg, s.Signature) || roots == nil && !ed25519.Verify(w.SigningKey, msg, s.Signature) {
+	if !ed25519.Verify(w.SigningKey, append([]byte(domain), s.Receipt...), s.Signature) {
 		return nil, ErrSignature
 	}
 	return check(s, w, exp)

@@ -181,46 +181,20 @@ func signedSize(s *receipt.Signed) int {
 	if s == nil {
 		return 1
 	}
-	n := 41 + len(s.Receipt) + len(s.Signature) + len(s.WorkerCert.Body) + len(s.WorkerCert.Signature)
-	if s.Tree != nil {
-		n += 30 + len(s.Tree.Path)*(1+32)
-	}
-	return n
+	return 41 + len(s.Receipt) + len(s.Signature) + len(s.WorkerCert.Body) + len(s.WorkerCert.Signature)
 }
 
-// Presence bytes of a receipt: none, one signed alone, one signed in a
-// tree (its proof follows the four byte strings).
-const (
-	noReceipt   byte = 0
-	receiptOnly byte = 1
-	receiptTree byte = 2
-)
-
 // appendSigned appends a presence byte and, for a receipt, its four byte
-// strings, then its tree proof if it has one: size, index and the path's
-// hashes.
+// strings.
 func appendSigned(b []byte, s *receipt.Signed) []byte {
-	switch {
-	case s == nil:
-		return append(b, noReceipt)
-	case s.Tree == nil:
-		b = append(b, receiptOnly)
-	default:
-		b = append(b, receiptTree)
+	b = appendBool(b, s != nil)
+	if s == nil {
+		return b
 	}
 	b = appendBytes(b, s.Receipt)
 	b = appendBytes(b, s.Signature)
 	b = appendBytes(b, s.WorkerCert.Body)
-	b = appendBytes(b, s.WorkerCert.Signature)
-	if t := s.Tree; t != nil {
-		b = binary.AppendUvarint(b, t.Size)
-		b = binary.AppendUvarint(b, t.Index)
-		b = binary.AppendUvarint(b, uint64(len(t.Path)))
-		for _, h := range t.Path {
-			b = appendBytes(b, h)
-		}
-	}
-	return b
+	return appendBytes(b, s.WorkerCert.Signature)
 }
 
 // fail records that the message is malformed: the first error sticks,
@@ -303,30 +277,11 @@ func (d *decoder) bytes() []byte {
 func (d *decoder) string() string { return string(d.bytes()) }
 
 func (d *decoder) signed() *receipt.Signed {
-	presence := d.byte()
-	switch presence {
-	case noReceipt:
-		return nil
-	case receiptOnly, receiptTree:
-	default:
-		d.fail()
+	if !d.bool() {
 		return nil
 	}
 	s := &receipt.Signed{Receipt: d.bytes(), Signature: d.bytes()}
 	s.WorkerCert = certs.Signed{Body: d.bytes(), Signature: d.bytes()}
-	if presence == receiptTree {
-		t := &receipt.TreeProof{Size: d.uvarint(), Index: d.uvarint()}
-		n := d.uvarint()
-		if n > 64 { // a tree of MaxTreeSize receipts has proofs of 10 hashes
-			d.fail()
-			return nil
-		}
-		t.Path = make([][]byte, n)
-		for i := range t.Path {
-			t.Path[i] = d.bytes()
-		}
-		s.Tree = t
-	}
 	if d.err != nil {
 		return nil
 	}

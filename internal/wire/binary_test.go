@@ -18,13 +18,6 @@ func sampleSigned(n byte) *receipt.Signed {
 		WorkerCert: certs.Signed{Body: []byte(`{"worker":"w"}`), Signature: bytes.Repeat([]byte{n + 1}, 64)}}
 }
 
-// sampleTreeSigned is sampleSigned with a place in a tree of receipts.
-func sampleTreeSigned(n byte) *receipt.Signed {
-	s := sampleSigned(n)
-	s.Tree = &receipt.TreeProof{Size: 5, Index: 4, Path: [][]byte{bytes.Repeat([]byte{n}, 32), bytes.Repeat([]byte{n + 2}, 32)}}
-	return s
-}
-
 var binaryRequests = []InvokeRequest{
 	{},
 	{Namespace: "acme", Name: "echo", Version: 3, Mode: ModePlain, Plain: []byte(`{"x":1}`), Logs: true},
@@ -40,7 +33,6 @@ var binaryReplies = []InvokeReply{
 	{Version: 4, Ciphertext: bytes.Repeat([]byte{9}, 4096), Ticket: []byte("t"), TicketExpires: time.Date(2026, 12, 7, 9, 0, 0, 5, time.UTC), Receipt: sampleSigned(2)},
 	{Version: 5, Error: &apierr.Error{Code: apierr.FunctionTrap, Message: "trap: unreachable"}, Receipt: sampleSigned(3),
 		Receipts: []*receipt.Signed{sampleSigned(4), sampleSigned(3)}, Step: 2, StepCode: apierr.FunctionTrap},
-	{Version: 6, Output: []byte("out"), Receipt: sampleTreeSigned(5), Receipts: []*receipt.Signed{sampleTreeSigned(6), sampleSigned(7)}},
 }
 
 // TestBinaryRoundTrip checks that each message decodes to itself, and to

@@ -360,10 +360,9 @@ func (w *Worker) run(ctx context.Context, fn *loaded, input []byte, id, mode str
 }
 
 func (w *Worker) receipt(fn *loaded, id, mode string, op *opened, body []byte, status string, res *sandbox.Result) (*receipt.Signed, error) {
-	adm := w.cert.Load()
-	r := w.receiptFor(adm, fn, id, mode, op.reqHash, body, status, len(op.input), res)
+	r := w.receiptFor(fn, id, mode, op.reqHash, body, status, len(op.input), res)
 	r.Caller = certs.CallerHash(op.caller)
-	return w.signer.sign(fn.fn.Namespace, r, adm)
+	return receipt.Sign(r, w.signKey, w.cert.Load().signed)
 }
 
 // refuse answers a call whose caller fn's invoker policy does not allow:
@@ -372,10 +371,9 @@ func (w *Worker) receipt(fn *loaded, id, mode string, op *opened, body []byte, s
 // A refused step of a sequence names the sequence and the step.
 func (w *Worker) refuse(fn *loaded, mode string, op *opened, refusal error, sequence string, step int) (*wire.InvokeReply, error) {
 	ae := apierr.From(refusal)
-	adm := w.cert.Load()
-	r := w.receiptFor(adm, fn, newInvocationID(w.now()), mode, op.reqHash, nil, string(ae.Code), len(op.input), &sandbox.Result{})
+	r := w.receiptFor(fn, newInvocationID(w.now()), mode, op.reqHash, nil, string(ae.Code), len(op.input), &sandbox.Result{})
 	r.Caller, r.Sequence, r.Step = certs.CallerHash(op.caller), sequence, step
-	rc, err := receipt.Sign(r, w.signKey, adm.signed)
+	rc, err := receipt.Sign(r, w.signKey, w.cert.Load().signed)
 	if err != nil {
 		return nil, err
 	}
@@ -383,9 +381,9 @@ func (w *Worker) refuse(fn *loaded, mode string, op *opened, refusal error, sequ
 	return &wire.InvokeReply{Version: fn.fn.Version, Error: ae, Receipt: rc}, nil
 }
 
-// receiptFor builds the unsigned receipt of one run, made under adm (whose
-// certificate must be the one signed with it).
-func (w *Worker) receiptFor(adm *admission, fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) *receipt.Receipt {
+// receiptFor builds the unsigned receipt of one run.
+func (w *Worker) receiptFor(fn *loaded, id, mode, reqHash string, body []byte, status string, inBytes int, res *sandbox.Result) *receipt.Receipt {
+	adm := w.cert.Load()
 	m := receipt.Metering{}
 	if res.Wall > 0 {
 		m.WallNanos = ptr(res.Wall.Nanoseconds())

@@ -118,11 +118,10 @@ func (w *Worker) invokeSequence(ctx context.Context, req *wire.InvokeRequest) (*
 		} else {
 			respHash = seal.LinkHash(sc.ResponseKey, step, res.Stdout)
 		}
-		adm := w.cert.Load()
-		r := w.receiptFor(adm, fn, id, wire.ModeSequence, link, body, status, len(input), &res)
+		r := w.receiptFor(fn, id, wire.ModeSequence, link, body, status, len(input), &res)
 		r.ResponseHash, r.Prev, r.Sequence, r.Step = respHash, prev, req.Name, step
 		r.Caller = certs.CallerHash(p.Caller)
-		rc, err := receipt.Sign(r, w.signKey, adm.signed)
+		rc, err := receipt.Sign(r, w.signKey, w.cert.Load().signed)
 		if err != nil {
 			return nil, err
 		}

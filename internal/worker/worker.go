@@ -70,11 +70,6 @@ type Config struct {
 	PoolIdle time.Duration
 	// Ledger sends every signed receipt to the coordinator's transparency log.
 	Ledger bool
-	// ReceiptTreeWait is how long the receipt signer waits for the
-	// receipts of other calls in flight, to sign them together over a
-	// Merkle root (docs/adr/0025-receipt-trees.md): 0 is
-	// DefaultReceiptTreeWait; negative signs every receipt alone.
-	ReceiptTreeWait time.Duration
 	// Async, if set, makes the worker take jobs from the async work queue.
 	Async   *AsyncConfig
 	Logger  *slog.Logger
@@ -98,7 +93,6 @@ type Worker struct {
 	ready     atomic.Bool
 	revoked   atomic.Bool  // a manifest change dropped this worker
 	inflight  atomic.Int64 // invocations running, for advertisements
-	signer    *treeSigner
 	slots     *slots
 	nLoaded   atomic.Int64 // entries in fns
 
@@ -168,11 +162,6 @@ func New(cfg Config) (*Worker, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"mode"}),
 	}
-	wait := cfg.ReceiptTreeWait
-	if wait == 0 {
-		wait = DefaultReceiptTreeWait
-	}
-	w.signer = newTreeSigner(sk, wait, &w.inflight)
 	if cfg.Metrics != nil {
 		cfg.Metrics.MustRegister(w.invocations, w.duration, poolCollector{w}, slotCollector{w.slots}, w.ledger.appended, w.ledger.failed,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -215,9 +204,6 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn("stopping with receipts not yet logged", "queued", len(w.appends))
 		}
 	}()
-	// Stopped after the invocations stop being served (defers run last
-	// first); a call still signing then signs alone.
-	defer w.signer.start()()
 	sub, err := bus.ServeBytes(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.serveLimit(), w.log, w.handleInvoke)
 	if err != nil {
 		return err
