@@ -32,6 +32,9 @@
 #                                     # echo reactor; req/s, p50, p99 and the ratio to the native echo
 #   bench/run.sh hops                 # CPU profiles of BenchmarkInvoke per mode (BENCHTIME 18000x, COUNT 2
 #                                     # rounds): µs of CPU per call per hop, by bench/cmd/hops (about 2 min)
+#   bench/run.sh floor                # BenchmarkFloor (BENCHTIME 20000x): the CPU per call of what each mode
+#                                     # cannot do without (HTTP, the bus hop, receipt signing and verifying,
+#                                     # the replay nonce, HPKE), and the best ratio to native each mode allows
 #   bench/run.sh failover             # TestFailover: SIGKILL a worker, a gateway, a NATS node of a dev
 #                                     # cluster, once each; time to the next successful sealed call
 #
@@ -41,7 +44,7 @@ set -eu
 cd "$(dirname "$0")/.."
 what=invoke
 case ${1:-} in
-invoke | sustained | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey | hops) what=$1; shift ;;
+invoke | sustained | coldstart | reset | ycsb | accounting | metering | ledger | soak | compile | cluster | failover | caller | suites | hey | hops | floor) what=$1; shift ;;
 esac
 baseline=native
 out=$(mktemp)
@@ -178,6 +181,10 @@ hey)
 			}
 			if (failed > 0) { print "FAIL: some answers were not 200: the rates above count them" > "/dev/stderr"; exit 1 }
 		}' "$out"
+	bench=
+	;;
+floor)
+	go test -run '^$' -bench '^BenchmarkFloor$' -benchtime "${BENCHTIME:-20000x}" ./bench/ "$@" | tee "$out"
 	bench=
 	;;
 hops)
