@@ -220,7 +220,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		policyMax:     map[string]int{},
 		policyUpdates: map[string]bool{},
 		reading:       semaphore.NewWeighted(MaxReadingBytes),
-		reg:           registry.New(cfg.Stores.Registry),
+		reg:           registry.New(cfg.Stores.JS, cfg.Stores.Registry),
 		bundles:       cfg.Stores.Bundles,
 		js:            cfg.Stores.JS,
 		log:           cfg.Logger.WithGroup("coordinator"),

@@ -115,7 +115,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{
 		cfg:  cfg,
 		log:  cfg.Logger.WithGroup("gateway"),
-		reg:  registry.New(cfg.Stores.Registry),
+		reg:  registry.New(cfg.Stores.JS, cfg.Stores.Registry),
 		auth: newAuthCache(cfg.Stores.Auth),
 		mux:  http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{

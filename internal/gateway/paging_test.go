@@ -130,7 +130,7 @@ func TestListFunctionsPagesRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(st.Registry)
+	reg := registry.New(st.JS, st.Registry)
 	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	deploy, sorted := functionNames(230)
 	put := func(ns, name string) error {

@@ -19,9 +19,9 @@ import (
 // them; when the follow ends, every read goes to the store again.
 func TestFollow(t *testing.T) {
 	st := newStores(t)
-	writer := registry.New(st.Registry)
+	writer := registry.New(st.JS, st.Registry)
 	kv := &bustest.CountingKV{KeyValue: st.Registry}
-	r := registry.New(kv)
+	r := registry.New(st.JS, kv)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 

@@ -79,6 +79,7 @@ func (l latest) liveBytes() int64 {
 
 // Registry reads and writes function records.
 type Registry struct {
+	js jetstream.JetStream // the bucket's, for listings (bus.Keys)
 	kv jetstream.KeyValue
 	// decoded keeps the latest entries decoded, by key, with the revision
 	// they were decoded from. A read still fetches the entry (so it sees
@@ -91,8 +92,24 @@ type Registry struct {
 	follow *bus.Follower
 }
 
-// New wraps a registry bucket.
-func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv, follow: bus.NewFollower(kv)} }
+// New wraps kv, a registry bucket of js.
+func New(js jetstream.JetStream, kv jetstream.KeyValue) *Registry {
+	return &Registry{js: js, kv: kv, follow: bus.NewFollower(kv)}
+}
+
+// names lists the names of a namespace's functions, from the bucket's
+// stream (bus.Keys: a listing that no concurrent deploy makes miss one).
+// A deleted function may be named: reading it finds it deleted.
+func (r *Registry) names(ctx context.Context, ns string) ([]string, error) {
+	keys, err := bus.Keys(ctx, r.js, r.kv, "latest."+ns+".*")
+	if err != nil {
+		return nil, fmt.Errorf("listing: %w", err)
+	}
+	for i, k := range keys {
+		keys[i] = strings.TrimPrefix(k, "latest."+ns+".")
+	}
+	return keys, nil
+}
 
 // Follow watches the bucket's "latest" entries until ctx ends or the watch
 // stops, so that Get and Latest skip the store round trip for an entry
@@ -415,16 +432,9 @@ type Usage struct {
 // Usage adds up a namespace's live functions and their bundle bytes.
 func (r *Registry) Usage(ctx context.Context, ns string) (Usage, error) {
 	var u Usage
-	lister, err := r.kv.ListKeysFiltered(ctx, "latest."+ns+".*")
+	names, err := r.names(ctx, ns)
 	if err != nil {
-		return u, fmt.Errorf("listing: %w", err)
-	}
-	var names []string
-	for k := range lister.Keys() {
-		names = append(names, strings.TrimPrefix(k, "latest."+ns+"."))
-	}
-	if err := ctx.Err(); err != nil {
-		return u, fmt.Errorf("listing: %w", err)
+		return u, err
 	}
 	for _, n := range names {
 		l, _, err := r.latest(ctx, ns, n)
@@ -463,18 +473,15 @@ func (r *Registry) List(ctx context.Context, ns string) ([]*Record, error) {
 // the records of the page alone, plus those it passes over because they
 // were deleted, plus one to tell whether more follow.
 func (r *Registry) ListPage(ctx context.Context, ns, after string, limit int) ([]*Record, bool, error) {
-	lister, err := r.kv.ListKeysFiltered(ctx, "latest."+ns+".*")
+	all, err := r.names(ctx, ns)
 	if err != nil {
-		return nil, false, fmt.Errorf("listing: %w", err)
+		return nil, false, err
 	}
 	var names []string
-	for k := range lister.Keys() {
-		if n := strings.TrimPrefix(k, "latest."+ns+"."); n > after {
+	for _, n := range all {
+		if n > after {
 			names = append(names, n)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, false, fmt.Errorf("listing: %w", err)
 	}
 	sort.Strings(names)
 	var out []*Record

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -40,8 +41,11 @@ func newStores(t *testing.T) *bus.Stores {
 	return st
 }
 
+// newRegistryOf returns a registry on st's bucket.
+func newRegistryOf(st *bus.Stores) *registry.Registry { return registry.New(st.JS, st.Registry) }
+
 // newRegistry returns a registry on a fresh bucket.
-func newRegistry(t *testing.T) *registry.Registry { return registry.New(newStores(t).Registry) }
+func newRegistry(t *testing.T) *registry.Registry { return newRegistryOf(newStores(t)) }
 
 var coordinator = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
 
@@ -346,7 +350,7 @@ func TestPersistsAcrossConnections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return registry.New(st.Registry)
+		return newRegistryOf(st)
 	}
 	a, b := open("a"), open("b")
 	put(t, a, "acme", "hello", 1)
@@ -363,7 +367,7 @@ func TestPersistsAcrossConnections(t *testing.T) {
 // written, the next deploy writes it, and every version stays readable.
 func TestInterruptedHistoryCopyIsRepaired(t *testing.T) {
 	st := newStores(t)
-	r := registry.New(st.Registry)
+	r := newRegistryOf(st)
 	v1 := put(t, r, "ns", "f", 1)
 	// Simulate the crash: the history copy of v1 is missing.
 	if err := st.Registry.Purge(t.Context(), bus.FunctionKey("ns", "f", 1)); err != nil {
@@ -450,7 +454,7 @@ func TestUsage(t *testing.T) {
 func TestDecodedCacheSeesEveryChange(t *testing.T) {
 	ctx := t.Context()
 	st := newStores(t)
-	reader, writer := registry.New(st.Registry), registry.New(st.Registry)
+	reader, writer := newRegistryOf(st), newRegistryOf(st)
 	v1 := put(t, writer, "acme", "hello", 1)
 	got, err := reader.Get(ctx, "acme", "hello", 0)
 	if err != nil {
@@ -477,5 +481,49 @@ func TestDecodedCacheSeesEveryChange(t *testing.T) {
 	}
 	if _, err := reader.Get(ctx, "acme", "hello", 0); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("Get after another registry deleted it: %v, want ErrNotFound", err)
+	}
+}
+
+// TestListWhileDeploying: listings and usage name every function while
+// other functions of the namespace get new versions. A listing that
+// follows a watch (ListKeys) misses one whenever a key changes during it.
+func TestListWhileDeploying(t *testing.T) {
+	r := newRegistry(t)
+	const n = 40
+	for i := range n {
+		put(t, r, "acme", fmt.Sprintf("fn-%02d", i), 1)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for v := 2; ctx.Err() == nil; v++ {
+				for i := g; i < n && ctx.Err() == nil; i += 2 {
+					rec := record(t, "acme", fmt.Sprintf("fn-%02d", i), v)
+					if err := r.Put(ctx, "acme", fmt.Sprintf("fn-%02d", i), v, rec); err != nil && ctx.Err() == nil {
+						t.Errorf("Put: %v", err)
+						return
+					}
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+	for round := range 30 {
+		list, err := r.List(t.Context(), "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != n {
+			t.Fatalf("round %d: listed %d functions, want %d", round, len(list), n)
+		}
+		u, err := r.Usage(t.Context(), "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Functions != n {
+			t.Fatalf("round %d: usage counts %d functions, want %d", round, u.Functions, n)
+		}
 	}
 }

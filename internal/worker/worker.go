@@ -153,7 +153,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, state: st, log: cfg.Logger.WithGroup("worker").With("worker", cfg.ID), now: cfg.Now,
 		appends: make(chan *receipt.Signed, ledgerQueue), ledger: newLedgerMetrics(),
-		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.Registry), slots: newSlots(cfg.Slots, cfg.Now),
+		signKey: sk, kexKey: kx, reg: registry.New(cfg.Stores.JS, cfg.Stores.Registry), slots: newSlots(cfg.Slots, cfg.Now),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cloister_worker_invocations_total", Help: "Invocations run by this worker, by mode and status.",
 		}, []string{"mode", "status"}),
