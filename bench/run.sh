@@ -82,7 +82,7 @@ accounting)
 	bench=
 	;;
 metering)
-	go test -run '^$' -bench 'BenchmarkMetering|BenchmarkInstrumentPass' -count "${COUNT:-5}" ./internal/instrument/ "$@" | tee "$out"
+	go test -run '^$' -bench 'BenchmarkMetering|BenchmarkInstrumentPass' -benchtime "${BENCHTIME:-10s}" -count "${COUNT:-3}" ./internal/instrument/ "$@" | tee "$out"
 	bench=
 	;;
 ledger)

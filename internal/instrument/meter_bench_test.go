@@ -2,6 +2,7 @@ package instrument
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,8 +165,13 @@ func benchOp(b *testing.B, op func() int64, bytes int) {
 // benchInterleaved alternates plain and metered, timing each, so that a
 // change in the machine's load falls on both alike, and reports the
 // metered one's overhead.
+//
+// overhead-% is the instrumented ops' total time over the plain ones';
+// median-overhead-% is the median of each pair's ratio, which a GC pause
+// or a preemption in one op of the run moves less.
 func benchInterleaved(b *testing.B, plain, metered func() int64) {
 	var tp, tm time.Duration
+	var ratios []float64
 	for i := 0; b.Loop(); i++ {
 		first, second, t1, t2 := plain, metered, &tp, &tm
 		if i%2 == 1 {
@@ -175,10 +181,18 @@ func benchInterleaved(b *testing.B, plain, metered func() int64) {
 		first()
 		mid := time.Now()
 		second()
-		*t1 += mid.Sub(start)
-		*t2 += time.Since(mid)
+		d1, d2 := mid.Sub(start), time.Since(mid)
+		*t1 += d1
+		*t2 += d2
+		if i%2 == 0 {
+			ratios = append(ratios, float64(d2)/float64(d1))
+		} else {
+			ratios = append(ratios, float64(d1)/float64(d2))
+		}
 	}
 	b.ReportMetric(100*(float64(tm)/float64(tp)-1), "overhead-%")
+	slices.Sort(ratios)
+	b.ReportMetric(100*(ratios[len(ratios)/2]-1), "median-overhead-%")
 }
 
 // BenchmarkInstrumentPass meters hello-go.wasm, a 3.3 MB Go wasip1 module:
