@@ -29,6 +29,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
 	"github.com/cloister-faas/cloister/internal/bus"
+	"github.com/cloister-faas/cloister/internal/bus/bustest"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/receipt"
 	"github.com/cloister-faas/cloister/internal/registry"
@@ -942,6 +943,10 @@ func TestSequenceHandlers(t *testing.T) {
 
 func TestTriggerAndRuleHandlers(t *testing.T) {
 	f := newHandlerFixture(t, true)
+	// Triggers and rules in a real bucket: their listings and quotas read
+	// the bucket's stream (bus.Keys).
+	as := bustest.OpenAsync(t, bustest.Connect(t))
+	f.g.cfg.Async.JS, f.g.cfg.Async.Triggers = as.JS, as.Triggers
 	f.fns.add("acme", "open", 1, bundle.ConfidentialOptional, 0)
 	f.fns.add("acme", "secret", 1, bundle.ConfidentialRequired, 0)
 	do := func(h handlerFunc, ow bool, name, body string) answer {

@@ -58,7 +58,7 @@ func (g *Gateway) triggerStore() (*trigger.Store, error) {
 	if g.cfg.Async == nil {
 		return nil, apierr.New(apierr.Unavailable, "triggers are not enabled on this gateway")
 	}
-	return trigger.NewStoreWithQuotas(g.cfg.Async.Triggers, trigger.Quotas{Triggers: g.quotas.Triggers, Rules: g.quotas.Rules}), nil
+	return trigger.NewStoreWithQuotas(g.cfg.Async.JS, g.cfg.Async.Triggers, trigger.Quotas{Triggers: g.quotas.Triggers, Rules: g.quotas.Rules}), nil
 }
 
 func (g *Gateway) putTrigger(w http.ResponseWriter, r *http.Request, p *Principal) error {

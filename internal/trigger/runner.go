@@ -56,7 +56,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger.WithGroup("triggers"), store: NewStore(cfg.Async.Triggers),
+	return &Runner{cfg: cfg, log: cfg.Logger.WithGroup("triggers"), store: NewStore(cfg.Async.JS, cfg.Async.Triggers),
 		queue: async.NewStore(cfg.Async, cfg.Now), running: map[string]runningTrigger{}}
 }
 

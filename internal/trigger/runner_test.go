@@ -21,7 +21,7 @@ func TestRunnerWatchesAgain(t *testing.T) {
 	kv := bustest.NewFlakyWatches(as.Triggers)
 	as.Triggers = kv
 	r := NewRunner(RunnerConfig{Conn: nc, Async: as, Logger: slog.New(slog.DiscardHandler)})
-	store := NewStore(as.Triggers)
+	store := NewStore(as.JS, as.Triggers)
 	put := func(name string) {
 		// Once a year: nothing fires during the test.
 		if err := store.PutTrigger(t.Context(), &wire.Trigger{Namespace: "default", Name: name, Cron: "0 0 1 1 *", Created: time.Now()}); err != nil {

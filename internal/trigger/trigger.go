@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/async"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
 
@@ -50,25 +52,40 @@ const (
 
 // Store keeps triggers ("t.<ns>.<name>") and rules ("r.<ns>.<name>").
 type Store struct {
+	js jetstream.JetStream // kv's, for listings (bus.Keys)
 	kv jetstream.KeyValue
 	q  Quotas
 }
 
-// NewStore returns a Store over the triggers bucket with the default quotas.
-func NewStore(kv jetstream.KeyValue) *Store { return NewStoreWithQuotas(kv, Quotas{}) }
+// NewStore returns a Store over the triggers bucket kv of js with the
+// default quotas.
+func NewStore(js jetstream.JetStream, kv jetstream.KeyValue) *Store {
+	return NewStoreWithQuotas(js, kv, Quotas{})
+}
 
 // NewStoreWithQuotas returns a Store that refuses a namespace's new trigger
 // or rule past q with apierr.QuotaExceeded. Replacing an existing one is
 // always allowed. Concurrent creations may pass the count together, so a
 // namespace can exceed a quota by the number of its racing requests.
-func NewStoreWithQuotas(kv jetstream.KeyValue, q Quotas) *Store {
+func NewStoreWithQuotas(js jetstream.JetStream, kv jetstream.KeyValue, q Quotas) *Store {
 	if q.Triggers <= 0 {
 		q.Triggers = DefaultMaxTriggers
 	}
 	if q.Rules <= 0 {
 		q.Rules = DefaultMaxRules
 	}
-	return &Store{kv: kv, q: q}
+	return &Store{js: js, kv: kv, q: q}
+}
+
+// keys lists the keys under prefix from the bucket's stream (bus.Keys), a
+// listing that no concurrent change makes miss a key. Deleted keys may be
+// listed: reading one finds nothing.
+func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := bus.Keys(ctx, s.js, s.kv, prefix+"*")
+	if err != nil {
+		return nil, apierr.New(apierr.Unavailable, "trigger store unavailable")
+	}
+	return keys, nil
 }
 
 // checkQuota refuses a new key under prefix once the namespace has limit.
@@ -78,13 +95,22 @@ func (s *Store) checkQuota(ctx context.Context, key, prefix, what string, limit 
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return apierr.New(apierr.Unavailable, "trigger store unavailable")
 	}
-	l, err := s.kv.ListKeysFiltered(ctx, prefix+"*")
+	keys, err := s.keys(ctx, prefix)
 	if err != nil {
-		return apierr.New(apierr.Unavailable, "trigger store unavailable")
+		return err
 	}
-	n := 0
-	for range l.Keys() {
-		n++
+	n := len(keys)
+	if n >= limit {
+		// The listing counts deleted keys too: at the limit, count the
+		// ones that are there.
+		n = 0
+		for _, k := range keys {
+			if _, err := s.kv.Get(ctx, k); err == nil {
+				n++
+			} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return apierr.New(apierr.Unavailable, "trigger store unavailable")
+			}
+		}
 	}
 	if n >= limit {
 		return apierr.New(apierr.QuotaExceeded, "the namespace already has %d %s, its quota; delete one first", n, what)
@@ -242,12 +268,13 @@ func (s *Store) delete(ctx context.Context, key, what string) error {
 }
 
 func list[T any](ctx context.Context, s *Store, prefix string) ([]*T, error) {
-	l, err := s.kv.ListKeysFiltered(ctx, prefix+"*")
+	keys, err := s.keys(ctx, prefix)
 	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "trigger store unavailable")
+		return nil, err
 	}
+	slices.Sort(keys) // in name order
 	out := []*T{}
-	for k := range l.Keys() {
+	for _, k := range keys {
 		var v T
 		if err := s.get(ctx, k, "entry", &v); err != nil {
 			if apierr.CodeOf(err) == apierr.NotFound {
