@@ -12,7 +12,8 @@
 #   bench/run.sh ycsb                 # BenchmarkYCSB, -benchtime 20000x -count 3, 16 clients
 #                                     # (-ycsb.conc N, -ycsb.records N); raw output only
 #   bench/run.sh accounting           # BenchmarkAccounting: metering + ledger off/on, same run
-#   bench/run.sh metering             # BenchmarkMetering and BenchmarkInstrumentPass (internal/instrument)
+#   bench/run.sh metering             # BenchmarkMetering and BenchmarkInstrumentPass (internal/instrument),
+#                                     # -benchtime 10s -count 3 (BENCHTIME, COUNT)
 #   bench/run.sh ledger               # BenchmarkLedgerAppend and BenchmarkAudit (internal/ledger)
 #   bench/run.sh compile              # BenchmarkCompile (internal/sandbox): compile time per module
 #                                     # size and shape, -benchtime 3x; raw output (ns/op, ns/KB)
