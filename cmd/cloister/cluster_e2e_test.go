@@ -34,27 +34,27 @@ type testCluster struct {
 	failures  []string // the test's failures, as fatalf and errorf saw them
 }
 
-// errorf fails the test with the message, which the cleanup repeats after
-// the processes' logs (see fatalf).
-func (c *testCluster) errorf(format string, args ...any) {
-	c.t.Helper()
+// failure formats a failure's message and keeps it, for the cleanup to
+// repeat after the processes' logs: those fill the end of the output,
+// where a CI report that keeps only the end would otherwise lose it.
+func (c *testCluster) failure(format string, args ...any) string {
 	msg := fmt.Sprintf(format, args...)
 	c.mu.Lock()
 	c.failures = append(c.failures, msg)
 	c.mu.Unlock()
-	c.t.Error(msg)
+	return msg
 }
 
-// fatalf ends the test with the message, which the cleanup repeats after
-// the processes' logs: those fill the end of the output, where a CI report
-// that keeps only the end would otherwise lose the reason.
+// errorf fails the test with the message (see failure).
+func (c *testCluster) errorf(format string, args ...any) {
+	c.t.Helper()
+	c.t.Error(c.failure(format, args...))
+}
+
+// fatalf ends the test with the message (see failure).
 func (c *testCluster) fatalf(format string, args ...any) {
 	c.t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	c.mu.Lock()
-	c.failures = append(c.failures, msg)
-	c.mu.Unlock()
-	c.t.Fatal(msg)
+	c.t.Fatal(c.failure(format, args...))
 }
 
 // restartedProc is a process the test started again from its argv.
