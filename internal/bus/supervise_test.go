@@ -9,6 +9,8 @@ import (
 	"github.com/cloister-faas/cloister/internal/bus"
 )
 
+// TestSupervise: a loop that returns before its context ends, with an
+// error or without, is started again; one that returns after, is not.
 func TestSupervise(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -36,6 +38,8 @@ func TestSupervise(t *testing.T) {
 	}
 }
 
+// TestSuperviseEnds: once the context has ended, a failing loop is not
+// started again.
 func TestSuperviseEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
