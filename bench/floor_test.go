@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -57,22 +56,7 @@ func BenchmarkFloor(b *testing.B) {
 	defer native.Close()
 	hc := &http.Client{Transport: transport(conc), Timeout: time.Minute}
 	httpOp := func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, native.URL+"/v1/functions/"+fnName+"/invoke", bytes.NewReader(input))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer 0123456789abcdef0123456789abcdef")
-		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		out, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		return checkEcho(out)
+		return nativeCall(ctx, hc, native.URL, "0123456789abcdef0123456789abcdef")
 	}
 
 	// bus: an embedded server, a worker's queue subscription and a

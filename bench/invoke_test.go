@@ -80,13 +80,19 @@ func checkEcho(out []byte) error {
 // nativeOp sends the same request as the plaintext mode (same body and
 // headers) to the native echo server.
 func (e *env) nativeOp(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.native.URL+"/v1/functions/"+fnName+"/invoke", bytes.NewReader(input))
+	return nativeCall(ctx, e.hc, e.native.URL, e.node.Token)
+}
+
+// nativeCall sends the plaintext mode's request, with token, to the native
+// echo server at url, and checks the echo.
+func nativeCall(ctx context.Context, hc *http.Client, url, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/functions/"+fnName+"/invoke", bytes.NewReader(input))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+e.node.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := e.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
