@@ -84,8 +84,9 @@ func (g *Gateway) startScheduling() {
 	}
 	// Best effort: workers also advertise every AdvertiseInterval.
 	_ = g.cfg.Conn.Publish(bus.SubjectWorkersPing, nil)
-	// Lookups from memory while the registry's watch runs; without it
-	// (a failure here is logged), every lookup reads the store.
+	// Lookups from memory while the registry's watch runs; while it does
+	// not (the follower starts it again, and logs why), every lookup reads
+	// the store.
 	if g.cfg.Stores != nil && g.cfg.Stores.Registry != nil {
 		if err := g.reg.Follow(context.Background(), g.log); err != nil {
 			g.log.Warn("following the registry; lookups read the store until a watch starts", "err", err)
