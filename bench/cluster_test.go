@@ -894,7 +894,7 @@ type jsView struct {
 // The streams each identity may read (internal/natsconf/perms.go).
 var (
 	gatewayStreams = []string{
-		"KV_" + bus.BucketRegistry, "KV_" + bus.BucketAuth, "KV_" + bus.BucketReplay, "KV_" + bus.BucketState,
+		"KV_" + bus.BucketRegistry, "KV_" + bus.BucketAuth, bus.StreamReplay, "KV_" + bus.BucketState,
 		"OBJ_" + bus.BucketBundles,
 		"KV_" + bus.BucketActivations, "KV_" + bus.BucketAsyncNonces, "KV_" + bus.BucketTriggers,
 		"KV_" + bus.BucketSequences, "KV_" + bus.BucketOpenWhisk,

@@ -131,7 +131,7 @@ func firstOf(role string) func(dc *devCluster) (clusterProc, string, error) {
 	}
 }
 
-// replayLeader picks the NATS node that leads the replay bucket's stream:
+// replayLeader picks the NATS node that leads the replay log's stream:
 // every sealed call stores its nonce there, so its loss is the one calls
 // cannot route around (they wait for the stream's next leader), besides
 // the connections that move to the other nodes.
@@ -143,7 +143,7 @@ func replayLeader(dc *devCluster) (clusterProc, string, error) {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream := "KV_" + bus.BucketReplay
+	stream := bus.StreamReplay
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return clusterProc{}, "", fmt.Errorf("stream %s: %w", stream, err)

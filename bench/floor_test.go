@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +34,7 @@ import (
 //     (the reply carries a receipt);
 //   - sign and verify: Ed25519 over a receipt's bytes, once each (the
 //     worker signs, the client verifies);
-//   - nonce: the replay nonce's create in the replay bucket (the sealed
+//   - nonce: the replay nonce's write to the replay log (the sealed
 //     modes);
 //   - hpke: X-Wing sealing to a function key and opening (the client and
 //     the worker), and the caller's signature of the request, made and
@@ -91,16 +90,15 @@ func BenchmarkFloor(b *testing.B) {
 		return err
 	}
 
-	// nonce: the replay bucket of `cloister up`.
+	// nonce: the replay log of `cloister up` (ADR 0026).
 	st, err := bus.OpenStores(ctx, gw, 1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
-	var nonces atomic.Int64
-	prefix := rand.Text()[:8] // the bucket outlives no run, but keys stay distinct anyway
 	nonceOp := func(ctx context.Context) error {
-		_, err := st.Replay.Create(ctx, fmt.Sprintf("n.%s%d", prefix, nonces.Add(1)), []byte("0123456789abcdef"))
-		return err
+		var n [16]byte
+		rand.Read(n[:])
+		return st.Replay.Add(ctx, bus.ReplayID(n[:]), []byte("0123456789abcdef"))
 	}
 
 	// sign, verify: a receipt's bytes.

@@ -87,7 +87,7 @@ func TestSoak(t *testing.T) {
 	}
 	// The load runs for the warm-up and then for -soak.duration: the
 	// baseline is taken once the state the platform keeps for a window
-	// (the replay bucket's nonces, 10 minutes) has filled, so that what
+	// (the replay log's nonces, 10 minutes) has filled, so that what
 	// the soak then measures is growth, not a window filling up.
 	warmup := *soakWarmup
 	dur := warmup + *soakDuration

@@ -91,7 +91,6 @@ func WorkerSubject(workerID string) string { return SubjectInvokeWorker + worker
 const (
 	BucketRegistry = "cloister_registry"
 	BucketAuth     = "cloister_auth"
-	BucketReplay   = "cloister_replay"
 	BucketBundles  = "cloister_bundles"
 	// BucketState holds functions' sealed state values (internal/state).
 	// It keeps StateHistory revisions per key (JetStream's maximum), so
@@ -265,7 +264,7 @@ type Stores struct {
 	JS       jetstream.JetStream
 	Registry jetstream.KeyValue
 	Auth     jetstream.KeyValue
-	Replay   jetstream.KeyValue
+	Replay   *Replay
 	State    jetstream.KeyValue
 	Bundles  jetstream.ObjectStore
 	// Replicas is the replica count the stores were opened with; a role
@@ -303,8 +302,11 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 	if s.Auth, err = kv(BucketAuth, 0, 1); err != nil {
 		return nil, err
 	}
-	if s.Replay, err = kv(BucketReplay, ReplayWindow, 1); err != nil {
+	if s.Replay, err = openReplay(ctx, js, replicas); err != nil {
 		return nil, err
+	}
+	if err := migrateReplay(ctx, js, log); err != nil {
+		return nil, fmt.Errorf("copying the replay bucket's nonces: %w", err)
 	}
 	if s.State, err = kv(BucketState, 0, StateHistory); err != nil {
 		return nil, err

@@ -102,7 +102,8 @@ func TestEverySubjectHasPermissions(t *testing.T) {
 	// Subjects that only streams take (nobody subscribes: they are read
 	// through the JetStream API).
 	stored := map[string]bool{bus.SubjectAsyncPrefix: true, bus.SubjectDeadPrefix: true,
-		bus.SubjectAnchorJournal: true, bus.SubjectLedgerJournal: true, bus.SubjectControlJournal: true}
+		bus.SubjectAnchorJournal: true, bus.SubjectLedgerJournal: true, bus.SubjectControlJournal: true,
+		bus.SubjectReplay: true}
 	perms := map[natsconf.Role]natsconf.Permissions{}
 	for _, r := range natsconf.Roles {
 		p, err := natsconf.PermissionsFor(r)

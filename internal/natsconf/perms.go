@@ -48,7 +48,7 @@ func objStream(bucket string) string { return "OBJ_" + bucket }
 
 // baseBuckets are the key-value buckets bus.OpenStores opens; every role
 // opens them.
-var baseBuckets = []string{bus.BucketRegistry, bus.BucketAuth, bus.BucketReplay, bus.BucketState}
+var baseBuckets = []string{bus.BucketRegistry, bus.BucketAuth, bus.BucketState}
 
 // asyncBuckets are the key-value buckets bus.OpenAsync opens.
 var asyncBuckets = []string{bus.BucketActivations, bus.BucketAsyncNonces, bus.BucketTriggers, bus.BucketSequences, bus.BucketOpenWhisk}
@@ -83,6 +83,10 @@ func jsStores(async bool) []string {
 		out = append(out, jsStream(kvStream(b))...)
 		out = append(out, "$KV."+b+".>")
 	}
+	// The replay log, and the info of the bucket it replaced, which
+	// bus.OpenStores reads to copy what is left in it (ADR 0026).
+	out = append(out, jsStream(bus.StreamReplay)...)
+	out = append(out, bus.SubjectReplay, "$JS.API.STREAM.INFO."+kvStream(bus.BucketReplay))
 	out = append(out, jsStream(objStream(bus.BucketBundles))...)
 	out = append(out, "$O."+bus.BucketBundles+".>",
 		// Deleting an object purges its chunks.

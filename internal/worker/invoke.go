@@ -1,17 +1,15 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
@@ -234,7 +232,7 @@ func (w *Worker) open(ctx context.Context, fn *loaded, req *wire.InvokeRequest) 
 // checkPayload decodes the sealed payload, verifies the caller's
 // signature of a request opened from HPKE encapsulation enc under info,
 // and refuses stale or replayed requests. The nonce is remembered in the
-// replay bucket, which every worker shares, so a replay is caught
+// replay log, which every worker shares, so a replay is caught
 // whichever worker it reaches.
 //
 // An async request (activation != "") is remembered longer, with its
@@ -255,37 +253,37 @@ func (w *Worker) checkPayload(ctx context.Context, fn *loaded, b []byte, activat
 	if d := w.now().Sub(p.Time); d > maxSkew || d < -maxSkew {
 		return p, apierr.New(apierr.StaleRequest, "request time %s is more than %s from the worker's clock", p.Time.UTC().Format(time.RFC3339), maxSkew)
 	}
-	key := "n." + seal.SHA256Hex(append([]byte(fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version)+"\x00"), p.Nonce[:]...))
-	return p, rememberNonce(ctx, w.cfg.Stores.Replay, key)
+	d := sha256.Sum256(append([]byte(fnID(fn.fn.Namespace, fn.fn.Name, fn.fn.Version)+"\x00"), p.Nonce[:]...))
+	return p, rememberNonce(ctx, w.cfg.Stores.Replay, bus.ReplayID(d[:]))
 }
 
 // nonceTries and nonceWait bound how long a worker tries to record a nonce
-// while the replay bucket does not answer (a JetStream election takes a few
+// while the replay log does not answer (a JetStream election takes a few
 // seconds).
 const (
 	nonceTries = 8
 	nonceWait  = 250 * time.Millisecond
 )
 
-// rememberNonce records key in the replay bucket, or fails with replay if
-// it is there. The record holds a random token: when a write's answer is
+// nonceLog is where nonces are recorded: *bus.Replay.
+type nonceLog interface {
+	Add(ctx context.Context, id string, token []byte) error
+}
+
+// rememberNonce records id in the replay log, or fails with replay if it
+// is there. The record holds a random token: when a write's answer is
 // lost and it is tried again, finding its own token means the first write
 // landed, not that the request is a replay (which would fail a request
 // that ran nowhere, and the client's retry of it with it).
-func rememberNonce(ctx context.Context, kv jetstream.KeyValue, key string) error {
+func rememberNonce(ctx context.Context, log nonceLog, id string) error {
 	token := make([]byte, 16)
 	rand.Read(token)
 	var err error
 	for try := 1; try <= nonceTries; try++ {
-		if _, err = kv.Create(ctx, key, token); err == nil {
+		if err = log.Add(ctx, id, token); err == nil {
 			return nil
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			if try > 1 {
-				if e, gerr := kv.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), token) {
-					return nil
-				}
-			}
+		if errors.Is(err, bus.ErrReplayed) {
 			return apierr.New(apierr.Replay, "this sealed request was already received")
 		}
 		if ctx.Err() != nil {
