@@ -2,8 +2,11 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Bounds of Supervise's wait between two runs.
@@ -18,6 +21,9 @@ const (
 // Supervise calls run until ctx ends, and again whenever it returns
 // before that: after an error (logged with what) and a wait that doubles,
 // from a quarter of a second up to 5 s, while the runs keep failing fast.
+// It stops when run fails because its NATS connection is closed, which
+// only the process does, as it shuts down: a closed connection never
+// comes back.
 //
 // It is for the loops a process keeps for its whole life on the bus (a
 // bucket's watch, a queue's consumers): their set-up talks to JetStream,
@@ -30,6 +36,10 @@ func Supervise(ctx context.Context, log *slog.Logger, what string, run func(cont
 		began := time.Now()
 		err := run(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			log.Info(what+" stopped: the NATS connection is closed")
 			return
 		}
 		if time.Since(began) >= superviseHealthy {

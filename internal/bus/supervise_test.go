@@ -3,8 +3,11 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-faas/cloister/internal/bus"
 )
@@ -50,5 +53,21 @@ func TestSuperviseEnds(t *testing.T) {
 	})
 	if runs != 1 {
 		t.Errorf("run was called %d times after the context ended, want 1", runs)
+	}
+}
+
+// TestSuperviseConnectionClosed: a loop whose NATS connection was closed
+// (the process is shutting down) is not started again.
+func TestSuperviseConnectionClosed(t *testing.T) {
+	runs := 0
+	bus.Supervise(context.Background(), slog.New(slog.DiscardHandler), "x", func(context.Context) error {
+		runs++
+		if runs > 3 {
+			t.Fatal("started again after its connection was closed")
+		}
+		return fmt.Errorf("following the bucket: %w", nats.ErrConnectionClosed)
+	})
+	if runs != 1 {
+		t.Errorf("run was called %d times, want 1", runs)
 	}
 }
