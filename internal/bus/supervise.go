@@ -39,7 +39,7 @@ func Supervise(ctx context.Context, log *slog.Logger, what string, run func(cont
 			return
 		}
 		if errors.Is(err, nats.ErrConnectionClosed) {
-			log.Info(what+" stopped: the NATS connection is closed")
+			log.Info(what + " stopped: the NATS connection is closed")
 			return
 		}
 		if time.Since(began) >= superviseHealthy {
