@@ -17,7 +17,6 @@ import (
 	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/certs"
 	"github.com/cloister-faas/cloister/internal/registry"
-	"github.com/cloister-faas/cloister/internal/seal"
 	"github.com/cloister-faas/cloister/internal/tee"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -172,10 +171,10 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 	if err != nil {
 		return "", err
 	}
-	admitted := map[string]string{}
+	admitted := make(map[string]bool, len(doc.Workers))
 	for _, s := range doc.Workers {
 		if w, err := g.certs.Open(s, doc.IdentityKey); err == nil {
-			admitted[w.WorkerID] = seal.SHA256Hex(s.Body)
+			admitted[w.WorkerID] = true
 		}
 	}
 	now := time.Now()
@@ -183,28 +182,32 @@ func (g *Gateway) pick(ctx context.Context, rec *registry.Record) (string, error
 	g.pool.mu.Lock()
 	defer g.pool.mu.Unlock()
 	var cands []candidate
-	var seen []string
+	var refused []*certs.Worker // admitted, but outside the policy
 	for wid, pw := range g.pool.workers {
 		if now.Sub(pw.seen) > workerStale {
 			delete(g.pool.workers, wid)
 			continue
 		}
-		if _, ok := admitted[wid]; !ok {
+		if !admitted[wid] {
 			continue
 		}
 		w, err := g.certs.Open(pw.st.Certificate, doc.IdentityKey)
 		if err != nil || w.WorkerID != wid || w.ValidAt(now) != nil {
 			continue
 		}
-		seen = append(seen, fmt.Sprintf("%s (%s, TCB %s)", wid, w.TEE, w.TCB))
 		if !satisfies(fc, w) {
+			refused = append(refused, w)
 			continue
 		}
 		cands = append(cands, candidate{id: wid, warm: slices.Contains(pw.st.Warm, id), free: pw.st.Free})
 	}
 	if len(cands) == 0 {
-		if len(seen) == 0 && !hasPolicy {
+		if len(refused) == 0 && !hasPolicy {
 			return bus.SubjectInvoke, nil
+		}
+		seen := make([]string, len(refused))
+		for i, w := range refused {
+			seen[i] = fmt.Sprintf("%s (%s, TCB %s)", w.WorkerID, w.TEE, w.TCB)
 		}
 		slices.Sort(seen)
 		return "", apierr.New(apierr.TEEPolicy,
