@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -864,8 +865,21 @@ func TestFunctionHandlers(t *testing.T) {
 	}
 }
 
+// withSequenceBucket puts the fixture's sequences in a real bucket: their
+// listing reads the bucket's stream (bus.Keys). It returns the server's
+// connection, whose closing takes the store down.
+func (f *handlerFixture) withSequenceBucket(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc := bustest.Connect(t)
+	as := bustest.OpenAsync(t, nc)
+	f.g.cfg.Async.JS, f.g.cfg.Async.Sequences = as.JS, as.Sequences
+	f.g.sequences = bus.NewFollower(as.Sequences)
+	return nc
+}
+
 func TestSequenceHandlers(t *testing.T) {
 	f := newHandlerFixture(t, true)
+	nc := f.withSequenceBucket(t)
 	f.fns.add("acme", "a", 1, bundle.ConfidentialRequired, 0)
 	f.fns.add("acme", "b", 1, bundle.ConfidentialRequired, 0)
 	put := func(name, body string) answer {
@@ -899,8 +913,8 @@ func TestSequenceHandlers(t *testing.T) {
 			}
 		})
 	}
-	if len(f.sequences.m) != 0 {
-		t.Fatalf("refused definitions were stored: %v", f.sequences.m)
+	if a := f.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil); a.status != 200 || !bytes.Contains(a.body, []byte(`"sequences":[]`)) {
+		t.Fatalf("refused definitions were stored: %d %s", a.status, a.body)
 	}
 	if a := put("pipe", `{"steps":[{"name":"a"},{"name":"b","version":1}]}`); a.status != 200 {
 		t.Fatalf("put: %d %s", a.status, a.body)
@@ -926,7 +940,10 @@ func TestSequenceHandlers(t *testing.T) {
 	if a := f.serve(f.g.deleteSequence, false, http.MethodDelete, "/v1/sequences/pipe", "pipe", "", nil); a.status != 404 {
 		t.Errorf("delete again: %d %s", a.status, a.body)
 	}
-	f.sequences.err = errors.New("nats: timeout")
+	if a := f.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil); a.status != 200 || bytes.Contains(a.body, []byte(`"pipe"`)) {
+		t.Errorf("list after the delete: %d %s", a.status, a.body)
+	}
+	nc.Close()
 	if a := put("pipe", steps(1)); a.status != 503 {
 		t.Errorf("store down, put: %d %s", a.status, a.body)
 	}
@@ -1028,3 +1045,56 @@ var (
 	_ activationQueue = (*async.Store)(nil)
 	_ io.Writer       = (*statusWriter)(nil)
 )
+
+// TestListSequencesWhileTheyChange: the sequence listings (ours and
+// OpenWhisk's actions) name every sequence while others are rewritten,
+// and none that was deleted.
+func TestListSequencesWhileTheyChange(t *testing.T) {
+	f := newHandlerFixture(t, true)
+	f.withSequenceBucket(t)
+	ctx := t.Context()
+	const n = 30
+	def := func(i int) []byte {
+		b, _ := json.Marshal(wire.Sequence{Namespace: "acme", Name: fmt.Sprintf("seq-%02d", i), Steps: []wire.StepRef{{Name: "a"}}, Created: time.Now()})
+		return b
+	}
+	for i := range n + 1 {
+		if _, err := f.g.cfg.Async.Sequences.Put(ctx, sequenceKey("acme", fmt.Sprintf("seq-%02d", i)), def(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.g.cfg.Async.Sequences.Delete(ctx, sequenceKey("acme", fmt.Sprintf("seq-%02d", n))); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for cctx.Err() == nil {
+				for i := g; i < n && cctx.Err() == nil; i += 4 {
+					if _, err := f.g.cfg.Async.Sequences.Put(cctx, sequenceKey("acme", fmt.Sprintf("seq-%02d", i)), def(i)); err != nil && cctx.Err() == nil {
+						t.Errorf("put: %v", err)
+						return
+					}
+				}
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	for round := range 100 {
+		var l struct{ Sequences []wire.Sequence }
+		a := f.serve(f.g.listSequences, false, http.MethodGet, "/v1/sequences", "", "", nil)
+		if err := json.Unmarshal(a.body, &l); err != nil || a.status != 200 {
+			t.Fatalf("round %d: %d %s", round, a.status, a.body)
+		}
+		if len(l.Sequences) != n {
+			t.Fatalf("round %d: listed %d sequences, want %d", round, len(l.Sequences), n)
+		}
+		if round%10 == 0 {
+			a := f.serve(f.g.owListActions, true, http.MethodGet, "/api/v1/namespaces/_/actions?count=true", "", "", nil)
+			if a.status != 200 || !bytes.Contains(a.body, []byte(fmt.Sprintf(`"actions":%d`, n))) {
+				t.Fatalf("round %d: OpenWhisk's count: %d %s, want %d actions", round, a.status, a.body, n)
+			}
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
@@ -347,11 +346,11 @@ func (g *Gateway) owListActions(w http.ResponseWriter, r *http.Request, p *Princ
 		names = append(names, rec.Function.Name)
 	}
 	if g.cfg.Async != nil {
-		if l, err := g.cfg.Async.Sequences.ListKeysFiltered(ctx, "s."+p.Namespace+".*"); err == nil {
-			for k := range l.Keys() {
-				names = append(names, strings.TrimPrefix(k, "s."+p.Namespace+"."))
-			}
+		seqs, _, err := g.namespaceSequences(ctx, p.Namespace)
+		if err != nil {
+			return err
 		}
+		names = append(names, seqs...)
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)

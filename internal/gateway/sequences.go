@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-faas/cloister/internal/apierr"
 	"github.com/cloister-faas/cloister/internal/bundle"
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/registry"
 	"github.com/cloister-faas/cloister/internal/wire"
 )
@@ -152,19 +155,39 @@ func (g *Gateway) listSequences(w http.ResponseWriter, r *http.Request, p *Princ
 	if g.cfg.Async == nil {
 		return apierr.New(apierr.Unavailable, "sequences are not enabled on this gateway")
 	}
-	l, err := g.cfg.Async.Sequences.ListKeysFiltered(r.Context(), "s."+p.Namespace+".*")
+	_, out, err := g.namespaceSequences(r.Context(), p.Namespace)
 	if err != nil {
-		return storeError("sequence store", err)
-	}
-	out := []*wire.Sequence{}
-	for k := range l.Keys() {
-		s, err := g.sequence(r.Context(), p.Namespace, k[len("s."+p.Namespace+"."):])
-		if err == nil {
-			out = append(out, s)
-		}
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sequences": out})
 	return nil
+}
+
+// namespaceSequences returns the names of the namespace's sequences, in
+// order, and their definitions. It lists the bucket's subjects (bus.Keys),
+// which misses no sequence while others change, and reads each key, which
+// leaves out the deleted ones (their delete markers are listed too) and
+// any record that does not decode.
+func (g *Gateway) namespaceSequences(ctx context.Context, ns string) ([]string, []*wire.Sequence, error) {
+	prefix := sequenceKey(ns, "")
+	keys, err := bus.Keys(ctx, g.cfg.Async.JS, g.cfg.Async.Sequences, prefix+"*")
+	if err != nil {
+		return nil, nil, storeError("sequence store", err)
+	}
+	slices.Sort(keys)
+	names, defs := []string{}, []*wire.Sequence{}
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, prefix)
+		s, err := g.sequence(ctx, ns, name)
+		switch apierr.CodeOf(err) {
+		case "":
+			names, defs = append(names, name), append(defs, s)
+		case apierr.NotFound, apierr.Internal:
+		default:
+			return nil, nil, err
+		}
+	}
+	return names, defs, nil
 }
 
 // invokeSequence forwards a sealed sequence request (mode "sequence") to a
