@@ -122,7 +122,24 @@ func TestReplayMigrates(t *testing.T) {
 	nc.Close()
 	srv.Shutdown()
 
-	st, _ := openStores(t, dir)
+	st, srv := openStores(t, dir)
+	// Another role opens the stores: the copy finds every id recorded.
+	nc2, err := srv.Connect("another role")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	if _, err := bus.OpenStores(ctx, nc2, 1, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	js2, _ := jetstream.New(nc2)
+	log, err := js2.Stream(ctx, bus.StreamReplay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := log.CachedInfo().State.Msgs; got != n {
+		t.Fatalf("the replay log holds %d messages after two copies of %d nonces", got, n)
+	}
 	for _, i := range []int{0, 1234, n - 1} {
 		if err := st.Replay.Add(ctx, bus.ReplayID(digest(i)), []byte("new-token")); !errors.Is(err, bus.ErrReplayed) {
 			t.Fatalf("nonce %d, recorded before the upgrade: %v, want ErrReplayed", i, err)
