@@ -171,7 +171,7 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 		return nil, fmt.Errorf("%w: MaxQueueBytes %d is less than one message (%d bytes)", ErrAsyncLimits, lim.MaxQueueBytes, MaxPayload)
 	}
 	s := &AsyncStores{JS: js, Limits: lim}
-	err := RetryTransient(ctx, func() (err error) {
+	err := RetryTransient(ctx, func(ctx context.Context) (err error) {
 		s.Queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
@@ -182,7 +182,7 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", StreamAsync, err)
 	}
-	err = RetryTransient(ctx, func() (err error) {
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
 		s.Dead, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: StreamDead, Subjects: []string{SubjectDeadPrefix + ">"}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, Replicas: replicas, MaxAge: 30 * 24 * time.Hour, MaxMsgSize: MaxPayload,
@@ -194,7 +194,7 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 	}
 	kv := func(name string, ttl time.Duration) (jetstream.KeyValue, error) {
 		var b jetstream.KeyValue
-		err := RetryTransient(ctx, func() (err error) {
+		err := RetryTransient(ctx, func(ctx context.Context) (err error) {
 			b, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 				Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: 1,
 				MaxValueSize: MaxPayload,

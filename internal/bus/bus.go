@@ -284,7 +284,7 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 	}
 	kv := func(name string, ttl time.Duration, history uint8) (jetstream.KeyValue, error) {
 		var b jetstream.KeyValue
-		err := RetryTransient(ctx, func() (err error) {
+		err := RetryTransient(ctx, func(ctx context.Context) (err error) {
 			b, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 				Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: history,
 			})
@@ -311,7 +311,7 @@ func OpenStores(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logg
 	if s.State, err = kv(BucketState, 0, StateHistory); err != nil {
 		return nil, err
 	}
-	err = RetryTransient(ctx, func() (err error) {
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
 		s.Bundles, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: BucketBundles, Storage: jetstream.FileStorage, Replicas: replicas,
 		})
@@ -358,17 +358,25 @@ func ObjectInfo(ctx context.Context, os jetstream.ObjectStore, name string) (*je
 }
 
 // transientFor is how long RetryTransient tries again: longer than a
-// JetStream election or a node catching up after a restart.
+// JetStream election or a node catching up after a restart. transientTry
+// bounds one try: a JetStream request sent before the cluster has a meta
+// leader may get no answer at all, and waiting for it to the end of the
+// caller's deadline would leave no time to ask again.
 const transientFor = 30 * time.Second
+
+var transientTry = 5 * time.Second
 
 // RetryTransient calls f until it succeeds, fails otherwise than by a
 // timeout or a missing responder (JetStream electing a leader, a node
-// catching up), or transientFor has passed. A role that starts while its
+// catching up), or transientFor has passed. Each call gets a context of
+// its own, ctx's for at most transientTry. A role that starts while its
 // NATS cluster recovers then waits instead of exiting.
-func RetryTransient(ctx context.Context, f func() error) error {
+func RetryTransient(ctx context.Context, f func(context.Context) error) error {
 	deadline := time.Now().Add(transientFor)
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err := f()
+		tctx, cancel := context.WithTimeout(ctx, transientTry)
+		err := f(tctx)
+		cancel()
 		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 		if err == nil || !transient || ctx.Err() != nil || time.Now().After(deadline) {
 			return err

@@ -92,7 +92,7 @@ func (r *Replay) Add(ctx context.Context, id string, token []byte) error {
 // openReplay creates or opens the replay log's stream.
 func openReplay(ctx context.Context, js jetstream.JetStream, replicas int) (*Replay, error) {
 	var str jetstream.Stream
-	err := RetryTransient(ctx, func() (err error) {
+	err := RetryTransient(ctx, func(ctx context.Context) (err error) {
 		str, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:        StreamReplay,
 			Description: "request nonces, deduplicated by message id (ADR 0026)",

@@ -56,7 +56,7 @@ var ErrOtherDeployment = errors.New("coordinator: the sealed state in the data d
 // openCoordBucket opens the coordinators' bucket (lease and deployment).
 func openCoordBucket(ctx context.Context, st *bus.Stores) (jetstream.KeyValue, error) {
 	var kv jetstream.KeyValue
-	err := bus.RetryTransient(ctx, func() (err error) {
+	err := bus.RetryTransient(ctx, func(ctx context.Context) (err error) {
 		kv, err = st.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: bus.BucketCoord, Storage: jetstream.FileStorage, Replicas: max(st.Replicas, 1), History: 1,
 		})

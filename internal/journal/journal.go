@@ -111,7 +111,7 @@ func Open(ctx context.Context, cfg Config) (*Journal, error) {
 		return nil, err
 	}
 	var st jetstream.Stream
-	err = bus.RetryTransient(ctx, func() (err error) {
+	err = bus.RetryTransient(ctx, func(ctx context.Context) (err error) {
 		st, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:     cfg.Stream,
 			Subjects: []string{cfg.Subject},
