@@ -83,8 +83,9 @@ const (
 const SubjectWorkerInspect = "cloister.worker.inspect"
 
 // WorkerSubject is the invoke subject of one worker. An empty request on it
-// is a liveness probe: the worker answers at once, and NATS answers "no
-// responders" when the worker is gone (the gateway probes during a call).
+// is a probe (ServeCalls): the worker answers at once whether it is running
+// the call the probe names, and NATS answers "no responders" when the
+// worker is gone (the gateway probes during a call).
 func WorkerSubject(workerID string) string { return SubjectInvokeWorker + workerID }
 
 // Buckets.

@@ -27,7 +27,7 @@ type Handler func(ctx context.Context, req []byte) (any, error)
 // in its own goroutine, bounded by limit (0 = unbounded); ctx ends the
 // subscription's handlers.
 func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h Handler) (*nats.Subscription, error) {
-	return serve(ctx, nc, subject, queue, limit, func(m *nats.Msg) { Respond(ctx, m, log, h) }, func(m *nats.Msg, e *apierr.Error) {
+	return serve(ctx, nc, subject, queue, limit, nil, func(m *nats.Msg) { Respond(ctx, m, log, h) }, func(m *nats.Msg, e *apierr.Error) {
 		out, _ := json.Marshal(reply{Error: e}) // a code and a message: Marshal cannot fail
 		if err := m.Respond(out); err != nil {
 			log.Warn("sending reply", "subject", m.Subject, "err", err)
@@ -37,12 +37,18 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int,
 
 // serve runs respond for each message of subject in its own goroutine,
 // bounded by limit; refuse answers a message that arrives once ctx ended.
-func serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, respond func(*nats.Msg), refuse func(*nats.Msg, *apierr.Error)) (*nats.Subscription, error) {
+// accept, if not nil, sees each message first, in the order they arrive
+// and before any waits for its turn: when it reports that it handled the
+// message, nothing else is done with it.
+func serve(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, accept func(*nats.Msg) (handled bool), respond func(*nats.Msg), refuse func(*nats.Msg, *apierr.Error)) (*nats.Subscription, error) {
 	var sem chan struct{}
 	if limit > 0 {
 		sem = make(chan struct{}, limit)
 	}
 	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		if accept != nil && accept(m) {
+			return
+		}
 		if sem != nil {
 			select {
 			case sem <- struct{}{}:
@@ -124,17 +130,22 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 // request sends b to subject and maps transport failures to API errors.
 func request(ctx context.Context, nc *nats.Conn, subject string, b []byte) (*nats.Msg, error) {
 	m, err := nc.RequestWithContext(ctx, subject, b)
+	return m, requestError(err, subject)
+}
+
+// requestError maps a request's transport failure to an API error.
+func requestError(err error, subject string) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && (subject == SubjectInvoke || strings.HasPrefix(subject, SubjectInvokeWorker)):
-		return nil, apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
+		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
 	case errors.Is(err, nats.ErrNoResponders):
-		return nil, apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
+		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return nil, apierr.New(apierr.Timeout, "no answer on %s in time", subject)
+		return apierr.New(apierr.Timeout, "no answer on %s in time", subject)
 	case err != nil:
-		return nil, apierr.New(apierr.Unavailable, "bus request to %s failed", subject)
+		return apierr.New(apierr.Unavailable, "bus request to %s failed", subject)
 	}
-	return m, nil
+	return nil
 }
 
 // HeaderError carries a BytesHandler's error (an apierr.Error in JSON) on
@@ -148,7 +159,14 @@ type BytesHandler func(ctx context.Context, req []byte) ([]byte, error)
 
 // ServeBytes is Serve for a BytesHandler; callers use CallBytes.
 func ServeBytes(ctx context.Context, nc *nats.Conn, subject, queue string, limit int, log *slog.Logger, h BytesHandler) (*nats.Subscription, error) {
-	respondErr := func(m *nats.Msg, e *apierr.Error) {
+	respond, refuse := bytesResponder(ctx, log, h)
+	return serve(ctx, nc, subject, queue, limit, nil, respond, refuse)
+}
+
+// bytesResponder returns the functions that answer a BytesHandler's
+// requests: respond runs h, refuse sends an error.
+func bytesResponder(ctx context.Context, log *slog.Logger, h BytesHandler) (respond func(*nats.Msg), refuse func(*nats.Msg, *apierr.Error)) {
+	refuse = func(m *nats.Msg, e *apierr.Error) {
 		b, _ := json.Marshal(e) // a code and a message: Marshal cannot fail
 		r := nats.NewMsg(m.Reply)
 		r.Header.Set(HeaderError, string(b))
@@ -156,20 +174,21 @@ func ServeBytes(ctx context.Context, nc *nats.Conn, subject, queue string, limit
 			log.Warn("sending reply", "subject", m.Subject, "err", err)
 		}
 	}
-	return serve(ctx, nc, subject, queue, limit, func(m *nats.Msg) {
+	respond = func(m *nats.Msg) {
 		out, err := h(ctx, m.Data)
 		if err != nil {
 			var ae *apierr.Error
 			if !errors.As(err, &ae) {
 				log.Error("handler failed", "subject", m.Subject, "err", err)
 			}
-			respondErr(m, apierr.From(err))
+			refuse(m, apierr.From(err))
 			return
 		}
 		if err := m.Respond(out); err != nil {
 			log.Warn("sending reply", "subject", m.Subject, "err", err)
 		}
-	}, respondErr)
+	}
+	return respond, refuse
 }
 
 // CallBytes sends req to a ServeBytes handler on subject and returns its
@@ -179,6 +198,11 @@ func CallBytes(ctx context.Context, nc *nats.Conn, subject string, req []byte) (
 	if err != nil {
 		return nil, err
 	}
+	return bytesReply(m, subject)
+}
+
+// bytesReply returns a BytesHandler's answer, or the error it sent.
+func bytesReply(m *nats.Msg, subject string) ([]byte, error) {
 	if e := m.Header.Get(HeaderError); e != "" {
 		var ae apierr.Error
 		if err := json.Unmarshal([]byte(e), &ae); err != nil || ae.Code == "" {

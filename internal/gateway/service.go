@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,25 +242,33 @@ func (b busInvoker) invokeAny(ctx context.Context, req *wire.InvokeRequest) (*wi
 }
 
 // probeInterval is how often the gateway checks, during a synchronous
-// call, that the worker running it is still on the bus.
+// call, that the worker running it is still on the bus and still running
+// it.
 const probeInterval = time.Second
 
-// errWorkerLost ends a call whose worker left the bus.
-var errWorkerLost = errors.New("worker lost")
+// errWorkerLost ends a call whose worker left the bus; errAnswerLost one
+// whose worker is there but not running it, and whose answer has not come.
+var (
+	errWorkerLost = errors.New("worker lost")
+	errAnswerLost = errors.New("answer lost")
+)
 
 // callWorker sends req to subject in the binary envelope
 // (wire.InvokeRequest.AppendBinary) and waits for the reply. When subject
-// is one worker's own, it checks every probeInterval that the worker is
-// still subscribed (an empty request answered with "no responders" means
-// it is not): a worker killed mid-call then ends the call with
-// worker_lost within about a second instead of at the call's timeout.
+// is one worker's own, the call is named (bus.HeaderCall) and the gateway
+// asks the worker every probeInterval whether it is still running it
+// (bus.ProbeCall). A worker killed mid-call ("no responders") ends the
+// call with worker_lost within about a second instead of at the call's
+// timeout; so does a worker that is not running the call and whose answer
+// has still not come a probeInterval later: the request or the answer was
+// lost on the bus (a NATS node died with it), and the call would
+// otherwise wait for its caller's deadline.
 func (g *Gateway) callWorker(ctx context.Context, subject string, req *wire.InvokeRequest) (*wire.InvokeReply, error) {
 	b, err := req.AppendBinary(make([]byte, 0, 256+len(req.Plain)+len(req.Sealed.Ciphertext)+len(req.Sealed.Enc)+len(req.Sealed.Ticket)))
 	if err != nil {
 		return nil, fmt.Errorf("encoding invoke request: %w", err)
 	}
-	call := func(ctx context.Context) (*wire.InvokeReply, error) {
-		out, err := bus.CallBytes(ctx, g.cfg.Conn, subject, b)
+	decode := func(out []byte, err error) (*wire.InvokeReply, error) {
 		if err != nil {
 			return nil, err
 		}
@@ -270,32 +279,49 @@ func (g *Gateway) callWorker(ctx context.Context, subject string, req *wire.Invo
 		return &rep, nil
 	}
 	if subject == bus.SubjectInvoke {
-		return call(ctx)
+		return decode(bus.CallBytes(ctx, g.cfg.Conn, subject, b))
 	}
+	id := rand.Text()
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
 		t := time.NewTicker(probeInterval)
 		defer t.Stop()
+		idle := false
 		for {
 			select {
 			case <-cctx.Done():
 				return
 			case <-t.C:
 			}
+			if idle {
+				// The worker said a probeInterval ago that it is not
+				// running the call; an answer it sent before that would
+				// have come first.
+				cancel(errAnswerLost)
+				return
+			}
 			pctx, stop := context.WithTimeout(cctx, probeInterval)
-			_, err := g.cfg.Conn.RequestWithContext(pctx, subject, nil)
+			err := bus.ProbeCall(pctx, g.cfg.Conn, subject, id)
 			stop()
-			if errors.Is(err, nats.ErrNoResponders) {
+			switch {
+			case errors.Is(err, nats.ErrNoResponders):
 				cancel(errWorkerLost)
 				return
+			case errors.Is(err, bus.ErrCallIdle):
+				idle = true
 			}
 		}
 	}()
-	rep, err := call(cctx)
-	if err != nil && errors.Is(context.Cause(cctx), errWorkerLost) {
-		return nil, apierr.New(apierr.WorkerLost, "worker %s stopped before it answered; the call may have run: retry only if running it twice is safe",
-			strings.TrimPrefix(subject, bus.SubjectInvokeWorker))
+	rep, err := decode(bus.CallBytesNamed(cctx, g.cfg.Conn, subject, id, b))
+	if err != nil {
+		worker := strings.TrimPrefix(subject, bus.SubjectInvokeWorker)
+		switch context.Cause(cctx) {
+		case errWorkerLost:
+			return nil, apierr.New(apierr.WorkerLost, "worker %s stopped before it answered; the call may have run: retry only if running it twice is safe", worker)
+		case errAnswerLost:
+			return nil, apierr.New(apierr.WorkerLost, "worker %s is not running the call and its answer did not come: the request or the answer was lost on the bus (a NATS node failed?); the call may have run: retry only if running it twice is safe", worker)
+		}
 	}
 	return rep, err
 }

@@ -42,12 +42,9 @@ type opened struct {
 // handleInvoke answers a gateway's synchronous invocation on the bus: a
 // wire.InvokeRequest in the binary envelope in, a wire.InvokeReply in the
 // same envelope out (docs/adr/0020-binary-invoke-envelope.md); an error
-// travels in the bus's error header.
+// travels in the bus's error header. A gateway's probes during a call
+// (bus.WorkerSubject) are answered by bus.ServeCalls.
 func (w *Worker) handleInvoke(ctx context.Context, b []byte) ([]byte, error) {
-	if len(b) == 0 {
-		// A gateway's liveness probe during a call (bus.WorkerSubject).
-		return nil, nil
-	}
 	start := time.Now()
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)

@@ -56,7 +56,7 @@ func (w *Worker) advertise() {
 // when the coordinator announces a manifest change. It returns a stop
 // function.
 func (w *Worker) runScheduling(ctx context.Context) (func(), error) {
-	direct, err := bus.ServeBytes(ctx, w.cfg.Conn, bus.WorkerSubject(w.cfg.ID), "", w.serveLimit(), w.log, w.handleInvoke)
+	direct, err := bus.ServeCalls(ctx, w.cfg.Conn, bus.WorkerSubject(w.cfg.ID), "", w.serveLimit(), w.log, w.handleInvoke)
 	if err != nil {
 		return nil, err
 	}

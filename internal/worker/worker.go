@@ -204,7 +204,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn("stopping with receipts not yet logged", "queued", len(w.appends))
 		}
 	}()
-	sub, err := bus.ServeBytes(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.serveLimit(), w.log, w.handleInvoke)
+	sub, err := bus.ServeCalls(ctx, w.cfg.Conn, bus.SubjectInvoke, bus.WorkerQueue, w.serveLimit(), w.log, w.handleInvoke)
 	if err != nil {
 		return err
 	}
