@@ -200,10 +200,15 @@ func (j *Journal) Append(ctx context.Context, rec []byte) (uint64, error) {
 
 // transientTries bounds how often CatchUp reads again after a failure of
 // NATS (no responders while a stream leader is elected, a fetch that timed
-// out), transientWait apart: about 10 s, longer than a JetStream election.
+// out), transientWait apart: 10 s of waits and at most transientTry a try,
+// longer than a JetStream election (4–9 s after a leader dies). transientTry
+// bounds each request to the stream: one sent to a leader that has just
+// died gets no answer, and nats.go's default wait (5 s) would hold the
+// catch-up for seconds after a new leader is there.
 const (
 	transientTries = 20
 	transientWait  = 500 * time.Millisecond
+	transientTry   = 2 * time.Second
 )
 
 // transient marks a failure to read the stream, as opposed to a record
@@ -241,7 +246,9 @@ func (j *Journal) CatchUp(ctx context.Context) (int, error) {
 }
 
 func (j *Journal) catchUpOnce(ctx context.Context) (int, error) {
-	info, err := j.stream.Info(ctx)
+	tctx, cancel := context.WithTimeout(ctx, transientTry)
+	info, err := j.stream.Info(tctx)
+	cancel()
 	if err != nil {
 		return 0, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 	}
@@ -253,10 +260,12 @@ func (j *Journal) catchUpOnce(ctx context.Context) (int, error) {
 		j.behind = false
 		return 0, nil
 	}
-	cons, err := j.cfg.JS.OrderedConsumer(ctx, j.cfg.Stream, jetstream.OrderedConsumerConfig{
+	tctx, cancel = context.WithTimeout(ctx, transientTry)
+	cons, err := j.cfg.JS.OrderedConsumer(tctx, j.cfg.Stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   j.seq + 1,
 	})
+	cancel()
 	if err != nil {
 		return 0, transient{fmt.Errorf("journal %s: %w", j.cfg.Stream, err)}
 	}

@@ -545,19 +545,22 @@ type faultyJS struct {
 	faults []fault // of the next publishes, in order
 	// overtake runs at an overtaken publish.
 	overtake func()
+	// gone, once closed, ends unanswered publishes.
+	gone chan struct{}
 }
 
 type fault int
 
 const (
-	pass      fault = iota
-	lostAck         // stored, but the acknowledgement is lost
-	dropped         // not stored
-	overtaken       // not stored, and another coordinator writes (overtake)
+	pass       fault = iota
+	lostAck          // stored, but the acknowledgement is lost
+	dropped          // not stored
+	overtaken        // not stored, and another coordinator writes (overtake)
+	unanswered       // not stored, and never answered (a leader that died)
 )
 
 func newFaultyJS(js jetstream.JetStream) *faultyJS {
-	f := &faultyJS{JetStream: js, entered: make(chan struct{}, 1000), hold: make(chan struct{})}
+	f := &faultyJS{JetStream: js, entered: make(chan struct{}, 1000), hold: make(chan struct{}), gone: make(chan struct{})}
 	close(f.hold)
 	return f
 }
@@ -573,6 +576,13 @@ func (f *faultyJS) Publish(ctx context.Context, subject string, data []byte, opt
 	f.mu.Unlock()
 	<-hold
 	switch fa {
+	case unanswered:
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-f.gone:
+			return nil, errors.New("injected: the test ended")
+		}
 	case overtaken:
 		f.overtake()
 		fallthrough
@@ -725,6 +735,42 @@ func TestGroupCommitFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAppendUnanswered: an append that gets no answer at all (its stream
+// leader died with it) fails after appendTimeout, not never, and the
+// anchor serves again once it has read the journal.
+func TestAppendUnanswered(t *testing.T) {
+	d := newDeployment(t)
+	fj := newFaultyJS(d.js)
+	a := d.open(t, false, func(cfg *AnchorConfig) { cfg.JS = fj })
+	t.Cleanup(func() { close(fj.gone) }) // before the anchor closes
+	c := newClient(t, d.master)
+	c.mustPut(t, a, "before", 1)
+	release := fj.holdPublishes(unanswered)
+	release()
+	failed := make(chan error, 1)
+	go func() { failed <- c.put(a, "a", 1) }()
+	select {
+	case err := <-failed:
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("the unanswered append: %v, want ErrUnavailable", err)
+		}
+	case <-time.After(10 * appendTimeout):
+		t.Fatal("the unanswered append is still waiting")
+	}
+	for {
+		_, err := c.call(a, op{Kind: opGet, Key: []byte("before")})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.mustPut(t, a, "a", 1)
+	sameIndex(t, d.following(t), a)
 }
 
 // TestSettleFindsOtherWriter: a leader whose append failed reads the

@@ -68,6 +68,14 @@ func (s journalStore) catchUp(ctx context.Context) error {
 // close has nothing to release: the connection is the caller's.
 func (journalStore) close() error { return nil }
 
+// appendTimeout bounds one append to the anchor's journal. JetStream
+// stores a record on a quorum within milliseconds; a publish that reached
+// a stream leader just before it died gets no answer at all, and the
+// anchor refuses requests from the failed append until settle has read
+// the journal again (after the stream's election, 4–9 s), so waiting for
+// nats.go's default (5 s) only delays that.
+const appendTimeout = 2 * time.Second
+
 // errOtherWriter: a leader that settles an append found a record it did
 // not write in its journal.
 var errOtherWriter = errors.New("state anchor: the journal holds a record this coordinator did not write")
@@ -159,9 +167,9 @@ func (a *Anchor) commit(one bool) {
 		a.queue = a.queue[1:]
 		a.inflight = f
 		a.mu.Unlock()
-		// No deadline of our own: JetStream bounds a publish without one
-		// (its default timeout), and the file does not block.
-		err := a.store.append(context.Background(), f.rec)
+		ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+		err := a.store.append(ctx, f.rec)
+		cancel()
 		a.mu.Lock()
 		a.inflight = nil
 		if err != nil {
