@@ -154,9 +154,9 @@ func (l *faultLoad) recovered(at time.Time) bool {
 
 // window reports on the calls that ended between from and to: how long
 // after from the calls recovered (the end of the last failed call, or of
-// the first call if none failed), how many failed and how many ended, and
-// the most frequent error.
-func (l *faultLoad) window(from, to time.Time) (rec time.Duration, failed, total int, top string) {
+// the first call if none failed), how many failed and how many ended, the
+// most frequent error and the last one.
+func (l *faultLoad) window(from, to time.Time) (rec time.Duration, failed, total int, top, last string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	errs := map[string]int{}
@@ -171,7 +171,7 @@ func (l *faultLoad) window(from, to time.Time) (rec time.Duration, failed, total
 		if !o.ok {
 			failed++
 			errs[o.err]++
-			rec = o.end.Sub(from)
+			rec, last = o.end.Sub(from), o.err
 		}
 	}
 	n := 0
@@ -180,7 +180,7 @@ func (l *faultLoad) window(from, to time.Time) (rec time.Duration, failed, total
 			top, n = e, k
 		}
 	}
-	return rec, failed, total, top
+	return rec, failed, total, top, last
 }
 
 // TestClusterFaults: a cluster of 3 NATS nodes, 2 coordinators, 2 gateways
@@ -275,9 +275,9 @@ func TestClusterFaults(t *testing.T) {
 		// Let the load run on the survivors for a while, then look back:
 		// calls have recovered once none fails any more.
 		time.Sleep(5 * time.Second)
-		rec, failed, total, top := l.window(at, time.Now())
+		rec, failed, total, top, last := l.window(at, time.Now())
 		reports = append(reports, report{name, rec, failed, total})
-		t.Logf("killed %s: calls recovered after %v; %d of %d calls failed (mostly: %s)", name, rec.Round(time.Millisecond), failed, total, top)
+		t.Logf("killed %s: calls recovered after %v; %d of %d calls failed (mostly: %s; the last: %s)", name, rec.Round(time.Millisecond), failed, total, top, last)
 		if rec > 10*time.Second {
 			c.errorf("killing %s: calls recovered only after %v (want within 10 s)", name, rec)
 		}
