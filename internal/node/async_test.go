@@ -581,3 +581,55 @@ func TestAsyncQueueSetUpRetried(t *testing.T) {
 		t.Errorf("the set-up ran %d times, want a second time after the failure", calls.Load())
 	}
 }
+
+// finalLostKV is an activation bucket whose first two writes of a final
+// record find no answer, as while the bucket's NATS leader is elected
+// again.
+type finalLostKV struct {
+	jetstream.KeyValue
+	lost *atomic.Int32
+}
+
+func (k finalLostKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	var a wire.Activation
+	if json.Unmarshal(value, &a) == nil && wire.FinalStatus(a.Status) && k.lost.Add(1) <= 2 {
+		return 0, errors.New("nats: no response from stream")
+	}
+	return k.KeyValue.Update(ctx, key, value, last)
+}
+
+// TestAsyncResultRecordedOnce: a job that ran, and whose result the store
+// did not take at first, is not handed back to the queue (which would run
+// it again): the worker records the result once the store answers.
+func TestAsyncResultRecordedOnce(t *testing.T) {
+	var lost atomic.Int32
+	e := start(t, func(o *node.Options) {
+		o.Async = func(_ int, c *worker.AsyncConfig) {
+			st := *c.Stores
+			st.Activations = finalLostKV{KeyValue: st.Activations, lost: &lost}
+			c.Stores = &st
+		}
+	})
+	ctx := context.Background()
+	e.deploy("echo", fixture(t, "echo.wasm"), openToAll)
+	p, err := e.c.InvokeAsync(ctx, "echo", []byte("once"), client.AsyncOptions{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	r, err := e.c.WaitActivation(rctx, p, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Output) != "once" {
+		t.Errorf("output %q", r.Output)
+	}
+	a, err := e.c.Activation(ctx, p.ActivationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Attempts != 1 || lost.Load() < 3 {
+		t.Fatalf("%d attempts (want 1: the job ran once), %d writes of the result (want 3: two lost); logs %q", a.Attempts, lost.Load(), a.Logs)
+	}
+}

@@ -526,7 +526,7 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 		return
 	}
 	now := w.now()
-	_, err = store.Update(ctx, ns, id, func(r *wire.Activation) error {
+	err = w.recordResult(ctx, store, ns, id, func(r *wire.Activation) error {
 		r.Version = rep.Version
 		r.End = async.Millis(now)
 		r.Duration = r.End - r.Start
@@ -555,6 +555,39 @@ func (w *Worker) handleJob(ctx context.Context, store *async.Store, m jetstream.
 	}
 }
 
+// resultRetryFor is how long a worker keeps trying to record the result
+// of a job that ran, and resultRetryStopping how long once the worker is
+// stopping: the job ran, so handing it back to the queue would run it
+// again. The job's heartbeats keep it this worker's meanwhile. A JetStream
+// election (4–9 s after a leader dies) is the usual reason.
+const (
+	resultRetryFor      = 2 * time.Minute
+	resultRetryStopping = 15 * time.Second
+)
+
+// recordResult updates a finished job's record with fn (its result, or
+// its failure), trying again while the store is unavailable, for up to
+// resultRetryFor.
+func (w *Worker) recordResult(ctx context.Context, store *async.Store, ns, id string, fn func(*wire.Activation) error) error {
+	start := time.Now()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, err := store.Update(tctx, ns, id, fn)
+		cancel()
+		if err == nil || apierr.CodeOf(err) != apierr.Unavailable {
+			return err
+		}
+		limit := resultRetryFor
+		if ctx.Err() != nil {
+			limit = resultRetryStopping
+		}
+		if time.Since(start)+wait > limit {
+			return err
+		}
+		time.Sleep(wait)
+	}
+}
+
 // requeue puts a job back in the queue for another delivery after d, its
 // record queued with attempts spent and the log line added. A record that
 // another attempt completed meanwhile ends the job instead.
@@ -579,7 +612,7 @@ func (a *AsyncConfig) backoff(attempt int) time.Duration {
 // dead letter, and removes the job from the queue.
 func (w *Worker) finishFailed(ctx context.Context, store *async.Store, m jetstream.Msg, dl wire.DeadLetter, log interface{ Warn(string, ...any) }) {
 	now := w.now()
-	_, err := store.Update(ctx, dl.Namespace, dl.Activation, func(r *wire.Activation) error {
+	err := w.recordResult(ctx, store, dl.Namespace, dl.Activation, func(r *wire.Activation) error {
 		r.Status = wire.StatusPlatformError
 		r.End = async.Millis(now)
 		if r.Start != 0 {
