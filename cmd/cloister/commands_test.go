@@ -85,12 +85,13 @@ func TestUpHelpIsNotGarbled(t *testing.T) {
 func TestFlagsKept(t *testing.T) {
 	role := []string{"nats", "nats-ca", "nats-nkey", "replicas", "log-level"}
 	slots := []string{"memory-budget", "namespace-memory", "namespace-slots", "queue-depth", "queue-wait"}
+	async := []string{"activation-ttl", "max-queue-bytes", "max-queue-jobs", "max-queued-per-namespace"}
 	want := map[string][]string{
-		"up":                  append([]string{"addr", "data", "log-level", "max-conns", "max-conns-per-client", "namespace-rate", "nats-listen", "pool-idle", "tee"}, slots...),
+		"up":                  append(append([]string{"addr", "data", "log-level", "max-conns", "max-conns-per-client", "namespace-rate", "nats-listen", "pool-idle", "tee"}, slots...), async...),
 		"worker":              append([]string{"collateral-bundle", "concurrency", "data", "id", "log-level", "nats", "nats-ca", "nats-nkey", "policy", "replicas", "tee"}, slots...),
 		"coordinator":         append([]string{"collateral-bundle", "data", "gateway-url", "manifest", "policy", "recovery-key", "tee"}, role...),
 		"coordinator recover": append([]string{"collateral-bundle", "policy", "recovery-key", "wait"}, role...),
-		"gateway":             append([]string{"addr", "max-conns", "max-conns-per-client", "namespace-rate"}, role...),
+		"gateway":             append(append([]string{"addr", "max-conns", "max-conns-per-client", "namespace-rate"}, role...), async...),
 		"nats config":         {"cluster-port", "dir", "hosts", "nodes", "port", "store-dir"},
 		"dev cluster":         {"coordinators", "dir", "gateways", "log-level", "nats", "workers"},
 		"dev nats":            {"config"},

@@ -31,8 +31,13 @@ func cmdGateway(fs *pflag.FlagSet) runFunc {
 	rate := fs.Float64("namespace-rate", gateway.DefaultRate, "requests per second one namespace may make through this gateway (burst: twice as many)")
 	maxConns := fs.Int("max-conns", 0, "HTTP connections the gateway keeps open at once (default 4096; negative: no cap)")
 	maxConnsPerClient := fs.Int("max-conns-per-client", 0, "HTTP connections from one client address (IPv4, or IPv6 /64) (default 256; negative: no cap, as behind a proxy)")
+	asyncLimits := asyncFlags(fs)
 	return func(ctx context.Context, _ []string) error {
 		log, urls, err := rf.parse()
+		if err != nil {
+			return err
+		}
+		async, err := asyncLimits()
 		if err != nil {
 			return err
 		}
@@ -64,7 +69,7 @@ func cmdGateway(fs *pflag.FlagSet) runFunc {
 		metrics := prometheus.NewRegistry()
 		metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		gw, err := node.NewGateway(ctx, node.GatewayOptions{Conn: gwNC, Stores: gwSt, TriggerConn: trigNC, TriggerStores: trigSt,
-			Logger: log, Metrics: metrics, Ready: coordinatorReady(gwNC), Quotas: gateway.Quotas{Rate: *rate}, Replicas: *replicas})
+			Logger: log, Metrics: metrics, Ready: coordinatorReady(gwNC), Quotas: gateway.Quotas{Rate: *rate}, Replicas: *replicas, AsyncLimits: async})
 		if err != nil {
 			return err
 		}

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/worker"
 )
 
@@ -32,6 +34,35 @@ func slotFlags(fs *pflag.FlagSet) func(slots int) (worker.SlotLimits, error) {
 		}
 		if *nsSlots < 0 || *queueDepth < 0 || *queueWait < 0 {
 			return l, usageErr("--namespace-slots, --queue-depth and --queue-wait must not be negative")
+		}
+		return l, nil
+	}
+}
+
+// asyncFlags adds the flags that bound the async queue and the activation
+// records, and returns a function that reads them once fs is parsed. The
+// roles that own these settings take them: `up` and `gateway` (every
+// gateway of a cluster must be given the same: the last one to start sets
+// them; workers leave them as they are).
+func asyncFlags(fs *pflag.FlagSet) func() (bus.AsyncLimits, error) {
+	ttl := fs.Duration("activation-ttl", bus.DefaultActivationTTL, "how long an activation record (and an async idempotency key) is kept after its last write; at least 1m, and longer than any job waits in the queue")
+	perNS := fs.Int("max-queued-per-namespace", bus.DefaultMaxQueuedPerNamespace, "async jobs one namespace may have queued or running (negative: no limit)")
+	jobs := fs.Int64("max-queue-jobs", bus.DefaultMaxQueueJobs, "async jobs the queue holds, every namespace together (negative: no limit)")
+	size := fs.String("max-queue-bytes", "8GiB", "bytes the async queue holds, every namespace together (B, KiB, MiB, GiB, TiB; at least 16MiB, one job's largest size)")
+	return func() (bus.AsyncLimits, error) {
+		l := bus.AsyncLimits{ActivationTTL: *ttl, MaxQueuedPerNamespace: *perNS, MaxQueueJobs: *jobs}
+		if *ttl < time.Minute {
+			return l, usageErr("--activation-ttl %v: want at least 1m", *ttl)
+		}
+		if *perNS == 0 || *jobs == 0 {
+			return l, usageErr("--max-queued-per-namespace and --max-queue-jobs must not be 0 (negative: no limit)")
+		}
+		var err error
+		if l.MaxQueueBytes, err = parseSize(*size); err != nil {
+			return l, usageErr("--max-queue-bytes: %v", err)
+		}
+		if l.MaxQueueBytes < bus.MaxPayload {
+			return l, usageErr("--max-queue-bytes %s: want at least %d bytes, one job's largest size", *size, bus.MaxPayload)
 		}
 		return l, nil
 	}

@@ -23,11 +23,16 @@ func cmdUp(fs *pflag.FlagSet) runFunc {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poolIdle := fs.Duration("pool-idle", 5*time.Minute, "how long a reactor's idle sandboxes are kept before its pool shrinks to zero (negative: never)")
 	slotLimits := slotFlags(fs)
+	asyncLimits := asyncFlags(fs)
 	rate := fs.Float64("namespace-rate", gateway.DefaultRate, "requests per second one namespace may make through the gateway (burst: twice as many)")
 	maxConns := fs.Int("max-conns", 0, "HTTP connections the gateway keeps open at once (default 4096; negative: no cap)")
 	maxConnsPerClient := fs.Int("max-conns-per-client", 0, "HTTP connections from one client address (IPv4, or IPv6 /64) (default 256; negative: no cap, as behind a proxy)")
 	return func(ctx context.Context, _ []string) error {
 		slots, err := slotLimits(0)
+		if err != nil {
+			return err
+		}
+		async, err := asyncLimits()
 		if err != nil {
 			return err
 		}
@@ -40,7 +45,7 @@ func cmdUp(fs *pflag.FlagSet) runFunc {
 		}
 		log := newLogger(lvl)
 		fmt.Fprint(os.Stderr, node.Banner())
-		n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle, Slots: slots,
+		n, err := node.Start(ctx, node.Options{Dir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log, PoolIdle: *poolIdle, Slots: slots, AsyncLimits: async,
 			Quotas: gateway.Quotas{Rate: *rate}, Edge: gateway.EdgeConfig{MaxConns: *maxConns, MaxConnsPerClient: *maxConnsPerClient}})
 		if err != nil {
 			return err

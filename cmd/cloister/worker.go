@@ -93,9 +93,9 @@ func cmdWorker(fs *pflag.FlagSet) runFunc {
 		}
 		defer eng.Close(context.Background()) // the engine holds only memory, given back as the process exits
 		// The async queue's jobs: every worker process consumes them, as the
-		// workers of `cloister up` do (the gateway opens the same streams with
-		// the same default limits).
-		as, err := bus.OpenAsync(ctx, st.JS, *replicas, bus.AsyncLimits{})
+		// workers of `cloister up` do. The gateways set the queue's limits
+		// (their flags); a worker binds to the streams as they are.
+		as, err := bus.BindAsync(ctx, st.JS, *replicas)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -15,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloister-faas/cloister/internal/bus"
 	"github.com/cloister-faas/cloister/internal/tee/hw"
 )
 
@@ -30,12 +35,13 @@ func freeAddr(t *testing.T) string {
 
 // TestWorkerProcessAndManifestCLI: a worker started as its own process
 // joins `cloister up`'s NATS and is admitted; --tee auto refuses to start
-// without hardware; the manifest can be shown, changed with the admin key
-// (and not without it) and its history listed.
+// without hardware; the worker leaves the async limits `up` set
+// (--activation-ttl); the manifest can be shown, changed with the admin
+// key (and not without it) and its history listed.
 func TestWorkerProcessAndManifestCLI(t *testing.T) {
 	dir := t.TempDir()
 	natsAddr := freeAddr(t)
-	s := startUp(t, dir, "--nats-listen", natsAddr)
+	s := startUp(t, dir, "--nats-listen", natsAddr, "--activation-ttl", "2h", "--max-queue-jobs", "5000")
 
 	if _, err := hw.Detect(); err != nil {
 		r := s.cli("worker", "--tee", "auto", "--nats", "nats://"+natsAddr)
@@ -78,6 +84,29 @@ func TestWorkerProcessAndManifestCLI(t *testing.T) {
 	}
 	if !strings.Contains(wlog.String(), "NO hardware protection") {
 		t.Errorf("the sim worker did not print the sim warning:\n%s", wlog.String())
+	}
+	// The worker process opened the async stores after `up` had set them.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	acts, err := js.KeyValue(ctx, bus.BucketActivations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := acts.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := js.Stream(ctx, bus.StreamAsync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 2*time.Hour || q.CachedInfo().Config.MaxMsgs != 5000 {
+		t.Errorf("after the worker started: activation TTL %v, queue jobs %d; want up's 2h and 5000", st.TTL(), q.CachedInfo().Config.MaxMsgs)
 	}
 
 	show := s.mustCLI("manifest", "show", "--json")

@@ -153,8 +153,10 @@ type AsyncStores struct {
 
 // OpenAsync creates (or opens) the async streams and buckets, and applies
 // lim (defaults for its zero fields) to the jobs stream and the
-// activations bucket. Every process opening the stores must pass the same
-// limits: the last one to open them sets the stream's configuration.
+// activations bucket. The roles that own these settings open the stores
+// with it (the gateway and the trigger runner, from their flags); every
+// such process must pass the same limits: the last one to open them sets
+// the stream's configuration. Workers use BindAsync, which leaves them.
 //
 // Applying limits to an existing stream never removes a queued job:
 // the stream discards new messages, and a stream over a lowered limit
@@ -163,6 +165,20 @@ type AsyncStores struct {
 // messages when it is lowered); package async enforces it. A TTL set on
 // an existing bucket removes the records already older than it.
 func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim AsyncLimits) (*AsyncStores, error) {
+	return openAsync(ctx, js, replicas, lim, true)
+}
+
+// BindAsync opens the async streams and buckets as they are, creating
+// only those that are missing (with the default limits): a worker binds to
+// what the gateways configured instead of setting it back to its own idea
+// of the limits. The returned Limits are the defaults, except for the
+// jobs stream's and the activations bucket's, read from them.
+func BindAsync(ctx context.Context, js jetstream.JetStream, replicas int) (*AsyncStores, error) {
+	return openAsync(ctx, js, replicas, AsyncLimits{}, false)
+}
+
+// openAsync is OpenAsync (apply) or BindAsync.
+func openAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim AsyncLimits, apply bool) (*AsyncStores, error) {
 	if replicas < 1 {
 		replicas = 1
 	}
@@ -171,34 +187,55 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 		return nil, fmt.Errorf("%w: MaxQueueBytes %d is less than one message (%d bytes)", ErrAsyncLimits, lim.MaxQueueBytes, MaxPayload)
 	}
 	s := &AsyncStores{JS: js, Limits: lim}
-	err := RetryTransient(ctx, func(ctx context.Context) (err error) {
-		s.Queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
-			Discard: jetstream.DiscardNew, MaxMsgs: unlimited(lim.MaxQueueJobs), MaxBytes: unlimited(lim.MaxQueueBytes),
+	stream := func(cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+		var st jetstream.Stream
+		err := RetryTransient(ctx, func(ctx context.Context) (err error) {
+			if apply {
+				st, err = js.CreateOrUpdateStream(ctx, cfg)
+				return err
+			}
+			if st, err = js.Stream(ctx, cfg.Name); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return err
+			}
+			if st, err = js.CreateStream(ctx, cfg); errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				st, err = js.Stream(ctx, cfg.Name) // another process created it meanwhile
+			}
+			return err
 		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", StreamAsync, err)
+		if err != nil {
+			return nil, fmt.Errorf("opening stream %s: %w", cfg.Name, err)
+		}
+		return st, nil
 	}
-	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
-		s.Dead, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name: StreamDead, Subjects: []string{SubjectDeadPrefix + ">"}, Retention: jetstream.LimitsPolicy,
-			Storage: jetstream.FileStorage, Replicas: replicas, MaxAge: 30 * 24 * time.Hour, MaxMsgSize: MaxPayload,
-		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", StreamDead, err)
+	var err error
+	if s.Queue, err = stream(jetstream.StreamConfig{
+		Name: StreamAsync, Subjects: []string{SubjectAsyncPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: AsyncDedupWindow, MaxMsgSize: MaxPayload,
+		Discard: jetstream.DiscardNew, MaxMsgs: unlimited(lim.MaxQueueJobs), MaxBytes: unlimited(lim.MaxQueueBytes),
+	}); err != nil {
+		return nil, err
+	}
+	if s.Dead, err = stream(jetstream.StreamConfig{
+		Name: StreamDead, Subjects: []string{SubjectDeadPrefix + ">"}, Retention: jetstream.LimitsPolicy,
+		Storage: jetstream.FileStorage, Replicas: replicas, MaxAge: 30 * 24 * time.Hour, MaxMsgSize: MaxPayload,
+	}); err != nil {
+		return nil, err
 	}
 	kv := func(name string, ttl time.Duration) (jetstream.KeyValue, error) {
+		cfg := jetstream.KeyValueConfig{Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: 1,
+			MaxValueSize: MaxPayload}
 		var b jetstream.KeyValue
 		err := RetryTransient(ctx, func(ctx context.Context) (err error) {
-			b, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket: name, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl, History: 1,
-				MaxValueSize: MaxPayload,
-			})
+			if apply {
+				b, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+				return err
+			}
+			if b, err = js.KeyValue(ctx, name); !errors.Is(err, jetstream.ErrBucketNotFound) {
+				return err
+			}
+			if b, err = js.CreateKeyValue(ctx, cfg); errors.Is(err, jetstream.ErrBucketExists) {
+				b, err = js.KeyValue(ctx, name) // another process created it meanwhile
+			}
 			return err
 		})
 		if err != nil {
@@ -220,6 +257,14 @@ func OpenAsync(ctx context.Context, js jetstream.JetStream, replicas int, lim As
 	}
 	if s.OpenWhisk, err = kv(BucketOpenWhisk, 0); err != nil {
 		return nil, err
+	}
+	if !apply {
+		// What the stores were configured with.
+		c := s.Queue.CachedInfo().Config
+		s.Limits.MaxQueueJobs, s.Limits.MaxQueueBytes = c.MaxMsgs, c.MaxBytes
+		if st, err := s.Activations.Status(ctx); err == nil {
+			s.Limits.ActivationTTL = st.TTL()
+		}
 	}
 	return s, nil
 }

@@ -253,7 +253,11 @@ func TestPermissions(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s opening the stores: %v", r, err)
 		}
-		if async[r], err = bus.OpenAsync(ctx, st.JS, 1, bus.AsyncLimits{}); err != nil {
+		open := func() (*bus.AsyncStores, error) { return bus.OpenAsync(ctx, st.JS, 1, bus.AsyncLimits{}) }
+		if r == natsconf.Worker {
+			open = func() (*bus.AsyncStores, error) { return bus.BindAsync(ctx, st.JS, 1) }
+		}
+		if async[r], err = open(); err != nil {
 			t.Fatalf("%s opening the async stores: %v", r, err)
 		}
 		if _, err := st.Registry.Put(ctx, "probe."+string(r), []byte("x")); err != nil {

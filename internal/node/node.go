@@ -219,7 +219,7 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
-		workerAsync, err := bus.OpenAsync(ctx, workerSt.JS, 1, o.AsyncLimits)
+		workerAsync, err := bus.BindAsync(ctx, workerSt.JS, 1)
 		if err != nil {
 			return nil, err
 		}
