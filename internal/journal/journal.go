@@ -208,7 +208,7 @@ func (j *Journal) Append(ctx context.Context, rec []byte) (uint64, error) {
 const (
 	transientTries = 20
 	transientWait  = 500 * time.Millisecond
-	transientTry   = 2 * time.Second
+	transientTry   = time.Second
 )
 
 // transient marks a failure to read the stream, as opposed to a record
