@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"testing"
@@ -93,4 +94,34 @@ func TestServeCalls(t *testing.T) {
 	if err := bus.ProbeCall(ctx, nc, "t.nobody", "x"); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("probe of nobody: %v", err)
 	}
+}
+
+// BenchmarkCallNaming: a request/reply round trip on the bus, plain
+// (CallBytes to ServeBytes) against named (CallBytesNamed to ServeCalls,
+// with the random id the gateway makes), to show what naming a call costs.
+func BenchmarkCallNaming(b *testing.B) {
+	nc := bustest.Connect(b)
+	ctx := b.Context()
+	echo := func(_ context.Context, req []byte) ([]byte, error) { return req, nil }
+	if _, err := bus.ServeBytes(ctx, nc, "b.plain", "", 64, slog.Default(), echo); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := bus.ServeCalls(ctx, nc, "b.named", "", 64, slog.Default(), echo); err != nil {
+		b.Fatal(err)
+	}
+	req := make([]byte, 256)
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := bus.CallBytes(ctx, nc, "b.plain", req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("named", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := bus.CallBytesNamed(ctx, nc, "b.named", rand.Text(), req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
