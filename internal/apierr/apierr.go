@@ -179,13 +179,6 @@ func Wrap(c Code, err error) error {
 	return &Error{Code: c, Message: err.Error(), cause: err}
 }
 
-// WithCause makes e unwrap to cause (see Wrap), keeping its message, and
-// returns it.
-func (e *Error) WithCause(cause error) *Error {
-	e.cause = cause
-	return e
-}
-
 // New returns an *Error with a formatted message.
 func New(c Code, format string, args ...any) *Error {
 	return &Error{Code: c, Message: fmt.Sprintf(format, args...)}

@@ -137,10 +137,9 @@ func request(ctx context.Context, nc *nats.Conn, subject string, b []byte) (*nat
 func requestError(err error, subject string) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && (subject == SubjectInvoke || strings.HasPrefix(subject, SubjectInvokeWorker)):
-		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations").WithCause(err)
+		return apierr.New(apierr.NoWorker, "no admitted worker is serving invocations")
 	case errors.Is(err, nats.ErrNoResponders):
-		// Nobody received the request: the caller may send it again.
-		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject).WithCause(err)
+		return apierr.New(apierr.Unavailable, "no service is listening on %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return apierr.New(apierr.Timeout, "no answer on %s in time", subject)
 	case err != nil:

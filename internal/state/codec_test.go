@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -204,28 +203,6 @@ func TestBusTransport(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("put with a wrong key: %v (%v), want the anchor's refusal", err, errors.As(err, &ae))
 	}
-}
-
-// TestBusTransportWaitsForAnchor: while no coordinator serves the anchor
-// (paused, or failing over), a state operation waits for one instead of
-// failing at once, up to the anchor's timeout.
-func TestBusTransportWaitsForAnchor(t *testing.T) {
-	e := newEnv(t, Limits{})
-	s := workerStore(t, e)
-	k, _ := DeriveKey(e.master, "ns", "fn")
-	f, _ := s.Function("ns", "fn", k)
-	// With none at all, it gives up.
-	if err := f.Put(context.Background(), []byte("a"), []byte("1")); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("put with no anchor at all: %v, want ErrUnavailable", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- f.Put(context.Background(), []byte("a"), []byte("1")) }()
-	time.Sleep(300 * time.Millisecond)
-	serveAnchor(t, e, 8)
-	if err := <-done; err != nil {
-		t.Fatalf("put while the anchor came back: %v", err)
-	}
-	wantValue(t, f, "a", "1")
 }
 
 // FuzzDecodeOps checks that the batch decoder never panics and that
@@ -456,13 +433,6 @@ type nopKV struct{ jetstream.KeyValue }
 // when tb ends.
 func busStore(tb testing.TB, e *env, workers int) *Store {
 	tb.Helper()
-	serveAnchor(tb, e, workers)
-	return workerStore(tb, e)
-}
-
-// serveAnchor serves e's anchor on the bus as the coordinator does.
-func serveAnchor(tb testing.TB, e *env, workers int) {
-	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
 	coord, err := e.srv.Connect("coordinator")
@@ -480,11 +450,6 @@ func serveAnchor(tb testing.TB, e *env, workers int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// workerStore is a store of a worker that reaches e's anchor on the bus.
-func workerStore(tb testing.TB, e *env) *Store {
-	tb.Helper()
 	wc, err := e.srv.Connect("worker")
 	if err != nil {
 		tb.Fatal(err)
