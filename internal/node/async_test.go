@@ -555,16 +555,29 @@ func (u unansweredJS) DeleteConsumer(ctx context.Context, stream, consumer strin
 // Before, the queue stopped for good, and the jobs waited for a restart.
 func TestAsyncQueueSetUpRetried(t *testing.T) {
 	var calls atomic.Int32
+	asyncEchoOnFaultyStores(t, "queued", func(st *bus.AsyncStores) {
+		st.JS = unansweredJS{JetStream: st.JS, calls: &calls}
+	})
+	if calls.Load() < 2 {
+		t.Errorf("the set-up ran %d times, want a second time after the failure", calls.Load())
+	}
+}
+
+// asyncEchoOnFaultyStores starts a node whose workers' async stores fault
+// (as fault makes them), queues an async call of the echo fixture with in,
+// waits for its result and checks it. It returns the client and the call.
+func asyncEchoOnFaultyStores(t *testing.T, in string, fault func(*bus.AsyncStores)) (*client.Client, *client.Pending) {
+	t.Helper()
 	e := start(t, func(o *node.Options) {
 		o.Async = func(_ int, c *worker.AsyncConfig) {
 			st := *c.Stores
-			st.JS = unansweredJS{JetStream: st.JS, calls: &calls}
+			fault(&st)
 			c.Stores = &st
 		}
 	})
 	ctx := context.Background()
 	e.deploy("echo", fixture(t, "echo.wasm"), openToAll)
-	p, err := e.c.InvokeAsync(ctx, "echo", []byte("queued"), client.AsyncOptions{Plaintext: true})
+	p, err := e.c.InvokeAsync(ctx, "echo", []byte(in), client.AsyncOptions{Plaintext: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,12 +587,10 @@ func TestAsyncQueueSetUpRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(r.Output) != "queued" {
-		t.Errorf("output %q", r.Output)
+	if string(r.Output) != in {
+		t.Errorf("output %q, want %q", r.Output, in)
 	}
-	if calls.Load() < 2 {
-		t.Errorf("the set-up ran %d times, want a second time after the failure", calls.Load())
-	}
+	return e.c, p
 }
 
 // finalLostKV is an activation bucket whose first two writes of a final
@@ -603,29 +614,10 @@ func (k finalLostKV) Update(ctx context.Context, key string, value []byte, last 
 // it again): the worker records the result once the store answers.
 func TestAsyncResultRecordedOnce(t *testing.T) {
 	var lost atomic.Int32
-	e := start(t, func(o *node.Options) {
-		o.Async = func(_ int, c *worker.AsyncConfig) {
-			st := *c.Stores
-			st.Activations = finalLostKV{KeyValue: st.Activations, lost: &lost}
-			c.Stores = &st
-		}
+	c, p := asyncEchoOnFaultyStores(t, "once", func(st *bus.AsyncStores) {
+		st.Activations = finalLostKV{KeyValue: st.Activations, lost: &lost}
 	})
-	ctx := context.Background()
-	e.deploy("echo", fixture(t, "echo.wasm"), openToAll)
-	p, err := e.c.InvokeAsync(ctx, "echo", []byte("once"), client.AsyncOptions{Plaintext: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	r, err := e.c.WaitActivation(rctx, p, 50*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(r.Output) != "once" {
-		t.Errorf("output %q", r.Output)
-	}
-	a, err := e.c.Activation(ctx, p.ActivationID)
+	a, err := c.Activation(context.Background(), p.ActivationID)
 	if err != nil {
 		t.Fatal(err)
 	}
