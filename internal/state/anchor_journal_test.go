@@ -710,16 +710,7 @@ func TestGroupCommitFailure(t *testing.T) {
 				}
 			}
 			// It serves again once it has read the journal.
-			for {
-				_, err := c.call(a, op{Kind: opGet, Key: []byte("a")})
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, ErrUnavailable) {
-					t.Fatal(err)
-				}
-				time.Sleep(time.Millisecond)
-			}
+			waitServing(t, c, a, "a")
 			want := map[fault]uint64{lostAck: 2, dropped: 1}[fa]
 			if v := c.version(t, a, "a"); v != want {
 				t.Fatalf("a is at version %d, want %d", v, want)
@@ -734,6 +725,22 @@ func TestGroupCommitFailure(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// waitServing waits until a answers c's read of key: it refuses requests
+// (ErrUnavailable) until it has read its journal after a failed append.
+func waitServing(t *testing.T, c client, a *Anchor, key string) {
+	t.Helper()
+	for {
+		_, err := c.call(a, op{Kind: opGet, Key: []byte(key)})
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -759,16 +766,7 @@ func TestAppendUnanswered(t *testing.T) {
 	case <-time.After(10 * appendTimeout):
 		t.Fatal("the unanswered append is still waiting")
 	}
-	for {
-		_, err := c.call(a, op{Kind: opGet, Key: []byte("before")})
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, ErrUnavailable) {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitServing(t, c, a, "before")
 	c.mustPut(t, a, "a", 1)
 	sameIndex(t, d.following(t), a)
 }
